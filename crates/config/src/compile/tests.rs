@@ -1,0 +1,241 @@
+use super::*;
+use crate::manifests::Manifests;
+
+const PROVIDERS: &str = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: mock}
+spec:
+  type: mock
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: openai}
+spec:
+  type: openai
+  baseUrl: http://127.0.0.1:9999/v1
+  credentials: {secretRef: {name: openai}}
+  region: us
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: openai}
+stringData: {apiKey: sk-upstream}
+"#;
+
+const ROUTES: &str = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: good}
+spec:
+  model: good
+  backends:
+    - providerRef: {name: mock}
+      model: mock-model
+    - providerRef: {name: openai}
+      model: gpt-4o
+      weight: 3
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: broken}
+spec:
+  model: broken
+  backends:
+    - providerRef: {name: nope}
+      model: x
+"#;
+
+fn load(files: &[(&str, &str)]) -> Manifests {
+    let mut m = Manifests::default();
+    for (name, text) in files {
+        let d = m.add_yaml(name, text, &|_| None);
+        assert!(d.is_empty(), "{d:?}");
+    }
+    m
+}
+
+fn messages(c: &Compiled) -> Vec<String> {
+    c.diagnostics.iter().map(|d| d.to_string()).collect()
+}
+
+#[test]
+fn missing_provider_leaves_only_that_route_out() {
+    let m = load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES)]);
+    let c = compile(&m, &CompileOptions::default());
+    assert_eq!(
+        messages(&c),
+        vec![r#"routes.yaml:20: LLMRoute/broken: spec.backends[0].providerRef.name: Provider "nope" not found in namespace "default"; the route is left out"#]
+    );
+    assert_eq!(c.config.routes.len(), 1);
+    let good = &c.config.routes[0];
+    assert_eq!(good.model, "good");
+    assert_eq!(good.backends[1].weight, 3);
+    assert_eq!(good.backends[1].provider, "default/openai");
+    assert_eq!(good.backends[1].labels.get("region").map(String::as_str), Some("us"));
+    // The built-in price table fills prices and context windows.
+    assert_eq!(good.backends[1].price.map(|p| p.input), Some(2.5));
+    assert_eq!(good.backends[1].context_window, Some(128_000));
+    assert_eq!(c.config.providers.len(), 2);
+}
+
+#[test]
+fn deterministic_and_independent_of_file_order() {
+    let a = compile(&load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES)]), &CompileOptions::default());
+    let b = compile(&load(&[("routes.yaml", ROUTES), ("providers.yaml", PROVIDERS)]), &CompileOptions::default());
+    let c = compile(&load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES)]), &CompileOptions::default());
+    assert_eq!(a.config.to_bytes().unwrap(), b.config.to_bytes().unwrap());
+    assert_eq!(a.config.to_bytes().unwrap(), c.config.to_bytes().unwrap());
+    assert_eq!(a.config.hash(), b.config.hash());
+    assert_eq!(a.config.hash().len(), 64);
+}
+
+#[test]
+fn missing_secret_key_is_named() {
+    let m = load(&[(
+        "p.yaml",
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: anthropic}
+spec:
+  type: anthropic
+  credentials: {secretRef: {name: creds, key: token}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {apiKey: x}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: claude}
+spec:
+  model: claude
+  backends: [{providerRef: {name: anthropic}, model: claude-sonnet-4-5}]
+"#,
+    )]);
+    let c = compile(&m, &CompileOptions::default());
+    let msgs = messages(&c);
+    assert!(msgs.iter().any(|m| m.contains(r#"Provider/anthropic: spec.credentials.secretRef: Secret "creds" has no key "token""#)), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("LLMRoute/claude") && m.contains("cannot be used")), "{msgs:?}");
+    assert!(c.config.routes.is_empty());
+    assert!(c.config.providers.is_empty());
+}
+
+fn route(name: &str, fallbacks: &[&str]) -> String {
+    let fb: Vec<String> = fallbacks.iter().map(|f| format!("{{route: {f}}}")).collect();
+    format!(
+        "---\napiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata: {{name: {name}}}\nspec:\n  model: {name}\n  backends: [{{providerRef: {{name: mock}}, model: m}}]\n  fallbacks: [{}]\n",
+        fb.join(", ")
+    )
+}
+
+#[test]
+fn fallback_loops_and_depth_are_refused() {
+    let text = [
+        route("a", &["b"]),
+        route("b", &["a"]),
+        route("c", &["d"]),
+        route("d", &["e"]),
+        route("e", &["f"]),
+        route("f", &["g"]),
+        route("g", &[]),
+        route("h", &["missing"]),
+    ]
+    .concat();
+    let m = load(&[("providers.yaml", PROVIDERS), ("routes.yaml", &text)]);
+    let c = compile(&m, &CompileOptions::default());
+    let msgs = messages(&c);
+    assert!(msgs.iter().any(|m| m.contains("LLMRoute/a: spec.fallbacks: fallbacks form a loop (a -> b -> a)")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("LLMRoute/b: spec.fallbacks: fallbacks form a loop")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("LLMRoute/c: spec.fallbacks: fallbacks go 4 levels deep")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains(r#"LLMRoute/h: spec.fallbacks[0].route: no route serves model "missing""#)), "{msgs:?}");
+    let served: Vec<&str> = c.config.routes.iter().map(|r| r.model.as_str()).collect();
+    assert_eq!(served, vec!["d", "e", "f", "g"]);
+}
+
+#[test]
+fn duplicate_model_name_keeps_the_first() {
+    let text = format!(
+        "{}{}",
+        route("x", &[]),
+        "---\napiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata: {name: y}\nspec:\n  model: x\n  backends: [{providerRef: {name: mock}, model: m}]\n"
+    );
+    let m = load(&[("providers.yaml", PROVIDERS), ("routes.yaml", &text)]);
+    let c = compile(&m, &CompileOptions::default());
+    let msgs = messages(&c);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].contains(r#"LLMRoute/y: spec.model: model name "x" is already served by LLMRoute/x"#), "{msgs:?}");
+    assert_eq!(c.config.routes.len(), 1);
+    assert_eq!(c.config.routes[0].name, "x");
+}
+
+#[test]
+fn keys_are_hashed_and_never_plain() {
+    let text = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: VirtualKey
+metadata: {name: demo, namespace: team-a}
+spec:
+  secretRef: {name: demo-secret}
+  labels: {team: a}
+  budget: {maxSpend: 10, period: daily}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: demo-secret, namespace: team-a}
+stringData: {key: sk-plain-value}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: VirtualKey
+metadata: {name: nokey, namespace: team-a}
+spec: {}
+"#;
+    let m = load(&[("providers.yaml", PROVIDERS), ("keys.yaml", text)]);
+    let c = compile(&m, &CompileOptions::default());
+    let bytes = String::from_utf8(c.config.to_bytes().unwrap()).unwrap();
+    assert!(!bytes.contains("sk-plain-value"));
+    assert_eq!(c.config.keys.len(), 1);
+    assert_eq!(c.config.keys[0].hashes[0].sha256, hash_key("sk-plain-value"));
+    assert_eq!(c.config.keys[0].budget.as_ref().unwrap().alert_thresholds, vec![50, 80, 100]);
+    let msgs = messages(&c);
+    assert!(msgs.iter().any(|m| m.contains(r#"VirtualKey/nokey: metadata.name: Secret "nokey-key" not found in namespace "team-a""#)), "{msgs:?}");
+}
+
+#[test]
+fn fleet_admission_by_namespace() {
+    let text = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMGateway
+metadata: {name: gw, namespace: default}
+spec: {}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: mock, namespace: other}
+spec: {type: mock}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: elsewhere, namespace: other}
+spec:
+  model: elsewhere
+  backends: [{providerRef: {name: mock}, model: m}]
+"#;
+    let m = load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES), ("gw.yaml", text)]);
+    let c = compile(&m, &CompileOptions::default());
+    assert_eq!(c.config.fleet.as_deref(), Some("default/gw"));
+    let models: Vec<&str> = c.config.routes.iter().map(|r| r.model.as_str()).collect();
+    assert_eq!(models, vec!["good"]);
+    let c = compile(&m, &CompileOptions { fleet: Some(("default".into(), "missing".into())) });
+    assert!(c.config.routes.is_empty() && c.has_errors());
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let m = load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES)]);
+    let c = compile(&m, &CompileOptions::default());
+    assert!(!format!("{:?}", c.config).contains("sk-upstream"));
+    assert!(String::from_utf8(c.config.to_bytes().unwrap()).unwrap().contains("sk-upstream"));
+}

@@ -1,0 +1,42 @@
+//! `GatewayConfig`: the one typed contract between the control plane and the data plane, and
+//! `compile()`, the pure function that turns manifests into it.
+//!
+//! The operator and standalone mode both call [`compile`]; the gateway reads only
+//! [`GatewayConfig`]. Nothing here performs network I/O, and `GatewayConfig` holds no CRD types:
+//! secrets are resolved into values, key Secrets into hashes, durations into milliseconds and
+//! prices into numbers, so the gateway never needs to know how they were declared.
+
+mod compile;
+mod diagnostics;
+pub mod manifests;
+pub mod prices;
+mod types;
+
+pub use compile::{compile, CompileOptions, Compiled};
+pub use diagnostics::{Diagnostic, Location, ObjectId, Severity};
+pub use manifests::Manifests;
+pub use types::*;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The configuration is not valid JSON of the expected shape.
+    #[error("invalid gateway config: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The configuration was written by a newer or older, incompatible control plane.
+    #[error("gateway config schema version {found} is not supported (this gateway reads version {supported})")]
+    Version {
+        /// Version found.
+        found: u32,
+        /// Version supported.
+        supported: u32,
+    },
+}

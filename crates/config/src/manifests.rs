@@ -1,0 +1,545 @@
+//! The input of [`compile`](crate::compile): resources and the Secrets they name, plus where each
+//! was written so diagnostics can point at a file and line.
+//!
+//! The operator fills a [`Manifests`] from its reflector stores; standalone mode and
+//! `switchyard validate` fill it from YAML files with [`Manifests::load_dir`]. Loading refuses
+//! what the API server would refuse (YAML errors, unknown fields, wrong types, CEL rules); those
+//! load errors are fatal for the whole input. Everything else is left to `compile`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use serde::de::DeserializeOwned;
+use switchyard_api::{LLMGateway, LLMRoute, Provider, VirtualKey, API_VERSION};
+
+use crate::diagnostics::{Diagnostic, Location, ObjectId, Severity};
+
+/// Namespace given to resources written without one (as `kubectl apply` does).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A Secret's decoded values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretData {
+    /// Values by key. Keys whose environment variable was unset are absent.
+    pub values: BTreeMap<String, String>,
+    /// Keys whose `${VAR}` reference named an unset environment variable, with the variable.
+    pub missing_env: BTreeMap<String, String>,
+}
+
+/// Where a resource was written, and its text, to locate fields in it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    /// File path.
+    pub file: String,
+    /// First line of the resource's YAML document (1-based).
+    pub line: usize,
+    /// The document's text.
+    pub text: String,
+}
+
+/// Everything `compile` reads.
+#[derive(Clone, Debug, Default)]
+pub struct Manifests {
+    /// Providers.
+    pub providers: Vec<Provider>,
+    /// Routes.
+    pub routes: Vec<LLMRoute>,
+    /// Virtual keys.
+    pub keys: Vec<VirtualKey>,
+    /// Gateways.
+    pub gateways: Vec<LLMGateway>,
+    /// Secrets by (namespace, name).
+    pub secrets: BTreeMap<(String, String), SecretData>,
+    /// Namespace labels, for gateways that admit namespaces by selector.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Where each resource was written (files only).
+    pub sources: BTreeMap<ObjectId, Source>,
+}
+
+impl Manifests {
+    /// Adds a Kubernetes Secret (both `data` and `stringData`).
+    pub fn add_secret(&mut self, secret: &Secret) {
+        let ns = secret.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let mut data = SecretData::default();
+        for (k, v) in secret.data.iter().flatten() {
+            if let Ok(s) = String::from_utf8(v.0.clone()) {
+                data.values.insert(k.clone(), s);
+            }
+        }
+        for (k, v) in secret.string_data.iter().flatten() {
+            data.values.insert(k.clone(), v.clone());
+        }
+        self.secrets.insert((ns, secret.name_any()), data);
+    }
+
+    /// Loads every `*.yaml` / `*.yml` file below `dir` (sorted, recursive), expanding `${VAR}`
+    /// in Secret values with `env`. Returns the manifests and the load errors; any error means
+    /// the input as a whole is invalid.
+    pub fn load_dir(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> (Self, Vec<Diagnostic>) {
+        let mut files = Vec::new();
+        let mut diags = Vec::new();
+        collect_yaml_files(dir, &mut files, &mut diags);
+        files.sort();
+        let mut m = Manifests::default();
+        for path in files {
+            let name = path.display().to_string();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => diags.extend(m.add_yaml(&name, &text, env)),
+                Err(e) => diags.push(file_error(&name, 1, format!("cannot read: {e}"))),
+            }
+        }
+        if m.providers.is_empty() && m.routes.is_empty() && diags.is_empty() {
+            diags.push(file_error(
+                &dir.display().to_string(),
+                1,
+                "no Switchyard resources found (expected YAML files with Provider and LLMRoute resources)".into(),
+            ));
+        }
+        (m, diags)
+    }
+
+    /// Adds the resources of one YAML file (one or more documents). Returns its load errors.
+    pub fn add_yaml(&mut self, file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<Diagnostic> {
+        let mut diags = Vec::new();
+        for (line, doc) in split_documents(text) {
+            self.add_document(file, line, doc, env, &mut diags);
+        }
+        diags
+    }
+
+    fn add_document(
+        &mut self,
+        file: &str,
+        start: usize,
+        doc: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let value: serde_yaml::Value = match serde_yaml::from_str(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                let line = start + e.location().map_or(0, |l| l.line().saturating_sub(1));
+                diags.push(file_error(file, line, format!("invalid YAML: {e}")));
+                return;
+            }
+        };
+        if value.is_null() {
+            return;
+        }
+        let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
+        let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+        let src = Source {
+            file: file.to_owned(),
+            line: start,
+            text: doc.to_owned(),
+        };
+        match (api_version, kind) {
+            (API_VERSION, "Provider") => {
+                if let Some(p) = self.typed::<Provider>(&src, kind, diags) {
+                    self.providers.push(p);
+                }
+            }
+            (API_VERSION, "LLMRoute") => {
+                if let Some(r) = self.typed::<LLMRoute>(&src, kind, diags) {
+                    self.routes.push(r);
+                }
+            }
+            (API_VERSION, "VirtualKey") => {
+                if let Some(k) = self.typed::<VirtualKey>(&src, kind, diags) {
+                    self.keys.push(k);
+                }
+            }
+            (API_VERSION, "LLMGateway") => {
+                if let Some(g) = self.typed::<LLMGateway>(&src, kind, diags) {
+                    self.gateways.push(g);
+                }
+            }
+            ("v1", "Secret") => {
+                if let Some(s) = self.typed::<Secret>(&src, kind, diags) {
+                    self.add_secret_expanding(&s, &src, env, diags);
+                }
+            }
+            ("v1", "Namespace") => {
+                if let Some(ns) = self.typed::<k8s_openapi::api::core::v1::Namespace>(&src, kind, diags) {
+                    self.namespaces.insert(ns.name_any(), ns.labels().clone());
+                }
+            }
+            ("", _) | (_, "") => diags.push(file_error(
+                file,
+                start,
+                "document has no apiVersion or kind".into(),
+            )),
+            (a, k) if a.starts_with("switchyard.dev/") => diags.push(file_error(
+                file,
+                start,
+                format!("unknown Switchyard resource {a} {k} (this version knows {API_VERSION} Provider, LLMRoute, VirtualKey, LLMGateway)"),
+            )),
+            // Other Kubernetes objects may live beside ours (a kustomization's Deployment...).
+            _ => {}
+        }
+    }
+
+    /// Deserialises a document strictly: unknown fields are errors (as with
+    /// `kubectl apply --validate=strict`), then CEL rules are checked.
+    fn typed<T>(&mut self, src: &Source, kind: &str, diags: &mut Vec<Diagnostic>) -> Option<T>
+    where
+        T: DeserializeOwned + kube::Resource + CelCheck,
+    {
+        let de = serde_yaml::Deserializer::from_str(&src.text);
+        let mut unknown = Vec::new();
+        let result: Result<T, _> = serde_ignored::deserialize(de, |path| {
+            let path = path.to_string();
+            // The generated resource types check apiVersion and kind themselves.
+            if path != "apiVersion" && path != "kind" {
+                unknown.push(path);
+            }
+        });
+        let mut obj = match result {
+            Ok(o) => o,
+            Err(e) => {
+                let line = src.line + e.location().map_or(0, |l| l.line().saturating_sub(1));
+                diags.push(file_error(&src.file, line, format!("{kind}: {e}")));
+                return None;
+            }
+        };
+        if obj.meta().namespace.is_none() {
+            obj.meta_mut().namespace = Some(DEFAULT_NAMESPACE.to_owned());
+        }
+        let id = ObjectId::new(kind, obj.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE), obj.meta().name.as_deref().unwrap_or(""));
+        let mut ok = true;
+        if id.name.is_empty() {
+            diags.push(file_error(&src.file, src.line, format!("{kind} has no metadata.name")));
+            ok = false;
+        }
+        for path in unknown {
+            let line = locate_key(&src.text, &path).map_or(src.line, |l| src.line + l);
+            diags.push(Diagnostic {
+                location: Some(Location { file: src.file.clone(), line }),
+                object: Some(id.clone()),
+                severity: Severity::Error,
+                field: path.clone(),
+                reason: "UnknownField".into(),
+                message: "unknown field".into(),
+            });
+            ok = false;
+        }
+        for (field, message) in obj.cel_errors() {
+            diags.push(Diagnostic {
+                location: Some(Location { file: src.file.clone(), line: src.line }),
+                object: Some(id.clone()),
+                severity: Severity::Error,
+                field,
+                reason: "Invalid".into(),
+                message,
+            });
+            ok = false;
+        }
+        if let Some(previous) = self.sources.get(&id) {
+            diags.push(Diagnostic {
+                location: Some(Location { file: src.file.clone(), line: src.line }),
+                object: Some(id.clone()),
+                severity: Severity::Error,
+                field: String::new(),
+                reason: "Duplicate".into(),
+                message: format!("defined twice (first at {}:{})", previous.file, previous.line),
+            });
+            return None;
+        }
+        self.sources.insert(id, src.clone());
+        ok.then_some(obj)
+    }
+
+    fn add_secret_expanding(
+        &mut self,
+        secret: &Secret,
+        src: &Source,
+        env: &dyn Fn(&str) -> Option<String>,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let ns = secret.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let mut data = SecretData::default();
+        for (k, v) in secret.data.iter().flatten() {
+            match String::from_utf8(v.0.clone()) {
+                Ok(s) => {
+                    data.values.insert(k.clone(), s);
+                }
+                Err(_) => diags.push(file_error(&src.file, src.line, format!("Secret/{}: data.{k} is not UTF-8 text", secret.name_any()))),
+            }
+        }
+        for (k, v) in secret.string_data.iter().flatten() {
+            match expand_env(v, env) {
+                Ok(s) => {
+                    data.values.insert(k.clone(), s);
+                }
+                Err(var) => {
+                    data.missing_env.insert(k.clone(), var);
+                }
+            }
+        }
+        self.secrets.insert((ns, secret.name_any()), data);
+    }
+
+    /// The line in its source file of a field of a resource, when the resource came from a file.
+    /// `hint` narrows the search to a line that also contains that text (a value).
+    pub fn locate(&self, object: &ObjectId, field: &str, hint: Option<&str>) -> Option<Location> {
+        let src = self.sources.get(object)?;
+        let line = locate_field(&src.text, field, hint).map_or(src.line, |l| src.line + l);
+        Some(Location {
+            file: src.file.clone(),
+            line,
+        })
+    }
+}
+
+/// Resources whose CEL rules can be checked client-side.
+pub trait CelCheck {
+    /// `(field, message)` of every failed rule.
+    fn cel_errors(&self) -> Vec<(String, String)>;
+}
+
+macro_rules! cel_check {
+    ($($t:ty),*) => {$(
+        impl CelCheck for $t {
+            fn cel_errors(&self) -> Vec<(String, String)> {
+                match self.validate_cel() {
+                    Ok(()) => Vec::new(),
+                    Err(errors) => errors
+                        .as_slice()
+                        .iter()
+                        .map(|e| (e.field_path.trim_start_matches('.').to_owned(), e.message.clone()))
+                        .collect(),
+                }
+            }
+        }
+    )*};
+}
+cel_check!(Provider, LLMRoute, VirtualKey, LLMGateway);
+
+impl CelCheck for Secret {
+    fn cel_errors(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+impl CelCheck for k8s_openapi::api::core::v1::Namespace {
+    fn cel_errors(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+fn file_error(file: &str, line: usize, message: String) -> Diagnostic {
+    Diagnostic {
+        location: Some(Location {
+            file: file.to_owned(),
+            line,
+        }),
+        object: None,
+        severity: Severity::Error,
+        field: String::new(),
+        reason: "Invalid".into(),
+        message,
+    }
+}
+
+fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(file_error(&dir.display().to_string(), 1, format!("cannot read directory: {e}")));
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let hidden = name.to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect_yaml_files(&path, out, diags);
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(path);
+        }
+    }
+}
+
+/// Splits a multi-document YAML text at `---` lines; yields (first line, text) per document.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let mut start_byte = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            docs.push((start_line, &text[start_byte..offset]));
+            start_byte = offset + line.len();
+            start_line = i + 2;
+        }
+        offset += line.len();
+    }
+    docs.push((start_line, &text[start_byte..]));
+    docs.into_iter().filter(|(_, d)| !d.trim().is_empty()).collect()
+}
+
+/// Expands `${VAR}` with `env`; returns the first unset variable as the error.
+fn expand_env(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find('}') {
+            Some(j) => {
+                let var = &after[..j];
+                match env(var) {
+                    Some(v) => out.push_str(&v),
+                    None => return Err(var.to_owned()),
+                }
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Zero-based line offset of the last key of a serde_ignored path (`spec.backends.0.weigth`).
+fn locate_key(text: &str, path: &str) -> Option<usize> {
+    let key = path.rsplit('.').find(|s| s.parse::<usize>().is_err())?;
+    find_key_line(text, key, None)
+}
+
+/// Zero-based line offset of a field path such as `spec.backends[1].providerRef.name`: each
+/// key is searched from where the previous one was found, list indexes count `- ` items.
+fn locate_field(text: &str, field: &str, hint: Option<&str>) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut pos = 0;
+    let mut found = None;
+    for seg in field.split('.') {
+        let (key, index) = match seg.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        if key.is_empty() {
+            continue;
+        }
+        let offset = find_key_line(&lines[pos.min(lines.len())..].join("\n"), key, None)?;
+        pos += offset;
+        found = Some(pos);
+        if let Some(n) = index {
+            let items: Vec<usize> = lines
+                .iter()
+                .enumerate()
+                .skip(pos + 1)
+                .filter(|(_, l)| l.trim_start().starts_with("- "))
+                .map(|(i, _)| i)
+                .collect();
+            if let Some(&item) = items.get(n) {
+                pos = item;
+                found = Some(pos);
+            }
+        }
+    }
+    match (found, hint) {
+        (Some(f), Some(h)) if !lines.get(f).is_some_and(|l| l.contains(h)) => {
+            lines.iter().position(|l| l.contains(h)).or(Some(f))
+        }
+        (f, _) => f,
+    }
+}
+
+fn find_key_line(text: &str, key: &str, hint: Option<&str>) -> Option<usize> {
+    text.lines().position(|line| {
+        let t = line.trim_start().trim_start_matches("- ").trim_start();
+        let is_key = t.starts_with(key) && t[key.len()..].trim_start().starts_with(':')
+            || t.contains(&format!("{{{key}:"))
+            || t.contains(&format!(" {key}:"));
+        is_key && hint.is_none_or(|h| line.contains(h))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn split_keeps_line_numbers() {
+        let docs = split_documents("a: 1\n---\nb: 2\nc: 3\n---\n\n---\nd: 4\n");
+        let lines: Vec<usize> = docs.iter().map(|d| d.0).collect();
+        assert_eq!(lines, vec![1, 3, 8]);
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |v: &str| (v == "A").then(|| "x".to_string());
+        assert_eq!(expand_env("k-${A}-z", &env), Ok("k-x-z".into()));
+        assert_eq!(expand_env("${B}", &env), Err("B".into()));
+        assert_eq!(expand_env("plain", &env), Ok("plain".into()));
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_with_its_line() {
+        let mut m = Manifests::default();
+        let diags = m.add_yaml(
+            "r.yaml",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: m\n  backends:\n    - providerRef: {name: p}\n      model: x\n      weigth: 3\n",
+            &no_env,
+        );
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].to_string(), "r.yaml:10: LLMRoute/r: spec.backends.0.weigth: unknown field");
+        assert!(m.routes.is_empty());
+    }
+
+    #[test]
+    fn type_error_names_the_line() {
+        let mut m = Manifests::default();
+        let diags = m.add_yaml(
+            "p.yaml",
+            "# comment\n---\napiVersion: switchyard.dev/v1alpha1\nkind: Provider\nmetadata:\n  name: p\nspec:\n  type: not-a-type\n",
+            &no_env,
+        );
+        assert_eq!(diags.len(), 1);
+        let text = diags[0].to_string();
+        assert!(text.starts_with("p.yaml:8: Provider: "), "{text}");
+        assert!(text.contains("unknown variant `not-a-type`"), "{text}");
+    }
+
+    #[test]
+    fn cel_rules_apply_client_side() {
+        let mut m = Manifests::default();
+        let diags = m.add_yaml(
+            "p.yaml",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Provider\nmetadata:\n  name: p\nspec:\n  type: anthropic\n",
+            &no_env,
+        );
+        assert_eq!(diags.len(), 1);
+        assert!(diags[0].to_string().contains("credentials.secretRef is required"), "{}", diags[0]);
+    }
+
+    #[test]
+    fn secrets_expand_env_and_record_missing() {
+        let mut m = Manifests::default();
+        let env = |v: &str| (v == "SET").then(|| "value".to_string());
+        let diags = m.add_yaml(
+            "s.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: team\nstringData:\n  a: ${SET}\n  b: ${UNSET}\n",
+            &env,
+        );
+        assert!(diags.is_empty());
+        let data = &m.secrets[&("team".to_string(), "s".to_string())];
+        assert_eq!(data.values.get("a").map(String::as_str), Some("value"));
+        assert_eq!(data.missing_env.get("b").map(String::as_str), Some("UNSET"));
+    }
+}

@@ -1,0 +1,722 @@
+//! The `GatewayConfig` types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Version of the `GatewayConfig` schema. Bumped on any incompatible change; a gateway refuses a
+/// config of another version rather than guessing.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything a gateway fleet runs: providers, routes and keys, fully resolved.
+///
+/// Serialisation is stable (sorted maps, sorted lists), so the same input gives the same bytes
+/// and the same [`GatewayConfig::hash`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub version: u32,
+    /// The fleet (`namespace/name`) this config was compiled for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+    /// Fleet-wide settings.
+    #[serde(default)]
+    pub settings: Settings,
+    /// Upstream provider accounts, sorted by id.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// Routes, sorted by namespace then model.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Virtual keys, sorted by namespace then name.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+impl GatewayConfig {
+    /// The canonical bytes of this config (stable JSON).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// Parses and checks the schema version.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, crate::Error> {
+        let config: GatewayConfig = serde_json::from_slice(bytes)?;
+        if config.version != SCHEMA_VERSION {
+            return Err(crate::Error::Version {
+                found: config.version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(config)
+    }
+
+    /// SHA-256 of the canonical bytes, hex encoded.
+    pub fn hash(&self) -> String {
+        let bytes = self.to_bytes().unwrap_or_default();
+        hex::encode(Sha256::digest(&bytes))
+    }
+}
+
+/// Fleet-wide settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Settings {
+    /// Requests larger than this are refused with 413.
+    pub max_request_bytes: u64,
+    /// Shared state for the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
+}
+
+/// Default request size limit: 10 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 10 * 1024 * 1024;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            redis: None,
+        }
+    }
+}
+
+/// Redis connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Connection URL (may carry a password).
+    pub url: SecretString,
+    /// Redis Cluster mode.
+    #[serde(default)]
+    pub cluster: bool,
+    /// Behaviour while Redis is unreachable.
+    pub fail_mode: FailMode,
+}
+
+/// Behaviour while shared state is unreachable.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailMode {
+    /// Enforce limits per process.
+    #[default]
+    Open,
+    /// Refuse with 503.
+    Closed,
+}
+
+/// A secret value. Serialised as is (configs are delivered in Secrets), never printed by `Debug`.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret value. Call only where it is sent upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// The wire format and conventions a provider speaks.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// OpenAI.
+    Openai,
+    /// Azure OpenAI.
+    AzureOpenai,
+    /// Anthropic Messages.
+    Anthropic,
+    /// AWS Bedrock Converse.
+    Bedrock,
+    /// Google Vertex AI.
+    Vertex,
+    /// Google Gemini API.
+    Gemini,
+    /// Mistral.
+    Mistral,
+    /// Groq.
+    Groq,
+    /// xAI.
+    Xai,
+    /// DeepSeek.
+    Deepseek,
+    /// Cohere.
+    Cohere,
+    /// Together AI.
+    Together,
+    /// Fireworks AI.
+    Fireworks,
+    /// OpenRouter.
+    Openrouter,
+    /// Ollama.
+    Ollama,
+    /// vLLM.
+    Vllm,
+    /// Any OpenAI-compatible server.
+    OpenaiCompatible,
+    /// In-gateway mock.
+    Mock,
+}
+
+impl ProviderKind {
+    /// The name used in manifests and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::AzureOpenai => "azure-openai",
+            Self::Anthropic => "anthropic",
+            Self::Bedrock => "bedrock",
+            Self::Vertex => "vertex",
+            Self::Gemini => "gemini",
+            Self::Mistral => "mistral",
+            Self::Groq => "groq",
+            Self::Xai => "xai",
+            Self::Deepseek => "deepseek",
+            Self::Cohere => "cohere",
+            Self::Together => "together",
+            Self::Fireworks => "fireworks",
+            Self::Openrouter => "openrouter",
+            Self::Ollama => "ollama",
+            Self::Vllm => "vllm",
+            Self::OpenaiCompatible => "openai-compatible",
+            Self::Mock => "mock",
+        }
+    }
+
+    /// The provider's public API base URL, used when a Provider sets none.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Openai => "https://api.openai.com/v1",
+            Self::Anthropic => "https://api.anthropic.com",
+            Self::Gemini => "https://generativelanguage.googleapis.com",
+            Self::Mistral => "https://api.mistral.ai/v1",
+            Self::Groq => "https://api.groq.com/openai/v1",
+            Self::Xai => "https://api.x.ai/v1",
+            Self::Deepseek => "https://api.deepseek.com/v1",
+            Self::Cohere => "https://api.cohere.com",
+            Self::Together => "https://api.together.xyz/v1",
+            Self::Fireworks => "https://api.fireworks.ai/inference/v1",
+            Self::Openrouter => "https://openrouter.ai/api/v1",
+            Self::Ollama => "http://127.0.0.1:11434/v1",
+            Self::Vllm => "http://127.0.0.1:8000/v1",
+            Self::AzureOpenai | Self::OpenaiCompatible | Self::Bedrock | Self::Vertex | Self::Mock => {
+                return None
+            }
+        })
+    }
+}
+
+/// Resolved credentials of a provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", tag = "type", deny_unknown_fields)]
+pub enum CredentialsConfig {
+    /// An API key or bearer token.
+    ApiKey {
+        /// The key.
+        key: SecretString,
+    },
+    /// AWS access keys (SigV4).
+    Aws {
+        /// Access key id.
+        access_key_id: SecretString,
+        /// Secret access key.
+        secret_access_key: SecretString,
+        /// Session token of temporary credentials.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_token: Option<SecretString>,
+    },
+    /// A Google service-account JSON document.
+    ServiceAccount {
+        /// The JSON document.
+        json: SecretString,
+    },
+}
+
+/// One upstream provider account.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `namespace/name`, unique.
+    pub id: String,
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// API base URL, without a trailing slash. Empty for `mock`.
+    pub base_url: String,
+    /// Credentials, resolved from their Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsConfig>,
+    /// Region of the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Azure `api-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Vertex project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Extra headers on every request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The account's quota.
+    #[serde(default)]
+    pub quota: LimitsConfig,
+    /// Timeouts.
+    pub timeouts: ProviderTimeoutsConfig,
+    /// Circuit breaker.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Mock behaviour, for `mock` providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockConfig>,
+}
+
+/// Request and token limits; `None` is unlimited.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Tokens per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+}
+
+impl LimitsConfig {
+    /// Whether no limit is set.
+    pub fn is_unlimited(&self) -> bool {
+        self.rpm.is_none() && self.tpm.is_none() && self.max_parallel.is_none()
+    }
+}
+
+/// Upstream timeouts in milliseconds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderTimeoutsConfig {
+    /// Connect timeout.
+    pub connect_ms: u64,
+    /// Whole non-streaming request.
+    pub request_ms: u64,
+    /// Longest gap between stream chunks.
+    pub stream_idle_ms: u64,
+}
+
+impl Default for ProviderTimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            request_ms: 600_000,
+            stream_idle_ms: 60_000,
+        }
+    }
+}
+
+/// Circuit breaker settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open the circuit.
+    pub consecutive_failures: u32,
+    /// How long the circuit stays open before a probe.
+    pub cooldown_ms: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            cooldown_ms: 300_000,
+        }
+    }
+}
+
+/// Behaviour of the in-gateway mock provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MockConfig {
+    /// Fixed reply; `None` echoes the last user message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// Delay of a non-streaming response.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Delay of the first stream chunk.
+    #[serde(default)]
+    pub time_to_first_token_ms: u64,
+    /// Stream speed; `None` is as fast as possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<u32>,
+    /// Embedding vector size.
+    pub embedding_dimensions: u32,
+}
+
+/// The kind of requests a route serves.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteMode {
+    /// Chat.
+    #[default]
+    Chat,
+    /// Embeddings.
+    Embeddings,
+    /// Text completions.
+    Completions,
+}
+
+/// Backend selection strategy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Smooth weighted round robin.
+    #[default]
+    Weighted,
+    /// Weighted random.
+    Shuffle,
+    /// Fewest in flight.
+    LeastBusy,
+    /// Lowest latency EWMA, power of two choices.
+    Latency,
+    /// Cheapest.
+    Cheapest,
+    /// Most quota headroom.
+    Usage,
+}
+
+/// One public model name and how it is served.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Namespace (tenant) of the route.
+    pub namespace: String,
+    /// Name of the LLMRoute resource.
+    pub name: String,
+    /// Model name clients send.
+    pub model: String,
+    /// Other names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Kind of requests.
+    pub mode: RouteMode,
+    /// Backends.
+    pub backends: Vec<BackendConfig>,
+    /// Balancing.
+    pub strategy: Strategy,
+    /// Retries.
+    pub retries: RetryConfig,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: RouteTimeoutsConfig,
+    /// Fallback routes (model names in the same namespace), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<FallbackConfig>,
+    /// Conditional rules, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleConfig>,
+    /// Response cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
+    /// Hedging delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge_after_ms: Option<u64>,
+    /// Drop parameters a backend cannot honour.
+    #[serde(default)]
+    pub drop_unsupported_params: bool,
+    /// Log prompts and completions.
+    #[serde(default)]
+    pub log_prompts: bool,
+    /// Other namespaces that may use this route as `namespace/model` (`*` for all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<String>,
+}
+
+/// One upstream of a route.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Name within the route.
+    pub name: String,
+    /// Provider id (`namespace/name`).
+    pub provider: String,
+    /// Upstream model.
+    pub model: String,
+    /// Weight.
+    pub weight: u32,
+    /// Priority tier (lower preferred).
+    pub priority: u32,
+    /// Labels: the provider's, `region`, and the backend's own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Context window in tokens, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
+    /// Largest completion in tokens, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// Limits of this backend alone.
+    #[serde(default, skip_serializing_if = "LimitsConfig::is_unlimited")]
+    pub limits: LimitsConfig,
+    /// Prices, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+}
+
+/// USD per million tokens.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Price {
+    /// Prompt tokens.
+    pub input: f64,
+    /// Completion tokens.
+    pub output: f64,
+    /// Cached prompt tokens.
+    pub cached_input: f64,
+}
+
+impl Price {
+    /// Cost in USD of a request's usage.
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64, cached_tokens: u64) -> f64 {
+        let uncached = prompt_tokens.saturating_sub(cached_tokens);
+        (uncached as f64 * self.input
+            + cached_tokens as f64 * self.cached_input
+            + completion_tokens as f64 * self.output)
+            / 1_000_000.0
+    }
+}
+
+/// A retryable failure.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    /// 429.
+    RateLimit,
+    /// 5xx.
+    ServerError,
+    /// Timeout.
+    Timeout,
+    /// Connection failure.
+    ConnectError,
+}
+
+/// Retry policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// First backoff.
+    pub backoff_ms: u64,
+    /// Longest backoff.
+    pub max_backoff_ms: u64,
+    /// What is retried.
+    pub on: Vec<RetryOn>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            backoff_ms: 1_000,
+            max_backoff_ms: 30_000,
+            on: vec![
+                RetryOn::RateLimit,
+                RetryOn::ServerError,
+                RetryOn::Timeout,
+                RetryOn::ConnectError,
+            ],
+        }
+    }
+}
+
+/// Route timeouts in milliseconds; `None` means the provider's own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteTimeoutsConfig {
+    /// Overall deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ms: Option<u64>,
+    /// One attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_ms: Option<u64>,
+    /// First token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<u64>,
+}
+
+/// A fallback trigger.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum FallbackTrigger {
+    /// Rate limited.
+    RateLimit,
+    /// Server error.
+    ServerError,
+    /// Timeout.
+    Timeout,
+    /// Context window exceeded.
+    ContextWindow,
+    /// Content policy.
+    ContentPolicy,
+}
+
+/// A fallback.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Model name of the fallback route, same namespace.
+    pub route: String,
+    /// Triggers.
+    pub on: Vec<FallbackTrigger>,
+}
+
+/// A conditional rule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Name.
+    pub name: String,
+    /// Key labels that must be equal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_labels: BTreeMap<String, String>,
+    /// Headers (lower-case names) that must be equal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Request metadata entries that must be equal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Backend labels required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_selector: Option<BTreeMap<String, String>>,
+    /// Weights by backend name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<BTreeMap<String, u32>>,
+    /// Priorities by backend name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priorities: Option<BTreeMap<String, u32>>,
+    /// Another route (model name, same namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+}
+
+/// Response cache settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Time to live.
+    pub ttl_ms: u64,
+    /// Largest cached body.
+    pub max_body_bytes: u64,
+}
+
+/// One virtual key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Namespace (tenant).
+    pub namespace: String,
+    /// Name of the VirtualKey resource.
+    pub name: String,
+    /// SHA-256 hashes (hex) of the valid key values: the current one, then any still in their
+    /// rotation grace period.
+    pub hashes: Vec<KeyHash>,
+    /// Allowed routes; empty means all the namespace may use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_routes: Vec<String>,
+    /// Limits.
+    #[serde(default, skip_serializing_if = "LimitsConfig::is_unlimited")]
+    pub limits: LimitsConfig,
+    /// Budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConfig>,
+    /// Expiry, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// Refuse every request.
+    #[serde(default)]
+    pub blocked: bool,
+    /// Labels for rules and metrics.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A valid key hash.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyHash {
+    /// SHA-256 of the key value, hex.
+    pub sha256: String,
+    /// The hash stops being accepted at this time (seconds since the epoch); for rotated keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+}
+
+/// The hex SHA-256 of a key value, as stored in [`KeyHash::sha256`].
+pub fn hash_key(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+/// Budget period.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetPeriod {
+    /// Daily.
+    Daily,
+    /// Weekly.
+    Weekly,
+    /// Monthly.
+    Monthly,
+    /// Never resets.
+    Total,
+}
+
+/// Budget action.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetAction {
+    /// Refuse.
+    Block,
+    /// Alert only.
+    Alert,
+}
+
+/// A key's budget.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// USD per period.
+    pub max_spend: f64,
+    /// Period.
+    pub period: BudgetPeriod,
+    /// Action.
+    pub action: BudgetAction,
+    /// Alert thresholds, percent.
+    pub alert_thresholds: Vec<u32>,
+    /// Alert webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Spend alert webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// URL.
+    pub url: String,
+    /// HMAC-SHA256 signing secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<SecretString>,
+}
