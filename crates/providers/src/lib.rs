@@ -1,1 +1,241 @@
-//! placeholder
+//! Wire formats of every provider, pure: no I/O, no HTTP server, no routing.
+//!
+//! Each provider is one module implementing [`Adapter`]: build the upstream request from an
+//! OpenAI-shaped request, translate the response and the stream back to OpenAI's shape, and map
+//! the provider's errors. The gateway does the I/O. OpenAI-compatible providers are presets of
+//! [`openai::OpenAi`], not copies.
+
+pub mod mock;
+pub mod openai;
+pub mod sse;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use serde::{Deserialize, Serialize};
+use switchyard_config::{ProviderConfig, ProviderKind};
+
+/// An OpenAI-shaped JSON object (a request body).
+pub type Json = serde_json::Map<String, serde_json::Value>;
+
+/// What the client asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/embeddings`.
+    Embeddings,
+    /// `/v1/completions`.
+    Completions,
+    /// `/v1/responses`.
+    Responses,
+}
+
+/// Who the request goes to.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The provider account.
+    pub provider: &'a ProviderConfig,
+    /// The upstream model (Azure deployment, Bedrock model id...).
+    pub model: &'a str,
+    /// Drop parameters the provider cannot honour instead of failing.
+    pub drop_unsupported_params: bool,
+    /// The time to sign with (SigV4, JWT assertions); the gateway passes the current time,
+    /// tests a fixed one.
+    pub now: std::time::SystemTime,
+    /// A bearer token the gateway obtained for this provider (Vertex OAuth2 access token).
+    pub bearer: Option<&'a str>,
+}
+
+/// A request ready to send.
+#[derive(Clone, Debug)]
+pub struct UpstreamRequest {
+    /// Method.
+    pub method: Method,
+    /// Full URL.
+    pub url: String,
+    /// Headers, credentials included.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// Token usage reported by a provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens, cached ones included.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_creation_tokens: u64,
+}
+
+impl Usage {
+    /// Prompt plus completion.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// A translated non-streaming response.
+#[derive(Clone, Debug)]
+pub struct Translated {
+    /// OpenAI-shaped JSON body.
+    pub body: Bytes,
+    /// Usage, when the provider reported it.
+    pub usage: Option<Usage>,
+}
+
+/// Classes of failure; they decide the status the client sees, retries and fallbacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// 400: the request is wrong.
+    BadRequest,
+    /// 400: the prompt does not fit the model's context window.
+    ContextWindow,
+    /// 400: the provider refused the content.
+    ContentPolicy,
+    /// 401 upstream: the provider's credentials are wrong (the client sees 502).
+    Auth,
+    /// 403 upstream.
+    PermissionDenied,
+    /// 404 upstream: model or deployment not found.
+    NotFound,
+    /// 429.
+    RateLimit,
+    /// 5xx upstream.
+    Server,
+    /// No answer in time.
+    Timeout,
+    /// Connection failed.
+    Connect,
+    /// The provider answered something unreadable.
+    Protocol,
+}
+
+/// A provider error, mapped.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    /// Class.
+    pub kind: ErrorKind,
+    /// Upstream HTTP status, when there was one.
+    pub status: Option<u16>,
+    /// Message for the client (never a credential).
+    pub message: String,
+    /// The request parameter at fault.
+    pub param: Option<String>,
+    /// Provider's error code.
+    pub code: Option<String>,
+    /// How long the provider asked us to wait.
+    pub retry_after: Option<Duration>,
+}
+
+impl ProviderError {
+    /// A new error of a kind.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            status: None,
+            message: message.into(),
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// A 400 naming an unsupported parameter.
+    pub fn unsupported_param(provider: &str, param: &str) -> Self {
+        Self {
+            param: Some(param.to_owned()),
+            code: Some("unsupported_parameter".into()),
+            ..Self::new(
+                ErrorKind::BadRequest,
+                format!("parameter `{param}` is not supported by {provider} backends (set dropUnsupportedParams on the route to drop it)"),
+            )
+        }
+    }
+}
+
+/// Translates one upstream stream into OpenAI `chat.completion.chunk` SSE events.
+pub trait StreamTranslator: Send {
+    /// Feeds bytes as they arrive; appends the bytes to send to the client to `out`.
+    fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError>;
+    /// The upstream ended; appends anything left (such as `data: [DONE]`).
+    fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), ProviderError>;
+    /// Usage seen so far.
+    fn usage(&self) -> Option<Usage>;
+    /// Whether the upstream's terminal event was seen (a stream cut before it is incomplete).
+    fn complete(&self) -> bool;
+}
+
+/// One provider's wire format.
+pub trait Adapter: Send + Sync {
+    /// Builds the upstream request. `stream` asks for a streamed response.
+    fn build(
+        &self,
+        op: Operation,
+        request: &Json,
+        target: &Target<'_>,
+        stream: bool,
+    ) -> Result<UpstreamRequest, ProviderError>;
+
+    /// Translates a successful (2xx) non-streaming response body.
+    fn parse(&self, op: Operation, body: &[u8], target: &Target<'_>) -> Result<Translated, ProviderError>;
+
+    /// A translator for a streamed response.
+    fn stream(&self, op: Operation, target: &Target<'_>) -> Box<dyn StreamTranslator>;
+
+    /// Maps a non-2xx response.
+    fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError;
+
+    /// Whether this adapter passes OpenAI bytes through unchanged (no translation).
+    fn passthrough(&self) -> bool {
+        false
+    }
+}
+
+/// The adapter for a provider kind.
+pub fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
+    match kind {
+        ProviderKind::AzureOpenai => &openai::AZURE,
+        // Native adapters of the other providers register here as they are added; until then
+        // they speak their OpenAI-compatible endpoints.
+        _ => openai::preset(kind),
+    }
+}
+
+/// Parses `retry-after` (seconds or HTTP date is not supported: seconds only) and
+/// `retry-after-ms`.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(Duration::from_millis(ms.max(0.0) as u64));
+    }
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|s| Duration::from_millis((s.max(0.0) * 1000.0) as u64))
+}
+
+/// The error kind a bare HTTP status implies.
+pub fn kind_for_status(status: u16) -> ErrorKind {
+    match status {
+        400 | 409 | 413 | 415 | 422 => ErrorKind::BadRequest,
+        401 => ErrorKind::Auth,
+        403 => ErrorKind::PermissionDenied,
+        404 => ErrorKind::NotFound,
+        408 | 504 => ErrorKind::Timeout,
+        429 => ErrorKind::RateLimit,
+        _ => ErrorKind::Server,
+    }
+}

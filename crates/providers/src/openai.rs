@@ -1,0 +1,341 @@
+//! OpenAI and the OpenAI-compatible family (Azure OpenAI, Mistral, Groq, xAI, DeepSeek,
+//! Together, Fireworks, OpenRouter, Ollama, vLLM, any compatible server).
+//!
+//! Requests and responses are OpenAI's own shape, so this adapter passes bytes through: it only
+//! sets the upstream model, asks for stream usage, adds credentials, and reads usage from the
+//! response as it goes by. Presets differ in path layout, auth header and parameter quirks.
+//!
+//! Reference: OpenAI API reference, "Chat", "Embeddings", "Responses" and "Error codes";
+//! Azure OpenAI REST reference ("Chat completions", `api-key` header, `api-version`).
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::Deserialize;
+use switchyard_config::{CredentialsConfig, ProviderKind};
+
+use crate::sse::Parser;
+use crate::{
+    kind_for_status, retry_after, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target,
+    Translated, UpstreamRequest, Usage,
+};
+
+/// How a preset authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// `api-key: <key>` (Azure).
+    ApiKeyHeader,
+}
+
+/// An OpenAI-compatible provider preset.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenAi {
+    /// Provider name in messages.
+    pub name: &'static str,
+    /// Auth style.
+    pub auth: Auth,
+    /// Azure-style deployment paths (`/openai/deployments/{model}/...?api-version=`).
+    pub azure_paths: bool,
+    /// Accepts `stream_options.include_usage`.
+    pub stream_usage_option: bool,
+    /// Serves `/v1/responses`.
+    pub responses_api: bool,
+}
+
+macro_rules! preset {
+    ($ident:ident, $name:expr, stream_usage = $su:expr, responses = $resp:expr) => {
+        #[doc = concat!("The `", $name, "` preset.")]
+        pub static $ident: OpenAi = OpenAi {
+            name: $name,
+            auth: Auth::Bearer,
+            azure_paths: false,
+            stream_usage_option: $su,
+            responses_api: $resp,
+        };
+    };
+}
+
+preset!(OPENAI, "openai", stream_usage = true, responses = true);
+preset!(MISTRAL, "mistral", stream_usage = false, responses = false);
+preset!(GROQ, "groq", stream_usage = true, responses = true);
+preset!(XAI, "xai", stream_usage = true, responses = true);
+preset!(DEEPSEEK, "deepseek", stream_usage = true, responses = false);
+preset!(TOGETHER, "together", stream_usage = true, responses = false);
+preset!(FIREWORKS, "fireworks", stream_usage = true, responses = false);
+preset!(OPENROUTER, "openrouter", stream_usage = true, responses = false);
+preset!(OLLAMA, "ollama", stream_usage = true, responses = false);
+preset!(VLLM, "vllm", stream_usage = true, responses = true);
+preset!(COMPATIBLE, "openai-compatible", stream_usage = true, responses = true);
+
+/// Azure OpenAI.
+pub static AZURE: OpenAi = OpenAi {
+    name: "azure-openai",
+    auth: Auth::ApiKeyHeader,
+    azure_paths: true,
+    stream_usage_option: true,
+    responses_api: false,
+};
+
+/// The preset of an OpenAI-compatible kind (others fall back to the generic preset).
+pub fn preset(kind: ProviderKind) -> &'static OpenAi {
+    match kind {
+        ProviderKind::Openai => &OPENAI,
+        ProviderKind::AzureOpenai => &AZURE,
+        ProviderKind::Mistral => &MISTRAL,
+        ProviderKind::Groq => &GROQ,
+        ProviderKind::Xai => &XAI,
+        ProviderKind::Deepseek => &DEEPSEEK,
+        ProviderKind::Together => &TOGETHER,
+        ProviderKind::Fireworks => &FIREWORKS,
+        ProviderKind::Openrouter => &OPENROUTER,
+        ProviderKind::Ollama => &OLLAMA,
+        ProviderKind::Vllm => &VLLM,
+        _ => &COMPATIBLE,
+    }
+}
+
+impl OpenAi {
+    fn url(&self, op: Operation, target: &Target<'_>) -> Result<String, ProviderError> {
+        let base = target.provider.base_url.trim_end_matches('/');
+        let tail = match op {
+            Operation::Chat => "chat/completions",
+            Operation::Embeddings => "embeddings",
+            Operation::Completions => "completions",
+            Operation::Responses => {
+                if !self.responses_api {
+                    return Err(ProviderError::new(
+                        ErrorKind::BadRequest,
+                        format!("{} backends do not serve /v1/responses", self.name),
+                    ));
+                }
+                "responses"
+            }
+        };
+        Ok(if self.azure_paths {
+            let version = target.provider.api_version.as_deref().unwrap_or("2024-10-21");
+            format!("{base}/openai/deployments/{}/{tail}?api-version={version}", target.model)
+        } else {
+            format!("{base}/{tail}")
+        })
+    }
+
+    fn headers(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        let mut h = HeaderMap::with_capacity(4 + target.provider.headers.len());
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in &target.provider.headers {
+            let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) else {
+                continue;
+            };
+            h.insert(name, value);
+        }
+        if let Some(CredentialsConfig::ApiKey { key }) = &target.provider.credentials {
+            let (name, value) = match self.auth {
+                Auth::Bearer => (http::header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+                Auth::ApiKeyHeader => (HeaderName::from_static("api-key"), key.expose().to_owned()),
+            };
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| ProviderError::new(ErrorKind::Auth, "the provider's API key is not a valid header value"))?;
+            value.set_sensitive(true);
+            h.insert(name, value);
+        }
+        Ok(h)
+    }
+}
+
+impl Adapter for OpenAi {
+    fn build(&self, op: Operation, request: &Json, target: &Target<'_>, stream: bool) -> Result<UpstreamRequest, ProviderError> {
+        let mut body = request.clone();
+        if self.azure_paths {
+            // Azure takes the deployment from the path.
+            body.remove("model");
+        } else {
+            body.insert("model".into(), target.model.into());
+        }
+        if stream {
+            body.insert("stream".into(), true.into());
+            if self.stream_usage_option && matches!(op, Operation::Chat | Operation::Completions) {
+                let opts = body
+                    .entry("stream_options")
+                    .or_insert_with(|| serde_json::Value::Object(Json::new()));
+                if let Some(o) = opts.as_object_mut() {
+                    o.insert("include_usage".into(), true.into());
+                }
+            } else {
+                body.remove("stream_options");
+            }
+        }
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode request: {e}")))?;
+        Ok(UpstreamRequest {
+            method: Method::POST,
+            url: self.url(op, target)?,
+            headers: self.headers(target)?,
+            body: Bytes::from(bytes),
+        })
+    }
+
+    fn parse(&self, op: Operation, body: &[u8], _target: &Target<'_>) -> Result<Translated, ProviderError> {
+        let usage = parse_usage(op, body)?;
+        Ok(Translated {
+            body: Bytes::copy_from_slice(body),
+            usage,
+        })
+    }
+
+    fn stream(&self, _op: Operation, _target: &Target<'_>) -> Box<dyn StreamTranslator> {
+        Box::new(Passthrough::default())
+    }
+
+    fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
+        openai_error(status, headers, body)
+    }
+
+    fn passthrough(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// OpenAI's usage object (chat, completions, embeddings and responses spellings).
+#[derive(Deserialize, Default)]
+pub struct WireUsage {
+    #[serde(default, alias = "input_tokens")]
+    prompt_tokens: u64,
+    #[serde(default, alias = "output_tokens")]
+    completion_tokens: u64,
+    #[serde(default, alias = "input_tokens_details")]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            cache_creation_tokens: 0,
+        }
+    }
+}
+
+fn parse_usage(op: Operation, body: &[u8]) -> Result<Option<Usage>, ProviderError> {
+    let parsed: UsageOnly = serde_json::from_slice(body)
+        .map_err(|e| ProviderError::new(ErrorKind::Protocol, format!("upstream sent an unreadable response: {e}")))?;
+    let _ = op;
+    Ok(parsed.usage.map(Usage::from))
+}
+
+/// Forwards OpenAI SSE bytes unchanged, reading usage and the terminator on the way.
+#[derive(Default)]
+pub struct Passthrough {
+    parser: Parser,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl StreamTranslator for Passthrough {
+    fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
+        for ev in self.parser.feed(&chunk) {
+            if ev.data == "[DONE]" {
+                self.done = true;
+            } else if ev.data.contains("\"usage\"") {
+                if let Ok(u) = serde_json::from_str::<UsageOnly>(&ev.data) {
+                    if let Some(u) = u.usage {
+                        self.usage = Some(u.into());
+                    }
+                }
+            } else if ev.data.starts_with("{\"error\"") {
+                let err = openai_error(500, &HeaderMap::new(), ev.data.as_bytes());
+                out.push(chunk);
+                return Err(err);
+            } else if serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_err() {
+                return Err(ProviderError::new(ErrorKind::Protocol, "upstream sent a malformed stream chunk"));
+            }
+        }
+        out.push(chunk);
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(ProviderError::new(ErrorKind::Protocol, "upstream stream ended before [DONE]"))
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn complete(&self) -> bool {
+        self.done
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    param: Option<String>,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+}
+
+/// Maps an OpenAI-shaped error response.
+pub fn openai_error(status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
+    let mut kind = kind_for_status(status);
+    let (message, param, code) = match parsed {
+        Some(b) => {
+            let code = b.code.map(|c| match c {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            });
+            let ty = b.kind.unwrap_or_default();
+            let c = code.as_deref().unwrap_or("");
+            if c == "context_length_exceeded" || b.message.contains("maximum context length") {
+                kind = ErrorKind::ContextWindow;
+            } else if c == "content_policy_violation" || c == "content_filter" || ty == "content_filter" {
+                kind = ErrorKind::ContentPolicy;
+            }
+            (b.message, b.param, code)
+        }
+        None => (
+            format!("upstream answered HTTP {status}"),
+            None,
+            None,
+        ),
+    };
+    ProviderError {
+        kind,
+        status: Some(status),
+        message,
+        param,
+        code,
+        retry_after: retry_after(headers),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! Incremental Server-Sent Events framing: split a byte stream into events as bytes arrive.
+//!
+//! Translators are pure and fed byte chunks by the gateway, so they need a push parser over
+//! `&[u8]` rather than a parser wrapping an HTTP body; this one keeps at most one partial event.
+
+use bytes::{Bytes, BytesMut};
+
+/// One SSE event: its `event:` name (empty when absent) and its `data:` lines joined by `\n`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// The `event:` field.
+    pub event: String,
+    /// The `data:` field(s).
+    pub data: String,
+}
+
+/// Push parser.
+#[derive(Default, Debug)]
+pub struct Parser {
+    buf: BytesMut,
+}
+
+impl Parser {
+    /// Feeds bytes; returns the events completed by them.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
+        self.buf.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some((end, sep)) = find_boundary(&self.buf) {
+            let raw = self.buf.split_to(end + sep);
+            if let Some(ev) = parse_event(&raw[..end]) {
+                events.push(ev);
+            }
+        }
+        events
+    }
+
+    /// Bytes of an unfinished event still buffered.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+fn find_boundary(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' && buf[i + 1] == b'\n' {
+            return Some((i, 2));
+        }
+        if buf[i] == b'\r' && buf.get(i + 1) == Some(&b'\n') && buf.get(i + 2) == Some(&b'\r') && buf.get(i + 3) == Some(&b'\n') {
+            return Some((i, 4));
+        }
+        i += 1;
+    }
+    None
+}
+
+fn parse_event(raw: &[u8]) -> Option<Event> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut ev = Event::default();
+    let mut has_data = false;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => ev.event = value.to_owned(),
+            "data" => {
+                if has_data {
+                    ev.data.push('\n');
+                }
+                ev.data.push_str(value);
+                has_data = true;
+            }
+            _ => {}
+        }
+    }
+    (has_data || !ev.event.is_empty()).then_some(ev)
+}
+
+/// Encodes one `data:` event.
+pub fn data(json: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(json.len() + 8);
+    b.extend_from_slice(b"data: ");
+    b.extend_from_slice(json);
+    b.extend_from_slice(b"\n\n");
+    b.freeze()
+}
+
+/// The OpenAI stream terminator.
+pub const DONE: &[u8] = b"data: [DONE]\n\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks() {
+        let mut p = Parser::default();
+        assert!(p.feed(b"event: a\ndata: {\"x\"").is_empty());
+        let evs = p.feed(b":1}\n\ndata: two\r\n\r\n: comment\n\n");
+        assert_eq!(
+            evs,
+            vec![
+                Event { event: "a".into(), data: "{\"x\":1}".into() },
+                Event { event: String::new(), data: "two".into() },
+            ]
+        );
+        assert_eq!(p.pending(), 0);
+    }
+}
