@@ -1,1 +1,140 @@
-//! placeholder
+//! The data plane: an axum server that authenticates virtual keys, routes a request to a
+//! backend, translates it for the provider, forwards the response (streams chunk by chunk) and
+//! accounts for usage.
+//!
+//! It reads only `GatewayConfig` (swapped atomically through `arc_swap`) and knows nothing of
+//! Kubernetes. Wire formats live in `switchyard-providers`; this crate does the I/O.
+
+mod error;
+pub mod metrics;
+mod mock;
+mod proxy;
+pub mod runtime;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::routing::{get, post};
+use axum::Router;
+use switchyard_config::GatewayConfig;
+
+pub use error::GatewayError;
+pub use metrics::Metrics;
+pub use runtime::Runtime;
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// One gateway process.
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    client: reqwest::Client,
+    /// Metrics.
+    pub metrics: Metrics,
+    loaded: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    /// A gateway serving `config`.
+    pub fn new(config: GatewayConfig, generation: u64) -> Result<Arc<Self>, Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .build()?;
+        let metrics = Metrics::new()?;
+        metrics.config_generation.set(generation as i64);
+        Ok(Arc::new(Self {
+            runtime: ArcSwap::from_pointee(Runtime::new(config, generation)),
+            client,
+            metrics,
+            loaded: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// Swaps in a new config. Requests in flight finish on the config they started with.
+    pub fn swap(&self, config: GatewayConfig, generation: u64) {
+        self.runtime.store(Arc::new(Runtime::new(config, generation)));
+        self.metrics.config_generation.set(generation as i64);
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Counts a refused reload.
+    pub fn reload_failed(&self) {
+        self.metrics.reload_failures.inc();
+    }
+
+    /// The running config.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Stops reporting ready (SIGTERM): load balancers stop sending, in-flight requests finish.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn ready(&self) -> bool {
+        self.loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// The HTTP routes.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(proxy::chat_completions))
+        .route("/v1/completions", post(proxy::completions))
+        .route("/v1/embeddings", post(proxy::embeddings))
+        .route("/v1/responses", post(proxy::responses))
+        .route("/v1/models", get(proxy::models))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(proxy::readyz))
+        .route("/metrics", get(proxy::metrics))
+        .fallback(proxy::not_found)
+        .with_state(gw)
+}
+
+/// Serves until `shutdown` resolves, then lets requests and streams in flight finish for at
+/// most `grace`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_gw = gw.clone();
+    let app = router(gw);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        drain_gw.drain();
+        let _ = tx.send(());
+    });
+    let server = tokio::spawn(async move { server.await });
+    let mut server = server;
+    tokio::select! {
+        res = &mut server => return res.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        _ = rx => {}
+    }
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(res) => res.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        Err(_) => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+            server.abort();
+            Ok(())
+        }
+    }
+}

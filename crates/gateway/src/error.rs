@@ -1,0 +1,145 @@
+//! The gateway's one error type, and the one place it becomes an HTTP response: OpenAI's error
+//! shape (`{"error":{"message","type","param","code"}}`) with the status official SDKs map to
+//! their exception classes.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+use switchyard_providers::{ErrorKind, ProviderError};
+
+/// A request that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct GatewayError {
+    /// HTTP status for the client.
+    pub status: StatusCode,
+    /// Human-readable message (never a credential).
+    pub message: String,
+    /// OpenAI error `type`.
+    pub kind: &'static str,
+    /// OpenAI error `code`.
+    pub code: Option<String>,
+    /// The parameter at fault.
+    pub param: Option<String>,
+    /// `retry-after`, for 429 and 503.
+    pub retry_after: Option<Duration>,
+}
+
+impl GatewayError {
+    fn new(status: StatusCode, kind: &'static str, code: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            code: code.map(str::to_owned),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400 with the parameter at fault.
+    pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self {
+            param: param.map(str::to_owned),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, message)
+        }
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key"), message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_error", Some("model_not_allowed"), message)
+    }
+
+    /// 404 for an unknown model.
+    pub fn model_not_found(model: &str) -> Self {
+        Self {
+            param: Some("model".into()),
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("model_not_found"),
+                format!("The model `{model}` does not exist or you do not have access to it."),
+            )
+        }
+    }
+
+    /// 404 for an unknown path.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", Some("not_found"), message)
+    }
+
+    /// 413.
+    pub fn too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Some("request_too_large"),
+            format!("request body is larger than the gateway's limit of {limit} bytes"),
+        )
+    }
+
+    /// 429.
+    pub fn rate_limited(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self {
+            retry_after,
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"), message)
+        }
+    }
+
+    /// 503.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", Some("service_unavailable"), message)
+    }
+
+    /// Maps an upstream failure. Client-side faults keep their 4xx; the provider's own
+    /// authentication or availability problems are the gateway's (502/504), never the client's.
+    pub fn upstream(e: &ProviderError, backend: &str) -> Self {
+        let (status, kind, code) = match e.kind {
+            ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", e.code.as_deref()),
+            ErrorKind::ContextWindow => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("context_length_exceeded")),
+            ErrorKind::ContentPolicy => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("content_policy_violation")),
+            ErrorKind::RateLimit => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded")),
+            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", Some("upstream_timeout")),
+            ErrorKind::Auth => (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_auth_failed")),
+            ErrorKind::PermissionDenied | ErrorKind::NotFound => (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_misconfigured")),
+            ErrorKind::Server | ErrorKind::Connect | ErrorKind::Protocol => (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_error")),
+        };
+        let message = match e.kind {
+            ErrorKind::BadRequest | ErrorKind::ContextWindow | ErrorKind::ContentPolicy | ErrorKind::RateLimit => e.message.clone(),
+            _ => format!("backend {backend:?} failed: {}", e.message),
+        };
+        Self {
+            status,
+            message,
+            kind,
+            code: code.map(str::to_owned),
+            param: e.param.clone(),
+            retry_after: e.retry_after,
+        }
+    }
+
+    /// The OpenAI error JSON.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(ra) = self.retry_after {
+            let secs = ra.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,112 @@
+//! Prometheus metrics. Labels are low-cardinality: route, backend, provider, status class,
+//! key team — never a key, a prompt or a user id.
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder, CounterVec,
+};
+
+/// Every metric the gateway exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, backend, provider and status class.
+    pub requests: IntCounterVec,
+    /// Total request latency by route.
+    pub latency: HistogramVec,
+    /// Time to first token of streams by route.
+    pub ttft: HistogramVec,
+    /// Gateway overhead (total minus upstream) by route.
+    pub overhead: HistogramVec,
+    /// Tokens by route and type (input, output, cached).
+    pub tokens: IntCounterVec,
+    /// Spend in USD by route and key team.
+    pub spend: CounterVec,
+    /// Requests in flight.
+    pub in_flight: IntGauge,
+    /// Generation of the running config.
+    pub config_generation: IntGauge,
+    /// Config reloads refused.
+    pub reload_failures: IntCounter,
+    /// Streams that ended with an error after the first byte.
+    pub stream_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        // From 5 µs (gateway overhead) to ~10 min (long generations).
+        let latency_buckets = exponential_buckets(0.000_005, 2.5, 20)?;
+        let requests = IntCounterVec::new(
+            Opts::new("switchyard_requests_total", "Requests by route, backend, provider and status class."),
+            &["route", "backend", "provider", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("switchyard_request_duration_seconds", "Total request latency.").buckets(latency_buckets.clone()),
+            &["route"],
+        )?;
+        let ttft = HistogramVec::new(
+            HistogramOpts::new("switchyard_time_to_first_token_seconds", "Time to the first streamed byte.").buckets(latency_buckets.clone()),
+            &["route"],
+        )?;
+        let overhead = HistogramVec::new(
+            HistogramOpts::new("switchyard_overhead_seconds", "Gateway time excluding the upstream.").buckets(latency_buckets),
+            &["route"],
+        )?;
+        let tokens = IntCounterVec::new(
+            Opts::new("switchyard_tokens_total", "Tokens by route and type (input, output, cached)."),
+            &["route", "type"],
+        )?;
+        let spend = CounterVec::new(
+            Opts::new("switchyard_spend_usd_total", "Spend in USD by route and key team."),
+            &["route", "team"],
+        )?;
+        let in_flight = IntGauge::new("switchyard_requests_in_flight", "Requests in flight.")?;
+        let config_generation = IntGauge::new("switchyard_config_generation", "Generation of the running config.")?;
+        let reload_failures = IntCounter::new("switchyard_config_reload_failures_total", "Config reloads refused.")?;
+        let stream_errors = IntCounterVec::new(
+            Opts::new("switchyard_stream_errors_total", "Streams ended by an error after their first byte."),
+            &["route", "backend"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(ttft.clone()))?;
+        registry.register(Box::new(overhead.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(spend.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(config_generation.clone()))?;
+        registry.register(Box::new(reload_failures.clone()))?;
+        registry.register(Box::new(stream_errors.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            ttft,
+            overhead,
+            tokens,
+            spend,
+            in_flight,
+            config_generation,
+            reload_failures,
+            stream_errors,
+        })
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// `2xx`, `4xx`, `5xx`.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

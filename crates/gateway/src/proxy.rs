@@ -1,0 +1,563 @@
+//! Request handlers. `handle` is the whole pipeline, top to bottom:
+//! auth -> read and parse -> route -> pick backend -> translate -> upstream -> forward -> account.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures::stream::{BoxStream, StreamExt};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use switchyard_config::{ProviderConfig, ProviderKind, RouteMode};
+use switchyard_providers::{self as providers, sse, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Usage};
+
+use crate::error::GatewayError;
+use crate::metrics::status_class;
+use crate::runtime::{Key, Route};
+use crate::{mock, Gateway};
+
+type Gw = State<Arc<Gateway>>;
+
+pub async fn chat_completions(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Operation::Chat, headers, body).await
+}
+
+pub async fn completions(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Operation::Completions, headers, body).await
+}
+
+pub async fn embeddings(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Operation::Embeddings, headers, body).await
+}
+
+pub async fn responses(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Operation::Responses, headers, body).await
+}
+
+pub async fn models(State(gw): Gw, headers: HeaderMap) -> Response {
+    let rt = gw.runtime();
+    let key = match presented_key(&headers).and_then(|k| rt.authenticate(k, unix_now())) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let data: Vec<Value> = rt
+        .models_for(&key)
+        .into_iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "switchyard"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+pub async fn readyz(State(gw): Gw) -> Response {
+    if gw.ready() {
+        let rt = gw.runtime();
+        (StatusCode::OK, format!("ready generation={} hash={}\n", rt.generation, rt.hash)).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+pub async fn metrics(State(gw): Gw) -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gw.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> Response {
+    GatewayError::not_found("Unknown path. Switchyard serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and /v1/models.").into_response()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The key from `Authorization: Bearer` or `x-api-key`.
+fn presented_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
+    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        let v = v.to_str().unwrap_or("");
+        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or("").trim();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        if !v.trim().is_empty() {
+            return Ok(v.trim());
+        }
+    }
+    Err(GatewayError::unauthorized(
+        "You didn't provide an API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+    ))
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn new(g: &'a prometheus::IntGauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Labels of a request, once known.
+#[derive(Clone)]
+struct Labels {
+    route: String,
+    backend: String,
+    provider: &'static str,
+    team: String,
+}
+
+impl Labels {
+    fn unknown() -> Self {
+        Self {
+            route: "-".into(),
+            backend: "-".into(),
+            provider: "-",
+            team: String::new(),
+        }
+    }
+}
+
+async fn handle(gw: Arc<Gateway>, op: Operation, headers: HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let _in_flight = InFlight::new(&gw.metrics.in_flight);
+    let mut labels = Labels::unknown();
+    let result = pipeline(&gw, op, &headers, body, start, &mut labels).await;
+    let response = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(route = %labels.route, status = e.status.as_u16(), error = %e.message, "request failed");
+            e.into_response()
+        }
+    };
+    let status = response.status().as_u16();
+    gw.metrics
+        .requests
+        .with_label_values(&[labels.route.as_str(), labels.backend.as_str(), labels.provider, status_class(status)])
+        .inc();
+    response
+}
+
+async fn pipeline(
+    gw: &Arc<Gateway>,
+    op: Operation,
+    headers: &HeaderMap,
+    body: Body,
+    start: Instant,
+    labels: &mut Labels,
+) -> Result<Response, GatewayError> {
+    // Auth.
+    let rt = gw.runtime();
+    let key = rt.authenticate(presented_key(headers)?, unix_now())?;
+    labels.team.clone_from(&key.team);
+
+    // Read and parse.
+    let limit = rt.config.settings.max_request_bytes;
+    let bytes = read_body(body, limit).await?;
+    let request = parse_request(op, &bytes)?;
+    let model = request.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false) && op != Operation::Embeddings;
+
+    // Route.
+    let route = rt.route_for(&key, &model)?;
+    labels.route = format!("{}/{}", route.config.namespace, route.config.model);
+    check_mode(op, &route, &model)?;
+
+    // Backend.
+    let (_, backend) = route
+        .pick()
+        .ok_or_else(|| GatewayError::unavailable(format!("route `{model}` has no backend available")))?;
+    let provider = rt
+        .provider(&backend.provider)
+        .ok_or_else(|| GatewayError::unavailable(format!("backend {:?} has no provider", backend.name)))?
+        .clone();
+    labels.backend.clone_from(&backend.name);
+    labels.provider = provider.kind.as_str();
+    let price = backend.price;
+    let upstream_model = backend.model.clone();
+
+    // Upstream.
+    let upstream_start = Instant::now();
+    let attempt = attempt(gw, op, &request, &provider, &upstream_model, route.config.drop_unsupported_params, stream)
+        .await
+        .map_err(|e| GatewayError::upstream(&e, &labels.backend))?;
+    let upstream_elapsed = upstream_start.elapsed();
+
+    let account = Account {
+        gw: gw.clone(),
+        labels: labels.clone(),
+        price,
+        start,
+        key,
+    };
+    let mut response = match attempt {
+        Upstream::Full(translated) => {
+            account.record(translated.usage.as_ref());
+            let mut r = Response::new(Body::from(translated.body));
+            r.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Upstream::Stream(chunks, translator) => {
+            let wants_usage = request
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
+            let body = forward(chunks, translator, account, idle, wants_usage);
+            let mut r = Response::new(Body::from_stream(body));
+            let h = r.headers_mut();
+            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+            h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+    };
+    let overhead = start.elapsed().saturating_sub(upstream_elapsed);
+    gw.metrics
+        .overhead
+        .with_label_values(&[labels.route.as_str()])
+        .observe(overhead.as_secs_f64());
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&overhead.as_micros().to_string()) {
+        h.insert("x-switchyard-overhead-us", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&labels.backend) {
+        h.insert("x-switchyard-backend", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&labels.route) {
+        h.insert("x-switchyard-route", v);
+    }
+    h.insert("x-switchyard-attempts", HeaderValue::from_static("1"));
+    Ok(response)
+}
+
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, GatewayError> {
+    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_large {
+                GatewayError::too_large(limit)
+            } else {
+                GatewayError::bad_request(format!("could not read the request body: {e}"), None)
+            }
+        })
+}
+
+fn parse_request(op: Operation, bytes: &[u8]) -> Result<Json, GatewayError> {
+    let request: Json = serde_json::from_slice(bytes).map_err(|e| {
+        GatewayError::bad_request(format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object."), None)
+    })?;
+    match request.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => {}
+        _ => return Err(GatewayError::bad_request("you must provide a model parameter", Some("model"))),
+    }
+    match op {
+        Operation::Chat => match request.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => {}
+            Some(Value::Array(_)) => {
+                return Err(GatewayError::bad_request("'messages' must contain at least one message", Some("messages")))
+            }
+            _ => return Err(GatewayError::bad_request("'messages' is a required property", Some("messages"))),
+        },
+        Operation::Embeddings => {
+            if !request.contains_key("input") {
+                return Err(GatewayError::bad_request("'input' is a required property", Some("input")));
+            }
+        }
+        Operation::Completions => {
+            if !request.contains_key("prompt") {
+                return Err(GatewayError::bad_request("'prompt' is a required property", Some("prompt")));
+            }
+        }
+        Operation::Responses => {
+            if !request.contains_key("input") {
+                return Err(GatewayError::bad_request("'input' is a required property", Some("input")));
+            }
+        }
+    }
+    Ok(request)
+}
+
+fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayError> {
+    let ok = matches!(
+        (op, route.config.mode),
+        (Operation::Chat | Operation::Responses, RouteMode::Chat)
+            | (Operation::Embeddings, RouteMode::Embeddings)
+            | (Operation::Completions, RouteMode::Completions | RouteMode::Chat)
+    );
+    if ok {
+        Ok(())
+    } else {
+        let mode = match route.config.mode {
+            RouteMode::Chat => "chat",
+            RouteMode::Embeddings => "embeddings",
+            RouteMode::Completions => "completions",
+        };
+        Err(GatewayError::bad_request(
+            format!("model `{model}` is a {mode} route and does not serve this endpoint"),
+            Some("model"),
+        ))
+    }
+}
+
+enum Upstream {
+    Full(providers::Translated),
+    Stream(BoxStream<'static, Result<Bytes, ProviderError>>, Box<dyn StreamTranslator>),
+}
+
+/// One attempt against one backend.
+async fn attempt(
+    gw: &Gateway,
+    op: Operation,
+    request: &Json,
+    provider: &Arc<ProviderConfig>,
+    model: &str,
+    drop_unsupported_params: bool,
+    stream: bool,
+) -> Result<Upstream, ProviderError> {
+    if provider.kind == ProviderKind::Mock {
+        let cfg = provider.mock.clone().unwrap_or_default();
+        return Ok(if stream {
+            Upstream::Stream(mock::stream(request, model, &cfg), Box::new(providers::openai::Passthrough::default()))
+        } else {
+            Upstream::Full(mock::complete(op, request, model, &cfg).await?)
+        });
+    }
+    let adapter = providers::adapter(provider.kind);
+    let target = Target {
+        provider,
+        model,
+        drop_unsupported_params,
+        now: SystemTime::now(),
+        bearer: None,
+    };
+    let up = adapter.build(op, request, &target, stream)?;
+    let mut req = gw.client.request(up.method, &up.url).headers(up.headers).body(up.body);
+    let headers_timeout = Duration::from_millis(provider.timeouts.request_ms);
+    if !stream {
+        req = req.timeout(headers_timeout);
+    }
+    let resp = match tokio::time::timeout(headers_timeout, req.send()).await {
+        Err(_) => return Err(ProviderError::new(ErrorKind::Timeout, "the upstream did not answer in time")),
+        Ok(Err(e)) => return Err(reqwest_error(&e)),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        return Err(adapter.error(status, &headers, &body));
+    }
+    if stream {
+        let chunks = resp
+            .bytes_stream()
+            .map(|r| r.map_err(|e| reqwest_error(&e)))
+            .boxed();
+        Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
+    } else {
+        let body = resp.bytes().await.map_err(|e| reqwest_error(&e))?;
+        Ok(Upstream::Full(adapter.parse(op, &body, &target)?))
+    }
+}
+
+fn reqwest_error(e: &reqwest::Error) -> ProviderError {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_connect() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Server
+    };
+    // reqwest's Display includes the URL, which never carries credentials here.
+    ProviderError::new(kind, format!("upstream request failed: {e}"))
+}
+
+/// Usage accounting of one request; for streams it runs when the stream ends or the client
+/// goes away, with the usage seen so far.
+struct Account {
+    gw: Arc<Gateway>,
+    labels: Labels,
+    price: Option<switchyard_config::Price>,
+    start: Instant,
+    #[allow(dead_code)]
+    key: Arc<Key>,
+}
+
+impl Account {
+    fn record(&self, usage: Option<&Usage>) {
+        let m = &self.gw.metrics;
+        let route = self.labels.route.as_str();
+        m.latency.with_label_values(&[route]).observe(self.start.elapsed().as_secs_f64());
+        if let Some(u) = usage {
+            m.tokens.with_label_values(&[route, "input"]).inc_by(u.prompt_tokens);
+            m.tokens.with_label_values(&[route, "output"]).inc_by(u.completion_tokens);
+            if u.cached_tokens > 0 {
+                m.tokens.with_label_values(&[route, "cached"]).inc_by(u.cached_tokens);
+            }
+            if let Some(p) = &self.price {
+                let cost = p.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens);
+                m.spend.with_label_values(&[route, self.labels.team.as_str()]).inc_by(cost);
+            }
+        }
+    }
+}
+
+/// Records usage exactly once: at the end of the stream, or on drop when the client left.
+struct StreamAccount {
+    account: Account,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl Drop for StreamAccount {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.account.record(self.usage.as_ref());
+        }
+    }
+}
+
+/// Forwards a stream chunk by chunk through its translator. Never buffers the response; ends
+/// with an error event when the upstream fails or goes silent for `idle`.
+fn forward(
+    mut chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
+    mut translator: Box<dyn StreamTranslator>,
+    account: Account,
+    idle: Duration,
+    wants_usage: bool,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    async_stream::stream! {
+        let mut acct = StreamAccount { account, usage: None, done: false };
+        let mut out: Vec<Bytes> = Vec::with_capacity(4);
+        let mut first = true;
+        loop {
+            let next = match tokio::time::timeout(idle, chunks.next()).await {
+                Err(_) => Some(Err(ProviderError::new(ErrorKind::Timeout, "the upstream stream went silent"))),
+                Ok(n) => n,
+            };
+            let result = match next {
+                Some(Ok(chunk)) => translator.feed(chunk, &mut out),
+                Some(Err(e)) => Err(e),
+                None => {
+                    let r = translator.finish(&mut out);
+                    if r.is_ok() {
+                        for b in out.drain(..) {
+                            if let Some(b) = filter_usage(b, wants_usage) {
+                                yield Ok(b);
+                            }
+                        }
+                        acct.usage = translator.usage();
+                        break;
+                    }
+                    r
+                }
+            };
+            acct.usage = translator.usage();
+            for b in out.drain(..) {
+                if let Some(b) = filter_usage(b, wants_usage) {
+                    if first {
+                        first = false;
+                        let ttft = acct.account.start.elapsed().as_secs_f64();
+                        acct.account.gw.metrics.ttft.with_label_values(&[acct.account.labels.route.as_str()]).observe(ttft);
+                    }
+                    yield Ok(b);
+                }
+            }
+            if let Err(e) = result {
+                acct.account
+                    .gw
+                    .metrics
+                    .stream_errors
+                    .with_label_values(&[acct.account.labels.route.as_str(), acct.account.labels.backend.as_str()])
+                    .inc();
+                let err = GatewayError::upstream(&e, &acct.account.labels.backend);
+                yield Ok(sse::data(err.body().to_string().as_bytes()));
+                break;
+            }
+        }
+        acct.done = true;
+        acct.account.record(acct.usage.as_ref());
+    }
+}
+
+/// Drops usage-only chunks (`"choices":[]` with `usage`) unless the client asked for them with
+/// `stream_options.include_usage`: the gateway always asks upstream for usage so it can count
+/// every stream, but a client that did not ask must not see an extra chunk without choices.
+fn filter_usage(b: Bytes, wants_usage: bool) -> Option<Bytes> {
+    if wants_usage || memchr::memmem::find(&b, b"\"usage\"").is_none() {
+        return Some(b);
+    }
+    let mut kept = BytesMut::with_capacity(b.len());
+    for event in b.split_inclusive_events() {
+        let is_usage_only = memchr::memmem::find(event, b"\"choices\":[]").is_some()
+            && memchr::memmem::find(event, b"\"usage\"").is_some();
+        if !is_usage_only {
+            kept.extend_from_slice(event);
+        }
+    }
+    (!kept.is_empty()).then(|| kept.freeze())
+}
+
+trait SplitEvents {
+    fn split_inclusive_events(&self) -> Vec<&[u8]>;
+}
+
+impl SplitEvents for Bytes {
+    /// Splits SSE bytes after each blank line, keeping separators.
+    fn split_inclusive_events(&self) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let s: &[u8] = self;
+        let mut i = 0;
+        while i + 1 < s.len() {
+            if s[i] == b'\n' && s[i + 1] == b'\n' {
+                out.push(&s[start..i + 2]);
+                start = i + 2;
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        if start < s.len() {
+            out.push(&s[start..]);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_only_chunks_are_dropped_unless_asked() {
+        let b = Bytes::from_static(b"data: {\"choices\":[{\"delta\":{}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n");
+        assert_eq!(filter_usage(b.clone(), true), Some(b.clone()));
+        assert_eq!(
+            filter_usage(b, false),
+            Some(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{}}]}\n\ndata: [DONE]\n\n"))
+        );
+        let only = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{}}\n\n");
+        assert_eq!(filter_usage(only, false), None);
+    }
+}

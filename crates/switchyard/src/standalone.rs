@@ -1,0 +1,118 @@
+//! Standalone mode: manifests from a folder, compiled in process, reloaded when files change.
+//!
+//! A reload that fails to load (YAML errors, unknown fields, CEL rules) is refused and the last
+//! good config keeps serving; resources with reference errors are left out and logged, like the
+//! operator does. Requests in flight keep the config they started with.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use switchyard_config::{compile, CompileOptions, GatewayConfig, Manifests};
+use switchyard_gateway::Gateway;
+
+/// Loads and compiles; `Err` carries the load errors that make the folder invalid.
+fn load(dir: &Path) -> Result<GatewayConfig, Vec<String>> {
+    let (manifests, errors) = Manifests::load_dir(dir, &|v| std::env::var(v).ok());
+    if !errors.is_empty() {
+        return Err(errors.iter().map(ToString::to_string).collect());
+    }
+    let compiled = compile(&manifests, &CompileOptions::default());
+    for d in &compiled.diagnostics {
+        tracing::warn!(diagnostic = %d, "config problem");
+    }
+    Ok(compiled.config)
+}
+
+pub async fn run(dir: PathBuf, listen: SocketAddr, grace: Duration) -> anyhow::Result<()> {
+    let config = load(&dir).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        anyhow::anyhow!("{} error(s) in {}", errors.len(), dir.display())
+    })?;
+    tracing::info!(
+        routes = config.routes.len(),
+        keys = config.keys.len(),
+        hash = %&config.hash()[..12],
+        "config loaded"
+    );
+    let gw = Gateway::new(config, 1).context("starting the gateway")?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })
+    .context("watching the config folder")?;
+    watcher
+        .watch(&dir, RecursiveMode::Recursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
+    let reload_gw = gw.clone();
+    let reload_dir = dir.clone();
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        let mut generation = 1u64;
+        while rx.recv().await.is_some() {
+            // Editors write in several steps: wait for the burst to settle.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            while rx.try_recv().is_ok() {}
+            reload(&reload_gw, &reload_dir, &mut generation);
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(%listen, "serving");
+    switchyard_gateway::serve(listener, gw, shutdown_signal(), grace).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn reload(gw: &Arc<Gateway>, dir: &Path, generation: &mut u64) {
+    match load(dir) {
+        Ok(config) => {
+            let hash = config.hash();
+            if hash == gw.runtime().hash {
+                return;
+            }
+            *generation += 1;
+            tracing::info!(generation = *generation, hash = %&hash[..12], routes = config.routes.len(), "config reloaded");
+            gw.swap(config, *generation);
+        }
+        Err(errors) => {
+            gw.reload_failed();
+            for e in &errors {
+                tracing::error!(error = %e, "config refused; the previous config keeps serving");
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: readiness off, letting requests in flight finish");
+}
