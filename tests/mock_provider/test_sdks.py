@@ -4,7 +4,7 @@ parse what it sends (streams, tool calls, embeddings, errors).
 The server is started through `$SWITCHYARD_BIN mock-provider --listen 127.0.0.1:PORT`, or, when
 SWITCHYARD_BIN is unset, through `cargo run -p switchyard-mock-provider --example serve`.
 
-Run: pip install -r tests/mock_provider/requirements.txt && pytest tests/mock_provider
+Run: pip install -r tests/requirements.txt && pytest tests/mock_provider
 """
 
 import json

@@ -26,7 +26,11 @@ use crate::common::{Limits, SecretKeyRef, DURATION_PATTERN};
     printcolumn(name = "Spend", type_ = "number", json_path = ".status.spend.amount"),
     printcolumn(name = "Budget", type_ = "number", json_path = ".spec.budget.maxSpend"),
     printcolumn(name = "Last-Used", type_ = "date", json_path = ".status.lastUsed"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

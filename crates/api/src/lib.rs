@@ -9,6 +9,9 @@
 //! This crate must not contain behaviour: compiling resources into what a gateway runs is
 //! `switchyard-config`'s job; reconciling them is the operator's.
 
+// kube's `printcolumn(...)` repeats `type_ = ...` by design; clippy takes it for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod common;
 pub mod gateway;
 pub mod key;
@@ -31,8 +34,10 @@ pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "switchyard.dev/v1alpha1";
 
 /// Every CRD, in a stable order, with the file name it is kept under in `crds/`.
-pub fn crds() -> Vec<(&'static str, k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition)>
-{
+pub fn crds() -> Vec<(
+    &'static str,
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+)> {
     vec![
         ("providers.switchyard.dev.yaml", Provider::crd()),
         ("llmroutes.switchyard.dev.yaml", LLMRoute::crd()),

@@ -100,10 +100,7 @@ impl ProviderType {
 
     /// Whether a provider of this type needs credentials from a Secret.
     pub fn needs_credentials(self) -> bool {
-        !matches!(
-            self,
-            Self::Mock | Self::Ollama | Self::Vllm | Self::OpenaiCompatible
-        )
+        !matches!(self, Self::Mock | Self::Ollama | Self::Vllm | Self::OpenaiCompatible)
     }
 }
 
@@ -129,7 +126,11 @@ impl std::fmt::Display for ProviderType {
     doc = "An upstream LLM provider account that LLMRoute backends send requests to.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
-    printcolumn(name = "Accepted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Accepted\")].status"),
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -28,9 +28,7 @@ fn every_field_has_a_description() {
         if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
             for (name, schema) in props {
                 let p = format!("{path}.{name}");
-                if !matches!(name.as_str(), "apiVersion" | "kind" | "metadata")
-                    && schema.get("description").is_none()
-                {
+                if !matches!(name.as_str(), "apiVersion" | "kind" | "metadata") && schema.get("description").is_none() {
                     missing.push(p.clone());
                 }
                 walk(&p, schema, missing);

@@ -43,10 +43,7 @@ pub const MAX_FALLBACK_DEPTH: usize = 3;
 
 /// Compiles manifests into a gateway configuration.
 pub fn compile(m: &Manifests, opts: &CompileOptions) -> Compiled {
-    let mut c = Compiler {
-        m,
-        diags: Vec::new(),
-    };
+    let mut c = Compiler { m, diags: Vec::new() };
     let config = c.run(opts);
     let mut diagnostics = c.diags;
     for d in &mut diagnostics {
@@ -67,7 +64,10 @@ struct Compiler<'a> {
 }
 
 fn ns_of<K: kube::Resource>(o: &K) -> String {
-    o.meta().namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+    o.meta()
+        .namespace
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
 }
 
 fn id_of<K: kube::Resource<DynamicType = ()>>(o: &K) -> ObjectId {
@@ -125,19 +125,17 @@ impl Fleet<'_> {
             return true;
         }
         let route_ns = ns_of(route);
-        route.spec.parent_refs.iter().any(|p| {
-            p.name == gw.name_any() && p.namespace.as_deref().unwrap_or(&route_ns) == ns_of(gw)
-        })
+        route
+            .spec
+            .parent_refs
+            .iter()
+            .any(|p| p.name == gw.name_any() && p.namespace.as_deref().unwrap_or(&route_ns) == ns_of(gw))
     }
 }
 
 /// Whether labels match a Kubernetes label selector.
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+    let labels_ok = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
         let values = e.values.clone().unwrap_or_default();
         match e.operator.as_str() {
@@ -347,15 +345,42 @@ impl<'a> Compiler<'a> {
         let timeouts = s.timeouts.clone().unwrap_or_default();
         let defaults = ProviderTimeoutsConfig::default();
         let t = ProviderTimeoutsConfig {
-            connect_ms: duration(&mut self.diags, id, "spec.timeouts.connect", timeouts.connect.as_ref(), defaults.connect_ms)?,
-            request_ms: duration(&mut self.diags, id, "spec.timeouts.request", timeouts.request.as_ref(), defaults.request_ms)?,
-            stream_idle_ms: duration(&mut self.diags, id, "spec.timeouts.streamIdle", timeouts.stream_idle.as_ref(), defaults.stream_idle_ms)?,
+            connect_ms: duration(
+                &mut self.diags,
+                id,
+                "spec.timeouts.connect",
+                timeouts.connect.as_ref(),
+                defaults.connect_ms,
+            )?,
+            request_ms: duration(
+                &mut self.diags,
+                id,
+                "spec.timeouts.request",
+                timeouts.request.as_ref(),
+                defaults.request_ms,
+            )?,
+            stream_idle_ms: duration(
+                &mut self.diags,
+                id,
+                "spec.timeouts.streamIdle",
+                timeouts.stream_idle.as_ref(),
+                defaults.stream_idle_ms,
+            )?,
         };
         let cb = s.circuit_breaker.clone().unwrap_or_default();
         let cb_defaults = CircuitBreakerConfig::default();
         let circuit_breaker = CircuitBreakerConfig {
-            consecutive_failures: cb.consecutive_failures.unwrap_or(cb_defaults.consecutive_failures).max(1),
-            cooldown_ms: duration(&mut self.diags, id, "spec.circuitBreaker.cooldown", cb.cooldown.as_ref(), cb_defaults.cooldown_ms)?,
+            consecutive_failures: cb
+                .consecutive_failures
+                .unwrap_or(cb_defaults.consecutive_failures)
+                .max(1),
+            cooldown_ms: duration(
+                &mut self.diags,
+                id,
+                "spec.circuitBreaker.cooldown",
+                cb.cooldown.as_ref(),
+                cb_defaults.cooldown_ms,
+            )?,
         };
         let mock = match (&s.mock, kind) {
             (m, ProviderKind::Mock) => {
@@ -363,7 +388,13 @@ impl<'a> Compiler<'a> {
                 Some(MockConfig {
                     response: m.response.clone(),
                     latency_ms: duration(&mut self.diags, id, "spec.mock.latency", m.latency.as_ref(), 0)?,
-                    time_to_first_token_ms: duration(&mut self.diags, id, "spec.mock.timeToFirstToken", m.time_to_first_token.as_ref(), 0)?,
+                    time_to_first_token_ms: duration(
+                        &mut self.diags,
+                        id,
+                        "spec.mock.timeToFirstToken",
+                        m.time_to_first_token.as_ref(),
+                        0,
+                    )?,
                     tokens_per_second: m.tokens_per_second.filter(|t| *t > 0),
                     embedding_dimensions: m.embedding_dimensions.unwrap_or(8),
                 })
@@ -372,7 +403,10 @@ impl<'a> Compiler<'a> {
         };
         for name in s.headers.keys() {
             let lower = name.to_ascii_lowercase();
-            if matches!(lower.as_str(), "authorization" | "api-key" | "x-api-key" | "x-goog-api-key") {
+            if matches!(
+                lower.as_str(),
+                "authorization" | "api-key" | "x-api-key" | "x-goog-api-key"
+            ) {
                 self.diags.push(Diagnostic::error(
                     id,
                     &format!("spec.headers.{name}"),
@@ -388,9 +422,10 @@ impl<'a> Compiler<'a> {
             base_url,
             credentials,
             region: s.region.clone(),
-            api_version: s.api_version.clone().or_else(|| {
-                (kind == ProviderKind::AzureOpenai).then(|| "2024-10-21".to_owned())
-            }),
+            api_version: s
+                .api_version
+                .clone()
+                .or_else(|| (kind == ProviderKind::AzureOpenai).then(|| "2024-10-21".to_owned())),
             project: s.vertex.as_ref().map(|v| v.project.clone()),
             headers: s.headers.clone(),
             quota: s
@@ -420,23 +455,36 @@ impl<'a> Compiler<'a> {
             .iter()
             .filter(|r| fleet.admits(m, |s| &s.routes, &ns_of(*r)) && fleet.serves_route(r))
             .collect();
-        list.sort_by_key(|r| (ns_of(*r), r.metadata.creation_timestamp.clone().map(|t| t.0), r.name_any()));
+        list.sort_by_key(|r| {
+            (
+                ns_of(*r),
+                r.metadata.creation_timestamp.clone().map(|t| t.0),
+                r.name_any(),
+            )
+        });
 
         let mut compiled: Vec<(ObjectId, RouteConfig)> = Vec::new();
         let mut claimed: BTreeMap<(String, String), ObjectId> = BTreeMap::new();
         for r in list {
             let id = id_of(r);
-            let Some(rc) = self.route(r, &id, providers) else { continue };
+            let Some(rc) = self.route(r, &id, providers) else {
+                continue;
+            };
             let names: Vec<&String> = std::iter::once(&rc.model).chain(rc.aliases.iter()).collect();
-            let clash = names
-                .iter()
-                .find_map(|n| claimed.get(&(rc.namespace.clone(), (*n).clone())).map(|o| ((*n).clone(), o.clone())));
+            let clash = names.iter().find_map(|n| {
+                claimed
+                    .get(&(rc.namespace.clone(), (*n).clone()))
+                    .map(|o| ((*n).clone(), o.clone()))
+            });
             if let Some((name, owner)) = clash {
                 self.diags.push(Diagnostic::error(
                     &id,
                     "spec.model",
                     "DuplicateModel",
-                    format!("model name {name:?} is already served by {owner} in namespace {:?}; the route is left out", rc.namespace),
+                    format!(
+                        "model name {name:?} is already served by {owner} in namespace {:?}; the route is left out",
+                        rc.namespace
+                    ),
                 ));
                 continue;
             }
@@ -465,19 +513,21 @@ impl<'a> Compiler<'a> {
                     .iter()
                     .enumerate()
                     .map(|(i, f)| (format!("spec.fallbacks[{i}].route"), &f.route))
-                    .chain(
-                        r.rules
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, rule)| rule.route.as_ref().map(|t| (format!("spec.rules[{i}].action.route"), t))),
-                    )
+                    .chain(r.rules.iter().enumerate().filter_map(|(i, rule)| {
+                        rule.route
+                            .as_ref()
+                            .map(|t| (format!("spec.rules[{i}].action.route"), t))
+                    }))
                     .find(|(_, target)| !known.contains(&(r.namespace.clone(), (*target).clone())));
                 if let Some((field, target)) = missing {
                     self.diags.push(Diagnostic::error(
                         &id,
                         &field,
                         "RouteNotFound",
-                        format!("no route serves model {target:?} in namespace {:?}; the route is left out", r.namespace),
+                        format!(
+                            "no route serves model {target:?} in namespace {:?}; the route is left out",
+                            r.namespace
+                        ),
                     ));
                 } else {
                     kept.push((id, r));
@@ -503,12 +553,15 @@ impl<'a> Compiler<'a> {
         for (i, (id, _)) in compiled.iter().enumerate() {
             match fallback_depth(i, &compiled, &by_name, &mut Vec::new()) {
                 Err(cycle) => {
-                    bad.insert(i, Diagnostic::error(
-                        id,
-                        "spec.fallbacks",
-                        "FallbackLoop",
-                        format!("fallbacks form a loop ({}); the route is left out", cycle.join(" -> ")),
-                    ));
+                    bad.insert(
+                        i,
+                        Diagnostic::error(
+                            id,
+                            "spec.fallbacks",
+                            "FallbackLoop",
+                            format!("fallbacks form a loop ({}); the route is left out", cycle.join(" -> ")),
+                        ),
+                    );
                 }
                 Ok(depth) if depth > MAX_FALLBACK_DEPTH => {
                     bad.insert(i, Diagnostic::error(
@@ -552,7 +605,10 @@ impl<'a> Compiler<'a> {
                         id,
                         &field,
                         "ProviderNotFound",
-                        format!("Provider {:?} not found in namespace {ns:?}; the route is left out", b.provider_ref.name),
+                        format!(
+                            "Provider {:?} not found in namespace {ns:?}; the route is left out",
+                            b.provider_ref.name
+                        ),
                     ));
                     ok = false;
                     continue;
@@ -562,14 +618,21 @@ impl<'a> Compiler<'a> {
                         id,
                         &field,
                         "ProviderNotReady",
-                        format!("Provider {:?} cannot be used ({why}); the route is left out", b.provider_ref.name),
+                        format!(
+                            "Provider {:?} cannot be used ({why}); the route is left out",
+                            b.provider_ref.name
+                        ),
                     ));
                     ok = false;
                     continue;
                 }
                 Some(Ok(p)) => p,
             };
-            let mut name = if b.name.is_empty() { b.provider_ref.name.clone() } else { b.name.clone() };
+            let mut name = if b.name.is_empty() {
+                b.provider_ref.name.clone()
+            } else {
+                b.name.clone()
+            };
             if names.contains(&name) {
                 name = format!("{name}-{i}");
             }
@@ -580,19 +643,27 @@ impl<'a> Compiler<'a> {
                 .providers
                 .iter()
                 .find(|p| ns_of(*p) == ns && p.name_any() == b.provider_ref.name)
-                .and_then(|p| p.spec.pricing.iter().find(|pr| pr.model.as_deref() == Some(b.model.as_str())));
+                .and_then(|p| {
+                    p.spec
+                        .pricing
+                        .iter()
+                        .find(|pr| pr.model.as_deref() == Some(b.model.as_str()))
+                });
             let price = resolve_price(b.pricing.as_ref(), provider_price, info);
             let mut labels = BTreeMap::new();
-            if let Some(api_p) = self.m.providers.iter().find(|p| ns_of(*p) == ns && p.name_any() == b.provider_ref.name) {
+            if let Some(api_p) = self
+                .m
+                .providers
+                .iter()
+                .find(|p| ns_of(*p) == ns && p.name_any() == b.provider_ref.name)
+            {
                 labels.extend(api_p.spec.labels.clone());
             }
             if let Some(region) = &provider.region {
                 labels.insert("region".to_owned(), region.clone());
             }
             labels.extend(b.labels.clone());
-            if s.mode == api::RouteMode::Embeddings
-                && matches!(provider.kind, ProviderKind::Anthropic)
-            {
+            if s.mode == api::RouteMode::Embeddings && matches!(provider.kind, ProviderKind::Anthropic) {
                 self.diags.push(Diagnostic::error(
                     id,
                     &format!("spec.backends[{i}]"),
@@ -626,8 +697,20 @@ impl<'a> Compiler<'a> {
             None => Some(RetryConfig::default()),
             Some(rp) => {
                 let d = RetryConfig::default();
-                let backoff_ms = duration(&mut self.diags, id, "spec.retries.backoff", rp.backoff.as_ref(), d.backoff_ms);
-                let max_backoff_ms = duration(&mut self.diags, id, "spec.retries.maxBackoff", rp.max_backoff.as_ref(), d.max_backoff_ms);
+                let backoff_ms = duration(
+                    &mut self.diags,
+                    id,
+                    "spec.retries.backoff",
+                    rp.backoff.as_ref(),
+                    d.backoff_ms,
+                );
+                let max_backoff_ms = duration(
+                    &mut self.diags,
+                    id,
+                    "spec.retries.maxBackoff",
+                    rp.max_backoff.as_ref(),
+                    d.max_backoff_ms,
+                );
                 match (backoff_ms, max_backoff_ms) {
                     (Some(backoff_ms), Some(max_backoff_ms)) => Some(RetryConfig {
                         attempts: rp.attempts,
@@ -648,21 +731,37 @@ impl<'a> Compiler<'a> {
         };
         let t = s.timeouts.clone().unwrap_or_default();
         let timeouts = RouteTimeoutsConfig {
-            request_ms: optional_duration(&mut self.diags, id, "spec.timeouts.request", t.request.as_ref(), &mut ok),
+            request_ms: optional_duration(
+                &mut self.diags,
+                id,
+                "spec.timeouts.request",
+                t.request.as_ref(),
+                &mut ok,
+            ),
             per_try_ms: optional_duration(&mut self.diags, id, "spec.timeouts.perTry", t.per_try.as_ref(), &mut ok),
-            first_token_ms: optional_duration(&mut self.diags, id, "spec.timeouts.firstToken", t.first_token.as_ref(), &mut ok),
+            first_token_ms: optional_duration(
+                &mut self.diags,
+                id,
+                "spec.timeouts.firstToken",
+                t.first_token.as_ref(),
+                &mut ok,
+            ),
         };
         let cache = match &s.cache {
-            Some(c) if c.enabled => duration(&mut self.diags, id, "spec.cache.ttl", c.ttl.as_ref(), 300_000).map(|ttl_ms| {
-                Some(CacheConfig {
-                    ttl_ms,
-                    max_body_bytes: c.max_body_bytes.unwrap_or(1024 * 1024),
+            Some(c) if c.enabled => {
+                duration(&mut self.diags, id, "spec.cache.ttl", c.ttl.as_ref(), 300_000).map(|ttl_ms| {
+                    Some(CacheConfig {
+                        ttl_ms,
+                        max_body_bytes: c.max_body_bytes.unwrap_or(1024 * 1024),
+                    })
                 })
-            }),
+            }
             _ => Some(None),
         };
         let hedge_after_ms = match &s.hedging {
-            Some(h) if h.enabled => optional_duration(&mut self.diags, id, "spec.hedging.after", h.after.as_ref(), &mut ok),
+            Some(h) if h.enabled => {
+                optional_duration(&mut self.diags, id, "spec.hedging.after", h.after.as_ref(), &mut ok)
+            }
             _ => None,
         };
         let backend_names: BTreeSet<&str> = backends.iter().map(|b| b.name.as_str()).collect();
@@ -680,7 +779,10 @@ impl<'a> Compiler<'a> {
                     id,
                     &format!("spec.rules[{i}].action"),
                     "BackendNotFound",
-                    format!("rule {:?} names backend {n:?}, which this route does not have; the route is left out", rule.name),
+                    format!(
+                        "rule {:?} names backend {n:?}, which this route does not have; the route is left out",
+                        rule.name
+                    ),
                 ));
                 ok = false;
             }
@@ -769,7 +871,11 @@ impl<'a> Compiler<'a> {
                 Some(sr) => (sr.name.clone(), sr.key.clone().unwrap_or_else(|| "key".to_owned())),
                 None => (format!("{}-key", k.name_any()), "key".to_owned()),
             };
-            let field = if s.secret_ref.is_some() { "spec.secretRef" } else { "metadata.name" };
+            let field = if s.secret_ref.is_some() {
+                "spec.secretRef"
+            } else {
+                "metadata.name"
+            };
             let Some(value) = self.secret_key(&id, field, &ns, &secret_name, &secret_key) else {
                 continue;
             };
@@ -779,7 +885,9 @@ impl<'a> Compiler<'a> {
             }];
             // A rotated key stays valid until its grace period ends (written by the operator).
             if let Some(data) = m.secrets.get(&(ns.clone(), secret_name.clone())) {
-                if let (Some(prev), Some(until)) = (data.values.get("previousKey"), data.values.get("previousKeyNotAfter")) {
+                if let (Some(prev), Some(until)) =
+                    (data.values.get("previousKey"), data.values.get("previousKeyNotAfter"))
+                {
                     if let Ok(until) = until.parse::<i64>() {
                         hashes.push(KeyHash {
                             sha256: hash_key(prev),
@@ -800,7 +908,9 @@ impl<'a> Compiler<'a> {
             seen_hashes.insert(hashes[0].sha256.clone(), id.clone());
             for (i, allowed) in s.allowed_routes.iter().enumerate() {
                 let (rns, model) = allowed.split_once('/').unwrap_or((ns.as_str(), allowed.as_str()));
-                let exists = routes.iter().any(|r| r.namespace == rns && (r.model == model || r.aliases.iter().any(|a| a == model)));
+                let exists = routes
+                    .iter()
+                    .any(|r| r.namespace == rns && (r.model == model || r.aliases.iter().any(|a| a == model)));
                 if !exists {
                     self.diags.push(Diagnostic::warning(
                         &id,
@@ -818,7 +928,13 @@ impl<'a> Compiler<'a> {
                         Some(w) => {
                             let signing_secret = match &w.signing_secret_ref {
                                 None => None,
-                                Some(sr) => match self.secret_value(&id, "spec.budget.webhook.signingSecretRef", &ns, sr, "secret") {
+                                Some(sr) => match self.secret_value(
+                                    &id,
+                                    "spec.budget.webhook.signingSecretRef",
+                                    &ns,
+                                    sr,
+                                    "secret",
+                                ) {
                                     Some(v) => Some(SecretString::new(v)),
                                     None => continue,
                                 },
@@ -829,7 +945,11 @@ impl<'a> Compiler<'a> {
                             })
                         }
                     };
-                    let mut thresholds = if b.alert_thresholds.is_empty() { vec![50, 80, 100] } else { b.alert_thresholds.clone() };
+                    let mut thresholds = if b.alert_thresholds.is_empty() {
+                        vec![50, 80, 100]
+                    } else {
+                        b.alert_thresholds.clone()
+                    };
                     thresholds.sort_unstable();
                     thresholds.dedup();
                     Some(BudgetConfig {

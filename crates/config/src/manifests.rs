@@ -207,7 +207,11 @@ impl Manifests {
         if obj.meta().namespace.is_none() {
             obj.meta_mut().namespace = Some(DEFAULT_NAMESPACE.to_owned());
         }
-        let id = ObjectId::new(kind, obj.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE), obj.meta().name.as_deref().unwrap_or(""));
+        let id = ObjectId::new(
+            kind,
+            obj.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+            obj.meta().name.as_deref().unwrap_or(""),
+        );
         let mut ok = true;
         if id.name.is_empty() {
             diags.push(file_error(&src.file, src.line, format!("{kind} has no metadata.name")));
@@ -216,7 +220,10 @@ impl Manifests {
         for path in unknown {
             let line = locate_key(&src.text, &path).map_or(src.line, |l| src.line + l);
             diags.push(Diagnostic {
-                location: Some(Location { file: src.file.clone(), line }),
+                location: Some(Location {
+                    file: src.file.clone(),
+                    line,
+                }),
                 object: Some(id.clone()),
                 severity: Severity::Error,
                 field: path.clone(),
@@ -226,8 +233,12 @@ impl Manifests {
             ok = false;
         }
         for (field, message) in obj.cel_errors() {
+            let line = locate_field(&src.text, &field, None).map_or(src.line, |l| src.line + l);
             diags.push(Diagnostic {
-                location: Some(Location { file: src.file.clone(), line: src.line }),
+                location: Some(Location {
+                    file: src.file.clone(),
+                    line,
+                }),
                 object: Some(id.clone()),
                 severity: Severity::Error,
                 field,
@@ -238,7 +249,10 @@ impl Manifests {
         }
         if let Some(previous) = self.sources.get(&id) {
             diags.push(Diagnostic {
-                location: Some(Location { file: src.file.clone(), line: src.line }),
+                location: Some(Location {
+                    file: src.file.clone(),
+                    line: src.line,
+                }),
                 object: Some(id.clone()),
                 severity: Severity::Error,
                 field: String::new(),
@@ -265,7 +279,11 @@ impl Manifests {
                 Ok(s) => {
                     data.values.insert(k.clone(), s);
                 }
-                Err(_) => diags.push(file_error(&src.file, src.line, format!("Secret/{}: data.{k} is not UTF-8 text", secret.name_any()))),
+                Err(_) => diags.push(file_error(
+                    &src.file,
+                    src.line,
+                    format!("Secret/{}: data.{k} is not UTF-8 text", secret.name_any()),
+                )),
             }
         }
         for (k, v) in secret.string_data.iter().flatten() {
@@ -347,7 +365,11 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagno
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            diags.push(file_error(&dir.display().to_string(), 1, format!("cannot read directory: {e}")));
+            diags.push(file_error(
+                &dir.display().to_string(),
+                1,
+                format!("cannot read directory: {e}"),
+            ));
             return;
         }
     };
@@ -498,7 +520,10 @@ mod tests {
             &no_env,
         );
         assert_eq!(diags.len(), 1, "{diags:?}");
-        assert_eq!(diags[0].to_string(), "r.yaml:10: LLMRoute/r: spec.backends.0.weigth: unknown field");
+        assert_eq!(
+            diags[0].to_string(),
+            "r.yaml:10: LLMRoute/r: spec.backends.0.weigth: unknown field"
+        );
         assert!(m.routes.is_empty());
     }
 
@@ -525,7 +550,11 @@ mod tests {
             &no_env,
         );
         assert_eq!(diags.len(), 1);
-        assert!(diags[0].to_string().contains("credentials.secretRef is required"), "{}", diags[0]);
+        assert!(
+            diags[0].to_string().contains("credentials.secretRef is required"),
+            "{}",
+            diags[0]
+        );
     }
 
     #[test]

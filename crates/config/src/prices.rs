@@ -69,7 +69,10 @@ mod tests {
         assert!(table().len() > 30);
         assert_eq!(lookup("gpt-4o").map(|i| i.context_window), Some(128_000));
         assert_eq!(lookup("gpt-4o-2024-08-06").map(|i| i.input), Some(2.5));
-        assert_eq!(lookup("us.anthropic.claude-3-haiku-20240307-v1:0").map(|i| i.output), Some(1.25));
+        assert_eq!(
+            lookup("us.anthropic.claude-3-haiku-20240307-v1:0").map(|i| i.output),
+            Some(1.25)
+        );
         assert_eq!(lookup("unknown-model"), None);
     }
 }

@@ -212,9 +212,7 @@ impl ProviderKind {
             Self::Openrouter => "https://openrouter.ai/api/v1",
             Self::Ollama => "http://127.0.0.1:11434/v1",
             Self::Vllm => "http://127.0.0.1:8000/v1",
-            Self::AzureOpenai | Self::OpenaiCompatible | Self::Bedrock | Self::Vertex | Self::Mock => {
-                return None
-            }
+            Self::AzureOpenai | Self::OpenaiCompatible | Self::Bedrock | Self::Vertex | Self::Mock => return None,
         })
     }
 }

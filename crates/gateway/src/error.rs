@@ -49,12 +49,22 @@ impl GatewayError {
 
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", Some("invalid_api_key"), message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            message,
+        )
     }
 
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "permission_error", Some("model_not_allowed"), message)
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            Some("model_not_allowed"),
+            message,
+        )
     }
 
     /// 404 for an unknown model.
@@ -72,7 +82,12 @@ impl GatewayError {
 
     /// 404 for an unknown path.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", Some("not_found"), message)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("not_found"),
+            message,
+        )
     }
 
     /// 413.
@@ -89,13 +104,23 @@ impl GatewayError {
     pub fn rate_limited(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
         Self {
             retry_after,
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"), message)
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+                message,
+            )
         }
     }
 
     /// 503.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", Some("service_unavailable"), message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            Some("service_unavailable"),
+            message,
+        )
     }
 
     /// Maps an upstream failure. Client-side faults keep their 4xx; the provider's own
@@ -103,16 +128,36 @@ impl GatewayError {
     pub fn upstream(e: &ProviderError, backend: &str) -> Self {
         let (status, kind, code) = match e.kind {
             ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", e.code.as_deref()),
-            ErrorKind::ContextWindow => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("context_length_exceeded")),
-            ErrorKind::ContentPolicy => (StatusCode::BAD_REQUEST, "invalid_request_error", Some("content_policy_violation")),
-            ErrorKind::RateLimit => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded")),
+            ErrorKind::ContextWindow => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+            ),
+            ErrorKind::ContentPolicy => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("content_policy_violation"),
+            ),
+            ErrorKind::RateLimit => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            ),
             ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", Some("upstream_timeout")),
             ErrorKind::Auth => (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_auth_failed")),
-            ErrorKind::PermissionDenied | ErrorKind::NotFound => (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_misconfigured")),
-            ErrorKind::Server | ErrorKind::Connect | ErrorKind::Protocol => (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_error")),
+            ErrorKind::PermissionDenied | ErrorKind::NotFound => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                Some("upstream_misconfigured"),
+            ),
+            ErrorKind::Server | ErrorKind::Connect | ErrorKind::Protocol => {
+                (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_error"))
+            }
         };
         let message = match e.kind {
-            ErrorKind::BadRequest | ErrorKind::ContextWindow | ErrorKind::ContentPolicy | ErrorKind::RateLimit => e.message.clone(),
+            ErrorKind::BadRequest | ErrorKind::ContextWindow | ErrorKind::ContentPolicy | ErrorKind::RateLimit => {
+                e.message.clone()
+            }
             _ => format!("backend {backend:?} failed: {}", e.message),
         };
         Self {

@@ -107,20 +107,31 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// Serves until `shutdown` resolves, then lets requests and streams in flight finish for at
-/// most `grace`.
+/// How the server stops.
+#[derive(Clone, Copy, Debug)]
+pub struct Shutdown {
+    /// After the signal, how long readiness reports false while new connections are still
+    /// accepted, so load balancers stop sending before the listener closes.
+    pub drain_delay: Duration,
+    /// Then, how long requests and streams in flight get to finish.
+    pub grace: Duration,
+}
+
+/// Serves until `signal` resolves, then drains (see [`Shutdown`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gw: Arc<Gateway>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let grace = shutdown.grace;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let drain_gw = gw.clone();
     let app = router(gw);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
+        signal.await;
         drain_gw.drain();
+        tokio::time::sleep(shutdown.drain_delay).await;
         let _ = tx.send(());
     });
     let server = tokio::spawn(async move { server.await });
@@ -132,7 +143,10 @@ pub async fn serve(
     match tokio::time::timeout(grace, &mut server).await {
         Ok(res) => res.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         Err(_) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "grace period over; closing remaining connections"
+            );
             server.abort();
             Ok(())
         }

@@ -2,8 +2,8 @@
 //! key team — never a key, a prompt or a user id.
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder, CounterVec,
+    exponential_buckets, CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the gateway exports.
@@ -39,23 +39,35 @@ impl Metrics {
         // From 5 µs (gateway overhead) to ~10 min (long generations).
         let latency_buckets = exponential_buckets(0.000_005, 2.5, 20)?;
         let requests = IntCounterVec::new(
-            Opts::new("switchyard_requests_total", "Requests by route, backend, provider and status class."),
+            Opts::new(
+                "switchyard_requests_total",
+                "Requests by route, backend, provider and status class.",
+            ),
             &["route", "backend", "provider", "status"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("switchyard_request_duration_seconds", "Total request latency.").buckets(latency_buckets.clone()),
+            HistogramOpts::new("switchyard_request_duration_seconds", "Total request latency.")
+                .buckets(latency_buckets.clone()),
             &["route"],
         )?;
         let ttft = HistogramVec::new(
-            HistogramOpts::new("switchyard_time_to_first_token_seconds", "Time to the first streamed byte.").buckets(latency_buckets.clone()),
+            HistogramOpts::new(
+                "switchyard_time_to_first_token_seconds",
+                "Time to the first streamed byte.",
+            )
+            .buckets(latency_buckets.clone()),
             &["route"],
         )?;
         let overhead = HistogramVec::new(
-            HistogramOpts::new("switchyard_overhead_seconds", "Gateway time excluding the upstream.").buckets(latency_buckets),
+            HistogramOpts::new("switchyard_overhead_seconds", "Gateway time excluding the upstream.")
+                .buckets(latency_buckets),
             &["route"],
         )?;
         let tokens = IntCounterVec::new(
-            Opts::new("switchyard_tokens_total", "Tokens by route and type (input, output, cached)."),
+            Opts::new(
+                "switchyard_tokens_total",
+                "Tokens by route and type (input, output, cached).",
+            ),
             &["route", "type"],
         )?;
         let spend = CounterVec::new(
@@ -66,7 +78,10 @@ impl Metrics {
         let config_generation = IntGauge::new("switchyard_config_generation", "Generation of the running config.")?;
         let reload_failures = IntCounter::new("switchyard_config_reload_failures_total", "Config reloads refused.")?;
         let stream_errors = IntCounterVec::new(
-            Opts::new("switchyard_stream_errors_total", "Streams ended by an error after their first byte."),
+            Opts::new(
+                "switchyard_stream_errors_total",
+                "Streams ended by an error after their first byte.",
+            ),
             &["route", "backend"],
         )?;
         registry.register(Box::new(requests.clone()))?;

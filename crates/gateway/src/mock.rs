@@ -20,7 +20,12 @@ fn request_id() -> String {
 }
 
 /// A full (non-streaming) response.
-pub async fn complete(op: Operation, request: &Json, model: &str, cfg: &MockConfig) -> Result<Translated, ProviderError> {
+pub async fn complete(
+    op: Operation,
+    request: &Json,
+    model: &str,
+    cfg: &MockConfig,
+) -> Result<Translated, ProviderError> {
     if cfg.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(cfg.latency_ms)).await;
     }
@@ -28,7 +33,10 @@ pub async fn complete(op: Operation, request: &Json, model: &str, cfg: &MockConf
         Operation::Embeddings => {
             let (body, usage) = mock::embeddings(request, model, cfg)
                 .ok_or_else(|| ProviderError::new(ErrorKind::BadRequest, "'input' is a required property"))?;
-            Ok(Translated { body, usage: Some(usage) })
+            Ok(Translated {
+                body,
+                usage: Some(usage),
+            })
         }
         Operation::Chat => {
             let text = mock::reply(request, cfg);
@@ -59,7 +67,9 @@ pub fn stream(request: &Json, model: &str, cfg: &MockConfig) -> BoxStream<'stati
     let model = model.to_owned();
     let pieces = mock::stream_pieces(&text);
     let ttft = Duration::from_millis(cfg.time_to_first_token_ms);
-    let per_token = cfg.tokens_per_second.map(|t| Duration::from_secs_f64(1.0 / f64::from(t)));
+    let per_token = cfg
+        .tokens_per_second
+        .map(|t| Duration::from_secs_f64(1.0 / f64::from(t)));
     let n = pieces.len();
     let mut events: Vec<(Duration, Bytes)> = Vec::with_capacity(n + 3);
     for (i, piece) in pieces.iter().enumerate() {

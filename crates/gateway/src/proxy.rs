@@ -12,7 +12,9 @@ use futures::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use switchyard_config::{ProviderConfig, ProviderKind, RouteMode};
-use switchyard_providers::{self as providers, sse, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Usage};
+use switchyard_providers::{
+    self as providers, sse, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Usage,
+};
 
 use crate::error::GatewayError;
 use crate::metrics::status_class;
@@ -54,7 +56,11 @@ pub async fn models(State(gw): Gw, headers: HeaderMap) -> Response {
 pub async fn readyz(State(gw): Gw) -> Response {
     if gw.ready() {
         let rt = gw.runtime();
-        (StatusCode::OK, format!("ready generation={} hash={}\n", rt.generation, rt.hash)).into_response()
+        (
+            StatusCode::OK,
+            format!("ready generation={} hash={}\n", rt.generation, rt.hash),
+        )
+            .into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
@@ -82,7 +88,11 @@ fn unix_now() -> i64 {
 fn presented_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
         let v = v.to_str().unwrap_or("");
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or("").trim();
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or("")
+            .trim();
         if !token.is_empty() {
             return Ok(token);
         }
@@ -148,7 +158,12 @@ async fn handle(gw: Arc<Gateway>, op: Operation, headers: HeaderMap, body: Body)
     let status = response.status().as_u16();
     gw.metrics
         .requests
-        .with_label_values(&[labels.route.as_str(), labels.backend.as_str(), labels.provider, status_class(status)])
+        .with_label_values(&[
+            labels.route.as_str(),
+            labels.backend.as_str(),
+            labels.provider,
+            status_class(status),
+        ])
         .inc();
     response
 }
@@ -170,7 +185,11 @@ async fn pipeline(
     let limit = rt.config.settings.max_request_bytes;
     let bytes = read_body(body, limit).await?;
     let request = parse_request(op, &bytes)?;
-    let model = request.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false) && op != Operation::Embeddings;
 
     // Route.
@@ -193,9 +212,17 @@ async fn pipeline(
 
     // Upstream.
     let upstream_start = Instant::now();
-    let attempt = attempt(gw, op, &request, &provider, &upstream_model, route.config.drop_unsupported_params, stream)
-        .await
-        .map_err(|e| GatewayError::upstream(&e, &labels.backend))?;
+    let attempt = attempt(
+        gw,
+        op,
+        &request,
+        &provider,
+        &upstream_model,
+        route.config.drop_unsupported_params,
+        stream,
+    )
+    .await
+    .map_err(|e| GatewayError::upstream(&e, &labels.backend))?;
     let upstream_elapsed = upstream_start.elapsed();
 
     let account = Account {
@@ -223,7 +250,10 @@ async fn pipeline(
             let body = forward(chunks, translator, account, idle, wants_usage);
             let mut r = Response::new(Body::from_stream(body));
             let h = r.headers_mut();
-            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            );
             h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             r
         }
@@ -251,8 +281,7 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, GatewayError> {
     axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .await
         .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
             if too_large {
                 GatewayError::too_large(limit)
@@ -264,33 +293,58 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, GatewayError> {
 
 fn parse_request(op: Operation, bytes: &[u8]) -> Result<Json, GatewayError> {
     let request: Json = serde_json::from_slice(bytes).map_err(|e| {
-        GatewayError::bad_request(format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object."), None)
+        GatewayError::bad_request(
+            format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object."),
+            None,
+        )
     })?;
     match request.get("model") {
         Some(Value::String(m)) if !m.is_empty() => {}
-        _ => return Err(GatewayError::bad_request("you must provide a model parameter", Some("model"))),
+        _ => {
+            return Err(GatewayError::bad_request(
+                "you must provide a model parameter",
+                Some("model"),
+            ))
+        }
     }
     match op {
         Operation::Chat => match request.get("messages") {
             Some(Value::Array(m)) if !m.is_empty() => {}
             Some(Value::Array(_)) => {
-                return Err(GatewayError::bad_request("'messages' must contain at least one message", Some("messages")))
+                return Err(GatewayError::bad_request(
+                    "'messages' must contain at least one message",
+                    Some("messages"),
+                ))
             }
-            _ => return Err(GatewayError::bad_request("'messages' is a required property", Some("messages"))),
+            _ => {
+                return Err(GatewayError::bad_request(
+                    "'messages' is a required property",
+                    Some("messages"),
+                ))
+            }
         },
         Operation::Embeddings => {
             if !request.contains_key("input") {
-                return Err(GatewayError::bad_request("'input' is a required property", Some("input")));
+                return Err(GatewayError::bad_request(
+                    "'input' is a required property",
+                    Some("input"),
+                ));
             }
         }
         Operation::Completions => {
             if !request.contains_key("prompt") {
-                return Err(GatewayError::bad_request("'prompt' is a required property", Some("prompt")));
+                return Err(GatewayError::bad_request(
+                    "'prompt' is a required property",
+                    Some("prompt"),
+                ));
             }
         }
         Operation::Responses => {
             if !request.contains_key("input") {
-                return Err(GatewayError::bad_request("'input' is a required property", Some("input")));
+                return Err(GatewayError::bad_request(
+                    "'input' is a required property",
+                    Some("input"),
+                ));
             }
         }
     }
@@ -321,7 +375,10 @@ fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayEr
 
 enum Upstream {
     Full(providers::Translated),
-    Stream(BoxStream<'static, Result<Bytes, ProviderError>>, Box<dyn StreamTranslator>),
+    Stream(
+        BoxStream<'static, Result<Bytes, ProviderError>>,
+        Box<dyn StreamTranslator>,
+    ),
 }
 
 /// One attempt against one backend.
@@ -337,7 +394,10 @@ async fn attempt(
     if provider.kind == ProviderKind::Mock {
         let cfg = provider.mock.clone().unwrap_or_default();
         return Ok(if stream {
-            Upstream::Stream(mock::stream(request, model, &cfg), Box::new(providers::openai::Passthrough::default()))
+            Upstream::Stream(
+                mock::stream(request, model, &cfg),
+                Box::new(providers::openai::Passthrough::default()),
+            )
         } else {
             Upstream::Full(mock::complete(op, request, model, &cfg).await?)
         });
@@ -357,7 +417,12 @@ async fn attempt(
         req = req.timeout(headers_timeout);
     }
     let resp = match tokio::time::timeout(headers_timeout, req.send()).await {
-        Err(_) => return Err(ProviderError::new(ErrorKind::Timeout, "the upstream did not answer in time")),
+        Err(_) => {
+            return Err(ProviderError::new(
+                ErrorKind::Timeout,
+                "the upstream did not answer in time",
+            ))
+        }
         Ok(Err(e)) => return Err(reqwest_error(&e)),
         Ok(Ok(r)) => r,
     };
@@ -368,10 +433,7 @@ async fn attempt(
         return Err(adapter.error(status, &headers, &body));
     }
     if stream {
-        let chunks = resp
-            .bytes_stream()
-            .map(|r| r.map_err(|e| reqwest_error(&e)))
-            .boxed();
+        let chunks = resp.bytes_stream().map(|r| r.map_err(|e| reqwest_error(&e))).boxed();
         Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
     } else {
         let body = resp.bytes().await.map_err(|e| reqwest_error(&e))?;
@@ -406,16 +468,22 @@ impl Account {
     fn record(&self, usage: Option<&Usage>) {
         let m = &self.gw.metrics;
         let route = self.labels.route.as_str();
-        m.latency.with_label_values(&[route]).observe(self.start.elapsed().as_secs_f64());
+        m.latency
+            .with_label_values(&[route])
+            .observe(self.start.elapsed().as_secs_f64());
         if let Some(u) = usage {
             m.tokens.with_label_values(&[route, "input"]).inc_by(u.prompt_tokens);
-            m.tokens.with_label_values(&[route, "output"]).inc_by(u.completion_tokens);
+            m.tokens
+                .with_label_values(&[route, "output"])
+                .inc_by(u.completion_tokens);
             if u.cached_tokens > 0 {
                 m.tokens.with_label_values(&[route, "cached"]).inc_by(u.cached_tokens);
             }
             if let Some(p) = &self.price {
                 let cost = p.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens);
-                m.spend.with_label_values(&[route, self.labels.team.as_str()]).inc_by(cost);
+                m.spend
+                    .with_label_values(&[route, self.labels.team.as_str()])
+                    .inc_by(cost);
             }
         }
     }
@@ -555,7 +623,9 @@ mod tests {
         assert_eq!(filter_usage(b.clone(), true), Some(b.clone()));
         assert_eq!(
             filter_usage(b, false),
-            Some(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{}}]}\n\ndata: [DONE]\n\n"))
+            Some(Bytes::from_static(
+                b"data: {\"choices\":[{\"delta\":{}}]}\n\ndata: [DONE]\n\n"
+            ))
         );
         let only = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{}}\n\n");
         assert_eq!(filter_usage(only, false), None);

@@ -20,6 +20,7 @@ pub struct Route {
 }
 
 /// A key and the hashes that authenticate it.
+#[derive(Debug)]
 pub struct Key {
     /// The key's config.
     pub config: KeyConfig,
@@ -103,7 +104,9 @@ impl Runtime {
             return Err(GatewayError::unauthorized("Incorrect API key provided."));
         }
         if not_after.is_some_and(|t| now_unix > t) {
-            return Err(GatewayError::unauthorized("This API key was rotated and its grace period has ended."));
+            return Err(GatewayError::unauthorized(
+                "This API key was rotated and its grace period has ended.",
+            ));
         }
         if key.config.blocked {
             return Err(GatewayError::unauthorized("This API key is blocked."));
@@ -135,7 +138,9 @@ impl Runtime {
                     && (aname == route.config.model || route.config.aliases.iter().any(|x| x == aname))
             });
             if !allowed {
-                return Err(GatewayError::forbidden(format!("This API key is not allowed to use model `{model}`.")));
+                return Err(GatewayError::forbidden(format!(
+                    "This API key is not allowed to use model `{model}`."
+                )));
             }
         }
         Ok(route.clone())
@@ -253,11 +258,17 @@ mod tests {
 
     #[test]
     fn keys_authenticate_by_hash() {
-        let mut cfg = GatewayConfig { version: SCHEMA_VERSION, ..Default::default() };
+        let mut cfg = GatewayConfig {
+            version: SCHEMA_VERSION,
+            ..Default::default()
+        };
         cfg.keys.push(KeyConfig {
             namespace: "default".into(),
             name: "k".into(),
-            hashes: vec![KeyHash { sha256: hash_key("sk-good"), not_after: None }],
+            hashes: vec![KeyHash {
+                sha256: hash_key("sk-good"),
+                not_after: None,
+            }],
             allowed_routes: vec![],
             limits: LimitsConfig::default(),
             budget: None,

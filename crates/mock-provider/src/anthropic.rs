@@ -13,9 +13,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::scenario::{
-    self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENT_DELTAS, TOOL_NAME,
-};
+use crate::scenario::{self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENT_DELTAS, TOOL_NAME};
 use crate::state::{MockState, Provider};
 use crate::wire::{self, hv, name, Frame, Pacing};
 
@@ -30,12 +28,7 @@ pub enum Flavor {
     Bedrock,
 }
 
-pub async fn messages(
-    State(state): State<MockState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response<Body> {
+pub async fn messages(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
     state.record(Provider::Anthropic, uri.path(), uri.query(), &body);
     // Newer SDKs send the API key as `Authorization: Bearer`; the API accepts both.
     match wire::header_str(&headers, "x-api-key").or_else(|| wire::bearer(&headers)) {
@@ -127,10 +120,7 @@ pub async fn respond(
     let answer = Answer::new(plan.act, &prompt, body);
     let id = format!("msg_mock{:016x}", state.next_id());
     let mut res_headers = vec![
-        (
-            name("request-id"),
-            hv(format!("req_mock{:016x}", state.next_id())),
-        ),
+        (name("request-id"), hv(format!("req_mock{:016x}", state.next_id()))),
         (
             name("anthropic-ratelimit-requests-limit"),
             HeaderValue::from_static("4000"),
@@ -180,12 +170,9 @@ pub async fn respond(
             let body = wire::stream_body(state, frames, pacing);
             wire::stream_response(wire::EVENT_STREAM, &res_headers, body)
         }
-        Mode::BedrockEventStream => crate::bedrock::invoke_stream_response(
-            state,
-            stream_events(&id, model, &answer),
-            &answer,
-            pacing,
-        ),
+        Mode::BedrockEventStream => {
+            crate::bedrock::invoke_stream_response(state, stream_events(&id, model, &answer), &answer, pacing)
+        }
     }
 }
 

@@ -19,9 +19,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::anthropic;
-use crate::scenario::{
-    self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENT_DELTAS, TOOL_NAME,
-};
+use crate::scenario::{self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENT_DELTAS, TOOL_NAME};
 use crate::sigv4::{self, SigError};
 use crate::state::{MockState, Provider};
 use crate::wire::{self, hv, name, Frame, Pacing};
@@ -108,16 +106,7 @@ fn authorize(
     body: &[u8],
     state: &MockState,
 ) -> Result<(), Response<Body>> {
-    let refusal = |kind: &str, message: &str| {
-        Err(error(
-            StatusCode::FORBIDDEN,
-            kind,
-            CORAL_NS,
-            message,
-            &[],
-            state,
-        ))
-    };
+    let refusal = |kind: &str, message: &str| Err(error(StatusCode::FORBIDDEN, kind, CORAL_NS, message, &[], state));
     match sigv4::verify(method, uri, headers, body, "bedrock", SystemTime::now()) {
         Ok(()) => Ok(()),
         Err(SigError::Missing) => refusal("MissingAuthenticationTokenException", "Missing Authentication Token"),
@@ -155,11 +144,7 @@ fn converse_prompt(req: &Value) -> Prompt {
                 if let Some(t) = block["text"].as_str() {
                     texts.push(t);
                 }
-                for inner in block["toolResult"]["content"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
+                for inner in block["toolResult"]["content"].as_array().into_iter().flatten() {
                     if let Some(t) = inner["text"].as_str() {
                         prompt.add_other(t);
                     }
@@ -201,8 +186,7 @@ fn begin(
 ) -> Result<Value, Response<Body>> {
     state.record(Provider::Bedrock, uri.path(), uri.query(), body);
     authorize(method, uri, headers, body, state)?;
-    serde_json::from_slice(body)
-        .map_err(|e| validation(&format!("Malformed input request: {e}"), state))
+    serde_json::from_slice(body).map_err(|e| validation(&format!("Malformed input request: {e}"), state))
 }
 
 pub async fn converse(
@@ -217,13 +201,7 @@ pub async fn converse(
         Ok(v) => v,
         Err(res) => return res,
     };
-    let plan = Plan::decide(
-        &state,
-        Behaviour::from_model(&model_id),
-        &model_id,
-        &headers,
-    )
-    .await;
+    let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
     if let Act::Fail(fault) = plan.act {
         return fault_response(fault, &state);
     }
@@ -270,10 +248,7 @@ pub fn event_frame(event_type: &str, payload: &Value) -> Bytes {
             ":content-type",
             EventHeaderValue::String("application/json".into()),
         ))
-        .add_header(Header::new(
-            ":message-type",
-            EventHeaderValue::String("event".into()),
-        ));
+        .add_header(Header::new(":message-type", EventHeaderValue::String("event".into())));
     let mut buf: Vec<u8> = Vec::with_capacity(128 + payload.to_string().len());
     if let Err(e) = aws_smithy_eventstream::frame::write_message_to(&message, &mut buf) {
         tracing::error!(error = %e, "could not encode an event-stream frame");
@@ -293,13 +268,7 @@ pub async fn converse_stream(
         Ok(v) => v,
         Err(res) => return res,
     };
-    let plan = Plan::decide(
-        &state,
-        Behaviour::from_model(&model_id),
-        &model_id,
-        &headers,
-    )
-    .await;
+    let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
     if let Act::Fail(fault) = plan.act {
         return fault_response(fault, &state);
     }
@@ -376,18 +345,9 @@ pub async fn converse_stream(
 pub fn invoke_headers(state: &MockState, answer: &Answer) -> Vec<(HeaderName, HeaderValue)> {
     vec![
         (name("x-amzn-requestid"), hv(request_id(state))),
-        (
-            name("x-amzn-bedrock-invocation-latency"),
-            HeaderValue::from_static("1"),
-        ),
-        (
-            name("x-amzn-bedrock-input-token-count"),
-            hv(answer.prompt_tokens),
-        ),
-        (
-            name("x-amzn-bedrock-output-token-count"),
-            hv(answer.completion_tokens),
-        ),
+        (name("x-amzn-bedrock-invocation-latency"), HeaderValue::from_static("1")),
+        (name("x-amzn-bedrock-input-token-count"), hv(answer.prompt_tokens)),
+        (name("x-amzn-bedrock-output-token-count"), hv(answer.completion_tokens)),
     ]
 }
 
@@ -404,13 +364,7 @@ pub async fn invoke(
         Err(res) => return res,
     };
     if model_id.contains("embed") {
-        let plan = Plan::decide(
-            &state,
-            Behaviour::from_model(&model_id),
-            &model_id,
-            &headers,
-        )
-        .await;
+        let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
         if let Act::Fail(fault) = plan.act {
             return fault_response(fault, &state);
         }
@@ -485,17 +439,16 @@ pub fn invoke_stream_response(
         })
         .collect();
     let body = wire::stream_body(state, frames, pacing);
-    wire::stream_response(
-        EVENT_STREAM,
-        &[(name("x-amzn-requestid"), hv(request_id(state)))],
-        body,
-    )
+    wire::stream_response(EVENT_STREAM, &[(name("x-amzn-requestid"), hv(request_id(state)))], body)
 }
 
 /// Titan Text Embeddings (v1 and v2): `{"inputText"}` → `{"embedding", "inputTextTokenCount"}`.
 fn titan_embed(state: &MockState, model_id: &str, req: &Value) -> Response<Body> {
     let Some(text) = req["inputText"].as_str() else {
-        return validation("Malformed input request: #: required key [inputText] not found, please reformat your input and try again.", state);
+        return validation(
+            "Malformed input request: #: required key [inputText] not found, please reformat your input and try again.",
+            state,
+        );
     };
     let dims = scenario::dimensions(req["dimensions"].as_u64());
     let vector = scenario::embedding(text, dims);
@@ -506,10 +459,7 @@ fn titan_embed(state: &MockState, model_id: &str, req: &Value) -> Response<Body>
     }
     let headers = [
         (name("x-amzn-requestid"), hv(request_id(state))),
-        (
-            name("x-amzn-bedrock-invocation-latency"),
-            HeaderValue::from_static("1"),
-        ),
+        (name("x-amzn-bedrock-invocation-latency"), HeaderValue::from_static("1")),
         (name("x-amzn-bedrock-input-token-count"), hv(tokens)),
     ];
     wire::json(StatusCode::OK, &headers, &out)
@@ -518,18 +468,17 @@ fn titan_embed(state: &MockState, model_id: &str, req: &Value) -> Response<Body>
 /// Cohere Embed on Bedrock: `{"texts", "input_type"}` → `{"embeddings", "id", "response_type", "texts"}`.
 fn cohere_embed(state: &MockState, req: &Value) -> Response<Body> {
     let Some(texts) = req["texts"].as_array() else {
-        return validation("Malformed input request: #: required key [texts] not found, please reformat your input and try again.", state);
+        return validation(
+            "Malformed input request: #: required key [texts] not found, please reformat your input and try again.",
+            state,
+        );
     };
     let texts: Vec<&str> = texts.iter().filter_map(Value::as_str).collect();
     let vectors: Vec<Vec<f32>> = texts
         .iter()
         .map(|t| scenario::embedding(t, scenario::DEFAULT_DIMENSIONS))
         .collect();
-    let tokens: u32 = texts
-        .iter()
-        .map(|t| scenario::count_words(t))
-        .sum::<u32>()
-        .max(1);
+    let tokens: u32 = texts.iter().map(|t| scenario::count_words(t)).sum::<u32>().max(1);
     let id = request_id(state);
     let out = match req["embedding_types"].as_array() {
         Some(types) => {
@@ -545,10 +494,7 @@ fn cohere_embed(state: &MockState, req: &Value) -> Response<Body> {
     };
     let headers = [
         (name("x-amzn-requestid"), hv(request_id(state))),
-        (
-            name("x-amzn-bedrock-invocation-latency"),
-            HeaderValue::from_static("1"),
-        ),
+        (name("x-amzn-bedrock-invocation-latency"), HeaderValue::from_static("1")),
         (name("x-amzn-bedrock-input-token-count"), hv(tokens)),
     ];
     wire::json(StatusCode::OK, &headers, &out)

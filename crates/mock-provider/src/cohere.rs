@@ -13,8 +13,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::scenario::{
-    self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, REFUSAL_TEXT, TOOL_ARGUMENTS,
-    TOOL_ARGUMENT_DELTAS, TOOL_NAME,
+    self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, REFUSAL_TEXT, TOOL_ARGUMENTS, TOOL_ARGUMENT_DELTAS,
+    TOOL_NAME,
 };
 use crate::state::{MockState, Provider};
 use crate::wire::{self, hv, name, Frame, Pacing};
@@ -26,29 +26,14 @@ fn id(state: &MockState) -> String {
     format!("{:08x}-0000-4000-8000-{:012x}", n >> 16, n)
 }
 
-fn error(
-    status: StatusCode,
-    message: &str,
-    extra: &[(HeaderName, HeaderValue)],
-    state: &MockState,
-) -> Response<Body> {
+fn error(status: StatusCode, message: &str, extra: &[(HeaderName, HeaderValue)], state: &MockState) -> Response<Body> {
     wire::json(status, extra, &json!({"id": id(state), "message": message}))
 }
 
 fn authorize(headers: &HeaderMap, state: &MockState) -> Result<(), Response<Body>> {
     match wire::bearer(headers) {
-        None => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "no api key supplied",
-            &[],
-            state,
-        )),
-        Some(k) if wire::is_rejected_key(k) => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "invalid api token",
-            &[],
-            state,
-        )),
+        None => Err(error(StatusCode::UNAUTHORIZED, "no api key supplied", &[], state)),
+        Some(k) if wire::is_rejected_key(k) => Err(error(StatusCode::UNAUTHORIZED, "invalid api token", &[], state)),
         Some(_) => Ok(()),
     }
 }
@@ -106,26 +91,14 @@ fn chat_prompt(req: &Value) -> Prompt {
     prompt
 }
 
-pub async fn chat(
-    State(state): State<MockState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response<Body> {
+pub async fn chat(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
     state.record(Provider::Cohere, uri.path(), uri.query(), &body);
     if let Err(res) = authorize(&headers, &state) {
         return res;
     }
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid request: {e}"),
-                &[],
-                &state,
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid request: {e}"), &[], &state),
     };
     let model = req["model"].as_str().unwrap_or("");
     let plan = Plan::decide(&state, Behaviour::from_model(model), model, &headers).await;
@@ -175,9 +148,7 @@ pub async fn chat(
                         "delta": {"message": {"tool_calls": {"function": {"arguments": piece}}}}
                     }))));
                 }
-                frames.push(Frame::meta(event(
-                    json!({"type": "tool-call-end", "index": 0}),
-                )));
+                frames.push(Frame::meta(event(json!({"type": "tool-call-end", "index": 0}))));
             }
             _ => {
                 frames.push(Frame::meta(event(json!({
@@ -190,9 +161,7 @@ pub async fn chat(
                         "delta": {"message": {"content": {"text": piece}}}
                     }))));
                 }
-                frames.push(Frame::meta(event(
-                    json!({"type": "content-end", "index": 0}),
-                )));
+                frames.push(Frame::meta(event(json!({"type": "content-end", "index": 0}))));
             }
         }
         frames.push(Frame::meta(event(json!({
@@ -241,13 +210,10 @@ pub fn embeddings_of_type(kind: &str, vectors: &[Vec<f32>]) -> Value {
             .map(|v| v
                 .chunks(8)
                 .map(|bits| {
-                    let byte = bits.iter().enumerate().fold(0u8, |acc, (i, x)| {
-                        if *x > 0.0 {
-                            acc | (0x80 >> i)
-                        } else {
-                            acc
-                        }
-                    });
+                    let byte =
+                        bits.iter()
+                            .enumerate()
+                            .fold(0u8, |acc, (i, x)| if *x > 0.0 { acc | (0x80 >> i) } else { acc });
                     if signed {
                         i64::from(byte) - 128
                     } else {
@@ -262,34 +228,19 @@ pub fn embeddings_of_type(kind: &str, vectors: &[Vec<f32>]) -> Value {
         "uint8" => scaled(&|x| ((x + 1.0) * 127.5).round() as i64),
         "binary" => packed(true),
         "ubinary" => packed(false),
-        "base64" => json!(vectors
-            .iter()
-            .map(|v| crate::openai::f32_base64(v))
-            .collect::<Vec<_>>()),
+        "base64" => json!(vectors.iter().map(|v| crate::openai::f32_base64(v)).collect::<Vec<_>>()),
         _ => json!(vectors),
     }
 }
 
-pub async fn embed(
-    State(state): State<MockState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response<Body> {
+pub async fn embed(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
     state.record(Provider::Cohere, uri.path(), uri.query(), &body);
     if let Err(res) = authorize(&headers, &state) {
         return res;
     }
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid request: {e}"),
-                &[],
-                &state,
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid request: {e}"), &[], &state),
     };
     let model = req["model"].as_str().unwrap_or("");
     let plan = Plan::decide(&state, Behaviour::from_model(model), model, &headers).await;
@@ -306,11 +257,7 @@ pub async fn embed(
             }
         }
     }
-    let tokens: u32 = texts
-        .iter()
-        .map(|t| scenario::count_words(t))
-        .sum::<u32>()
-        .max(1);
+    let tokens: u32 = texts.iter().map(|t| scenario::count_words(t)).sum::<u32>().max(1);
     if let Act::Fail(fault) = plan.act {
         return fault_response(fault, tokens, &state);
     }

@@ -194,16 +194,7 @@ pub async fn vertex(
                 )
             }
         };
-        return anthropic::respond(
-            &state,
-            anthropic::Flavor::Vertex,
-            model,
-            &headers,
-            &req,
-            &body,
-            mode,
-        )
-        .await;
+        return anthropic::respond(&state, anthropic::Flavor::Vertex, model, &headers, &req, &body, mode).await;
     }
     dispatch(&state, Flavor::Vertex, model, method, &uri, &headers, &body).await
 }
@@ -244,9 +235,7 @@ async fn dispatch(
                 &json!({"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]}),
             )
         }
-        "embedContent" | "batchEmbedContents" | "predict" => {
-            embed(state, model, method, headers, &req).await
-        }
+        "embedContent" | "batchEmbedContents" | "predict" => embed(state, model, method, headers, &req).await,
         other => not_found(other),
     }
 }
@@ -405,10 +394,7 @@ async fn generate(
                 chunks.push((env.wrap(text_candidate(piece, done), usage), true));
             }
             if pieces.is_empty() {
-                chunks.push((
-                    env.wrap(text_candidate("", true), full_usage(&answer)),
-                    false,
-                ));
+                chunks.push((env.wrap(text_candidate("", true), full_usage(&answer)), false));
             }
         }
         // Gemini delivers a function call whole, in one chunk.
@@ -446,13 +432,7 @@ async fn generate(
 }
 
 /// `embedContent`, `batchEmbedContents` (Gemini API) and `predict` (Vertex text embeddings).
-async fn embed(
-    state: &MockState,
-    model: &str,
-    method: &str,
-    headers: &HeaderMap,
-    req: &Value,
-) -> Response<Body> {
+async fn embed(state: &MockState, model: &str, method: &str, headers: &HeaderMap, req: &Value) -> Response<Body> {
     let plan = Plan::decide(state, Behaviour::from_model(model), model, headers).await;
     let dims_of = |v: &Value| -> usize {
         scenario::dimensions(
@@ -490,11 +470,7 @@ async fn embed(
                 .collect()
         }
     };
-    let tokens: u32 = inputs
-        .iter()
-        .map(|(t, _)| scenario::count_words(t))
-        .sum::<u32>()
-        .max(1);
+    let tokens: u32 = inputs.iter().map(|(t, _)| scenario::count_words(t)).sum::<u32>().max(1);
     if let Act::Fail(fault) = plan.act {
         return fault_response(fault, tokens, false);
     }
@@ -552,18 +528,8 @@ pub async fn token(State(state): State<MockState>, uri: Uri, body: Bytes) -> Res
             }
         }
         Some("refresh_token") if refresh_token.as_deref().is_some_and(|t| !t.is_empty()) => {}
-        Some("refresh_token") => {
-            return oauth_error(
-                "invalid_request",
-                "Missing required parameter: refresh_token",
-            )
-        }
-        Some(other) => {
-            return oauth_error(
-                "unsupported_grant_type",
-                &format!("Invalid grant_type: {other}"),
-            )
-        }
+        Some("refresh_token") => return oauth_error("invalid_request", "Missing required parameter: refresh_token"),
+        Some(other) => return oauth_error("unsupported_grant_type", &format!("Invalid grant_type: {other}")),
         None => return oauth_error("unsupported_grant_type", "Invalid grant_type: "),
     }
     wire::json(

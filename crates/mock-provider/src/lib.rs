@@ -128,20 +128,38 @@ pub fn router(state: MockState) -> Router {
         // `GET` is OpenAI's model lookup; `POST` is the Gemini API's v1 `{model}:{method}`.
         .route("/v1/models/{model}", get(openai::retrieve_model).post(google::gemini))
         // Azure OpenAI
-        .route("/openai/deployments/{deployment}/chat/completions", post(openai::azure_chat_completions))
-        .route("/openai/deployments/{deployment}/completions", post(openai::azure_completions))
-        .route("/openai/deployments/{deployment}/embeddings", post(openai::azure_embeddings))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(openai::azure_chat_completions),
+        )
+        .route(
+            "/openai/deployments/{deployment}/completions",
+            post(openai::azure_completions),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(openai::azure_embeddings),
+        )
         // Anthropic
         .route("/v1/messages", post(anthropic::messages))
         // Bedrock
         .route("/model/{model_id}/converse", post(bedrock::converse))
         .route("/model/{model_id}/converse-stream", post(bedrock::converse_stream))
         .route("/model/{model_id}/invoke", post(bedrock::invoke))
-        .route("/model/{model_id}/invoke-with-response-stream", post(bedrock::invoke_with_response_stream))
+        .route(
+            "/model/{model_id}/invoke-with-response-stream",
+            post(bedrock::invoke_with_response_stream),
+        )
         // Gemini and Vertex
         .route("/v1beta/models/{model}", post(google::gemini))
-        .route("/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}", vertex.clone())
-        .route("/v1beta1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}", vertex)
+        .route(
+            "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}",
+            vertex.clone(),
+        )
+        .route(
+            "/v1beta1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}",
+            vertex,
+        )
         .route("/token", post(google::token))
         // Cohere
         .route("/v2/chat", post(cohere::chat))
@@ -171,10 +189,7 @@ struct LastRequestQuery {
 }
 
 /// The last request body a provider received, verbatim, with its path in `x-mock-path`.
-async fn last_request(
-    State(state): State<MockState>,
-    Query(q): Query<LastRequestQuery>,
-) -> Response<Body> {
+async fn last_request(State(state): State<MockState>, Query(q): Query<LastRequestQuery>) -> Response<Body> {
     let names: Vec<&str> = Provider::ALL.iter().map(|p| p.name()).collect();
     let Some(provider) = q.provider.as_deref().and_then(Provider::from_name) else {
         return wire::json(
@@ -185,16 +200,14 @@ async fn last_request(
     };
     match state.last_request(provider) {
         Some(last) => {
-            let content_type =
-                if serde_json::from_slice::<serde::de::IgnoredAny>(&last.body).is_ok() {
-                    wire::JSON
-                } else {
-                    header::HeaderValue::from_static("application/octet-stream")
-                };
+            let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&last.body).is_ok() {
+                wire::JSON
+            } else {
+                header::HeaderValue::from_static("application/octet-stream")
+            };
             let mut res = Response::new(Body::from(last.body));
             res.headers_mut().insert(header::CONTENT_TYPE, content_type);
-            res.headers_mut()
-                .insert(wire::name("x-mock-path"), wire::hv(last.path));
+            res.headers_mut().insert(wire::name("x-mock-path"), wire::hv(last.path));
             res
         }
         None => wire::json(

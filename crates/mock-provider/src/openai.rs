@@ -19,8 +19,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::scenario::{
-    self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENTS, TOOL_ARGUMENT_DELTAS,
-    TOOL_NAME,
+    self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENTS, TOOL_ARGUMENT_DELTAS, TOOL_NAME,
 };
 use crate::state::{MockState, Provider};
 use crate::wire::{self, hv, name, Frame, Pacing};
@@ -70,12 +69,7 @@ pub async fn azure_chat_completions(
     .await
 }
 
-pub async fn completions(
-    State(state): State<MockState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response<Body> {
+pub async fn completions(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
     state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
     if let Err(res) = openai_auth(&headers) {
         return res;
@@ -105,12 +99,7 @@ pub async fn azure_completions(
     .await
 }
 
-pub async fn embeddings(
-    State(state): State<MockState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response<Body> {
+pub async fn embeddings(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
     state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
     if let Err(res) = openai_auth(&headers) {
         return res;
@@ -140,12 +129,7 @@ pub async fn azure_embeddings(
     .await
 }
 
-pub async fn responses(
-    State(state): State<MockState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response<Body> {
+pub async fn responses(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
     state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
     if let Err(res) = openai_auth(&headers) {
         return res;
@@ -163,11 +147,7 @@ pub async fn list_models(headers: HeaderMap) -> Response<Body> {
         .iter()
         .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "switchyard-mock"}))
         .collect();
-    wire::json(
-        StatusCode::OK,
-        &[],
-        &json!({"object": "list", "data": data}),
-    )
+    wire::json(StatusCode::OK, &[], &json!({"object": "list", "data": data}))
 }
 
 /// `GET /v1/models/{model}`: any name exists.
@@ -252,12 +232,7 @@ fn request_id(state: &MockState) -> String {
 }
 
 /// The error response for a fault, in the flavour's shape.
-fn fault_response(
-    flavor: Flavor<'_>,
-    fault: Fault,
-    model: &str,
-    prompt_tokens: u32,
-) -> Response<Body> {
+fn fault_response(flavor: Flavor<'_>, fault: Fault, model: &str, prompt_tokens: u32) -> Response<Body> {
     match (flavor, fault) {
         (Flavor::OpenAi, Fault::RateLimited) => error_body(
             StatusCode::TOO_MANY_REQUESTS,
@@ -363,49 +338,25 @@ fn success_headers(state: &MockState, flavor: Flavor<'_>) -> Vec<(HeaderName, He
     match flavor {
         Flavor::OpenAi => vec![
             (name("x-request-id"), hv(id)),
-            (
-                name("openai-organization"),
-                HeaderValue::from_static("org-mock"),
-            ),
+            (name("openai-organization"), HeaderValue::from_static("org-mock")),
             (name("openai-processing-ms"), HeaderValue::from_static("1")),
-            (
-                name("openai-version"),
-                HeaderValue::from_static("2020-10-01"),
-            ),
-            (
-                name("x-ratelimit-limit-requests"),
-                HeaderValue::from_static("10000"),
-            ),
-            (
-                name("x-ratelimit-remaining-requests"),
-                HeaderValue::from_static("9999"),
-            ),
-            (
-                name("x-ratelimit-limit-tokens"),
-                HeaderValue::from_static("30000000"),
-            ),
+            (name("openai-version"), HeaderValue::from_static("2020-10-01")),
+            (name("x-ratelimit-limit-requests"), HeaderValue::from_static("10000")),
+            (name("x-ratelimit-remaining-requests"), HeaderValue::from_static("9999")),
+            (name("x-ratelimit-limit-tokens"), HeaderValue::from_static("30000000")),
             (
                 name("x-ratelimit-remaining-tokens"),
                 HeaderValue::from_static("29999000"),
             ),
-            (
-                name("x-ratelimit-reset-requests"),
-                HeaderValue::from_static("6ms"),
-            ),
-            (
-                name("x-ratelimit-reset-tokens"),
-                HeaderValue::from_static("0s"),
-            ),
+            (name("x-ratelimit-reset-requests"), HeaderValue::from_static("6ms")),
+            (name("x-ratelimit-reset-tokens"), HeaderValue::from_static("0s")),
         ],
         Flavor::Azure { deployment } => vec![
             (name("apim-request-id"), hv(&id)),
             (name("x-request-id"), hv(id)),
             (name("x-ms-region"), HeaderValue::from_static("Mock Region")),
             (name("x-ms-deployment-name"), hv(deployment)),
-            (
-                name("x-ratelimit-remaining-requests"),
-                HeaderValue::from_static("9999"),
-            ),
+            (name("x-ratelimit-remaining-requests"), HeaderValue::from_static("9999")),
             (
                 name("x-ratelimit-remaining-tokens"),
                 HeaderValue::from_static("29999000"),
@@ -498,10 +449,7 @@ fn content_texts(raw: Option<&RawValue>) -> Vec<Cow<'_, str>> {
     match s.as_bytes().first() {
         Some(b'"') => match serde_json::from_str::<&str>(s) {
             Ok(t) => vec![Cow::Borrowed(t)],
-            Err(_) => serde_json::from_str::<String>(s)
-                .map(Cow::Owned)
-                .into_iter()
-                .collect(),
+            Err(_) => serde_json::from_str::<String>(s).map(Cow::Owned).into_iter().collect(),
         },
         Some(b'[') => serde_json::from_str::<Vec<TextPart>>(s)
             .unwrap_or_default()
@@ -512,26 +460,14 @@ fn content_texts(raw: Option<&RawValue>) -> Vec<Cow<'_, str>> {
     }
 }
 
-async fn chat(
-    state: &MockState,
-    flavor: Flavor<'_>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response<Body> {
+async fn chat(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, body: &Bytes) -> Response<Body> {
     let req: ChatRequest<'_> = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => {
-            return bad_request(&format!(
-                "We could not parse the JSON body of your request. ({e})"
-            ))
-        }
+        Err(e) => return bad_request(&format!("We could not parse the JSON body of your request. ({e})")),
     };
     let (behaviour, model_key) = match flavor {
         Flavor::OpenAi => (Behaviour::from_model(&req.model), &*req.model),
-        Flavor::Azure { deployment } => (
-            Behaviour::from_models(&[deployment, &req.model]),
-            deployment,
-        ),
+        Flavor::Azure { deployment } => (Behaviour::from_models(&[deployment, &req.model]), deployment),
     };
     let plan = Plan::decide(state, behaviour, model_key, headers).await;
     let mut prompt = Prompt::default();
@@ -556,12 +492,8 @@ async fn chat(
     let azure = matches!(flavor, Flavor::Azure { .. });
 
     if req.stream.unwrap_or(false) {
-        let include_usage = req
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
-        let frames =
-            chat_stream_frames(&id, created, response_model, &answer, include_usage, azure);
+        let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        let frames = chat_stream_frames(&id, created, response_model, &answer, include_usage, azure);
         let body = wire::stream_body(state, frames, pacing(&plan));
         return wire::stream_response(wire::EVENT_STREAM, &headers, body);
     }
@@ -580,8 +512,7 @@ async fn chat(
             "stop",
         ),
     };
-    let mut choice =
-        json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason});
+    let mut choice = json!({"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason});
     let mut completion = json!({
         "id": id,
         "object": "chat.completion",
@@ -696,11 +627,7 @@ async fn legacy_completions(
 ) -> Response<Body> {
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => {
-            return bad_request(&format!(
-                "We could not parse the JSON body of your request. ({e})"
-            ))
-        }
+        Err(e) => return bad_request(&format!("We could not parse the JSON body of your request. ({e})")),
     };
     let model = req["model"].as_str().unwrap_or("");
     let (behaviour, model_key) = match flavor {
@@ -730,19 +657,13 @@ async fn legacy_completions(
         _ => {}
     }
     // The legacy API has no tools: mock-tool answers with text.
-    let act = if plan.act == Act::Tool {
-        Act::Reply
-    } else {
-        plan.act
-    };
+    let act = if plan.act == Act::Tool { Act::Reply } else { plan.act };
     let answer = Answer::new(act, &prompt, body);
     let id = format!("cmpl-mock{:016x}", state.next_id());
     let created = wire::unix_now();
     let headers = success_headers(state, flavor);
     if req["stream"].as_bool().unwrap_or(false) {
-        let include_usage = req["stream_options"]["include_usage"]
-            .as_bool()
-            .unwrap_or(false);
+        let include_usage = req["stream_options"]["include_usage"].as_bool().unwrap_or(false);
         let chunk = |text: &str, finish_reason: Option<&str>| -> Bytes {
             let mut c = json!({
                 "id": id, "object": "text_completion", "created": created, "model": model,
@@ -826,19 +747,10 @@ pub fn f32_base64(v: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn embed(
-    state: &MockState,
-    flavor: Flavor<'_>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response<Body> {
+async fn embed(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, body: &Bytes) -> Response<Body> {
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => {
-            return bad_request(&format!(
-                "We could not parse the JSON body of your request. ({e})"
-            ))
-        }
+        Err(e) => return bad_request(&format!("We could not parse the JSON body of your request. ({e})")),
     };
     let model = req["model"].as_str().unwrap_or("");
     let (behaviour, model_key) = match flavor {
@@ -870,11 +782,7 @@ async fn embed(
         .enumerate()
         .map(|(index, (text, _))| {
             let v = scenario::embedding(text, dims);
-            let embedding = if base64 {
-                json!(f32_base64(&v))
-            } else {
-                json!(v)
-            };
+            let embedding = if base64 { json!(f32_base64(&v)) } else { json!(v) };
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
@@ -969,11 +877,7 @@ impl ResponseShape<'_> {
 async fn responses_api(state: &MockState, headers: &HeaderMap, body: &Bytes) -> Response<Body> {
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => {
-            return bad_request(&format!(
-                "We could not parse the JSON body of your request. ({e})"
-            ))
-        }
+        Err(e) => return bad_request(&format!("We could not parse the JSON body of your request. ({e})")),
     };
     let model = req["model"].as_str().unwrap_or("");
     let plan = Plan::decide(state, Behaviour::from_model(model), model, headers).await;
@@ -983,9 +887,7 @@ async fn responses_api(state: &MockState, headers: &HeaderMap, body: &Bytes) -> 
     }
     match &req["input"] {
         Value::String(s) => prompt.add(true, [s.as_str()]),
-        Value::Array(items) => items
-            .iter()
-            .for_each(|item| add_response_item(&mut prompt, item)),
+        Value::Array(items) => items.iter().for_each(|item| add_response_item(&mut prompt, item)),
         _ => {}
     }
     match plan.act {

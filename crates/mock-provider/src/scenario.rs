@@ -147,12 +147,7 @@ pub struct Plan {
 impl Plan {
     /// Decides the plan for one request: applies `x-mock-delay-ms` (sleeping here), counts
     /// `mock-flaky-N`, and reads `x-mock-tokens-per-second`.
-    pub async fn decide(
-        state: &MockState,
-        behaviour: Behaviour,
-        flaky_key: &str,
-        headers: &HeaderMap,
-    ) -> Plan {
+    pub async fn decide(state: &MockState, behaviour: Behaviour, flaky_key: &str, headers: &HeaderMap) -> Plan {
         if let Some(ms) = header_u64(headers, "x-mock-delay-ms") {
             if ms > 0 {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -364,23 +359,11 @@ mod tests {
     fn model_names_select_behaviours() {
         assert_eq!(Behaviour::from_model("gpt-4o"), Behaviour::Normal);
         assert_eq!(Behaviour::from_model("mock-429"), Behaviour::RateLimited);
-        assert_eq!(
-            Behaviour::from_model("us.mock-500-v1:0"),
-            Behaviour::ServerError
-        );
+        assert_eq!(Behaviour::from_model("us.mock-500-v1:0"), Behaviour::ServerError);
         assert_eq!(Behaviour::from_model("mock-503"), Behaviour::Unavailable);
-        assert_eq!(
-            Behaviour::from_model("mock-context-length"),
-            Behaviour::ContextLength
-        );
-        assert_eq!(
-            Behaviour::from_model("mock-content-policy"),
-            Behaviour::ContentPolicy
-        );
-        assert_eq!(
-            Behaviour::from_model("mock-slow"),
-            Behaviour::Slow(DEFAULT_SLOW)
-        );
+        assert_eq!(Behaviour::from_model("mock-context-length"), Behaviour::ContextLength);
+        assert_eq!(Behaviour::from_model("mock-content-policy"), Behaviour::ContentPolicy);
+        assert_eq!(Behaviour::from_model("mock-slow"), Behaviour::Slow(DEFAULT_SLOW));
         assert_eq!(
             Behaviour::from_model("mock-slow-500ms"),
             Behaviour::Slow(Duration::from_millis(500))
@@ -393,35 +376,19 @@ mod tests {
         assert_eq!(Behaviour::from_model("models/mock-tool"), Behaviour::Tool);
         assert_eq!(Behaviour::from_model("mock-flaky-3"), Behaviour::Flaky(3));
         assert_eq!(Behaviour::from_model("mock-flaky-x"), Behaviour::Normal);
-        assert_eq!(
-            Behaviour::from_model("mock-echo-params"),
-            Behaviour::EchoParams
-        );
+        assert_eq!(Behaviour::from_model("mock-echo-params"), Behaviour::EchoParams);
         assert_eq!(Behaviour::from_model("mock-embed"), Behaviour::Normal);
-        assert_eq!(
-            Behaviour::from_model("mock-gpt mock-429"),
-            Behaviour::RateLimited
-        );
+        assert_eq!(Behaviour::from_model("mock-gpt mock-429"), Behaviour::RateLimited);
     }
 
     #[test]
     fn pieces_concatenate_back() {
-        for text in [
-            "Hello! You said: hi there",
-            "  lead",
-            "trail  ",
-            "",
-            "one",
-            "a\nb\tc",
-        ] {
+        for text in ["Hello! You said: hi there", "  lead", "trail  ", "", "one", "a\nb\tc"] {
             let p = pieces(text);
             assert_eq!(p.concat(), text);
             assert_eq!(p.len() as u32, count_words(text));
         }
-        assert_eq!(
-            pieces("Hello! You said: hi"),
-            vec!["Hello! ", "You ", "said: ", "hi"]
-        );
+        assert_eq!(pieces("Hello! You said: hi"), vec!["Hello! ", "You ", "said: ", "hi"]);
     }
 
     #[test]

@@ -66,21 +66,15 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, SigError> {
             signature = Some(v);
         }
     }
-    let (Some(credential), Some(signed_headers), Some(signature)) =
-        (credential, signed_headers, signature)
-    else {
+    let (Some(credential), Some(signed_headers), Some(signature)) = (credential, signed_headers, signature) else {
         return Err(SigError::Malformed(
             "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' parameters.".into(),
         ));
     };
     let mut scope = credential.splitn(5, '/');
-    let (Some(access_key), Some(date), Some(region), Some(service), Some("aws4_request")) = (
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-    ) else {
+    let (Some(access_key), Some(date), Some(region), Some(service), Some("aws4_request")) =
+        (scope.next(), scope.next(), scope.next(), scope.next(), scope.next())
+    else {
         return Err(SigError::Malformed(format!(
             "Credential should be scoped to a valid region and terminated with 'aws4_request', got '{credential}'."
         )));
@@ -117,10 +111,11 @@ pub fn verify(
     if auth.service != expected_service {
         return Err(SigError::WrongService(auth.service.to_owned()));
     }
-    let amz_date = headers
-        .get("x-amz-date")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| SigError::Malformed("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into()))?;
+    let amz_date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        SigError::Malformed(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into(),
+        )
+    })?;
     if !amz_date.starts_with(auth.date) || auth.date.len() != 8 {
         return Err(SigError::Malformed(format!(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'",
@@ -131,18 +126,12 @@ pub fn verify(
     check_skew(amz_date, now)?;
 
     let canonical = canonical_request(method, uri, headers, body, auth.signed_headers)?;
-    let scope = format!(
-        "{}/{}/{}/aws4_request",
-        auth.date, auth.region, auth.service
-    );
+    let scope = format!("{}/{}/{}/aws4_request", auth.date, auth.region, auth.service);
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         hex::encode(Sha256::digest(canonical.as_bytes()))
     );
-    let k_date = hmac(
-        format!("AWS4{TEST_SECRET_KEY}").as_bytes(),
-        auth.date.as_bytes(),
-    );
+    let k_date = hmac(format!("AWS4{TEST_SECRET_KEY}").as_bytes(), auth.date.as_bytes());
     let k_region = hmac(&k_date, auth.region.as_bytes());
     let k_service = hmac(&k_region, auth.service.as_bytes());
     let k_signing = hmac(&k_service, b"aws4_request");
@@ -196,9 +185,7 @@ fn uri_encode(input: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(input.len() * 3 / 2);
     for &b in input.as_bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             b'/' if keep_slash => out.push('/'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -264,9 +251,7 @@ fn canonical_request(
     for name in signed_headers.split(';') {
         let values: Vec<String> = if name == "host" && headers.get("host").is_none() {
             // HTTP/2 carries the host in :authority.
-            uri.authority()
-                .map(|a| vec![a.as_str().to_owned()])
-                .unwrap_or_default()
+            uri.authority().map(|a| vec![a.as_str().to_owned()]).unwrap_or_default()
         } else {
             headers
                 .get_all(name)
@@ -290,10 +275,7 @@ fn canonical_request(
         canonical_headers.push('\n');
     }
 
-    let payload_hash = match headers
-        .get("x-amz-content-sha256")
-        .and_then(|v| v.to_str().ok())
-    {
+    let payload_hash = match headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
         Some(h) => h.to_owned(),
         None => hex::encode(Sha256::digest(body)),
     };
@@ -323,14 +305,7 @@ mod tests {
         let uri: Uri = "/model/x/converse".parse().unwrap();
         let mut headers = HeaderMap::new();
         assert_eq!(
-            verify(
-                &Method::POST,
-                &uri,
-                &headers,
-                b"",
-                "bedrock",
-                SystemTime::now()
-            ),
+            verify(&Method::POST, &uri, &headers, b"", "bedrock", SystemTime::now()),
             Err(SigError::Missing)
         );
         headers.insert(
@@ -340,14 +315,7 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            verify(
-                &Method::POST,
-                &uri,
-                &headers,
-                b"",
-                "bedrock",
-                SystemTime::now()
-            ),
+            verify(&Method::POST, &uri, &headers, b"", "bedrock", SystemTime::now()),
             Err(SigError::UnknownKey)
         );
     }

@@ -19,24 +19,15 @@ pub const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-strea
 /// Serialises `value` (serde_json cannot fail on the `json!` values and plain structs used here;
 /// if it ever did, the body says so rather than panicking).
 pub fn to_vec(value: &impl Serialize) -> Vec<u8> {
-    serde_json::to_vec(value)
-        .unwrap_or_else(|e| format!("{{\"mock_serialisation_error\":\"{e}\"}}").into_bytes())
+    serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"mock_serialisation_error\":\"{e}\"}}").into_bytes())
 }
 
 /// A JSON response with extra headers.
-pub fn json(
-    status: StatusCode,
-    headers: &[(HeaderName, HeaderValue)],
-    value: &impl Serialize,
-) -> Response<Body> {
+pub fn json(status: StatusCode, headers: &[(HeaderName, HeaderValue)], value: &impl Serialize) -> Response<Body> {
     json_bytes(status, headers, to_vec(value))
 }
 
-pub fn json_bytes(
-    status: StatusCode,
-    headers: &[(HeaderName, HeaderValue)],
-    body: Vec<u8>,
-) -> Response<Body> {
+pub fn json_bytes(status: StatusCode, headers: &[(HeaderName, HeaderValue)], body: Vec<u8>) -> Response<Body> {
     let mut res = Response::new(Body::from(body));
     *res.status_mut() = status;
     let h = res.headers_mut();
@@ -98,10 +89,7 @@ impl Frame {
     }
 
     pub fn meta(bytes: Bytes) -> Frame {
-        Frame {
-            bytes,
-            token: false,
-        }
+        Frame { bytes, token: false }
     }
 }
 
@@ -143,9 +131,7 @@ pub fn stream_body(state: &MockState, frames: Vec<Frame>, pacing: Pacing) -> Bod
     state.stream_started();
     let total_tokens = frames.iter().filter(|f| f.token).count();
     // Cut after three tokens, or earlier when the reply is so short the third is the last.
-    let cut_at = pacing
-        .cut
-        .then(|| CUT_AFTER.min(total_tokens.saturating_sub(1)).max(1));
+    let cut_at = pacing.cut.then(|| CUT_AFTER.min(total_tokens.saturating_sub(1)).max(1));
     let mut guard = StreamGuard {
         state: state.clone(),
         outcome: Outcome::Running,
@@ -181,11 +167,7 @@ pub fn stream_body(state: &MockState, frames: Vec<Frame>, pacing: Pacing) -> Bod
 }
 
 /// A streaming response with the given content type and headers.
-pub fn stream_response(
-    content_type: HeaderValue,
-    headers: &[(HeaderName, HeaderValue)],
-    body: Body,
-) -> Response<Body> {
+pub fn stream_response(content_type: HeaderValue, headers: &[(HeaderName, HeaderValue)], body: Body) -> Response<Body> {
     let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, content_type);
@@ -209,9 +191,7 @@ pub async fn finish(res: Response<Body>, delay: Duration, cut: bool) -> Response
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    parts
-        .headers
-        .insert(header::CONTENT_LENGTH, hv(bytes.len()));
+    parts.headers.insert(header::CONTENT_LENGTH, hv(bytes.len()));
     let half = bytes.slice(..bytes.len() / 2);
     let stream = async_stream::stream! {
         yield Ok::<Bytes, io::Error>(half);

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use switchyard_config::{compile, CompileOptions, Manifests};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "One OpenAI-compatible front door for every LLM provider, run as a Kubernetes-managed fleet.")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "One OpenAI-compatible front door for every LLM provider, run as a Kubernetes-managed fleet."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,6 +36,9 @@ enum Command {
         /// Seconds in-flight requests and streams get to finish after SIGTERM.
         #[arg(long, default_value_t = 30)]
         grace_period: u64,
+        /// Milliseconds readiness reports false after SIGTERM before the listener closes.
+        #[arg(long, default_value_t = 1000)]
+        drain_delay_ms: u64,
     },
     /// Check a folder of manifests; print `file:line: Kind/name: message` per problem.
     Validate {
@@ -77,12 +84,17 @@ fn main() -> ExitCode {
             config,
             listen,
             grace_period,
+            drain_delay_ms,
         } => {
             let Some(dir) = config else {
                 eprintln!("switchyard gateway: --config DIR is required");
                 return ExitCode::from(2);
             };
-            run_async(standalone::run(dir, listen, Duration::from_secs(grace_period)))
+            let shutdown = switchyard_gateway::Shutdown {
+                drain_delay: Duration::from_millis(drain_delay_ms),
+                grace: Duration::from_secs(grace_period),
+            };
+            run_async(standalone::run(dir, listen, shutdown))
         }
     }
 }
@@ -110,7 +122,9 @@ fn init_logging() {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use switchyard_config::{compile, CompileOptions, GatewayConfig, Manifests};
-use switchyard_gateway::Gateway;
+use switchyard_gateway::{Gateway, Shutdown};
 
 /// Loads and compiles; `Err` carries the load errors that make the folder invalid.
 fn load(dir: &Path) -> Result<GatewayConfig, Vec<String>> {
@@ -27,7 +27,7 @@ fn load(dir: &Path) -> Result<GatewayConfig, Vec<String>> {
     Ok(compiled.config)
 }
 
-pub async fn run(dir: PathBuf, listen: SocketAddr, grace: Duration) -> anyhow::Result<()> {
+pub async fn run(dir: PathBuf, listen: SocketAddr, shutdown: Shutdown) -> anyhow::Result<()> {
     let config = load(&dir).map_err(|errors| {
         for e in &errors {
             eprintln!("{e}");
@@ -69,7 +69,7 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, grace: Duration) -> anyhow::R
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, "serving");
-    switchyard_gateway::serve(listener, gw, shutdown_signal(), grace).await?;
+    switchyard_gateway::serve(listener, gw, shutdown_signal(), shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -65,7 +65,9 @@ fn missing_provider_leaves_only_that_route_out() {
     let c = compile(&m, &CompileOptions::default());
     assert_eq!(
         messages(&c),
-        vec![r#"routes.yaml:20: LLMRoute/broken: spec.backends[0].providerRef.name: Provider "nope" not found in namespace "default"; the route is left out"#]
+        vec![
+            r#"routes.yaml:20: LLMRoute/broken: spec.backends[0].providerRef.name: Provider "nope" not found in namespace "default"; the route is left out"#
+        ]
     );
     assert_eq!(c.config.routes.len(), 1);
     let good = &c.config.routes[0];
@@ -81,9 +83,18 @@ fn missing_provider_leaves_only_that_route_out() {
 
 #[test]
 fn deterministic_and_independent_of_file_order() {
-    let a = compile(&load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES)]), &CompileOptions::default());
-    let b = compile(&load(&[("routes.yaml", ROUTES), ("providers.yaml", PROVIDERS)]), &CompileOptions::default());
-    let c = compile(&load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES)]), &CompileOptions::default());
+    let a = compile(
+        &load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES)]),
+        &CompileOptions::default(),
+    );
+    let b = compile(
+        &load(&[("routes.yaml", ROUTES), ("providers.yaml", PROVIDERS)]),
+        &CompileOptions::default(),
+    );
+    let c = compile(
+        &load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES)]),
+        &CompileOptions::default(),
+    );
     assert_eq!(a.config.to_bytes().unwrap(), b.config.to_bytes().unwrap());
     assert_eq!(a.config.to_bytes().unwrap(), c.config.to_bytes().unwrap());
     assert_eq!(a.config.hash(), b.config.hash());
@@ -118,7 +129,11 @@ spec:
     let c = compile(&m, &CompileOptions::default());
     let msgs = messages(&c);
     assert!(msgs.iter().any(|m| m.contains(r#"Provider/anthropic: spec.credentials.secretRef: Secret "creds" has no key "token""#)), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains("LLMRoute/claude") && m.contains("cannot be used")), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("LLMRoute/claude") && m.contains("cannot be used")),
+        "{msgs:?}"
+    );
     assert!(c.config.routes.is_empty());
     assert!(c.config.providers.is_empty());
 }
@@ -147,10 +162,26 @@ fn fallback_loops_and_depth_are_refused() {
     let m = load(&[("providers.yaml", PROVIDERS), ("routes.yaml", &text)]);
     let c = compile(&m, &CompileOptions::default());
     let msgs = messages(&c);
-    assert!(msgs.iter().any(|m| m.contains("LLMRoute/a: spec.fallbacks: fallbacks form a loop (a -> b -> a)")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains("LLMRoute/b: spec.fallbacks: fallbacks form a loop")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains("LLMRoute/c: spec.fallbacks: fallbacks go 4 levels deep")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains(r#"LLMRoute/h: spec.fallbacks[0].route: no route serves model "missing""#)), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("LLMRoute/a: spec.fallbacks: fallbacks form a loop (a -> b -> a)")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("LLMRoute/b: spec.fallbacks: fallbacks form a loop")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("LLMRoute/c: spec.fallbacks: fallbacks go 4 levels deep")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains(r#"LLMRoute/h: spec.fallbacks[0].route: no route serves model "missing""#)),
+        "{msgs:?}"
+    );
     let served: Vec<&str> = c.config.routes.iter().map(|r| r.model.as_str()).collect();
     assert_eq!(served, vec!["d", "e", "f", "g"]);
 }
@@ -166,7 +197,10 @@ fn duplicate_model_name_keeps_the_first() {
     let c = compile(&m, &CompileOptions::default());
     let msgs = messages(&c);
     assert_eq!(msgs.len(), 1, "{msgs:?}");
-    assert!(msgs[0].contains(r#"LLMRoute/y: spec.model: model name "x" is already served by LLMRoute/x"#), "{msgs:?}");
+    assert!(
+        msgs[0].contains(r#"LLMRoute/y: spec.model: model name "x" is already served by LLMRoute/x"#),
+        "{msgs:?}"
+    );
     assert_eq!(c.config.routes.len(), 1);
     assert_eq!(c.config.routes[0].name, "x");
 }
@@ -198,9 +232,17 @@ spec: {}
     assert!(!bytes.contains("sk-plain-value"));
     assert_eq!(c.config.keys.len(), 1);
     assert_eq!(c.config.keys[0].hashes[0].sha256, hash_key("sk-plain-value"));
-    assert_eq!(c.config.keys[0].budget.as_ref().unwrap().alert_thresholds, vec![50, 80, 100]);
+    assert_eq!(
+        c.config.keys[0].budget.as_ref().unwrap().alert_thresholds,
+        vec![50, 80, 100]
+    );
     let msgs = messages(&c);
-    assert!(msgs.iter().any(|m| m.contains(r#"VirtualKey/nokey: metadata.name: Secret "nokey-key" not found in namespace "team-a""#)), "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m
+                .contains(r#"VirtualKey/nokey: metadata.name: Secret "nokey-key" not found in namespace "team-a""#)),
+        "{msgs:?}"
+    );
 }
 
 #[test]
@@ -223,12 +265,21 @@ spec:
   model: elsewhere
   backends: [{providerRef: {name: mock}, model: m}]
 "#;
-    let m = load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES), ("gw.yaml", text)]);
+    let m = load(&[
+        ("providers.yaml", PROVIDERS),
+        ("routes.yaml", ROUTES),
+        ("gw.yaml", text),
+    ]);
     let c = compile(&m, &CompileOptions::default());
     assert_eq!(c.config.fleet.as_deref(), Some("default/gw"));
     let models: Vec<&str> = c.config.routes.iter().map(|r| r.model.as_str()).collect();
     assert_eq!(models, vec!["good"]);
-    let c = compile(&m, &CompileOptions { fleet: Some(("default".into(), "missing".into())) });
+    let c = compile(
+        &m,
+        &CompileOptions {
+            fleet: Some(("default".into(), "missing".into())),
+        },
+    );
     assert!(c.config.routes.is_empty() && c.has_errors());
 }
 
@@ -237,5 +288,7 @@ fn secrets_never_appear_in_debug_output() {
     let m = load(&[("providers.yaml", PROVIDERS), ("routes.yaml", ROUTES)]);
     let c = compile(&m, &CompileOptions::default());
     assert!(!format!("{:?}", c.config).contains("sk-upstream"));
-    assert!(String::from_utf8(c.config.to_bytes().unwrap()).unwrap().contains("sk-upstream"));
+    assert!(String::from_utf8(c.config.to_bytes().unwrap())
+        .unwrap()
+        .contains("sk-upstream"));
 }

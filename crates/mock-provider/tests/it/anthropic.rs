@@ -49,11 +49,7 @@ async fn requires_key_and_version() {
 #[tokio::test]
 async fn message_and_stream() {
     let mock = spawn().await;
-    let body: Value = post(&mock, &req("claude-sonnet"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = post(&mock, &req("claude-sonnet")).await.json().await.unwrap();
     assert_eq!(body["type"], "message");
     assert_eq!(body["content"][0]["text"], "Hello! You said: hello there");
     assert_eq!(body["stop_reason"], "end_turn");
@@ -96,19 +92,11 @@ async fn tool_use_and_refusal_and_faults() {
     let events = parse_sse(&post(&mock, &r).await.text().await.unwrap());
     let json: String = events
         .iter()
-        .filter_map(|e| {
-            e.json()["delta"]["partial_json"]
-                .as_str()
-                .map(str::to_owned)
-        })
+        .filter_map(|e| e.json()["delta"]["partial_json"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(json, TOOL_ARGUMENTS);
 
-    let body: Value = post(&mock, &req("mock-content-policy"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = post(&mock, &req("mock-content-policy")).await.json().await.unwrap();
     assert_eq!(body["stop_reason"], "refusal");
 
     let res = post(&mock, &req("mock-429")).await;

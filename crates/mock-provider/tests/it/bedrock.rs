@@ -68,9 +68,7 @@ async fn bad_signatures_get_bedrock_403s() {
     let path = "/model/amazon.nova-lite-v1%3A0/converse";
     let body = serde_json::to_vec(&converse_req()).unwrap();
 
-    let res = mock
-        .bedrock(path, &body, TEST_ACCESS_KEY, "wrong-secret")
-        .await;
+    let res = mock.bedrock(path, &body, TEST_ACCESS_KEY, "wrong-secret").await;
     assert_eq!(res.status(), 403);
     assert!(res.headers()["x-amzn-errortype"]
         .to_str()
@@ -83,13 +81,7 @@ async fn bad_signatures_get_bedrock_403s() {
         .contains("signature we calculated does not match"));
 
     // Signed correctly, then the body is changed on the way.
-    let signed = sign_bedrock(
-        &mock.url(path),
-        &body,
-        TEST_ACCESS_KEY,
-        TEST_SECRET_KEY,
-        None,
-    );
+    let signed = sign_bedrock(&mock.url(path), &body, TEST_ACCESS_KEY, TEST_SECRET_KEY, None);
     let mut tampered = body.clone();
     tampered[20] ^= 1;
     let res = mock
@@ -117,22 +109,14 @@ async fn bad_signatures_get_bedrock_403s() {
         .unwrap();
     assert_eq!(res.status(), 403);
 
-    let res = mock
-        .bedrock(path, &body, "AKIDUNKNOWN", TEST_SECRET_KEY)
-        .await;
+    let res = mock.bedrock(path, &body, "AKIDUNKNOWN", TEST_SECRET_KEY).await;
     assert_eq!(res.status(), 403);
     assert!(res.headers()["x-amzn-errortype"]
         .to_str()
         .unwrap()
         .starts_with("UnrecognizedClientException"));
 
-    let res = mock
-        .http
-        .post(mock.url(path))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = mock.http.post(mock.url(path)).body(body.clone()).send().await.unwrap();
     assert_eq!(res.status(), 403);
     assert!(res.headers()["x-amzn-errortype"]
         .to_str()
@@ -166,10 +150,7 @@ async fn converse_stream_frames_carry_valid_crcs() {
         .bedrock_ok("/model/mock-model/converse-stream", &converse_req())
         .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(
-        res.headers()["content-type"],
-        "application/vnd.amazon.eventstream"
-    );
+    assert_eq!(res.headers()["content-type"], "application/vnd.amazon.eventstream");
     let bytes = res.bytes().await.unwrap();
 
     // A flipped payload byte breaks the message CRC.
@@ -184,10 +165,7 @@ async fn converse_stream_frames_carry_valid_crcs() {
         &kinds[kinds.len() - 3..],
         ["contentBlockStop", "messageStop", "metadata"]
     );
-    let text: String = frames
-        .iter()
-        .filter_map(|(_, v)| v["delta"]["text"].as_str())
-        .collect();
+    let text: String = frames.iter().filter_map(|(_, v)| v["delta"]["text"].as_str()).collect();
     assert_eq!(text, "Hello! You said: hello there");
     let (_, metadata) = frames.last().unwrap();
     assert_eq!(metadata["usage"]["inputTokens"], 4);
@@ -197,10 +175,7 @@ async fn converse_stream_frames_carry_valid_crcs() {
         .bedrock_ok("/model/mock-tool/converse-stream", &converse_req())
         .await;
     let frames = decode_frames(&res.bytes().await.unwrap());
-    let start = frames
-        .iter()
-        .find(|(k, _)| k == "contentBlockStart")
-        .unwrap();
+    let start = frames.iter().find(|(k, _)| k == "contentBlockStart").unwrap();
     assert_eq!(start.1["start"]["toolUse"]["name"], "get_weather");
     let args: String = frames
         .iter()
@@ -224,10 +199,7 @@ async fn faults_use_bedrock_error_types() {
             .bedrock_ok(&format!("/model/{model}/converse"), &converse_req())
             .await;
         assert_eq!(res.status(), status);
-        assert!(res.headers()["x-amzn-errortype"]
-            .to_str()
-            .unwrap()
-            .starts_with(kind));
+        assert!(res.headers()["x-amzn-errortype"].to_str().unwrap().starts_with(kind));
         let body: Value = res.json().await.unwrap();
         assert!(body["message"].is_string());
     }
@@ -270,10 +242,7 @@ async fn invoke_model_for_embeddings_and_claude() {
     let claude = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
                         "messages": [{"role": "user", "content": "hi"}]});
     let res = mock
-        .bedrock_ok(
-            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke",
-            &claude,
-        )
+        .bedrock_ok("/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke", &claude)
         .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-amzn-bedrock-output-token-count"], "4");
@@ -300,8 +269,5 @@ async fn invoke_model_for_embeddings_and_claude() {
     assert_eq!(events[0]["type"], "message_start");
     let last = events.last().unwrap();
     assert_eq!(last["type"], "message_stop");
-    assert_eq!(
-        last["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
-        4
-    );
+    assert_eq!(last["amazon-bedrock-invocationMetrics"]["outputTokenCount"], 4);
 }

@@ -30,10 +30,7 @@ async fn chat_and_stream() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        body["message"]["content"][0]["text"],
-        "Hello! You said: hello there"
-    );
+    assert_eq!(body["message"]["content"][0]["text"], "Hello! You said: hello there");
     assert_eq!(body["finish_reason"], "COMPLETE");
     assert_eq!(body["usage"]["billed_units"]["input_tokens"], 4);
     assert_eq!(body["usage"]["tokens"]["output_tokens"], 5);
@@ -73,10 +70,7 @@ async fn chat_and_stream() {
         })
         .collect();
     assert_eq!(args, TOOL_ARGUMENTS);
-    assert_eq!(
-        events.last().unwrap().json()["delta"]["finish_reason"],
-        "TOOL_CALL"
-    );
+    assert_eq!(events.last().unwrap().json()["delta"]["finish_reason"], "TOOL_CALL");
 
     let res = mock.post_bearer("/v2/chat", &req("mock-429")).await;
     assert_eq!(res.status(), 429);

@@ -68,13 +68,7 @@ impl Mock {
     }
 
     /// Signs a Bedrock request with SigV4 (the given keys) and sends it.
-    pub async fn bedrock(
-        &self,
-        path: &str,
-        body: &[u8],
-        access: &str,
-        secret: &str,
-    ) -> reqwest::Response {
+    pub async fn bedrock(&self, path: &str, body: &[u8], access: &str, secret: &str) -> reqwest::Response {
         let req = sign_bedrock(&self.url(path), body, access, secret, None);
         self.http
             .post(self.url(path))
@@ -108,14 +102,7 @@ pub fn sign_bedrock(
     use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
     use aws_sigv4::sign::v4;
 
-    let identity = Credentials::new(
-        access,
-        secret,
-        session_token.map(str::to_owned),
-        None,
-        "test",
-    )
-    .into();
+    let identity = Credentials::new(access, secret, session_token.map(str::to_owned), None, "test").into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region("us-west-2")
@@ -125,12 +112,8 @@ pub fn sign_bedrock(
         .build()
         .unwrap()
         .into();
-    let headers = [
-        ("content-type", "application/json"),
-        ("accept", "application/json"),
-    ];
-    let signable =
-        SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body)).unwrap();
+    let headers = [("content-type", "application/json"), ("accept", "application/json")];
+    let signable = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body)).unwrap();
     let (instructions, _) = sign(signable, &params).unwrap().into_parts();
     let mut req = http::Request::builder().method("POST").uri(url);
     for (k, v) in headers {

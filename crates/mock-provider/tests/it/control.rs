@@ -30,12 +30,7 @@ async fn counts_requests_and_streams_and_resets() {
     assert_eq!(stats.streams_started, 1);
     assert_eq!(stats.streams_cancelled, 0);
 
-    let res = mock
-        .http
-        .post(mock.url("/mock/reset"))
-        .send()
-        .await
-        .unwrap();
+    let res = mock.http.post(mock.url("/mock/reset")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let stats = mock.stats().await;
     assert_eq!(stats.requests_total, 0);
@@ -83,9 +78,7 @@ async fn last_request_per_provider() {
 #[tokio::test]
 async fn cut_streams_break_the_connection() {
     let mock = spawn().await;
-    let mut res = mock
-        .post_bearer("/v1/chat/completions", &chat("mock-cut", true))
-        .await;
+    let mut res = mock.post_bearer("/v1/chat/completions", &chat("mock-cut", true)).await;
     assert_eq!(res.status(), 200);
     let mut received = Vec::new();
     let err = loop {
@@ -106,9 +99,7 @@ async fn cut_streams_break_the_connection() {
     assert_eq!(stats.streams_completed, 0);
 
     // Non-streaming: half a body, then the connection drops.
-    let res = mock
-        .post_bearer("/v1/chat/completions", &chat("mock-cut", false))
-        .await;
+    let res = mock.post_bearer("/v1/chat/completions", &chat("mock-cut", false)).await;
     assert!(res.bytes().await.is_err());
 }
 
@@ -137,10 +128,7 @@ async fn slow_first_token_delay_and_pacing() {
     let mut res = mock
         .post_bearer("/v1/chat/completions", &chat("mock-slow-300ms", true))
         .await;
-    assert!(
-        start.elapsed() < Duration::from_millis(250),
-        "headers come at once"
-    );
+    assert!(start.elapsed() < Duration::from_millis(250), "headers come at once");
     res.chunk().await.unwrap().unwrap();
     assert!(start.elapsed() >= Duration::from_millis(300));
     res.text().await.unwrap();
@@ -185,11 +173,6 @@ async fn slow_first_token_delay_and_pacing() {
 #[tokio::test]
 async fn unknown_paths_are_404() {
     let mock = spawn().await;
-    let res = mock
-        .http
-        .post(mock.url("/v9/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let res = mock.http.post(mock.url("/v9/nothing")).send().await.unwrap();
     assert_eq!(res.status(), 404);
 }

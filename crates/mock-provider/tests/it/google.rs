@@ -24,15 +24,11 @@ async fn gemini(mock: &Mock, path: &str, body: &Value) -> reqwest::Response {
 #[tokio::test]
 async fn generate_content_and_auth() {
     let mock = spawn().await;
-    let body: Value = gemini(
-        &mock,
-        "/v1beta/models/gemini-2.5-flash:generateContent",
-        &req(),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let body: Value = gemini(&mock, "/v1beta/models/gemini-2.5-flash:generateContent", &req())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
         body["candidates"][0]["content"]["parts"][0]["text"],
         "Hello! You said: hello there"
@@ -101,22 +97,12 @@ async fn streams_as_sse_or_json_array() {
     assert_eq!(last["candidates"][0]["finishReason"], "STOP");
     assert_eq!(last["usageMetadata"]["candidatesTokenCount"], 5);
 
-    let res = gemini(
-        &mock,
-        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
-        &req(),
-    )
-    .await;
+    let res = gemini(&mock, "/v1beta/models/gemini-2.5-flash:streamGenerateContent", &req()).await;
     let array: Vec<Value> = res.json().await.unwrap();
     assert_eq!(array.len(), 5);
 
     // Errors of a JSON-array stream come wrapped in an array too.
-    let res = gemini(
-        &mock,
-        "/v1beta/models/mock-429:streamGenerateContent",
-        &req(),
-    )
-    .await;
+    let res = gemini(&mock, "/v1beta/models/mock-429:streamGenerateContent", &req()).await;
     assert_eq!(res.status(), 429);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body[0]["error"]["status"], "RESOURCE_EXHAUSTED");
@@ -134,15 +120,11 @@ async fn tool_calls_safety_and_faults() {
     assert_eq!(call["name"], "get_weather");
     assert_eq!(call["args"], json!({"city": "Paris"}));
 
-    let body: Value = gemini(
-        &mock,
-        "/v1beta/models/mock-content-policy:generateContent",
-        &req(),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let body: Value = gemini(&mock, "/v1beta/models/mock-content-policy:generateContent", &req())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["candidates"][0]["finishReason"], "SAFETY");
 
     for (model, status, text) in [
@@ -151,12 +133,7 @@ async fn tool_calls_safety_and_faults() {
         ("mock-503", 503, "UNAVAILABLE"),
         ("mock-context-length", 400, "INVALID_ARGUMENT"),
     ] {
-        let res = gemini(
-            &mock,
-            &format!("/v1beta/models/{model}:generateContent"),
-            &req(),
-        )
-        .await;
+        let res = gemini(&mock, &format!("/v1beta/models/{model}:generateContent"), &req()).await;
         assert_eq!(res.status(), status);
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"]["status"], text);
@@ -198,13 +175,7 @@ async fn embeddings_single_and_batch() {
 async fn vertex_needs_a_bearer_and_serves_both_publishers() {
     let mock = spawn().await;
     let path = "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent";
-    let res = mock
-        .http
-        .post(mock.url(path))
-        .json(&req())
-        .send()
-        .await
-        .unwrap();
+    let res = mock.http.post(mock.url(path)).json(&req()).send().await.unwrap();
     assert_eq!(res.status(), 401);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["status"], "UNAUTHENTICATED");
@@ -237,10 +208,7 @@ async fn vertex_needs_a_bearer_and_serves_both_publishers() {
         )
         .await;
     let events = parse_sse(&res.text().await.unwrap());
-    assert_eq!(
-        events.last().unwrap().event.as_deref(),
-        Some("message_stop")
-    );
+    assert_eq!(events.last().unwrap().event.as_deref(), Some("message_stop"));
 
     let body: Value = mock
         .post_bearer(
@@ -252,16 +220,10 @@ async fn vertex_needs_a_bearer_and_serves_both_publishers() {
         .await
         .unwrap();
     assert_eq!(
-        body["predictions"][0]["embeddings"]["values"]
-            .as_array()
-            .unwrap()
-            .len(),
+        body["predictions"][0]["embeddings"]["values"].as_array().unwrap().len(),
         5
     );
-    assert_eq!(
-        body["predictions"][0]["embeddings"]["statistics"]["token_count"],
-        2
-    );
+    assert_eq!(body["predictions"][0]["embeddings"]["statistics"]["token_count"], 2);
 }
 
 #[tokio::test]

@@ -24,10 +24,7 @@ async fn chat_completion_replies_with_usage() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "gpt-4o");
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        "Hello! You said: hello there"
-    );
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello! You said: hello there");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["usage"]["prompt_tokens"], 4);
     assert_eq!(body["usage"]["completion_tokens"], 5);
@@ -47,10 +44,7 @@ async fn chat_stream_reports_usage_only_when_asked() {
         .starts_with("text/event-stream"));
     let events = parse_sse(&res.text().await.unwrap());
     assert_eq!(events.last().unwrap().data, "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| e.json())
-        .collect();
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| e.json()).collect();
     assert!(chunks.iter().all(|c| c.get("usage").is_none()));
     let text: String = chunks
         .iter()
@@ -60,25 +54,17 @@ async fn chat_stream_reports_usage_only_when_asked() {
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     // One chunk per word, plus the role chunk and the finish chunk.
     assert_eq!(chunks.len(), 6 + 2);
-    assert_eq!(
-        chunks.last().unwrap()["choices"][0]["finish_reason"],
-        "stop"
-    );
+    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
 
     req["stream_options"] = json!({"include_usage": true});
     let res = mock.post_bearer("/v1/chat/completions", &req).await;
     let events = parse_sse(&res.text().await.unwrap());
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| e.json())
-        .collect();
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| e.json()).collect();
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"]["prompt_tokens"], 5);
     assert_eq!(last["usage"]["completion_tokens"], 6);
-    assert!(chunks[..chunks.len() - 1]
-        .iter()
-        .all(|c| c["usage"].is_null()));
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c["usage"].is_null()));
 }
 
 #[tokio::test]
@@ -103,10 +89,7 @@ async fn tool_calls_whole_and_streamed() {
             .await
             .unwrap(),
     );
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| e.json())
-        .collect();
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| e.json()).collect();
     let args: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
@@ -122,18 +105,14 @@ async fn tool_calls_whole_and_streamed() {
 #[tokio::test]
 async fn faults_use_openai_error_shapes() {
     let mock = spawn().await;
-    let res = mock
-        .post_bearer("/v1/chat/completions", &chat("mock-429", "x"))
-        .await;
+    let res = mock.post_bearer("/v1/chat/completions", &chat("mock-429", "x")).await;
     assert_eq!(res.status(), 429);
     assert_eq!(res.headers()["retry-after"], "1");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
 
     for (model, status) in [("mock-500", 500), ("mock-503", 503)] {
-        let res = mock
-            .post_bearer("/v1/chat/completions", &chat(model, "x"))
-            .await;
+        let res = mock.post_bearer("/v1/chat/completions", &chat(model, "x")).await;
         assert_eq!(res.status(), status);
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"]["type"], "server_error");
@@ -201,15 +180,15 @@ async fn flaky_fails_n_times_per_model() {
 #[tokio::test]
 async fn echo_params_returns_the_request_body() {
     let mock = spawn().await;
-    let req = json!({"model": "mock-echo-params", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.25});
+    let req =
+        json!({"model": "mock-echo-params", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.25});
     let body: Value = mock
         .post_bearer("/v1/chat/completions", &req)
         .await
         .json()
         .await
         .unwrap();
-    let echoed: Value =
-        serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    let echoed: Value = serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
     assert_eq!(echoed, req);
 }
 
@@ -217,33 +196,18 @@ async fn echo_params_returns_the_request_body() {
 async fn embeddings_are_deterministic_floats_or_base64() {
     let mock = spawn().await;
     let req = json!({"model": "text-embed-mock", "input": ["alpha beta", "gamma"]});
-    let body: Value = mock
-        .post_bearer("/v1/embeddings", &req)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = mock.post_bearer("/v1/embeddings", &req).await.json().await.unwrap();
     assert_eq!(body["object"], "list");
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     let first: Vec<f32> = serde_json::from_value(body["data"][0]["embedding"].clone()).unwrap();
     assert_eq!(first.len(), 8);
     assert_eq!(body["usage"]["prompt_tokens"], 3);
 
-    let again: Value = mock
-        .post_bearer("/v1/embeddings", &req)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again: Value = mock.post_bearer("/v1/embeddings", &req).await.json().await.unwrap();
     assert_eq!(again["data"], body["data"]);
 
     let req = json!({"model": "text-embed-mock", "input": "alpha beta", "encoding_format": "base64", "dimensions": 16});
-    let body: Value = mock
-        .post_bearer("/v1/embeddings", &req)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = mock.post_bearer("/v1/embeddings", &req).await.json().await.unwrap();
     let raw = base64::engine::general_purpose::STANDARD
         .decode(body["data"][0]["embedding"].as_str().unwrap())
         .unwrap();
@@ -253,12 +217,7 @@ async fn embeddings_are_deterministic_floats_or_base64() {
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
     let req = json!({"model": "text-embed-mock", "input": "alpha beta", "dimensions": 16});
-    let floats: Value = mock
-        .post_bearer("/v1/embeddings", &req)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let floats: Value = mock.post_bearer("/v1/embeddings", &req).await.json().await.unwrap();
     let floats: Vec<f32> = serde_json::from_value(floats["data"][0]["embedding"].clone()).unwrap();
     assert_eq!(decoded, floats);
 }
@@ -286,41 +245,22 @@ async fn legacy_completions_and_models() {
         .await
         .unwrap();
     let body: Value = res.json().await.unwrap();
-    assert!(body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|m| m["id"] == "mock-tool"));
+    assert!(body["data"].as_array().unwrap().iter().any(|m| m["id"] == "mock-tool"));
 }
 
 #[tokio::test]
 async fn responses_api_plain_and_streamed() {
     let mock = spawn().await;
     let req = json!({"model": "gpt-4.1", "instructions": "be kind", "input": "tell me"});
-    let body: Value = mock
-        .post_bearer("/v1/responses", &req)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = mock.post_bearer("/v1/responses", &req).await.json().await.unwrap();
     assert_eq!(body["object"], "response");
     assert_eq!(body["status"], "completed");
-    assert_eq!(
-        body["output"][0]["content"][0]["text"],
-        "Hello! You said: tell me"
-    );
+    assert_eq!(body["output"][0]["content"][0]["text"], "Hello! You said: tell me");
     assert_eq!(body["usage"]["input_tokens"], 4);
     assert_eq!(body["usage"]["output_tokens"], 5);
 
     let req = json!({"model": "gpt-4.1", "input": [{"role": "user", "content": [{"type": "input_text", "text": "tell me"}]}], "stream": true});
-    let events = parse_sse(
-        &mock
-            .post_bearer("/v1/responses", &req)
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let events = parse_sse(&mock.post_bearer("/v1/responses", &req).await.text().await.unwrap());
     let kinds: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
     assert_eq!(kinds.first(), Some(&"response.created"));
     assert_eq!(kinds.last(), Some(&"response.completed"));
@@ -335,14 +275,7 @@ async fn responses_api_plain_and_streamed() {
     }
 
     let req = json!({"model": "mock-tool", "input": "weather", "stream": true});
-    let events = parse_sse(
-        &mock
-            .post_bearer("/v1/responses", &req)
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let events = parse_sse(&mock.post_bearer("/v1/responses", &req).await.text().await.unwrap());
     let args: String = events
         .iter()
         .filter(|e| e.event.as_deref() == Some("response.function_call_arguments.delta"))
@@ -385,10 +318,7 @@ async fn azure_deployments_need_key_and_api_version() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["model"], "my-gpt");
     assert!(body["prompt_filter_results"].is_array());
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        "Hello! You said: hi"
-    );
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello! You said: hi");
 
     // The deployment name selects the behaviour.
     let res = mock

@@ -1,0 +1,153 @@
+"""The quickstart through the official `openai` Python SDK: what a user sees first."""
+
+import json
+import time
+import urllib.request
+
+import openai
+import pytest
+
+KEY = "sk-switchyard-demo"
+
+
+@pytest.fixture
+def client(quickstart):
+    return openai.OpenAI(base_url=quickstart.url + "/v1", api_key=KEY, max_retries=0)
+
+
+def test_chat(client):
+    resp = client.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "Hello from the SDK"}]
+    )
+    assert resp.choices[0].message.content == "Hello! You said: Hello from the SDK"
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.usage.prompt_tokens == 4
+    assert resp.usage.completion_tokens == 7
+    assert resp.usage.total_tokens == 11
+
+
+def test_chat_headers(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="demo-chat", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert int(raw.headers["x-switchyard-overhead-us"]) >= 0
+    assert raw.headers["x-switchyard-backend"] == "mock"
+    assert raw.headers["x-switchyard-route"] == "default/demo-chat"
+
+
+def test_streaming_chat(client):
+    stream = client.chat.completions.create(
+        model="demo-chat",
+        messages=[{"role": "user", "content": "stream me please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage, finish = "", None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    assert text == "Hello! You said: stream me please"
+    assert finish == "stop"
+    assert (usage.prompt_tokens, usage.completion_tokens) == (3, 6)
+
+
+def test_streaming_without_usage_has_no_empty_chunks(client):
+    chunks = list(
+        client.chat.completions.create(
+            model="demo-chat", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    )
+    assert chunks, "no chunks"
+    # Every chunk a client did not ask usage for has a choice: `chunk.choices[0]` never fails.
+    assert all(len(c.choices) == 1 for c in chunks)
+    assert all(c.usage is None for c in chunks)
+
+
+def test_embeddings(client):
+    resp = client.embeddings.create(model="demo-embed", input=["one two", "three"])
+    assert [d.index for d in resp.data] == [0, 1]
+    assert len(resp.data[0].embedding) == 8
+    assert resp.usage.prompt_tokens == 3
+    again = client.embeddings.create(model="demo-embed", input=["one two", "three"])
+    assert again.data[0].embedding == resp.data[0].embedding
+
+
+def test_models_lists_the_keys_routes(client):
+    assert sorted(m.id for m in client.models.list()) == ["demo-chat", "demo-embed"]
+
+
+def test_unknown_key_is_authentication_error(quickstart):
+    bad = openai.OpenAI(base_url=quickstart.url + "/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 401
+    assert e.value.code == "invalid_api_key"
+    # The key never comes back in an error.
+    assert "sk-wrong" not in str(e.value)
+
+
+def test_missing_key_is_authentication_error(quickstart):
+    req = urllib.request.Request(quickstart.url + "/v1/models")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 401
+    assert json.loads(e.value.read())["error"]["type"] == "invalid_request_error"
+
+
+def test_unknown_model_is_not_found(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-unknown", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "model_not_found"
+    assert "gpt-unknown" in e.value.message
+
+
+def test_bad_requests(client, quickstart):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="demo-chat", messages=[])
+    assert e.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model="demo-chat", input="x")
+    assert "chat route" in e.value.message
+    req = urllib.request.Request(
+        quickstart.url + "/v1/chat/completions",
+        data=b"{not json",
+        headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 400
+    assert "could not parse the JSON body" in json.loads(e.value.read())["error"]["message"]
+
+
+def test_body_too_large(client):
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(
+            model="demo-chat", messages=[{"role": "user", "content": "x" * (11 * 1024 * 1024)}]
+        )
+    assert e.value.status_code == 413
+    assert e.value.code == "request_too_large"
+
+
+def test_metrics_count_requests_and_tokens(client, quickstart):
+    def scrape():
+        with urllib.request.urlopen(quickstart.url + "/metrics") as r:
+            return r.read().decode()
+
+    def value(text, prefix):
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    ok = 'switchyard_requests_total{backend="mock",provider="mock",route="default/demo-chat",status="2xx"}'
+    out = 'switchyard_tokens_total{route="default/demo-chat",type="output"}'
+    before = scrape()
+    client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "count me"}])
+    after = scrape()
+    assert value(after, ok) == value(before, ok) + 1
+    assert value(after, out) == value(before, out) + 5
+    assert "switchyard_request_duration_seconds_bucket" in after
+    assert "sk-switchyard-demo" not in after

@@ -1,0 +1,115 @@
+"""Standalone mode reloads on file changes without dropping what is in flight, refuses an
+invalid edit, and drains on SIGTERM."""
+
+import threading
+import time
+import urllib.request
+
+import openai
+import pytest
+
+from harness import copy_example
+
+KEY = "sk-switchyard-demo"
+
+SLOW_MOCK = """apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: mock, namespace: default}
+spec:
+  type: mock
+  mock:
+    response: "{text}"
+    tokensPerSecond: 10
+"""
+
+
+def slow_config(tmp_path, text="one two three four five six seven eight nine ten"):
+    config = copy_example("quickstart", tmp_path)
+    (config / "providers.yaml").write_text(SLOW_MOCK.replace("{text}", text))
+    return config
+
+
+def collect(stream):
+    text = ""
+    for chunk in stream:
+        for c in chunk.choices:
+            text += c.delta.content or ""
+    return text
+
+
+def metric(url, name):
+    with urllib.request.urlopen(url + "/metrics") as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def chat(client):
+    return client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "x"}])
+
+
+def test_reload_keeps_streams_in_flight_and_refuses_invalid_edits(tmp_path, gateway_on):
+    config = slow_config(tmp_path)
+    gw = gateway_on(config)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+    assert metric(gw.url, "switchyard_config_generation") == 1
+
+    # A one-second stream is open while the route is edited.
+    result = {}
+    stream = client.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    t = threading.Thread(target=lambda: result.update(text=collect(stream)))
+    t.start()
+    time.sleep(0.2)
+    routes = config / "routes.yaml"
+    routes.write_text(routes.read_text().replace("model: mock-model", "model: mock-model-v2"))
+    t.join(timeout=10)
+    assert result["text"] == "one two three four five six seven eight nine ten"
+
+    # New requests use the new config.
+    deadline = time.monotonic() + 5
+    while chat(client).model != "mock-model-v2":
+        assert time.monotonic() < deadline, "the edit was not picked up"
+        time.sleep(0.05)
+    assert metric(gw.url, "switchyard_config_generation") == 2
+
+    # An invalid edit (unknown field) is refused; the last good config keeps serving.
+    routes.write_text(routes.read_text().replace("model: mock-model-v2", "model: mock-model-v3\n      wieght: 2"))
+    deadline = time.monotonic() + 5
+    while metric(gw.url, "switchyard_config_reload_failures_total") < 1:
+        assert time.monotonic() < deadline, "the invalid edit was not noticed"
+        time.sleep(0.05)
+    assert chat(client).model == "mock-model-v2"
+    assert metric(gw.url, "switchyard_config_generation") == 2
+    assert "unknown field" in gw.output()
+
+
+def test_sigterm_drains_in_flight_streams(tmp_path, gateway_on):
+    config = slow_config(tmp_path)
+    gw = gateway_on(config)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+    result = {}
+    stream = client.chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    t = threading.Thread(target=lambda: result.update(text=collect(stream)))
+    t.start()
+    time.sleep(0.2)
+    gw.terminate()
+    # Readiness turns false at once while the stream is still going.
+    deadline = time.monotonic() + 2
+    not_ready = False
+    while time.monotonic() < deadline and not not_ready:
+        try:
+            urllib.request.urlopen(gw.url + "/readyz", timeout=1)
+        except urllib.error.HTTPError as e:
+            not_ready = e.code == 503
+        except urllib.error.URLError:
+            break
+        time.sleep(0.02)
+    t.join(timeout=10)
+    assert result["text"] == "one two three four five six seven eight nine ten"
+    assert gw.proc.wait(timeout=10) == 0
+    assert not_ready, "readiness did not turn false during the drain"

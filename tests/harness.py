@@ -1,0 +1,92 @@
+"""Shared helpers for the end-to-end suites: find the built binary, free ports, and processes
+that are stopped (and whose logs are shown) when a test ends."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def binary() -> str:
+    """The `switchyard` binary under test: $SWITCHYARD_BIN, else the cargo debug build."""
+    if os.environ.get("SWITCHYARD_BIN"):
+        return os.environ["SWITCHYARD_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
+    path = Path(target) / "debug" / "switchyard"
+    if not path.exists():
+        subprocess.run(["cargo", "build", "-p", "switchyard"], cwd=REPO, check=True)
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+class Process:
+    """A background process with its output in a temp file."""
+
+    def __init__(self, args, env=None):
+        self.log = tempfile.NamedTemporaryFile(prefix="switchyard-", suffix=".log", delete=False)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class Gateway(Process):
+    """`switchyard gateway --config DIR` on a free port."""
+
+    def __init__(self, config_dir, env=None, grace_period=30):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            [binary(), "gateway", "--config", str(config_dir), "--listen", f"127.0.0.1:{self.port}",
+             "--grace-period", str(grace_period)],
+            env=env,
+        )
+        try:
+            wait_http(self.url + "/readyz", proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError("gateway did not start:\n" + self.output())
+
+
+def copy_example(name: str, dest: Path) -> Path:
+    """A writable copy of an example folder."""
+    target = dest / name
+    shutil.copytree(REPO / "examples" / name, target)
+    return target
