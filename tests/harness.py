@@ -90,3 +90,23 @@ def copy_example(name: str, dest: Path) -> Path:
     target = dest / name
     shutil.copytree(REPO / "examples" / name, target)
     return target
+
+
+class MockProvider(Process):
+    """`switchyard mock-provider` on a free port."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([binary(), "mock-provider", "--listen", f"127.0.0.1:{self.port}"])
+        try:
+            wait_http(self.url + "/healthz", proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError("mock provider did not start:\n" + self.output())
+
+    def stats(self) -> dict:
+        import json
+
+        with urllib.request.urlopen(self.url + "/mock/stats") as r:
+            return json.loads(r.read())

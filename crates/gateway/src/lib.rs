@@ -10,6 +10,7 @@ pub mod metrics;
 mod mock;
 mod proxy;
 pub mod runtime;
+mod tokens;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub enum Error {
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     client: reqwest::Client,
+    tokens: tokens::Tokens,
     /// Metrics.
     pub metrics: Metrics,
     loaded: AtomicBool,
@@ -59,6 +61,7 @@ impl Gateway {
         Ok(Arc::new(Self {
             runtime: ArcSwap::from_pointee(Runtime::new(config, generation)),
             client,
+            tokens: tokens::Tokens::default(),
             metrics,
             loaded: AtomicBool::new(true),
             draining: AtomicBool::new(false),
@@ -100,6 +103,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/embeddings", post(proxy::embeddings))
         .route("/v1/responses", post(proxy::responses))
         .route("/v1/models", get(proxy::models))
+        .route("/v1/messages", post(proxy::messages))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(proxy::readyz))
         .route("/metrics", get(proxy::metrics))

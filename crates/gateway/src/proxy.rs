@@ -24,19 +24,62 @@ use crate::{mock, Gateway};
 type Gw = State<Arc<Gateway>>;
 
 pub async fn chat_completions(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
-    handle(gw, Operation::Chat, headers, body).await
+    handle(gw, Operation::Chat, Ingress::OpenAi, headers, body).await
 }
 
 pub async fn completions(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
-    handle(gw, Operation::Completions, headers, body).await
+    handle(gw, Operation::Completions, Ingress::OpenAi, headers, body).await
 }
 
 pub async fn embeddings(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
-    handle(gw, Operation::Embeddings, headers, body).await
+    handle(gw, Operation::Embeddings, Ingress::OpenAi, headers, body).await
 }
 
 pub async fn responses(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
-    handle(gw, Operation::Responses, headers, body).await
+    handle(gw, Operation::Responses, Ingress::OpenAi, headers, body).await
+}
+
+/// Anthropic's Messages API, for clients that speak it: translated to an OpenAI chat request,
+/// routed like any other, and answered in Anthropic's shape (errors included).
+pub async fn messages(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Operation::Chat, Ingress::Anthropic, headers, body).await
+}
+
+/// The API shape a client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ingress {
+    OpenAi,
+    Anthropic,
+}
+
+impl Ingress {
+    fn error_response(self, e: GatewayError) -> Response {
+        match self {
+            Ingress::OpenAi => e.into_response(),
+            Ingress::Anthropic => {
+                let kind = match e.status.as_u16() {
+                    401 => ErrorKind::Auth,
+                    403 => ErrorKind::PermissionDenied,
+                    404 => ErrorKind::NotFound,
+                    429 => ErrorKind::RateLimit,
+                    504 => ErrorKind::Timeout,
+                    s if s >= 500 => ErrorKind::Server,
+                    _ => ErrorKind::BadRequest,
+                };
+                let (_, body) = providers::anthropic::ingress::error_body(kind, &e.message);
+                let mut r = Response::new(Body::from(body));
+                *r.status_mut() = e.status;
+                r.headers_mut()
+                    .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if let Some(ra) = e.retry_after {
+                    if let Ok(v) = HeaderValue::from_str(&ra.as_secs_f64().ceil().max(1.0).to_string()) {
+                        r.headers_mut().insert(http::header::RETRY_AFTER, v);
+                    }
+                }
+                r
+            }
+        }
+    }
 }
 
 pub async fn models(State(gw): Gw, headers: HeaderMap) -> Response {
@@ -143,16 +186,16 @@ impl Labels {
     }
 }
 
-async fn handle(gw: Arc<Gateway>, op: Operation, headers: HeaderMap, body: Body) -> Response {
+async fn handle(gw: Arc<Gateway>, op: Operation, ingress: Ingress, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut labels = Labels::unknown();
-    let result = pipeline(&gw, op, &headers, body, start, &mut labels).await;
+    let result = pipeline(&gw, op, ingress, &headers, body, start, &mut labels).await;
     let response = match result {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(route = %labels.route, status = e.status.as_u16(), error = %e.message, "request failed");
-            e.into_response()
+            ingress.error_response(e)
         }
     };
     let status = response.status().as_u16();
@@ -171,6 +214,7 @@ async fn handle(gw: Arc<Gateway>, op: Operation, headers: HeaderMap, body: Body)
 async fn pipeline(
     gw: &Arc<Gateway>,
     op: Operation,
+    ingress: Ingress,
     headers: &HeaderMap,
     body: Body,
     start: Instant,
@@ -184,7 +228,17 @@ async fn pipeline(
     // Read and parse.
     let limit = rt.config.settings.max_request_bytes;
     let bytes = read_body(body, limit).await?;
-    let request = parse_request(op, &bytes)?;
+    let request = match ingress {
+        Ingress::OpenAi => parse_request(op, &bytes)?,
+        Ingress::Anthropic => {
+            let native: Json = serde_json::from_slice(&bytes).map_err(|e| {
+                GatewayError::bad_request(format!("We could not parse the JSON body of your request ({e})."), None)
+            })?;
+            let converted = providers::anthropic::ingress::request_to_openai(&native)
+                .map_err(|e| GatewayError::bad_request(e.message, e.param.as_deref()))?;
+            parse_request(op, &serde_json::to_vec(&converted).unwrap_or_default())?
+        }
+    };
     let model = request
         .get("model")
         .and_then(Value::as_str)
@@ -235,19 +289,32 @@ async fn pipeline(
     let mut response = match attempt {
         Upstream::Full(translated) => {
             account.record(translated.usage.as_ref());
-            let mut r = Response::new(Body::from(translated.body));
+            let body = match ingress {
+                Ingress::OpenAi => translated.body,
+                Ingress::Anthropic => providers::anthropic::ingress::response_from_openai(&translated.body, &model)
+                    .map_err(|e| GatewayError::upstream(&e, &labels.backend))?,
+            };
+            let mut r = Response::new(Body::from(body));
             r.headers_mut()
                 .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
         Upstream::Stream(chunks, translator) => {
-            let wants_usage = request
-                .get("stream_options")
-                .and_then(|o| o.get("include_usage"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let egress: Option<Box<dyn StreamTranslator>> = match ingress {
+                Ingress::OpenAi => None,
+                Ingress::Anthropic => Some(Box::new(providers::anthropic::ingress::StreamFromOpenAi::new(
+                    model.clone(),
+                ))),
+            };
+            // The Anthropic egress needs the usage chunk for its message_delta.
+            let wants_usage = egress.is_some()
+                || request
+                    .get("stream_options")
+                    .and_then(|o| o.get("include_usage"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
             let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
-            let body = forward(chunks, translator, account, idle, wants_usage);
+            let body = forward(chunks, translator, egress, account, idle, wants_usage);
             let mut r = Response::new(Body::from_stream(body));
             let h = r.headers_mut();
             h.insert(
@@ -403,12 +470,13 @@ async fn attempt(
         });
     }
     let adapter = providers::adapter(provider.kind);
+    let bearer = gw.tokens.get(&gw.client, provider).await?;
     let target = Target {
         provider,
         model,
         drop_unsupported_params,
         now: SystemTime::now(),
-        bearer: None,
+        bearer: bearer.as_deref(),
     };
     let up = adapter.build(op, request, &target, stream)?;
     let mut req = gw.client.request(up.method, &up.url).headers(up.headers).body(up.body);
@@ -510,6 +578,7 @@ impl Drop for StreamAccount {
 fn forward(
     mut chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
     mut translator: Box<dyn StreamTranslator>,
+    mut egress: Option<Box<dyn StreamTranslator>>,
     account: Account,
     idle: Duration,
     wants_usage: bool,
@@ -517,6 +586,7 @@ fn forward(
     async_stream::stream! {
         let mut acct = StreamAccount { account, usage: None, done: false };
         let mut out: Vec<Bytes> = Vec::with_capacity(4);
+        let mut translated: Vec<Bytes> = Vec::with_capacity(4);
         let mut first = true;
         loop {
             let next = match tokio::time::timeout(idle, chunks.next()).await {
@@ -527,9 +597,12 @@ fn forward(
                 Some(Ok(chunk)) => translator.feed(chunk, &mut out),
                 Some(Err(e)) => Err(e),
                 None => {
-                    let r = translator.finish(&mut out);
+                    let mut r = translator.finish(&mut out);
                     if r.is_ok() {
-                        for b in out.drain(..) {
+                        r = egress_pass(&mut egress, &mut out, &mut translated, true);
+                    }
+                    if r.is_ok() {
+                        for b in translated.drain(..) {
                             if let Some(b) = filter_usage(b, wants_usage) {
                                 yield Ok(b);
                             }
@@ -541,7 +614,8 @@ fn forward(
                 }
             };
             acct.usage = translator.usage();
-            for b in out.drain(..) {
+            let result = result.and_then(|()| egress_pass(&mut egress, &mut out, &mut translated, false));
+            for b in translated.drain(..) {
                 if let Some(b) = filter_usage(b, wants_usage) {
                     if first {
                         first = false;
@@ -559,12 +633,42 @@ fn forward(
                     .with_label_values(&[acct.account.labels.route.as_str(), acct.account.labels.backend.as_str()])
                     .inc();
                 let err = GatewayError::upstream(&e, &acct.account.labels.backend);
-                yield Ok(sse::data(err.body().to_string().as_bytes()));
+                let event = if egress.is_some() {
+                    providers::anthropic::ingress::error_event(e.kind, &err.message)
+                } else {
+                    sse::data(err.body().to_string().as_bytes())
+                };
+                yield Ok(event);
                 break;
             }
         }
         acct.done = true;
         acct.account.record(acct.usage.as_ref());
+    }
+}
+
+/// Passes translated OpenAI chunks through the egress translator (Anthropic ingress), or moves
+/// them unchanged. `end` also finishes the egress stream.
+fn egress_pass(
+    egress: &mut Option<Box<dyn StreamTranslator>>,
+    out: &mut Vec<Bytes>,
+    translated: &mut Vec<Bytes>,
+    end: bool,
+) -> Result<(), ProviderError> {
+    match egress {
+        None => {
+            translated.append(out);
+            Ok(())
+        }
+        Some(e) => {
+            for b in out.drain(..) {
+                e.feed(b, translated)?;
+            }
+            if end {
+                e.finish(translated)?;
+            }
+            Ok(())
+        }
     }
 }
 

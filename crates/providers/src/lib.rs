@@ -5,6 +5,10 @@
 //! the provider's errors. The gateway does the I/O. OpenAI-compatible providers are presets of
 //! [`openai::OpenAi`], not copies.
 
+pub mod anthropic;
+pub mod bedrock;
+pub mod cohere;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod sse;
@@ -204,6 +208,11 @@ pub trait Adapter: Send + Sync {
 pub fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
     match kind {
         ProviderKind::AzureOpenai => &openai::AZURE,
+        ProviderKind::Anthropic => &anthropic::ANTHROPIC,
+        ProviderKind::Bedrock => &bedrock::BEDROCK,
+        ProviderKind::Gemini => &gemini::GEMINI,
+        ProviderKind::Vertex => &gemini::VERTEX,
+        ProviderKind::Cohere => &cohere::COHERE,
         // Native adapters of the other providers register here as they are added; until then
         // they speak their OpenAI-compatible endpoints.
         _ => openai::preset(kind),

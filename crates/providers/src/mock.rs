@@ -30,7 +30,11 @@ pub fn prompt_tokens(request: &Json) -> u64 {
     let n: u64 = request
         .get("messages")
         .and_then(Value::as_array)
-        .map(|msgs| msgs.iter().map(|m| words(&content_text(m.get("content").unwrap_or(&Value::Null)))).sum())
+        .map(|msgs| {
+            msgs.iter()
+                .map(|m| words(&content_text(m.get("content").unwrap_or(&Value::Null))))
+                .sum()
+        })
         .unwrap_or(0);
     n.max(1)
 }
@@ -43,7 +47,11 @@ pub fn reply(request: &Json, config: &MockConfig) -> String {
     let last_user = request
         .get("messages")
         .and_then(Value::as_array)
-        .and_then(|msgs| msgs.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user")))
+        .and_then(|msgs| {
+            msgs.iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
         .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)))
         .unwrap_or_default();
     format!("Hello! You said: {last_user}")
@@ -219,7 +227,9 @@ mod tests {
 
     #[test]
     fn echoes_and_counts_words() {
-        let r = req(json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]}));
+        let r = req(
+            json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}]}),
+        );
         let text = reply(&r, &MockConfig::default());
         assert_eq!(text, "Hello! You said: hi there");
         let u = usage(&r, &text);
@@ -231,13 +241,21 @@ mod tests {
     #[test]
     fn embeddings_are_deterministic_unit_vectors() {
         let r = req(json!({"input": ["a b", "c"]}));
-        let cfg = MockConfig { embedding_dimensions: 8, ..Default::default() };
+        let cfg = MockConfig {
+            embedding_dimensions: 8,
+            ..Default::default()
+        };
         let (a, usage) = embeddings(&r, "m", &cfg).unwrap();
         let (b, _) = embeddings(&r, "m", &cfg).unwrap();
         assert_eq!(a, b);
         assert_eq!(usage.prompt_tokens, 3);
         let v: Value = serde_json::from_slice(&a).unwrap();
-        let first: Vec<f64> = v["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let first: Vec<f64> = v["data"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
         assert_eq!(first.len(), 8);
         let norm: f64 = first.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!((norm - 1.0).abs() < 1e-3);

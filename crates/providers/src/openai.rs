@@ -114,7 +114,10 @@ impl OpenAi {
         };
         Ok(if self.azure_paths {
             let version = target.provider.api_version.as_deref().unwrap_or("2024-10-21");
-            format!("{base}/openai/deployments/{}/{tail}?api-version={version}", target.model)
+            format!(
+                "{base}/openai/deployments/{}/{tail}?api-version={version}",
+                target.model
+            )
         } else {
             format!("{base}/{tail}")
         })
@@ -134,8 +137,9 @@ impl OpenAi {
                 Auth::Bearer => (http::header::AUTHORIZATION, format!("Bearer {}", key.expose())),
                 Auth::ApiKeyHeader => (HeaderName::from_static("api-key"), key.expose().to_owned()),
             };
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| ProviderError::new(ErrorKind::Auth, "the provider's API key is not a valid header value"))?;
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                ProviderError::new(ErrorKind::Auth, "the provider's API key is not a valid header value")
+            })?;
             value.set_sensitive(true);
             h.insert(name, value);
         }
@@ -144,7 +148,13 @@ impl OpenAi {
 }
 
 impl Adapter for OpenAi {
-    fn build(&self, op: Operation, request: &Json, target: &Target<'_>, stream: bool) -> Result<UpstreamRequest, ProviderError> {
+    fn build(
+        &self,
+        op: Operation,
+        request: &Json,
+        target: &Target<'_>,
+        stream: bool,
+    ) -> Result<UpstreamRequest, ProviderError> {
         let mut body = request.clone();
         if self.azure_paths {
             // Azure takes the deployment from the path.
@@ -231,8 +241,12 @@ impl From<WireUsage> for Usage {
 }
 
 fn parse_usage(op: Operation, body: &[u8]) -> Result<Option<Usage>, ProviderError> {
-    let parsed: UsageOnly = serde_json::from_slice(body)
-        .map_err(|e| ProviderError::new(ErrorKind::Protocol, format!("upstream sent an unreadable response: {e}")))?;
+    let parsed: UsageOnly = serde_json::from_slice(body).map_err(|e| {
+        ProviderError::new(
+            ErrorKind::Protocol,
+            format!("upstream sent an unreadable response: {e}"),
+        )
+    })?;
     let _ = op;
     Ok(parsed.usage.map(Usage::from))
 }
@@ -261,7 +275,10 @@ impl StreamTranslator for Passthrough {
                 out.push(chunk);
                 return Err(err);
             } else if serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_err() {
-                return Err(ProviderError::new(ErrorKind::Protocol, "upstream sent a malformed stream chunk"));
+                return Err(ProviderError::new(
+                    ErrorKind::Protocol,
+                    "upstream sent a malformed stream chunk",
+                ));
             }
         }
         out.push(chunk);
@@ -272,7 +289,10 @@ impl StreamTranslator for Passthrough {
         if self.done {
             Ok(())
         } else {
-            Err(ProviderError::new(ErrorKind::Protocol, "upstream stream ended before [DONE]"))
+            Err(ProviderError::new(
+                ErrorKind::Protocol,
+                "upstream stream ended before [DONE]",
+            ))
         }
     }
 
@@ -321,11 +341,7 @@ pub fn openai_error(status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderEr
             }
             (b.message, b.param, code)
         }
-        None => (
-            format!("upstream answered HTTP {status}"),
-            None,
-            None,
-        ),
+        None => (format!("upstream answered HTTP {status}"), None, None),
     };
     ProviderError {
         kind,

@@ -46,7 +46,11 @@ fn find_boundary(buf: &[u8]) -> Option<(usize, usize)> {
         if buf[i] == b'\n' && buf[i + 1] == b'\n' {
             return Some((i, 2));
         }
-        if buf[i] == b'\r' && buf.get(i + 1) == Some(&b'\n') && buf.get(i + 2) == Some(&b'\r') && buf.get(i + 3) == Some(&b'\n') {
+        if buf[i] == b'\r'
+            && buf.get(i + 1) == Some(&b'\n')
+            && buf.get(i + 2) == Some(&b'\r')
+            && buf.get(i + 3) == Some(&b'\n')
+        {
             return Some((i, 4));
         }
         i += 1;
@@ -106,8 +110,14 @@ mod tests {
         assert_eq!(
             evs,
             vec![
-                Event { event: "a".into(), data: "{\"x\":1}".into() },
-                Event { event: String::new(), data: "two".into() },
+                Event {
+                    event: "a".into(),
+                    data: "{\"x\":1}".into()
+                },
+                Event {
+                    event: String::new(),
+                    data: "two".into()
+                },
             ]
         );
         assert_eq!(p.pending(), 0);

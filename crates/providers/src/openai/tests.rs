@@ -2,9 +2,7 @@
 //! fixture), one snapshot per target.
 
 use super::*;
-use switchyard_config::{
-    CircuitBreakerConfig, LimitsConfig, ProviderConfig, ProviderTimeoutsConfig, SecretString,
-};
+use switchyard_config::{CircuitBreakerConfig, LimitsConfig, ProviderConfig, ProviderTimeoutsConfig, SecretString};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/testdata/openai/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -21,7 +19,9 @@ fn provider(kind: ProviderKind, base: &str) -> ProviderConfig {
         id: "default/p".into(),
         kind,
         base_url: base.into(),
-        credentials: Some(CredentialsConfig::ApiKey { key: SecretString::new("sk-test") }),
+        credentials: Some(CredentialsConfig::ApiKey {
+            key: SecretString::new("sk-test"),
+        }),
         region: None,
         api_version: (kind == ProviderKind::AzureOpenai).then(|| "2024-10-21".into()),
         project: None,
@@ -50,7 +50,13 @@ fn snapshot(req: &UpstreamRequest) -> serde_json::Value {
 #[test]
 fn openai_chat_request() {
     let p = provider(ProviderKind::Openai, "https://api.openai.com/v1");
-    let t = Target { provider: &p, model: "gpt-4o-2024-08-06", drop_unsupported_params: false, now: std::time::UNIX_EPOCH, bearer: None };
+    let t = Target {
+        provider: &p,
+        model: "gpt-4o-2024-08-06",
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
     let req = OPENAI.build(Operation::Chat, &request(), &t, true).unwrap();
     insta::assert_json_snapshot!("openai_chat_stream_request", snapshot(&req));
 }
@@ -58,7 +64,13 @@ fn openai_chat_request() {
 #[test]
 fn azure_chat_request() {
     let p = provider(ProviderKind::AzureOpenai, "https://contoso.openai.azure.com");
-    let t = Target { provider: &p, model: "my-gpt4o-deployment", drop_unsupported_params: false, now: std::time::UNIX_EPOCH, bearer: None };
+    let t = Target {
+        provider: &p,
+        model: "my-gpt4o-deployment",
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
     let req = AZURE.build(Operation::Chat, &request(), &t, false).unwrap();
     insta::assert_json_snapshot!("azure_chat_request", snapshot(&req));
 }
@@ -66,11 +78,25 @@ fn azure_chat_request() {
 #[test]
 fn response_usage_is_read_and_bytes_pass_through() {
     let p = provider(ProviderKind::Openai, "https://api.openai.com/v1");
-    let t = Target { provider: &p, model: "gpt-4o", drop_unsupported_params: false, now: std::time::UNIX_EPOCH, bearer: None };
+    let t = Target {
+        provider: &p,
+        model: "gpt-4o",
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
     let body = fixture("chat_response.json");
     let out = OPENAI.parse(Operation::Chat, &body, &t).unwrap();
     assert_eq!(out.body.as_ref(), body.as_slice());
-    assert_eq!(out.usage, Some(Usage { prompt_tokens: 19, completion_tokens: 10, cached_tokens: 0, cache_creation_tokens: 0 }));
+    assert_eq!(
+        out.usage,
+        Some(Usage {
+            prompt_tokens: 19,
+            completion_tokens: 10,
+            cached_tokens: 0,
+            cache_creation_tokens: 0
+        })
+    );
 }
 
 #[test]
@@ -92,10 +118,16 @@ fn stream_usage_and_done_are_observed() {
 fn cut_or_malformed_streams_are_errors() {
     let mut s = Passthrough::default();
     let mut out = Vec::new();
-    s.feed(Bytes::from_static(b"data: {\"choices\":[]}\n\n"), &mut out).unwrap();
+    s.feed(Bytes::from_static(b"data: {\"choices\":[]}\n\n"), &mut out)
+        .unwrap();
     assert_eq!(s.finish(&mut out).unwrap_err().kind, ErrorKind::Protocol);
     let mut s = Passthrough::default();
-    assert_eq!(s.feed(Bytes::from_static(b"data: {not json\n\n"), &mut out).unwrap_err().kind, ErrorKind::Protocol);
+    assert_eq!(
+        s.feed(Bytes::from_static(b"data: {not json\n\n"), &mut out)
+            .unwrap_err()
+            .kind,
+        ErrorKind::Protocol
+    );
 }
 
 #[test]
@@ -104,12 +136,18 @@ fn errors_are_classified() {
     let mut h = HeaderMap::new();
     h.insert("retry-after", HeaderValue::from_static("7"));
     let e = openai_error(429, &h, br#"{"error":{"message":"Rate limit reached for gpt-4o","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#);
-    assert_eq!((e.kind, e.retry_after), (ErrorKind::RateLimit, Some(std::time::Duration::from_secs(7))));
+    assert_eq!(
+        (e.kind, e.retry_after),
+        (ErrorKind::RateLimit, Some(std::time::Duration::from_secs(7)))
+    );
     let e = openai_error(400, &HeaderMap::new(), br#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#);
     assert_eq!(e.kind, ErrorKind::ContextWindow);
     assert_eq!(e.param.as_deref(), Some("messages"));
     let e = openai_error(400, &HeaderMap::new(), br#"{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}"#);
     assert_eq!(e.kind, ErrorKind::ContentPolicy);
     let e = openai_error(503, &HeaderMap::new(), b"<html>bad gateway</html>");
-    assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Server, "upstream answered HTTP 503"));
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        (ErrorKind::Server, "upstream answered HTTP 503")
+    );
 }
