@@ -1,0 +1,112 @@
+"""The chart's alert rules and dashboard are valid and name only metrics the gateway exports."""
+
+import json
+import re
+import shutil
+import subprocess
+import urllib.request
+
+import openai
+import pytest
+
+from harness import Gateway, MockProvider, REPO, copy_example
+
+CHART = REPO / "charts" / "switchyard"
+
+
+def promtool():
+    path = shutil.which("promtool")
+    assert path, "promtool (Debian package prometheus) is required; scripts/test.sh installs it"
+    return path
+
+
+def test_alert_rules_pass_promtool():
+    r = subprocess.run([promtool(), "check", "rules", str(CHART / "rules" / "switchyard.rules.yaml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout
+
+
+def exported_metric_names(text):
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.add(name)
+            if kind == "histogram":
+                names.update({name + "_bucket", name + "_sum", name + "_count"})
+    return names
+
+
+@pytest.fixture(scope="module")
+def scraped(tmp_path_factory):
+    """/metrics after known traffic: chat, a stream, embeddings, a cut stream, a refused reload."""
+    mock = MockProvider()
+    config = copy_example("quickstart", tmp_path_factory.mktemp("obs"))
+    (config / "cut.yaml").write_text(f"""apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {{name: upstream, namespace: default}}
+spec:
+  type: openai-compatible
+  baseUrl: http://127.0.0.1:{mock.port}/v1
+  credentials: {{secretRef: {{name: upstream-key}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: upstream-key, namespace: default}}
+stringData: {{apiKey: sk-upstream}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {{name: cut, namespace: default}}
+spec:
+  model: cut
+  retries: {{attempts: 0}}
+  backends: [{{providerRef: {{name: upstream}}, model: mock-cut}}]
+""")
+    gw = Gateway(config)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-switchyard-demo", max_retries=0)
+    client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "a"}])
+    list(client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "b"}], stream=True))
+    client.embeddings.create(model="demo-embed", input="c")
+    with pytest.raises(openai.APIError):
+        list(client.chat.completions.create(model="cut", messages=[{"role": "user", "content": "a b c d e"}], stream=True))
+    with urllib.request.urlopen(gw.url + "/metrics") as r:
+        text = r.read().decode()
+    gw.stop()
+    mock.stop()
+    return text
+
+
+def names_in(expr):
+    return set(re.findall(r"\b(switchyard_[a-z_]+)\b", expr))
+
+
+def test_dashboard_parses_and_names_only_exported_metrics(scraped):
+    dash = json.loads((CHART / "dashboards" / "switchyard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = set().union(*(names_in(e) for e in exprs))
+    assert used, "the dashboard queries nothing"
+    missing = used - exported_metric_names(scraped)
+    assert not missing, f"dashboard uses metrics the gateway does not export: {missing}"
+
+
+def test_rules_name_only_exported_metrics(scraped):
+    text = (CHART / "rules" / "switchyard.rules.yaml").read_text()
+    missing = names_in(text) - exported_metric_names(scraped)
+    assert not missing, f"alert rules use metrics the gateway does not export: {missing}"
+
+
+def test_metrics_after_known_traffic(scraped):
+    def value(prefix):
+        return sum(float(l.rsplit(" ", 1)[1]) for l in scraped.splitlines() if l.startswith(prefix))
+
+    assert value('switchyard_requests_total{backend="mock",provider="mock",route="default/demo-chat",status="2xx"}') == 2
+    assert value('switchyard_requests_total{backend="mock",provider="mock",route="default/demo-embed",status="2xx"}') == 1
+    assert value('switchyard_request_duration_seconds_count{route="default/demo-chat"}') == 2
+    assert value('switchyard_time_to_first_token_seconds_count{route="default/demo-chat"}') == 1
+    assert value('switchyard_tokens_total{route="default/demo-chat",type="input"}') == 2
+    assert value('switchyard_tokens_total{route="default/demo-chat",type="output"}') == 8
+    assert value('switchyard_stream_errors_total{backend="upstream",route="default/cut"}') == 1
+    assert value('switchyard_spend_usd_total{route="default/demo-chat",team="demo"}') > 0
+    assert "sk-switchyard-demo" not in scraped and "sk-upstream" not in scraped
