@@ -1,1 +1,107 @@
-//! placeholder
+//! The control plane: kube-runtime controllers that compile each `LLMGateway`'s resources into a
+//! `GatewayConfig`, deliver it as sharded Secrets, run the gateway fleet (Deployment, Service,
+//! HPA, PDB, RBAC), write status and events, and generate virtual keys.
+//!
+//! The logic lives in pure functions (`desired_objects`, the `fleet` mapping, `status`
+//! computation, key generation) tested without a cluster; the reconcilers read stores, call them,
+//! and apply the results with server-side apply under one field manager, [`MANAGER`]. This
+//! crate also holds the two small pieces of Kubernetes I/O the gateway pods use
+//! ([`watch_fleet_config`], [`report_generation`]) so the gateway crate never links kube-runtime.
+//!
+//! It must not contain provider logic or compile rules: those belong to `switchyard-config`.
+
+mod controller;
+mod desired;
+pub mod fleet;
+mod gateway_side;
+mod keys;
+mod leader;
+mod metrics;
+mod status;
+
+use std::net::SocketAddr;
+
+pub use desired::{
+    assemble_config, desired_objects, rbac_rules, split_config, AssembledConfig, Desired, ShardError, SHARD_BYTES,
+};
+pub use gateway_side::{report_generation, watch_fleet_config};
+pub use keys::{generate_key, KEY_PREFIX};
+pub use leader::{lease_decision, LeaseDecision};
+pub use status::{object_conditions, resolve_condition};
+
+/// The one field manager of every server-side apply the operator makes.
+pub const MANAGER: &str = "switchyard-operator";
+/// The field manager of the gateway pods' own writes (their generation annotation).
+pub const GATEWAY_MANAGER: &str = "switchyard-gateway";
+
+/// `app.kubernetes.io/name` of every object of a gateway fleet.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// Value of [`LABEL_NAME`] on fleet objects.
+pub const GATEWAY_APP: &str = "switchyard-gateway";
+/// Label naming the fleet (the LLMGateway's name) an object belongs to.
+pub const LABEL_FLEET: &str = "switchyard.dev/fleet";
+/// Label and annotation with the configuration generation of a config shard; on a gateway
+/// pod, the annotation is the generation the pod runs.
+pub const CONFIG_GENERATION: &str = "switchyard.dev/config-generation";
+/// Annotation of a config shard: how many shards the generation has.
+pub const ANNOTATION_CONFIG_SHARDS: &str = "switchyard.dev/config-shards";
+/// Annotation of a config shard: its index (0-based).
+pub const ANNOTATION_CONFIG_SHARD: &str = "switchyard.dev/config-shard";
+/// Annotation of a config shard: SHA-256 (hex) of the whole configuration's bytes.
+pub const ANNOTATION_CONFIG_HASH: &str = "switchyard.dev/config-hash";
+/// Key of a config shard's bytes in the Secret's data.
+pub const CONFIG_KEY: &str = "config.json";
+/// Label of a Secret generated for a VirtualKey: the VirtualKey's name.
+pub const LABEL_VIRTUAL_KEY: &str = "switchyard.dev/virtual-key";
+/// Annotation of a generated key Secret: the rotation generation of its current key.
+pub const ANNOTATION_ROTATION_GENERATION: &str = "switchyard.dev/rotation-generation";
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Gateway image for fleets that do not name one (normally the operator's own image).
+    pub image: String,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub metrics_addr: SocketAddr,
+    /// Run controllers only while holding the `switchyard-operator` Lease.
+    pub leader_election: bool,
+    /// Namespace of the Lease.
+    pub lease_namespace: String,
+}
+
+/// Errors of the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object could not be serialised.
+    #[error("serialising: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The metrics registry refused a metric.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The metrics server could not start.
+    #[error("metrics server on {addr}: {source}")]
+    Serve {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Another replica took the leader Lease; this one must stop reconciling.
+    #[error("lost the leader election lease {0}")]
+    LeaseLost(String),
+    /// A watched object lacks a field the API server always sets.
+    #[error("{0} has no {1}")]
+    Incomplete(String, &'static str),
+    /// A reflector's writer went away (the watch stream ended).
+    #[error("the {0} cache stopped")]
+    StoreStopped(&'static str),
+}
+
+/// Runs the operator until ctrl-c or SIGTERM: the LLMGateway and VirtualKey controllers (behind
+/// the leader Lease when enabled) and the health and metrics server.
+pub async fn run(client: kube::Client, opts: Options) -> Result<(), Error> {
+    controller::run(client, opts).await
+}

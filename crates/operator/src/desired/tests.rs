@@ -1,0 +1,334 @@
+use super::*;
+use serde_json::json;
+use switchyard_config::{compile, hash_key, CompileOptions, KeyConfig, KeyHash, Manifests, SCHEMA_VERSION};
+
+fn gateway(spec: serde_json::Value) -> LLMGateway {
+    serde_json::from_value(json!({
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "LLMGateway",
+        "metadata": {"name": "edge", "namespace": "llm", "uid": "gw-uid", "generation": 3},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn compiled_with_route(model: &str) -> Compiled {
+    let mut m = Manifests::default();
+    m.providers.push(
+        serde_json::from_value(json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "Provider",
+            "metadata": {"name": "mock", "namespace": "llm"},
+            "spec": {"type": "mock"},
+        }))
+        .unwrap(),
+    );
+    m.routes.push(
+        serde_json::from_value(json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
+            "metadata": {"name": "r", "namespace": "llm"},
+            "spec": {"model": model, "backends": [{"providerRef": {"name": "mock"}, "model": "m"}]},
+        }))
+        .unwrap(),
+    );
+    m.gateways.push(gateway(json!({})));
+    let c = compile(
+        &m,
+        &CompileOptions {
+            fleet: Some(("llm".into(), "edge".into())),
+        },
+    );
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    assert_eq!(c.config.routes.len(), 1);
+    c
+}
+
+/// A configuration of about 1.4 MB: three shards.
+fn big_config() -> Compiled {
+    let keys = (0..7000)
+        .map(|i| KeyConfig {
+            namespace: "llm".into(),
+            name: format!("key-{i:05}"),
+            hashes: vec![KeyHash {
+                sha256: hash_key(&format!("sk-swy-{i}")),
+                not_after: None,
+            }],
+            allowed_routes: vec!["gpt-4o".into()],
+            limits: Default::default(),
+            budget: None,
+            expires_at: None,
+            blocked: false,
+            labels: BTreeMap::from([("team".to_owned(), format!("team-{}", i % 17))]),
+        })
+        .collect();
+    Compiled {
+        config: GatewayConfig {
+            version: SCHEMA_VERSION,
+            fleet: Some("llm/edge".into()),
+            keys,
+            ..GatewayConfig::default()
+        },
+        diagnostics: vec![],
+    }
+}
+
+fn serialized(d: &Desired) -> Vec<Vec<u8>> {
+    let mut out = vec![
+        serde_json::to_vec(&d.service_account).unwrap(),
+        serde_json::to_vec(&d.role).unwrap(),
+        serde_json::to_vec(&d.role_binding).unwrap(),
+        serde_json::to_vec(&d.service).unwrap(),
+        serde_json::to_vec(&d.disruption_budget).unwrap(),
+        serde_json::to_vec(&d.autoscaler).unwrap(),
+        serde_json::to_vec(&d.deployment).unwrap(),
+    ];
+    out.extend(d.config_shards.iter().map(|s| serde_json::to_vec(s).unwrap()));
+    out
+}
+
+#[test]
+fn same_inputs_give_identical_bytes() {
+    let gw = gateway(json!({
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetInFlightRequests": 50},
+        "podMetadata": {"labels": {"team": "platform"}, "annotations": {"a": "b"}},
+        "nodeSelector": {"pool": "gw"},
+        "service": {"type": "LoadBalancer", "port": 9000, "annotations": {"x": "y"}},
+    }));
+    let a = desired_objects(
+        &gw,
+        &compiled_with_route("gpt-4o"),
+        7,
+        "ghcr.io/switchyard/switchyard:1",
+    );
+    let b = desired_objects(
+        &gw.clone(),
+        &compiled_with_route("gpt-4o"),
+        7,
+        "ghcr.io/switchyard/switchyard:1",
+    );
+    assert_eq!(serialized(&a), serialized(&b));
+    let big_a = desired_objects(&gw, &big_config(), 1, "img");
+    let big_b = desired_objects(&gw, &big_config(), 1, "img");
+    assert_eq!(serialized(&big_a), serialized(&big_b));
+}
+
+#[test]
+fn every_object_is_owned_and_labelled() {
+    let gw = gateway(json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}));
+    let d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
+    let mut metas = vec![
+        &d.service_account.metadata,
+        &d.role.metadata,
+        &d.role_binding.metadata,
+        &d.service.metadata,
+        &d.disruption_budget.metadata,
+        &d.deployment.metadata,
+    ];
+    metas.extend(d.autoscaler.iter().map(|h| &h.metadata));
+    metas.extend(d.config_shards.iter().map(|s| &s.metadata));
+    assert_eq!(metas.len(), 8);
+    for m in metas {
+        assert_eq!(m.namespace.as_deref(), Some("llm"));
+        let labels = m.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_NAME], GATEWAY_APP);
+        assert_eq!(labels[LABEL_FLEET], "edge");
+        let owner = &m.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (
+                owner.api_version.as_str(),
+                owner.kind.as_str(),
+                owner.name.as_str(),
+                owner.uid.as_str()
+            ),
+            ("switchyard.dev/v1alpha1", "LLMGateway", "edge", "gw-uid")
+        );
+        assert_eq!(owner.controller, Some(true));
+    }
+}
+
+#[test]
+fn deployment_runs_the_fleet() {
+    let gw = gateway(json!({"replicas": 3, "logLevel": "debug"}));
+    let d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img:1");
+    let spec = d.deployment.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("edge-gateway"));
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some("img:1"));
+    assert_eq!(
+        c.args.as_deref().unwrap(),
+        ["gateway", "--kubernetes", "--fleet", "edge", "--listen", "0.0.0.0:8080"]
+    );
+    let env: Vec<(&str, Option<&str>)> = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e.name.as_str(),
+                e.value_from
+                    .as_ref()
+                    .and_then(|v| v.field_ref.as_ref())
+                    .map(|f| f.field_path.as_str()),
+            )
+        })
+        .collect();
+    assert!(env.contains(&("POD_NAME", Some("metadata.name"))));
+    assert!(env.contains(&("POD_NAMESPACE", Some("metadata.namespace"))));
+    assert!(env.contains(&("SWITCHYARD_LOG", None)));
+    let path = |p: &Option<Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
+    assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
+    assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthz"));
+    assert!(d.autoscaler.is_none());
+    assert_eq!(
+        d.disruption_budget.spec.as_ref().unwrap().max_unavailable,
+        Some(IntOrString::Int(1))
+    );
+    // The Role lets pods read Secrets of their namespace and annotate their own pod.
+    let rules = d.role.rules.as_ref().unwrap();
+    assert_eq!(rules[0].resources.as_deref().unwrap(), ["secrets"]);
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    assert_eq!(rules[1].verbs, ["get", "patch"]);
+    assert_eq!(d.role_binding.subjects.as_ref().unwrap()[0].name, "edge-gateway");
+}
+
+#[test]
+fn autoscaling_hands_replicas_to_the_hpa() {
+    let gw = gateway(json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 9, "targetInFlightRequests": 40}}));
+    let d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
+    assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, None);
+    let hpa = d.autoscaler.unwrap().spec.unwrap();
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 9));
+    assert_eq!(hpa.scale_target_ref.name, "edge");
+    let metrics = hpa.metrics.unwrap();
+    assert_eq!(
+        metrics[0].resource.as_ref().unwrap().target.average_utilization,
+        Some(70)
+    );
+    assert_eq!(
+        metrics[1].pods.as_ref().unwrap().target.average_value,
+        Some(Quantity("40".into()))
+    );
+}
+
+#[test]
+fn a_config_change_never_changes_the_pod_template() {
+    let gw = gateway(json!({}));
+    let a = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
+    let b = desired_objects(&gw, &compiled_with_route("claude"), 2, "img");
+    assert_ne!(a.config_hash, b.config_hash);
+    assert_ne!(a.config_shards, b.config_shards);
+    assert_eq!(
+        serde_json::to_vec(&a.deployment).unwrap(),
+        serde_json::to_vec(&b.deployment).unwrap()
+    );
+    assert_eq!(a.service, b.service);
+}
+
+#[test]
+fn shards_split_and_rejoin() {
+    let gw = gateway(json!({}));
+    let compiled = big_config();
+    let bytes = compiled.config.to_bytes().unwrap();
+    assert!(
+        bytes.len() > 2 * SHARD_BYTES && bytes.len() <= 3 * SHARD_BYTES,
+        "{}",
+        bytes.len()
+    );
+    let d = desired_objects(&gw, &compiled, 42, "img");
+    assert_eq!(d.config_shards.len(), 3);
+    for (i, s) in d.config_shards.iter().enumerate() {
+        assert_eq!(s.metadata.name.as_deref(), Some(format!("edge-config-{i}").as_str()));
+        let a = s.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a[ANNOTATION_CONFIG_SHARDS], "3");
+        assert_eq!(a[ANNOTATION_CONFIG_SHARD], i.to_string());
+        assert_eq!(a[CONFIG_GENERATION], "42");
+        assert_eq!(a[ANNOTATION_CONFIG_HASH], compiled.config.hash());
+        assert_eq!(s.metadata.labels.as_ref().unwrap()[CONFIG_GENERATION], "42");
+        assert!(s.data.as_ref().unwrap()[CONFIG_KEY].0.len() <= SHARD_BYTES);
+    }
+    // Any order.
+    let reversed: Vec<&Secret> = d.config_shards.iter().rev().collect();
+    let a = assemble_config(reversed).unwrap().unwrap();
+    assert_eq!(a.generation, 42);
+    assert_eq!(a.hash, compiled.config.hash());
+    assert_eq!(a.config, compiled.config);
+    // A missing shard: nothing complete.
+    assert!(assemble_config(&d.config_shards[..2]).unwrap().is_none());
+}
+
+#[test]
+fn the_newest_complete_generation_wins() {
+    let gw = gateway(json!({}));
+    let old = desired_objects(&gw, &compiled_with_route("gpt-4o"), 4, "img");
+    let new = desired_objects(&gw, &big_config(), 5, "img");
+    // Generation 5 is being written: shard 0 is there, the rest not yet.
+    let mut mixed: Vec<Secret> = old.config_shards.clone();
+    mixed[0] = new.config_shards[0].clone();
+    assert!(assemble_config(&mixed).unwrap().is_none());
+    // Old complete generation beside a partial new one.
+    let mut both = old.config_shards.clone();
+    both.push(new.config_shards[1].clone());
+    assert_eq!(assemble_config(&both).unwrap().unwrap().generation, 4);
+    // All of generation 5, and a stale shard of generation 4.
+    let mut all = new.config_shards.clone();
+    all.extend(old.config_shards.clone());
+    assert_eq!(assemble_config(&all).unwrap().unwrap().generation, 5);
+}
+
+#[test]
+fn corrupt_shards_are_refused() {
+    let gw = gateway(json!({}));
+    let mut d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
+    let data = d.config_shards[0].data.as_mut().unwrap();
+    data.get_mut(CONFIG_KEY).unwrap().0.push(b' ');
+    assert!(matches!(
+        assemble_config(&d.config_shards),
+        Err(ShardError::HashMismatch { generation: 1, .. })
+    ));
+}
+
+#[test]
+fn an_empty_config_is_one_shard() {
+    assert_eq!(split_config(b"").len(), 1);
+    assert_eq!(split_config(&vec![b'x'; SHARD_BYTES]).len(), 1);
+    assert_eq!(split_config(&vec![b'x'; SHARD_BYTES + 1]).len(), 2);
+}
+
+#[test]
+fn operator_rules_cover_what_it_writes() {
+    let rules = rbac_rules();
+    let allows = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            r.api_groups.as_deref().unwrap_or_default().iter().any(|g| g == group)
+                && r.resources.as_deref().unwrap_or_default().iter().any(|x| x == resource)
+                && r.verbs.iter().any(|v| v == verb)
+        })
+    };
+    for (g, r, v) in [
+        ("switchyard.dev", "llmgateways", "watch"),
+        ("switchyard.dev", "llmroutes/status", "patch"),
+        ("", "secrets", "patch"),
+        ("", "secrets", "delete"),
+        ("", "pods", "patch"),
+        ("apps", "deployments", "patch"),
+        ("autoscaling", "horizontalpodautoscalers", "delete"),
+        ("policy", "poddisruptionbudgets", "patch"),
+        ("rbac.authorization.k8s.io", "roles", "patch"),
+        ("events.k8s.io", "events", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+    ] {
+        assert!(allows(g, r, v), "{g} {r} {v}");
+    }
+    // The operator may grant the gateway Role only what it holds itself.
+    for rule in gateway_rules() {
+        for resource in rule.resources.unwrap() {
+            for verb in &rule.verbs {
+                assert!(allows("", &resource, verb), "{resource} {verb}");
+            }
+        }
+    }
+    assert!(!allows("", "secrets", "deletecollection"));
+    assert!(!rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")));
+}

@@ -1,0 +1,285 @@
+//! Which fleets a resource concerns: admission (same namespace, all, namespace selector, route
+//! parentRefs), the mapping from a changed object to the LLMGateways to re-reconcile, and the
+//! `Manifests` one fleet compiles. Pure: stores are read through plain slices and lookups.
+//!
+//! Mappings over-approximate on purpose: a route is mapped to every fleet that admits its
+//! namespace (whatever its parentRefs say now), so a fleet a route just left still recompiles
+//! without it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use switchyard_api::{Admission, FromNamespaces, LLMGateway, LLMRoute, Provider, VirtualKey};
+use switchyard_config::Manifests;
+
+use crate::{CONFIG_GENERATION, LABEL_FLEET};
+
+/// Labels of namespaces, by name.
+pub trait NamespaceLabels: Sync {
+    /// The labels of a namespace; `None` when it is not known.
+    fn labels_of(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+}
+
+impl NamespaceLabels for BTreeMap<String, BTreeMap<String, String>> {
+    fn labels_of(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.get(namespace).cloned()
+    }
+}
+
+impl NamespaceLabels for Store<Namespace> {
+    fn labels_of(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.get(&ObjectRef::new(namespace)).map(|n| n.labels().clone())
+    }
+}
+
+/// `(namespace, name)` of a fleet.
+pub type FleetId = (String, String);
+
+/// The namespace of an object (the API server always sets one on namespaced objects).
+pub fn ns<K: Resource>(o: &K) -> String {
+    o.meta().namespace.clone().unwrap_or_default()
+}
+
+/// The fleet id of an LLMGateway.
+pub fn fleet_id(gw: &LLMGateway) -> FleetId {
+    (ns(gw), gw.name_any())
+}
+
+/// Whether labels match a label selector (the same rules `compile` applies).
+pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+fn admitted(gw: &LLMGateway, a: &Admission, namespace: &str, namespaces: &dyn NamespaceLabels) -> bool {
+    match a.from {
+        FromNamespaces::Same => namespace == ns(gw),
+        FromNamespaces::All => true,
+        FromNamespaces::Selector => {
+            let labels = namespaces.labels_of(namespace).unwrap_or_default();
+            a.selector.as_ref().is_some_and(|s| selector_matches(s, &labels))
+        }
+    }
+}
+
+/// Whether the fleet admits routes (and so their Providers) from a namespace.
+pub fn admits_routes_from(gw: &LLMGateway, namespace: &str, namespaces: &dyn NamespaceLabels) -> bool {
+    admitted(gw, &gw.spec.routes, namespace, namespaces)
+}
+
+/// Whether the fleet admits virtual keys from a namespace.
+pub fn admits_keys_from(gw: &LLMGateway, namespace: &str, namespaces: &dyn NamespaceLabels) -> bool {
+    admitted(gw, &gw.spec.keys, namespace, namespaces)
+}
+
+/// Whether a route names the fleet in its parentRefs.
+pub fn names_fleet(route: &LLMRoute, gw: &LLMGateway) -> bool {
+    let route_ns = ns(route);
+    route
+        .spec
+        .parent_refs
+        .iter()
+        .any(|p| p.name == gw.name_any() && p.namespace.as_deref().unwrap_or(&route_ns) == ns(gw))
+}
+
+/// Whether the fleet serves a route: it admits the route's namespace and the route names no
+/// parents or names this fleet.
+pub fn considers_route(gw: &LLMGateway, route: &LLMRoute, namespaces: &dyn NamespaceLabels) -> bool {
+    admits_routes_from(gw, &ns(route), namespaces) && (route.spec.parent_refs.is_empty() || names_fleet(route, gw))
+}
+
+/// Whether the fleet compiles a Provider (it admits routes from the Provider's namespace).
+pub fn considers_provider(gw: &LLMGateway, p: &Provider, namespaces: &dyn NamespaceLabels) -> bool {
+    admits_routes_from(gw, &ns(p), namespaces)
+}
+
+/// Whether the fleet compiles a VirtualKey.
+pub fn considers_key(gw: &LLMGateway, k: &VirtualKey, namespaces: &dyn NamespaceLabels) -> bool {
+    admits_keys_from(gw, &ns(k), namespaces)
+}
+
+fn refs<'a>(
+    gateways: impl IntoIterator<Item = &'a LLMGateway>,
+    keep: impl Fn(&LLMGateway) -> bool,
+) -> Vec<ObjectRef<LLMGateway>> {
+    let mut out: Vec<ObjectRef<LLMGateway>> = gateways
+        .into_iter()
+        .filter(|g| keep(g))
+        .map(ObjectRef::from_obj)
+        .collect();
+    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out.dedup();
+    out
+}
+
+/// Fleets to re-reconcile when a route changes: those that admit its namespace, and those it
+/// names as parents (which report it as not allowed when they do not admit it).
+pub fn fleets_for_route<'a>(
+    route: &LLMRoute,
+    gateways: impl IntoIterator<Item = &'a LLMGateway>,
+    namespaces: &dyn NamespaceLabels,
+) -> Vec<ObjectRef<LLMGateway>> {
+    refs(gateways, |g| {
+        admits_routes_from(g, &ns(route), namespaces) || names_fleet(route, g)
+    })
+}
+
+/// Fleets to re-reconcile when a Provider changes.
+pub fn fleets_for_provider<'a>(
+    p: &Provider,
+    gateways: impl IntoIterator<Item = &'a LLMGateway>,
+    namespaces: &dyn NamespaceLabels,
+) -> Vec<ObjectRef<LLMGateway>> {
+    refs(gateways, |g| considers_provider(g, p, namespaces))
+}
+
+/// Fleets to re-reconcile when a VirtualKey changes.
+pub fn fleets_for_key<'a>(
+    k: &VirtualKey,
+    gateways: impl IntoIterator<Item = &'a LLMGateway>,
+    namespaces: &dyn NamespaceLabels,
+) -> Vec<ObjectRef<LLMGateway>> {
+    refs(gateways, |g| considers_key(g, k, namespaces))
+}
+
+/// Fleets to re-reconcile when a namespace's labels change: those that select namespaces by
+/// label (the old labels are unknown, so every selecting fleet).
+pub fn fleets_for_namespace<'a>(gateways: impl IntoIterator<Item = &'a LLMGateway>) -> Vec<ObjectRef<LLMGateway>> {
+    refs(gateways, |g| {
+        g.spec.routes.from == FromNamespaces::Selector || g.spec.keys.from == FromNamespaces::Selector
+    })
+}
+
+/// The Secret names (in the key's namespace) a VirtualKey reads.
+pub fn key_secret_names(k: &VirtualKey) -> Vec<String> {
+    let mut names = vec![match &k.spec.secret_ref {
+        Some(sr) => sr.name.clone(),
+        None => format!("{}-key", k.name_any()),
+    }];
+    if let Some(sr) = k
+        .spec
+        .budget
+        .as_ref()
+        .and_then(|b| b.webhook.as_ref())
+        .and_then(|w| w.signing_secret_ref.as_ref())
+    {
+        names.push(sr.name.clone());
+    }
+    names
+}
+
+/// The Secret name (in the Provider's namespace) a Provider reads.
+pub fn provider_secret_name(p: &Provider) -> Option<&str> {
+    p.spec.credentials.as_ref().map(|c| c.secret_ref.name.as_str())
+}
+
+/// The Secret name (in the gateway's namespace) an LLMGateway reads.
+pub fn gateway_secret_name(gw: &LLMGateway) -> Option<&str> {
+    gw.spec
+        .redis
+        .as_ref()
+        .and_then(|r| r.url_secret_ref.as_ref())
+        .map(|s| s.name.as_str())
+}
+
+/// Fleets to re-reconcile when a Secret changes: the fleets of every Provider, VirtualKey and
+/// LLMGateway that reads it. Secrets nobody reads map to nothing.
+pub fn fleets_for_secret(
+    secret: &Secret,
+    gateways: &[&LLMGateway],
+    providers: &[&Provider],
+    keys: &[&VirtualKey],
+    namespaces: &dyn NamespaceLabels,
+) -> Vec<ObjectRef<LLMGateway>> {
+    let (sns, sname) = (ns(secret), secret.name_any());
+    let readers_p: Vec<&&Provider> = providers
+        .iter()
+        .filter(|p| ns(**p) == sns && provider_secret_name(p) == Some(sname.as_str()))
+        .collect();
+    let readers_k: Vec<&&VirtualKey> = keys
+        .iter()
+        .filter(|k| ns(**k) == sns && key_secret_names(k).contains(&sname))
+        .collect();
+    refs(gateways.iter().copied(), |g| {
+        (ns(g) == sns && gateway_secret_name(g) == Some(sname.as_str()))
+            || readers_p.iter().any(|p| considers_provider(g, p, namespaces))
+            || readers_k.iter().any(|k| considers_key(g, k, namespaces))
+    })
+}
+
+/// The fleet an object labelled with [`LABEL_FLEET`] belongs to (pods, config shards).
+pub fn fleet_of_labelled<K: Resource>(o: &K) -> Option<ObjectRef<LLMGateway>> {
+    let fleet = o.meta().labels.as_ref()?.get(LABEL_FLEET)?;
+    Some(ObjectRef::new(fleet).within(o.meta().namespace.as_deref()?))
+}
+
+/// Whether a Secret is a config shard (the general Secret cache leaves them out).
+pub fn is_config_shard(s: &Secret) -> bool {
+    s.labels().contains_key(CONFIG_GENERATION)
+}
+
+/// Everything one fleet compiles from: the gateway itself, Providers and routes of the
+/// namespaces it admits routes from, keys of the namespaces it admits keys from, the Secrets
+/// those read, and the labels of those namespaces.
+pub fn fleet_manifests(
+    gw: &LLMGateway,
+    providers: &[Arc<Provider>],
+    routes: &[Arc<LLMRoute>],
+    keys: &[Arc<VirtualKey>],
+    secret: &dyn Fn(&str, &str) -> Option<Arc<Secret>>,
+    namespaces: &dyn NamespaceLabels,
+) -> Manifests {
+    let mut m = Manifests::default();
+    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut seen_ns: BTreeSet<String> = BTreeSet::from([ns(gw)]);
+    if let Some(name) = gateway_secret_name(gw) {
+        wanted.insert((ns(gw), name.to_owned()));
+    }
+    for p in providers.iter().filter(|p| considers_provider(gw, p, namespaces)) {
+        if let Some(name) = provider_secret_name(p) {
+            wanted.insert((ns(&**p), name.to_owned()));
+        }
+        seen_ns.insert(ns(&**p));
+        m.providers.push((**p).clone());
+    }
+    for r in routes.iter().filter(|r| considers_route(gw, r, namespaces)) {
+        seen_ns.insert(ns(&**r));
+        m.routes.push((**r).clone());
+    }
+    for k in keys.iter().filter(|k| considers_key(gw, k, namespaces)) {
+        for name in key_secret_names(k) {
+            wanted.insert((ns(&**k), name));
+        }
+        seen_ns.insert(ns(&**k));
+        m.keys.push((**k).clone());
+    }
+    for (sns, name) in &wanted {
+        if let Some(s) = secret(sns, name) {
+            m.add_secret(&s);
+        }
+    }
+    for n in seen_ns {
+        if let Some(labels) = namespaces.labels_of(&n) {
+            m.namespaces.insert(n, labels);
+        }
+    }
+    m.gateways.push(gw.clone());
+    m
+}
+
+#[cfg(test)]
+mod tests;
