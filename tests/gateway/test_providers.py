@@ -165,13 +165,13 @@ def test_anthropic_sdk_error_classes(env, claude):
 def test_client_disconnect_cancels_the_upstream(env, oai):
     gw, mock = env
     before = mock.stats()["streams_cancelled"]
-    resp = oai.chat.completions.with_streaming_response.create(
-        model="openai-slow", messages=[{"role": "user", "content": "x"}], stream=True
-    )
-    with resp as r:
-        assert r.http_response.status_code == 200
-        time.sleep(0.3)
-    # Leaving the block closes the connection before the first token.
+    # The gateway answers a stream once its first token arrived (so it can still retry before
+    # that); a client that gives up first closes the connection while the upstream is pending.
+    impatient = oai.with_options(timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(
+            model="openai-slow", messages=[{"role": "user", "content": "x"}], stream=True
+        )
     deadline = time.monotonic() + 5
     while mock.stats()["streams_cancelled"] <= before:
         assert time.monotonic() < deadline, "the mock provider never saw the upstream request end"

@@ -2,8 +2,8 @@
 //! key team — never a key, a prompt or a user id.
 
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the gateway exports.
@@ -22,6 +22,13 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     /// Spend in USD by route and key team.
     pub spend: CounterVec,
+    /// Requests refused by a key's limits or budget, by route and reason (rpm, tpm, parallel,
+    /// budget, budget_held, unavailable).
+    pub limited: IntCounterVec,
+    /// Response cache lookups by route and result (hit, miss).
+    pub cache: IntCounterVec,
+    /// Spend alerts by result (delivered, failed).
+    pub alerts: IntCounterVec,
     /// Requests in flight.
     pub in_flight: IntGauge,
     /// Generation of the running config.
@@ -30,6 +37,16 @@ pub struct Metrics {
     pub reload_failures: IntCounter,
     /// Streams that ended with an error after the first byte.
     pub stream_errors: IntCounterVec,
+    /// Retries by route, backend that failed, and reason.
+    pub retries: IntCounterVec,
+    /// Fallbacks by route, fallback route and trigger.
+    pub fallbacks: IntCounterVec,
+    /// Hedged attempts by route and winner (primary, hedge, none).
+    pub hedges: IntCounterVec,
+    /// Backend (provider, upstream model) state: 1 for the current one of healthy, cooling, open.
+    pub backend_state: IntGaugeVec,
+    /// Backend state changes by the state entered.
+    pub backend_state_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -74,6 +91,21 @@ impl Metrics {
             Opts::new("switchyard_spend_usd_total", "Spend in USD by route and key team."),
             &["route", "team"],
         )?;
+        let limited = IntCounterVec::new(
+            Opts::new(
+                "switchyard_limited_total",
+                "Requests refused by key limits or budgets, by route and reason.",
+            ),
+            &["route", "reason"],
+        )?;
+        let cache = IntCounterVec::new(
+            Opts::new("switchyard_cache_total", "Response cache lookups by route and result."),
+            &["route", "result"],
+        )?;
+        let alerts = IntCounterVec::new(
+            Opts::new("switchyard_spend_alerts_total", "Spend alerts by result."),
+            &["result"],
+        )?;
         let in_flight = IntGauge::new("switchyard_requests_in_flight", "Requests in flight.")?;
         let config_generation = IntGauge::new("switchyard_config_generation", "Generation of the running config.")?;
         let reload_failures = IntCounter::new("switchyard_config_reload_failures_total", "Config reloads refused.")?;
@@ -91,9 +123,52 @@ impl Metrics {
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(spend.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(limited.clone()))?;
+        registry.register(Box::new(cache.clone()))?;
+        registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(reload_failures.clone()))?;
         registry.register(Box::new(stream_errors.clone()))?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "switchyard_retries_total",
+                "Retries by route, failed backend and reason (rate-limit, server-error, timeout, connect-error, cooling).",
+            ),
+            &["route", "backend", "reason"],
+        )?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "switchyard_fallbacks_total",
+                "Fallbacks by route, fallback route and trigger.",
+            ),
+            &["route", "fallback", "trigger"],
+        )?;
+        let hedges = IntCounterVec::new(
+            Opts::new(
+                "switchyard_hedges_total",
+                "Hedged attempts by route and winner (primary, hedge, none).",
+            ),
+            &["route", "winner"],
+        )?;
+        let backend_state = IntGaugeVec::new(
+            Opts::new(
+                "switchyard_backend_state",
+                "1 for the current state (healthy, cooling, open) of each provider and upstream model.",
+            ),
+            &["provider", "model", "state"],
+        )?;
+        let backend_state_changes = IntCounterVec::new(
+            Opts::new(
+                "switchyard_backend_state_changes_total",
+                "Backend state changes by provider, upstream model and the state entered.",
+            ),
+            &["provider", "model", "state"],
+        )?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
+        registry.register(Box::new(hedges.clone()))?;
+        registry.register(Box::new(backend_state.clone()))?;
+        registry.register(Box::new(backend_state_changes.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -103,9 +178,17 @@ impl Metrics {
             tokens,
             spend,
             in_flight,
+            limited,
+            cache,
+            alerts,
             config_generation,
             reload_failures,
             stream_errors,
+            retries,
+            fallbacks,
+            hedges,
+            backend_state,
+            backend_state_changes,
         })
     }
 

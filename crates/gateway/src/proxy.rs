@@ -11,15 +11,16 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
-use switchyard_config::{ProviderConfig, ProviderKind, RouteMode};
+use switchyard_config::RouteMode;
 use switchyard_providers::{
-    self as providers, sse, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Usage,
+    self as providers, sse, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Usage,
 };
 
 use crate::error::GatewayError;
 use crate::metrics::status_class;
+use crate::route::{self, Upstream};
 use crate::runtime::{Key, Route};
-use crate::{mock, Gateway};
+use crate::{cache, limits, Gateway};
 
 type Gw = State<Arc<Gateway>>;
 
@@ -251,40 +252,70 @@ async fn pipeline(
     labels.route = format!("{}/{}", route.config.namespace, route.config.model);
     check_mode(op, &route, &model)?;
 
-    // Backend.
-    let (_, backend) = route
-        .pick()
-        .ok_or_else(|| GatewayError::unavailable(format!("route `{model}` has no backend available")))?;
-    let provider = rt
-        .provider(&backend.provider)
-        .ok_or_else(|| GatewayError::unavailable(format!("backend {:?} has no provider", backend.name)))?
-        .clone();
-    labels.backend.clone_from(&backend.name);
-    labels.provider = provider.kind.as_str();
-    let price = backend.price;
-    let upstream_model = backend.model.clone();
+    // Limits (crate::limits): the key's rpm, tpm, slots in flight and budget reservation, taken
+    // in one atomic step once the route (and so the prices) is known. Refusals are 429s with
+    // OpenAI's x-ratelimit-* headers.
+    let admission = match limits::admit(gw, &key, &route.config, &request).await {
+        Ok(a) => a,
+        Err(refused) => {
+            let mut r = ingress.error_response(refused.error);
+            refused.headers.apply(r.headers_mut());
+            return Ok(r);
+        }
+    };
+    let rate_headers = admission.headers().clone();
 
-    // Upstream.
-    let upstream_start = Instant::now();
-    let attempt = attempt(
-        gw,
+    // Cache (crate::cache): exact match; a hit is replayed (a stream as a stream) and costs nothing.
+    let cache = cache::Lookup::new(
+        &route.config,
+        headers,
+        &key.config.labels,
         op,
+        ingress == Ingress::Anthropic,
         &request,
-        &provider,
-        &upstream_model,
-        route.config.drop_unsupported_params,
         stream,
-    )
-    .await
-    .map_err(|e| GatewayError::upstream(&e, &labels.backend))?;
-    let upstream_elapsed = upstream_start.elapsed();
+    );
+    if let Some(lookup) = &cache {
+        if let Some(hit) = lookup.get(gw.state().as_ref()).await {
+            admission.settle(0.0, Some(0));
+            labels.backend = "cache".into();
+            let mut r = hit.into_response();
+            let h = r.headers_mut();
+            cache::annotate(&gw.metrics, &labels.route, h, true);
+            rate_headers.apply(h);
+            if let Ok(v) = HeaderValue::from_str(&start.elapsed().as_micros().to_string()) {
+                h.insert("x-switchyard-overhead-us", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&labels.route) {
+                h.insert("x-switchyard-route", v);
+            }
+            h.insert("x-switchyard-attempts", HeaderValue::from_static("0"));
+            gw.metrics
+                .latency
+                .with_label_values(&[labels.route.as_str()])
+                .observe(start.elapsed().as_secs_f64());
+            return Ok(r);
+        }
+    }
+    let cache_route = labels.route.clone();
 
-    let account = Account {
+    // Attempts: rules, strategy, retries, fallbacks, cooldowns, hedging (crate::route).
+    let (attempt, outcome) = route::execute(gw, &rt, &route, &key, &request, headers, op, stream).await?;
+    labels.route.clone_from(&outcome.route);
+    labels.backend.clone_from(&outcome.backend);
+    labels.provider = outcome.provider.kind.as_str();
+    let provider = outcome.provider.clone();
+    let price = outcome.price;
+    let upstream_elapsed = outcome.upstream_elapsed;
+
+    let mut account = Account {
         gw: gw.clone(),
         labels: labels.clone(),
         price,
         start,
         key,
+        admission: Some(admission),
+        fill: cache.as_ref().and_then(cache::Lookup::fill),
     };
     let mut response = match attempt {
         Upstream::Full(translated) => {
@@ -294,6 +325,8 @@ async fn pipeline(
                 Ingress::Anthropic => providers::anthropic::ingress::response_from_openai(&translated.body, &model)
                     .map_err(|e| GatewayError::upstream(&e, &labels.backend))?,
             };
+            account.observe(&body);
+            account.complete();
             let mut r = Response::new(Body::from(body));
             r.headers_mut()
                 .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -340,7 +373,12 @@ async fn pipeline(
     if let Ok(v) = HeaderValue::from_str(&labels.route) {
         h.insert("x-switchyard-route", v);
     }
-    h.insert("x-switchyard-attempts", HeaderValue::from_static("1"));
+    rate_headers.apply(h);
+    if cache.is_some() {
+        cache::annotate(&gw.metrics, &cache_route, h, false);
+    }
+    h.insert("x-switchyard-attempts", HeaderValue::from(outcome.attempts));
+    h.insert("x-switchyard-fallback-depth", HeaderValue::from(outcome.fallback_depth));
     Ok(response)
 }
 
@@ -440,89 +478,11 @@ fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayEr
     }
 }
 
-enum Upstream {
-    Full(providers::Translated),
-    Stream(
-        BoxStream<'static, Result<Bytes, ProviderError>>,
-        Box<dyn StreamTranslator>,
-    ),
-}
-
-/// One attempt against one backend.
-async fn attempt(
-    gw: &Gateway,
-    op: Operation,
-    request: &Json,
-    provider: &Arc<ProviderConfig>,
-    model: &str,
-    drop_unsupported_params: bool,
-    stream: bool,
-) -> Result<Upstream, ProviderError> {
-    if provider.kind == ProviderKind::Mock {
-        let cfg = provider.mock.clone().unwrap_or_default();
-        return Ok(if stream {
-            Upstream::Stream(
-                mock::stream(request, model, &cfg),
-                Box::new(providers::openai::Passthrough::default()),
-            )
-        } else {
-            Upstream::Full(mock::complete(op, request, model, &cfg).await?)
-        });
-    }
-    let adapter = providers::adapter(provider.kind);
-    let bearer = gw.tokens.get(&gw.client, provider).await?;
-    let target = Target {
-        provider,
-        model,
-        drop_unsupported_params,
-        now: SystemTime::now(),
-        bearer: bearer.as_deref(),
-    };
-    let up = adapter.build(op, request, &target, stream)?;
-    let mut req = gw.client.request(up.method, &up.url).headers(up.headers).body(up.body);
-    let headers_timeout = Duration::from_millis(provider.timeouts.request_ms);
-    if !stream {
-        req = req.timeout(headers_timeout);
-    }
-    let resp = match tokio::time::timeout(headers_timeout, req.send()).await {
-        Err(_) => {
-            return Err(ProviderError::new(
-                ErrorKind::Timeout,
-                "the upstream did not answer in time",
-            ))
-        }
-        Ok(Err(e)) => return Err(reqwest_error(&e)),
-        Ok(Ok(r)) => r,
-    };
-    let status = resp.status().as_u16();
-    if !(200..300).contains(&status) {
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.unwrap_or_default();
-        return Err(adapter.error(status, &headers, &body));
-    }
-    if stream {
-        let chunks = resp.bytes_stream().map(|r| r.map_err(|e| reqwest_error(&e))).boxed();
-        Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
-    } else {
-        let body = resp.bytes().await.map_err(|e| reqwest_error(&e))?;
-        Ok(Upstream::Full(adapter.parse(op, &body, &target)?))
-    }
-}
-
-fn reqwest_error(e: &reqwest::Error) -> ProviderError {
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_connect() {
-        ErrorKind::Connect
-    } else {
-        ErrorKind::Server
-    };
-    // reqwest's Display includes the URL, which never carries credentials here.
-    ProviderError::new(kind, format!("upstream request failed: {e}"))
-}
-
 /// Usage accounting of one request; for streams it runs when the stream ends or the client
 /// goes away, with the usage seen so far.
+///
+/// It also settles the key's admission (slots, token window, budget reservation, spend and
+/// alerts) with the real cost, and fills the response cache once a response completed.
 struct Account {
     gw: Arc<Gateway>,
     labels: Labels,
@@ -530,10 +490,26 @@ struct Account {
     start: Instant,
     #[allow(dead_code)]
     key: Arc<Key>,
+    admission: Option<limits::Admission>,
+    fill: Option<cache::Fill>,
 }
 
 impl Account {
-    fn record(&self, usage: Option<&Usage>) {
+    /// Bytes the client received, for the cache.
+    fn observe(&mut self, b: &Bytes) {
+        if let Some(f) = self.fill.as_mut() {
+            f.push(b);
+        }
+    }
+
+    /// The response completed: store it in the cache.
+    fn complete(&mut self) {
+        if let Some(f) = self.fill.take() {
+            f.store(self.gw.state().clone());
+        }
+    }
+
+    fn record(&mut self, usage: Option<&Usage>) {
         let m = &self.gw.metrics;
         let route = self.labels.route.as_str();
         m.latency
@@ -553,6 +529,13 @@ impl Account {
                     .with_label_values(&[route, self.labels.team.as_str()])
                     .inc_by(cost);
             }
+        }
+        if let Some(a) = self.admission.take() {
+            let cost = match (usage, &self.price) {
+                (Some(u), Some(p)) => p.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+                _ => 0.0,
+            };
+            a.settle(cost, usage.map(Usage::total));
         }
     }
 }
@@ -604,10 +587,14 @@ fn forward(
                     if r.is_ok() {
                         for b in translated.drain(..) {
                             if let Some(b) = filter_usage(b, wants_usage) {
+                                acct.account.observe(&b);
                                 yield Ok(b);
                             }
                         }
                         acct.usage = translator.usage();
+                        if translator.complete() {
+                            acct.account.complete();
+                        }
                         break;
                     }
                     r
@@ -622,6 +609,7 @@ fn forward(
                         let ttft = acct.account.start.elapsed().as_secs_f64();
                         acct.account.gw.metrics.ttft.with_label_values(&[acct.account.labels.route.as_str()]).observe(ttft);
                     }
+                    acct.account.observe(&b);
                     yield Ok(b);
                 }
             }

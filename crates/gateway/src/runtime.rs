@@ -3,20 +3,31 @@
 //! with, so a reload never changes a request in flight.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use switchyard_config::{BackendConfig, GatewayConfig, KeyConfig, ProviderConfig, RouteConfig};
+use switchyard_config::{GatewayConfig, KeyConfig, ProviderConfig, RouteConfig};
 
 use crate::error::GatewayError;
+use crate::route::Balance;
 
-/// A route and its balancing state.
+/// A route and its balancing state (see `crate::route`, which picks its backends).
 pub struct Route {
     /// The route's config.
     pub config: RouteConfig,
-    /// Smooth weighted round-robin state, one slot per backend.
-    wrr: Mutex<Vec<i64>>,
+    /// Balancing state of this config generation.
+    pub(crate) balance: Balance,
+}
+
+impl Route {
+    /// A route with fresh balancing state.
+    pub fn new(config: RouteConfig) -> Self {
+        Self {
+            balance: Balance::new(&config),
+            config,
+        }
+    }
 }
 
 /// A key and the hashes that authenticate it.
@@ -26,6 +37,24 @@ pub struct Key {
     pub config: KeyConfig,
     /// Team label, for metrics.
     pub team: String,
+    /// `namespace/name`, for messages and alerts.
+    pub id: String,
+    /// Its scope in the shared state (`k:namespace/name`): limits and spend follow the
+    /// VirtualKey across key rotations and config reloads.
+    pub scope: String,
+}
+
+impl Key {
+    /// A key from its config.
+    pub fn new(config: KeyConfig) -> Self {
+        let id = format!("{}/{}", config.namespace, config.name);
+        Self {
+            team: config.labels.get("team").cloned().unwrap_or_default(),
+            scope: format!("k:{id}"),
+            id,
+            config,
+        }
+    }
 }
 
 /// The indexed config.
@@ -47,20 +76,14 @@ impl Runtime {
         let hash = config.hash();
         let mut routes = HashMap::new();
         for r in &config.routes {
-            let route = Arc::new(Route {
-                wrr: Mutex::new(vec![0; r.backends.len()]),
-                config: r.clone(),
-            });
+            let route = Arc::new(Route::new(r.clone()));
             for name in std::iter::once(&r.model).chain(r.aliases.iter()) {
                 routes.insert((r.namespace.clone(), name.clone()), route.clone());
             }
         }
         let mut keys = HashMap::new();
         for k in &config.keys {
-            let key = Arc::new(Key {
-                team: k.labels.get("team").cloned().unwrap_or_default(),
-                config: k.clone(),
-            });
+            let key = Arc::new(Key::new(k.clone()));
             for h in &k.hashes {
                 let mut raw = [0u8; 32];
                 if hex::decode_to_slice(&h.sha256, &mut raw).is_ok() {
@@ -177,31 +200,10 @@ impl Runtime {
     pub fn provider(&self, id: &str) -> Option<&Arc<ProviderConfig>> {
         self.providers.get(id)
     }
-}
 
-impl Route {
-    /// Picks a backend: the best priority tier with weight, then smooth weighted round robin
-    /// within it (deterministic split by weight).
-    pub fn pick(&self) -> Option<(usize, &BackendConfig)> {
-        let backends = &self.config.backends;
-        let tier = backends.iter().filter(|b| b.weight > 0).map(|b| b.priority).min()?;
-        let mut current = self.wrr.lock().unwrap_or_else(|p| p.into_inner());
-        let mut total = 0i64;
-        let mut best: Option<usize> = None;
-        for (i, b) in backends.iter().enumerate() {
-            if b.priority != tier || b.weight == 0 {
-                continue;
-            }
-            let w = i64::from(b.weight);
-            current[i] += w;
-            total += w;
-            if best.is_none_or(|j| current[i] > current[j]) {
-                best = Some(i);
-            }
-        }
-        let i = best?;
-        current[i] -= total;
-        Some((i, &backends[i]))
+    /// A route by namespace and model name (or alias), for fallbacks and rule targets.
+    pub fn route(&self, namespace: &str, model: &str) -> Option<&Arc<Route>> {
+        self.routes.get(&(namespace.to_owned(), model.to_owned()))
     }
 }
 
@@ -210,50 +212,20 @@ mod tests {
     use super::*;
     use switchyard_config::*;
 
-    fn backend(name: &str, weight: u32, priority: u32) -> BackendConfig {
-        BackendConfig {
-            name: name.into(),
-            provider: "default/p".into(),
-            model: "m".into(),
-            weight,
-            priority,
-            labels: Default::default(),
-            context_window: None,
-            max_output_tokens: None,
-            limits: LimitsConfig::default(),
-            price: None,
-        }
-    }
-
-    fn route(backends: Vec<BackendConfig>) -> Route {
-        Route {
-            wrr: Mutex::new(vec![0; backends.len()]),
-            config: RouteConfig {
-                namespace: "default".into(),
-                name: "r".into(),
-                model: "r".into(),
-                aliases: vec![],
-                mode: RouteMode::Chat,
-                backends,
-                strategy: Strategy::Weighted,
-                retries: RetryConfig::default(),
-                timeouts: RouteTimeoutsConfig::default(),
-                fallbacks: vec![],
-                rules: vec![],
-                cache: None,
-                hedge_after_ms: None,
-                drop_unsupported_params: false,
-                log_prompts: false,
-                shared_with: vec![],
-            },
-        }
-    }
-
     #[test]
-    fn weighted_split_is_exact_and_smooth() {
-        let r = route(vec![backend("a", 3, 0), backend("b", 1, 0), backend("standby", 5, 1)]);
-        let picks: Vec<&str> = (0..8).map(|_| r.pick().unwrap().1.name.as_str()).collect();
-        assert_eq!(picks, vec!["a", "a", "b", "a", "a", "a", "b", "a"]);
+    fn routes_are_found_by_model_and_alias() {
+        let mut route = crate::route::tests::route_config("chat", vec![crate::route::tests::backend("a", "m", 1, 0)]);
+        route.aliases = vec!["chat-alias".into()];
+        let cfg = GatewayConfig {
+            version: SCHEMA_VERSION,
+            routes: vec![route],
+            ..Default::default()
+        };
+        let rt = Runtime::new(cfg, 1);
+        let by_model = rt.route("default", "chat").map(Arc::as_ptr);
+        assert!(by_model.is_some());
+        assert_eq!(rt.route("default", "chat-alias").map(Arc::as_ptr), by_model);
+        assert!(rt.route("other", "chat").is_none());
     }
 
     #[test]
@@ -280,5 +252,112 @@ mod tests {
         assert!(rt.authenticate("sk-good", 999).is_ok());
         assert_eq!(rt.authenticate("sk-good", 1_000).unwrap_err().status, 401);
         assert_eq!(rt.authenticate("sk-bad", 0).unwrap_err().status, 401);
+    }
+
+    fn tenant_route(ns: &str, model: &str, shared_with: &[&str]) -> RouteConfig {
+        serde_json::from_value(serde_json::json!({
+            "namespace": ns, "name": model, "model": model, "mode": "chat", "strategy": "weighted",
+            "retries": {"attempts": 0, "backoffMs": 1, "maxBackoffMs": 1, "on": []},
+            "backends": [{"name": "b", "provider": format!("{ns}/p"), "model": "m", "weight": 1, "priority": 0}],
+            "sharedWith": shared_with,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn tenant_key(ns: &str, name: &str, allowed: &[&str]) -> KeyConfig {
+        KeyConfig {
+            namespace: ns.into(),
+            name: name.into(),
+            hashes: vec![KeyHash {
+                sha256: hash_key(&format!("sk-{ns}-{name}")),
+                not_after: None,
+            }],
+            allowed_routes: allowed.iter().map(|a| a.to_string()).collect(),
+            limits: LimitsConfig::default(),
+            budget: None,
+            expires_at: None,
+            blocked: false,
+            labels: Default::default(),
+        }
+    }
+
+    #[test]
+    fn tenants_reach_their_own_routes_and_what_others_share() {
+        let cfg = GatewayConfig {
+            version: SCHEMA_VERSION,
+            routes: vec![
+                tenant_route("team-a", "gpt-4o", &[]),
+                tenant_route("team-b", "gpt-4o", &[]),
+                tenant_route("team-b", "shared", &["team-a"]),
+                tenant_route("team-c", "public", &["*"]),
+            ],
+            keys: vec![
+                tenant_key("team-a", "alice", &[]),
+                tenant_key("team-a", "narrow", &["gpt-4o"]),
+                tenant_key("team-b", "bob", &[]),
+            ],
+            ..Default::default()
+        };
+        let rt = Runtime::new(cfg, 1);
+        let alice = rt.authenticate("sk-team-a-alice", 0).unwrap_or_else(|e| panic!("{e}"));
+        let bob = rt.authenticate("sk-team-b-bob", 0).unwrap_or_else(|e| panic!("{e}"));
+        let ns =
+            |r: Result<Arc<Route>, GatewayError>| r.map(|r| r.config.namespace.clone()).map_err(|e| e.status.as_u16());
+
+        // The same model name is two routes: each key reaches its own namespace's.
+        assert_eq!(ns(rt.route_for(&alice, "gpt-4o")), Ok("team-a".into()));
+        assert_eq!(ns(rt.route_for(&bob, "gpt-4o")), Ok("team-b".into()));
+        assert_eq!(ns(rt.route_for(&alice, "team-a/gpt-4o")), Ok("team-a".into()));
+        // Another tenant's route only when shared, and only as `namespace/model`.
+        assert_eq!(ns(rt.route_for(&alice, "team-b/gpt-4o")), Err(404));
+        assert_eq!(ns(rt.route_for(&alice, "team-b/shared")), Ok("team-b".into()));
+        assert_eq!(ns(rt.route_for(&alice, "shared")), Err(404));
+        assert_eq!(ns(rt.route_for(&alice, "team-c/public")), Ok("team-c".into()));
+        assert_eq!(ns(rt.route_for(&bob, "team-a/gpt-4o")), Err(404));
+        assert_eq!(rt.models_for(&alice), vec!["gpt-4o", "team-b/shared", "team-c/public"]);
+        assert_eq!(rt.models_for(&bob), vec!["gpt-4o", "shared", "team-c/public"]);
+
+        // Allowed routes narrow further: others are 403 and absent from /v1/models.
+        let narrow = rt.authenticate("sk-team-a-narrow", 0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ns(rt.route_for(&narrow, "gpt-4o")), Ok("team-a".into()));
+        assert_eq!(ns(rt.route_for(&narrow, "team-b/shared")), Err(403));
+        assert_eq!(rt.models_for(&narrow), vec!["gpt-4o"]);
+        assert_eq!(
+            (alice.id.as_str(), alice.scope.as_str()),
+            ("team-a/alice", "k:team-a/alice")
+        );
+    }
+
+    #[test]
+    fn blocked_and_rotated_keys_are_refused() {
+        let mut blocked = tenant_key("default", "blocked", &[]);
+        blocked.blocked = true;
+        let mut rotated = tenant_key("default", "rotated", &[]);
+        rotated.hashes.push(KeyHash {
+            sha256: hash_key("sk-old"),
+            not_after: Some(100),
+        });
+        let rt = Runtime::new(
+            GatewayConfig {
+                version: SCHEMA_VERSION,
+                keys: vec![blocked, rotated],
+                ..Default::default()
+            },
+            1,
+        );
+        assert_eq!(
+            rt.authenticate("sk-default-blocked", 0)
+                .map(|_| ())
+                .map_err(|e| e.status.as_u16()),
+            Err(401)
+        );
+        assert!(rt.authenticate("sk-old", 100).is_ok());
+        assert!(rt.authenticate("sk-default-rotated", 101).is_ok());
+        assert_eq!(
+            rt.authenticate("sk-old", 101)
+                .map(|_| ())
+                .map_err(|e| e.status.as_u16()),
+            Err(401)
+        );
     }
 }

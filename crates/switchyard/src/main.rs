@@ -1,6 +1,7 @@
 //! `switchyard`: the one binary. `gateway`, `operator`, `validate`, `compile`, `crds`,
 //! `mock-provider`.
 
+mod kubernetes;
 mod standalone;
 
 use std::net::SocketAddr;
@@ -28,8 +29,17 @@ enum Command {
     Gateway {
         /// Folder of manifests (Provider, LLMRoute, VirtualKey, LLMGateway, Secret); watched and
         /// reloaded on change.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "kubernetes")]
         config: Option<PathBuf>,
+        /// Read the config of `--fleet` through the Kubernetes API (in-cluster config or KUBECONFIG).
+        #[arg(long, requires = "fleet")]
+        kubernetes: bool,
+        /// The LLMGateway whose config to serve, with `--kubernetes`.
+        #[arg(long)]
+        fleet: Option<String>,
+        /// Namespace of the fleet; defaults to POD_NAMESPACE, then the kubeconfig's namespace.
+        #[arg(long)]
+        namespace: Option<String>,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080", env = "SWITCHYARD_LISTEN")]
         listen: SocketAddr,
@@ -39,7 +49,32 @@ enum Command {
         /// Milliseconds readiness reports false after SIGTERM before the listener closes.
         #[arg(long, default_value_t = 1000)]
         drain_delay_ms: u64,
+        /// Redis for limits, budgets, spend and the cache shared by several gateways (standalone
+        /// mode; overrides the LLMGateway's `spec.redis`). Without it, state is in memory.
+        #[arg(long, value_name = "URL", env = "SWITCHYARD_REDIS_URL")]
+        redis: Option<String>,
+        /// While Redis is unreachable: `open` (limits per process) or `closed` (refuse with 503).
+        #[arg(long, value_name = "MODE", value_parser = ["open", "closed"])]
+        redis_fail_mode: Option<String>,
     },
+    /// Run the operator: reconcile Providers, LLMRoutes, VirtualKeys and LLMGateways into
+    /// gateway fleets (in-cluster config or KUBECONFIG).
+    Operator {
+        /// Where /healthz, /readyz and /metrics are served.
+        #[arg(long, default_value = "0.0.0.0:8081")]
+        metrics_addr: SocketAddr,
+        /// Gateway image for fleets that name none.
+        #[arg(long, env = "SWITCHYARD_GATEWAY_IMAGE", default_value = "ghcr.io/switchyard-dev/switchyard:0.1.0")]
+        gateway_image: String,
+        /// Reconcile only while holding the leader Lease (for several replicas).
+        #[arg(long)]
+        leader_elect: bool,
+        /// Namespace of the leader Lease; defaults to POD_NAMESPACE, then `default`.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+    },
+    /// Print the RBAC rules the operator needs (the Helm chart's ClusterRole is generated from them).
+    OperatorRbac,
     /// Check a folder of manifests; print `file:line: Kind/name: message` per problem.
     Validate {
         /// Folder of manifests.
@@ -61,6 +96,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9999")]
         listen: SocketAddr,
     },
+    /// Load generator and benchmark scenarios (`bench/run.py` drives them).
+    Bench(switchyard_bench::BenchArgs),
     /// Print every CRD, or write them to a folder (one file per kind).
     Crds {
         /// Folder to write to.
@@ -76,26 +113,70 @@ fn main() -> ExitCode {
         Command::Validate { dir } => validate(&dir),
         Command::Compile { dir, fleet } => compile_cmd(&dir, fleet.as_deref()),
         Command::Crds { out } => crds(out.as_deref()),
+        Command::Bench(args) => run_async(switchyard_bench::run(args)),
         Command::MockProvider { listen } => run_async(async move {
             tracing::info!(%listen, "mock provider serving");
             switchyard_mock_provider::run(listen).await.map_err(anyhow::Error::from)
         }),
         Command::Gateway {
             config,
+            kubernetes,
+            fleet,
+            namespace,
             listen,
             grace_period,
             drain_delay_ms,
+            redis,
+            redis_fail_mode,
         } => {
-            let Some(dir) = config else {
-                eprintln!("switchyard gateway: --config DIR is required");
-                return ExitCode::from(2);
+            let redis = standalone::RedisFlags {
+                url: redis,
+                fail_mode: redis_fail_mode.map(|m| {
+                    if m == "closed" {
+                        switchyard_config::FailMode::Closed
+                    } else {
+                        switchyard_config::FailMode::Open
+                    }
+                }),
             };
             let shutdown = switchyard_gateway::Shutdown {
                 drain_delay: Duration::from_millis(drain_delay_ms),
                 grace: Duration::from_secs(grace_period),
             };
-            run_async(standalone::run(dir, listen, shutdown))
+            match (config, kubernetes, fleet) {
+                (Some(dir), false, _) => run_async(standalone::run(dir, listen, shutdown, redis)),
+                (None, true, Some(fleet)) => run_async(kubernetes::run(fleet, namespace, listen, shutdown)),
+                _ => {
+                    eprintln!("switchyard gateway: give --config DIR, or --kubernetes --fleet NAME");
+                    ExitCode::from(2)
+                }
+            }
         }
+        Command::Operator {
+            metrics_addr,
+            gateway_image,
+            leader_elect,
+            lease_namespace,
+        } => run_async(async move {
+            let client = kube::Client::try_default().await?;
+            let opts = switchyard_operator::Options {
+                image: gateway_image,
+                metrics_addr,
+                leader_election: leader_elect,
+                lease_namespace,
+            };
+            switchyard_operator::run(client, opts).await.map_err(anyhow::Error::from)
+        }),
+        Command::OperatorRbac => match serde_yaml::to_string(&switchyard_operator::rbac_rules()) {
+            Ok(y) => {
+                print!("{y}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -11,11 +11,35 @@ use std::time::Duration;
 
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
-use switchyard_config::{compile, CompileOptions, GatewayConfig, Manifests};
+use switchyard_config::{compile, CompileOptions, FailMode, GatewayConfig, Manifests, RedisConfig, SecretString};
 use switchyard_gateway::{Gateway, Shutdown};
 
+/// `--redis URL` and `--redis-fail-mode`: shared state named on the command line, over the
+/// LLMGateway's `spec.redis`.
+#[derive(Clone, Debug, Default)]
+pub struct RedisFlags {
+    pub url: Option<String>,
+    pub fail_mode: Option<FailMode>,
+}
+
+impl RedisFlags {
+    fn apply(&self, config: &mut GatewayConfig) {
+        if let Some(url) = &self.url {
+            let fail_mode = config.settings.redis.as_ref().map(|r| r.fail_mode).unwrap_or_default();
+            config.settings.redis = Some(RedisConfig {
+                url: SecretString::new(url.clone()),
+                cluster: false,
+                fail_mode,
+            });
+        }
+        if let (Some(mode), Some(r)) = (self.fail_mode, config.settings.redis.as_mut()) {
+            r.fail_mode = mode;
+        }
+    }
+}
+
 /// Loads and compiles; `Err` carries the load errors that make the folder invalid.
-fn load(dir: &Path) -> Result<GatewayConfig, Vec<String>> {
+fn load(dir: &Path, redis: &RedisFlags) -> Result<GatewayConfig, Vec<String>> {
     let (manifests, errors) = Manifests::load_dir(dir, &|v| std::env::var(v).ok());
     if !errors.is_empty() {
         return Err(errors.iter().map(ToString::to_string).collect());
@@ -24,11 +48,13 @@ fn load(dir: &Path) -> Result<GatewayConfig, Vec<String>> {
     for d in &compiled.diagnostics {
         tracing::warn!(diagnostic = %d, "config problem");
     }
-    Ok(compiled.config)
+    let mut config = compiled.config;
+    redis.apply(&mut config);
+    Ok(config)
 }
 
-pub async fn run(dir: PathBuf, listen: SocketAddr, shutdown: Shutdown) -> anyhow::Result<()> {
-    let config = load(&dir).map_err(|errors| {
+pub async fn run(dir: PathBuf, listen: SocketAddr, shutdown: Shutdown, redis: RedisFlags) -> anyhow::Result<()> {
+    let config = load(&dir, &redis).map_err(|errors| {
         for e in &errors {
             eprintln!("{e}");
         }
@@ -61,7 +87,7 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, shutdown: Shutdown) -> anyhow
             // Editors write in several steps: wait for the burst to settle.
             tokio::time::sleep(Duration::from_millis(150)).await;
             while rx.try_recv().is_ok() {}
-            reload(&reload_gw, &reload_dir, &mut generation);
+            reload(&reload_gw, &reload_dir, &redis, &mut generation);
         }
     });
 
@@ -69,13 +95,15 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, shutdown: Shutdown) -> anyhow
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, "serving");
-    switchyard_gateway::serve(listener, gw, shutdown_signal(), shutdown).await?;
+    switchyard_gateway::serve(listener, gw.clone(), shutdown_signal(), shutdown).await?;
+    // Spend still being settled, and spend queued while Redis was unreachable, is written now.
+    gw.flush(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
 }
 
-fn reload(gw: &Arc<Gateway>, dir: &Path, generation: &mut u64) {
-    match load(dir) {
+fn reload(gw: &Arc<Gateway>, dir: &Path, redis: &RedisFlags, generation: &mut u64) {
+    match load(dir, redis) {
         Ok(config) => {
             let hash = config.hash();
             if hash == gw.runtime().hash {
@@ -94,7 +122,7 @@ fn reload(gw: &Arc<Gateway>, dir: &Path, generation: &mut u64) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

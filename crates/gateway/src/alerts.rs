@@ -1,0 +1,208 @@
+//! Spend alerts: when a key's spend in a period reaches one of its budget's thresholds
+//! (percent of `maxSpend`), its webhook gets one signed POST, retried until it answers 2xx.
+//!
+//! Once per threshold per period across the fleet: a replica claims the threshold with a
+//! shared mark before sending, and gives the claim back if every retry failed, so a later
+//! request tries again. Delivery runs off the request path.
+//!
+//! The body is JSON; `x-switchyard-signature: sha256=<hex>` is the HMAC-SHA256, keyed with
+//! the webhook's signing secret, of `<x-switchyard-timestamp>.<body>`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+use switchyard_config::{BudgetConfig, BudgetPeriod, WebhookConfig};
+
+use crate::budget::Period;
+use crate::runtime::Key;
+use crate::Gateway;
+
+/// Delivery attempts per alert.
+const ATTEMPTS: u32 = 6;
+/// First retry delay; doubles each time.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// One attempt's deadline.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Thresholds this process knows are delivered (or being delivered), so it asks the shared
+/// state once per threshold per period rather than on every request.
+#[derive(Default)]
+pub(crate) struct Alerts {
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Alerts {
+    fn first_time(&self, id: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 100_000 {
+            seen.clear();
+        }
+        seen.insert(id.to_owned())
+    }
+
+    fn forget(&self, id: &str) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+/// Thresholds (percent) reached at `spend`.
+pub(crate) fn reached(budget: &BudgetConfig, spend: f64) -> impl Iterator<Item = u32> + '_ {
+    budget
+        .alert_thresholds
+        .iter()
+        .copied()
+        .filter(move |t| budget.max_spend > 0.0 && spend >= budget.max_spend * f64::from(*t) / 100.0)
+}
+
+/// Called after each settled request with the period's spend; sends what is due.
+pub(crate) fn check(gw: &Arc<Gateway>, key: &Arc<Key>, period: &Period, spend: f64) {
+    let Some(budget) = key.config.budget.as_ref() else {
+        return;
+    };
+    for threshold in reached(budget, spend) {
+        let id = format!("alert:{}:{}:{threshold}", key.scope, period.id);
+        if !gw.alerts.first_time(&id) {
+            continue;
+        }
+        let (gw, key, period) = (gw.clone(), key.clone(), period.clone());
+        tokio::spawn(async move {
+            let keep = Duration::from_millis(
+                u64::try_from(period.keep_ms(gw.clock.now_ms()).unwrap_or(400 * 86_400_000)).unwrap_or(0),
+            );
+            match gw.state().mark(&id, keep).await {
+                Ok(true) => {}
+                // Another replica has it (or had it): done here.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "alert claim deferred");
+                    gw.alerts.forget(&id);
+                    return;
+                }
+            }
+            let Some(budget) = key.config.budget.as_ref() else {
+                return;
+            };
+            let delivered = match &budget.webhook {
+                Some(hook) => deliver(&gw, hook, &id, &alert_body(&key, budget, &period, threshold, spend)).await,
+                None => {
+                    tracing::warn!(key = %key.id, threshold, spend, "budget threshold reached (no webhook)");
+                    true
+                }
+            };
+            gw.metrics
+                .alerts
+                .with_label_values(&[if delivered { "delivered" } else { "failed" }])
+                .inc();
+            if !delivered {
+                let _ = gw.state().unmark(&id).await;
+                gw.alerts.forget(&id);
+            }
+        });
+    }
+}
+
+fn alert_body(key: &Key, budget: &BudgetConfig, period: &Period, threshold: u32, spend: f64) -> Vec<u8> {
+    let period_kind = match budget.period {
+        BudgetPeriod::Daily => "daily",
+        BudgetPeriod::Weekly => "weekly",
+        BudgetPeriod::Monthly => "monthly",
+        BudgetPeriod::Total => "total",
+    };
+    json!({
+        "type": "budget.threshold",
+        "key": key.id,
+        "namespace": key.config.namespace,
+        "name": key.config.name,
+        "labels": key.config.labels,
+        "thresholdPercent": threshold,
+        "spend": spend,
+        "maxSpend": budget.max_spend,
+        "period": period_kind,
+        "periodId": period.id,
+        "periodStart": period.start_rfc3339(),
+        "action": match budget.action {
+            switchyard_config::BudgetAction::Block => "block",
+            switchyard_config::BudgetAction::Alert => "alert",
+        },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The signature header value for `body` sent at `timestamp`.
+pub(crate) fn signature(secret: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+}
+
+async fn deliver(gw: &Gateway, hook: &WebhookConfig, id: &str, body: &[u8]) -> bool {
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let ts = gw.clock.now_ms() / 1000;
+        let mut req = gw
+            .client
+            .post(&hook.url)
+            .timeout(ATTEMPT_TIMEOUT)
+            .header("content-type", "application/json")
+            .header("x-switchyard-alert-id", id)
+            .header("x-switchyard-timestamp", ts.to_string())
+            .body(body.to_vec());
+        if let Some(sig) = hook
+            .signing_secret
+            .as_ref()
+            .and_then(|s| signature(s.expose(), ts, body))
+        {
+            req = req.header("x-switchyard-signature", sig);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(alert = id, attempt, "spend alert delivered");
+                return true;
+            }
+            Ok(r) => tracing::warn!(alert = id, attempt, status = r.status().as_u16(), "spend alert refused"),
+            Err(e) => tracing::warn!(alert = id, attempt, error = %e, "spend alert not delivered"),
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_of_timestamp_dot_body() {
+        // Reference value: python3 -c "import hmac,hashlib;
+        //   print(hmac.new(b'whsec', b'1700000000.{}', hashlib.sha256).hexdigest())"
+        assert_eq!(
+            signature("whsec", 1_700_000_000, b"{}").as_deref(),
+            Some("sha256=7d44587dddbaf4c7f70fef20f48cd594834ffea1641e3ac227b84408298738af")
+        );
+    }
+
+    #[test]
+    fn thresholds_reached_by_spend() {
+        let b = BudgetConfig {
+            max_spend: 2.0,
+            period: BudgetPeriod::Daily,
+            action: switchyard_config::BudgetAction::Block,
+            alert_thresholds: vec![50, 80, 100],
+            webhook: None,
+        };
+        assert_eq!(reached(&b, 0.99).collect::<Vec<_>>(), Vec::<u32>::new());
+        assert_eq!(reached(&b, 1.0).collect::<Vec<_>>(), vec![50]);
+        assert_eq!(reached(&b, 1.7).collect::<Vec<_>>(), vec![50, 80]);
+        assert_eq!(reached(&b, 2.5).collect::<Vec<_>>(), vec![50, 80, 100]);
+    }
+}

@@ -1,0 +1,640 @@
+//! Limits: a key's requests and tokens per minute, requests in flight and budget reservation,
+//! checked in one atomic step right after authentication; and the per-backend quotas (the
+//! Provider's rpm/tpm/maxConcurrency and a backend's own limits) for backend selection.
+//!
+//! A request that passes holds an [`Admission`]: its concurrency slot, its token estimate and
+//! its budget reservation. The admission is settled with the real usage and cost when the
+//! request ends (streams included, and when the client goes away); dropping it unsettled
+//! releases everything at zero cost. Spend is written by the shared state, never dropped.
+//!
+//! This module decides and shapes refusals; it never reads HTTP bodies or picks backends.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use switchyard_config::{BackendConfig, BudgetAction, BudgetPeriod, LimitsConfig, ProviderConfig, RouteConfig};
+use switchyard_providers::Json;
+
+use crate::budget::Period;
+use crate::error::GatewayError;
+use crate::runtime::Key;
+use crate::state::{Acquire, Backend, Hold, Reason, Release, Settle, SharedState, Snapshot, StateError, Verdict};
+use crate::Gateway;
+
+/// How long a concurrency slot or reservation outlives a gateway that died holding it.
+pub const LEASE_TTL_MS: i64 = 15 * 60 * 1000;
+/// Completion tokens assumed for a budget reservation when neither the request
+/// (`max_tokens`) nor the backend (`maxOutputTokens`) bounds them.
+const DEFAULT_COMPLETION_CAP: u64 = 4096;
+
+/// The `x-ratelimit-*` headers of a key, as OpenAI sends them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RateHeaders {
+    rpm: Option<u32>,
+    tpm: Option<u64>,
+    snapshot: Snapshot,
+}
+
+impl RateHeaders {
+    /// Adds the headers of the limits the key has.
+    pub(crate) fn apply(&self, h: &mut HeaderMap) {
+        let mut put = |name: &'static str, v: String| {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(name, v);
+            }
+        };
+        if let Some(rpm) = self.rpm {
+            put("x-ratelimit-limit-requests", rpm.to_string());
+            put(
+                "x-ratelimit-remaining-requests",
+                self.snapshot.requests_remaining.to_string(),
+            );
+            put("x-ratelimit-reset-requests", fmt_reset(self.snapshot.requests_reset_ms));
+        }
+        if let Some(tpm) = self.tpm {
+            put("x-ratelimit-limit-tokens", tpm.to_string());
+            put(
+                "x-ratelimit-remaining-tokens",
+                self.snapshot.tokens_remaining.to_string(),
+            );
+            put("x-ratelimit-reset-tokens", fmt_reset(self.snapshot.tokens_reset_ms));
+        }
+    }
+}
+
+/// A duration as OpenAI writes resets: `20ms`, `1s`, `6.5s`, `6m0s`.
+pub(crate) fn fmt_reset(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (m, rest) = (ms / 60_000, ms % 60_000);
+    let secs = if rest % 1000 == 0 {
+        format!("{}s", rest / 1000)
+    } else {
+        let s = format!("{:.3}", rest as f64 / 1000.0);
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    };
+    if m > 0 {
+        format!("{m}m{secs}")
+    } else {
+        secs
+    }
+}
+
+/// A refused request: the error and the headers that go with it.
+pub(crate) struct Refused {
+    pub error: GatewayError,
+    pub headers: RateHeaders,
+}
+
+/// Counts settlements still running, so shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct Settling {
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+struct SettlingGuard(Arc<Gateway>);
+
+impl Drop for SettlingGuard {
+    fn drop(&mut self) {
+        if self.0.settling.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settling.idle.notify_waiters();
+        }
+    }
+}
+
+impl Settling {
+    /// Waits until no settlement runs, at most `limit`.
+    pub(crate) async fn wait(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let idle = self.idle.notified();
+                if self.running.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// What an admitted request holds until it ends.
+pub(crate) struct Admission {
+    gw: Arc<Gateway>,
+    key: Arc<Key>,
+    lease: Option<String>,
+    /// Bucket (seconds) and size of the token estimate.
+    tokens: Option<(i64, u64)>,
+    period: Period,
+    member: Option<String>,
+    local: bool,
+    headers: RateHeaders,
+    settled: bool,
+}
+
+impl Admission {
+    /// The headers for the response.
+    pub(crate) fn headers(&self) -> &RateHeaders {
+        &self.headers
+    }
+
+    /// Releases what the request held and adds its real cost to the key's spend (alerts follow).
+    pub(crate) fn settle(mut self, cost: f64, tokens: Option<u64>) {
+        self.settle_inner(cost, tokens);
+    }
+
+    fn settle_inner(&mut self, cost: f64, tokens: Option<u64>) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let now_ms = self.gw.clock.now_ms();
+        let rel = Release {
+            scope: self.key.scope.clone(),
+            now_ms,
+            lease: self.lease.take(),
+            tokens: self.tokens.map(|(bucket, estimate)| {
+                let real = tokens.unwrap_or(estimate);
+                (
+                    bucket,
+                    i64::try_from(real).unwrap_or(i64::MAX) - i64::try_from(estimate).unwrap_or(i64::MAX),
+                )
+            }),
+            settle: Some(Settle {
+                period: self.period.id.clone(),
+                member: self.member.take(),
+                cost: cost.max(0.0),
+                keep_ms: self.period.keep_ms(now_ms),
+            }),
+            local: self.local,
+        };
+        if self.gw.state().backend() == Backend::Memory {
+            // In memory a release completes on its first poll: no task needed on the hot path.
+            if let Some(Ok(Some(spend))) = self.gw.state().release(&rel).now_or_never() {
+                crate::alerts::check(&self.gw, &self.key, &self.period, spend);
+            }
+            return;
+        }
+        self.gw.settling.running.fetch_add(1, Ordering::AcqRel);
+        let guard = SettlingGuard(self.gw.clone());
+        let key = self.key.clone();
+        let period = self.period.clone();
+        rt.spawn(async move {
+            let gw = guard.0.clone();
+            match gw.state().release(&rel).await {
+                Ok(Some(spend)) => crate::alerts::check(&gw, &key, &period, spend),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, key = %key.id, "settling a request failed"),
+            }
+            drop(guard);
+        });
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        // The request ended before usage was known (an error, or a refusal downstream).
+        self.settle_inner(0.0, None);
+    }
+}
+
+/// Checks the key's limits and reserves its budget. Keys without limits or a blocking budget
+/// skip the shared state; they are still settled, so their spend is counted.
+pub(crate) async fn admit(
+    gw: &Arc<Gateway>,
+    key: &Arc<Key>,
+    route: &RouteConfig,
+    request: &Json,
+) -> Result<Admission, Refused> {
+    let cfg = &key.config;
+    let now_ms = gw.clock.now_ms();
+    let budget = cfg.budget.as_ref();
+    let period = Period::of(budget.map_or(BudgetPeriod::Monthly, |b| b.period), now_ms);
+    let enforce = budget.is_some_and(|b| b.action == BudgetAction::Block);
+    let headers = RateHeaders {
+        rpm: cfg.limits.rpm,
+        tpm: cfg.limits.tpm,
+        snapshot: Snapshot::default(),
+    };
+    let mut admission = Admission {
+        gw: gw.clone(),
+        key: key.clone(),
+        lease: None,
+        tokens: None,
+        period,
+        member: None,
+        local: false,
+        headers,
+        settled: false,
+    };
+    if cfg.limits.is_unlimited() && !enforce {
+        return Ok(admission);
+    }
+    let prompt = estimate_prompt_tokens(request);
+    let cap = completion_cap(request);
+    let tokens = prompt + cap.unwrap_or(0);
+    let lease = format!("{:016x}", rand::random::<u64>());
+    let hold = budget.filter(|_| enforce).map(|b| Hold {
+        period: admission.period.id.clone(),
+        max_spend: b.max_spend,
+        reserve: worst_cost(route, prompt, cap),
+        enforce: true,
+        resets_in_ms: admission.period.resets_in_ms(now_ms),
+    });
+    let req = Acquire {
+        scope: key.scope.clone(),
+        now_ms,
+        rpm: cfg.limits.rpm,
+        tpm: cfg.limits.tpm,
+        tokens,
+        max_parallel: cfg.limits.max_parallel,
+        lease: lease.clone(),
+        lease_ttl_ms: LEASE_TTL_MS,
+        budget: hold.clone(),
+    };
+    let verdict = gw.state().acquire(&req).await;
+    let route_label = format!("{}/{}", route.namespace, route.model);
+    match verdict {
+        Ok(Verdict::Granted { snapshot, local }) => {
+            admission.headers.snapshot = snapshot;
+            admission.local = local;
+            admission.lease = cfg.limits.max_parallel.map(|_| lease.clone());
+            admission.tokens = cfg.limits.tpm.map(|_| (now_ms.div_euclid(1000), tokens));
+            admission.member = hold.map(|h| h.member(&lease));
+            Ok(admission)
+        }
+        Ok(Verdict::Refused {
+            reason,
+            retry_after_ms,
+            snapshot,
+        }) => {
+            admission.settled = true;
+            gw.metrics
+                .limited
+                .with_label_values(&[route_label.as_str(), reason.as_str()])
+                .inc();
+            let mut headers = admission.headers.clone();
+            headers.snapshot = snapshot;
+            let error = refusal(key, reason, retry_after_ms, &snapshot, tokens, &admission.period);
+            Err(Refused { error, headers })
+        }
+        Err(e) => {
+            admission.settled = true;
+            gw.metrics
+                .limited
+                .with_label_values(&[route_label.as_str(), "unavailable"])
+                .inc();
+            Err(Refused {
+                error: unavailable(&e),
+                headers: admission.headers.clone(),
+            })
+        }
+    }
+}
+
+fn unavailable(e: &StateError) -> GatewayError {
+    tracing::debug!(error = %e, "limits unavailable");
+    GatewayError {
+        retry_after: Some(Duration::from_secs(1)),
+        ..GatewayError::unavailable(
+            "Limits and budgets cannot be checked right now (shared state unreachable); the gateway fails closed.",
+        )
+    }
+}
+
+fn refusal(
+    key: &Key,
+    reason: Reason,
+    retry_after_ms: Option<i64>,
+    s: &Snapshot,
+    tokens: u64,
+    period: &Period,
+) -> GatewayError {
+    let retry_after = retry_after_ms.map(|ms| Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1)));
+    let wait = retry_after_ms.map(fmt_reset).unwrap_or_default();
+    let limits = &key.config.limits;
+    let id = &key.id;
+    let (kind, code, message) = match reason {
+        Reason::Requests => {
+            let limit = limits.rpm.unwrap_or(0);
+            (
+                "requests",
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for key `{id}` on requests per min (RPM): Limit {limit}, Used {}, Requested 1. Please try again in {wait}.",
+                    u64::from(limit).saturating_sub(s.requests_remaining)
+                ),
+            )
+        }
+        Reason::Tokens => {
+            let limit = limits.tpm.unwrap_or(0);
+            (
+                "tokens",
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for key `{id}` on tokens per min (TPM): Limit {limit}, Used {}, Requested {tokens}. Please try again in {wait}.",
+                    limit.saturating_sub(s.tokens_remaining)
+                ),
+            )
+        }
+        Reason::Parallel => (
+            "requests",
+            "rate_limit_exceeded",
+            format!(
+                "Too many requests in flight for key `{id}`: Limit {}. Please try again in {wait}.",
+                limits.max_parallel.unwrap_or(0)
+            ),
+        ),
+        Reason::Budget => {
+            let max = key.config.budget.as_ref().map_or(0.0, |b| b.max_spend);
+            let reset = period
+                .end_ms
+                .map(|e| format!(" It resets at {}.", crate::budget::rfc3339(e)))
+                .unwrap_or_default();
+            (
+                "insufficient_quota",
+                "budget_exceeded",
+                format!(
+                    "Budget exceeded for key `{id}`: spent ${:.6} of ${max:.6} this period.{reset}",
+                    s.spend
+                ),
+            )
+        }
+        Reason::BudgetHeld => {
+            let max = key.config.budget.as_ref().map_or(0.0, |b| b.max_spend);
+            (
+                "insufficient_quota",
+                "budget_reserved",
+                format!(
+                    "The rest of the budget of key `{id}` (spent ${:.6} of ${max:.6}) is reserved by requests in flight. Please try again in {wait}.",
+                    s.spend
+                ),
+            )
+        }
+    };
+    let kind = match kind {
+        "insufficient_quota" => "insufficient_quota",
+        _ => "rate_limit_error",
+    };
+    GatewayError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message,
+        kind,
+        code: Some(code.to_owned()),
+        param: None,
+        retry_after,
+    }
+}
+
+/// Prompt tokens of a request, estimated from its text (about 3 bytes a token, which
+/// over-counts English slightly so reservations err on the safe side) plus a few per message.
+pub(crate) fn estimate_prompt_tokens(request: &Json) -> u64 {
+    fn walk(v: &Value, bytes: &mut u64) {
+        match v {
+            // Inline images and audio are priced per item, not per byte of base64.
+            Value::String(s) if s.starts_with("data:") && s.len() > 1024 => *bytes += 3 * 1000,
+            Value::String(s) => *bytes += s.len() as u64,
+            Value::Array(a) => a.iter().for_each(|x| walk(x, bytes)),
+            Value::Object(o) => o.values().for_each(|x| walk(x, bytes)),
+            _ => {}
+        }
+    }
+    let mut bytes = 0u64;
+    let mut items = 0u64;
+    for field in [
+        "messages",
+        "input",
+        "prompt",
+        "system",
+        "tools",
+        "functions",
+        "instructions",
+    ] {
+        if let Some(v) = request.get(field) {
+            items += v.as_array().map_or(1, |a| a.len() as u64);
+            walk(v, &mut bytes);
+        }
+    }
+    bytes.div_ceil(3) + 4 * items + 3
+}
+
+/// The completion bound the client set, if any.
+pub(crate) fn completion_cap(request: &Json) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|f| request.get(*f).and_then(Value::as_u64))
+}
+
+/// The most this request can cost on any backend of the route: what a budget reserves.
+pub(crate) fn worst_cost(route: &RouteConfig, prompt: u64, cap: Option<u64>) -> f64 {
+    route
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let completion = cap
+                .or(b.max_output_tokens.map(u64::from))
+                .unwrap_or(DEFAULT_COMPLETION_CAP);
+            b.price.map(|p| p.cost(prompt, completion, 0))
+        })
+        .fold(0.0, f64::max)
+}
+
+/// A backend is over its Provider's quota or its own limits.
+#[derive(Debug)]
+pub enum BackendBusy {
+    /// Over a limit; retry after this long.
+    Limited {
+        /// Which limit.
+        reason: Reason,
+        /// When it frees.
+        retry_after: Option<Duration>,
+    },
+    /// Shared state unreachable and the fleet fails closed.
+    Unavailable(StateError),
+}
+
+/// Slots taken from a backend's quotas; give back with [`BackendPermit::settle`] (or drop).
+pub struct BackendPermit {
+    state: Arc<dyn SharedState>,
+    releases: Vec<Release>,
+    estimate: u64,
+    settled: bool,
+}
+
+impl BackendPermit {
+    /// Corrects the token windows with real usage and frees the concurrency slots.
+    pub fn settle(mut self, tokens: Option<u64>) {
+        self.settle_inner(tokens);
+    }
+
+    fn settle_inner(&mut self, tokens: Option<u64>) {
+        if std::mem::replace(&mut self.settled, true) || self.releases.is_empty() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut releases = std::mem::take(&mut self.releases);
+        let delta = i64::try_from(tokens.unwrap_or(self.estimate)).unwrap_or(i64::MAX)
+            - i64::try_from(self.estimate).unwrap_or(i64::MAX);
+        for r in &mut releases {
+            if let Some((_, d)) = r.tokens.as_mut() {
+                *d = delta;
+            }
+        }
+        let state = self.state.clone();
+        rt.spawn(async move {
+            for r in &releases {
+                let _ = state.release(r).await;
+            }
+        });
+    }
+}
+
+impl Drop for BackendPermit {
+    fn drop(&mut self) {
+        self.settle_inner(None);
+    }
+}
+
+/// The scope of a backend's own limits.
+pub fn backend_scope(route: &RouteConfig, backend: &BackendConfig) -> String {
+    format!("b:{}/{}/{}", route.namespace, route.model, backend.name)
+}
+
+/// Takes one request (and `tokens`, the prompt estimate plus `max_tokens`) from the
+/// Provider's quota (`rpm`, `tpm`, `maxConcurrency`) and from the backend's own limits, or
+/// says which is full. For backend selection: a backend that is busy is skipped, like one in
+/// cooldown. Both scopes are checked atomically each; when the backend refuses after the
+/// provider granted, the provider's grant is given back.
+pub async fn backend_admit(
+    gw: &Gateway,
+    route: &RouteConfig,
+    backend: &BackendConfig,
+    provider: &ProviderConfig,
+    tokens: u64,
+) -> Result<BackendPermit, BackendBusy> {
+    let now_ms = gw.clock.now_ms();
+    let mut permit = BackendPermit {
+        state: gw.state().clone(),
+        releases: Vec::new(),
+        estimate: tokens,
+        settled: false,
+    };
+    let scopes = [
+        (format!("p:{}", provider.id), &provider.quota),
+        (backend_scope(route, backend), &backend.limits),
+    ];
+    for (scope, limits) in scopes {
+        if limits.is_unlimited() {
+            continue;
+        }
+        let req = quota_request(scope, limits, now_ms, tokens);
+        match gw.state().acquire(&req).await {
+            Ok(Verdict::Granted { local, .. }) => permit.releases.push(Release {
+                scope: req.scope.clone(),
+                now_ms,
+                lease: limits.max_parallel.map(|_| req.lease.clone()),
+                tokens: limits.tpm.map(|_| (now_ms.div_euclid(1000), 0)),
+                settle: None,
+                local,
+            }),
+            Ok(Verdict::Refused {
+                reason, retry_after_ms, ..
+            }) => {
+                return Err(BackendBusy::Limited {
+                    reason,
+                    retry_after: retry_after_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+                })
+            }
+            Err(e) => return Err(BackendBusy::Unavailable(e)),
+        }
+    }
+    Ok(permit)
+}
+
+fn quota_request(scope: String, limits: &LimitsConfig, now_ms: i64, tokens: u64) -> Acquire {
+    Acquire {
+        scope,
+        now_ms,
+        rpm: limits.rpm,
+        tpm: limits.tpm,
+        tokens,
+        max_parallel: limits.max_parallel,
+        lease: format!("{:016x}", rand::random::<u64>()),
+        lease_ttl_ms: LEASE_TTL_MS,
+        budget: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_are_written_like_openai() {
+        assert_eq!(fmt_reset(17), "17ms");
+        assert_eq!(fmt_reset(1000), "1s");
+        assert_eq!(fmt_reset(6500), "6.5s");
+        assert_eq!(fmt_reset(360_000), "6m0s");
+        assert_eq!(fmt_reset(61_250), "1m1.25s");
+        assert_eq!(fmt_reset(-5), "0ms");
+    }
+
+    #[test]
+    fn estimates_cover_the_text_and_the_cap() {
+        let req: Json = serde_json::from_str(
+            r#"{"model":"m","max_tokens":16,"messages":[{"role":"user","content":"hello there, how are you today?"}]}"#,
+        )
+        .unwrap_or_default();
+        let prompt = estimate_prompt_tokens(&req);
+        // 4 bytes of role + 31 of content = 35 bytes -> 12, + 4 for the message + 3.
+        assert_eq!(prompt, 19);
+        assert_eq!(completion_cap(&req), Some(16));
+        let mut route: RouteConfig = serde_json::from_value(serde_json::json!({
+            "namespace": "default", "name": "r", "model": "r", "mode": "chat", "strategy": "weighted",
+            "retries": {"attempts": 0, "backoffMs": 1, "maxBackoffMs": 1, "on": []},
+            "backends": [
+                {"name": "a", "provider": "default/p", "model": "x", "weight": 1, "priority": 0,
+                 "price": {"input": 1.0, "output": 2.0, "cachedInput": 0.5}},
+                {"name": "b", "provider": "default/p", "model": "y", "weight": 1, "priority": 0,
+                 "maxOutputTokens": 100, "price": {"input": 10.0, "output": 20.0, "cachedInput": 5.0}}
+            ]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        // The dearer backend bounds the reservation.
+        assert!((worst_cost(&route, 19, Some(16)) - (19.0 * 10.0 + 16.0 * 20.0) / 1e6).abs() < 1e-12);
+        // Without max_tokens the backend's output limit, else 4096, is assumed.
+        assert!((worst_cost(&route, 0, None) - (4096.0_f64 * 2.0 / 1e6).max(100.0 * 20.0 / 1e6)).abs() < 1e-12);
+        route.backends.iter_mut().for_each(|b| b.price = None);
+        assert_eq!(worst_cost(&route, 19, Some(16)), 0.0);
+    }
+
+    #[test]
+    fn headers_follow_openai_names() {
+        let h = RateHeaders {
+            rpm: Some(10),
+            tpm: None,
+            snapshot: Snapshot {
+                requests_remaining: 3,
+                requests_reset_ms: 42_000,
+                ..Snapshot::default()
+            },
+        };
+        let mut map = HeaderMap::new();
+        h.apply(&mut map);
+        assert_eq!(map["x-ratelimit-limit-requests"], "10");
+        assert_eq!(map["x-ratelimit-remaining-requests"], "3");
+        assert_eq!(map["x-ratelimit-reset-requests"], "42s");
+        assert!(map.get("x-ratelimit-limit-tokens").is_none());
+    }
+}

@@ -1,0 +1,318 @@
+//! One call to one backend ([`Dispatch`]; over HTTP in [`HttpDispatch`]), and the wait for a
+//! stream's first token ([`prime`]) so that a stream that fails before it can still be retried:
+//! nothing has reached the client until the primed response is returned.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt};
+use switchyard_config::{BackendConfig, ProviderConfig, ProviderKind};
+use switchyard_providers::{self as providers, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target};
+use tokio::time::Instant;
+
+use super::meters::InFlight;
+use crate::{mock, Gateway};
+
+/// An upstream answer.
+pub enum Upstream {
+    /// A whole response, translated.
+    Full(providers::Translated),
+    /// A stream and its translator.
+    Stream(
+        BoxStream<'static, Result<Bytes, ProviderError>>,
+        Box<dyn StreamTranslator>,
+    ),
+}
+
+/// One call.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    /// Operation.
+    pub op: Operation,
+    /// The client's request (OpenAI shape).
+    pub request: &'a Json,
+    /// Provider of the backend.
+    pub provider: &'a Arc<ProviderConfig>,
+    /// The backend.
+    pub backend: &'a BackendConfig,
+    /// Drop parameters the provider cannot honour.
+    pub drop_unsupported_params: bool,
+    /// Stream the response.
+    pub stream: bool,
+    /// Deadline for the response headers.
+    pub headers_timeout: Duration,
+}
+
+/// Sends one call to one backend.
+pub trait Dispatch: Send + Sync {
+    /// The response (for streams: once the headers arrived).
+    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Upstream, ProviderError>>;
+}
+
+/// Calls providers over HTTP (or the in-process `mock` provider).
+pub struct HttpDispatch<'g> {
+    /// The gateway (HTTP client, OAuth tokens).
+    pub gw: &'g Gateway,
+}
+
+impl Dispatch for HttpDispatch<'_> {
+    fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Upstream, ProviderError>> {
+        Box::pin(attempt(self.gw, call))
+    }
+}
+
+/// One attempt against one backend.
+async fn attempt(gw: &Gateway, call: Call<'_>) -> Result<Upstream, ProviderError> {
+    let Call {
+        op,
+        request,
+        provider,
+        backend,
+        drop_unsupported_params,
+        stream,
+        headers_timeout,
+    } = call;
+    let model = backend.model.as_str();
+    if provider.kind == ProviderKind::Mock {
+        let cfg = provider.mock.clone().unwrap_or_default();
+        return Ok(if stream {
+            Upstream::Stream(
+                mock::stream(request, model, &cfg),
+                Box::new(providers::openai::Passthrough::default()),
+            )
+        } else {
+            Upstream::Full(mock::complete(op, request, model, &cfg).await?)
+        });
+    }
+    let adapter = providers::adapter(provider.kind);
+    let bearer = gw.tokens.get(&gw.client, provider).await?;
+    let target = Target {
+        provider,
+        model,
+        drop_unsupported_params,
+        now: SystemTime::now(),
+        bearer: bearer.as_deref(),
+    };
+    let up = adapter.build(op, request, &target, stream)?;
+    let url = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
+    let mut req = gw.client.request(up.method, url).headers(up.headers).body(up.body);
+    let request_timeout = Duration::from_millis(provider.timeouts.request_ms);
+    if !stream {
+        req = req.timeout(request_timeout);
+    }
+    let resp = match tokio::time::timeout(headers_timeout.min(request_timeout), req.send()).await {
+        Err(_) => {
+            return Err(ProviderError::new(
+                ErrorKind::Timeout,
+                "the upstream did not answer in time",
+            ))
+        }
+        Ok(Err(e)) => return Err(reqwest_error(&e)),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        return Err(adapter.error(status, &headers, &body));
+    }
+    if stream {
+        let chunks = resp.bytes_stream().map(|r| r.map_err(|e| reqwest_error(&e))).boxed();
+        Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
+    } else {
+        let body = resp.bytes().await.map_err(|e| reqwest_error(&e))?;
+        Ok(Upstream::Full(adapter.parse(op, &body, &target)?))
+    }
+}
+
+fn reqwest_error(e: &reqwest::Error) -> ProviderError {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_connect() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Server
+    };
+    // reqwest's Display includes the URL, which never carries credentials here.
+    ProviderError::new(kind, format!("upstream request failed: {e}"))
+}
+
+/// Reads a stream until its translator produces the first bytes for the client (or `deadline`
+/// passes), and returns a stream that replays them first. A failure before that point is an
+/// ordinary failed attempt; after it, the stream is the client's.
+pub async fn prime(
+    mut chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
+    mut translator: Box<dyn StreamTranslator>,
+    deadline: Instant,
+) -> Result<(BoxStream<'static, Result<Bytes, ProviderError>>, Primed), ProviderError> {
+    let mut out: Vec<Bytes> = Vec::with_capacity(2);
+    let mut finished = false;
+    loop {
+        let next = match tokio::time::timeout_at(deadline, chunks.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return Err(ProviderError::new(
+                    ErrorKind::Timeout,
+                    "the upstream sent no first token in time",
+                ))
+            }
+        };
+        match next {
+            Some(Ok(chunk)) => translator.feed(chunk, &mut out)?,
+            Some(Err(e)) => return Err(e),
+            None => {
+                translator.finish(&mut out)?;
+                finished = true;
+            }
+        }
+        out.retain(|b| !b.is_empty());
+        if !out.is_empty() || finished {
+            break;
+        }
+    }
+    if out.is_empty() {
+        return Err(ProviderError::new(
+            ErrorKind::Protocol,
+            "the upstream stream ended before its first token",
+        ));
+    }
+    // An empty first chunk makes the forwarder call the translator at once, which releases the
+    // primed bytes; the rest of the stream follows unchanged.
+    let replay = stream::once(async { Ok(Bytes::new()) }).chain(chunks).boxed();
+    Ok((
+        replay,
+        Primed {
+            pending: out,
+            inner: translator,
+            finished,
+            in_flight: None,
+        },
+    ))
+}
+
+/// A stream translator that first releases what priming read, and counts the stream in flight
+/// on its backend (and its completion tokens) until the stream is dropped.
+pub struct Primed {
+    pending: Vec<Bytes>,
+    inner: Box<dyn StreamTranslator>,
+    finished: bool,
+    in_flight: Option<InFlight>,
+}
+
+impl Primed {
+    /// Keeps the backend's in-flight count until the stream ends.
+    pub fn hold(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
+    }
+}
+
+impl StreamTranslator for Primed {
+    fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
+        out.append(&mut self.pending);
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.inner.feed(chunk, out)
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
+        out.append(&mut self.pending);
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        self.inner.finish(out)
+    }
+
+    fn usage(&self) -> Option<providers::Usage> {
+        self.inner.usage()
+    }
+
+    fn complete(&self) -> bool {
+        self.inner.complete()
+    }
+}
+
+impl Drop for Primed {
+    fn drop(&mut self) {
+        if let (Some(g), Some(u)) = (&self.in_flight, self.inner.usage()) {
+            g.tokens(u.completion_tokens);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(items: Vec<Result<&'static str, ProviderError>>) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+        stream::iter(items.into_iter().map(|r| r.map(|s| Bytes::from_static(s.as_bytes())))).boxed()
+    }
+
+    async fn drain(
+        mut s: BoxStream<'static, Result<Bytes, ProviderError>>,
+        mut t: Primed,
+    ) -> Result<String, ProviderError> {
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            t.feed(c?, &mut out)?;
+        }
+        t.finish(&mut out)?;
+        Ok(out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect())
+    }
+
+    #[tokio::test]
+    async fn primed_streams_replay_their_first_token() {
+        let s = chunks(vec![Ok("data: {\"a\":1}\n\n"), Ok("data: [DONE]\n\n")]);
+        let far = Instant::now() + Duration::from_secs(5);
+        let (rest, primed) = prime(s, Box::new(providers::openai::Passthrough::default()), far)
+            .await
+            .map_err(|e| e.message)
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            drain(rest, primed).await.map_err(|e| e.message),
+            Ok("data: {\"a\":1}\n\ndata: [DONE]\n\n".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_before_the_first_token_are_errors() {
+        let far = Instant::now() + Duration::from_secs(5);
+        let err = ProviderError::new(ErrorKind::Server, "boom");
+        let r = prime(
+            chunks(vec![Err(err)]),
+            Box::new(providers::openai::Passthrough::default()),
+            far,
+        )
+        .await;
+        assert!(matches!(r, Err(e) if e.kind == ErrorKind::Server));
+        let r = prime(
+            chunks(vec![Ok("data: {\"error\":{\"message\":\"overloaded\"}}\n\n")]),
+            Box::new(providers::openai::Passthrough::default()),
+            far,
+        )
+        .await;
+        assert!(r.is_err());
+        let r = prime(chunks(vec![]), Box::new(providers::openai::Passthrough::default()), far).await;
+        assert!(matches!(r, Err(e) if e.kind == ErrorKind::Protocol));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_first_token_in_time_is_a_timeout() {
+        let slow = stream::once(async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(Bytes::from_static(b"data: {}\n\n"))
+        })
+        .boxed();
+        let r = prime(
+            slow,
+            Box::new(providers::openai::Passthrough::default()),
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await;
+        assert!(matches!(r, Err(e) if e.kind == ErrorKind::Timeout));
+    }
+}
