@@ -174,6 +174,16 @@ struct Labels {
     backend: String,
     provider: &'static str,
     team: String,
+    /// `x-request-id`: the client's (sanitised) or a new one; in the access log and the response.
+    request_id: String,
+    /// The VirtualKey (`namespace/name`), never its value.
+    key: String,
+    /// Upstream attempts made.
+    attempts: u32,
+    /// Fallback levels gone through.
+    fallback_depth: u32,
+    /// The request reached an upstream: its access log line is written by `Account::record`.
+    accounted: bool,
 }
 
 impl Labels {
@@ -183,6 +193,11 @@ impl Labels {
             backend: "-".into(),
             provider: "-",
             team: String::new(),
+            request_id: String::new(),
+            key: String::new(),
+            attempts: 0,
+            fallback_depth: 0,
+            accounted: false,
         }
     }
 }
@@ -191,15 +206,25 @@ async fn handle(gw: Arc<Gateway>, op: Operation, ingress: Ingress, headers: Head
     let start = Instant::now();
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut labels = Labels::unknown();
+    labels.request_id = request_id(&headers);
     let result = pipeline(&gw, op, ingress, &headers, body, start, &mut labels).await;
-    let response = match result {
+    let mut error = None;
+    let mut response = match result {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::debug!(route = %labels.route, status = e.status.as_u16(), error = %e.message, "request failed");
+            error = Some(e.message.clone());
             ingress.error_response(e)
         }
     };
     let status = response.status().as_u16();
+    if let Ok(v) = HeaderValue::from_str(&labels.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    if !labels.accounted {
+        // Refused before any upstream (auth, validation, limits, cache hits): logged here; the
+        // others are logged when their usage is known (`Account::record`).
+        access_log(&labels, status, start.elapsed(), None, None, error.as_deref());
+    }
     gw.metrics
         .requests
         .with_label_values(&[
@@ -307,6 +332,20 @@ async fn pipeline(
     let provider = outcome.provider.clone();
     let price = outcome.price;
     let upstream_elapsed = outcome.upstream_elapsed;
+    labels.attempts = outcome.attempts;
+    labels.fallback_depth = outcome.fallback_depth;
+    labels.key = format!("{}/{}", key.config.namespace, key.config.name);
+    labels.accounted = true;
+    if route.config.log_prompts {
+        // Only routes that opt in (spec.logPrompts) log prompts: they often hold personal data.
+        let prompt = request
+            .get("messages")
+            .or_else(|| request.get("input"))
+            .or_else(|| request.get("prompt"))
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        tracing::info!(target: "switchyard::prompts", request_id = %labels.request_id, route = %labels.route, %prompt, "prompt");
+    }
 
     let mut account = Account {
         gw: gw.clone(),
@@ -510,6 +549,11 @@ impl Account {
     }
 
     fn record(&mut self, usage: Option<&Usage>) {
+        let cost = match (usage, &self.price) {
+            (Some(u), Some(p)) => Some(p.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens)),
+            _ => None,
+        };
+        access_log(&self.labels, 200, self.start.elapsed(), usage, cost, None);
         let m = &self.gw.metrics;
         let route = self.labels.route.as_str();
         m.latency
@@ -633,6 +677,46 @@ fn forward(
         acct.done = true;
         acct.account.record(acct.usage.as_ref());
     }
+}
+
+/// The request id: the client's `x-request-id` when it is short printable ASCII, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| format!("{:032x}", rand::random::<u128>()), str::to_owned)
+}
+
+/// One structured line per request (JSON with `SWITCHYARD_LOG_FORMAT=json`): who, what, how it
+/// went, tokens and cost. Never the key value, never the prompt.
+fn access_log(
+    l: &Labels,
+    status: u16,
+    latency: Duration,
+    usage: Option<&Usage>,
+    cost: Option<f64>,
+    error: Option<&str>,
+) {
+    tracing::info!(
+        target: "switchyard::access",
+        request_id = %l.request_id,
+        route = %l.route,
+        backend = %l.backend,
+        provider = l.provider,
+        key = %l.key,
+        team = %l.team,
+        status,
+        attempts = l.attempts,
+        fallback_depth = l.fallback_depth,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        prompt_tokens = usage.map(|u| u.prompt_tokens),
+        completion_tokens = usage.map(|u| u.completion_tokens),
+        cached_tokens = usage.map(|u| u.cached_tokens),
+        cost_usd = cost,
+        error,
+        "request"
+    );
 }
 
 /// Passes translated OpenAI chunks through the egress translator (Anthropic ingress), or moves

@@ -1,0 +1,72 @@
+"""One structured JSON log line per request; no key and no prompt unless a route opts in."""
+
+import json
+
+import openai
+import pytest
+
+from harness import copy_example
+
+SECRET_PROMPT = "my card number is 4111 1111 1111 1111"
+
+
+def lines(gw):
+    out = []
+    for line in gw.output().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def access_lines(gw):
+    return [l for l in lines(gw) if l.get("target") == "switchyard::access"]
+
+
+@pytest.fixture
+def logged(tmp_path, gateway_on):
+    def start(log_prompts=False):
+        config = copy_example("quickstart", tmp_path / ("on" if log_prompts else "off"))
+        if log_prompts:
+            routes = config / "routes.yaml"
+            routes.write_text(routes.read_text().replace("  model: demo-chat\n", "  model: demo-chat\n  logPrompts: true\n", 1))
+        return gateway_on(config, env={"SWITCHYARD_LOG_FORMAT": "json", "SWITCHYARD_LOG": "info"})
+    return start
+
+
+def test_one_line_per_request_without_keys_or_prompts(logged):
+    gw = logged()
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-switchyard-demo", max_retries=0)
+    r = client.chat.completions.with_raw_response.create(
+        model="demo-chat", messages=[{"role": "user", "content": SECRET_PROMPT}])
+    request_id = r.headers["x-request-id"]
+    list(client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": SECRET_PROMPT}], stream=True))
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": SECRET_PROMPT}])
+    gw.terminate()
+    gw.proc.wait(timeout=10)
+    access = access_lines(gw)
+    assert len(access) == 3, access
+    first = access[0]["fields"]
+    assert first["request_id"] == request_id
+    assert first["route"] == "default/demo-chat" and first["backend"] == "mock" and first["status"] == 200
+    assert first["key"] == "default/demo" and first["team"] == "demo"
+    assert first["prompt_tokens"] == 8 and first["completion_tokens"] == 11 and first["cost_usd"] > 0
+    assert first["attempts"] == 1 and first["latency_ms"] >= 0
+    assert access[1]["fields"]["completion_tokens"] == 11  # the stream, logged when it ended
+    assert access[2]["fields"]["status"] == 404
+    text = gw.output()
+    assert "4111" not in text, "a prompt reached the logs"
+    assert "sk-switchyard-demo" not in text, "a key reached the logs"
+
+
+def test_prompt_logging_only_when_the_route_opts_in(logged):
+    gw = logged(log_prompts=True)
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-switchyard-demo", max_retries=0)
+    client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": SECRET_PROMPT}])
+    gw.terminate()
+    gw.proc.wait(timeout=10)
+    prompts = [l for l in lines(gw) if l.get("target") == "switchyard::prompts"]
+    assert len(prompts) == 1 and "4111" in prompts[0]["fields"]["prompt"]
+    assert "sk-switchyard-demo" not in gw.output()
