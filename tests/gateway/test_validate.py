@@ -10,7 +10,7 @@ def validate(path):
 
 
 def test_examples_are_valid():
-    for example in ["quickstart"]:
+    for example in ["quickstart", "providers", "resilience", "limits"]:
         r = validate(REPO / "examples" / example)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "0 error(s)" in r.stdout
