@@ -210,10 +210,10 @@ pub fn embeddings_of_type(kind: &str, vectors: &[Vec<f32>]) -> Value {
             .map(|v| v
                 .chunks(8)
                 .map(|bits| {
-                    let byte =
-                        bits.iter()
-                            .enumerate()
-                            .fold(0u8, |acc, (i, x)| if *x > 0.0 { acc | (0x80 >> i) } else { acc });
+                    let byte = bits
+                        .iter()
+                        .enumerate()
+                        .fold(0u8, |acc, (i, x)| if *x > 0.0 { acc | (0x80 >> i) } else { acc });
                     if signed {
                         i64::from(byte) - 128
                     } else {

@@ -10,7 +10,12 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use switchyard_gateway::{Gateway, Shutdown};
 
-pub async fn run(fleet: String, namespace: Option<String>, listen: SocketAddr, shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(
+    fleet: String,
+    namespace: Option<String>,
+    listen: SocketAddr,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
@@ -31,11 +36,20 @@ pub async fn run(fleet: String, namespace: Option<String>, listen: SocketAddr, s
     let swap_gw = gw.clone();
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
-            let Some((config, generation)) = rx.borrow_and_update().clone() else { continue };
-            tracing::info!(generation, routes = config.routes.len(), keys = config.keys.len(), "config generation loaded");
+            let Some((config, generation)) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            tracing::info!(
+                generation,
+                routes = config.routes.len(),
+                keys = config.keys.len(),
+                "config generation loaded"
+            );
             swap_gw.swap(config, generation);
             if let Some(pod) = &pod {
-                if let Err(e) = switchyard_operator::report_generation(client.clone(), &namespace, pod, generation).await {
+                if let Err(e) =
+                    switchyard_operator::report_generation(client.clone(), &namespace, pod, generation).await
+                {
                     tracing::warn!(error = %e, "could not report the running generation on the pod");
                 }
             }

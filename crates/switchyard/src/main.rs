@@ -64,7 +64,11 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:8081")]
         metrics_addr: SocketAddr,
         /// Gateway image for fleets that name none.
-        #[arg(long, env = "SWITCHYARD_GATEWAY_IMAGE", default_value = "ghcr.io/switchyard-dev/switchyard:0.1.0")]
+        #[arg(
+            long,
+            env = "SWITCHYARD_GATEWAY_IMAGE",
+            default_value = "ghcr.io/switchyard-dev/switchyard:0.1.0"
+        )]
         gateway_image: String,
         /// Reconcile only while holding the leader Lease (for several replicas).
         #[arg(long)]
@@ -165,7 +169,9 @@ fn main() -> ExitCode {
                 leader_election: leader_elect,
                 lease_namespace,
             };
-            switchyard_operator::run(client, opts).await.map_err(anyhow::Error::from)
+            switchyard_operator::run(client, opts)
+                .await
+                .map_err(anyhow::Error::from)
         }),
         Command::OperatorRbac => match serde_yaml::to_string(&switchyard_operator::rbac_rules()) {
             Ok(y) => {
