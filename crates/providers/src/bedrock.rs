@@ -1311,24 +1311,7 @@ fn embeddings_response(body: &[u8], target: &Target<'_>) -> Result<Translated, P
             (vectors, tokens)
         }
     };
-    let data: Vec<Value> = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
-        .collect();
-    let out = json!({
-        "object": "list",
-        "data": data,
-        "model": target.model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    });
-    Ok(Translated {
-        body: Bytes::from(out.to_string()),
-        usage: Some(Usage {
-            prompt_tokens: tokens,
-            ..Usage::default()
-        }),
-    })
+    Ok(crate::embeddings_list(vectors, target.model, Some(tokens)))
 }
 
 // ---------------------------------------------------------------------------------------------

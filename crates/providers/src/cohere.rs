@@ -837,25 +837,7 @@ fn embed_response(body: &[u8], target: &Target<'_>) -> Result<Translated, Provid
         .and_then(|m| m.billed_units)
         .and_then(|b| b.input_tokens)
         .map(|n| n.max(0.0) as u64);
-    let data: Vec<Value> = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
-        .collect();
-    let n = tokens.unwrap_or(0);
-    let out = json!({
-        "object": "list",
-        "data": data,
-        "model": target.model,
-        "usage": {"prompt_tokens": n, "total_tokens": n},
-    });
-    Ok(Translated {
-        body: encode(&out)?,
-        usage: tokens.map(|n| Usage {
-            prompt_tokens: n,
-            ..Usage::default()
-        }),
-    })
+    Ok(crate::embeddings_list(vectors, target.model, tokens))
 }
 
 // ---------------------------------------------------------------------------------------------

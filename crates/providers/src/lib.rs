@@ -219,6 +219,30 @@ pub fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
     }
 }
 
+/// An OpenAI embeddings list (`{"object":"list","data":[{"object":"embedding",...}],...}`) from
+/// one vector per input, in input order, with the provider's prompt token count when it gave one.
+pub fn embeddings_list<V: Serialize>(vectors: Vec<V>, model: &str, prompt_tokens: Option<u64>) -> Translated {
+    let data: Vec<serde_json::Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    let n = prompt_tokens.unwrap_or(0);
+    let out = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": n, "total_tokens": n},
+    });
+    Translated {
+        body: Bytes::from(out.to_string()),
+        usage: prompt_tokens.map(|n| Usage {
+            prompt_tokens: n,
+            ..Usage::default()
+        }),
+    }
+}
+
 /// Parses `retry-after` (seconds or HTTP date is not supported: seconds only) and
 /// `retry-after-ms`.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
