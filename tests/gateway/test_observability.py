@@ -28,6 +28,8 @@ def test_alert_rules_pass_promtool():
 
 
 def exported_metric_names(text):
+    """Names in a scrape, plus every metric the gateway registers (a labelled metric appears in a
+    scrape only once it has a sample; the registrations are in crates/gateway/src/metrics.rs)."""
     names = set()
     for line in text.splitlines():
         if line.startswith("# TYPE "):
@@ -35,6 +37,10 @@ def exported_metric_names(text):
             names.add(name)
             if kind == "histogram":
                 names.update({name + "_bucket", name + "_sum", name + "_count"})
+    source = (REPO / "crates" / "gateway" / "src" / "metrics.rs").read_text()
+    names.update(re.findall(r'"(switchyard_[a-z_]+)"', source))
+    for name in re.findall(r'HistogramOpts::new\(\s*"(switchyard_[a-z_]+)"', source):
+        names.update({name + "_bucket", name + "_sum", name + "_count"})
     return names
 
 
