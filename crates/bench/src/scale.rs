@@ -68,7 +68,7 @@ pub fn generate(dir: &Path, shape: &Shape) -> anyhow::Result<()> {
 /// Rewrites the one small file whose change makes the gateway reload the whole folder.
 pub fn bump(dir: &Path, generation: u64) -> anyhow::Result<()> {
     let text = format!(
-        "# Changed by `switchyard bench config-scale` to trigger a reload.\napiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: bump\n  namespace: default\nspec:\n  secretRef:\n    name: key-0\n  labels:\n    team: bump\n    generation: \"{generation}\"\n"
+        "# Changed by `switchyard bench config-scale` to trigger a reload.\napiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: bump\n  namespace: default\nspec:\n  secretRef:\n    name: bump-key\n  labels:\n    team: bump\n    generation: \"{generation}\"\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: bump-key\n  namespace: default\nstringData:\n  key: sk-bench-scale-bump\n"
     );
     // Write then rename, so the watcher never sees a half-written file.
     let tmp = dir.join(".bump.yaml.tmp");

@@ -87,7 +87,16 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, shutdown: Shutdown, redis: Re
             // Editors write in several steps: wait for the burst to settle.
             tokio::time::sleep(Duration::from_millis(150)).await;
             while rx.try_recv().is_ok() {}
-            reload(&reload_gw, &reload_dir, &redis, &mut generation);
+            // Reading and compiling a large folder takes a second or more (10,000 keys: ~0.9 s):
+            // on a request worker it stalled every request for that long (bench/results).
+            let (gw, dir, flags) = (reload_gw.clone(), reload_dir.clone(), redis.clone());
+            let mut next = generation;
+            generation = tokio::task::spawn_blocking(move || {
+                reload(&gw, &dir, &flags, &mut next);
+                next
+            })
+            .await
+            .unwrap_or(generation);
         }
     });
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Profiles the gateway's request path: the bench config (two backends, a virtual key, metrics)
+# on the mock upstream, driven by `switchyard bench load`.
+#
+#   bench/profile.sh [BIN]            perf (cpu-clock, DWARF call graphs) under load at c=64:
+#                                     the top of the report goes to stdout, perf.data stays in $OUT
+#   bench/profile.sh --callgrind [BIN]
+#                                     user-space instructions per request under callgrind (c=4):
+#                                     immune to the noise of a shared machine, for before/after
+#
+# Needs perf (`apt-get install linux-perf`) or valgrind. Everything listens on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=perf
+if [[ "${1:-}" == "--callgrind" ]]; then MODE=callgrind; shift; fi
+BIN="${1:-${SWITCHYARD_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}/release/switchyard}}"
+OUT="${OUT:-$(mktemp -d /tmp/switchyard-profile-XXXX)}"
+PY="${PYTHON:-python3}"
+UP=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+GW=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+$PY -c "import sys; sys.path.insert(0, 'bench'); import run; from pathlib import Path; run.switchyard_config(Path('$OUT/cfg'), $UP)"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+SWITCHYARD_LOG=warn "$BIN" mock-provider --listen 127.0.0.1:$UP > "$OUT/mock.log" 2>&1 &
+pids+=($!)
+if [[ $MODE == callgrind ]]; then
+  SWITCHYARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
+    "$BIN" gateway --config "$OUT/cfg" --listen 127.0.0.1:$GW > "$OUT/gateway.log" 2>&1 &
+else
+  SWITCHYARD_LOG=warn "$BIN" gateway --config "$OUT/cfg" --listen 127.0.0.1:$GW > "$OUT/gateway.log" 2>&1 &
+fi
+GPID=$!
+pids+=($GPID)
+for _ in $(seq 1 300); do curl -sf "127.0.0.1:$GW/readyz" > /dev/null && break; sleep 0.2; done
+
+load() { "$BIN" bench load --url "http://127.0.0.1:$GW/v1/chat/completions" --key sk-bench-key --model bench "$@"; }
+served() { curl -s "127.0.0.1:$GW/metrics" | awk '/^switchyard_requests_total/ {s+=$2} END {print s+0}'; }
+
+if [[ $MODE == callgrind ]]; then
+  load -c 4 --duration 3 --warmup 1 > /dev/null
+  callgrind_control -z "$GPID" > /dev/null
+  n0=$(served)
+  load -c 4 --duration 10 --warmup 0 > /dev/null
+  n1=$(served)
+  callgrind_control -d "$GPID" > /dev/null
+  sleep 1
+  ir=$(callgrind_annotate "$OUT/callgrind.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+  echo "requests $((n1 - n0)), instructions $ir, per request $((ir / (n1 - n0)))"
+  echo "self cost: callgrind_annotate --inclusive=no $OUT/callgrind.out.1 | head -60"
+else
+  load -c 64 --duration 12 --warmup 1 > "$OUT/load.json" &
+  pids+=($!)
+  sleep 2
+  perf record -F 499 --call-graph dwarf,32768 -p "$GPID" -o "$OUT/perf.data" -- sleep 8 2> /dev/null
+  wait "${pids[-1]}" || true
+  echo "load: $(cat "$OUT/load.json")"
+  perf report -i "$OUT/perf.data" --children --sort symbol --stdio --percent-limit 1 -g none 2> /dev/null \
+    | grep '%' | grep -v '(inlined)' | cut -c1-160 | head -60
+  echo "perf data: $OUT/perf.data"
+fi

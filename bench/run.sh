@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Benchmarks Switchyard against the upstream directly and against the LiteLLM proxy, in one
+# interleaved run on this machine: writes bench/results/<date>.md, latest.md and latency.png.
+#
+#   bench/run.sh            full run (under 10 minutes)
+#   bench/run.sh --quick    smoke run (about 2 minutes)
+#   bench/run.sh --no-litellm | --only load,stream | --rounds N | --duration S
+#
+# Installs what it needs under ${SWITCHYARD_CACHE:-~/.cache/switchyard}: a venv with matplotlib
+# for the plot, and LiteLLM (pinned) in a venv of its own. Builds the release binary unless
+# SWITCHYARD_BIN names one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+# The newest LiteLLM whose `[proxy]` extra installs from PyPI as published (later releases pin
+# litellm-proxy-extras versions that are not on the index).
+LITELLM_VERSION="${LITELLM_VERSION:-1.106.12}"
+
+if [[ -z "${SWITCHYARD_BIN:-}" ]]; then
+  cargo build --release -p switchyard
+  export SWITCHYARD_BIN="$CARGO_TARGET_DIR/release/switchyard"
+fi
+
+if [[ ! -x "$CACHE/bench-venv/bin/python" ]]; then
+  python3 -m venv "$CACHE/bench-venv"
+fi
+"$CACHE/bench-venv/bin/python" -c 'import matplotlib' 2>/dev/null \
+  || "$CACHE/bench-venv/bin/pip" install --quiet 'matplotlib==3.11.2'
+
+if [[ " $* " != *" --no-litellm "* ]]; then
+  if [[ ! -x "$CACHE/litellm-venv/bin/python" ]]; then
+    python3 -m venv "$CACHE/litellm-venv"
+  fi
+  have="$("$CACHE/litellm-venv/bin/python" -c 'import prometheus_client, importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null || true)"
+  if [[ "$have" != "$LITELLM_VERSION" ]]; then
+    # prometheus_client: LiteLLM's metrics callback needs it and its extras do not pull it in.
+    "$CACHE/litellm-venv/bin/pip" install --quiet "litellm[proxy]==$LITELLM_VERSION" 'prometheus_client==0.26.0'
+  fi
+  export LITELLM_BIN="$CACHE/litellm-venv/bin/litellm"
+fi
+
+exec "$CACHE/bench-venv/bin/python" bench/run.py "$@"
