@@ -32,29 +32,7 @@ pub static COHERE: Cohere = Cohere;
 
 const NAME: &str = "cohere";
 
-fn bad(message: impl Into<String>) -> ProviderError {
-    ProviderError::new(ErrorKind::BadRequest, message)
-}
-
-fn bad_param(message: impl Into<String>, param: impl Into<String>) -> ProviderError {
-    ProviderError {
-        param: Some(param.into()),
-        ..bad(message)
-    }
-}
-
-fn unreadable(e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::new(
-        ErrorKind::Protocol,
-        format!("upstream sent an unreadable response: {e}"),
-    )
-}
-
-fn encode(v: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
-    serde_json::to_vec(v)
-        .map(Bytes::from)
-        .map_err(|e| bad(format!("cannot encode request: {e}")))
-}
+use crate::wire::{bad, bad_param, encode, unreadable};
 
 fn unsupported(target: &Target<'_>, param: &str) -> Result<(), ProviderError> {
     if target.drop_unsupported_params {

@@ -69,29 +69,7 @@ pub static VERTEX: Google = Google {
     front: Front::Vertex,
 };
 
-fn bad(message: impl Into<String>) -> ProviderError {
-    ProviderError::new(ErrorKind::BadRequest, message)
-}
-
-fn bad_param(message: impl Into<String>, param: impl Into<String>) -> ProviderError {
-    ProviderError {
-        param: Some(param.into()),
-        ..bad(message)
-    }
-}
-
-fn unreadable(e: impl std::fmt::Display) -> ProviderError {
-    ProviderError::new(
-        ErrorKind::Protocol,
-        format!("upstream sent an unreadable response: {e}"),
-    )
-}
-
-fn encode(v: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
-    serde_json::to_vec(v)
-        .map(Bytes::from)
-        .map_err(|e| bad(format!("cannot encode request: {e}")))
-}
+use crate::wire::{bad, bad_param, encode, unreadable};
 
 fn unix_seconds(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -219,6 +219,41 @@ pub fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
     }
 }
 
+/// Small constructors the adapters share.
+pub(crate) mod wire {
+    use bytes::Bytes;
+
+    use crate::{ErrorKind, ProviderError};
+
+    /// A 400 about the request.
+    pub fn bad(message: impl Into<String>) -> ProviderError {
+        ProviderError::new(ErrorKind::BadRequest, message)
+    }
+
+    /// A 400 naming the parameter at fault.
+    pub fn bad_param(message: impl Into<String>, param: impl Into<String>) -> ProviderError {
+        ProviderError {
+            param: Some(param.into()),
+            ..bad(message)
+        }
+    }
+
+    /// The upstream's answer could not be read.
+    pub fn unreadable(e: impl std::fmt::Display) -> ProviderError {
+        ProviderError::new(
+            ErrorKind::Protocol,
+            format!("upstream sent an unreadable response: {e}"),
+        )
+    }
+
+    /// JSON bytes of a request body.
+    pub fn encode(v: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
+        serde_json::to_vec(v)
+            .map(Bytes::from)
+            .map_err(|e| bad(format!("cannot encode request: {e}")))
+    }
+}
+
 /// An OpenAI embeddings list (`{"object":"list","data":[{"object":"embedding",...}],...}`) from
 /// one vector per input, in input order, with the provider's prompt token count when it gave one.
 pub fn embeddings_list<V: Serialize>(vectors: Vec<V>, model: &str, prompt_tokens: Option<u64>) -> Translated {
