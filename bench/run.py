@@ -544,6 +544,8 @@ def limits_enforced(port: int) -> bool:
 def med(runs, path):
     vals = []
     for r in runs:
+        if path[0].endswith("_us") and not r.get("ok"):
+            continue  # no request finished inside the window: no percentiles
         v = r
         for p in path:
             v = v.get(p) if isinstance(v, dict) else None
@@ -613,16 +615,21 @@ def render(res: dict) -> str:
                     continue
                 p50, p99 = med(rs, ["latency_us", "p50"]), med(rs, ["latency_us", "p99"])
                 add50 = add99 = None
-                if d and name != "direct":
+                if d and name != "direct" and p50 is not None and p99 is not None:
                     add50 = p50 - med(d, ["latency_us", "p50"])
                     add99 = p99 - med(d, ["latency_us", "p99"])
                 ov = "–"
                 if rs[0].get("reported_overhead_us"):
                     ov = f"{us(med(rs, ['reported_overhead_us', 'p50']))} / {us(med(rs, ['reported_overhead_us', 'p99']))}"
                 cores = statistics.median([r["cpu_cores"] for r in rs])
-                cpu = statistics.median([r["cpu_cores"] / max(r["rps"], 1e-9) * 1e6 for r in rs])
+                per = [r["cpu_cores"] / r["rps"] * 1e6 for r in rs if r["rps"] > 0]
+                cpu = statistics.median(per) if per else None
                 errs = sum(r["http_errors"] + r["transport_errors"] for r in rs)
-                lines.append(f"| {c} | {name}{f' ({errs} errors)' if errs else ''} | {med(rs, ['rps']):,.0f} | {us(p50)} | {us(p99)} | "
+                late = sum(1 for r in rs if not r["ok"])
+                note = f" ({errs} errors)" if errs else ""
+                if late:
+                    note += f" ({late} of {len(rs)} rounds: no request finished inside the {rs[0]['seconds']:.0f} s window)"
+                lines.append(f"| {c} | {name}{note} | {med(rs, ['rps']):,.0f} | {us(p50)} | {us(p99)} | "
                              f"{signed_us(add50) if add50 is not None else ''} | {signed_us(add99) if add99 is not None else ''} | {ov} | {cores:.2f} | {us(cpu)} |")
         lines += ["", "*Added* = target minus direct at the same concurrency. On this machine it includes the CPU the "
                   "gateway takes from the load generator and the upstream (2 shared cores), so it grows with load. "
@@ -773,7 +780,7 @@ def plot(res: dict, path: Path) -> None:
     colors = {"direct": "#777777", "switchyard": "#1f77b4", "litellm": "#d62728"}
     cs = [1, 16, 64, 256]
     for name in ("direct", "switchyard", "litellm"):
-        xs = [c for c in cs if (f"c={c}", name) in g]
+        xs = [c for c in cs if (f"c={c}", name) in g and med(g[(f"c={c}", name)], ["latency_us", "p50"]) is not None]
         if not xs:
             continue
         p50 = [med(g[(f"c={c}", name)], ["latency_us", "p50"]) / 1000 for c in xs]
