@@ -10,6 +10,7 @@ mod compile;
 mod diagnostics;
 pub mod manifests;
 pub mod prices;
+pub mod shared_state;
 mod types;
 
 pub use compile::{compile, CompileOptions, Compiled};

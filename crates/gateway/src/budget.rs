@@ -1,22 +1,20 @@
-//! Budget periods and the gateway's clock.
-//!
-//! Periods start at UTC boundaries: midnight (daily), Monday midnight (weekly), the 1st of the
-//! month (monthly); `total` never resets. A period's id names its start (`d2026-11-25`,
-//! `w2026-11-23`, `m2026-11`, `total`), so every replica agrees on it without talking.
+//! The gateway's clock for limits and budgets, and the budget gauges by key team. Budget
+//! periods are part of the shared-state contract with the operator, in
+//! `switchyard_config::shared_state`.
 //!
 //! The clock can be offset for tests (`SWITCHYARD_CLOCK_OFFSET_SECS`) so a period boundary
 //! can be reached in seconds; it moves budget periods and rate windows, never key expiry.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
-use switchyard_config::BudgetPeriod;
+use crate::metrics::Metrics;
+
+pub use switchyard_config::shared_state::{rfc3339, Period};
 
 /// Environment variable that offsets the limits clock, in seconds (tests only).
 pub const CLOCK_OFFSET_ENV: &str = "SWITCHYARD_CLOCK_OFFSET_SECS";
-
-const DAY_MS: i64 = 86_400_000;
-/// How long a finished period's spend is kept in Redis, for the operator to report.
-const KEEP_AFTER_END_MS: i64 = 35 * DAY_MS;
 
 /// Wall-clock time for limits and budgets.
 #[derive(Clone, Copy, Debug, Default)]
@@ -51,154 +49,110 @@ impl Clock {
     }
 }
 
-/// One budget period.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Period {
-    /// Id, part of the Redis key.
-    pub id: String,
-    /// Start, ms since the epoch (0 for `total`).
-    pub start_ms: i64,
-    /// End, ms since the epoch; `None` for `total`.
-    pub end_ms: Option<i64>,
+/// The latest known spend of every key with a budget that this replica settled a request for,
+/// summed into the `switchyard_budget_*` gauges by key team when metrics are scraped. The spend
+/// is the fleet's (it comes back from the shared state), so any replica's figure is current;
+/// a key whose period ended counts as unspent until it is used again.
+#[derive(Default)]
+pub(crate) struct BudgetGauges {
+    keys: Mutex<HashMap<String, Tracked>>,
 }
 
-impl Period {
-    /// The period of `kind` that contains `now_ms`.
-    pub fn of(kind: BudgetPeriod, now_ms: i64) -> Self {
-        let day = now_ms.div_euclid(DAY_MS);
-        match kind {
-            BudgetPeriod::Daily => {
-                let (y, m, d) = civil_from_days(day);
-                Self {
-                    id: format!("d{y:04}-{m:02}-{d:02}"),
-                    start_ms: day * DAY_MS,
-                    end_ms: Some((day + 1) * DAY_MS),
+struct Tracked {
+    team: String,
+    max_spend: f64,
+    spend: f64,
+    period_end_ms: Option<i64>,
+}
+
+impl BudgetGauges {
+    /// Records a key's spend in its current period.
+    pub(crate) fn observe(&self, key: &crate::runtime::Key, period: &Period, spend: f64) {
+        let Some(budget) = key.config.budget.as_ref() else {
+            return;
+        };
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        match keys.get_mut(&key.scope) {
+            Some(t) => {
+                t.max_spend = budget.max_spend;
+                t.spend = spend;
+                t.period_end_ms = period.end_ms;
+                if t.team != key.team {
+                    t.team.clone_from(&key.team);
                 }
             }
-            BudgetPeriod::Weekly => {
-                // 1970-01-01 was a Thursday: Monday-based weekday = (day + 3) mod 7.
-                let monday = day - (day + 3).rem_euclid(7);
-                let (y, m, d) = civil_from_days(monday);
-                Self {
-                    id: format!("w{y:04}-{m:02}-{d:02}"),
-                    start_ms: monday * DAY_MS,
-                    end_ms: Some((monday + 7) * DAY_MS),
-                }
+            None => {
+                keys.insert(
+                    key.scope.clone(),
+                    Tracked {
+                        team: key.team.clone(),
+                        max_spend: budget.max_spend,
+                        spend,
+                        period_end_ms: period.end_ms,
+                    },
+                );
             }
-            BudgetPeriod::Monthly => {
-                let (y, m, _) = civil_from_days(day);
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                Self {
-                    id: format!("m{y:04}-{m:02}"),
-                    start_ms: days_from_civil(y, m, 1) * DAY_MS,
-                    end_ms: Some(days_from_civil(ny, nm, 1) * DAY_MS),
-                }
-            }
-            BudgetPeriod::Total => Self {
-                id: "total".into(),
-                start_ms: 0,
-                end_ms: None,
-            },
         }
     }
 
-    /// Until the period ends, ms.
-    pub fn resets_in_ms(&self, now_ms: i64) -> Option<i64> {
-        self.end_ms.map(|e| (e - now_ms).max(1))
+    /// Sets the gauges: remaining USD summed over a team's keys, and the highest fraction of a
+    /// budget any of its keys has used.
+    pub(crate) fn publish(&self, metrics: &Metrics, now_ms: i64) {
+        let mut by_team: HashMap<&str, (f64, f64)> = HashMap::new();
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.retain(|_, t| t.period_end_ms.is_none_or(|end| end > now_ms));
+        for t in keys.values() {
+            let e = by_team.entry(t.team.as_str()).or_default();
+            e.0 += (t.max_spend - t.spend).max(0.0);
+            let used = if t.max_spend > 0.0 { t.spend / t.max_spend } else { 1.0 };
+            e.1 = e.1.max(used);
+        }
+        metrics.budget_remaining.reset();
+        metrics.budget_used.reset();
+        for (team, (remaining, used)) in by_team {
+            metrics.budget_remaining.with_label_values(&[team]).set(remaining);
+            metrics.budget_used.with_label_values(&[team]).set(used);
+        }
     }
-
-    /// How long a spend counter written now is kept: until a while after the period ends.
-    pub fn keep_ms(&self, now_ms: i64) -> Option<i64> {
-        self.end_ms.map(|e| (e - now_ms).max(0) + KEEP_AFTER_END_MS)
-    }
-
-    /// Start as RFC 3339 (UTC).
-    pub fn start_rfc3339(&self) -> String {
-        rfc3339(self.start_ms)
-    }
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(ms: i64) -> String {
-    let day = ms.div_euclid(DAY_MS);
-    let secs = ms.rem_euclid(DAY_MS) / 1000;
-    let (y, m, d) = civil_from_days(day);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day). Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// (year, month, day) to days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // 2026-11-25T13:45:10Z, a Wednesday.
-    const NOW: i64 = 1_795_614_310_000;
-
-    #[test]
-    fn periods_start_at_utc_boundaries() {
-        assert_eq!(rfc3339(NOW), "2026-11-25T13:45:10Z");
-        let d = Period::of(BudgetPeriod::Daily, NOW);
-        assert_eq!(d.id, "d2026-11-25");
-        assert_eq!(rfc3339(d.start_ms), "2026-11-25T00:00:00Z");
-        assert_eq!(d.end_ms.map(rfc3339).as_deref(), Some("2026-11-26T00:00:00Z"));
-        let w = Period::of(BudgetPeriod::Weekly, NOW);
-        assert_eq!(w.id, "w2026-11-23");
-        assert_eq!(w.end_ms.map(rfc3339).as_deref(), Some("2026-11-30T00:00:00Z"));
-        let m = Period::of(BudgetPeriod::Monthly, NOW);
-        assert_eq!(m.id, "m2026-11");
-        assert_eq!(m.end_ms.map(rfc3339).as_deref(), Some("2026-12-01T00:00:00Z"));
-        let dec = Period::of(BudgetPeriod::Monthly, NOW + 10 * DAY_MS);
-        assert_eq!(dec.id, "m2026-12");
-        assert_eq!(dec.end_ms.map(rfc3339).as_deref(), Some("2027-01-01T00:00:00Z"));
-        let t = Period::of(BudgetPeriod::Total, NOW);
-        assert_eq!((t.id.as_str(), t.end_ms), ("total", None));
-        assert_eq!(t.resets_in_ms(NOW), None);
+    fn key(name: &str, team: &str, max_spend: f64) -> crate::runtime::Key {
+        let cfg: switchyard_config::KeyConfig = serde_json::from_value(serde_json::json!({
+            "namespace": "apps", "name": name, "hashes": [],
+            "budget": {"maxSpend": max_spend, "period": "daily", "action": "block", "alertThresholds": []},
+            "labels": {"team": team},
+        }))
+        .unwrap();
+        crate::runtime::Key::new(cfg)
     }
 
     #[test]
-    fn the_period_changes_exactly_at_midnight() {
-        let midnight = Period::of(BudgetPeriod::Daily, NOW).end_ms.unwrap_or_default();
-        assert_eq!(Period::of(BudgetPeriod::Daily, midnight - 1).id, "d2026-11-25");
-        assert_eq!(Period::of(BudgetPeriod::Daily, midnight).id, "d2026-11-26");
-        assert_eq!(
-            Period::of(BudgetPeriod::Daily, midnight - 1).resets_in_ms(midnight - 1),
-            Some(1)
-        );
-        // Leap day and a Monday.
-        let leap = days_from_civil(2028, 2, 29) * DAY_MS;
-        assert_eq!(Period::of(BudgetPeriod::Daily, leap).id, "d2028-02-29");
-        let monday = days_from_civil(2026, 11, 30) * DAY_MS;
-        assert_eq!(Period::of(BudgetPeriod::Weekly, monday).id, "w2026-11-30");
-        assert_eq!(Period::of(BudgetPeriod::Weekly, monday - 1).id, "w2026-11-23");
+    fn budget_gauges_sum_remaining_and_keep_the_highest_use_per_team() {
+        let metrics = Metrics::new().unwrap();
+        let g = BudgetGauges::default();
+        let now = 1_795_614_310_000;
+        let today = Period::of(switchyard_config::BudgetPeriod::Daily, now);
+        g.observe(&key("a", "search", 10.0), &today, 9.0);
+        g.observe(&key("b", "search", 5.0), &today, 1.0);
+        g.observe(&key("c", "ads", 2.0), &today, 2.5);
+        g.publish(&metrics, now);
+        let get = |m: &prometheus::GaugeVec, team: &str| m.with_label_values(&[team]).get();
+        assert!((get(&metrics.budget_remaining, "search") - 5.0).abs() < 1e-9);
+        assert!((get(&metrics.budget_used, "search") - 0.9).abs() < 1e-9);
+        // Overspent (alert-only budgets can be): nothing remains, more than all of it used.
+        assert!(get(&metrics.budget_remaining, "ads").abs() < 1e-9);
+        assert!((get(&metrics.budget_used, "ads") - 1.25).abs() < 1e-9);
+        // A later settlement replaces the key's figure.
+        g.observe(&key("a", "search", 10.0), &today, 9.5);
+        g.publish(&metrics, now);
+        assert!((get(&metrics.budget_used, "search") - 0.95).abs() < 1e-9);
+        // The next day the period is over: the series go until the keys spend again.
+        g.publish(&metrics, today.end_ms.unwrap());
+        assert!(!metrics.render().contains("switchyard_budget_used_ratio{"));
     }
 
     #[test]

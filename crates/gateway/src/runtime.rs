@@ -50,7 +50,7 @@ impl Key {
         let id = format!("{}/{}", config.namespace, config.name);
         Self {
             team: config.labels.get("team").cloned().unwrap_or_default(),
-            scope: format!("k:{id}"),
+            scope: switchyard_config::shared_state::key_scope(&config.namespace, &config.name),
             id,
             config,
         }

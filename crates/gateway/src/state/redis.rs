@@ -117,7 +117,8 @@ end
 return out(0, 0)
 ";
 
-/// Frees a slot, corrects the token window, drops a reservation, adds spend.
+/// Frees a slot, corrects the token window, drops a reservation, adds spend and records when the
+/// key was last used (kept 35 days, for the operator).
 const RELEASE: &str = r"
 local now = tonumber(ARGV[1])
 local sec = math.floor(now / 1000)
@@ -142,23 +143,15 @@ else
 end
 local keep = tonumber(ARGV[7])
 if keep > 0 then redis.call('PEXPIRE', KEYS[3], keep) end
+redis.call('SET', KEYS[5], ARGV[1], 'PX', 3024000000)
 return spend
 ";
 
-/// Redis key names. The `{...}` hash tag keeps one scope's keys in one cluster slot.
+/// Redis key names. The `{...}` hash tag keeps one scope's keys in one cluster slot; the names
+/// the operator also reads are in `switchyard_config::shared_state`.
 pub(crate) mod keys {
-    /// A window, slot set, spend counter or reservation set of a scope.
-    pub fn scoped(scope: &str, what: &str) -> String {
-        format!("swy:{{{scope}}}:{what}")
-    }
-    /// The spend counter of a scope in a period.
-    pub fn spend(scope: &str, period: &str) -> String {
-        scoped(scope, &format!("spend:{period}"))
-    }
-    /// The reservation set of a scope in a period.
-    pub fn holds(scope: &str, period: &str) -> String {
-        scoped(scope, &format!("hold:{period}"))
-    }
+    pub use switchyard_config::shared_state::redis_keys::{holds, last_used, scoped, spend};
+
     /// A once-only mark.
     pub fn mark(name: &str) -> String {
         format!("swy:mark:{{{name}}}")
@@ -380,6 +373,7 @@ impl Inner {
             .key(keys::scoped(&rel.scope, "par"))
             .key(keys::spend(&rel.scope, period))
             .key(keys::holds(&rel.scope, period))
+            .key(keys::last_used(&rel.scope))
             .arg(rel.now_ms)
             .arg(rel.lease.as_deref().unwrap_or(""))
             .arg(bucket)
