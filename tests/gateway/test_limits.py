@@ -499,6 +499,43 @@ def test_restarted_gateway_keeps_the_spend_it_counted(tmp_path, gateway_on, redi
     assert abs(redis_spend(redis, "default/k", today()) - 5 * COST) < 1e-9
 
 
+def gauge(gw, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in httpx.get(gw.url + "/metrics").text.splitlines():
+        if line.startswith(f"{name}{{{want}}} "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_budget_gauges_by_team_and_last_use_in_redis(tmp_path, gateway_on, redis):
+    keys = [
+        ("s1", "sk-search-1", "  budget: {maxSpend: 0.05, period: daily}\n  labels: {team: search}\n"),
+        ("s2", "sk-search-2", "  budget: {maxSpend: 0.10, period: monthly, action: alert}\n  labels: {team: search}\n"),
+        ("a1", "sk-ads-1", "  budget: {maxSpend: 1.0, period: total}\n  labels: {team: ads}\n"),
+        ("free", "sk-free", "  labels: {team: free}\n"),
+    ]
+    config = write_config(tmp_path / "cfg", keys=keys)
+    gw = gateway_on(config, env={"SWITCHYARD_REDIS_URL": redis.url})
+    assert gauge(gw, "switchyard_budget_used_ratio", team="search") is None  # nothing settled yet
+    started = time.time()
+    for key, n in (("sk-search-1", 6), ("sk-search-2", 1), ("sk-ads-1", 2), ("sk-free", 1)):
+        for _ in range(n):
+            assert chat(gw, key).status_code == 200
+    # search: s1 spent 6 x $0.007 = $0.042 of $0.05 (84%), s2 $0.007 of $0.10.
+    wait_for(lambda: gauge(gw, "switchyard_budget_used_ratio", team="search") is not None, what="gauge")
+    assert gauge(gw, "switchyard_budget_used_ratio", team="search") == pytest.approx(0.84)
+    assert gauge(gw, "switchyard_budget_remaining_usd", team="search") == pytest.approx(0.008 + 0.093)
+    assert gauge(gw, "switchyard_budget_used_ratio", team="ads") == pytest.approx(0.014)
+    assert gauge(gw, "switchyard_budget_remaining_usd", team="ads") == pytest.approx(0.986)
+    # A key without a budget has nothing to run out of: no series for its team.
+    assert gauge(gw, "switchyard_budget_remaining_usd", team="free") is None
+    # The key's last use is in Redis for the operator's VirtualKey status (ms since the epoch).
+    for key in ("s1", "s2", "a1", "free"):
+        last = int(redis.cmd("GET", f"swy:{{k:default/{key}}}:last")) / 1000
+        assert started - 1 <= last <= time.time() + 1, key
+    assert 0 < redis.cmd("PTTL", "swy:{k:default/free}:last") <= 35 * 86400 * 1000
+
+
 # --- Tenants --------------------------------------------------------------------------------
 
 

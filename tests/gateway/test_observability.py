@@ -27,6 +27,15 @@ def test_alert_rules_pass_promtool():
     assert "SUCCESS" in r.stdout
 
 
+def test_alert_rules_fire_when_intended():
+    """promtool's rule unit tests: each alert fires on the series that should raise it, with its
+    labels and text, and stays quiet below its threshold."""
+    r = subprocess.run([promtool(), "test", "rules", str(REPO / "tests" / "chart" / "rules_test.yaml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout
+
+
 def exported_metric_names(text):
     """Names in a scrape, plus every metric the gateway registers (a labelled metric appears in a
     scrape only once it has a sample; the registrations are in crates/gateway/src/metrics.rs)."""
@@ -93,6 +102,11 @@ def test_dashboard_parses_and_names_only_exported_metrics(scraped):
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     used = set().union(*(names_in(e) for e in exprs))
     assert used, "the dashboard queries nothing"
+    # Requests, errors, p95 latency, TTFT, spend by team, budgets, backend health and cooldowns.
+    wanted = {"switchyard_requests_total", "switchyard_request_duration_seconds_bucket",
+              "switchyard_time_to_first_token_seconds_bucket", "switchyard_spend_usd_total",
+              "switchyard_budget_used_ratio", "switchyard_backend_state", "switchyard_requests_in_flight"}
+    assert wanted <= used, f"the dashboard lacks {wanted - used}"
     missing = used - exported_metric_names(scraped)
     assert not missing, f"dashboard uses metrics the gateway does not export: {missing}"
 

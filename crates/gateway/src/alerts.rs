@@ -63,6 +63,7 @@ pub(crate) fn check(gw: &Arc<Gateway>, key: &Arc<Key>, period: &Period, spend: f
     let Some(budget) = key.config.budget.as_ref() else {
         return;
     };
+    gw.budgets.observe(key, period, spend);
     for threshold in reached(budget, spend) {
         let id = format!("alert:{}:{}:{threshold}", key.scope, period.id);
         if !gw.alerts.first_time(&id) {

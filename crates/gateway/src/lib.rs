@@ -59,6 +59,7 @@ pub struct Gateway {
     state: std::sync::OnceLock<Arc<dyn state::SharedState>>,
     clock: budget::Clock,
     alerts: alerts::Alerts,
+    budgets: budget::BudgetGauges,
     settling: limits::Settling,
     cooldowns: Arc<state::SharedCooldowns>,
 }
@@ -98,6 +99,7 @@ impl Gateway {
             state,
             clock: budget::Clock::from_env(),
             alerts: alerts::Alerts::default(),
+            budgets: budget::BudgetGauges::default(),
             settling: limits::Settling::default(),
             cooldowns,
         }))

@@ -2,8 +2,8 @@
 //! key team — never a key, a prompt or a user id.
 
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the gateway exports.
@@ -27,6 +27,10 @@ pub struct Metrics {
     pub limited: IntCounterVec,
     /// Response cache lookups by route and result (hit, miss).
     pub cache: IntCounterVec,
+    /// Budget left in the current period by key team, USD (summed over the team's keys).
+    pub budget_remaining: GaugeVec,
+    /// Highest fraction of its budget any key of the team has spent this period.
+    pub budget_used: GaugeVec,
     /// Spend alerts by result (delivered, failed).
     pub alerts: IntCounterVec,
     /// Requests in flight.
@@ -102,6 +106,20 @@ impl Metrics {
             Opts::new("switchyard_cache_total", "Response cache lookups by route and result."),
             &["route", "result"],
         )?;
+        let budget_remaining = GaugeVec::new(
+            Opts::new(
+                "switchyard_budget_remaining_usd",
+                "Budget left in the current period by key team, USD, summed over the team's keys with a budget.",
+            ),
+            &["team"],
+        )?;
+        let budget_used = GaugeVec::new(
+            Opts::new(
+                "switchyard_budget_used_ratio",
+                "Highest fraction of its budget (spend / maxSpend) any key of the team has spent this period.",
+            ),
+            &["team"],
+        )?;
         let alerts = IntCounterVec::new(
             Opts::new("switchyard_spend_alerts_total", "Spend alerts by result."),
             &["result"],
@@ -126,6 +144,8 @@ impl Metrics {
         registry.register(Box::new(limited.clone()))?;
         registry.register(Box::new(cache.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
+        registry.register(Box::new(budget_remaining.clone()))?;
+        registry.register(Box::new(budget_used.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(reload_failures.clone()))?;
         registry.register(Box::new(stream_errors.clone()))?;
@@ -181,6 +201,8 @@ impl Metrics {
             limited,
             cache,
             alerts,
+            budget_remaining,
+            budget_used,
             config_generation,
             reload_failures,
             stream_errors,

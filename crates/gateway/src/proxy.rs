@@ -111,6 +111,7 @@ pub async fn readyz(State(gw): Gw) -> Response {
 }
 
 pub async fn metrics(State(gw): Gw) -> Response {
+    gw.budgets.publish(&gw.metrics, gw.clock.now_ms());
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         gw.metrics.render(),
