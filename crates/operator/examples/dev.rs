@@ -33,6 +33,7 @@ async fn main() -> ExitCode {
                     .unwrap_or_else(|| ([127, 0, 0, 1], 9090).into()),
                 leader_election: rest.contains(&"--leader"),
                 lease_namespace: "default".into(),
+                spend_interval: std::time::Duration::from_secs(30),
             };
             switchyard_operator::run(client, opts).await
         }

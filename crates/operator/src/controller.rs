@@ -35,6 +35,7 @@ use crate::fleet::{self, fleet_id, FleetId, NamespaceLabels};
 use crate::keys;
 use crate::leader::Elector;
 use crate::metrics::{self, Metrics};
+use crate::spend::FleetRedis;
 use crate::status::{self, ConfigState, PodsObserved};
 use crate::{
     Error, Options, ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, GATEWAY_APP, LABEL_FLEET,
@@ -56,6 +57,8 @@ struct Context {
     secrets: Store<Secret>,
     namespaces: Store<Namespace>,
     pods: Store<Pod>,
+    /// Fleets with Redis and the keys they serve (spend reporting, key cleanup).
+    redis: Arc<FleetRedis>,
     /// `true` once every store has listed once.
     synced: watch::Receiver<bool>,
 }
@@ -322,7 +325,9 @@ async fn controllers(
     };
 
     let (synced_tx, synced) = watch::channel(false);
+    let (redis_fleets_tx, redis_fleets) = watch::channel(0u64);
     let ctx = Arc::new(Context {
+        redis: Arc::new(FleetRedis::new(redis_fleets_tx)),
         synced,
         recorder: Recorder::new(
             client.clone(),
@@ -356,14 +361,30 @@ async fn controllers(
     let fleets = controller
         .run(reconcile_fleet, fleet_error_policy, ctx.clone())
         .for_each(|r| async move { log_outcome("llmgateway", r) });
+    let spend = crate::spend::report(
+        client.clone(),
+        ctx.gateways.clone(),
+        ctx.keys.clone(),
+        ctx.redis.clone(),
+        opts.spend_interval,
+        stop.clone(),
+    );
+    // Keys gain (or keep) the cleanup finalizer when a fleet gains or loses Redis.
+    let redis_changes = changes(redis_fleets);
     let generated_keys = Controller::new(Api::<VirtualKey>::all(client.clone()), cfg())
         .owns(Api::<Secret>::all(client.clone()), cfg().labels(LABEL_VIRTUAL_KEY))
+        .reconcile_all_on(redis_changes)
         .trigger_backoff(BriefPause)
         .graceful_shutdown_on(stopped(stop))
         .run(reconcile_key, key_error_policy, ctx)
         .for_each(|r| async move { log_outcome("virtualkey", r) });
-    tokio::join!(fleets, generated_keys);
+    tokio::join!(fleets, generated_keys, spend);
     Ok(())
+}
+
+/// A stream that yields each time the watched value changes (not for its initial value).
+fn changes(rx: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.changed().await.ok().map(|()| ((), rx)) })
 }
 
 /// The controller-wide pause after a trigger stream error: short and constant, since every
@@ -406,6 +427,9 @@ fn key_error_policy(vk: Arc<VirtualKey>, error: &Error, ctx: Arc<Context>) -> Ac
 
 async fn reconcile_key(vk: Arc<VirtualKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start("virtualkey");
+    if !keys::finalize(&vk, &ctx.client, &ctx.redis).await? {
+        return Ok(Action::await_change());
+    }
     keys::reconcile(vk, ctx.client.clone()).await
 }
 
@@ -482,7 +506,7 @@ where
         .await?)
 }
 
-async fn apply_status<K>(client: &kube::Client, obj: &K, status: &impl Serialize) -> Result<(), Error>
+pub(crate) async fn apply_status<K>(client: &kube::Client, obj: &K, status: &impl Serialize) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
@@ -506,6 +530,7 @@ async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> Result<Actio
     ctx.synced().await?;
     if gw.metadata.deletion_timestamp.is_some() {
         // Everything the fleet owns is garbage-collected through ownerReferences.
+        ctx.redis.remove(&fleet_id(&gw));
         return Ok(Action::await_change());
     }
     let fleet = fleet_id(&gw);
@@ -529,6 +554,7 @@ async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> Result<Actio
         )
     };
     let hash = compiled.config.hash();
+    ctx.redis.update(&fleet, &compiled.config);
 
     let shard_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let shard_list = shard_api

@@ -13,11 +13,12 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::ByteString;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use switchyard_api::{parse_duration_ms, VirtualKey};
 
+use crate::spend::{FleetRedis, FINALIZER};
 use crate::{Error, ANNOTATION_ROTATION_GENERATION, LABEL_VIRTUAL_KEY, MANAGER};
 
 /// Prefix of every generated key.
@@ -128,6 +129,57 @@ pub fn plan(vk: &VirtualKey, existing: Option<&Secret>) -> KeyPlan {
             Some(_) => KeyPlan::Rotate,
         },
     }
+}
+
+/// Keeps the cleanup finalizer on a key that a fleet with Redis serves and, when the key is
+/// being deleted, deletes its counters from the fleets' Redis before letting it go. Returns
+/// `false` when the key is being deleted (nothing else to do).
+pub async fn finalize(vk: &VirtualKey, client: &kube::Client, redis: &FleetRedis) -> Result<bool, Error> {
+    let ns = vk
+        .namespace()
+        .ok_or_else(|| Error::Incomplete(format!("VirtualKey {}", vk.name_any()), "namespace"))?;
+    let name = vk.name_any();
+    let api: Api<VirtualKey> = Api::namespaced(client.clone(), &ns);
+    let has = vk.finalizers().iter().any(|f| f == FINALIZER);
+    if vk.metadata.deletion_timestamp.is_some() {
+        if has {
+            let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+            redis.clean_up(&ns, &name, now_ms).await?;
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Json::<()>(finalizer_patch(vk, false)?),
+            )
+            .await?;
+            tracing::info!(namespace = %ns, virtual_key = %name, "deleted the key's counters from Redis");
+        }
+        return Ok(false);
+    }
+    if !has && redis.serves_with_redis(&ns, &name) {
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(finalizer_patch(vk, true)?),
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// A JSON patch adding or removing [`FINALIZER`], guarded by the object's resourceVersion so a
+/// concurrent change to the list is never overwritten.
+pub fn finalizer_patch(vk: &VirtualKey, add: bool) -> Result<json_patch::Patch, Error> {
+    let rv = vk.resource_version().unwrap_or_default();
+    let mut ops = vec![serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
+    let current = vk.finalizers();
+    if add {
+        let mut list = current.to_vec();
+        list.push(FINALIZER.to_owned());
+        ops.push(serde_json::json!({"op": "add", "path": "/metadata/finalizers", "value": list}));
+    } else if let Some(i) = current.iter().position(|f| f == FINALIZER) {
+        ops.push(serde_json::json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")}));
+    }
+    Ok(serde_json::from_value(serde_json::Value::Array(ops))?)
 }
 
 /// Reconciles the generated key of one VirtualKey.

@@ -10,6 +10,8 @@
 //!
 //! It must not contain provider logic or compile rules: those belong to `switchyard-config`.
 
+#[cfg(test)]
+mod api_tests;
 mod controller;
 mod desired;
 pub mod fleet;
@@ -17,6 +19,7 @@ mod gateway_side;
 mod keys;
 mod leader;
 mod metrics;
+mod spend;
 mod status;
 
 use std::net::SocketAddr;
@@ -67,6 +70,8 @@ pub struct Options {
     pub leader_election: bool,
     /// Namespace of the Lease.
     pub lease_namespace: String,
+    /// How often VirtualKey spend and last use are read from the fleets' Redis.
+    pub spend_interval: std::time::Duration,
 }
 
 /// Errors of the operator.
@@ -78,6 +83,9 @@ pub enum Error {
     /// An object could not be serialised.
     #[error("serialising: {0}")]
     Json(#[from] serde_json::Error),
+    /// A fleet's Redis could not be read or written.
+    #[error("redis: {0}")]
+    Redis(String),
     /// The metrics registry refused a metric.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -76,6 +76,9 @@ enum Command {
         /// Namespace of the leader Lease; defaults to POD_NAMESPACE, then `default`.
         #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
         lease_namespace: String,
+        /// Seconds between readings of VirtualKey spend and last use from the fleets' Redis.
+        #[arg(long, default_value_t = 30.0)]
+        spend_interval: f64,
     },
     /// Print the RBAC rules the operator needs (the Helm chart's ClusterRole is generated from them).
     OperatorRbac,
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
             gateway_image,
             leader_elect,
             lease_namespace,
+            spend_interval,
         } => run_async(async move {
             let client = kube::Client::try_default().await?;
             let opts = switchyard_operator::Options {
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
                 metrics_addr,
                 leader_election: leader_elect,
                 lease_namespace,
+                spend_interval: std::time::Duration::from_secs_f64(spend_interval.clamp(0.1, 86_400.0)),
             };
             switchyard_operator::run(client, opts)
                 .await

@@ -1,0 +1,493 @@
+//! VirtualKey spend and last use, folded from the fleets' Redis into VirtualKey status, and the
+//! cleanup of a deleted key's Redis counters (behind the finalizer [`FINALIZER`]).
+//!
+//! Gateways of a fleet with `spec.redis` write each key's spend per budget period and its last
+//! use to Redis (names in `switchyard_config::shared_state`). Every `--spend-interval` the
+//! leader reads them for the keys each fleet serves, pipelined, and writes `status.spend` and
+//! `status.lastUsed` of the VirtualKeys whose figures changed. A key served by fleets with
+//! different Redis servers reports the sum of their spend and the latest use. Fleets without
+//! Redis keep spend in each pod's memory, which the operator does not read.
+//!
+//! The fleet reconcile records what it compiled ([`FleetRedis::update`]); this module does not
+//! compile, list or watch anything itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::Store;
+use kube::ResourceExt;
+use redis::aio::MultiplexedConnection;
+use switchyard_api::{LLMGateway, Spend, VirtualKey, VirtualKeyStatus};
+use switchyard_config::shared_state::{key_scope, redis_keys, Period};
+use switchyard_config::{BudgetPeriod, GatewayConfig, RedisConfig};
+use tokio::sync::watch;
+
+use crate::fleet::FleetId;
+use crate::Error;
+
+/// Finalizer on VirtualKeys served by a fleet with Redis: their counters are deleted first.
+pub const FINALIZER: &str = "switchyard.dev/shared-state-cleanup";
+
+/// Keys read per pipeline.
+const BATCH: usize = 500;
+/// Deadline of one Redis call.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A key a fleet serves, and the budget period its spend is counted in.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ServedKey {
+    pub namespace: String,
+    pub name: String,
+    pub period: BudgetPeriod,
+}
+
+/// Keys (namespace, name) and the period their spend is counted in.
+type KeyPeriods = BTreeMap<(String, String), BudgetPeriod>;
+
+/// What the operator knows of one fleet's shared state.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct FleetState {
+    pub redis: RedisConfig,
+    pub keys: Vec<ServedKey>,
+}
+
+impl FleetState {
+    /// From a fleet's compiled config; `None` without Redis.
+    pub fn of(config: &GatewayConfig) -> Option<Self> {
+        let redis = config.settings.redis.clone()?;
+        let keys = config
+            .keys
+            .iter()
+            .map(|k| ServedKey {
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                // The gateway counts keys without a budget by month (see its `limits::admit`).
+                period: k.budget.as_ref().map_or(BudgetPeriod::Monthly, |b| b.period),
+            })
+            .collect();
+        Some(Self { redis, keys })
+    }
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    async fn open(cfg: &RedisConfig) -> redis::RedisResult<Self> {
+        let url = cfg.url.expose();
+        if cfg.cluster {
+            let client = redis::cluster::ClusterClient::builder(vec![url])
+                .connection_timeout(TIMEOUT)
+                .response_timeout(TIMEOUT)
+                .build()?;
+            Ok(Conn::Cluster(client.get_async_connection().await?))
+        } else {
+            let client = redis::Client::open(url)?;
+            Ok(Conn::Single(client.get_multiplexed_async_connection().await?))
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => pipe.query_async(c).await,
+            Conn::Cluster(c) => pipe.query_async(c).await,
+        }
+    }
+}
+
+/// The fleets with Redis, from their last reconcile, and connections to their servers.
+#[derive(Default)]
+pub(crate) struct FleetRedis {
+    fleets: Mutex<BTreeMap<FleetId, Arc<FleetState>>>,
+    conns: tokio::sync::Mutex<HashMap<String, Conn>>,
+    /// Bumped when a fleet gains or loses Redis, so keys get (or may drop) the finalizer.
+    changed: Option<watch::Sender<u64>>,
+}
+
+impl FleetRedis {
+    /// A registry that signals on `changed` when the set of fleets with Redis changes.
+    pub fn new(changed: watch::Sender<u64>) -> Self {
+        Self {
+            changed: Some(changed),
+            ..Self::default()
+        }
+    }
+
+    /// Records what a fleet serves now.
+    pub fn update(&self, fleet: &FleetId, config: &GatewayConfig) {
+        let state = FleetState::of(config);
+        let mut fleets = self.fleets.lock().unwrap_or_else(|p| p.into_inner());
+        let had = fleets.contains_key(fleet);
+        match state {
+            Some(s) => {
+                fleets.insert(fleet.clone(), Arc::new(s));
+            }
+            None => {
+                fleets.remove(fleet);
+            }
+        }
+        if had != fleets.contains_key(fleet) {
+            if let Some(tx) = &self.changed {
+                tx.send_modify(|v| *v += 1);
+            }
+        }
+    }
+
+    /// Forgets fleets that no longer exist.
+    pub fn retain(&self, live: &[FleetId]) {
+        let gone: Vec<FleetId> = {
+            let fleets = self.fleets.lock().unwrap_or_else(|p| p.into_inner());
+            fleets.keys().filter(|f| !live.contains(f)).cloned().collect()
+        };
+        for f in gone {
+            self.remove(&f);
+        }
+    }
+
+    /// Forgets a deleted fleet.
+    pub fn remove(&self, fleet: &FleetId) {
+        let removed = self
+            .fleets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(fleet)
+            .is_some();
+        if removed {
+            if let Some(tx) = &self.changed {
+                tx.send_modify(|v| *v += 1);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Arc<FleetState>> {
+        self.fleets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a fleet with Redis serves the key (it then carries [`FINALIZER`]).
+    pub fn serves_with_redis(&self, namespace: &str, name: &str) -> bool {
+        self.snapshot()
+            .iter()
+            .any(|f| f.keys.iter().any(|k| k.namespace == namespace && k.name == name))
+    }
+
+    /// The distinct Redis servers of all fleets.
+    fn servers(&self) -> Vec<RedisConfig> {
+        let mut seen: BTreeMap<String, RedisConfig> = BTreeMap::new();
+        for f in self.snapshot() {
+            seen.entry(f.redis.url.expose().to_owned())
+                .or_insert_with(|| f.redis.clone());
+        }
+        seen.into_values().collect()
+    }
+
+    async fn conn(&self, cfg: &RedisConfig) -> Result<Conn, Error> {
+        let url = cfg.url.expose();
+        if let Some(c) = self.conns.lock().await.get(url) {
+            return Ok(c.clone());
+        }
+        let c = tokio::time::timeout(TIMEOUT, Conn::open(cfg))
+            .await
+            .map_err(|_| Error::Redis("connecting timed out".into()))?
+            .map_err(redis_error)?;
+        self.conns.lock().await.insert(url.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cfg: &RedisConfig, pipe: &redis::Pipeline) -> Result<T, Error> {
+        let mut conn = self.conn(cfg).await?;
+        match tokio::time::timeout(TIMEOUT, conn.query(pipe)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.conns.lock().await.remove(cfg.url.expose());
+                Err(redis_error(e))
+            }
+            Err(_) => {
+                self.conns.lock().await.remove(cfg.url.expose());
+                Err(Error::Redis("timed out".into()))
+            }
+        }
+    }
+
+    /// Reads spend and last use of every key every fleet serves, summed per VirtualKey.
+    pub async fn read(&self, now_ms: i64) -> Result<BTreeMap<(String, String), Usage>, Error> {
+        let mut by_server: BTreeMap<String, (RedisConfig, KeyPeriods)> = BTreeMap::new();
+        for f in self.snapshot() {
+            let e = by_server
+                .entry(f.redis.url.expose().to_owned())
+                .or_insert_with(|| (f.redis.clone(), BTreeMap::new()));
+            for k in &f.keys {
+                e.1.insert((k.namespace.clone(), k.name.clone()), k.period);
+            }
+        }
+        let mut readings = Vec::new();
+        for (cfg, keys) in by_server.into_values() {
+            let keys: Vec<_> = keys.into_iter().collect();
+            for chunk in keys.chunks(BATCH) {
+                let mut pipe = redis::pipe();
+                for ((ns, name), period) in chunk {
+                    let scope = key_scope(ns, name);
+                    let p = Period::of(*period, now_ms);
+                    pipe.get(redis_keys::spend(&scope, &p.id))
+                        .get(redis_keys::last_used(&scope));
+                }
+                let values: Vec<Option<String>> = self.run(&cfg, &pipe).await?;
+                for (i, ((ns, name), period)) in chunk.iter().enumerate() {
+                    let spend = values.get(2 * i).cloned().flatten();
+                    let last = values.get(2 * i + 1).cloned().flatten();
+                    readings.push(Reading {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        period: Period::of(*period, now_ms),
+                        spend: spend.and_then(|s| s.parse().ok()),
+                        last_used_ms: last.and_then(|s| s.parse().ok()),
+                    });
+                }
+            }
+        }
+        Ok(fold(readings))
+    }
+
+    /// Deletes a key's counters from every fleet's Redis.
+    pub async fn clean_up(&self, namespace: &str, name: &str, now_ms: i64) -> Result<(), Error> {
+        let scope = key_scope(namespace, name);
+        let keys = redis_keys::all(&scope, now_ms);
+        for cfg in self.servers() {
+            let mut pipe = redis::pipe();
+            // One slot (the keys share a hash tag), so one DEL works in Redis Cluster too.
+            pipe.del(&keys).ignore();
+            self.run::<()>(&cfg, &pipe).await?;
+        }
+        Ok(())
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> Error {
+    // Never the URL: it may carry a password.
+    Error::Redis(format!("{:?}: {}", e.kind(), e.detail().unwrap_or("")))
+}
+
+/// One key's figures in one Redis.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Reading {
+    pub namespace: String,
+    pub name: String,
+    pub period: Period,
+    pub spend: Option<f64>,
+    pub last_used_ms: Option<i64>,
+}
+
+/// A VirtualKey's spend in its current period and its last use, over all fleets.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Usage {
+    pub amount: f64,
+    pub period_start_ms: i64,
+    pub last_used_ms: Option<i64>,
+    /// Whether any Redis has spend recorded for the period.
+    pub recorded: bool,
+}
+
+/// Sums spend and keeps the latest use per key.
+pub(crate) fn fold(readings: Vec<Reading>) -> BTreeMap<(String, String), Usage> {
+    let mut out: BTreeMap<(String, String), Usage> = BTreeMap::new();
+    for r in readings {
+        let u = out.entry((r.namespace, r.name)).or_insert(Usage {
+            amount: 0.0,
+            period_start_ms: r.period.start_ms,
+            last_used_ms: None,
+            recorded: false,
+        });
+        if let Some(s) = r.spend {
+            u.amount += s;
+            u.recorded = true;
+        }
+        u.last_used_ms = u.last_used_ms.max(r.last_used_ms);
+    }
+    out
+}
+
+fn time_of(ms: i64) -> Option<Time> {
+    Timestamp::from_millisecond(ms).ok().map(Time)
+}
+
+/// The status to write for a key, or `None` when it already says this. A key never used has
+/// no `spend`; one whose period rolled over reports zero for the new period.
+pub(crate) fn updated_status(old: Option<&VirtualKeyStatus>, usage: Option<&Usage>) -> Option<VirtualKeyStatus> {
+    let old_status = old.cloned().unwrap_or_default();
+    let usage = usage?;
+    let spend = (usage.recorded || old_status.spend.is_some()).then(|| Spend {
+        // Micro-dollars: float noise must not rewrite the status.
+        amount: (usage.amount * 1e6).round() / 1e6,
+        period_start: time_of(usage.period_start_ms),
+    });
+    let last_used = usage.last_used_ms.and_then(time_of).or(old_status.last_used.clone());
+    if spend == old_status.spend && last_used == old_status.last_used {
+        return None;
+    }
+    Some(VirtualKeyStatus {
+        spend,
+        last_used,
+        ..old_status
+    })
+}
+
+/// Reports spend every `interval` until `stop`.
+pub(crate) async fn report(
+    client: kube::Client,
+    gateways: Store<LLMGateway>,
+    keys: Store<VirtualKey>,
+    fleets: Arc<FleetRedis>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        // A fleet deleted without a last reconcile is forgotten here.
+        let live: Vec<FleetId> = gateways.state().iter().map(|g| crate::fleet::fleet_id(g)).collect();
+        fleets.retain(&live);
+        let now_ms = Timestamp::now().as_millisecond();
+        let usage = match fleets.read(now_ms).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading spend from the fleets' Redis failed; retrying next interval");
+                continue;
+            }
+        };
+        let mut written = 0usize;
+        for k in keys.state() {
+            let id = (crate::fleet::ns(&*k), k.name_any());
+            let Some(new) = updated_status(k.status.as_ref(), usage.get(&id)) else {
+                continue;
+            };
+            match crate::controller::apply_status(&client, &*k, &new).await {
+                Ok(()) => written += 1,
+                Err(e) => tracing::warn!(namespace = %id.0, virtual_key = %id.1, error = %e, "writing spend failed"),
+            }
+        }
+        if written > 0 {
+            tracing::debug!(written, "VirtualKey spend updated");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 2026-11-25T13:45:10Z.
+    const NOW: i64 = 1_795_614_310_000;
+
+    fn reading(name: &str, spend: Option<f64>, last: Option<i64>) -> Reading {
+        Reading {
+            namespace: "apps".into(),
+            name: name.into(),
+            period: Period::of(BudgetPeriod::Daily, NOW),
+            spend,
+            last_used_ms: last,
+        }
+    }
+
+    #[test]
+    fn spend_is_summed_over_servers_and_the_latest_use_kept() {
+        let u = fold(vec![
+            reading("a", Some(0.25), Some(NOW - 5000)),
+            reading("a", Some(0.5), Some(NOW - 1000)),
+            reading("b", None, None),
+        ]);
+        let a = &u[&("apps".to_owned(), "a".to_owned())];
+        assert!((a.amount - 0.75).abs() < 1e-12);
+        assert_eq!(a.last_used_ms, Some(NOW - 1000));
+        assert!(a.recorded);
+        let b = &u[&("apps".to_owned(), "b".to_owned())];
+        assert!(!b.recorded);
+    }
+
+    #[test]
+    fn status_changes_only_when_the_figures_do() {
+        let u = fold(vec![reading("a", Some(0.1234567), Some(NOW))]);
+        let usage = u.values().next();
+        let new = updated_status(None, usage).unwrap();
+        let spend = new.spend.clone().unwrap();
+        assert!((spend.amount - 0.123457).abs() < 1e-12);
+        assert_eq!(
+            spend.period_start.map(|t| t.0.to_string()).as_deref(),
+            Some("2026-11-25T00:00:00Z")
+        );
+        assert_eq!(new.last_used.as_ref().map(|t| t.0.as_millisecond()), Some(NOW));
+        // Written once; the same reading again writes nothing.
+        assert_eq!(updated_status(Some(&new), usage), None);
+        // Conditions and other fields are kept.
+        let mut with_conditions = new.clone();
+        with_conditions.secret_name = Some("a-key".into());
+        let u2 = fold(vec![reading("a", Some(0.2), Some(NOW + 1000))]);
+        let next = updated_status(Some(&with_conditions), u2.values().next()).unwrap();
+        assert_eq!(next.secret_name.as_deref(), Some("a-key"));
+        assert!((next.spend.unwrap().amount - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unused_keys_get_no_spend_and_a_new_period_resets_it() {
+        let never = fold(vec![reading("a", None, None)]);
+        assert_eq!(updated_status(None, never.values().next()), None);
+        // Spent yesterday, nothing yet today: the status says zero for today.
+        let yesterday = VirtualKeyStatus {
+            spend: Some(Spend {
+                amount: 0.4,
+                period_start: time_of(NOW - 86_400_000),
+            }),
+            ..VirtualKeyStatus::default()
+        };
+        let today = updated_status(Some(&yesterday), never.values().next()).unwrap();
+        let s = today.spend.unwrap();
+        assert_eq!(s.amount, 0.0);
+        assert_eq!(s.period_start, time_of(Period::of(BudgetPeriod::Daily, NOW).start_ms));
+        // A key no fleet with Redis serves is left alone.
+        assert_eq!(updated_status(Some(&yesterday), None), None);
+    }
+
+    #[test]
+    fn only_fleets_with_redis_are_tracked() {
+        let (tx, rx) = watch::channel(0);
+        let f = FleetRedis::new(tx);
+        let fleet: FleetId = ("llm".into(), "gw".into());
+        let mut cfg = GatewayConfig {
+            keys: vec![
+                serde_json::from_value(serde_json::json!({"namespace": "apps", "name": "a", "hashes": []}))
+                    .expect("key"),
+            ],
+            ..GatewayConfig::default()
+        };
+        f.update(&fleet, &cfg);
+        assert!(!f.serves_with_redis("apps", "a"));
+        assert_eq!(*rx.borrow(), 0);
+        cfg.settings.redis = Some(RedisConfig {
+            url: switchyard_config::SecretString::new("redis://127.0.0.1:1/"),
+            cluster: false,
+            fail_mode: switchyard_config::FailMode::Open,
+        });
+        f.update(&fleet, &cfg);
+        assert!(f.serves_with_redis("apps", "a"));
+        assert!(!f.serves_with_redis("apps", "b"));
+        assert_eq!(*rx.borrow(), 1);
+        f.update(&fleet, &cfg);
+        assert_eq!(*rx.borrow(), 1, "no change, no signal");
+        f.remove(&fleet);
+        assert!(!f.serves_with_redis("apps", "a"));
+        assert_eq!(*rx.borrow(), 2);
+    }
+}
