@@ -10,8 +10,6 @@ import hmac
 import http.server
 import json
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from harness import copy_example, free_port
+from harness import RedisServer, copy_example, free_port
 
 COST = 0.007
 MSG = [{"role": "user", "content": "hi there"}]
@@ -29,67 +27,6 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="re
 
 
 # --- Redis ----------------------------------------------------------------------------------
-
-
-class RedisServer:
-    """`redis-server` on a free port; data in an append-only file, so a restart keeps it."""
-
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.dir = tmp_path / f"redis-{self.port}"
-        self.dir.mkdir()
-        self.proc = None
-        self.start()
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}/"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if self.cmd("PING") == "PONG":
-                    return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def cmd(self, *args):
-        """One command over RESP, without a client library."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            parts = [str(a).encode() for a in args]
-            s.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
-            return _read_reply(s.makefile("rb"))
-
-
-def _read_reply(f):
-    line = f.readline().rstrip(b"\r\n")
-    kind, rest = line[:1], line[1:]
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise RuntimeError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2].decode()
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_read_reply(f) for _ in range(n)]
-    raise RuntimeError(f"unexpected reply {line!r}")
 
 
 @pytest.fixture

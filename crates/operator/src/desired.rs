@@ -191,9 +191,11 @@ pub fn rbac_rules() -> Vec<PolicyRule> {
     vec![
         rule(
             "switchyard.dev",
-            &["providers", "llmroutes", "virtualkeys", "llmgateways"],
+            &["providers", "llmroutes", "llmgateways"],
             &["get", "list", "watch"],
         ),
+        // `patch`: the finalizer that deletes a key's Redis counters before the key goes.
+        rule("switchyard.dev", &["virtualkeys"], &["get", "list", "watch", "patch"]),
         rule(
             "switchyard.dev",
             &[
