@@ -211,7 +211,7 @@ pub struct Parent {
 /// The SERVER span of one request; empty when traces are off. Ends when dropped: at the end of
 /// `handle`, or for a stream when the stream ends (the forwarder owns it then).
 #[derive(Default)]
-pub(crate) struct RequestSpan(Option<Parent>);
+pub(crate) struct RequestSpan(Option<Box<Parent>>);
 
 impl RequestSpan {
     /// Starts the span, as a child of the client's `traceparent` when it sent one.
@@ -238,15 +238,15 @@ impl RequestSpan {
                 KeyValue::new("http.route", route),
             ])
             .start_with_context(&t.tracer, &parent);
-        Self(Some(Parent {
+        Self(Some(Box::new(Parent {
             tracer: t.tracer.clone(),
             cx: parent.with_span(span),
-        }))
+        })))
     }
 
     /// What attempts start from.
     pub(crate) fn parent(&self) -> Option<&Parent> {
-        self.0.as_ref()
+        self.0.as_deref()
     }
 
     fn with(&self, f: impl FnOnce(opentelemetry::trace::SpanRef<'_>)) {
@@ -362,10 +362,13 @@ impl Drop for RequestSpan {
     }
 }
 
-/// The CLIENT span of one upstream attempt; empty when traces are off. An attempt dropped before
-/// it finished (the losing hedge) ends as `cancelled`.
-pub(crate) struct AttemptSpan {
-    span: Option<opentelemetry_sdk::trace::Span>,
+/// The CLIENT span of one upstream attempt; empty when traces are off (boxed, so that an empty
+/// one adds a word to the attempt's future). An attempt dropped before it finished (the losing
+/// hedge) ends as `cancelled`.
+pub(crate) struct AttemptSpan(Option<Box<Attempt>>);
+
+struct Attempt {
+    span: opentelemetry_sdk::trace::Span,
     headers: TraceHeaders,
 }
 
@@ -380,10 +383,7 @@ impl AttemptSpan {
         provider: &ProviderConfig,
     ) -> Self {
         let Some(p) = parent else {
-            return Self {
-                span: None,
-                headers: Vec::new(),
-            };
+            return Self(None);
         };
         let system = provider_name(provider.kind);
         let mut attributes = vec![
@@ -413,24 +413,22 @@ impl AttemptSpan {
         let mut headers = Vec::with_capacity(2);
         let cx = Context::new().with_remote_span_context(span.span_context().clone());
         TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
-        Self {
-            span: Some(span),
-            headers,
-        }
+        Self(Some(Box::new(Attempt { span, headers })))
     }
 
     /// `traceparent` (and `tracestate`) naming this attempt, for the upstream request.
     pub(crate) fn headers(&self) -> &[(&'static str, String)] {
-        &self.headers
+        self.0.as_ref().map_or(&[], |a| a.headers.as_slice())
     }
 
     /// The attempt succeeded. A whole response ends the span; a stream keeps it open until the
     /// stream ends (the returned translator owns it then).
     pub(crate) fn succeeded(mut self, upstream: crate::route::Upstream) -> crate::route::Upstream {
         use crate::route::Upstream;
-        let Some(mut span) = self.span.take() else {
+        let Some(attempt) = self.0.take() else {
             return upstream;
         };
+        let mut span = attempt.span;
         span.set_attribute(KeyValue::new("http.response.status_code", 200i64));
         match upstream {
             Upstream::Full(full) => {
@@ -450,7 +448,7 @@ impl AttemptSpan {
 
     /// The attempt failed.
     pub(crate) fn failed(mut self, error: &ProviderError) {
-        if let Some(mut span) = self.span.take() {
+        if let Some(Attempt { mut span, .. }) = self.0.take().map(|a| *a) {
             if let Some(status) = error.status {
                 span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
             }
@@ -463,7 +461,7 @@ impl AttemptSpan {
 
 impl Drop for AttemptSpan {
     fn drop(&mut self) {
-        if let Some(mut span) = self.span.take() {
+        if let Some(Attempt { mut span, .. }) = self.0.take().map(|a| *a) {
             span.set_attribute(KeyValue::new("error.type", "cancelled"));
             span.end();
         }
@@ -548,5 +546,8 @@ mod tests {
         assert!(span.parent().is_none());
         span.status(500, Some("server_error"));
         span.usage(None);
+        // Empty spans are a word each in the request's futures.
+        assert_eq!(std::mem::size_of::<RequestSpan>(), std::mem::size_of::<usize>());
+        assert_eq!(std::mem::size_of::<AttemptSpan>(), std::mem::size_of::<usize>());
     }
 }
