@@ -16,6 +16,7 @@ mod proxy;
 pub mod route;
 pub mod runtime;
 pub mod state;
+pub mod telemetry;
 mod tokens;
 mod urls;
 
@@ -41,6 +42,9 @@ pub enum Error {
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The OTLP trace exporter could not be built (a malformed endpoint, say).
+    #[error("OTLP trace exporter: {0}")]
+    Tracing(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
 /// One gateway process.
@@ -62,6 +66,8 @@ pub struct Gateway {
     budgets: budget::BudgetGauges,
     settling: limits::Settling,
     cooldowns: Arc<state::SharedCooldowns>,
+    /// Traces, when an OTLP endpoint is configured; set once at start-up.
+    tracing: std::sync::OnceLock<telemetry::Tracing>,
 }
 
 impl Gateway {
@@ -102,6 +108,7 @@ impl Gateway {
             budgets: budget::BudgetGauges::default(),
             settling: limits::Settling::default(),
             cooldowns,
+            tracing: std::sync::OnceLock::new(),
         }))
     }
 
@@ -147,6 +154,16 @@ impl Gateway {
         self.runtime.store(Arc::new(Runtime::new(config, generation)));
         self.metrics.config_generation.set(generation as i64);
         self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Sends traces of every request from now on (once; later calls are ignored).
+    pub fn enable_tracing(&self, tracing: telemetry::Tracing) {
+        let _ = self.tracing.set(tracing);
+    }
+
+    /// Traces, when on.
+    pub(crate) fn tracing(&self) -> Option<&telemetry::Tracing> {
+        self.tracing.get()
     }
 
     /// Counts a refused reload.

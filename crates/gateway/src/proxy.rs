@@ -20,6 +20,7 @@ use crate::error::GatewayError;
 use crate::metrics::status_class;
 use crate::route::{self, Upstream};
 use crate::runtime::{Key, Route};
+use crate::telemetry::RequestSpan;
 use crate::{cache, limits, Gateway};
 
 type Gw = State<Arc<Gateway>>;
@@ -208,16 +209,22 @@ async fn handle(gw: Arc<Gateway>, op: Operation, ingress: Ingress, headers: Head
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut labels = Labels::unknown();
     labels.request_id = request_id(&headers);
-    let result = pipeline(&gw, op, ingress, &headers, body, start, &mut labels).await;
+    let mut span = RequestSpan::start(gw.tracing(), op, ingress == Ingress::Anthropic, &headers);
+    let result = pipeline(&gw, op, ingress, &headers, body, start, &mut labels, &mut span).await;
     let mut error = None;
+    let mut error_type = None;
     let mut response = match result {
         Ok(resp) => resp,
         Err(e) => {
             error = Some(e.message.clone());
+            error_type = Some(e.kind);
             ingress.error_response(e)
         }
     };
     let status = response.status().as_u16();
+    // A stream's span is the forwarder's by now (empty here): it ends with the stream.
+    span.served(&labels.route, &labels.backend, labels.attempts, labels.fallback_depth);
+    span.status(status, error_type);
     if let Ok(v) = HeaderValue::from_str(&labels.request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -238,6 +245,7 @@ async fn handle(gw: Arc<Gateway>, op: Operation, ingress: Ingress, headers: Head
     response
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn pipeline(
     gw: &Arc<Gateway>,
     op: Operation,
@@ -246,11 +254,13 @@ async fn pipeline(
     body: Body,
     start: Instant,
     labels: &mut Labels,
+    span: &mut RequestSpan,
 ) -> Result<Response, GatewayError> {
     // Auth.
     let rt = gw.runtime();
     let key = rt.authenticate(presented_key(headers)?, unix_now())?;
     labels.team.clone_from(&key.team);
+    span.key(&key.team, &labels.request_id);
 
     // Read and parse.
     let limit = rt.config.settings.max_request_bytes;
@@ -272,6 +282,7 @@ async fn pipeline(
         .unwrap_or_default()
         .to_owned();
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false) && op != Operation::Embeddings;
+    span.request(op, &model, &request, stream);
 
     // Route.
     let route = rt.route_for(&key, &model)?;
@@ -326,7 +337,8 @@ async fn pipeline(
     let cache_route = labels.route.clone();
 
     // Attempts: rules, strategy, retries, fallbacks, cooldowns, hedging (crate::route).
-    let (attempt, outcome) = route::execute(gw, &rt, &route, &key, &request, headers, op, stream).await?;
+    let (attempt, outcome) =
+        route::execute(gw, &rt, &route, &key, &request, headers, op, stream, span.parent()).await?;
     labels.route.clone_from(&outcome.route);
     labels.backend.clone_from(&outcome.backend);
     labels.provider = outcome.provider.kind.as_str();
@@ -356,10 +368,12 @@ async fn pipeline(
         key,
         admission: Some(admission),
         fill: cache.as_ref().and_then(cache::Lookup::fill),
+        span: RequestSpan::default(),
     };
     let mut response = match attempt {
         Upstream::Full(translated) => {
             account.record(translated.usage.as_ref());
+            span.response(&translated.body, translated.usage.as_ref());
             let body = match ingress {
                 Ingress::OpenAi => translated.body,
                 Ingress::Anthropic => providers::anthropic::ingress::response_from_openai(&translated.body, &model)
@@ -387,6 +401,9 @@ async fn pipeline(
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
             let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
+            span.served(&labels.route, &labels.backend, labels.attempts, labels.fallback_depth);
+            span.status(200, None);
+            account.span = std::mem::take(span);
             let body = forward(chunks, translator, egress, account, idle, wants_usage);
             let mut r = Response::new(Body::from_stream(body));
             let h = r.headers_mut();
@@ -532,6 +549,8 @@ struct Account {
     key: Arc<Key>,
     admission: Option<limits::Admission>,
     fill: Option<cache::Fill>,
+    /// A stream's request span, ended when the stream is (empty for whole responses).
+    span: RequestSpan,
 }
 
 impl Account {
@@ -554,6 +573,7 @@ impl Account {
             (Some(u), Some(p)) => Some(p.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens)),
             _ => None,
         };
+        self.span.usage(usage);
         access_log(&self.labels, 200, self.start.elapsed(), usage, cost, None);
         let m = &self.gw.metrics;
         let route = self.labels.route.as_str();
@@ -651,7 +671,9 @@ fn forward(
                 if let Some(b) = filter_usage(b, wants_usage) {
                     if first {
                         first = false;
-                        let ttft = acct.account.start.elapsed().as_secs_f64();
+                        let elapsed = acct.account.start.elapsed();
+                        acct.account.span.first_token(elapsed, &b);
+                        let ttft = elapsed.as_secs_f64();
                         acct.account.gw.metrics.ttft.with_label_values(&[acct.account.labels.route.as_str()]).observe(ttft);
                     }
                     acct.account.observe(&b);
@@ -665,6 +687,7 @@ fn forward(
                     .stream_errors
                     .with_label_values(&[acct.account.labels.route.as_str(), acct.account.labels.backend.as_str()])
                     .inc();
+                acct.account.span.failed(e.kind);
                 let err = GatewayError::upstream(&e, &acct.account.labels.backend);
                 let event = if egress.is_some() {
                     providers::anthropic::ingress::error_event(e.kind, &err.message)

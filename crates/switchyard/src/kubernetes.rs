@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use switchyard_gateway::telemetry::Tracing;
 use switchyard_gateway::{Gateway, Shutdown};
 
 pub async fn run(
@@ -15,6 +16,7 @@ pub async fn run(
     namespace: Option<String>,
     listen: SocketAddr,
     shutdown: Shutdown,
+    traces: Option<Tracing>,
 ) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
@@ -24,6 +26,9 @@ pub async fn run(
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let pod = std::env::var("POD_NAME").ok();
     let gw = Gateway::waiting().context("starting the gateway")?;
+    if let Some(t) = traces {
+        gw.enable_tracing(t);
+    }
 
     let (tx, mut rx) = tokio::sync::watch::channel(None);
     let watch_client = client.clone();

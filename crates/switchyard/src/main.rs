@@ -56,6 +56,11 @@ enum Command {
         /// While Redis is unreachable: `open` (limits per process) or `closed` (refuse with 503).
         #[arg(long, value_name = "MODE", value_parser = ["open", "closed"])]
         redis_fail_mode: Option<String>,
+        /// OpenTelemetry collector for traces, OTLP over HTTP/protobuf (`http://collector:4318`;
+        /// `/v1/traces` is appended). Traces are off unless this or
+        /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; the other OTEL_* variables apply.
+        #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
     },
     /// Run the operator: reconcile Providers, LLMRoutes, VirtualKeys and LLMGateways into
     /// gateway fleets (in-cluster config or KUBECONFIG).
@@ -135,7 +140,19 @@ fn main() -> ExitCode {
             drain_delay_ms,
             redis,
             redis_fail_mode,
+            otlp_endpoint,
         } => {
+            // Before the async runtime: the exporter's HTTP client must not start inside it.
+            let traces = match switchyard_gateway::telemetry::Tracing::from_env(otlp_endpoint.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("switchyard gateway: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if traces.is_some() {
+                tracing::info!("sending traces over OTLP/HTTP");
+            }
             let redis = standalone::RedisFlags {
                 url: redis,
                 fail_mode: redis_fail_mode.map(|m| {
@@ -150,14 +167,21 @@ fn main() -> ExitCode {
                 drain_delay: Duration::from_millis(drain_delay_ms),
                 grace: Duration::from_secs(grace_period),
             };
-            match (config, kubernetes, fleet) {
-                (Some(dir), false, _) => run_async(standalone::run(dir, listen, shutdown, redis)),
-                (None, true, Some(fleet)) => run_async(kubernetes::run(fleet, namespace, listen, shutdown)),
+            let code = match (config, kubernetes, fleet) {
+                (Some(dir), false, _) => run_async(standalone::run(dir, listen, shutdown, redis, traces.clone())),
+                (None, true, Some(fleet)) => {
+                    run_async(kubernetes::run(fleet, namespace, listen, shutdown, traces.clone()))
+                }
                 _ => {
                     eprintln!("switchyard gateway: give --config DIR, or --kubernetes --fleet NAME");
                     ExitCode::from(2)
                 }
+            };
+            // The server has stopped (SIGTERM, drained): export the spans still queued.
+            if let Some(t) = &traces {
+                t.shutdown(Duration::from_secs(5));
             }
+            code
         }
         Command::Operator {
             metrics_addr,

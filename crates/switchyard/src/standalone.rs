@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use switchyard_config::{compile, CompileOptions, FailMode, GatewayConfig, Manifests, RedisConfig, SecretString};
+use switchyard_gateway::telemetry::Tracing;
 use switchyard_gateway::{Gateway, Shutdown};
 
 /// `--redis URL` and `--redis-fail-mode`: shared state named on the command line, over the
@@ -53,7 +54,13 @@ fn load(dir: &Path, redis: &RedisFlags) -> Result<GatewayConfig, Vec<String>> {
     Ok(config)
 }
 
-pub async fn run(dir: PathBuf, listen: SocketAddr, shutdown: Shutdown, redis: RedisFlags) -> anyhow::Result<()> {
+pub async fn run(
+    dir: PathBuf,
+    listen: SocketAddr,
+    shutdown: Shutdown,
+    redis: RedisFlags,
+    traces: Option<Tracing>,
+) -> anyhow::Result<()> {
     let config = load(&dir, &redis).map_err(|errors| {
         for e in &errors {
             eprintln!("{e}");
@@ -67,6 +74,9 @@ pub async fn run(dir: PathBuf, listen: SocketAddr, shutdown: Shutdown, redis: Re
         "config loaded"
     );
     let gw = Gateway::new(config, 1).context("starting the gateway")?;
+    if let Some(t) = traces {
+        gw.enable_tracing(t);
+    }
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {

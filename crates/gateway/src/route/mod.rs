@@ -51,6 +51,7 @@ pub use upstream::{Call, Dispatch, HttpDispatch, Upstream};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::runtime::{Key, Route, Runtime};
+use crate::telemetry::{AttemptSpan, Parent};
 use crate::Gateway;
 use estimate::Prompt;
 use meters::InFlight;
@@ -114,6 +115,7 @@ pub async fn execute(
     headers: &HeaderMap,
     op: Operation,
     stream: bool,
+    trace: Option<&Parent>,
 ) -> Result<(Upstream, Outcome), GatewayError> {
     let dispatch = HttpDispatch { gw };
     let ctx = Ctx {
@@ -134,6 +136,7 @@ pub async fn execute(
         visited: Mutex::new(Vec::new()),
         attempts: AtomicU32::new(0),
         first_attempt: OnceLock::new(),
+        trace,
     };
     ctx.run(route).await
 }
@@ -159,6 +162,8 @@ struct Ctx<'a> {
     visited: Mutex<Vec<usize>>,
     attempts: AtomicU32,
     first_attempt: OnceLock<Instant>,
+    /// The request's span, when traces are on: each attempt is a child span.
+    trace: Option<&'a Parent>,
 }
 
 /// A successful attempt.
@@ -818,7 +823,8 @@ impl Ctx<'_> {
                 format!("backend {:?} has no provider", backend.name),
             )));
         };
-        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let n = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let span = AttemptSpan::start(self.trace, self.op, n, cfg, backend, provider);
         let start = Instant::now();
         self.first_attempt.get_or_init(|| start);
         let m = &meters[c.index];
@@ -839,6 +845,7 @@ impl Ctx<'_> {
             drop_unsupported_params: cfg.drop_unsupported_params,
             stream: self.stream,
             headers_timeout: Duration::from_millis(t.first_token_ms.unwrap_or(provider.timeouts.request_ms)),
+            trace: span.headers(),
         };
         let work = async {
             match self.dispatch.send(call).await? {
@@ -876,7 +883,7 @@ impl Ctx<'_> {
                     }
                 }
                 Ok(Served {
-                    upstream,
+                    upstream: span.succeeded(upstream),
                     route: route.clone(),
                     index: c.index,
                     provider: provider.clone(),
@@ -897,6 +904,7 @@ impl Ctx<'_> {
                     m.deployment.observe(self.stream, elapsed);
                 }
                 tracing::debug!(route = %label(cfg), backend = %backend.name, kind = ?error.kind, error = %error.message, "attempt failed");
+                span.failed(&error);
                 Err(failed(error))
             }
         }

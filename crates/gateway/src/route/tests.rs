@@ -363,6 +363,7 @@ impl Harness {
             visited: Mutex::new(Vec::new()),
             attempts: AtomicU32::new(0),
             first_attempt: OnceLock::new(),
+            trace: None,
         };
         ctx.run(route).await
     }

@@ -43,6 +43,8 @@ pub struct Call<'a> {
     pub stream: bool,
     /// Deadline for the response headers.
     pub headers_timeout: Duration,
+    /// `traceparent` (and `tracestate`) of the attempt's span; empty when traces are off.
+    pub trace: &'a [(&'static str, String)],
 }
 
 /// Sends one call to one backend.
@@ -73,6 +75,7 @@ async fn attempt(gw: &Gateway, call: Call<'_>) -> Result<Upstream, ProviderError
         drop_unsupported_params,
         stream,
         headers_timeout,
+        trace,
     } = call;
     let model = backend.model.as_str();
     if provider.kind == ProviderKind::Mock {
@@ -98,6 +101,9 @@ async fn attempt(gw: &Gateway, call: Call<'_>) -> Result<Upstream, ProviderError
     let up = adapter.build(op, request, &target, stream)?;
     let url = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
     let mut req = gw.client.request(up.method, url).headers(up.headers).body(up.body);
+    for (name, value) in trace {
+        req = req.header(*name, value.as_str());
+    }
     let request_timeout = Duration::from_millis(provider.timeouts.request_ms);
     if !stream {
         req = req.timeout(request_timeout);
