@@ -76,6 +76,28 @@ pub struct LLMGatewaySpec {
     /// Node selector of the gateway pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// OpenTelemetry traces of the gateway pods (OTLP over HTTP). Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<Telemetry>,
+}
+
+/// Where and how the gateway pods send traces.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Telemetry {
+    /// OTLP/HTTP endpoint of the collector, e.g. `http://otel-collector.observability:4318`
+    /// (`/v1/traces` is appended).
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans. Default `switchyard`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub service_name: Option<String>,
+    /// Fraction of new traces sampled (0 to 1); requests that arrive with a sampled
+    /// `traceparent` follow the caller's decision. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sampling_ratio: Option<f64>,
 }
 
 fn default_replicas() -> u32 {

@@ -510,12 +510,32 @@ fn deployment(gw: &LLMGateway, image: &str) -> Deployment {
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
     ];
+    let value_env = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    };
     if let Some(level) = &spec.log_level {
-        env.push(EnvVar {
-            name: "SWITCHYARD_LOG".into(),
-            value: Some(level.clone()),
-            value_from: None,
-        });
+        env.push(value_env("SWITCHYARD_LOG", level.clone()));
+    }
+    if let Some(t) = &spec.telemetry {
+        env.push(value_env("OTEL_EXPORTER_OTLP_ENDPOINT", t.otlp_endpoint.clone()));
+        env.push(value_env(
+            "OTEL_SERVICE_NAME",
+            t.service_name.clone().unwrap_or_else(|| "switchyard".into()),
+        ));
+        // Kubernetes expands $(VAR) from the variables above.
+        env.push(value_env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            format!(
+                "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME),k8s.deployment.name={}",
+                workload_name(gw)
+            ),
+        ));
+        if let Some(ratio) = t.sampling_ratio {
+            env.push(value_env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()));
+            env.push(value_env("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()));
+        }
     }
     let container = Container {
         name: "gateway".into(),

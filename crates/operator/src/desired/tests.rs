@@ -332,3 +332,28 @@ fn operator_rules_cover_what_it_writes() {
     assert!(!allows("", "secrets", "deletecollection"));
     assert!(!rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")));
 }
+
+#[test]
+fn telemetry_reaches_the_pods_as_otel_environment() {
+    fn env_of(d: &Desired) -> BTreeMap<String, String> {
+        let pod = d.deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect()
+    }
+    let off = desired_objects(&gateway(json!({})), &compiled_with_route("m"), 1, "img");
+    assert!(env_of(&off).keys().all(|k| !k.starts_with("OTEL_")));
+    let gw = gateway(json!({"telemetry": {"otlpEndpoint": "http://otel.observability:4318", "samplingRatio": 0.25}}));
+    let env = env_of(&desired_objects(&gw, &compiled_with_route("m"), 1, "img"));
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://otel.observability:4318");
+    assert_eq!(env["OTEL_SERVICE_NAME"], "switchyard");
+    assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+    assert_eq!(env["OTEL_TRACES_SAMPLER_ARG"], "0.25");
+    assert_eq!(
+        env["OTEL_RESOURCE_ATTRIBUTES"],
+        "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME),k8s.deployment.name=edge"
+    );
+}
