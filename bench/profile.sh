@@ -8,6 +8,8 @@
 #                                     user-space instructions per request under callgrind (c=4):
 #                                     immune to the noise of a shared machine, for before/after
 #
+# For before/after, build both sides with `cargo build --profile profiling -p switchyard` (no fat
+# LTO: minutes instead of a quarter hour) and pass each binary as BIN.
 # Needs perf (`apt-get install linux-perf`) or valgrind. Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -74,6 +74,10 @@ impl Gateway {
     /// A gateway serving `config`.
     pub fn new(config: GatewayConfig, generation: u64) -> Result<Arc<Self>, Error> {
         let client = reqwest::Client::builder()
+            // Never follow a redirect: reqwest keeps custom headers (x-api-key, api-key,
+            // x-goog-api-key) on a cross-host redirect, which would hand a provider's key to
+            // whatever host the upstream names. A 3xx is the upstream's answer, mapped like any error.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
@@ -253,5 +257,56 @@ pub async fn serve(
             server.abort();
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::routing::any;
+    use axum::Router;
+
+    use super::*;
+
+    async fn listen(app: Router) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// A provider's key must never follow a redirect to another host.
+    #[tokio::test]
+    async fn the_upstream_client_follows_no_redirect() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = hits.clone();
+        let elsewhere = listen(Router::new().fallback(any(move || {
+            seen.fetch_add(1, Ordering::Relaxed);
+            async { "stolen" }
+        })))
+        .await;
+        let upstream = listen(Router::new().fallback(any(move || async move {
+            (
+                http::StatusCode::TEMPORARY_REDIRECT,
+                [(
+                    http::header::LOCATION,
+                    format!("http://{elsewhere}/v1/chat/completions"),
+                )],
+            )
+        })))
+        .await;
+        let gw = Gateway::new(GatewayConfig::default(), 1).unwrap();
+        let resp = gw
+            .client
+            .post(format!("http://{upstream}/v1/chat/completions"))
+            .header("x-api-key", "sk-provider")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), http::StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(hits.load(Ordering::Relaxed), 0);
     }
 }

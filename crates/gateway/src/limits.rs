@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 use switchyard_config::{BackendConfig, BudgetAction, BudgetPeriod, LimitsConfig, ProviderConfig, RouteConfig};
 use switchyard_providers::Json;
@@ -39,51 +39,61 @@ pub(crate) struct RateHeaders {
     snapshot: Snapshot,
 }
 
+static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+static REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+static RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+static LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+static REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+static RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
 impl RateHeaders {
-    /// Adds the headers of the limits the key has.
+    /// Adds the headers of the limits the key has. On every response of a limited key, so it
+    /// formats integers only (no float formatting, no name parsing; bench/results/profiling.md).
     pub(crate) fn apply(&self, h: &mut HeaderMap) {
-        let mut put = |name: &'static str, v: String| {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                h.insert(name, v);
-            }
-        };
         if let Some(rpm) = self.rpm {
-            put("x-ratelimit-limit-requests", rpm.to_string());
-            put(
-                "x-ratelimit-remaining-requests",
-                self.snapshot.requests_remaining.to_string(),
-            );
-            put("x-ratelimit-reset-requests", fmt_reset(self.snapshot.requests_reset_ms));
+            h.insert(&LIMIT_REQUESTS, HeaderValue::from(rpm));
+            h.insert(&REMAINING_REQUESTS, HeaderValue::from(self.snapshot.requests_remaining));
+            h.insert(&RESET_REQUESTS, reset_value(self.snapshot.requests_reset_ms));
         }
         if let Some(tpm) = self.tpm {
-            put("x-ratelimit-limit-tokens", tpm.to_string());
-            put(
-                "x-ratelimit-remaining-tokens",
-                self.snapshot.tokens_remaining.to_string(),
-            );
-            put("x-ratelimit-reset-tokens", fmt_reset(self.snapshot.tokens_reset_ms));
+            h.insert(&LIMIT_TOKENS, HeaderValue::from(tpm));
+            h.insert(&REMAINING_TOKENS, HeaderValue::from(self.snapshot.tokens_remaining));
+            h.insert(&RESET_TOKENS, reset_value(self.snapshot.tokens_reset_ms));
         }
     }
 }
 
+fn reset_value(ms: i64) -> HeaderValue {
+    // Digits, `m`, `s` and `.`: always a valid value.
+    HeaderValue::try_from(fmt_reset(ms)).unwrap_or(HeaderValue::from_static("0ms"))
+}
+
 /// A duration as OpenAI writes resets: `20ms`, `1s`, `6.5s`, `6m0s`.
 pub(crate) fn fmt_reset(ms: i64) -> String {
+    use std::fmt::Write;
     let ms = ms.max(0);
+    let mut out = String::with_capacity(12);
     if ms < 1000 {
-        return format!("{ms}ms");
+        let _ = write!(out, "{ms}ms");
+        return out;
     }
     let (m, rest) = (ms / 60_000, ms % 60_000);
-    let secs = if rest % 1000 == 0 {
-        format!("{}s", rest / 1000)
-    } else {
-        let s = format!("{:.3}", rest as f64 / 1000.0);
-        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
-    };
     if m > 0 {
-        format!("{m}m{secs}")
-    } else {
-        secs
+        let _ = write!(out, "{m}m");
     }
+    let (secs, mut frac) = (rest / 1000, rest % 1000);
+    if frac == 0 {
+        let _ = write!(out, "{secs}s");
+    } else {
+        // The milliseconds as a decimal fraction without trailing zeros: 6.5s, 1.25s, 2.005s.
+        let mut width = 3;
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
+        let _ = write!(out, "{secs}.{frac:0width$}s");
+    }
+    out
 }
 
 /// A refused request: the error and the headers that go with it.
@@ -588,6 +598,9 @@ mod tests {
         assert_eq!(fmt_reset(360_000), "6m0s");
         assert_eq!(fmt_reset(61_250), "1m1.25s");
         assert_eq!(fmt_reset(-5), "0ms");
+        assert_eq!(fmt_reset(2005), "2.005s");
+        assert_eq!(fmt_reset(59_990), "59.99s");
+        assert_eq!(fmt_reset(120_050), "2m0.05s");
     }
 
     #[test]
