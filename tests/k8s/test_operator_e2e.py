@@ -13,40 +13,13 @@ import pytest
 import yaml
 
 from harness import REPO, Process, binary, free_port, wait_http
-
-CHART = REPO / "charts" / "switchyard"
-SYSTEM_NS = "switchyard-system"
-
-
-def helm(cp, *args, check=True):
-    r = subprocess.run([str(cp.bins / "helm"), "--kubeconfig", str(cp.kubeconfig), *args],
-                       capture_output=True, text=True, timeout=120)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
+from operator_setup import CHART, Api, helm, start_operator
 
 
 @pytest.fixture(scope="module")
 def operator(control_plane, tmp_path_factory):
     """CRDs applied; the operator running with the chart's ServiceAccount and ClusterRole."""
-    cp = control_plane
-    cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), check=True)
-    for crd in ["providers", "llmroutes", "virtualkeys", "llmgateways"]:
-        cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.switchyard.dev", "--timeout=60s", check=True)
-    cp.kubectl("create", "namespace", SYSTEM_NS)
-    rendered = helm(cp, "template", "sy", str(CHART), "--namespace", SYSTEM_NS,
-                    "--show-only", "templates/serviceaccount.yaml",
-                    "--show-only", "templates/clusterrole.yaml",
-                    "--show-only", "templates/clusterrolebinding.yaml").stdout
-    cp.kubectl("apply", "-n", SYSTEM_NS, "-f", "-", input=rendered, check=True)
-    token = cp.kubectl("create", "token", "sy-switchyard", "-n", SYSTEM_NS, "--duration=2h", check=True).stdout.strip()
-    kubeconfig = cp.token_kubeconfig(token, tmp_path_factory.mktemp("op") / "kubeconfig", user="operator",
-                                     namespace=SYSTEM_NS)
-    port = free_port()
-    proc = Process([binary(), "operator", "--metrics-addr", f"127.0.0.1:{port}",
-                    "--lease-namespace", SYSTEM_NS, "--gateway-image", "switchyard:test"],
-                   env={"KUBECONFIG": str(kubeconfig), "SWITCHYARD_LOG": "info,switchyard_operator=debug"})
-    wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc.proc)
+    proc, _ = start_operator(control_plane, tmp_path_factory.mktemp("op"))
     yield proc
     proc.stop()
     print(proc.output()[-20000:])
@@ -161,18 +134,18 @@ def test_gateway_as_a_pod_serves_and_follows_edits(control_plane, operator, name
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-switchyard-demo", max_retries=0)
         r = client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "in cluster"}])
         assert r.choices[0].message.content == "Hello! You said: in cluster"
+        # Timed from the write to the API server (a direct server-side apply, not kubectl, whose
+        # start-up and discovery would dominate) to the first answer from the new backend.
+        api = Api(cp)
+        path = f"/apis/switchyard.dev/v1alpha1/namespaces/{namespace}/llmroutes/demo-chat"
         latencies = []
         for i in range(20):
             model = f"mock-model-edit-{i}"
-            route = f"""apiVersion: switchyard.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: demo-chat, namespace: {namespace}}}
-spec:
-  model: demo-chat
-  backends: [{{providerRef: {{name: mock}}, model: {model}}}]
-"""
+            route = {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
+                     "metadata": {"name": "demo-chat", "namespace": namespace},
+                     "spec": {"model": "demo-chat", "backends": [{"providerRef": {"name": "mock"}, "model": model}]}}
             start = time.monotonic()
-            cp.kubectl("apply", "-f", "-", input=route, check=True)
+            api.apply(path, route)
             while True:
                 served = client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "x"}]).model
                 if served == model:
