@@ -156,7 +156,8 @@ def test_gateway_as_a_pod_serves_and_follows_edits(control_plane, operator, name
         latencies.sort()
         p50, p99 = statistics.median(latencies), latencies[-1]
         print(f"apply-to-served over 20 edits: p50 {p50 * 1000:.0f} ms, p99 (max) {p99 * 1000:.0f} ms")
-        assert p99 < 5, latencies
+        # Measured 104 ms / 194 ms on 2 shared cores (load average ~4); the bound leaves room for load.
+        assert p99 < 1.0, latencies
     finally:
         gw.stop()
         print(gw.output()[-5000:])

@@ -86,10 +86,13 @@ impl Context {
         (!wait.is_zero()).then_some(wait)
     }
 
-    /// Records that the fleet just published `bytes` of configuration.
-    fn published(&self, fleet: &FleetId, bytes: usize) {
+    /// Records that the fleet just published `bytes` of configuration in a reconcile that took
+    /// `took`: the next publish waits at least as long again, so a fleet spends at most about
+    /// half its time publishing (each generation also rewrites the routes' `Programmed`).
+    fn published(&self, fleet: &FleetId, bytes: usize, took: Duration) {
+        let pause = publish_pause(bytes).max(took.min(MAX_PUBLISH_PAUSE));
         let mut next = self.next_publish.lock().unwrap_or_else(PoisonError::into_inner);
-        next.insert(fleet.clone(), std::time::Instant::now() + publish_pause(bytes));
+        next.insert(fleet.clone(), std::time::Instant::now() + pause);
     }
 
     /// Waits until every cache has listed once: compiling from a half-filled cache would
@@ -658,7 +661,7 @@ async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> Result<Actio
             .flat_map(|s| s.data.iter().flat_map(|d| d.values()))
             .map(|b| b.0.len())
             .sum();
-        ctx.published(&fleet, bytes);
+        ctx.published(&fleet, bytes, started.elapsed());
         tracing::info!(namespace = %ns, fleet = %name, generation, %hash, "published config");
         publish(
             &ctx,
@@ -726,10 +729,15 @@ async fn apply_fleet(
     for stale in shards.names.iter().filter(|n| !current.contains(n)) {
         delete_ignoring_absent(&secrets, stale).await?;
     }
+    // The RoleBinding after its Role: binding a Role that does not exist yet fails the API
+    // server's escalation check.
+    let rbac = async {
+        apply(c, &ns, &desired.role).await?;
+        apply(c, &ns, &desired.role_binding).await
+    };
     futures::try_join!(
         apply(c, &ns, &desired.service_account),
-        apply(c, &ns, &desired.role),
-        apply(c, &ns, &desired.role_binding),
+        rbac,
         apply(c, &ns, &desired.service),
         apply(c, &ns, &desired.disruption_budget),
     )?;
