@@ -7,8 +7,8 @@ routes and keys, (b) the gateway answers a chat on the last route with the last 
 VirtualKey is Ready. Also: the operator's peak RSS, the gateway's RSS, the config shards, and the
 operator's reconcile counts. The numbers are printed and written to bench/results/k8s-scale.md.
 
-Slow: the run is bound by the API server's write rate. About 12 minutes on this machine's 2 cores
-while they were shared with other builds (load average 7-9); it stays in the suite so CI runs it.
+Slow: the run is bound by the API server's write rate. About 7-12 minutes on this machine's 2 cores
+while they were shared with other builds (load average 5-9); it stays in the suite so CI runs it.
 SWITCHYARD_SCALE=small runs 100 routes and 1,000 keys (about 1-2 minutes) and writes no results.
 """
 
