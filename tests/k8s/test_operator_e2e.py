@@ -58,9 +58,13 @@ def test_quickstart_reconciles_into_a_fleet(control_plane, operator, namespace):
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "switchyard:test"
     assert "--kubernetes" in container["args"] and "demo" in container["args"]
-    gw = json.loads(cp.kubectl("get", "llmgateway", "demo", "-n", namespace, "-o", "json", check=True).stdout)
-    assert gw["status"]["configGeneration"] >= 1
-    assert gw["status"]["routes"] == 2 and gw["status"]["keys"] == 1
+    # The key's Secret may arrive after the first compile; status follows within a publish pause.
+    def fleet_status():
+        gw = json.loads(cp.kubectl("get", "llmgateway", "demo", "-n", namespace, "-o", "json", check=True).stdout)
+        st = gw.get("status", {})
+        return st if st.get("routes") == 2 and st.get("keys") == 1 else None
+    st = cp.wait_for("fleet status with 2 routes and 1 key", fleet_status, 30)
+    assert st["configGeneration"] >= 1
     # No HPA unless autoscaling is set; with it, an autoscaling/v2 HPA appears.
     cp.kubectl("patch", "llmgateway", "demo", "-n", namespace, "--type=merge",
                "-p", '{"spec":{"autoscaling":{"minReplicas":2,"maxReplicas":5}}}', check=True)
