@@ -4,6 +4,7 @@ gateway process started as a pod would be (its fleet's ServiceAccount token, not
 import json
 import os
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,12 +13,13 @@ import pytest
 import yaml
 
 from harness import REPO, Process, binary, free_port, wait_http
-from processes import CHART, SYSTEM_NS, helm, operator_process
+from operator_setup import CHART, Api, helm, start_operator
+
 
 @pytest.fixture(scope="module")
 def operator(control_plane, tmp_path_factory):
     """CRDs applied; the operator running with the chart's ServiceAccount and ClusterRole."""
-    proc = operator_process(control_plane, tmp_path_factory)
+    proc, _ = start_operator(control_plane, tmp_path_factory.mktemp("op"))
     yield proc
     proc.stop()
     print(proc.output()[-20000:])
@@ -56,9 +58,13 @@ def test_quickstart_reconciles_into_a_fleet(control_plane, operator, namespace):
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "switchyard:test"
     assert "--kubernetes" in container["args"] and "demo" in container["args"]
-    gw = json.loads(cp.kubectl("get", "llmgateway", "demo", "-n", namespace, "-o", "json", check=True).stdout)
-    assert gw["status"]["configGeneration"] >= 1
-    assert gw["status"]["routes"] == 2 and gw["status"]["keys"] == 1
+    # The key's Secret may arrive after the first compile; status follows within a publish pause.
+    def fleet_status():
+        gw = json.loads(cp.kubectl("get", "llmgateway", "demo", "-n", namespace, "-o", "json", check=True).stdout)
+        st = gw.get("status", {})
+        return st if st.get("routes") == 2 and st.get("keys") == 1 else None
+    st = cp.wait_for("fleet status with 2 routes and 1 key", fleet_status, 30)
+    assert st["configGeneration"] >= 1
     # No HPA unless autoscaling is set; with it, an autoscaling/v2 HPA appears.
     cp.kubectl("patch", "llmgateway", "demo", "-n", namespace, "--type=merge",
                "-p", '{"spec":{"autoscaling":{"minReplicas":2,"maxReplicas":5}}}', check=True)
@@ -132,18 +138,18 @@ def test_gateway_as_a_pod_serves_and_follows_edits(control_plane, operator, name
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-switchyard-demo", max_retries=0)
         r = client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "in cluster"}])
         assert r.choices[0].message.content == "Hello! You said: in cluster"
+        # Timed from the write to the API server (a direct server-side apply, not kubectl, whose
+        # start-up and discovery would dominate) to the first answer from the new backend.
+        api = Api(cp)
+        path = f"/apis/switchyard.dev/v1alpha1/namespaces/{namespace}/llmroutes/demo-chat"
         latencies = []
         for i in range(20):
             model = f"mock-model-edit-{i}"
-            route = f"""apiVersion: switchyard.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: demo-chat, namespace: {namespace}}}
-spec:
-  model: demo-chat
-  backends: [{{providerRef: {{name: mock}}, model: {model}}}]
-"""
+            route = {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
+                     "metadata": {"name": "demo-chat", "namespace": namespace},
+                     "spec": {"model": "demo-chat", "backends": [{"providerRef": {"name": "mock"}, "model": model}]}}
             start = time.monotonic()
-            cp.kubectl("apply", "-f", "-", input=route, check=True)
+            api.apply(path, route)
             while True:
                 served = client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "x"}]).model
                 if served == model:
@@ -154,7 +160,8 @@ spec:
         latencies.sort()
         p50, p99 = statistics.median(latencies), latencies[-1]
         print(f"apply-to-served over 20 edits: p50 {p50 * 1000:.0f} ms, p99 (max) {p99 * 1000:.0f} ms")
-        assert p99 < 5, latencies
+        # Measured 104 ms / 194 ms on 2 shared cores (load average ~4); the bound leaves room for load.
+        assert p99 < 1.0, latencies
     finally:
         gw.stop()
         print(gw.output()[-5000:])

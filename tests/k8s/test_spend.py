@@ -13,7 +13,7 @@ import pytest
 
 from harness import RedisServer, Process, binary, free_port, wait_http
 
-from processes import operator_process
+from operator_setup import start_operator
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 
@@ -25,7 +25,7 @@ FINALIZER = "switchyard.dev/shared-state-cleanup"
 @pytest.fixture(scope="module")
 def fast_operator(control_plane, tmp_path_factory):
     """The operator with the chart's RBAC, reading spend every half second."""
-    proc = operator_process(control_plane, tmp_path_factory, "--spend-interval", "0.5")
+    proc, _ = start_operator(control_plane, tmp_path_factory.mktemp("op"), args=("--spend-interval", "0.5"))
     yield proc
     proc.stop()
     print(proc.output()[-20000:])

@@ -5,12 +5,13 @@
 //! Reconcile is thin: read stores, call the pure functions, apply with server-side apply under
 //! [`MANAGER`], write status only when it changed. Nothing is resynced periodically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
@@ -45,6 +46,20 @@ use crate::{
 /// Retry delay after a failed reconcile.
 const RETRY: Duration = Duration::from_secs(15);
 
+/// Configuration bytes a fleet publishes per second at most, and the longest pause.
+const PUBLISH_BYTES_PER_SECOND: u64 = 2 * 1024 * 1024;
+const MAX_PUBLISH_PAUSE: Duration = Duration::from_secs(5);
+
+/// The pause after publishing `bytes` of configuration before the fleet publishes again.
+/// During a burst of thousands of changes a large configuration is not rewritten after each
+/// (every rewrite is megabytes through the API server, etcd and every gateway's watch); the
+/// changes that arrive meanwhile go out together. A small configuration is never held back:
+/// 2 KiB waits 1 ms, 2.5 MB 1.2 s.
+pub(crate) fn publish_pause(bytes: usize) -> Duration {
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    Duration::from_millis(bytes.saturating_mul(1000) / PUBLISH_BYTES_PER_SECOND).min(MAX_PUBLISH_PAUSE)
+}
+
 struct Context {
     client: kube::Client,
     image: String,
@@ -61,9 +76,28 @@ struct Context {
     redis: Arc<FleetRedis>,
     /// `true` once every store has listed once.
     synced: watch::Receiver<bool>,
+    status_writers: Mutex<StatusWriters>,
+    /// When each fleet may publish its next configuration (see [`publish_pause`]).
+    next_publish: Mutex<HashMap<FleetId, std::time::Instant>>,
 }
 
 impl Context {
+    /// How long the fleet must wait before it may publish again, if at all.
+    fn publish_wait(&self, fleet: &FleetId) -> Option<Duration> {
+        let next = self.next_publish.lock().unwrap_or_else(PoisonError::into_inner);
+        let wait = next.get(fleet)?.checked_duration_since(std::time::Instant::now())?;
+        (!wait.is_zero()).then_some(wait)
+    }
+
+    /// Records that the fleet just published `bytes` of configuration in a reconcile that took
+    /// `took`: the next publish waits at least as long again, so a fleet spends at most about
+    /// half its time publishing (each generation also rewrites the routes' `Programmed`).
+    fn published(&self, fleet: &FleetId, bytes: usize, took: Duration) {
+        let pause = publish_pause(bytes).max(took.min(MAX_PUBLISH_PAUSE));
+        let mut next = self.next_publish.lock().unwrap_or_else(PoisonError::into_inner);
+        next.insert(fleet.clone(), std::time::Instant::now() + pause);
+    }
+
     /// Waits until every cache has listed once: compiling from a half-filled cache would
     /// publish a configuration missing routes.
     async fn synced(&self) -> Result<(), Error> {
@@ -196,6 +230,50 @@ async fn lead(client: kube::Client, opts: Options, metrics: Metrics, stop: watch
     result
 }
 
+/// What a fleet reads of an object besides its spec: a change of any of these (or of the
+/// generation, which tracks the spec) is a reason to recompile; a status-only update is not.
+fn fingerprint<K: Resource>(o: &K) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let m = o.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &m.uid,
+        m.generation,
+        &m.labels,
+        &m.annotations,
+        m.deletion_timestamp.is_some(),
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+/// The objects of a reflected watch that changed in a way a fleet compiles, and every
+/// deleted one. Status-only updates are dropped: the operator's own status writes would
+/// otherwise each trigger a full recompile of the fleet (thousands at scale).
+fn spec_changes<K, S>(events: S) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: Resource + Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let mut seen: HashMap<(Option<String>, Option<String>), u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
+        let out = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let print = fingerprint(&o);
+                (seen.insert(key(&o), print) != Some(print)).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&key(&o));
+                Some(Ok(o))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
 /// Drops what the caches never read (managedFields, `kubectl apply`'s copy of the object).
 fn slim<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
@@ -213,8 +291,15 @@ async fn controllers(
     let cfg = watcher::Config::default;
     let fleet_selector = format!("{LABEL_NAME}={GATEWAY_APP},{LABEL_FLEET}");
 
-    let controller = Controller::new(Api::<LLMGateway>::all(client.clone()), cfg());
-    let gateways = controller.store();
+    // A fleet's own status write must not trigger its next reconcile (a full recompile).
+    let (gateways, gateways_w) = reflector::store::<LLMGateway>();
+    let gateway_events = spec_changes(
+        watcher(Api::<LLMGateway>::all(client.clone()), cfg())
+            .default_backoff()
+            .modify(slim)
+            .reflect(gateways_w),
+    );
+    let controller = Controller::for_stream(gateway_events, gateways.clone());
 
     let (providers, providers_w) = reflector::store::<Provider>();
     let (routes, routes_w) = reflector::store::<LLMRoute>();
@@ -223,21 +308,24 @@ async fn controllers(
     let (namespaces, namespaces_w) = reflector::store::<Namespace>();
     let (pods, pods_w) = reflector::store::<Pod>();
 
-    let provider_events = watcher(Api::<Provider>::all(client.clone()), cfg())
-        .default_backoff()
-        .modify(slim)
-        .reflect(providers_w)
-        .touched_objects();
-    let route_events = watcher(Api::<LLMRoute>::all(client.clone()), cfg())
-        .default_backoff()
-        .modify(slim)
-        .reflect(routes_w)
-        .touched_objects();
-    let key_events = watcher(Api::<VirtualKey>::all(client.clone()), cfg())
-        .default_backoff()
-        .modify(slim)
-        .reflect(keys_w)
-        .touched_objects();
+    let provider_events = spec_changes(
+        watcher(Api::<Provider>::all(client.clone()), cfg())
+            .default_backoff()
+            .modify(slim)
+            .reflect(providers_w),
+    );
+    let route_events = spec_changes(
+        watcher(Api::<LLMRoute>::all(client.clone()), cfg())
+            .default_backoff()
+            .modify(slim)
+            .reflect(routes_w),
+    );
+    let key_events = spec_changes(
+        watcher(Api::<VirtualKey>::all(client.clone()), cfg())
+            .default_backoff()
+            .modify(slim)
+            .reflect(keys_w),
+    );
     // Config shards, Helm releases and service account tokens are never read from here.
     let secret_events = watcher(
         Api::<Secret>::all(client.clone()),
@@ -303,9 +391,12 @@ async fn controllers(
                 fleet::fleets_for_key(&k, g3.state().iter().map(|g| &**g), &n3)
             })
             .watches_stream(secret_events, move |s: Secret| {
+                // Only the readers of this Secret: with 10,000 keys, cloning and scanning every
+                // key for each of their 10,000 Secrets was the operator's largest CPU cost.
+                let (sns, sname) = (s.namespace(), s.name_any());
                 let gws = g4.state();
-                let ps = p_for_secrets.state();
-                let ks = k_for_secrets.state();
+                let ps = p_for_secrets.state_filter(|p| p.namespace() == sns);
+                let ks = k_for_secrets.state_filter(|k| k.namespace() == sns && fleet::key_reads_secret(k, &sname));
                 fleet::fleets_for_secret(
                     &s,
                     &gws.iter().map(|g| &**g).collect::<Vec<_>>(),
@@ -329,6 +420,8 @@ async fn controllers(
     let ctx = Arc::new(Context {
         redis: Arc::new(FleetRedis::new(redis_fleets_tx)),
         synced,
+        status_writers: Mutex::default(),
+        next_publish: Mutex::default(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -371,7 +464,19 @@ async fn controllers(
     );
     // Keys gain (or keep) the cleanup finalizer when a fleet gains or loses Redis.
     let redis_changes = changes(redis_fleets);
-    let generated_keys = Controller::new(Api::<VirtualKey>::all(client.clone()), cfg())
+    // Generated keys depend on the spec only (secretRef, rotation): the fleets' status writes to
+    // every VirtualKey must not each cost a key reconcile (and a GET of its Secret).
+    let (vk_store, vk_writer) = reflector::store::<VirtualKey>();
+    let vk_specs = watcher(Api::<VirtualKey>::all(client.clone()), cfg())
+        .default_backoff()
+        .modify(slim)
+        .reflect(vk_writer)
+        .applied_objects()
+        .predicate_filter(
+            |k: &VirtualKey| Some(fingerprint(k)),
+            kube::runtime::PredicateConfig::default(),
+        );
+    let generated_keys = Controller::for_stream(vk_specs, vk_store)
         .owns(Api::<Secret>::all(client.clone()), cfg().labels(LABEL_VIRTUAL_KEY))
         .reconcile_all_on(redis_changes)
         .trigger_backoff(BriefPause)
@@ -535,6 +640,10 @@ async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> Result<Actio
     }
     let fleet = fleet_id(&gw);
     let (ns, name) = fleet.clone();
+    if let Some(wait) = ctx.publish_wait(&fleet) {
+        return Ok(Action::requeue(wait));
+    }
+    let started = std::time::Instant::now();
 
     let compiled = {
         let secret = |sns: &str, sname: &str| ctx.secrets.get(&ObjectRef::new(sname).within(sns));
@@ -555,6 +664,7 @@ async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> Result<Actio
     };
     let hash = compiled.config.hash();
     ctx.redis.update(&fleet, &compiled.config);
+    let compile_ms = started.elapsed().as_millis();
 
     let shard_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let shard_list = shard_api
@@ -569,7 +679,15 @@ async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> Result<Actio
     let desired = desired_objects(&gw, &compiled, generation, &ctx.image);
 
     let deployment = apply_fleet(&ctx, &gw, &desired, write_shards, &shards).await?;
+    let applied_ms = started.elapsed().as_millis();
     if write_shards {
+        let bytes = desired
+            .config_shards
+            .iter()
+            .flat_map(|s| s.data.iter().flat_map(|d| d.values()))
+            .map(|b| b.0.len())
+            .sum();
+        ctx.published(&fleet, bytes, started.elapsed());
         tracing::info!(namespace = %ns, fleet = %name, generation, %hash, "published config");
         publish(
             &ctx,
@@ -603,7 +721,13 @@ async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> Result<Actio
     if gw.status.as_ref() != Some(&gw_status) {
         apply_status(&ctx.client, &*gw, &gw_status).await?;
     }
-    write_object_statuses(&ctx, &gw, &compiled, &pods, generation, &now).await?;
+    queue_statuses(&ctx, StatusWork::new(gw.clone(), &compiled, pods, generation));
+    tracing::debug!(
+        namespace = %ns, fleet = %name, generation, write_shards,
+        routes = compiled.config.routes.len(), keys = compiled.config.keys.len(),
+        compile_ms, applied_ms, total_ms = started.elapsed().as_millis(),
+        "reconciled fleet"
+    );
     Ok(Action::await_change())
 }
 
@@ -617,9 +741,8 @@ async fn apply_fleet(
 ) -> Result<Deployment, Error> {
     let c = &ctx.client;
     let ns = fleet::ns(gw);
-    apply(c, &ns, &desired.service_account).await?;
-    apply(c, &ns, &desired.role).await?;
-    apply(c, &ns, &desired.role_binding).await?;
+    // The config shards go first: they are what a change is waiting for (apply-to-served
+    // latency); the other objects only change with the LLMGateway itself.
     if write_shards {
         for shard in &desired.config_shards {
             apply(c, &ns, shard).await?;
@@ -632,8 +755,18 @@ async fn apply_fleet(
     for stale in shards.names.iter().filter(|n| !current.contains(n)) {
         delete_ignoring_absent(&secrets, stale).await?;
     }
-    apply(c, &ns, &desired.service).await?;
-    apply(c, &ns, &desired.disruption_budget).await?;
+    // The RoleBinding after its Role: binding a Role that does not exist yet fails the API
+    // server's escalation check.
+    let rbac = async {
+        apply(c, &ns, &desired.role).await?;
+        apply(c, &ns, &desired.role_binding).await
+    };
+    futures::try_join!(
+        apply(c, &ns, &desired.service_account),
+        rbac,
+        apply(c, &ns, &desired.service),
+        apply(c, &ns, &desired.disruption_budget),
+    )?;
     match &desired.autoscaler {
         Some(hpa) => {
             apply(c, &ns, hpa).await?;
@@ -753,16 +886,147 @@ fn accepted_changed(before: &[Condition], computed: &[Condition]) -> bool {
     }
 }
 
-async fn write_object_statuses(
-    ctx: &Context,
-    gw: &LLMGateway,
-    compiled: &Compiled,
-    pods: &PodsObserved,
+/// What one reconcile concluded about a fleet, for the statuses of the objects it compiled.
+pub(crate) struct StatusWork {
+    gw: Arc<LLMGateway>,
+    /// Diagnostics by the object they name.
+    diagnostics: HashMap<ObjectId, Vec<Diagnostic>>,
+    /// `(namespace, name)` of the routes in the configuration.
+    routes: HashSet<(String, String)>,
+    /// `(namespace, name)` of the keys in the configuration.
+    keys: HashSet<(String, String)>,
+    pods: PodsObserved,
     generation: u64,
-    now: &Time,
-) -> Result<(), Error> {
+}
+
+impl StatusWork {
+    fn new(gw: Arc<LLMGateway>, compiled: &Compiled, pods: PodsObserved, generation: u64) -> Self {
+        let mut diagnostics: HashMap<ObjectId, Vec<Diagnostic>> = HashMap::new();
+        for d in &compiled.diagnostics {
+            if let Some(o) = &d.object {
+                diagnostics.entry(o.clone()).or_default().push(d.clone());
+            }
+        }
+        let id = |namespace: &str, name: &str| (namespace.to_owned(), name.to_owned());
+        Self {
+            gw,
+            diagnostics,
+            routes: compiled
+                .config
+                .routes
+                .iter()
+                .map(|r| id(&r.namespace, &r.name))
+                .collect(),
+            keys: compiled.config.keys.iter().map(|k| id(&k.namespace, &k.name)).collect(),
+            pods,
+            generation,
+        }
+    }
+
+    /// The diagnostics about one object (what `object_conditions` and events read).
+    fn diagnostics_of(&self, id: &ObjectId) -> &[Diagnostic] {
+        self.diagnostics.get(id).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// Where a fleet's latest [`StatusWork`] goes.
+type StatusSender = watch::Sender<Option<Arc<StatusWork>>>;
+
+/// The per-fleet status writers: each writes the latest [`StatusWork`] of its fleet.
+#[derive(Default)]
+pub(crate) struct StatusWriters {
+    next_id: u64,
+    writers: HashMap<FleetId, (u64, StatusSender)>,
+}
+
+/// Hands a fleet's object statuses to its writer task, which writes them after the reconcile
+/// returned. The config is published without waiting for thousands of status writes, and a
+/// newer outcome replaces one not yet started, so a burst of reconciles costs one pass.
+fn queue_statuses(ctx: &Arc<Context>, work: StatusWork) {
+    let fleet = fleet_id(&work.gw);
+    let work = Some(Arc::new(work));
+    let mut w = ctx.status_writers.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, tx)) = w.writers.get(&fleet) {
+        if tx.send(work.clone()).is_ok() {
+            return;
+        }
+    }
+    let (tx, mut rx) = watch::channel(work);
+    rx.mark_changed();
+    w.next_id += 1;
+    let id = w.next_id;
+    w.writers.insert(fleet.clone(), (id, tx));
+    tokio::spawn(status_writer(ctx.clone(), fleet, id, rx));
+}
+
+/// Writes the latest status work of one fleet until the fleet is gone; retries a failed pass
+/// after [`RETRY`] unless newer work arrives first.
+async fn status_writer(ctx: Arc<Context>, fleet: FleetId, id: u64, mut rx: watch::Receiver<Option<Arc<StatusWork>>>) {
+    while rx.changed().await.is_ok() {
+        {
+            let mut w = ctx.status_writers.lock().unwrap_or_else(PoisonError::into_inner);
+            if ctx.gateways.get(&ObjectRef::new(&fleet.1).within(&fleet.0)).is_none() {
+                if w.writers.get(&fleet).is_some_and(|(i, _)| *i == id) {
+                    w.writers.remove(&fleet);
+                }
+                return;
+            }
+        }
+        let Some(work) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let started = std::time::Instant::now();
+        let now = Time(Timestamp::now());
+        match write_object_statuses(&ctx, &work, &now).await {
+            Ok(written) => tracing::debug!(
+                namespace = %fleet.0, fleet = %fleet.1, written, ms = started.elapsed().as_millis(), "object statuses"
+            ),
+            Err(error) => {
+                ctx.metrics.failed("status");
+                tracing::warn!(namespace = %fleet.0, fleet = %fleet.1, %error, "writing object statuses failed; retrying in {RETRY:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY) => {}
+                    r = rx.changed() => if r.is_err() { return },
+                }
+                rx.mark_changed();
+            }
+        }
+    }
+}
+
+/// Writes one object's status, then the events of its errors when its `Accepted` changed.
+fn write_status<'a, K, S>(
+    ctx: &'a Context,
+    obj: Arc<K>,
+    status: S,
+    errors: Option<ObjectId>,
+    diags: &'a [Diagnostic],
+) -> BoxFuture<'a, Result<(), Error>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'a,
+    S: Serialize + Send + Sync + 'a,
+{
+    async move {
+        apply_status(&ctx.client, &*obj, &status).await?;
+        if let Some(id) = errors {
+            publish_errors(ctx, &obj.object_ref(&()), &id, diags).await;
+        }
+        Ok(())
+    }
+    .boxed()
+}
+
+/// Status writes in flight at once: enough to hide round trips, few enough not to crowd out
+/// the config writes on the same API server.
+const STATUS_WRITES: usize = 8;
+
+/// Writes the statuses of the routes, Providers and keys a fleet compiled that changed;
+/// returns how many were written.
+async fn write_object_statuses(ctx: &Context, work: &StatusWork, now: &Time) -> Result<usize, Error> {
+    let gw = &*work.gw;
+    let (pods, generation) = (&work.pods, work.generation);
     let fleet = fleet_id(gw);
-    let diags = &compiled.diagnostics;
+    let mut writes: Vec<BoxFuture<'_, Result<(), Error>>> = Vec::new();
     let gateways = ctx.gateways.state();
     let gateway = |f: &FleetId| gateways.iter().find(|g| fleet_id(g) == *f).cloned();
     let exists = |f: &FleetId| gateway(f).is_some();
@@ -770,14 +1034,11 @@ async fn write_object_statuses(
 
     for r in ctx.routes.state() {
         let id = ObjectId::new("LLMRoute", &fleet::ns(&*r), &r.name_any());
+        let diags = work.diagnostics_of(&id);
         let considered = fleet::considers_route(gw, &r, ns_labels);
         let named = fleet::names_fleet(&r, gw);
         let g = r.metadata.generation;
-        let in_config = compiled
-            .config
-            .routes
-            .iter()
-            .any(|c| c.namespace == id.namespace && c.name == id.name);
+        let in_config = work.routes.contains(&(id.namespace.clone(), id.name.clone()));
         let (parent, top) = if considered {
             let mut cs = status::object_conditions(&id, diags, g, &fleet, now);
             cs.push(status::programmed_condition(
@@ -805,10 +1066,7 @@ async fn write_object_statuses(
         let changed = top.as_ref().is_some_and(|t| accepted_changed(before, t));
         let new = status::route_status(r.status.as_ref(), g, &fleet, parent, top, &exists, &responsible);
         if r.status.as_ref() != Some(&new) {
-            apply_status(&ctx.client, &*r, &new).await?;
-            if changed {
-                publish_errors(ctx, &r.object_ref(&()), &id, diags).await;
-            }
+            writes.push(write_status(ctx, r.clone(), new, changed.then_some(id), diags));
         }
     }
 
@@ -817,6 +1075,7 @@ async fn write_object_statuses(
             continue;
         }
         let id = ObjectId::new("Provider", &fleet::ns(&*p), &p.name_any());
+        let diags = work.diagnostics_of(&id);
         let g = p.metadata.generation;
         let computed = status::object_conditions(&id, diags, g, &fleet, now);
         let responsible = |f: &FleetId| gateway(f).is_some_and(|g| fleet::considers_provider(&g, &p, ns_labels));
@@ -827,10 +1086,7 @@ async fn write_object_statuses(
             observed_generation: g,
         };
         if p.status.as_ref() != Some(&new) {
-            apply_status(&ctx.client, &*p, &new).await?;
-            if changed {
-                publish_errors(ctx, &p.object_ref(&()), &id, diags).await;
-            }
+            writes.push(write_status(ctx, p.clone(), new, changed.then_some(id), diags));
         }
     }
 
@@ -840,12 +1096,9 @@ async fn write_object_statuses(
         }
         let kns = fleet::ns(&*k);
         let id = ObjectId::new("VirtualKey", &kns, &k.name_any());
+        let diags = work.diagnostics_of(&id);
         let g = k.metadata.generation;
-        let in_config = compiled
-            .config
-            .keys
-            .iter()
-            .any(|c| c.namespace == id.namespace && c.name == id.name);
+        let in_config = work.keys.contains(&(id.namespace.clone(), id.name.clone()));
         let mut computed = status::object_conditions(&id, diags, g, &fleet, now);
         let accepted = find(&computed, condition::ACCEPTED).cloned();
         computed.push(match (in_config, accepted) {
@@ -886,13 +1139,15 @@ async fn write_object_statuses(
             ..old
         };
         if k.status.as_ref() != Some(&new) {
-            apply_status(&ctx.client, &*k, &new).await?;
-            if changed {
-                publish_errors(ctx, &k.object_ref(&()), &id, diags).await;
-            }
+            writes.push(write_status(ctx, k.clone(), new, changed.then_some(id), diags));
         }
     }
-    Ok(())
+    let written = writes.len();
+    futures::stream::iter(writes)
+        .buffer_unordered(STATUS_WRITES)
+        .try_collect::<()>()
+        .await?;
+    Ok(written)
 }
 
 #[cfg(test)]

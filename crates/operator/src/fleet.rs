@@ -182,6 +182,24 @@ pub fn key_secret_names(k: &VirtualKey) -> Vec<String> {
     names
 }
 
+/// Whether a VirtualKey reads the Secret `name` of its namespace ([`key_secret_names`] without
+/// allocating: this runs for every key on every Secret event).
+pub fn key_reads_secret(k: &VirtualKey, name: &str) -> bool {
+    let key_secret = match &k.spec.secret_ref {
+        Some(sr) => sr.name == name,
+        None => name
+            .strip_suffix("-key")
+            .is_some_and(|n| Some(n) == k.metadata.name.as_deref()),
+    };
+    key_secret
+        || k.spec
+            .budget
+            .as_ref()
+            .and_then(|b| b.webhook.as_ref())
+            .and_then(|w| w.signing_secret_ref.as_ref())
+            .is_some_and(|sr| sr.name == name)
+}
+
 /// The Secret name (in the Provider's namespace) a Provider reads.
 pub fn provider_secret_name(p: &Provider) -> Option<&str> {
     p.spec.credentials.as_ref().map(|c| c.secret_ref.name.as_str())
@@ -212,7 +230,7 @@ pub fn fleets_for_secret(
         .collect();
     let readers_k: Vec<&&VirtualKey> = keys
         .iter()
-        .filter(|k| ns(**k) == sns && key_secret_names(k).contains(&sname))
+        .filter(|k| k.meta().namespace.as_deref() == Some(sns.as_str()) && key_reads_secret(k, &sname))
         .collect();
     refs(gateways.iter().copied(), |g| {
         (ns(g) == sns && gateway_secret_name(g) == Some(sname.as_str()))

@@ -110,3 +110,10 @@ fn events_follow_new_failures_only() {
     let next_gen = status::object_conditions(&id, &bad, Some(2), &f, &now);
     assert!(accepted_changed(&failing, &next_gen));
 }
+
+#[test]
+fn large_configurations_are_paced_small_ones_not() {
+    assert_eq!(publish_pause(2 * 1024), Duration::from_millis(0));
+    assert_eq!(publish_pause(2_500_000), Duration::from_millis(1192));
+    assert_eq!(publish_pause(usize::MAX), MAX_PUBLISH_PAUSE);
+}

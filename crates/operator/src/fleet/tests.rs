@@ -162,6 +162,16 @@ fn secrets_map_through_their_readers_only() {
     assert_eq!(map(secret("team-b", "hook"), &gws), ["all"]);
     assert_eq!(map(secret("infra", "unrelated"), &gws), Vec::<String>::new());
     assert_eq!(map(secret("infra", "redis-url"), &gws_redis), ["same"]);
+    // The allocation-free check agrees with the names a key reads.
+    for k in [&generated, &own] {
+        for name in ["ci-key", "ci", "bob-secret", "bob-key", "hook", "unrelated"] {
+            assert_eq!(
+                key_reads_secret(k, name),
+                key_secret_names(k).iter().any(|n| n == name),
+                "{name}"
+            );
+        }
+    }
 }
 
 #[test]
