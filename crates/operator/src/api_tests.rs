@@ -12,7 +12,6 @@ use kube::Client;
 use serde_json::{json, Value};
 use switchyard_api::{Rotation, Spend, VirtualKey, VirtualKeySpec, VirtualKeyStatus};
 use switchyard_config::{FailMode, GatewayConfig, RedisConfig, SecretString};
-use tokio::sync::watch;
 use tower_test::mock::{self, Handle};
 
 use crate::keys;
@@ -85,7 +84,7 @@ fn vk(rotation: u32) -> VirtualKey {
 }
 
 fn redis_fleet(serving: &str) -> FleetRedis {
-    let (tx, _rx) = watch::channel(0);
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let f = FleetRedis::new(tx);
     let mut cfg = GatewayConfig {
         keys: vec![serde_json::from_value(json!({"namespace": "apps", "name": serving, "hashes": []})).expect("key")],
@@ -211,7 +210,7 @@ async fn keys_no_redis_fleet_serves_are_left_without_a_finalizer() {
 async fn a_deleted_key_lets_go_of_its_finalizer_once_cleaned() {
     let (client, mut api) = client();
     // No fleet has Redis any more: nothing to clean, the finalizer goes.
-    let (tx, _rx) = watch::channel(0);
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let fleets = FleetRedis::new(tx);
     let mut key = vk(0);
     key.metadata.finalizers = Some(vec!["example.com/other".into(), FINALIZER.into()]);

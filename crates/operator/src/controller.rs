@@ -416,9 +416,9 @@ async fn controllers(
     };
 
     let (synced_tx, synced) = watch::channel(false);
-    let (redis_fleets_tx, redis_fleets) = watch::channel(0u64);
+    let (newly_served_tx, newly_served) = tokio::sync::mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
-        redis: Arc::new(FleetRedis::new(redis_fleets_tx)),
+        redis: Arc::new(FleetRedis::new(newly_served_tx)),
         synced,
         status_writers: Mutex::default(),
         next_publish: Mutex::default(),
@@ -462,8 +462,8 @@ async fn controllers(
         opts.spend_interval,
         stop.clone(),
     );
-    // Keys gain (or keep) the cleanup finalizer when a fleet gains or loses Redis.
-    let redis_changes = changes(redis_fleets);
+    // Keys get the cleanup finalizer when a fleet with Redis starts serving them.
+    let newly_served = futures::stream::unfold(newly_served, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
     // Generated keys depend on the spec only (secretRef, rotation): the fleets' status writes to
     // every VirtualKey must not each cost a key reconcile (and a GET of its Secret).
     let (vk_store, vk_writer) = reflector::store::<VirtualKey>();
@@ -478,18 +478,13 @@ async fn controllers(
         );
     let generated_keys = Controller::for_stream(vk_specs, vk_store)
         .owns(Api::<Secret>::all(client.clone()), cfg().labels(LABEL_VIRTUAL_KEY))
-        .reconcile_all_on(redis_changes)
+        .reconcile_on(newly_served)
         .trigger_backoff(BriefPause)
         .graceful_shutdown_on(stopped(stop))
         .run(reconcile_key, key_error_policy, ctx)
         .for_each(|r| async move { log_outcome("virtualkey", r) });
     tokio::join!(fleets, generated_keys, spend);
     Ok(())
-}
-
-/// A stream that yields each time the watched value changes (not for its initial value).
-fn changes(rx: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.changed().await.ok().map(|()| ((), rx)) })
 }
 
 /// The controller-wide pause after a trigger stream error: short and constant, since every

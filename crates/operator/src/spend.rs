@@ -11,19 +11,19 @@
 //! The fleet reconcile records what it compiled ([`FleetRedis::update`]); this module does not
 //! compile, list or watch anything itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use redis::aio::MultiplexedConnection;
 use switchyard_api::{LLMGateway, Spend, VirtualKey, VirtualKeyStatus};
 use switchyard_config::shared_state::{key_scope, redis_keys, Period};
 use switchyard_config::{BudgetPeriod, GatewayConfig, RedisConfig};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::fleet::FleetId;
 use crate::Error;
@@ -106,15 +106,15 @@ impl Conn {
 pub(crate) struct FleetRedis {
     fleets: Mutex<BTreeMap<FleetId, Arc<FleetState>>>,
     conns: tokio::sync::Mutex<HashMap<String, Conn>>,
-    /// Bumped when a fleet gains or loses Redis, so keys get (or may drop) the finalizer.
-    changed: Option<watch::Sender<u64>>,
+    /// Keys a fleet with Redis started serving, so they get the finalizer.
+    newly_served: Option<mpsc::UnboundedSender<ObjectRef<VirtualKey>>>,
 }
 
 impl FleetRedis {
-    /// A registry that signals on `changed` when the set of fleets with Redis changes.
-    pub fn new(changed: watch::Sender<u64>) -> Self {
+    /// A registry that sends the keys a fleet with Redis starts serving to `newly_served`.
+    pub fn new(newly_served: mpsc::UnboundedSender<ObjectRef<VirtualKey>>) -> Self {
         Self {
-            changed: Some(changed),
+            newly_served: Some(newly_served),
             ..Self::default()
         }
     }
@@ -123,18 +123,23 @@ impl FleetRedis {
     pub fn update(&self, fleet: &FleetId, config: &GatewayConfig) {
         let state = FleetState::of(config);
         let mut fleets = self.fleets.lock().unwrap_or_else(|p| p.into_inner());
-        let had = fleets.contains_key(fleet);
+        let before: HashSet<(&str, &str)> = fleets
+            .get(fleet)
+            .map(|f| f.keys.iter().map(|k| (k.namespace.as_str(), k.name.as_str())).collect())
+            .unwrap_or_default();
+        if let (Some(tx), Some(s)) = (&self.newly_served, &state) {
+            for k in &s.keys {
+                if !before.contains(&(k.namespace.as_str(), k.name.as_str())) {
+                    let _ = tx.send(ObjectRef::new(&k.name).within(&k.namespace));
+                }
+            }
+        }
         match state {
             Some(s) => {
                 fleets.insert(fleet.clone(), Arc::new(s));
             }
             None => {
                 fleets.remove(fleet);
-            }
-        }
-        if had != fleets.contains_key(fleet) {
-            if let Some(tx) = &self.changed {
-                tx.send_modify(|v| *v += 1);
             }
         }
     }
@@ -152,17 +157,7 @@ impl FleetRedis {
 
     /// Forgets a deleted fleet.
     pub fn remove(&self, fleet: &FleetId) {
-        let removed = self
-            .fleets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(fleet)
-            .is_some();
-        if removed {
-            if let Some(tx) = &self.changed {
-                tx.send_modify(|v| *v += 1);
-            }
-        }
+        self.fleets.lock().unwrap_or_else(|p| p.into_inner()).remove(fleet);
     }
 
     fn snapshot(&self) -> Vec<Arc<FleetState>> {
@@ -461,20 +456,23 @@ mod tests {
     }
 
     #[test]
-    fn only_fleets_with_redis_are_tracked() {
-        let (tx, rx) = watch::channel(0);
+    fn only_fleets_with_redis_are_tracked_and_new_keys_announced() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
         let f = FleetRedis::new(tx);
         let fleet: FleetId = ("llm".into(), "gw".into());
+        let key = |name: &str| {
+            serde_json::from_value::<switchyard_config::KeyConfig>(
+                serde_json::json!({"namespace": "apps", "name": name, "hashes": []}),
+            )
+            .expect("key")
+        };
         let mut cfg = GatewayConfig {
-            keys: vec![
-                serde_json::from_value(serde_json::json!({"namespace": "apps", "name": "a", "hashes": []}))
-                    .expect("key"),
-            ],
+            keys: vec![key("a")],
             ..GatewayConfig::default()
         };
         f.update(&fleet, &cfg);
         assert!(!f.serves_with_redis("apps", "a"));
-        assert_eq!(*rx.borrow(), 0);
+        assert!(rx.try_recv().is_err(), "no Redis, no finalizer");
         cfg.settings.redis = Some(RedisConfig {
             url: switchyard_config::SecretString::new("redis://127.0.0.1:1/"),
             cluster: false,
@@ -483,11 +481,14 @@ mod tests {
         f.update(&fleet, &cfg);
         assert!(f.serves_with_redis("apps", "a"));
         assert!(!f.serves_with_redis("apps", "b"));
-        assert_eq!(*rx.borrow(), 1);
+        assert_eq!(rx.try_recv().ok(), Some(ObjectRef::new("a").within("apps")));
         f.update(&fleet, &cfg);
-        assert_eq!(*rx.borrow(), 1, "no change, no signal");
+        assert!(rx.try_recv().is_err(), "no change, no trigger");
+        cfg.keys.push(key("b"));
+        f.update(&fleet, &cfg);
+        assert_eq!(rx.try_recv().ok(), Some(ObjectRef::new("b").within("apps")));
+        assert!(rx.try_recv().is_err());
         f.remove(&fleet);
         assert!(!f.serves_with_redis("apps", "a"));
-        assert_eq!(*rx.borrow(), 2);
     }
 }
