@@ -35,7 +35,7 @@ def install_crds_and_rbac(cp):
     cp.kubectl("apply", "-n", SYSTEM_NS, "-f", "-", input=rendered, check=True)
 
 
-def start_operator(cp, workdir, log_filter="info,switchyard_operator=debug", args=()):
+def start_operator(cp, workdir, log_filter="info,switchyard_operator=debug", args=(), env=None):
     """The operator (`switchyard operator ... ARGS`) as a local process with the chart's
     ServiceAccount token; returns `(process, metrics_port)` once it answers /healthz."""
     install_crds_and_rbac(cp)
@@ -44,7 +44,7 @@ def start_operator(cp, workdir, log_filter="info,switchyard_operator=debug", arg
     port = free_port()
     proc = Process([binary(), "operator", "--metrics-addr", f"127.0.0.1:{port}",
                     "--lease-namespace", SYSTEM_NS, "--gateway-image", "switchyard:test", *args],
-                   env={"KUBECONFIG": str(kubeconfig), "SWITCHYARD_LOG": log_filter})
+                   env={"KUBECONFIG": str(kubeconfig), "SWITCHYARD_LOG": log_filter, **(env or {})})
     wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc.proc)
     return proc, port
 

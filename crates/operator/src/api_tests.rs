@@ -2,7 +2,6 @@
 //! reconcile sends, in which order, with which verbs, paths, field manager and bodies, and how
 //! it takes the answers (404, 409) — without a cluster.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
@@ -10,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
-use switchyard_api::{Rotation, Spend, VirtualKey, VirtualKeySpec, VirtualKeyStatus};
+use switchyard_api::{Rotation, Spend, VirtualKey, VirtualKeyStatus};
 use switchyard_config::{FailMode, GatewayConfig, RedisConfig, SecretString};
 use tower_test::mock::{self, Handle};
 
@@ -61,24 +60,10 @@ fn not_found(kind: &str, name: &str) -> Value {
 }
 
 fn vk(rotation: u32) -> VirtualKey {
-    let mut k = VirtualKey::new(
-        "team-a",
-        VirtualKeySpec {
-            secret_ref: None,
-            allowed_routes: vec![],
-            limits: None,
-            budget: None,
-            expires_at: None,
-            blocked: false,
-            labels: BTreeMap::new(),
-            rotation: (rotation > 0).then_some(Rotation {
-                generation: rotation,
-                grace_period: Some("1h".into()),
-            }),
-        },
-    );
-    k.metadata.namespace = Some("apps".into());
-    k.metadata.uid = Some("uid-1".into());
+    let mut k = keys::tests::vk((rotation > 0).then_some(Rotation {
+        generation: rotation,
+        grace_period: Some("1h".into()),
+    }));
     k.metadata.resource_version = Some("41".into());
     k
 }

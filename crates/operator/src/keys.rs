@@ -230,11 +230,12 @@ pub async fn reconcile(vk: Arc<VirtualKey>, client: kube::Client) -> Result<Acti
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use switchyard_api::{Rotation, SecretKeyRef, VirtualKeySpec};
 
-    fn vk(rotation: Option<Rotation>) -> VirtualKey {
+    /// VirtualKey `apps/team-a` (uid `uid-1`) with an operator-generated key.
+    pub(crate) fn vk(rotation: Option<Rotation>) -> VirtualKey {
         let mut k = VirtualKey::new(
             "team-a",
             VirtualKeySpec {
