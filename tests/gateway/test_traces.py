@@ -229,6 +229,7 @@ def env(tmp_path_factory):
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=test",
         "OTEL_SERVICE_NAME": "",
+        "SWITCHYARD_LOG_FORMAT": "json",
     })
     yield gw, collector, recorder, mock
     gw.stop()
@@ -297,6 +298,13 @@ def test_a_chat_is_a_server_span_with_one_client_span_per_attempt(env):
     # The upstream got a traceparent naming the attempt span.
     sent = recorder.headers[-1]["traceparent"]
     assert sent == f"00-{trace_id}-{attempt.span_id.hex()}-01"
+
+    # The request's access-log line names the trace, so logs and traces join.
+    lines = [json.loads(line) for line in gw.output().splitlines() if line.startswith("{")]
+    logged = [x["fields"] for x in lines if x.get("target") == "switchyard::access"
+              and x.get("fields", {}).get("trace_id") == trace_id]
+    assert len(logged) == 1, lines[-3:]
+    assert logged[0]["status"] == 200 and logged[0]["route"] == "default/traced"
 
     # The resource: the default service name and OTEL_RESOURCE_ATTRIBUTES.
     resource = next(r for r, s in collector.spans() if s.trace_id.hex() == trace_id)

@@ -186,6 +186,8 @@ struct Labels {
     fallback_depth: u32,
     /// The request reached an upstream: its access log line is written by `Account::record`.
     accounted: bool,
+    /// Trace id of the request's span, when traces are on: joins the log line to the trace.
+    trace_id: Option<String>,
 }
 
 impl Labels {
@@ -198,6 +200,7 @@ impl Labels {
             request_id: String::new(),
             key: String::new(),
             attempts: 0,
+            trace_id: None,
             fallback_depth: 0,
             accounted: false,
         }
@@ -210,6 +213,7 @@ async fn handle(gw: Arc<Gateway>, op: Operation, ingress: Ingress, headers: Head
     let mut labels = Labels::unknown();
     labels.request_id = request_id(&headers);
     let mut span = RequestSpan::start(gw.tracing(), op, ingress == Ingress::Anthropic, &headers);
+    labels.trace_id = span.trace_id();
     let result = pipeline(&gw, op, ingress, &headers, body, start, &mut labels, &mut span).await;
     let mut error = None;
     let mut error_type = None;
@@ -732,6 +736,7 @@ fn access_log(
     tracing::info!(
         target: "switchyard::access",
         request_id = %l.request_id,
+        trace_id = l.trace_id.as_deref(),
         route = %l.route,
         backend = %l.backend,
         provider = l.provider,
