@@ -246,7 +246,9 @@ impl RequestSpan {
 
     /// The trace id (32 hex digits), when traces are on.
     pub(crate) fn trace_id(&self) -> Option<String> {
-        self.0.as_ref().map(|p| p.cx.span().span_context().trace_id().to_string())
+        self.0
+            .as_ref()
+            .map(|p| p.cx.span().span_context().trace_id().to_string())
     }
 
     /// What attempts start from.

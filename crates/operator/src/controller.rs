@@ -1036,8 +1036,17 @@ async fn write_object_statuses(ctx: &Context, work: &StatusWork, now: &Time) -> 
         let in_config = work.routes.contains(&(id.namespace.clone(), id.name.clone()));
         let (parent, top) = if considered {
             let mut cs = status::object_conditions(&id, diags, g, &fleet, now);
+            let previous = r
+                .status
+                .as_ref()
+                .and_then(|s| {
+                    s.parents
+                        .iter()
+                        .find(|p| p.parent_ref.name == fleet.1 && p.parent_ref.namespace.as_deref() == Some(&fleet.0))
+                })
+                .and_then(|p| find(&p.conditions, condition::PROGRAMMED));
             cs.push(status::programmed_condition(
-                in_config, pods, generation, g, &fleet, now,
+                in_config, pods, generation, g, &fleet, now, previous,
             ));
             (Some(cs.clone()), Some(cs))
         } else if named {

@@ -347,7 +347,10 @@ pub fn gateway_status(
 }
 
 /// `Programmed` of an object the fleet compiled: `True` once it is in the configuration and
-/// every ready pod runs that configuration.
+/// every ready pod runs that configuration. Once `True` for the object's current generation it
+/// stays as it is (`previous`) while the object stays in the configuration: later generations
+/// still serve it unchanged, and rewriting every route's status on every new configuration is
+/// what made status traffic grow with fleet size.
 pub fn programmed_condition(
     in_config: bool,
     pods: &PodsObserved,
@@ -355,7 +358,11 @@ pub fn programmed_condition(
     generation: Option<i64>,
     fleet: &FleetId,
     now: &Time,
+    previous: Option<&Condition>,
 ) -> Condition {
+    if let Some(p) = previous.filter(|p| in_config && p.status == "True" && p.observed_generation == generation) {
+        return p.clone();
+    }
     if !in_config {
         fleet_condition(
             condition::PROGRAMMED,

@@ -317,17 +317,35 @@ fn route_parents_hold_one_entry_per_live_fleet() {
 fn programmed_follows_config_and_pods() {
     let f = fid("edge");
     assert_eq!(
-        programmed_condition(false, &pods(2, 2), 3, Some(1), &f, &t(1)).reason,
+        programmed_condition(false, &pods(2, 2), 3, Some(1), &f, &t(1), None).reason,
         "NotAccepted"
     );
     assert_eq!(
-        programmed_condition(true, &pods(2, 1), 3, Some(1), &f, &t(1)).reason,
+        programmed_condition(true, &pods(2, 1), 3, Some(1), &f, &t(1), None).reason,
         "Pending"
     );
     assert_eq!(
-        programmed_condition(true, &pods(2, 2), 3, Some(1), &f, &t(1)).status,
+        programmed_condition(true, &pods(2, 2), 3, Some(1), &f, &t(1), None).status,
         "True"
     );
+}
+
+#[test]
+fn programmed_stays_put_across_later_configurations() {
+    let f = fid("edge");
+    let served = programmed_condition(true, &pods(2, 2), 3, Some(1), &f, &t(1), None);
+    assert_eq!(served.message, "served from config generation 3 (LLMGateway infra/edge)");
+    // Generation 4 rolls out (one pod still on 3): the unchanged route is still served.
+    let during = programmed_condition(true, &pods(2, 1), 4, Some(1), &f, &t(2), Some(&served));
+    assert_eq!(during, served);
+    let after = programmed_condition(true, &pods(2, 2), 5, Some(1), &f, &t(3), Some(&served));
+    assert_eq!(after, served, "no status write for a route that did not change");
+    // The route is edited (generation 2): it is Pending until the pods run the new config.
+    let edited = programmed_condition(true, &pods(2, 1), 6, Some(2), &f, &t(4), Some(&served));
+    assert_eq!((edited.status.as_str(), edited.reason.as_str()), ("False", "Pending"));
+    // Left out of the config: no longer Programmed, whatever it was.
+    let dropped = programmed_condition(false, &pods(2, 2), 7, Some(1), &f, &t(5), Some(&served));
+    assert_eq!(dropped.reason, "NotAccepted");
 }
 
 #[test]
