@@ -334,7 +334,10 @@ fn programmed_follows_config_and_pods() {
 fn programmed_stays_put_across_later_configurations() {
     let f = fid("edge");
     let served = programmed_condition(true, &pods(2, 2), 3, Some(1), &f, &t(1), None);
-    assert_eq!(served.message, "served from config generation 3 (LLMGateway infra/edge)");
+    assert_eq!(
+        served.message,
+        "served from config generation 3 (LLMGateway infra/edge)"
+    );
     // Generation 4 rolls out (one pod still on 3): the unchanged route is still served.
     let during = programmed_condition(true, &pods(2, 1), 4, Some(1), &f, &t(2), Some(&served));
     assert_eq!(during, served);
