@@ -115,14 +115,18 @@ def test_spend_and_last_use_reach_virtualkey_status_and_deletion_cleans_redis(
         def status():
             return (get(cp, "virtualkey", "spender", namespace) or {}).get("status", {})
 
-        cp.wait_for("spend in status", lambda: status().get("spend", {}).get("amount") == pytest.approx(3 * COST), 30)
+        cp.wait_for("spend and conditions in status",
+                    lambda: status().get("spend", {}).get("amount") == pytest.approx(3 * COST)
+                    and {c["type"] for c in status().get("conditions", [])} >= {"Accepted", "Ready"}, 30)
         s = status()
         today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT00:00:00Z")
         assert s["spend"]["periodStart"] == today
         last = datetime.datetime.fromisoformat(s["lastUsed"].replace("Z", "+00:00"))
         assert before - datetime.timedelta(seconds=1) <= last <= datetime.datetime.now(datetime.timezone.utc)
-        # The conditions written by the fleet reconcile are still there (one field manager).
-        assert {c["type"] for c in s["conditions"]} >= {"Accepted", "ResolvedRefs", "Ready"}
+        # Spend and the fleet reconcile's conditions live side by side, and stay so.
+        time.sleep(1.5)  # three more spend intervals
+        assert {c["type"] for c in status()["conditions"]} >= {"Accepted", "ResolvedRefs", "Ready"}
+        assert status()["spend"]["amount"] == pytest.approx(3 * COST)
         # A key never used shows no spend and no last use.
         idle = (get(cp, "virtualkey", "idle", namespace) or {}).get("status", {})
         assert "spend" not in idle and "lastUsed" not in idle

@@ -240,3 +240,29 @@ async fn status_is_server_side_applied_under_the_operator_field_manager() {
     );
     call.await.expect("join").expect("apply");
 }
+
+#[tokio::test]
+async fn spend_is_merge_patched_alone_so_conditions_are_never_dropped() {
+    let (client, mut api) = client();
+    let status = VirtualKeyStatus {
+        spend: Some(Spend {
+            amount: 0.5,
+            period_start: None,
+        }),
+        secret_name: Some("team-a-key".into()),
+        ..VirtualKeyStatus::default()
+    };
+    let call = tokio::spawn(async move { crate::spend::write_usage(&client, "apps", "team-a", &status).await });
+    let (m, uri, sent) = expect(&mut api, 200, serde_json::to_value(vk(0)).expect("vk")).await;
+    assert_eq!(m, Method::PATCH);
+    assert_eq!(
+        uri,
+        "/apis/switchyard.dev/v1alpha1/namespaces/apps/virtualkeys/team-a/status?&fieldManager=switchyard-operator"
+    );
+    assert_eq!(sent["contentType"], "application/merge-patch+json");
+    assert_eq!(
+        sent["body"],
+        json!({"status": {"spend": {"amount": 0.5}, "lastUsed": null}})
+    );
+    call.await.expect("join").expect("patch");
+}

@@ -336,6 +336,25 @@ pub(crate) fn updated_status(old: Option<&VirtualKeyStatus>, usage: Option<&Usag
     })
 }
 
+/// Writes `status.spend` and `status.lastUsed` alone, as a merge patch under the operator's
+/// field manager: an apply of the whole status here could drop conditions the fleet reconcile
+/// wrote after this replica's cache was read.
+pub(crate) async fn write_usage(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: &VirtualKeyStatus,
+) -> Result<(), Error> {
+    let api: kube::Api<VirtualKey> = kube::Api::namespaced(client.clone(), namespace);
+    let body = serde_json::json!({"status": {"spend": status.spend, "lastUsed": status.last_used}});
+    let pp = kube::api::PatchParams {
+        field_manager: Some(crate::MANAGER.to_owned()),
+        ..kube::api::PatchParams::default()
+    };
+    api.patch_status(name, &pp, &kube::api::Patch::Merge(&body)).await?;
+    Ok(())
+}
+
 /// Reports spend every `interval` until `stop`.
 pub(crate) async fn report(
     client: kube::Client,
@@ -369,7 +388,7 @@ pub(crate) async fn report(
             let Some(new) = updated_status(k.status.as_ref(), usage.get(&id)) else {
                 continue;
             };
-            match crate::controller::apply_status(&client, &*k, &new).await {
+            match write_usage(&client, &id.0, &id.1, &new).await {
                 Ok(()) => written += 1,
                 Err(e) => tracing::warn!(namespace = %id.0, virtual_key = %id.1, error = %e, "writing spend failed"),
             }
