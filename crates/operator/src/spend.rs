@@ -11,7 +11,7 @@
 //! The fleet reconcile records what it compiled ([`FleetRedis::update`]); this module does not
 //! compile, list or watch anything itself.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,14 +36,6 @@ const BATCH: usize = 500;
 /// Deadline of one Redis call.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A key a fleet serves, and the budget period its spend is counted in.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct ServedKey {
-    pub namespace: String,
-    pub name: String,
-    pub period: BudgetPeriod,
-}
-
 /// Keys (namespace, name) and the period their spend is counted in.
 type KeyPeriods = BTreeMap<(String, String), BudgetPeriod>;
 
@@ -51,7 +43,7 @@ type KeyPeriods = BTreeMap<(String, String), BudgetPeriod>;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct FleetState {
     pub redis: RedisConfig,
-    pub keys: Vec<ServedKey>,
+    pub keys: KeyPeriods,
 }
 
 impl FleetState {
@@ -61,11 +53,10 @@ impl FleetState {
         let keys = config
             .keys
             .iter()
-            .map(|k| ServedKey {
-                namespace: k.namespace.clone(),
-                name: k.name.clone(),
+            .map(|k| {
                 // The gateway counts keys without a budget by month (see its `limits::admit`).
-                period: k.budget.as_ref().map_or(BudgetPeriod::Monthly, |b| b.period),
+                let period = k.budget.as_ref().map_or(BudgetPeriod::Monthly, |b| b.period);
+                ((k.namespace.clone(), k.name.clone()), period)
             })
             .collect();
         Some(Self { redis, keys })
@@ -123,14 +114,11 @@ impl FleetRedis {
     pub fn update(&self, fleet: &FleetId, config: &GatewayConfig) {
         let state = FleetState::of(config);
         let mut fleets = self.fleets.lock().unwrap_or_else(|p| p.into_inner());
-        let before: HashSet<(&str, &str)> = fleets
-            .get(fleet)
-            .map(|f| f.keys.iter().map(|k| (k.namespace.as_str(), k.name.as_str())).collect())
-            .unwrap_or_default();
         if let (Some(tx), Some(s)) = (&self.newly_served, &state) {
-            for k in &s.keys {
-                if !before.contains(&(k.namespace.as_str(), k.name.as_str())) {
-                    let _ = tx.send(ObjectRef::new(&k.name).within(&k.namespace));
+            let before = fleets.get(fleet).map(|f| &f.keys);
+            for (ns, name) in s.keys.keys() {
+                if !before.is_some_and(|b| b.contains_key(&(ns.clone(), name.clone()))) {
+                    let _ = tx.send(ObjectRef::new(name).within(ns));
                 }
             }
         }
@@ -171,9 +159,8 @@ impl FleetRedis {
 
     /// Whether a fleet with Redis serves the key (it then carries [`FINALIZER`]).
     pub fn serves_with_redis(&self, namespace: &str, name: &str) -> bool {
-        self.snapshot()
-            .iter()
-            .any(|f| f.keys.iter().any(|k| k.namespace == namespace && k.name == name))
+        let key = (namespace.to_owned(), name.to_owned());
+        self.snapshot().iter().any(|f| f.keys.contains_key(&key))
     }
 
     /// The distinct Redis servers of all fleets.
@@ -221,9 +208,7 @@ impl FleetRedis {
             let e = by_server
                 .entry(f.redis.url.expose().to_owned())
                 .or_insert_with(|| (f.redis.clone(), BTreeMap::new()));
-            for k in &f.keys {
-                e.1.insert((k.namespace.clone(), k.name.clone()), k.period);
-            }
+            e.1.extend(f.keys.iter().map(|(k, p)| (k.clone(), *p)));
         }
         let mut readings = Vec::new();
         for (cfg, keys) in by_server.into_values() {
