@@ -32,6 +32,16 @@ def quickstart_in(ns):
     return "\n---\n".join(docs)
 
 
+def wait_quickstart_published(cp, namespace):
+    """The quickstart fleet's status once its config holds both routes and the key (the key's
+    Secret may arrive after the first compile; the config follows within a publish pause)."""
+    def fleet_status():
+        gw = json.loads(cp.kubectl("get", "llmgateway", "demo", "-n", namespace, "-o", "json", check=True).stdout)
+        st = gw.get("status", {})
+        return st if st.get("routes") == 2 and st.get("keys") == 1 else None
+    return cp.wait_for("fleet status with 2 routes and 1 key", fleet_status, 30)
+
+
 def condition(cp, kind, name, ns, ctype):
     r = cp.kubectl("get", kind, name, "-n", ns, "-o", "json")
     if r.returncode != 0:
@@ -58,12 +68,7 @@ def test_quickstart_reconciles_into_a_fleet(control_plane, operator, namespace):
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "switchyard:test"
     assert "--kubernetes" in container["args"] and "demo" in container["args"]
-    # The key's Secret may arrive after the first compile; status follows within a publish pause.
-    def fleet_status():
-        gw = json.loads(cp.kubectl("get", "llmgateway", "demo", "-n", namespace, "-o", "json", check=True).stdout)
-        st = gw.get("status", {})
-        return st if st.get("routes") == 2 and st.get("keys") == 1 else None
-    st = cp.wait_for("fleet status with 2 routes and 1 key", fleet_status, 30)
+    st = wait_quickstart_published(cp, namespace)
     assert st["configGeneration"] >= 1
     # No HPA unless autoscaling is set; with it, an autoscaling/v2 HPA appears.
     cp.kubectl("patch", "llmgateway", "demo", "-n", namespace, "--type=merge",
@@ -125,6 +130,7 @@ def test_gateway_as_a_pod_serves_and_follows_edits(control_plane, operator, name
     cp = control_plane
     cp.kubectl("apply", "-f", "-", input=quickstart_in(namespace), check=True)
     cp.wait_for("fleet serviceaccount", lambda: cp.kubectl("get", "sa", "demo-gateway", "-n", namespace).returncode == 0, 60)
+    wait_quickstart_published(cp, namespace)
     token = cp.kubectl("create", "token", "demo-gateway", "-n", namespace, check=True).stdout.strip()
     kubeconfig = cp.token_kubeconfig(token, tmp_path / "gw-kubeconfig", user="gateway", namespace=namespace)
     # The fleet's ServiceAccount cannot read other Secrets than through its Role, nor act as admin.
