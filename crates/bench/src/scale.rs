@@ -139,7 +139,11 @@ pub fn offline(dir: &Path, shape: &Shape, rounds: usize) -> anyhow::Result<Offli
             None => gateway = Some(switchyard_gateway::Gateway::new(compiled.config, 1)?),
             Some(gw) => {
                 let t = Instant::now();
-                gw.swap(compiled.config, round as u64 + 1);
+                // Nothing else holds the old config here: it is freed at once, inside the timing.
+                let freed = gw
+                    .swap(compiled.config, round as u64 + 1)
+                    .wait(std::time::Duration::ZERO);
+                debug_assert!(freed);
                 swap_ms.push(ms(t.elapsed()));
             }
         }

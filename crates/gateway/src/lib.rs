@@ -6,6 +6,7 @@
 //! Kubernetes. Wire formats live in `switchyard-providers`; this crate does the I/O.
 
 mod alerts;
+pub mod background;
 pub mod budget;
 mod cache;
 mod error;
@@ -142,8 +143,9 @@ impl Gateway {
         Ok(gw)
     }
 
-    /// Swaps in a new config. Requests in flight finish on the config they started with.
-    pub fn swap(&self, config: GatewayConfig, generation: u64) {
+    /// Swaps in a new config. Requests in flight finish on the config they started with; the
+    /// replaced one is returned, to be dropped off the request path ([`background::Retired`]).
+    pub fn swap(&self, config: GatewayConfig, generation: u64) -> background::Retired {
         // Shared state is chosen once: by the first config, or kept with a warning.
         let redis = config.settings.redis.as_ref();
         if self.state.get().is_none() {
@@ -155,9 +157,10 @@ impl Gateway {
         } else if redis != self.runtime().config.settings.redis.as_ref() {
             tracing::warn!("the fleet's Redis settings changed; they apply when the gateway restarts");
         }
-        self.runtime.store(Arc::new(Runtime::new(config, generation)));
+        let old = self.runtime.swap(Arc::new(Runtime::new(config, generation)));
         self.metrics.config_generation.set(generation as i64);
         self.loaded.store(true, Ordering::Release);
+        background::Retired(old)
     }
 
     /// Sends traces of every request from now on (once; later calls are ignored).
@@ -235,7 +238,10 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    // A make-service that clones the finished router per connection: serving a `Router` itself
+    // rebuilds its route table for every accepted connection (axum 0.8 calls `with_state(())` per
+    // connection), ~6 KiB and a hash-map build per connection, i.e. per open stream.
+    let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
         signal.await;
         drain_gw.drain();
         tokio::time::sleep(shutdown.drain_delay).await;

@@ -268,17 +268,12 @@ async fn pipeline(
 
     // Read and parse.
     let limit = rt.config.settings.max_request_bytes;
-    let bytes = read_body(body, limit).await?;
-    let request = match ingress {
-        Ingress::OpenAi => parse_request(op, &bytes)?,
-        Ingress::Anthropic => {
-            let native: Json = serde_json::from_slice(&bytes).map_err(|e| {
-                GatewayError::bad_request(format!("We could not parse the JSON body of your request ({e})."), None)
-            })?;
-            let converted = providers::anthropic::ingress::request_to_openai(&native)
-                .map_err(|e| GatewayError::bad_request(e.message, e.param.as_deref()))?;
-            parse_request(op, &serde_json::to_vec(&converted).unwrap_or_default())?
-        }
+    let request = {
+        // Scoped: the body shares hyper's 8 KiB read buffer, and a `Bytes` kept until the response
+        // ended would hold that buffer for as long as a stream stays open (hyper reads into a new
+        // one meanwhile): 8 KiB more per open stream.
+        let bytes = read_body(body, limit).await?;
+        parse_body(op, ingress, &bytes)?
     };
     let model = request
         .get("model")
@@ -462,6 +457,21 @@ async fn read_body(body: Body, limit: u64) -> Result<Bytes, GatewayError> {
                 GatewayError::bad_request(format!("could not read the request body: {e}"), None)
             }
         })
+}
+
+/// The client's request in OpenAI's shape (an Anthropic Messages request is converted).
+fn parse_body(op: Operation, ingress: Ingress, bytes: &[u8]) -> Result<Json, GatewayError> {
+    match ingress {
+        Ingress::OpenAi => parse_request(op, bytes),
+        Ingress::Anthropic => {
+            let native: Json = serde_json::from_slice(bytes).map_err(|e| {
+                GatewayError::bad_request(format!("We could not parse the JSON body of your request ({e})."), None)
+            })?;
+            let converted = providers::anthropic::ingress::request_to_openai(&native)
+                .map_err(|e| GatewayError::bad_request(e.message, e.param.as_deref()))?;
+            parse_request(op, &serde_json::to_vec(&converted).unwrap_or_default())
+        }
+    }
 }
 
 fn parse_request(op: Operation, bytes: &[u8]) -> Result<Json, GatewayError> {

@@ -50,7 +50,13 @@ pub async fn run(
                 keys = config.keys.len(),
                 "config generation loaded"
             );
-            swap_gw.swap(config, generation);
+            // Indexing a large config and freeing the old one: off the request workers.
+            let gw = swap_gw.clone();
+            switchyard_gateway::background::off_request_path("config-swap", move || {
+                gw.swap(config, generation)
+                    .wait(switchyard_gateway::background::RETIRE_WAIT)
+            })
+            .await;
             if let Some(pod) = &pod {
                 if let Err(e) =
                     switchyard_operator::report_generation(client.clone(), &namespace, pod, generation).await

@@ -98,10 +98,11 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(150)).await;
             while rx.try_recv().is_ok() {}
             // Reading and compiling a large folder takes a second or more (10,000 keys: ~0.9 s):
-            // on a request worker it stalled every request for that long (bench/results).
+            // on a request worker it stalled every request for that long, and at the same
+            // priority it still took CPU from them (bench/results).
             let (gw, dir, flags) = (reload_gw.clone(), reload_dir.clone(), redis.clone());
             let mut next = generation;
-            generation = tokio::task::spawn_blocking(move || {
+            generation = switchyard_gateway::background::off_request_path("config-reload", move || {
                 reload(&gw, &dir, &flags, &mut next);
                 next
             })
@@ -130,7 +131,10 @@ fn reload(gw: &Arc<Gateway>, dir: &Path, redis: &RedisFlags, generation: &mut u6
             }
             *generation += 1;
             tracing::info!(generation = *generation, hash = %&hash[..12], routes = config.routes.len(), "config reloaded");
-            gw.swap(config, *generation);
+            let retired = gw.swap(config, *generation);
+            if !retired.wait(switchyard_gateway::background::RETIRE_WAIT) {
+                tracing::debug!("a long request still holds the previous config; it is freed when that ends");
+            }
         }
         Err(errors) => {
             gw.reload_failed();
