@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod state;
 pub mod telemetry;
 mod tokens;
+mod upstream_client;
 mod urls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,9 @@ pub enum Error {
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The TLS settings of the upstream client could not be built.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
     /// The OTLP trace exporter could not be built (a malformed endpoint, say).
     #[error("OTLP trace exporter: {0}")]
     Tracing(#[from] opentelemetry_otlp::ExporterBuildError),
@@ -51,7 +55,10 @@ pub enum Error {
 /// One gateway process.
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
+    /// Token endpoints, alert webhooks, and provider calls that go through a proxy.
     client: reqwest::Client,
+    /// Provider calls.
+    upstream: upstream_client::UpstreamClient,
     tokens: tokens::Tokens,
     /// Cooldowns and meters of backends, kept across config swaps.
     pub(crate) resilience: route::Resilience,
@@ -84,6 +91,7 @@ impl Gateway {
             .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
             .build()?;
+        let upstream = upstream_client::UpstreamClient::new(client.clone())?;
         let metrics = Metrics::new()?;
         metrics.config_generation.set(generation as i64);
         let state = std::sync::OnceLock::new();
@@ -98,6 +106,7 @@ impl Gateway {
         Ok(Arc::new(Self {
             runtime: ArcSwap::from_pointee(Runtime::new(config, generation)),
             client,
+            upstream,
             tokens: tokens::Tokens::default(),
             // Cooldowns in memory, or in Redis once the shared state is chosen.
             resilience: route::Resilience {

@@ -209,6 +209,7 @@ impl Labels {
 
 async fn handle(gw: Arc<Gateway>, op: Operation, ingress: Ingress, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
+    let headers = owned_headers(&headers);
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut labels = Labels::unknown();
     labels.request_id = request_id(&headers);
@@ -438,6 +439,31 @@ async fn pipeline(
     h.insert("x-switchyard-attempts", HeaderValue::from(outcome.attempts));
     h.insert("x-switchyard-fallback-depth", HeaderValue::from(outcome.fallback_depth));
     Ok(response)
+}
+
+/// The request's headers in memory of their own (one buffer for all the values). hyper parses
+/// header values as slices of the connection's 8 KiB read buffer, so headers kept for a whole
+/// request keep that buffer alive while hyper reads on into a new one: 8 KiB more per request
+/// in flight, i.e. per open stream (massif, bench/results/profiling.md).
+fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let size = headers.values().map(HeaderValue::len).sum();
+    let mut values = BytesMut::with_capacity(size);
+    for v in headers.values() {
+        values.extend_from_slice(v.as_bytes());
+    }
+    let values = values.freeze();
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    let mut at = 0;
+    // `iter` yields every value, repeated names included, in the order `values` did.
+    for (name, v) in headers {
+        let end = at + v.len();
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(values.slice(at..end)) {
+            copy.set_sensitive(v.is_sensitive());
+            owned.append(name.clone(), copy);
+        }
+        at = end;
+    }
+    owned
 }
 
 /// Headers a proxied response carries (content type, the `x-switchyard-*`, `x-ratelimit-*` and
@@ -838,6 +864,31 @@ impl SplitEvents for Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_headers_keep_every_value_and_let_go_of_the_read_buffer() {
+        // Values as hyper makes them: slices of one read buffer.
+        let read = Bytes::from(b"Bearer sk-1application/jsonabc; rid=1".to_vec());
+        let mut parsed = HeaderMap::new();
+        let mut value = HeaderValue::from_maybe_shared(read.slice(0..11)).unwrap();
+        value.set_sensitive(true);
+        parsed.insert("authorization", value);
+        parsed.insert(
+            "content-type",
+            HeaderValue::from_maybe_shared(read.slice(11..27)).unwrap(),
+        );
+        parsed.append("x-tag", HeaderValue::from_maybe_shared(read.slice(27..30)).unwrap());
+        parsed.append("x-tag", HeaderValue::from_maybe_shared(read.slice(30..37)).unwrap());
+
+        let owned = owned_headers(&parsed);
+        assert_eq!(owned, parsed);
+        assert!(owned["authorization"].is_sensitive());
+        let tags: Vec<_> = owned.get_all("x-tag").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(tags, ["abc", "; rid=1"]);
+        // Once the parsed map is gone, nothing refers to the read buffer any more.
+        drop(parsed);
+        assert!(read.try_into_mut().is_ok(), "the read buffer is no longer shared");
+    }
 
     /// A request's handler future lives as long as its request (a stream's until its first
     /// token: the open-streams benchmark holds 1,000 of them), so its size is memory per stream.

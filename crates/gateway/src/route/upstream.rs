@@ -13,6 +13,7 @@ use switchyard_providers::{self as providers, ErrorKind, Json, Operation, Provid
 use tokio::time::Instant;
 
 use super::meters::InFlight;
+use crate::upstream_client::UpstreamBody;
 use crate::{mock, Gateway};
 
 /// An upstream answer.
@@ -99,50 +100,53 @@ async fn attempt(gw: &Gateway, call: Call<'_>) -> Result<Upstream, ProviderError
         bearer: bearer.as_deref(),
     };
     let up = adapter.build(op, request, &target, stream)?;
-    let url = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
-    let mut req = gw.client.request(up.method, url).headers(up.headers).body(up.body);
+    let uri = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
+    let mut headers = up.headers;
     for (name, value) in trace {
-        req = req.header(*name, value.as_str());
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            headers.insert(*name, v);
+        }
     }
     let request_timeout = Duration::from_millis(provider.timeouts.request_ms);
-    if !stream {
-        req = req.timeout(request_timeout);
-    }
-    let resp = match tokio::time::timeout(headers_timeout.min(request_timeout), req.send()).await {
+    // A whole response must be in by then; a stream only has to start (`prime` then waits for
+    // its first token).
+    let deadline = Instant::now() + request_timeout;
+    let sent = gw.upstream.send(up.method, uri, headers, up.body);
+    let resp = match tokio::time::timeout(headers_timeout.min(request_timeout), sent).await {
         Err(_) => {
             return Err(ProviderError::new(
                 ErrorKind::Timeout,
                 "the upstream did not answer in time",
             ))
         }
-        Ok(Err(e)) => return Err(reqwest_error(&e)),
+        Ok(Err(e)) => return Err(e),
         Ok(Ok(r)) => r,
     };
-    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let status = parts.status.as_u16();
     if !(200..300).contains(&status) {
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.unwrap_or_default();
-        return Err(adapter.error(status, &headers, &body));
+        let body = read_all(body, deadline).await.unwrap_or_default();
+        return Err(adapter.error(status, &parts.headers, &body));
     }
     if stream {
-        let chunks = resp.bytes_stream().map(|r| r.map_err(|e| reqwest_error(&e))).boxed();
+        let chunks = http_body_util::BodyDataStream::new(body).boxed();
         Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
     } else {
-        let body = resp.bytes().await.map_err(|e| reqwest_error(&e))?;
+        let body = read_all(body, deadline).await?;
         Ok(Upstream::Full(adapter.parse(op, &body, &target)?))
     }
 }
 
-fn reqwest_error(e: &reqwest::Error) -> ProviderError {
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_connect() {
-        ErrorKind::Connect
-    } else {
-        ErrorKind::Server
-    };
-    // reqwest's Display includes the URL, which never carries credentials here.
-    ProviderError::new(kind, format!("upstream request failed: {e}"))
+/// A whole response body, by `deadline`.
+async fn read_all(body: UpstreamBody, deadline: Instant) -> Result<Bytes, ProviderError> {
+    use http_body_util::BodyExt;
+    match tokio::time::timeout_at(deadline, body.collect()).await {
+        Ok(collected) => Ok(collected?.to_bytes()),
+        Err(_) => Err(ProviderError::new(
+            ErrorKind::Timeout,
+            "the upstream did not finish its answer in time",
+        )),
+    }
 }
 
 /// Reads a stream until its translator produces the first bytes for the client (or `deadline`
