@@ -16,6 +16,7 @@ mod mock;
 mod proxy;
 pub mod route;
 pub mod runtime;
+pub mod server;
 pub mod state;
 pub mod telemetry;
 mod tokens;
@@ -239,25 +240,12 @@ pub async fn serve(
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let drain_gw = gw.clone();
     let app = router(gw);
-    // Streams are many small writes: without TCP_NODELAY each chunk after the first waited for
-    // the client's delayed ACK under Nagle's algorithm (~40 ms per streamed response, 10x fewer
-    // streams per second; bench/results).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    // A make-service that clones the finished router per connection: serving a `Router` itself
-    // rebuilds its route table for every accepted connection (axum 0.8 calls `with_state(())` per
-    // connection), ~6 KiB and a hash-map build per connection, i.e. per open stream.
-    let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+    let mut server = tokio::spawn(server::run(listener, app, async move {
         signal.await;
         drain_gw.drain();
         tokio::time::sleep(shutdown.drain_delay).await;
         let _ = tx.send(());
-    });
-    let server = tokio::spawn(async move { server.await });
-    let mut server = server;
+    }));
     tokio::select! {
         res = &mut server => return res.unwrap_or_else(|e| Err(std::io::Error::other(e))),
         _ = rx => {}
