@@ -26,7 +26,11 @@ where
     let (tx, rx) = tokio::sync::oneshot::channel();
     let f = Arc::new(std::sync::Mutex::new(Some(f)));
     let job = f.clone();
+    // The caller's runtime stays reachable there: the first swap opens the Redis connection,
+    // whose driver task needs one.
+    let runtime = tokio::runtime::Handle::current();
     let started = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        let _runtime = runtime.enter();
         lower_priority();
         if let Some(f) = job.lock().ok().and_then(|mut f| f.take()) {
             let _ = tx.send(f());
@@ -106,6 +110,11 @@ mod tests {
         .await
         .unwrap();
         assert_ne!(thread, caller);
+        // Tasks can be spawned from there (the first swap starts the Redis connection's driver).
+        let spawned = off_request_path("config-test", || tokio::spawn(async { 7 }))
+            .await
+            .unwrap();
+        assert_eq!(spawned.await.unwrap(), 7);
         assert_eq!(name.as_deref(), Some("config-test"));
         assert_eq!(
             nice_there,
