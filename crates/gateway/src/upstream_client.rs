@@ -45,11 +45,6 @@ impl UpstreamClient {
     /// A client with the proxy settings of this process's environment. `proxied` serves the
     /// destinations a proxy applies to (it reads the same variables).
     pub fn new(proxied: reqwest::Client) -> Result<Self, rustls::Error> {
-        Self::with_proxies(proxied, proxy_env_set().then(Matcher::from_env))
-    }
-
-    /// A client that sends what `proxies` intercepts through `proxied`.
-    pub fn with_proxies(proxied: reqwest::Client, proxies: Option<Matcher>) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -76,12 +71,12 @@ impl UpstreamClient {
         Ok(Self {
             direct,
             proxied,
-            proxies,
+            proxies: proxy_env_set().then(Matcher::from_env),
         })
     }
 
     /// Whether requests to `uri` go through a proxy.
-    pub fn proxied(&self, uri: &Uri) -> bool {
+    fn proxied(&self, uri: &Uri) -> bool {
         self.proxies.as_ref().is_some_and(|m| m.intercept(uri).is_some())
     }
 
