@@ -3,9 +3,11 @@ gateway process started as a pod would be (its fleet's ServiceAccount token, not
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import openai
@@ -19,7 +21,8 @@ from operator_setup import CHART, Api, helm, start_operator
 @pytest.fixture(scope="module")
 def operator(control_plane, tmp_path_factory):
     """CRDs applied; the operator running with the chart's ServiceAccount and ClusterRole."""
-    proc, _ = start_operator(control_plane, tmp_path_factory.mktemp("op"))
+    proc, port = start_operator(control_plane, tmp_path_factory.mktemp("op"))
+    proc.metrics_port = port
     yield proc
     proc.stop()
     print(proc.output()[-20000:])
@@ -124,6 +127,49 @@ def test_deleting_the_gateway_collects_its_children(control_plane, operator, nam
         cp.wait_for(f"{kind} collected", lambda: cp.kubectl("get", kind, name, "-n", namespace).returncode != 0, 90)
     cp.wait_for("config secrets collected", lambda: json.loads(cp.kubectl(
         "get", "secrets", "-n", namespace, "-l", "switchyard.dev/fleet=demo", "-o", "json").stdout)["items"] == [], 90)
+
+
+def reconcile_errors(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^switchyard_operator_reconcile_errors_total{controller="(\w+)"} (\S+)$', text, re.M)}
+
+
+def test_deleting_a_namespace_full_of_keys_is_quiet(control_plane, operator, namespace):
+    """Deleting a namespace deletes its content in no particular order: the generated key Secrets
+    can go before their VirtualKeys. The operator must not try to create them again (refused with
+    403 NamespaceTerminating) and retry every key until the namespace is gone: with thousands of
+    keys that floods the API server and delays every other namespace's reconciles."""
+    cp, n = control_plane, 60
+    cp.kubectl("apply", "-f", "-", check=True, input="\n---\n".join(
+        f"apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\n"
+        f"metadata: {{name: key-{i:03d}, namespace: {namespace}}}\nspec: {{limits: {{rpm: 100}}}}"
+        for i in range(n)))
+
+    def generated():
+        out = cp.kubectl("get", "secrets", "-n", namespace, "-l", "switchyard.dev/virtual-key", "-o", "json")
+        return len(json.loads(out.stdout)["items"]) == n if out.returncode == 0 else False
+    cp.wait_for(f"{n} generated key Secrets", generated, 60)
+    before = reconcile_errors(operator.metrics_port)
+    log_start = len(operator.output())
+    cp.kubectl("delete", "namespace", namespace, "--wait=false", check=True)
+    cp.wait_for("namespace gone", lambda: cp.kubectl("get", "namespace", namespace).returncode != 0, 120)
+    # The key reconciles triggered by the deletions have run (or been skipped) by now.
+    time.sleep(1)
+    log = operator.output()[log_start:]
+    assert "NamespaceTerminating" not in log, log[-3000:]
+    assert reconcile_errors(operator.metrics_port).get("virtualkey", 0) == before.get("virtualkey", 0)
+
+    # Keys elsewhere are still served: a new namespace's key gets its Secret.
+    other = f"{namespace}-b"
+    cp.kubectl("create", "namespace", other, check=True)
+    try:
+        cp.kubectl("apply", "-f", "-", check=True, input=f"apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\n"
+                   f"metadata: {{name: after, namespace: {other}}}\nspec: {{}}")
+        cp.wait_for("the new key's Secret", lambda: cp.kubectl(
+            "get", "secret", "after-key", "-n", other).returncode == 0, 30)
+    finally:
+        cp.kubectl("delete", "namespace", other, "--wait=false")
 
 
 def test_gateway_as_a_pod_serves_and_follows_edits(control_plane, operator, namespace, tmp_path):

@@ -98,6 +98,14 @@ impl Context {
         next.insert(fleet.clone(), std::time::Instant::now() + pause);
     }
 
+    /// Whether `namespace` is being deleted (as far as the cache knows). Nothing may be created
+    /// in it any more, and everything in it is going away.
+    fn terminating(&self, namespace: &str) -> bool {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+    }
+
     /// Waits until every cache has listed once: compiling from a half-filled cache would
     /// publish a configuration missing routes.
     async fn synced(&self) -> Result<(), Error> {
@@ -514,12 +522,20 @@ fn log_outcome<T>(controller: &str, r: Result<T, kube::runtime::controller::Erro
 }
 
 fn fleet_error_policy(gw: Arc<LLMGateway>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.namespace_terminating() {
+        tracing::debug!(namespace = ?gw.namespace(), name = %gw.name_any(), "namespace is being deleted; not retrying");
+        return Action::await_change();
+    }
     ctx.metrics.failed("llmgateway");
     tracing::warn!(namespace = ?gw.namespace(), name = %gw.name_any(), %error, "reconcile failed; retrying in {RETRY:?}");
     Action::requeue(RETRY)
 }
 
 fn key_error_policy(vk: Arc<VirtualKey>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.namespace_terminating() {
+        tracing::debug!(namespace = ?vk.namespace(), name = %vk.name_any(), "namespace is being deleted; not retrying");
+        return Action::await_change();
+    }
     ctx.metrics.failed("virtualkey");
     tracing::warn!(namespace = ?vk.namespace(), name = %vk.name_any(), %error, "key reconcile failed; retrying in {RETRY:?}");
     Action::requeue(RETRY)
@@ -527,6 +543,15 @@ fn key_error_policy(vk: Arc<VirtualKey>, error: &Error, ctx: Arc<Context>) -> Ac
 
 async fn reconcile_key(vk: Arc<VirtualKey>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start("virtualkey");
+    // The Namespace cache must have listed: at startup, keys of a namespace being deleted would
+    // otherwise each cost two refused API calls.
+    ctx.synced().await?;
+    if vk.metadata.deletion_timestamp.is_none() && vk.namespace().is_some_and(|ns| ctx.terminating(&ns)) {
+        // Its generated Secret may be gone already (the namespace's content is deleted in no
+        // particular order) and cannot be created again; the key itself goes next, and its
+        // deletion (finalizer included) is handled then.
+        return Ok(Action::await_change());
+    }
     if !keys::finalize(&vk, &ctx.client, &ctx.redis).await? {
         return Ok(Action::await_change());
     }
@@ -635,6 +660,10 @@ async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> Result<Actio
     }
     let fleet = fleet_id(&gw);
     let (ns, name) = fleet.clone();
+    if ctx.terminating(&ns) {
+        // Its Deployment and config shards cannot be created again; the fleet goes next.
+        return Ok(Action::await_change());
+    }
     if let Some(wait) = ctx.publish_wait(&fleet) {
         return Ok(Action::requeue(wait));
     }

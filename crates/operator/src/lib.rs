@@ -108,8 +108,54 @@ pub enum Error {
     StoreStopped(&'static str),
 }
 
+impl Error {
+    /// The API server refused a write because the namespace is being deleted. Nothing to
+    /// retry: everything in the namespace is going away, and retrying every object of a large
+    /// namespace would flood the API server while it deletes them.
+    pub fn namespace_terminating(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s))
+            if s.code == 403
+                && s.details
+                    .as_ref()
+                    .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
+    }
+}
+
 /// Runs the operator until ctrl-c or SIGTERM: the LLMGateway and VirtualKey controllers (behind
 /// the leader Lease when enabled) and the health and metrics server.
 pub async fn run(client: kube::Client, opts: Options) -> Result<(), Error> {
     controller::run(client, opts).await
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::Error;
+
+    fn api_error(body: serde_json::Value) -> Error {
+        Error::Kube(kube::Error::Api(Box::new(
+            serde_json::from_value(body).expect("a Status"),
+        )))
+    }
+
+    #[test]
+    fn a_write_into_a_terminating_namespace_is_recognised() {
+        // The body kube-apiserver returns for a create in a namespace being deleted.
+        let terminating = api_error(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "secrets \"k-key\" is forbidden: unable to create new content in namespace t because it is being terminated",
+            "reason": "Forbidden",
+            "details": {"name": "k-key", "kind": "secrets",
+                        "causes": [{"reason": "NamespaceTerminating", "message": "namespace t is being terminated", "field": "metadata.namespace"}]},
+            "code": 403
+        }));
+        assert!(terminating.namespace_terminating());
+        // RBAC refusals are 403 too, and must stay errors.
+        let rbac = api_error(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "secrets is forbidden: User \"x\" cannot create resource \"secrets\"",
+            "reason": "Forbidden", "details": {"kind": "secrets"}, "code": 403
+        }));
+        assert!(!rbac.namespace_terminating());
+        assert!(!Error::Incomplete("x".into(), "namespace").namespace_terminating());
+    }
 }
