@@ -7,6 +7,8 @@
 #   bench/profile.sh --callgrind [BIN]
 #                                     user-space instructions per request under callgrind (c=4):
 #                                     immune to the noise of a shared machine, for before/after
+#   LOAD_ARGS="--stream" bench/profile.sh ...
+#                                     extra `switchyard bench load` arguments (streams here)
 #
 # For before/after, build both sides with `cargo build --profile profiling -p switchyard` (no fat
 # LTO: minutes instead of a quarter hour) and pass each binary as BIN.
@@ -38,7 +40,8 @@ GPID=$!
 pids+=($GPID)
 for _ in $(seq 1 300); do curl -sf "127.0.0.1:$GW/readyz" > /dev/null && break; sleep 0.2; done
 
-load() { "$BIN" bench load --url "http://127.0.0.1:$GW/v1/chat/completions" --key sk-bench-key --model bench "$@"; }
+# shellcheck disable=SC2086 # LOAD_ARGS is a list of arguments
+load() { "$BIN" bench load --url "http://127.0.0.1:$GW/v1/chat/completions" --key sk-bench-key --model bench ${LOAD_ARGS:-} "$@"; }
 served() { curl -s "127.0.0.1:$GW/metrics" | awk '/^switchyard_requests_total/ {s+=$2} END {print s+0}'; }
 
 if [[ $MODE == callgrind ]]; then

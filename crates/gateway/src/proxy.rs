@@ -820,7 +820,11 @@ fn egress_pass(
 /// `stream_options.include_usage`: the gateway always asks upstream for usage so it can count
 /// every stream, but a client that did not ask must not see an extra chunk without choices.
 fn filter_usage(b: Bytes, wants_usage: bool) -> Option<Bytes> {
-    if wants_usage || memchr::memmem::find(&b, b"\"usage\"").is_none() {
+    // Built once: `memmem::find` sets up its searcher on every call.
+    static NO_CHOICES: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"choices\":[]"));
+    // Every chunk names `"usage"` (as `null` until the last), so look for the empty choices.
+    if wants_usage || NO_CHOICES.find(&b).is_none() {
         return Some(b);
     }
     let mut kept = BytesMut::with_capacity(b.len());
@@ -912,5 +916,9 @@ mod tests {
         );
         let only = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{}}\n\n");
         assert_eq!(filter_usage(only, false), None);
+        // Chunks with choices (and `"usage":null`, as OpenAI sends them) pass without a copy.
+        let chunk = Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n");
+        let kept = filter_usage(chunk.clone(), false).unwrap_or_default();
+        assert_eq!((kept.as_ptr(), kept.len()), (chunk.as_ptr(), chunk.len()));
     }
 }

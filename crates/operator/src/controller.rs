@@ -401,10 +401,15 @@ async fn controllers(
             .watches_stream(secret_events, move |s: Secret| {
                 // Only the readers of this Secret: with 10,000 keys, cloning and scanning every
                 // key for each of their 10,000 Secrets was the operator's largest CPU cost.
-                let (sns, sname) = (s.namespace(), s.name_any());
+                // Compared in place: this runs for every key of a namespace when it is deleted.
+                let (sns, sname) = (
+                    s.metadata.namespace.as_deref(),
+                    s.metadata.name.as_deref().unwrap_or_default(),
+                );
                 let gws = g4.state();
-                let ps = p_for_secrets.state_filter(|p| p.namespace() == sns);
-                let ks = k_for_secrets.state_filter(|k| k.namespace() == sns && fleet::key_reads_secret(k, &sname));
+                let ps = p_for_secrets.state_filter(|p| p.metadata.namespace.as_deref() == sns);
+                let ks = k_for_secrets
+                    .state_filter(|k| k.metadata.namespace.as_deref() == sns && fleet::key_reads_secret(k, sname));
                 fleet::fleets_for_secret(
                     &s,
                     &gws.iter().map(|g| &**g).collect::<Vec<_>>(),
@@ -491,7 +496,18 @@ async fn controllers(
         .graceful_shutdown_on(stopped(stop))
         .run(reconcile_key, key_error_policy, ctx)
         .for_each(|r| async move { log_outcome("virtualkey", r) });
-    tokio::join!(fleets, generated_keys, spend);
+    // Separate tasks, so the worker threads share them: polled together in one task, the
+    // fleet controller's mapping of a burst of events (a namespace of 10,000 keys deleted) held
+    // back the key controller for tens of seconds. Dropping the set (a lost lease) aborts them.
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(fleets);
+    tasks.spawn(generated_keys);
+    tasks.spawn(spend);
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a controller task failed");
+        }
+    }
     Ok(())
 }
 
@@ -542,10 +558,10 @@ fn key_error_policy(vk: Arc<VirtualKey>, error: &Error, ctx: Arc<Context>) -> Ac
 }
 
 async fn reconcile_key(vk: Arc<VirtualKey>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.start("virtualkey");
     // The Namespace cache must have listed: at startup, keys of a namespace being deleted would
-    // otherwise each cost two refused API calls.
+    // otherwise each cost two refused API calls. (Waiting is not reconcile time.)
     ctx.synced().await?;
+    let _timer = ctx.metrics.start("virtualkey");
     if vk.metadata.deletion_timestamp.is_none() && vk.namespace().is_some_and(|ns| ctx.terminating(&ns)) {
         // Its generated Secret may be gone already (the namespace's content is deleted in no
         // particular order) and cannot be created again; the key itself goes next, and its
@@ -651,8 +667,8 @@ where
 }
 
 async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.start("llmgateway");
     ctx.synced().await?;
+    let _timer = ctx.metrics.start("llmgateway");
     if gw.metadata.deletion_timestamp.is_some() {
         // Everything the fleet owns is garbage-collected through ownerReferences.
         ctx.redis.remove(&fleet_id(&gw));

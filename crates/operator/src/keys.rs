@@ -166,19 +166,34 @@ pub async fn finalize(vk: &VirtualKey, client: &kube::Client, redis: &FleetRedis
     Ok(true)
 }
 
-/// A JSON patch adding or removing [`FINALIZER`], guarded by the object's resourceVersion so a
-/// concurrent change to the list is never overwritten.
+/// A JSON patch adding or removing [`FINALIZER`], guarded by a test of the finalizer list
+/// itself (as kube-runtime's finalizer helper does): a concurrent change to the list makes it
+/// fail instead of being overwritten, while the constant status writes to the key (spend, last
+/// use) do not. A guard on `resourceVersion` failed against those every time.
 pub fn finalizer_patch(vk: &VirtualKey, add: bool) -> Result<json_patch::Patch, Error> {
-    let rv = vk.resource_version().unwrap_or_default();
-    let mut ops = vec![serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
     let current = vk.finalizers();
-    if add {
-        let mut list = current.to_vec();
-        list.push(FINALIZER.to_owned());
-        ops.push(serde_json::json!({"op": "add", "path": "/metadata/finalizers", "value": list}));
-    } else if let Some(i) = current.iter().position(|f| f == FINALIZER) {
-        ops.push(serde_json::json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")}));
-    }
+    let ops = if add {
+        if current.is_empty() {
+            // `null` also matches an absent list.
+            vec![
+                serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": null}),
+                serde_json::json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}),
+            ]
+        } else {
+            vec![
+                serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": current}),
+                serde_json::json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}),
+            ]
+        }
+    } else {
+        match current.iter().position(|f| f == FINALIZER) {
+            Some(i) => vec![
+                serde_json::json!({"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER}),
+                serde_json::json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")}),
+            ],
+            None => vec![],
+        }
+    };
     Ok(serde_json::from_value(serde_json::Value::Array(ops))?)
 }
 
@@ -300,6 +315,31 @@ pub(crate) mod tests {
         let data = s2.data.unwrap();
         assert_eq!(data["previousKey"].0, b"sk-swy-one");
         assert_eq!(data["previousKeyNotAfter"].0, b"1700003600");
+    }
+
+    #[test]
+    fn the_finalizer_patch_survives_status_writes_but_not_a_concurrent_list_change() {
+        let mut k = vk(None);
+        k.metadata.finalizers = Some(vec!["other.io/hold".into()]);
+        k.metadata.resource_version = Some("1".into());
+        let add = finalizer_patch(&k, true).unwrap_or_default();
+        // The object as the API server has it after a status write: a new resourceVersion.
+        let mut doc = serde_json::json!({"metadata": {"finalizers": ["other.io/hold"], "resourceVersion": "7"}});
+        assert!(json_patch::patch(&mut doc, &add).is_ok());
+        assert_eq!(
+            doc["metadata"]["finalizers"],
+            serde_json::json!(["other.io/hold", FINALIZER])
+        );
+        // Someone else changed the list meanwhile: refused, not overwritten.
+        let mut changed = serde_json::json!({"metadata": {"finalizers": ["other.io/hold", "x.io/y"]}});
+        assert!(json_patch::patch(&mut changed, &add).is_err());
+
+        k.metadata.finalizers = Some(vec!["other.io/hold".into(), FINALIZER.into()]);
+        let remove = finalizer_patch(&k, false).unwrap_or_default();
+        assert!(json_patch::patch(&mut doc, &remove).is_ok());
+        assert_eq!(doc["metadata"]["finalizers"], serde_json::json!(["other.io/hold"]));
+        // Without the finalizer there is nothing to remove.
+        assert!(finalizer_patch(&vk(None), false).unwrap_or_default().0.is_empty());
     }
 
     #[test]

@@ -23,8 +23,20 @@ pub struct Parser {
 impl Parser {
     /// Feeds bytes; returns the events completed by them.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
-        self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
+        if self.buf.is_empty() {
+            // The usual case: chunks hold whole events. Parse them in place; keep only the tail.
+            let mut rest = chunk;
+            while let Some((end, sep)) = find_boundary(rest) {
+                if let Some(ev) = parse_event(&rest[..end]) {
+                    events.push(ev);
+                }
+                rest = &rest[end + sep..];
+            }
+            self.buf.extend_from_slice(rest);
+            return events;
+        }
+        self.buf.extend_from_slice(chunk);
         while let Some((end, sep)) = find_boundary(&self.buf) {
             let raw = self.buf.split_to(end + sep);
             if let Some(ev) = parse_event(&raw[..end]) {
@@ -40,20 +52,14 @@ impl Parser {
     }
 }
 
+/// The first blank line: `(where it starts, its length)` for `\n\n` or `\r\n\r\n`.
 fn find_boundary(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 1 < buf.len() {
-        if buf[i] == b'\n' && buf[i + 1] == b'\n' {
-            return Some((i, 2));
+    for i in memchr::memchr_iter(b'\n', buf) {
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some((i, 2)),
+            Some(b'\r') if i > 0 && buf[i - 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') => return Some((i - 1, 4)),
+            _ => {}
         }
-        if buf[i] == b'\r'
-            && buf.get(i + 1) == Some(&b'\n')
-            && buf.get(i + 2) == Some(&b'\r')
-            && buf.get(i + 3) == Some(&b'\n')
-        {
-            return Some((i, 4));
-        }
-        i += 1;
     }
     None
 }
@@ -121,5 +127,19 @@ mod tests {
             ]
         );
         assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
+    fn a_boundary_split_between_chunks_is_found() {
+        let mut p = Parser::default();
+        assert!(p.feed(b"data: 1\n").is_empty());
+        assert_eq!(p.feed(b"\ndata: 2\r\n\r").len(), 1);
+        let evs = p.feed(b"\ndata: 3\n\ndata: 4");
+        assert_eq!(evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["2", "3"]);
+        assert_eq!(p.pending(), 7);
+        // LF inside a CRLF stream is not a blank line.
+        let mut q = Parser::default();
+        assert!(q.feed(b"data: a\r\ndata: b\r\n").is_empty());
+        assert_eq!(q.feed(b"\r\n")[0].data, "a\nb");
     }
 }
