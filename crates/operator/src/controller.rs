@@ -881,6 +881,10 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
+    if reference.namespace.as_deref().is_some_and(|ns| ctx.terminating(ns)) {
+        // Refused (403 NamespaceTerminating), and nobody is left to read it.
+        return;
+    }
     let ev = Event {
         type_,
         reason: reason.to_owned(),
