@@ -3,10 +3,12 @@ with the chart's ServiceAccount (not admin)."""
 
 import http.client
 import json
+import re
 import ssl
 import subprocess
 import threading
 import urllib.parse
+import urllib.request
 
 from harness import REPO, Process, binary, free_port, wait_http
 
@@ -94,3 +96,12 @@ class Api:
         status, payload = self.request("GET", path, accept=accept)
         assert status == 200, f"{path}: {status} {payload[:500]!r}"
         return json.loads(payload)
+
+
+def metric_values(port, name):
+    """`{controller: value}` of the operator metric `name`, from its /metrics on `port`."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for m in re.finditer(rf'^{name}{{controller="(\w+)"}} (\S+)$', text, re.M):
+        out[m.group(1)] = float(m.group(2))
+    return out

@@ -3,11 +3,9 @@ gateway process started as a pod would be (its fleet's ServiceAccount token, not
 
 import json
 import os
-import re
 import statistics
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import openai
@@ -15,7 +13,7 @@ import pytest
 import yaml
 
 from harness import REPO, Process, binary, free_port, wait_http
-from operator_setup import CHART, Api, helm, start_operator
+from operator_setup import CHART, Api, helm, metric_values, start_operator
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +127,6 @@ def test_deleting_the_gateway_collects_its_children(control_plane, operator, nam
         "get", "secrets", "-n", namespace, "-l", "switchyard.dev/fleet=demo", "-o", "json").stdout)["items"] == [], 90)
 
 
-def reconcile_errors(port):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {m.group(1): float(m.group(2)) for m in re.finditer(
-        r'^switchyard_operator_reconcile_errors_total{controller="(\w+)"} (\S+)$', text, re.M)}
-
-
 def test_deleting_a_namespace_full_of_keys_is_quiet(control_plane, operator, namespace):
     """Deleting a namespace deletes its content in no particular order: the generated key Secrets
     can go before their VirtualKeys. The operator must not try to create them again (refused with
@@ -150,7 +142,8 @@ def test_deleting_a_namespace_full_of_keys_is_quiet(control_plane, operator, nam
         out = cp.kubectl("get", "secrets", "-n", namespace, "-l", "switchyard.dev/virtual-key", "-o", "json")
         return len(json.loads(out.stdout)["items"]) == n if out.returncode == 0 else False
     cp.wait_for(f"{n} generated key Secrets", generated, 60)
-    before = reconcile_errors(operator.metrics_port)
+    errors = "switchyard_operator_reconcile_errors_total"
+    before = metric_values(operator.metrics_port, errors)
     log_start = len(operator.output())
     cp.kubectl("delete", "namespace", namespace, "--wait=false", check=True)
     cp.wait_for("namespace gone", lambda: cp.kubectl("get", "namespace", namespace).returncode != 0, 120)
@@ -158,7 +151,7 @@ def test_deleting_a_namespace_full_of_keys_is_quiet(control_plane, operator, nam
     time.sleep(1)
     log = operator.output()[log_start:]
     assert "NamespaceTerminating" not in log, log[-3000:]
-    assert reconcile_errors(operator.metrics_port).get("virtualkey", 0) == before.get("virtualkey", 0)
+    assert metric_values(operator.metrics_port, errors).get("virtualkey", 0) == before.get("virtualkey", 0)
 
     # Keys elsewhere are still served: a new namespace's key gets its Secret.
     other = f"{namespace}-b"

@@ -17,18 +17,16 @@ import datetime
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
 
 from harness import REPO, Process, binary, free_port, wait_http
-from operator_setup import Api, start_operator
+from operator_setup import Api, metric_values, start_operator
 
 SMALL = os.environ.get("SWITCHYARD_SCALE") == "small"
 ROUTES = 100 if SMALL else 1_000
@@ -106,14 +104,6 @@ def cpu_by_process(cp, pids):
     """CPU seconds of the control plane's processes and of `pids` (name -> pid)."""
     out = {p.name: cpu_seconds(p.popen.pid) for p in cp._procs if p.alive()}
     out.update({name: cpu_seconds(pid) for name, pid in pids.items()})
-    return out
-
-
-def metric_values(port, name):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for m in re.finditer(rf'^{name}{{controller="(\w+)"}} (\S+)$', text, re.M):
-        out[m.group(1)] = float(m.group(2))
     return out
 
 

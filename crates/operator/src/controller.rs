@@ -538,22 +538,28 @@ fn log_outcome<T>(controller: &str, r: Result<T, kube::runtime::controller::Erro
 }
 
 fn fleet_error_policy(gw: Arc<LLMGateway>, error: &Error, ctx: Arc<Context>) -> Action {
-    if error.namespace_terminating() {
-        tracing::debug!(namespace = ?gw.namespace(), name = %gw.name_any(), "namespace is being deleted; not retrying");
-        return Action::await_change();
-    }
-    ctx.metrics.failed("llmgateway");
-    tracing::warn!(namespace = ?gw.namespace(), name = %gw.name_any(), %error, "reconcile failed; retrying in {RETRY:?}");
-    Action::requeue(RETRY)
+    retry_after(&ctx, "llmgateway", &*gw, error)
 }
 
 fn key_error_policy(vk: Arc<VirtualKey>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_after(&ctx, "virtualkey", &*vk, error)
+}
+
+/// What a failed reconcile of `controller` does next: retried after [`RETRY`], unless the
+/// namespace is being deleted (nothing to retry there).
+fn retry_after<K: Resource>(ctx: &Context, controller: &'static str, obj: &K, error: &Error) -> Action {
+    let (namespace, name) = (obj.meta().namespace.as_deref(), obj.meta().name.as_deref());
     if error.namespace_terminating() {
-        tracing::debug!(namespace = ?vk.namespace(), name = %vk.name_any(), "namespace is being deleted; not retrying");
+        tracing::debug!(
+            controller,
+            ?namespace,
+            ?name,
+            "namespace is being deleted; not retrying"
+        );
         return Action::await_change();
     }
-    ctx.metrics.failed("virtualkey");
-    tracing::warn!(namespace = ?vk.namespace(), name = %vk.name_any(), %error, "key reconcile failed; retrying in {RETRY:?}");
+    ctx.metrics.failed(controller);
+    tracing::warn!(controller, ?namespace, ?name, %error, "reconcile failed; retrying in {RETRY:?}");
     Action::requeue(RETRY)
 }
 
@@ -562,7 +568,9 @@ async fn reconcile_key(vk: Arc<VirtualKey>, ctx: Arc<Context>) -> Result<Action,
     // otherwise each cost two refused API calls. (Waiting is not reconcile time.)
     ctx.synced().await?;
     let _timer = ctx.metrics.start("virtualkey");
-    if vk.metadata.deletion_timestamp.is_none() && vk.namespace().is_some_and(|ns| ctx.terminating(&ns)) {
+    if vk.metadata.deletion_timestamp.is_none()
+        && vk.metadata.namespace.as_deref().is_some_and(|ns| ctx.terminating(ns))
+    {
         // Its generated Secret may be gone already (the namespace's content is deleted in no
         // particular order) and cannot be created again; the key itself goes next, and its
         // deletion (finalizer included) is handled then.

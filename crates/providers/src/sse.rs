@@ -21,35 +21,35 @@ pub struct Parser {
 }
 
 impl Parser {
-    /// Feeds bytes; returns the events completed by them.
+    /// Feeds bytes; returns the events completed by them. Whole events are parsed in place
+    /// (the usual case: a chunk holds whole events); only an unfinished tail is buffered.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
-        let mut events = Vec::new();
         if self.buf.is_empty() {
-            // The usual case: chunks hold whole events. Parse them in place; keep only the tail.
-            let mut rest = chunk;
-            while let Some((end, sep)) = find_boundary(rest) {
-                if let Some(ev) = parse_event(&rest[..end]) {
-                    events.push(ev);
-                }
-                rest = &rest[end + sep..];
-            }
-            self.buf.extend_from_slice(rest);
-            return events;
+            return parse_events(chunk, &mut self.buf);
         }
         self.buf.extend_from_slice(chunk);
-        while let Some((end, sep)) = find_boundary(&self.buf) {
-            let raw = self.buf.split_to(end + sep);
-            if let Some(ev) = parse_event(&raw[..end]) {
-                events.push(ev);
-            }
-        }
-        events
+        let joined = self.buf.split();
+        parse_events(&joined, &mut self.buf)
     }
 
     /// Bytes of an unfinished event still buffered.
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
+}
+
+/// The events completed in `bytes`; what follows the last one goes to `tail`.
+fn parse_events(bytes: &[u8], tail: &mut BytesMut) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut rest = bytes;
+    while let Some((end, sep)) = find_boundary(rest) {
+        if let Some(ev) = parse_event(&rest[..end]) {
+            events.push(ev);
+        }
+        rest = &rest[end + sep..];
+    }
+    tail.extend_from_slice(rest);
+    events
 }
 
 /// The first blank line: `(where it starts, its length)` for `\n\n` or `\r\n\r\n`.
