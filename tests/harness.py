@@ -112,10 +112,24 @@ class MockProvider(Process):
             return json.loads(r.read())
 
 
+def require(program: str, package: str) -> str:
+    """The path of `program`; fails the test (never skips it) when it is not installed: a test
+    that needs it is part of the suite, and scripts/test.sh installs it."""
+    path = shutil.which(program)
+    if path is None:
+        import pytest
+
+        pytest.fail(f"{program} is required by this test but is not on PATH; install it "
+                    f"(Debian package {package}; scripts/test.sh does)", pytrace=False)
+    return path
+
+
 class RedisServer:
-    """`redis-server` on a free port; data in an append-only file, so a restart keeps it."""
+    """`redis-server` on a free port; data in an append-only file, so a restart keeps it.
+    Fails the test when redis-server is not installed."""
 
     def __init__(self, tmp_path):
+        self.binary = require("redis-server", "redis-server")
         self.port = free_port()
         self.dir = tmp_path / f"redis-{self.port}"
         self.dir.mkdir()
@@ -128,7 +142,7 @@ class RedisServer:
 
     def start(self):
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import http.server
 import json
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,14 +22,12 @@ from harness import RedisServer, copy_example, free_port
 COST = 0.007
 MSG = [{"role": "user", "content": "hi there"}]
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-
-
 # --- Redis ----------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def redis(tmp_path):
+    """A fresh redis-server; the test fails (it is not skipped) when redis-server is missing."""
     server = RedisServer(tmp_path)
     yield server
     server.stop()
@@ -54,13 +51,25 @@ def redis_spend(redis, key, period):
     return float(v) if v else 0.0
 
 
-def wait_for(predicate, timeout=10.0, what="condition"):
+def wait_for(predicate, timeout=10.0, what="condition", interval=0.05):
+    """The first truthy value of `predicate()`; fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
+
+
+def wait_value(get, ok, what, timeout=10.0):
+    """The first value of `get()` that `ok` accepts; fails after `timeout` s, showing the last."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if ok(value):
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; last value {value!r}"
         time.sleep(0.05)
 
 
@@ -230,8 +239,8 @@ class Receiver(http.server.ThreadingHTTPServer):
     """Records webhook deliveries; refuses the very first one (500) to show retries."""
 
     def __init__(self):
-        self.deliveries = []
-        self.attempts = 0
+        self.deliveries = []  # (headers, body) of each accepted POST
+        self.attempted = []  # the alert's key, per POST (refused ones included)
         self.lock = threading.Lock()
         receiver = self
 
@@ -239,8 +248,8 @@ class Receiver(http.server.ThreadingHTTPServer):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
                 with receiver.lock:
-                    receiver.attempts += 1
-                    first = receiver.attempts == 1
+                    first = not receiver.attempted
+                    receiver.attempted.append(json.loads(body)["key"])
                     if not first:
                         receiver.deliveries.append((dict(self.headers), body))
                 self.send_response(500 if first else 200)
@@ -254,31 +263,44 @@ class Receiver(http.server.ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}/alerts"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
+    def alerts(self, key):
+        """The accepted alerts of `key`: (headers, body)."""
+        with self.lock:
+            return [(h, b) for h, b in self.deliveries if json.loads(b)["key"] == key]
+
 
 def test_period_resets_and_each_threshold_is_alerted_once(tmp_path, gateway_on, redis):
     receiver = Receiver()
-    spec = f"""  budget:
-    maxSpend: 0.03
+
+    def webhook_budget(max_spend, thresholds, secret):
+        return f"""  budget:
+    maxSpend: {max_spend}
     period: daily
-    alertThresholds: [50, 80, 100]
+    alertThresholds: {thresholds}
     webhook:
       url: {receiver.url}
-      signingSecretRef: {{name: alerted-key, key: webhookSecret}}
+      signingSecretRef: {{name: {secret}, key: webhookSecret}}
 """
-    config = write_config(tmp_path / "cfg", keys=[("alerted", "sk-alerted", spec)])
-    # The gateways' clock is set to 12 s before the next UTC midnight.
+    # The sentinels' one request each crosses their 100% threshold: their alerts, sent after
+    # everything else, show that anything sent before them has arrived.
+    keys = [("alerted", "sk-alerted", webhook_budget(0.03, "[50, 80, 100]", "alerted-key"))]
+    keys += [(f"sentinel-{g}", f"sk-sentinel-{g}", webhook_budget(0.001, "[100]", f"sentinel-{g}-key"))
+             for g in ("a", "b")]
+    config = write_config(tmp_path / "cfg", keys=keys)
+    # The gateways' clock is set to `lead` seconds before the next UTC midnight: time enough to
+    # start both and spend a day's budget on a loaded machine; the test then waits for midnight.
+    lead = 20.0
     now = time.time()
     midnight = (int(now) // 86400 + 1) * 86400
-    lead = 12.0
     env = {"SWITCHYARD_REDIS_URL": redis.url, "SWITCHYARD_CLOCK_OFFSET_SECS": str(midnight - lead - now)}
     started = time.monotonic()
     a, b = gateway_on(config, env=env), gateway_on(config, env=env)
     day1 = time.strftime("d%Y-%m-%d", time.gmtime(midnight - 1))
     day2 = time.strftime("d%Y-%m-%d", time.gmtime(midnight + 1))
 
-    def spend_until_blocked():
+    def spend_until_blocked(start=0):
         served = 0
-        for i in range(20):
+        for i in range(start, start + 20):
             r = chat(a if i % 2 else b, "sk-alerted")
             if r.status_code == 429:
                 assert r.json()["error"]["code"] == "budget_exceeded"
@@ -290,20 +312,38 @@ def test_period_resets_and_each_threshold_is_alerted_once(tmp_path, gateway_on, 
     served, refused = spend_until_blocked()
     assert served == 5  # 5 x $0.007 = $0.035 >= $0.03
     assert int(refused.headers["retry-after"]) <= lead
-    wait_for(lambda: len(receiver.deliveries) == 3, what="three alerts")
-    assert time.monotonic() - started < lead - 1, "the test machine is too slow for this clock offset"
+    wait_for(lambda: len(receiver.alerts("default/alerted")) == 3, what="three alerts")
+    assert time.monotonic() - started < lead - 1, (
+        f"the test machine is too slow for this clock offset: the first day took "
+        f"{time.monotonic() - started:.1f} s of {lead:.0f} s")
 
-    # Midnight (UTC, on the gateways' clock): a new period, a new budget, new alerts.
-    time.sleep(max(0.0, lead - (time.monotonic() - started)) + 0.5)
-    served, _ = spend_until_blocked()
-    assert served == 5
-    wait_for(lambda: len(receiver.deliveries) == 6, what="six alerts")
-    time.sleep(1.0)  # nothing more arrives
-    assert len(receiver.deliveries) == 6
-    assert receiver.attempts == 7  # the refused first attempt was retried
+    # Midnight (UTC, on the gateways' clock): a new period, a new budget. Until then the key
+    # stays blocked; the first request served is the new day's first.
+    def new_day():
+        r = chat(a, "sk-alerted")
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "budget_exceeded", r.text
+            return None
+        assert r.status_code == 200, r.text
+        return r
+    wait_for(new_day, timeout=lead + 30, what="the budget to reset at midnight", interval=0.1)
+    assert time.monotonic() - started >= lead - 0.5, "the budget reset before midnight"
+    served, _ = spend_until_blocked(start=1)
+    assert served + 1 == 5
+
+    # Nothing more arrives: both days' spend is settled in Redis (every threshold check made),
+    # then the sentinels' alerts, sent after those checks from each gateway, arrive.
+    for day in (day1, day2):
+        wait_for(lambda: abs(redis_spend(redis, "default/alerted", day) - 5 * COST) < 1e-9, what=f"{day} spend")
+    for gw, sentinel in ((a, "sk-sentinel-a"), (b, "sk-sentinel-b")):
+        assert chat(gw, sentinel).status_code == 200
+    wait_for(lambda: receiver.alerts("default/sentinel-a") and receiver.alerts("default/sentinel-b"),
+             what="the sentinels' alerts")
+    assert len(receiver.alerts("default/alerted")) == 6
+    assert receiver.attempted.count("default/alerted") == 7  # the refused first attempt was retried
 
     seen = []
-    for headers, body in receiver.deliveries:
+    for headers, body in receiver.alerts("default/alerted"):
         headers = {k.lower(): v for k, v in headers.items()}
         expected = hmac.new(b"whsec-test", headers["x-switchyard-timestamp"].encode() + b"." + body,
                             hashlib.sha256).hexdigest()
@@ -330,6 +370,10 @@ def sse(gw, key, body, headers=None):
         return r, b"".join(chunks), len(chunks)
 
 
+def cache_entries(redis):
+    return set(redis.cmd("KEYS", "swy:cache:*"))
+
+
 def test_cache_hits_are_identical_streams_included_and_free(tmp_path, gateway_on, redis):
     routes = [("cached", "  cache: {enabled: true, ttl: 10m}\n")]
     config = write_config(tmp_path / "cfg", routes=routes, keys=[("c", "sk-cache", "")])
@@ -337,32 +381,36 @@ def test_cache_hits_are_identical_streams_included_and_free(tmp_path, gateway_on
     a, b = gateway_on(config, env=env), gateway_on(config, env=env)
     key = "default/c"
 
+    def stored(before, what):
+        """The one entry stored since `before` (entries are written after the response)."""
+        new = wait_for(lambda: cache_entries(redis) - before, what=what)
+        assert len(new) == 1, new
+        return new.pop()
+
     first = chat(a, "sk-cache", model="cached")
     assert first.headers["x-switchyard-cache"] == "miss"
+    stored(set(), "the first answer in the cache")
     wait_for(lambda: redis_spend(redis, key, this_month()) > 0, what="spend")
     spend = redis_spend(redis, key, this_month())
     assert abs(spend - COST) < 1e-9
     # The other replica answers from the shared cache: the same bytes (same id, same created).
-    hit = wait_for(lambda: (r := chat(b, "sk-cache", model="cached")).headers["x-switchyard-cache"] == "hit" and r,
-                   what="a cache hit")
+    hit = chat(b, "sk-cache", model="cached")
+    assert hit.headers["x-switchyard-cache"] == "hit"
     assert hit.content == first.content
     # A differently ordered but equal request is the same entry.
     same = post(b, "sk-cache", {"messages": MSG, "model": "cached"})
     assert same.headers["x-switchyard-cache"] == "hit" and same.content == first.content
 
     body = {"model": "cached", "messages": MSG, "stream": True}
+    before = cache_entries(redis)
     r1, s1, _ = sse(a, "sk-cache", body)
     assert r1.headers["x-switchyard-cache"] == "miss"
-    hit_stream = wait_for(lambda: (x := sse(b, "sk-cache", body))[0].headers["x-switchyard-cache"] == "hit" and x,
-                          what="a stream cache hit")
-    r2, s2, n2 = hit_stream
+    stored(before, "the streamed answer in the cache")
+    r2, s2, n2 = sse(b, "sk-cache", body)
+    assert r2.headers["x-switchyard-cache"] == "hit"
     assert r2.headers["content-type"].startswith("text/event-stream")
     assert s2 == s1 and s2.endswith(b"data: [DONE]\n\n")
     assert n2 > 1, "a hit is replayed as a stream, not one body"
-
-    # Hits cost nothing: only the two misses were billed.
-    time.sleep(0.3)
-    assert abs(redis_spend(redis, key, this_month()) - 2 * COST) < 1e-9
     metrics = httpx.get(b.url + "/metrics").text
     assert 'switchyard_cache_total{result="hit",route="default/cached"}' in metrics
 
@@ -371,15 +419,22 @@ def test_cache_hits_are_identical_streams_included_and_free(tmp_path, gateway_on
     assert fresh.headers["x-switchyard-cache"] == "hit"
     bypass = post(a, "sk-cache", {"model": "cached", "messages": MSG}, headers={"cache-control": "no-cache"})
     assert bypass.headers["x-switchyard-cache"] == "miss" and bypass.content != first.content
+    # Hits cost nothing: the two misses were billed, and the third (settled after every hit
+    # above) brings the total to three.
+    wait_for(lambda: redis_spend(redis, key, this_month()) >= 3 * COST - 1e-9, what="the third miss's spend")
+    assert abs(redis_spend(redis, key, this_month()) - 3 * COST) < 1e-9
     other = [{"role": "user", "content": "not stored"}]
+    before = cache_entries(redis)
     for _ in range(2):
         r = post(a, "sk-cache", {"model": "cached", "messages": other}, headers={"cache-control": "no-store"})
         assert r.headers["x-switchyard-cache"] == "miss"
     short = [{"role": "user", "content": "short lived"}]
     post(a, "sk-cache", {"model": "cached", "messages": short}, headers={"x-switchyard-cache-ttl": "1"})
-    wait_for(lambda: post(a, "sk-cache", {"model": "cached", "messages": short}).headers["x-switchyard-cache"] == "hit",
-             what="short-lived hit")
-    time.sleep(1.2)
+    entry = stored(before, "the short-lived entry")
+    # The no-store answers were not stored: the only new entry is the short-lived one, kept 1 s.
+    assert 0 < redis.cmd("PTTL", entry) <= 1000
+    assert post(a, "sk-cache", {"model": "cached", "messages": short}).headers["x-switchyard-cache"] == "hit"
+    wait_for(lambda: redis.cmd("EXISTS", entry) == 0, what="the short-lived entry to expire")
     assert post(a, "sk-cache", {"model": "cached", "messages": short}).headers["x-switchyard-cache"] == "miss"
 
 
@@ -433,6 +488,8 @@ def test_restarted_gateway_keeps_the_spend_it_counted(tmp_path, gateway_on, redi
     # 3 more fit ($0.042 > $0.03 after the fifth), then the budget blocks.
     codes = [chat(gw, "sk-restart").status_code for _ in range(4)]
     assert codes == [200, 200, 429, 429], codes
+    # Settled after each response: the two served are added, the refused ones are not.
+    wait_for(lambda: redis_spend(redis, "default/k", today()) >= 5 * COST - 1e-9, what="the new spend")
     assert abs(redis_spend(redis, "default/k", today()) - 5 * COST) < 1e-9
 
 
@@ -458,8 +515,13 @@ def test_budget_gauges_by_team_and_last_use_in_redis(tmp_path, gateway_on, redis
     for key, n in (("sk-search-1", 6), ("sk-search-2", 1), ("sk-ads-1", 2), ("sk-free", 1)):
         for _ in range(n):
             assert chat(gw, key).status_code == 200
-    # search: s1 spent 6 x $0.007 = $0.042 of $0.05 (84%), s2 $0.007 of $0.10.
-    wait_for(lambda: gauge(gw, "switchyard_budget_used_ratio", team="search") is not None, what="gauge")
+    # search: s1 spent 6 x $0.007 = $0.042 of $0.05 (84%), s2 $0.007 of $0.10. The gauges follow
+    # each request's settling: wait for the last ones.
+    wait_value(lambda: (gauge(gw, "switchyard_budget_used_ratio", team="search"),
+                        gauge(gw, "switchyard_budget_remaining_usd", team="search"),
+                        gauge(gw, "switchyard_budget_used_ratio", team="ads")),
+               lambda v: None not in v and v == (pytest.approx(0.84), pytest.approx(0.101), pytest.approx(0.014)),
+               what="the budget gauges")
     assert gauge(gw, "switchyard_budget_used_ratio", team="search") == pytest.approx(0.84)
     assert gauge(gw, "switchyard_budget_remaining_usd", team="search") == pytest.approx(0.008 + 0.093)
     assert gauge(gw, "switchyard_budget_used_ratio", team="ads") == pytest.approx(0.014)

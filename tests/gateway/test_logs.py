@@ -1,6 +1,7 @@
 """One structured JSON log line per request; no key and no prompt unless a route opts in."""
 
 import json
+import time
 
 import openai
 import pytest
@@ -38,8 +39,10 @@ def logged(tmp_path, gateway_on):
 def test_one_line_per_request_without_keys_or_prompts(logged):
     gw = logged()
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-switchyard-demo", max_retries=0)
+    start = time.monotonic()
     r = client.chat.completions.with_raw_response.create(
         model="demo-chat", messages=[{"role": "user", "content": SECRET_PROMPT}])
+    wall_ms = (time.monotonic() - start) * 1000
     request_id = r.headers["x-request-id"]
     list(client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": SECRET_PROMPT}], stream=True))
     with pytest.raises(openai.NotFoundError):
@@ -53,8 +56,11 @@ def test_one_line_per_request_without_keys_or_prompts(logged):
     assert first["route"] == "default/demo-chat" and first["backend"] == "mock" and first["status"] == 200
     assert first["key"] == "default/demo" and first["team"] == "demo"
     assert first["prompt_tokens"] == 8 and first["completion_tokens"] == 11 and first["cost_usd"] > 0
-    assert first["attempts"] == 1 and first["latency_ms"] >= 0
+    # The request's own time, as the gateway measured it: within what this client waited.
+    assert first["attempts"] == 1 and 0 <= first["latency_ms"] <= wall_ms, (first["latency_ms"], wall_ms)
     assert access[1]["fields"]["completion_tokens"] == 11  # the stream, logged when it ended
+    # ...after its whole length: 20 ms to the first token, then 11 tokens at 200 a second.
+    assert access[1]["fields"]["latency_ms"] >= 20 + 10 * 5, access[1]["fields"]
     assert access[2]["fields"]["status"] == 404
     text = gw.output()
     assert "4111" not in text, "a prompt reached the logs"

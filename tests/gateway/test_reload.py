@@ -23,7 +23,12 @@ spec:
 """
 
 
-def slow_config(tmp_path, text="one two three four five six seven eight nine ten"):
+# Thirty words at ten a second: a three-second stream, long enough for a reload (or the start of
+# a drain) to be seen while it is still open.
+LONG = " ".join(f"w{i}" for i in range(30))
+
+
+def slow_config(tmp_path, text=LONG):
     config = copy_example("quickstart", tmp_path)
     (config / "providers.yaml").write_text(SLOW_MOCK.replace("{text}", text))
     return config
@@ -55,25 +60,24 @@ def test_reload_keeps_streams_in_flight_and_refuses_invalid_edits(tmp_path, gate
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
     assert metric(gw.url, "switchyard_config_generation") == 1
 
-    # A one-second stream is open while the route is edited.
+    # A three-second stream is open (its first chunk has arrived) while the route is edited.
     result = {}
     stream = client.chat.completions.create(
         model="demo-chat", messages=[{"role": "user", "content": "x"}], stream=True
     )
     t = threading.Thread(target=lambda: result.update(text=collect(stream)))
     t.start()
-    time.sleep(0.2)
     routes = config / "routes.yaml"
     routes.write_text(routes.read_text().replace("model: mock-model", "model: mock-model-v2"))
-    t.join(timeout=10)
-    assert result["text"] == "one two three four five six seven eight nine ten"
-
-    # New requests use the new config.
-    deadline = time.monotonic() + 5
+    # New requests use the new config, while the stream is still going.
+    deadline = time.monotonic() + 10
     while chat(client).model != "mock-model-v2":
         assert time.monotonic() < deadline, "the edit was not picked up"
         time.sleep(0.05)
+    assert t.is_alive(), "the stream ended before the reload: nothing was shown"
     assert metric(gw.url, "switchyard_config_generation") == 2
+    t.join(timeout=10)
+    assert result["text"] == LONG
 
     # An invalid edit (unknown field) is refused; the last good config keeps serving.
     routes.write_text(routes.read_text().replace("model: mock-model-v2", "model: mock-model-v3\n      wieght: 2"))
@@ -96,10 +100,9 @@ def test_sigterm_drains_in_flight_streams(tmp_path, gateway_on):
     )
     t = threading.Thread(target=lambda: result.update(text=collect(stream)))
     t.start()
-    time.sleep(0.2)
     gw.terminate()
     # Readiness turns false at once while the stream is still going.
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10
     not_ready = False
     while time.monotonic() < deadline and not not_ready:
         try:
@@ -109,7 +112,8 @@ def test_sigterm_drains_in_flight_streams(tmp_path, gateway_on):
         except urllib.error.URLError:
             break
         time.sleep(0.02)
-    t.join(timeout=10)
-    assert result["text"] == "one two three four five six seven eight nine ten"
-    assert gw.proc.wait(timeout=10) == 0
     assert not_ready, "readiness did not turn false during the drain"
+    assert t.is_alive(), "the stream ended before readiness was seen false: nothing was shown"
+    t.join(timeout=10)
+    assert result["text"] == LONG
+    assert gw.proc.wait(timeout=10) == 0
