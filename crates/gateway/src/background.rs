@@ -136,14 +136,16 @@ mod tests {
         let held = runtime.clone();
         let request = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
+            let let_go = Instant::now();
             drop(held);
+            let_go
         });
         let retired = Retired(runtime);
         assert_eq!(retired.generation(), 3);
-        let t = Instant::now();
         assert!(retired.wait(Duration::from_secs(5)), "freed by the waiting thread");
-        assert!(t.elapsed() >= Duration::from_millis(40), "it waited for the request");
-        request.join().unwrap();
+        let freed = Instant::now();
+        let let_go = request.join().unwrap();
+        assert!(freed >= let_go, "it waited for the request");
 
         let runtime = Arc::new(Runtime::new(switchyard_config::GatewayConfig::default(), 4));
         let _stream = runtime.clone();
@@ -152,6 +154,8 @@ mod tests {
             !Retired(runtime).wait(Duration::from_millis(30)),
             "a long stream keeps it"
         );
+        // It waited the whole 30 ms, and not much longer.
+        assert!(t.elapsed() >= Duration::from_millis(30));
         assert!(t.elapsed() < Duration::from_secs(1));
     }
 }

@@ -319,6 +319,18 @@ mod tests {
     use super::*;
     use crate::state::Memory;
 
+    /// The entry `l` finds once the store in the background has run (fails after 5 s).
+    async fn stored(l: &Lookup, state: &dyn SharedState) -> Entry {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(hit) = l.get(state).await {
+                return hit;
+            }
+            assert!(std::time::Instant::now() < deadline, "never stored");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     fn route(ns: &str) -> RouteConfig {
         serde_json::from_value(serde_json::json!({
             "namespace": ns, "name": "r", "model": "chat", "mode": "chat", "strategy": "weighted",
@@ -430,8 +442,7 @@ mod tests {
         fill.push(&Bytes::from_static(b"data: {\"a\":1}\n\n"));
         fill.push(&Bytes::from_static(b"data: [DONE]\n\n"));
         fill.store(state.clone());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let hit = l.get(state.as_ref()).await.unwrap_or_else(|| panic!("hit"));
+        let hit = stored(&l, state.as_ref()).await;
         assert_eq!(
             hit,
             Entry {
@@ -457,7 +468,23 @@ mod tests {
         let mut fill = l.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from(vec![b'x'; 65]));
         fill.store(state.clone());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A small entry stored after it is seen first: stores run in order on this test's
+        // single-threaded runtime, so the big one's would have run by then.
+        let marker = req(r#"{"messages":[{"role":"user","content":"after"}]}"#);
+        let after = Lookup::new(
+            &r,
+            &HeaderMap::new(),
+            &BTreeMap::new(),
+            Operation::Chat,
+            false,
+            &marker,
+            false,
+        )
+        .unwrap_or_else(|| panic!("on"));
+        let mut fill = after.fill().unwrap_or_else(|| panic!("store"));
+        fill.push(&Bytes::from_static(b"{}"));
+        fill.store(state.clone());
+        stored(&after, state.as_ref()).await;
         assert!(l.get(state.as_ref()).await.is_none());
         assert_eq!(
             decode(&Bytes::from_static(b"SWC1\x01\x00\x00\x00\x02\x00\x00\x00\x05ab")),

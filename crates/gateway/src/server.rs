@@ -117,11 +117,25 @@ mod tests {
     async fn a_request_in_flight_finishes_during_a_graceful_shutdown() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // The handler says when it runs, and answers only once the shutdown has begun (the
+        // port stops accepting when it does).
+        let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
+        let entered_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(entered_tx)));
         let app = Router::new().route(
             "/hello",
-            axum::routing::get(|| async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                "late"
+            axum::routing::get(move || {
+                let entered = entered_tx.lock().unwrap().take();
+                async move {
+                    if let Some(tx) = entered {
+                        let _ = tx.send(());
+                    }
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+                        assert!(tokio::time::Instant::now() < deadline, "the port still accepts");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    "late"
+                }
             }),
         );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -129,7 +143,11 @@ mod tests {
             let _ = stop_rx.await;
         }));
         let request = tokio::spawn(status_of(addr, 10));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // In flight: the handler is running.
+        tokio::time::timeout(Duration::from_secs(10), entered_rx)
+            .await
+            .unwrap()
+            .unwrap();
         stop_tx.send(()).unwrap();
         assert_eq!(request.await.unwrap(), "HTTP/1.1 200 OK");
         tokio::time::timeout(Duration::from_secs(5), server)

@@ -1,6 +1,6 @@
 //! The same checks against [`Memory`] and against real `redis-server` processes (a single
 //! node and a one-node Redis Cluster, which refuses scripts whose keys span slots). Redis tests
-//! are skipped, with a note, when `redis-server` is not installed.
+//! fail, saying so, when `redis-server` is not installed: a skipped test would pass unseen.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -20,15 +20,27 @@ pub(crate) struct RedisServer {
 }
 
 impl RedisServer {
-    pub(crate) fn available() -> bool {
-        Command::new("redis-server")
+    /// Fails the test when `redis-server` cannot be run: the Redis tests are part of the suite
+    /// (scripts/test.sh installs it), not optional.
+    fn require() {
+        let ran = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+            .stderr(Stdio::null())
+            .status();
+        match ran {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("`redis-server --version` failed ({s}): this test needs a working redis-server"),
+            Err(e) => panic!(
+                "redis-server is required by this test but could not be run ({e}); install it \
+                 (Debian: apt-get install redis-server; scripts/test.sh does) and make sure it is on PATH"
+            ),
+        }
     }
 
+    /// Starts one; fails the test if `redis-server` is missing.
     pub(crate) async fn start(cluster: bool) -> Self {
+        Self::require();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -330,20 +342,12 @@ async fn memory_state() {
 
 #[tokio::test]
 async fn redis_state() {
-    if !RedisServer::available() {
-        eprintln!("redis-server not installed; skipped");
-        return;
-    }
     let server = RedisServer::start(false).await;
     suite(connect(&server, FailMode::Closed), "redis").await;
 }
 
 #[tokio::test]
 async fn redis_cluster_state() {
-    if !RedisServer::available() {
-        eprintln!("redis-server not installed; skipped");
-        return;
-    }
     let server = RedisServer::start(true).await;
     let state = connect(&server, FailMode::Closed);
     wait_up(state.as_ref()).await;
@@ -352,10 +356,6 @@ async fn redis_cluster_state() {
 
 #[tokio::test]
 async fn redis_fail_open_counts_locally_and_writes_spend_back() {
-    if !RedisServer::available() {
-        eprintln!("redis-server not installed; skipped");
-        return;
-    }
     let mut server = RedisServer::start(false).await;
     let state = connect(&server, FailMode::Open);
     let s = state.as_ref();
@@ -430,10 +430,6 @@ fn acq_rpm(scope: &str, now: i64, hold: &Hold) -> Acquire {
 
 #[tokio::test]
 async fn redis_fail_closed_refuses_then_recovers() {
-    if !RedisServer::available() {
-        eprintln!("redis-server not installed; skipped");
-        return;
-    }
     let mut server = RedisServer::start(false).await;
     let state = connect(&server, FailMode::Closed);
     let s = state.as_ref();

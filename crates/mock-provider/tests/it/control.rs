@@ -124,13 +124,19 @@ async fn abandoned_streams_count_as_cancelled() {
 #[tokio::test]
 async fn slow_first_token_delay_and_pacing() {
     let mock = spawn().await;
+    // A first token a second away: headers that come "at once" come well inside it, even on a
+    // loaded machine.
     let start = Instant::now();
     let mut res = mock
-        .post_bearer("/v1/chat/completions", &chat("mock-slow-300ms", true))
+        .post_bearer("/v1/chat/completions", &chat("mock-slow-1s", true))
         .await;
-    assert!(start.elapsed() < Duration::from_millis(250), "headers come at once");
+    let headers = start.elapsed();
+    assert!(
+        headers < Duration::from_millis(700),
+        "headers come at once: {headers:?}"
+    );
     res.chunk().await.unwrap().unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(start.elapsed() >= Duration::from_secs(1));
     res.text().await.unwrap();
 
     let start = Instant::now();
