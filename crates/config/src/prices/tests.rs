@@ -24,10 +24,18 @@ const CASES: [(&str, ProviderKind, &str); 16] = [
     ),
     ("azure/gpt-4o", ProviderKind::AzureOpenai, "gpt-4o"),
     ("deepseek-chat", ProviderKind::Deepseek, "deepseek-chat"),
-    ("mistral/mistral-large-latest", ProviderKind::Mistral, "mistral-large-latest"),
+    (
+        "mistral/mistral-large-latest",
+        ProviderKind::Mistral,
+        "mistral-large-latest",
+    ),
     ("groq/openai/gpt-oss-120b", ProviderKind::Groq, "openai/gpt-oss-120b"),
     ("command-a-03-2025", ProviderKind::Cohere, "command-a-03-2025"),
-    ("together_ai/openai/gpt-oss-20b", ProviderKind::Together, "openai/gpt-oss-20b"),
+    (
+        "together_ai/openai/gpt-oss-20b",
+        ProviderKind::Together,
+        "openai/gpt-oss-20b",
+    ),
     (
         "fireworks_ai/accounts/fireworks/models/qwen3-4b-instruct-2507",
         ProviderKind::Fireworks,
@@ -63,7 +71,10 @@ fn rows_match_the_source_they_were_generated_from() {
     let mut cache_writes = 0;
     for (key, kind, model) in CASES {
         let e = &source[key];
-        assert!(e.is_object(), "{key} missing from the excerpt: rerun scripts/gen-prices.py");
+        assert!(
+            e.is_object(),
+            "{key} missing from the excerpt: rerun scripts/gen-prices.py"
+        );
         let i = info(kind, model);
         assert_eq!(i.provider, kind, "{key}");
         let p = i.price;
@@ -79,7 +90,11 @@ fn rows_match_the_source_they_were_generated_from() {
             Some(p.cached_input),
             per_million(e, "cache_read_input_token_cost").or(Some(p.input)),
         );
-        assert_price(&what("cache write"), p.cache_write, per_million(e, "cache_creation_input_token_cost"));
+        assert_price(
+            &what("cache write"),
+            p.cache_write,
+            per_million(e, "cache_creation_input_token_cost"),
+        );
         assert_price(
             &what("cache write 1h"),
             p.cache_write_1h,
@@ -91,7 +106,11 @@ fn rows_match_the_source_they_were_generated_from() {
             tokens("max_input_tokens").unwrap_or(0),
             "{key}"
         );
-        assert_eq!(u64::from(i.max_output), tokens("max_output_tokens").unwrap_or(0), "{key}");
+        assert_eq!(
+            u64::from(i.max_output),
+            tokens("max_output_tokens").unwrap_or(0),
+            "{key}"
+        );
         let above = ["200k", "272k"]
             .into_iter()
             .find(|k| e.get(format!("input_cost_per_token_above_{k}_tokens")).is_some());
@@ -101,8 +120,16 @@ fn rows_match_the_source_they_were_generated_from() {
                 tiered += 1;
                 let field = |f: &str| format!("{f}_above_{k}_tokens");
                 assert_eq!(t.above_tokens, k.trim_end_matches('k').parse::<u64>().unwrap() * 1000);
-                assert_price(&what("tier input"), Some(t.input), per_million(e, &field("input_cost_per_token")));
-                assert_price(&what("tier output"), Some(t.output), per_million(e, &field("output_cost_per_token")));
+                assert_price(
+                    &what("tier input"),
+                    Some(t.input),
+                    per_million(e, &field("input_cost_per_token")),
+                );
+                assert_price(
+                    &what("tier output"),
+                    Some(t.output),
+                    per_million(e, &field("output_cost_per_token")),
+                );
                 assert_price(
                     &what("tier cached"),
                     t.cached_input,
@@ -190,7 +217,10 @@ fn the_table_is_large_sane_and_says_where_it_came_from() {
         }
     }
     let header: Vec<&str> = source().collect();
-    assert!(header.iter().any(|l| l.starts_with("source: PyPI package litellm==")), "{header:?}");
+    assert!(
+        header.iter().any(|l| l.starts_with("source: PyPI package litellm==")),
+        "{header:?}"
+    );
     assert!(header.iter().any(|l| l.starts_with("generated: 20")), "{header:?}");
 }
 
@@ -219,7 +249,10 @@ fn lookup_falls_back_sensibly() {
     assert_eq!(info(ProviderKind::OpenaiCompatible, "gpt-4o"), openai);
     assert_eq!(info(ProviderKind::Openrouter, "openai/gpt-4o"), openai);
     assert_eq!(lookup("gpt-4o"), Some(openai));
-    assert_eq!(lookup("claude-sonnet-4-5").map(|i| i.provider), Some(ProviderKind::Anthropic));
+    assert_eq!(
+        lookup("claude-sonnet-4-5").map(|i| i.provider),
+        Some(ProviderKind::Anthropic)
+    );
     // Ollama's free local rows never price another provider's model.
     assert!(t_any_has_no(ProviderKind::Ollama));
     assert_eq!(lookup_for(ProviderKind::Openai, "unknown-model"), None);
@@ -257,12 +290,53 @@ fn each_kind_of_token_at_its_price() {
     // completion counts reasoning), and the price they are billed at.
     let m = 1_000_000;
     let cases = [
-        (Tokens { prompt: m, ..Tokens::default() }, 3.0),
-        (Tokens { completion: m, ..Tokens::default() }, 15.0),
-        (Tokens { prompt: m, cached: m, ..Tokens::default() }, 0.3),
-        (Tokens { prompt: m, cache_write: m, ..Tokens::default() }, 3.75),
-        (Tokens { prompt: m, cache_write: m, cache_write_1h: m, ..Tokens::default() }, 6.0),
-        (Tokens { completion: m, reasoning: m, ..Tokens::default() }, 20.0),
+        (
+            Tokens {
+                prompt: m,
+                ..Tokens::default()
+            },
+            3.0,
+        ),
+        (
+            Tokens {
+                completion: m,
+                ..Tokens::default()
+            },
+            15.0,
+        ),
+        (
+            Tokens {
+                prompt: m,
+                cached: m,
+                ..Tokens::default()
+            },
+            0.3,
+        ),
+        (
+            Tokens {
+                prompt: m,
+                cache_write: m,
+                ..Tokens::default()
+            },
+            3.75,
+        ),
+        (
+            Tokens {
+                prompt: m,
+                cache_write: m,
+                cache_write_1h: m,
+                ..Tokens::default()
+            },
+            6.0,
+        ),
+        (
+            Tokens {
+                completion: m,
+                reasoning: m,
+                ..Tokens::default()
+            },
+            20.0,
+        ),
     ];
     // Scaled down to 100k tokens, below the tier: a tenth of the price.
     for (t, usd_per_million) in cases {
@@ -274,7 +348,11 @@ fn each_kind_of_token_at_its_price() {
             cache_write_1h: t.cache_write_1h / 10,
             reasoning: t.reasoning / 10,
         };
-        assert!(close(p.cost_of(&small), usd_per_million / 10.0), "{small:?}: {}", p.cost_of(&small));
+        assert!(
+            close(p.cost_of(&small), usd_per_million / 10.0),
+            "{small:?}: {}",
+            p.cost_of(&small)
+        );
     }
     // A mixed request: 10k prompt of which 4k cached, 3k written (1k of them for an hour), 2k
     // completion of which 500 reasoning.
@@ -348,7 +426,10 @@ fn unset_prices_default_to_their_plain_kind() {
             ..Tokens::default()
         })
     );
-    assert!(close(p.cost(1_000, 1_000, 100), (900.0 * 2.0 + 100.0 * 0.5 + 1_000.0 * 8.0) / 1e6));
+    assert!(close(
+        p.cost(1_000, 1_000, 100),
+        (900.0 * 2.0 + 100.0 * 0.5 + 1_000.0 * 8.0) / 1e6
+    ));
     // Above a tier without its own cache prices: the base cache read, the tier's input for writes.
     let tiered = Price {
         long_context: Some(LongContextPrice {
@@ -403,4 +484,217 @@ fn costs_are_finite_and_never_negative() {
     });
     assert_eq!(c, 0.0);
     assert_eq!(Price::default().cost(0, 0, 0), 0.0);
+}
+
+const MANIFESTS: &str = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: anthropic}
+spec:
+  type: anthropic
+  credentials: {secretRef: {name: keys}}
+  pricing:
+    - model: claude-sonnet-4-5
+      cacheWrite: 4
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: openai}
+spec:
+  type: openai
+  credentials: {secretRef: {name: keys}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: gemini}
+spec:
+  type: gemini
+  credentials: {secretRef: {name: keys}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: mock}
+spec:
+  type: mock
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+stringData: {apiKey: sk-upstream}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: chat}
+spec:
+  model: chat
+  backends:
+    - name: table-and-provider
+      providerRef: {name: anthropic}
+      model: claude-sonnet-4-5
+    - name: backend-wins
+      providerRef: {name: anthropic}
+      model: claude-sonnet-4-5
+      pricing:
+        input: 2
+        cacheWrite1h: 5
+        reasoning: 30
+        longContext: {aboveTokens: 100000, input: 4, output: 20}
+    - name: negotiated
+      providerRef: {name: openai}
+      model: gpt-4o
+      pricing: {input: 1000, output: 1000}
+    - name: unlisted
+      providerRef: {name: mock}
+      model: mock-model
+      pricing: {input: 1000, output: 1000}
+    - name: tiered
+      providerRef: {name: gemini}
+      model: gemini-2.5-pro
+    - name: unpriced
+      providerRef: {name: mock}
+      model: mock-model
+"#;
+
+fn compiled_prices() -> Vec<(String, Option<Price>)> {
+    let mut m = crate::Manifests::default();
+    let d = m.add_yaml("prices.yaml", MANIFESTS, &|_| None);
+    assert!(d.is_empty(), "{d:?}");
+    let c = crate::compile(&m, &crate::CompileOptions::default());
+    assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+    c.config.routes[0]
+        .backends
+        .iter()
+        .map(|b| (b.name.clone(), b.price))
+        .collect()
+}
+
+#[test]
+fn overrides_win_over_the_table_one_price_at_a_time() {
+    let prices = compiled_prices();
+    let get = |name: &str| {
+        prices
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("{name} has no price: {prices:?}"))
+    };
+    let table = info(ProviderKind::Anthropic, "claude-sonnet-4-5").price;
+
+    // The Provider's entry replaces the table's cache-write price and nothing else.
+    let p = get("table-and-provider");
+    assert_eq!(
+        p,
+        Price {
+            cache_write: Some(4.0),
+            ..table
+        }
+    );
+
+    // The backend's prices replace both, kind by kind; the rest still comes from the Provider
+    // and the table.
+    let p = get("backend-wins");
+    assert_eq!(p.input, 2.0);
+    assert_eq!(p.output, table.output);
+    assert_eq!(p.cached_input, table.cached_input);
+    assert_eq!(p.cache_write, Some(4.0));
+    assert_eq!(p.cache_write_1h, Some(5.0));
+    assert_eq!(p.reasoning, Some(30.0));
+    assert_eq!(
+        p.long_context,
+        Some(LongContextPrice {
+            above_tokens: 100_000,
+            input: 4.0,
+            output: 20.0,
+            ..LongContextPrice::default()
+        })
+    );
+    let t = Tokens {
+        prompt: 1_000,
+        completion: 1_000,
+        cached: 100,
+        cache_write: 300,
+        cache_write_1h: 100,
+        reasoning: 400,
+    };
+    let want =
+        (600.0 * 2.0 + 100.0 * table.cached_input + 200.0 * 4.0 + 100.0 * 5.0 + 600.0 * 15.0 + 400.0 * 30.0) / 1e6;
+    assert!(close(p.cost_of(&t), want), "{} {want}", p.cost_of(&t));
+    let long = Tokens {
+        prompt: 100_001,
+        completion: 10,
+        reasoning: 4,
+        ..Tokens::default()
+    };
+    // Reasoning has a price of its own, which the tier does not replace.
+    assert!(close(
+        p.cost_of(&long),
+        (100_001.0 * 4.0 + 6.0 * 20.0 + 4.0 * 30.0) / 1e6
+    ));
+
+    // An overridden input keeps the table's cache discount, which is a price of its own...
+    let p = get("negotiated");
+    assert_eq!((p.input, p.output, p.cached_input), (1000.0, 1000.0, 1.25));
+    // ...and a model the table does not know bills cache reads at its input price.
+    let p = get("unlisted");
+    assert_eq!(
+        p,
+        Price {
+            input: 1000.0,
+            output: 1000.0,
+            cached_input: 1000.0,
+            ..Price::default()
+        }
+    );
+
+    // The table's long-context tier reaches the gateway.
+    let p = get("tiered");
+    assert_eq!(p.long_context.map(|t| t.above_tokens), Some(200_000));
+    assert_eq!(p, info(ProviderKind::Gemini, "gemini-2.5-pro").price);
+
+    assert_eq!(
+        prices.iter().find(|(n, _)| n == "unpriced").map(|(_, p)| *p),
+        Some(None)
+    );
+}
+
+#[test]
+fn out_of_range_prices_are_refused() {
+    let route = |pricing: &str| {
+        let yaml = format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata: {{name: r}}\nspec:\n  model: r\n  backends:\n    - providerRef: {{name: p}}\n      model: m\n      pricing: {pricing}\n"
+        );
+        crate::Manifests::default().add_yaml("r.yaml", &yaml, &|_| None)
+    };
+    for (field, bad) in [
+        ("input", "-1"),
+        ("cacheWrite", "-0.5"),
+        ("reasoning", "1e7"),
+        ("cachedInput", "2000000"),
+    ] {
+        let d = route(&format!("{{{field}: {bad}}}"));
+        let text = format!("{d:?}");
+        assert!(
+            text.contains(&format!("pricing.{field} must be between 0 and 1000000")),
+            "{field}: {bad}: {text}"
+        );
+    }
+    let d = route("{longContext: {aboveTokens: 10, input: -1, output: 1}}");
+    assert!(
+        format!("{d:?}").contains("longContext.input must be between 0 and 1000000"),
+        "{d:?}"
+    );
+    // Infinity and NaN are no numbers to CEL: refused too, with the evaluator's words.
+    for bad in [
+        "{cacheWrite1h: .inf}",
+        "{input: .nan}",
+        "{longContext: {aboveTokens: 1, input: .inf, output: 1}}",
+    ] {
+        let d = route(bad);
+        assert!(
+            d.iter()
+                .any(|d| d.severity == crate::Severity::Error && d.field.contains("pricing")),
+            "{bad}: {d:?}"
+        );
+    }
+    assert!(route("{input: 3, cacheWrite: 3.75}").is_empty());
 }
