@@ -92,12 +92,19 @@ pub struct Limits {
     pub max_parallel: Option<u32>,
 }
 
-/// Prices in USD per million tokens, overriding the built-in price table.
+/// Prices in USD per million tokens, overriding the built-in price table one price at a time: a
+/// price left out comes from the Provider's entry for the model, then from the table.
+///
+/// Token kinds follow OpenAI's usage convention: the prompt counts cache reads and cache writes,
+/// the completion counts reasoning tokens; each is billed at its own price when one is known.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.input) || self.input >= 0.0").message("pricing.input must not be negative"))]
-#[x_kube(validation = Rule::new("!has(self.output) || self.output >= 0.0").message("pricing.output must not be negative"))]
-#[x_kube(validation = Rule::new("!has(self.cachedInput) || self.cachedInput >= 0.0").message("pricing.cachedInput must not be negative"))]
+#[x_kube(validation = Rule::new("!has(self.input) || (self.input >= 0.0 && self.input <= 1000000.0)").message("pricing.input must be between 0 and 1000000"))]
+#[x_kube(validation = Rule::new("!has(self.output) || (self.output >= 0.0 && self.output <= 1000000.0)").message("pricing.output must be between 0 and 1000000"))]
+#[x_kube(validation = Rule::new("!has(self.cachedInput) || (self.cachedInput >= 0.0 && self.cachedInput <= 1000000.0)").message("pricing.cachedInput must be between 0 and 1000000"))]
+#[x_kube(validation = Rule::new("!has(self.cacheWrite) || (self.cacheWrite >= 0.0 && self.cacheWrite <= 1000000.0)").message("pricing.cacheWrite must be between 0 and 1000000"))]
+#[x_kube(validation = Rule::new("!has(self.cacheWrite1h) || (self.cacheWrite1h >= 0.0 && self.cacheWrite1h <= 1000000.0)").message("pricing.cacheWrite1h must be between 0 and 1000000"))]
+#[x_kube(validation = Rule::new("!has(self.reasoning) || (self.reasoning >= 0.0 && self.reasoning <= 1000000.0)").message("pricing.reasoning must be between 0 and 1000000"))]
 pub struct Pricing {
     /// Upstream model these prices apply to. Omitted inside a backend (the backend's model is meant);
     /// required in a Provider's list.
@@ -110,9 +117,56 @@ pub struct Pricing {
     /// USD per million completion (output) tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<f64>,
-    /// USD per million cached prompt tokens (cache reads).
+    /// USD per million cached prompt tokens (cache reads). Without one here or in the table, cache
+    /// reads cost `input`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_input: Option<f64>,
+    /// USD per million prompt tokens written to the provider's prompt cache (Anthropic bills the
+    /// five-minute cache at 1.25x input). Without one here or in the table, cache writes cost `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
+    /// USD per million prompt tokens written to the cache for one hour (Anthropic: 2x input).
+    /// Without one here or in the table, they cost `cacheWrite`.
+    #[serde(default, rename = "cacheWrite1h", skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
+    /// USD per million reasoning (thinking) tokens. Without one here or in the table, they cost
+    /// `output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<f64>,
+    /// Long-context prices: once a request's prompt has more than `aboveTokens` tokens, every
+    /// token of that request is billed at these prices (as Anthropic and Gemini bill prompts over
+    /// 200k tokens). Replaces the table's tier as a whole; left out, the table's tier (if any)
+    /// applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContextPricing>,
+}
+
+/// The prices of requests with a long prompt, in USD per million tokens.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.input) || (self.input >= 0.0 && self.input <= 1000000.0)").message("longContext.input must be between 0 and 1000000"))]
+#[x_kube(validation = Rule::new("!has(self.output) || (self.output >= 0.0 && self.output <= 1000000.0)").message("longContext.output must be between 0 and 1000000"))]
+#[x_kube(validation = Rule::new("!has(self.cachedInput) || (self.cachedInput >= 0.0 && self.cachedInput <= 1000000.0)").message("longContext.cachedInput must be between 0 and 1000000"))]
+#[x_kube(validation = Rule::new("!has(self.cacheWrite) || (self.cacheWrite >= 0.0 && self.cacheWrite <= 1000000.0)").message("longContext.cacheWrite must be between 0 and 1000000"))]
+#[x_kube(validation = Rule::new("!has(self.cacheWrite1h) || (self.cacheWrite1h >= 0.0 && self.cacheWrite1h <= 1000000.0)").message("longContext.cacheWrite1h must be between 0 and 1000000"))]
+pub struct LongContextPricing {
+    /// Prompt tokens (cache reads and writes included) above which these prices apply.
+    #[schemars(range(min = 1))]
+    pub above_tokens: u64,
+    /// USD per million prompt tokens.
+    pub input: f64,
+    /// USD per million completion tokens (reasoning included, unless `reasoning` is priced).
+    pub output: f64,
+    /// USD per million cache reads. Left out: the base cache-read price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<f64>,
+    /// USD per million cache writes. Left out: the base cache-write price, else this tier's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
+    /// USD per million one-hour cache writes. Left out: the base one-hour price, else this tier's
+    /// cache writes.
+    #[serde(default, rename = "cacheWrite1h", skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
 }
 
 /// Common status conditions and the generation they describe.

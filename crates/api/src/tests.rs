@@ -113,6 +113,28 @@ fn route_cel_rules() {
 }
 
 #[test]
+fn pricing_cel_rules() {
+    let priced = |pricing: &str| {
+        route(&format!(
+            "model: m\nbackends: [{{providerRef: {{name: p}}, model: x, pricing: {pricing}}}]"
+        ))
+    };
+    let ok = priced(
+        "{input: 3, output: 15, cachedInput: 0.3, cacheWrite: 3.75, cacheWrite1h: 6, reasoning: 15, \
+         longContext: {aboveTokens: 200000, input: 6, output: 22.5, cachedInput: 0.6, cacheWrite: 7.5}}",
+    );
+    assert_eq!(cel_messages(ok.validate_cel()), "");
+    let negative = priced("{cacheWrite: -1}");
+    assert!(cel_messages(negative.validate_cel()).contains("pricing.cacheWrite must be between 0 and 1000000"));
+    let huge = priced("{reasoning: 1e7}");
+    assert!(cel_messages(huge.validate_cel()).contains("pricing.reasoning must be between 0 and 1000000"));
+    let tier = priced("{longContext: {aboveTokens: 1, input: 1, output: -2}}");
+    assert!(cel_messages(tier.validate_cel()).contains("longContext.output must be between 0 and 1000000"));
+    let p = provider("type: openai\ncredentials: {secretRef: {name: k}}\npricing: [{model: m, cacheWrite1h: -1}]");
+    assert!(cel_messages(p.validate_cel()).contains("pricing.cacheWrite1h must be between 0 and 1000000"));
+}
+
+#[test]
 fn gateway_cel_rules() {
     let gw = LLMGateway {
         metadata: meta("g"),

@@ -637,7 +637,7 @@ impl<'a> Compiler<'a> {
                 name = format!("{name}-{i}");
             }
             names.insert(name.clone());
-            let info = prices::lookup(&b.model);
+            let info = prices::lookup_for(provider.kind, &b.model);
             let provider_price = self
                 .m
                 .providers
@@ -649,7 +649,7 @@ impl<'a> Compiler<'a> {
                         .iter()
                         .find(|pr| pr.model.as_deref() == Some(b.model.as_str()))
                 });
-            let price = resolve_price(b.pricing.as_ref(), provider_price, info);
+            let price = resolve_price(b.pricing.as_ref(), provider_price, info.map(|i| i.price));
             let mut labels = BTreeMap::new();
             if let Some(api_p) = self
                 .m
@@ -679,7 +679,7 @@ impl<'a> Compiler<'a> {
                 weight: b.weight,
                 priority: b.priority,
                 labels,
-                context_window: b.context_window.or(info.map(|i| i.context_window)),
+                context_window: b.context_window.or(info.map(|i| i.context_window).filter(|c| *c > 0)),
                 max_output_tokens: b.max_output_tokens.or(info.map(|i| i.max_output).filter(|m| *m > 0)),
                 limits: b
                     .limits
@@ -1035,10 +1035,12 @@ fn optional_duration(
     parsed
 }
 
+/// A backend's prices: each price from the backend's `pricing`, else the Provider's entry for the
+/// model, else the built-in table. No price at all when none of them knows input or output.
 fn resolve_price(
     backend: Option<&api::Pricing>,
     provider: Option<&api::Pricing>,
-    builtin: Option<prices::ModelInfo>,
+    builtin: Option<Price>,
 ) -> Option<Price> {
     let pick = |f: fn(&api::Pricing) -> Option<f64>, b: Option<f64>| {
         backend.and_then(f).or_else(|| provider.and_then(f)).or(b)
@@ -1049,10 +1051,29 @@ fn resolve_price(
         return None;
     }
     let input = input.unwrap_or(0.0);
+    // A table row without a cache discount lists its input price as the cache-read price; that
+    // must follow an overridden input rather than keep the table's.
+    let table_cached = builtin.filter(|i| i.cached_input != i.input).map(|i| i.cached_input);
+    let long_context = backend
+        .and_then(|p| p.long_context.as_ref())
+        .or_else(|| provider.and_then(|p| p.long_context.as_ref()))
+        .map(|t| LongContextPrice {
+            above_tokens: t.above_tokens,
+            input: t.input,
+            output: t.output,
+            cached_input: t.cached_input,
+            cache_write: t.cache_write,
+            cache_write_1h: t.cache_write_1h,
+        })
+        .or(builtin.and_then(|i| i.long_context));
     Some(Price {
         input,
         output: output.unwrap_or(0.0),
-        cached_input: pick(|p| p.cached_input, builtin.map(|i| i.cached_input)).unwrap_or(input),
+        cached_input: pick(|p| p.cached_input, table_cached).unwrap_or(input),
+        cache_write: pick(|p| p.cache_write, builtin.and_then(|i| i.cache_write)),
+        cache_write_1h: pick(|p| p.cache_write_1h, builtin.and_then(|i| i.cache_write_1h)),
+        reasoning: pick(|p| p.reasoning, builtin.and_then(|i| i.reasoning)),
+        long_context,
     })
 }
 

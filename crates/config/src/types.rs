@@ -473,26 +473,157 @@ pub struct BackendConfig {
     pub price: Option<Price>,
 }
 
-/// USD per million tokens.
+/// What one request costs, in USD per million tokens of each kind.
+///
+/// Token counts follow OpenAI's convention (see [`Tokens`]): the prompt includes cache reads and
+/// cache writes, the completion includes reasoning. Unset optional prices bill those tokens like
+/// their plain kind, which is how providers without a separate price bill them.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Price {
+    /// Prompt tokens read from neither the cache nor written to it.
+    pub input: f64,
+    /// Completion tokens, reasoning included unless `reasoning` is set.
+    pub output: f64,
+    /// Prompt tokens read from the provider's prompt cache.
+    pub cached_input: f64,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic: 1.25x input for the
+    /// five-minute cache). Unset: billed as input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
+    /// Prompt tokens written to the cache for an hour (Anthropic: 2x input). Unset: billed as
+    /// `cache_write`.
+    #[serde(default, rename = "cacheWrite1h", skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
+    /// Reasoning (thinking) tokens. Unset: billed as output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<f64>,
+    /// Prices of the whole request once its prompt is long (Anthropic's and Gemini's 200k tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContextPrice>,
+}
+
+/// The prices of a request whose prompt has more than `above_tokens` tokens: they replace the base
+/// prices for every token of that request.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LongContextPrice {
+    /// Prompt tokens (cache reads and writes included) above which the tier applies.
+    pub above_tokens: u64,
     /// Prompt tokens.
     pub input: f64,
-    /// Completion tokens.
+    /// Completion tokens (and reasoning tokens, unless the base price sets `reasoning`).
     pub output: f64,
-    /// Cached prompt tokens.
-    pub cached_input: f64,
+    /// Cache reads. Unset: the base `cached_input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<f64>,
+    /// Cache writes. Unset: the base `cache_write`, else this tier's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
+    /// One-hour cache writes. Unset: the base `cache_write_1h`, else this tier's cache writes.
+    #[serde(default, rename = "cacheWrite1h", skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
+}
+
+/// The tokens of one request, by kind, as providers report them in OpenAI's convention: `prompt`
+/// counts every prompt token, `cached` and `cache_write` included, and `completion` counts every
+/// completion token, `reasoning` included. Counts larger than their whole are clamped to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// All prompt tokens.
+    pub prompt: u64,
+    /// All completion tokens.
+    pub completion: u64,
+    /// Prompt tokens read from the prompt cache.
+    pub cached: u64,
+    /// Prompt tokens written to the prompt cache, for any duration.
+    pub cache_write: u64,
+    /// The part of `cache_write` written for an hour.
+    pub cache_write_1h: u64,
+    /// Completion tokens spent on reasoning.
+    pub reasoning: u64,
+}
+
+/// The per-kind prices one request is billed at, tier chosen and defaults applied.
+struct Rates {
+    input: f64,
+    output: f64,
+    cached: f64,
+    write: f64,
+    write_1h: f64,
+    reasoning: f64,
 }
 
 impl Price {
-    /// Cost in USD of a request's usage.
+    /// Cost in USD of a request's usage: `prompt` includes `cached`. Same as [`Price::cost_of`]
+    /// without cache writes or reasoning tokens.
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64, cached_tokens: u64) -> f64 {
-        let uncached = prompt_tokens.saturating_sub(cached_tokens);
-        (uncached as f64 * self.input
-            + cached_tokens as f64 * self.cached_input
-            + completion_tokens as f64 * self.output)
-            / 1_000_000.0
+        self.cost_of(&Tokens {
+            prompt: prompt_tokens,
+            completion: completion_tokens,
+            cached: cached_tokens,
+            ..Tokens::default()
+        })
+    }
+
+    /// Cost in USD of a request's usage, each kind of token at its own price. Always finite and
+    /// non-negative: a price that is not (which validation refuses) counts as zero.
+    pub fn cost_of(&self, t: &Tokens) -> f64 {
+        let r = self.rates(t.prompt);
+        let cached = t.cached.min(t.prompt);
+        let write = t.cache_write.min(t.prompt - cached);
+        let write_1h = t.cache_write_1h.min(write);
+        let plain = t.prompt - cached - write;
+        let reasoning = t.reasoning.min(t.completion);
+        let answer = t.completion - reasoning;
+        let usd = (plain as f64 * r.input
+            + cached as f64 * r.cached
+            + (write - write_1h) as f64 * r.write
+            + write_1h as f64 * r.write_1h
+            + answer as f64 * r.output
+            + reasoning as f64 * r.reasoning)
+            / 1_000_000.0;
+        if usd.is_finite() {
+            usd
+        } else {
+            0.0
+        }
+    }
+
+    /// The prices for a request with `prompt` tokens: the long-context tier's above its threshold.
+    fn rates(&self, prompt: u64) -> Rates {
+        let write = self.cache_write.unwrap_or(self.input);
+        let base = Rates {
+            input: self.input,
+            output: self.output,
+            cached: self.cached_input,
+            write,
+            write_1h: self.cache_write_1h.unwrap_or(write),
+            reasoning: self.reasoning.unwrap_or(self.output),
+        };
+        let r = match &self.long_context {
+            Some(t) if prompt > t.above_tokens => {
+                let write = t.cache_write.or(self.cache_write).unwrap_or(t.input);
+                Rates {
+                    input: t.input,
+                    output: t.output,
+                    cached: t.cached_input.unwrap_or(self.cached_input),
+                    write,
+                    write_1h: t.cache_write_1h.or(self.cache_write_1h).unwrap_or(write),
+                    reasoning: self.reasoning.unwrap_or(t.output),
+                }
+            }
+            _ => base,
+        };
+        let sane = |p: f64| if p.is_finite() && p > 0.0 { p } else { 0.0 };
+        Rates {
+            input: sane(r.input),
+            output: sane(r.output),
+            cached: sane(r.cached),
+            write: sane(r.write),
+            write_1h: sane(r.write_1h),
+            reasoning: sane(r.reasoning),
+        }
     }
 }
 

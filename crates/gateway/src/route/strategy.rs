@@ -413,12 +413,14 @@ mod tests {
             input: 5.0,
             output: 15.0,
             cached_input: 0.0,
+            ..Price::default()
         });
         let mut b = backend("cheap", "m", 1, 0);
         b.price = Some(Price {
             input: 0.15,
             output: 0.6,
             cached_input: 0.0,
+            ..Price::default()
         });
         let unknown = backend("unpriced", "m", 1, 0);
         let f = Fixture::new(vec![a, b, unknown]);
