@@ -4,6 +4,20 @@
 //!
 //! It reads only `GatewayConfig` (swapped atomically through `arc_swap`) and knows nothing of
 //! Kubernetes. Wire formats live in `switchyard-providers`; this crate does the I/O.
+//!
+//! Module map, in the order of a request; imports point down this list, never back up
+//! (`scripts/module-cycles.sh` checks it). `proxy` (the HTTP handlers) runs the pipeline and is
+//! the only module that sees the whole [`Gateway`] (`gateway`: the process, which builds the
+//! handles below and swaps configs); every other module gets a narrow handle. `runtime` is the
+//! config indexed for lookups (keys, routes, providers), pure. `limits` takes a key's limits and
+//! budget reservation ([`limits::Limits`]: shared state + clock + `alerts`, which follow spend
+//! and deliver webhooks, with `budget` periods and gauges). `cache` is the response cache.
+//! `route` picks a backend and makes the attempts, one module per layer (fallback, retry,
+//! candidates and `strategy`, hedge, attempt, deadline), through [`route::Routing`] (an upstream
+//! client with OAuth `tokens`, cooldowns, meters); `upstream_client`, `urls` and `mock` are its
+//! I/O. `estimate` sizes a request for `limits` and `route`. `state` is the shared state (memory
+//! or Redis; cooldowns and circuits included); `telemetry` traces; `metrics` the Prometheus
+//! registry; `error` the one error type clients see; `server` and `background` run the process.
 
 mod alerts;
 pub mod background;

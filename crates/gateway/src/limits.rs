@@ -1,6 +1,6 @@
 //! Limits: a key's requests and tokens per minute, requests in flight and budget reservation,
-//! checked in one atomic step right after authentication; and the per-backend quotas (the
-//! Provider's rpm/tpm/maxConcurrency and a backend's own limits) for backend selection.
+//! checked in one atomic step right after authentication. (A Provider's quota and a backend's
+//! own limits are the routing's: `route::meters`, per process.)
 //!
 //! A request that passes holds an [`Admission`]: its concurrency slot, its token estimate and
 //! its budget reservation. The admission is settled with the real usage and cost when the
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use switchyard_config::{BackendConfig, BudgetAction, BudgetPeriod, LimitsConfig, ProviderConfig, RouteConfig};
+use switchyard_config::{BudgetAction, BudgetPeriod, RouteConfig};
 use switchyard_providers::Json;
 
 use crate::alerts::Alerts;
@@ -26,7 +26,7 @@ use crate::estimate::completion_cap;
 use crate::estimate::{Prompt, WORST_COMPLETION};
 use crate::metrics::Metrics;
 use crate::runtime::Key;
-use crate::state::{Acquire, Backend, Hold, Reason, Release, Settle, SharedState, Slot, Snapshot, StateError, Verdict};
+use crate::state::{Acquire, Backend, Hold, Reason, Release, Settle, Slot, Snapshot, StateError, Verdict};
 
 /// How long a concurrency slot or reservation outlives a gateway that died holding it.
 pub const LEASE_TTL_MS: i64 = 15 * 60 * 1000;
@@ -454,134 +454,6 @@ pub(crate) fn worst_cost(route: &RouteConfig, prompt: u64, cap: Option<u64>) -> 
             b.price.map(|p| p.cost(prompt, completion, 0))
         })
         .fold(0.0, f64::max)
-}
-
-/// A backend is over its Provider's quota or its own limits.
-#[derive(Debug)]
-pub enum BackendBusy {
-    /// Over a limit; retry after this long.
-    Limited {
-        /// Which limit.
-        reason: Reason,
-        /// When it frees.
-        retry_after: Option<Duration>,
-    },
-    /// Shared state unreachable and the fleet fails closed.
-    Unavailable(StateError),
-}
-
-/// Slots taken from a backend's quotas; give back with [`BackendPermit::settle`] (or drop).
-pub struct BackendPermit {
-    state: Arc<dyn SharedState>,
-    releases: Vec<Release>,
-    estimate: u64,
-    settled: bool,
-}
-
-impl BackendPermit {
-    /// Corrects the token windows with real usage and frees the concurrency slots.
-    pub fn settle(mut self, tokens: Option<u64>) {
-        self.settle_inner(tokens);
-    }
-
-    fn settle_inner(&mut self, tokens: Option<u64>) {
-        if std::mem::replace(&mut self.settled, true) || self.releases.is_empty() {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut releases = std::mem::take(&mut self.releases);
-        let delta = i64::try_from(tokens.unwrap_or(self.estimate)).unwrap_or(i64::MAX)
-            - i64::try_from(self.estimate).unwrap_or(i64::MAX);
-        for r in &mut releases {
-            if let Some((_, d)) = r.tokens.as_mut() {
-                *d = delta;
-            }
-        }
-        let state = self.state.clone();
-        rt.spawn(async move {
-            for r in &releases {
-                let _ = state.release(r).await;
-            }
-        });
-    }
-}
-
-impl Drop for BackendPermit {
-    fn drop(&mut self) {
-        self.settle_inner(None);
-    }
-}
-
-/// The scope of a backend's own limits.
-pub fn backend_scope(route: &RouteConfig, backend: &BackendConfig) -> String {
-    format!("b:{}/{}/{}", route.namespace, route.model, backend.name)
-}
-
-/// Takes one request (and `tokens`, the prompt estimate plus `max_tokens`) from the
-/// Provider's quota (`rpm`, `tpm`, `maxConcurrency`) and from the backend's own limits, or
-/// says which is full. For backend selection: a backend that is busy is skipped, like one in
-/// cooldown. Both scopes are checked atomically each; when the backend refuses after the
-/// provider granted, the provider's grant is given back.
-pub(crate) async fn backend_admit(
-    limits: &Limits,
-    route: &RouteConfig,
-    backend: &BackendConfig,
-    provider: &ProviderConfig,
-    tokens: u64,
-) -> Result<BackendPermit, BackendBusy> {
-    let now_ms = limits.clock.now_ms();
-    let mut permit = BackendPermit {
-        state: limits.state.get().clone(),
-        releases: Vec::new(),
-        estimate: tokens,
-        settled: false,
-    };
-    let scopes = [
-        (format!("p:{}", provider.id), &provider.quota),
-        (backend_scope(route, backend), &backend.limits),
-    ];
-    for (scope, quota) in scopes {
-        if quota.is_unlimited() {
-            continue;
-        }
-        let req = quota_request(scope, quota, now_ms, tokens);
-        match limits.state.get().acquire(&req).await {
-            Ok(Verdict::Granted { local, .. }) => permit.releases.push(Release {
-                scope: req.scope.clone(),
-                now_ms,
-                lease: quota.max_parallel.map(|_| req.lease.clone()),
-                tokens: quota.tpm.map(|_| (now_ms.div_euclid(1000), 0)),
-                settle: None,
-                local,
-            }),
-            Ok(Verdict::Refused {
-                reason, retry_after_ms, ..
-            }) => {
-                return Err(BackendBusy::Limited {
-                    reason,
-                    retry_after: retry_after_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
-                })
-            }
-            Err(e) => return Err(BackendBusy::Unavailable(e)),
-        }
-    }
-    Ok(permit)
-}
-
-fn quota_request(scope: String, limits: &LimitsConfig, now_ms: i64, tokens: u64) -> Acquire {
-    Acquire {
-        scope,
-        now_ms,
-        rpm: limits.rpm,
-        tpm: limits.tpm,
-        tokens,
-        max_parallel: limits.max_parallel,
-        lease: format!("{:016x}", rand::random::<u64>()),
-        lease_ttl_ms: LEASE_TTL_MS,
-        budget: None,
-    }
 }
 
 #[cfg(test)]
