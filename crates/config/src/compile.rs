@@ -38,7 +38,8 @@ impl Compiled {
     }
 }
 
-/// Most fallback levels a request may go through.
+/// Most fallback levels a request may go through: compile refuses deeper chains, and the
+/// gateway stops at this depth whatever config it is given.
 pub const MAX_FALLBACK_DEPTH: usize = 3;
 
 /// Compiles manifests into a gateway configuration.

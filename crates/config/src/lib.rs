@@ -13,7 +13,7 @@ pub mod prices;
 pub mod shared_state;
 mod types;
 
-pub use compile::{compile, CompileOptions, Compiled};
+pub use compile::{compile, CompileOptions, Compiled, MAX_FALLBACK_DEPTH};
 pub use diagnostics::{Diagnostic, Location, ObjectId, Severity};
 pub use manifests::Manifests;
 pub use types::*;

@@ -17,9 +17,10 @@ use serde_json::json;
 use sha2::Sha256;
 use switchyard_config::{BudgetConfig, BudgetPeriod, WebhookConfig};
 
-use crate::budget::Period;
+use crate::budget::{BudgetGauges, Clock, Period};
+use crate::metrics::Metrics;
 use crate::runtime::Key;
-use crate::Gateway;
+use crate::state::SharedState;
 
 /// Delivery attempts per alert.
 const ATTEMPTS: u32 = 6;
@@ -28,14 +29,29 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// One attempt's deadline.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Thresholds this process knows are delivered (or being delivered), so it asks the shared
-/// state once per threshold per period rather than on every request.
-#[derive(Default)]
+/// Spend alerts of one process: the thresholds it knows are delivered (or being delivered), so
+/// it asks the shared state once per threshold per period rather than on every request; the
+/// HTTP client that delivers; the budget gauges that follow every settled spend.
 pub(crate) struct Alerts {
     seen: Mutex<HashSet<String>>,
+    client: reqwest::Client,
+    clock: Clock,
+    budgets: Arc<BudgetGauges>,
+    metrics: Metrics,
 }
 
 impl Alerts {
+    /// Alerts delivered with `client`; settled spend also updates `budgets`.
+    pub(crate) fn new(client: reqwest::Client, clock: Clock, budgets: Arc<BudgetGauges>, metrics: Metrics) -> Self {
+        Self {
+            seen: Mutex::new(HashSet::new()),
+            client,
+            clock,
+            budgets,
+            metrics,
+        }
+    }
+
     fn first_time(&self, id: &str) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() > 100_000 {
@@ -58,51 +74,94 @@ pub(crate) fn reached(budget: &BudgetConfig, spend: f64) -> impl Iterator<Item =
         .filter(move |t| budget.max_spend > 0.0 && spend >= budget.max_spend * f64::from(*t) / 100.0)
 }
 
-/// Called after each settled request with the period's spend; sends what is due.
-pub(crate) fn check(gw: &Arc<Gateway>, key: &Arc<Key>, period: &Period, spend: f64) {
-    let Some(budget) = key.config.budget.as_ref() else {
-        return;
-    };
-    gw.budgets.observe(key, period, spend);
-    for threshold in reached(budget, spend) {
-        let id = format!("alert:{}:{}:{threshold}", key.scope, period.id);
-        if !gw.alerts.first_time(&id) {
-            continue;
-        }
-        let (gw, key, period) = (gw.clone(), key.clone(), period.clone());
-        tokio::spawn(async move {
-            let keep = Duration::from_millis(
-                u64::try_from(period.keep_ms(gw.clock.now_ms()).unwrap_or(400 * 86_400_000)).unwrap_or(0),
-            );
-            match gw.state().mark(&id, keep).await {
-                Ok(true) => {}
-                // Another replica has it (or had it): done here.
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::debug!(error = %e, "alert claim deferred");
-                    gw.alerts.forget(&id);
+impl Alerts {
+    /// Called after each settled request with the period's spend; sends what is due, claiming
+    /// each threshold in `state`.
+    pub(crate) fn check(self: &Arc<Self>, state: &Arc<dyn SharedState>, key: &Arc<Key>, period: &Period, spend: f64) {
+        let Some(budget) = key.config.budget.as_ref() else {
+            return;
+        };
+        self.budgets.observe(key, period, spend);
+        for threshold in reached(budget, spend) {
+            let id = format!("alert:{}:{}:{threshold}", key.scope, period.id);
+            if !self.first_time(&id) {
+                continue;
+            }
+            let (alerts, state, key, period) = (self.clone(), state.clone(), key.clone(), period.clone());
+            tokio::spawn(async move {
+                let keep = Duration::from_millis(
+                    u64::try_from(period.keep_ms(alerts.clock.now_ms()).unwrap_or(400 * 86_400_000)).unwrap_or(0),
+                );
+                match state.mark(&id, keep).await {
+                    Ok(true) => {}
+                    // Another replica has it (or had it): done here.
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "alert claim deferred");
+                        alerts.forget(&id);
+                        return;
+                    }
+                }
+                let Some(budget) = key.config.budget.as_ref() else {
                     return;
+                };
+                let delivered = match &budget.webhook {
+                    Some(hook) => {
+                        alerts
+                            .deliver(hook, &id, &alert_body(&key, budget, &period, threshold, spend))
+                            .await
+                    }
+                    None => {
+                        tracing::warn!(key = %key.id, threshold, spend, "budget threshold reached (no webhook)");
+                        true
+                    }
+                };
+                alerts
+                    .metrics
+                    .alerts
+                    .with_label_values(&[if delivered { "delivered" } else { "failed" }])
+                    .inc();
+                if !delivered {
+                    let _ = state.unmark(&id).await;
+                    alerts.forget(&id);
                 }
+            });
+        }
+    }
+
+    async fn deliver(&self, hook: &WebhookConfig, id: &str, body: &[u8]) -> bool {
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=ATTEMPTS {
+            let ts = self.clock.now_ms() / 1000;
+            let mut req = self
+                .client
+                .post(&hook.url)
+                .timeout(ATTEMPT_TIMEOUT)
+                .header("content-type", "application/json")
+                .header("x-switchyard-alert-id", id)
+                .header("x-switchyard-timestamp", ts.to_string())
+                .body(body.to_vec());
+            if let Some(sig) = hook
+                .signing_secret
+                .as_ref()
+                .and_then(|s| signature(s.expose(), ts, body))
+            {
+                req = req.header("x-switchyard-signature", sig);
             }
-            let Some(budget) = key.config.budget.as_ref() else {
-                return;
-            };
-            let delivered = match &budget.webhook {
-                Some(hook) => deliver(&gw, hook, &id, &alert_body(&key, budget, &period, threshold, spend)).await,
-                None => {
-                    tracing::warn!(key = %key.id, threshold, spend, "budget threshold reached (no webhook)");
-                    true
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(alert = id, attempt, "spend alert delivered");
+                    return true;
                 }
-            };
-            gw.metrics
-                .alerts
-                .with_label_values(&[if delivered { "delivered" } else { "failed" }])
-                .inc();
-            if !delivered {
-                let _ = gw.state().unmark(&id).await;
-                gw.alerts.forget(&id);
+                Ok(r) => tracing::warn!(alert = id, attempt, status = r.status().as_u16(), "spend alert refused"),
+                Err(e) => tracing::warn!(alert = id, attempt, error = %e, "spend alert not delivered"),
             }
-        });
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+        false
     }
 }
 
@@ -141,41 +200,6 @@ pub(crate) fn signature(secret: &str, timestamp: i64, body: &[u8]) -> Option<Str
     mac.update(b".");
     mac.update(body);
     Some(format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
-}
-
-async fn deliver(gw: &Gateway, hook: &WebhookConfig, id: &str, body: &[u8]) -> bool {
-    let mut backoff = FIRST_BACKOFF;
-    for attempt in 1..=ATTEMPTS {
-        let ts = gw.clock.now_ms() / 1000;
-        let mut req = gw
-            .client
-            .post(&hook.url)
-            .timeout(ATTEMPT_TIMEOUT)
-            .header("content-type", "application/json")
-            .header("x-switchyard-alert-id", id)
-            .header("x-switchyard-timestamp", ts.to_string())
-            .body(body.to_vec());
-        if let Some(sig) = hook
-            .signing_secret
-            .as_ref()
-            .and_then(|s| signature(s.expose(), ts, body))
-        {
-            req = req.header("x-switchyard-signature", sig);
-        }
-        match req.send().await {
-            Ok(r) if r.status().is_success() => {
-                tracing::info!(alert = id, attempt, "spend alert delivered");
-                return true;
-            }
-            Ok(r) => tracing::warn!(alert = id, attempt, status = r.status().as_u16(), "spend alert refused"),
-            Err(e) => tracing::warn!(alert = id, attempt, error = %e, "spend alert not delivered"),
-        }
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
-    }
-    false
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Limits: a key's requests and tokens per minute, requests in flight and budget reservation,
-//! checked in one atomic step right after authentication; and the per-backend quotas (the
-//! Provider's rpm/tpm/maxConcurrency and a backend's own limits) for backend selection.
+//! checked in one atomic step right after authentication. (A Provider's quota and a backend's
+//! own limits are the routing's: `route::meters`, per process.)
 //!
 //! A request that passes holds an [`Admission`]: its concurrency slot, its token estimate and
 //! its budget reservation. The admission is settled with the real usage and cost when the
@@ -15,21 +15,49 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde_json::Value;
-use switchyard_config::{BackendConfig, BudgetAction, BudgetPeriod, LimitsConfig, ProviderConfig, RouteConfig};
+use switchyard_config::{BudgetAction, BudgetPeriod, RouteConfig};
 use switchyard_providers::Json;
 
-use crate::budget::Period;
+use crate::alerts::Alerts;
+use crate::budget::{Clock, Period};
 use crate::error::GatewayError;
+#[cfg(test)]
+use crate::estimate::completion_cap;
+use crate::estimate::{Prompt, WORST_COMPLETION};
+use crate::metrics::Metrics;
 use crate::runtime::Key;
-use crate::state::{Acquire, Backend, Hold, Reason, Release, Settle, SharedState, Snapshot, StateError, Verdict};
-use crate::Gateway;
+use crate::state::{Acquire, Backend, Hold, Reason, Release, Settle, Slot, Snapshot, StateError, Verdict};
 
 /// How long a concurrency slot or reservation outlives a gateway that died holding it.
 pub const LEASE_TTL_MS: i64 = 15 * 60 * 1000;
-/// Completion tokens assumed for a budget reservation when neither the request
-/// (`max_tokens`) nor the backend (`maxOutputTokens`) bounds them.
-const DEFAULT_COMPLETION_CAP: u64 = 4096;
+
+/// What limits need from the gateway process: the shared state, the clock, spend alerts, the
+/// `limited` metric, and the count of settlements still running.
+pub(crate) struct Limits {
+    state: Arc<Slot>,
+    clock: Clock,
+    alerts: Arc<Alerts>,
+    metrics: Metrics,
+    settling: Settling,
+}
+
+impl Limits {
+    /// Limits over `state`, timed by `clock`.
+    pub(crate) fn new(state: Arc<Slot>, clock: Clock, alerts: Arc<Alerts>, metrics: Metrics) -> Self {
+        Self {
+            state,
+            clock,
+            alerts,
+            metrics,
+            settling: Settling::default(),
+        }
+    }
+
+    /// Waits until no settlement runs, at most `limit`.
+    pub(crate) async fn settled(&self, limit: Duration) {
+        self.settling.wait(limit).await;
+    }
+}
 
 /// The `x-ratelimit-*` headers of a key, as OpenAI sends them.
 #[derive(Clone, Debug, Default)]
@@ -109,7 +137,7 @@ pub(crate) struct Settling {
     idle: tokio::sync::Notify,
 }
 
-struct SettlingGuard(Arc<Gateway>);
+struct SettlingGuard(Arc<Limits>);
 
 impl Drop for SettlingGuard {
     fn drop(&mut self) {
@@ -121,7 +149,7 @@ impl Drop for SettlingGuard {
 
 impl Settling {
     /// Waits until no settlement runs, at most `limit`.
-    pub(crate) async fn wait(&self, limit: Duration) {
+    async fn wait(&self, limit: Duration) {
         let _ = tokio::time::timeout(limit, async {
             loop {
                 let idle = self.idle.notified();
@@ -137,7 +165,7 @@ impl Settling {
 
 /// What an admitted request holds until it ends.
 pub(crate) struct Admission {
-    gw: Arc<Gateway>,
+    limits: Arc<Limits>,
     key: Arc<Key>,
     lease: Option<String>,
     /// Bucket (seconds) and size of the token estimate.
@@ -167,7 +195,7 @@ impl Admission {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let now_ms = self.gw.clock.now_ms();
+        let now_ms = self.limits.clock.now_ms();
         let rel = Release {
             scope: self.key.scope.clone(),
             now_ms,
@@ -187,21 +215,23 @@ impl Admission {
             }),
             local: self.local,
         };
-        if self.gw.state().backend() == Backend::Memory {
+        let state = self.limits.state.get();
+        if state.backend() == Backend::Memory {
             // In memory a release completes on its first poll: no task needed on the hot path.
-            if let Some(Ok(Some(spend))) = self.gw.state().release(&rel).now_or_never() {
-                crate::alerts::check(&self.gw, &self.key, &self.period, spend);
+            if let Some(Ok(Some(spend))) = state.release(&rel).now_or_never() {
+                self.limits.alerts.check(state, &self.key, &self.period, spend);
             }
             return;
         }
-        self.gw.settling.running.fetch_add(1, Ordering::AcqRel);
-        let guard = SettlingGuard(self.gw.clone());
+        self.limits.settling.running.fetch_add(1, Ordering::AcqRel);
+        let guard = SettlingGuard(self.limits.clone());
         let key = self.key.clone();
         let period = self.period.clone();
         rt.spawn(async move {
-            let gw = guard.0.clone();
-            match gw.state().release(&rel).await {
-                Ok(Some(spend)) => crate::alerts::check(&gw, &key, &period, spend),
+            let limits = guard.0.clone();
+            let state = limits.state.get();
+            match state.release(&rel).await {
+                Ok(Some(spend)) => limits.alerts.check(state, &key, &period, spend),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, key = %key.id, "settling a request failed"),
             }
@@ -220,13 +250,13 @@ impl Drop for Admission {
 /// Checks the key's limits and reserves its budget. Keys without limits or a blocking budget
 /// skip the shared state; they are still settled, so their spend is counted.
 pub(crate) async fn admit(
-    gw: &Arc<Gateway>,
+    limits: &Arc<Limits>,
     key: &Arc<Key>,
     route: &RouteConfig,
     request: &Json,
 ) -> Result<Admission, Refused> {
     let cfg = &key.config;
-    let now_ms = gw.clock.now_ms();
+    let now_ms = limits.clock.now_ms();
     let budget = cfg.budget.as_ref();
     let period = Period::of(budget.map_or(BudgetPeriod::Monthly, |b| b.period), now_ms);
     let enforce = budget.is_some_and(|b| b.action == BudgetAction::Block);
@@ -236,7 +266,7 @@ pub(crate) async fn admit(
         snapshot: Snapshot::default(),
     };
     let mut admission = Admission {
-        gw: gw.clone(),
+        limits: limits.clone(),
         key: key.clone(),
         lease: None,
         tokens: None,
@@ -249,8 +279,9 @@ pub(crate) async fn admit(
     if cfg.limits.is_unlimited() && !enforce {
         return Ok(admission);
     }
-    let prompt = estimate_prompt_tokens(request);
-    let cap = completion_cap(request);
+    let measured = Prompt::measure(request);
+    let prompt = measured.rough();
+    let cap = measured.max_completion;
     let tokens = prompt + cap.unwrap_or(0);
     let lease = format!("{:016x}", rand::random::<u64>());
     let hold = budget.filter(|_| enforce).map(|b| Hold {
@@ -271,7 +302,7 @@ pub(crate) async fn admit(
         lease_ttl_ms: LEASE_TTL_MS,
         budget: hold.clone(),
     };
-    let verdict = gw.state().acquire(&req).await;
+    let verdict = limits.state.get().acquire(&req).await;
     let route_label = format!("{}/{}", route.namespace, route.model);
     match verdict {
         Ok(Verdict::Granted { snapshot, local }) => {
@@ -288,7 +319,8 @@ pub(crate) async fn admit(
             snapshot,
         }) => {
             admission.settled = true;
-            gw.metrics
+            limits
+                .metrics
                 .limited
                 .with_label_values(&[route_label.as_str(), reason.as_str()])
                 .inc();
@@ -299,7 +331,8 @@ pub(crate) async fn admit(
         }
         Err(e) => {
             admission.settled = true;
-            gw.metrics
+            limits
+                .metrics
                 .limited
                 .with_label_values(&[route_label.as_str(), "unavailable"])
                 .inc();
@@ -405,43 +438,10 @@ fn refusal(
     }
 }
 
-/// Prompt tokens of a request, estimated from its text (about 3 bytes a token, which
-/// over-counts English slightly so reservations err on the safe side) plus a few per message.
-pub(crate) fn estimate_prompt_tokens(request: &Json) -> u64 {
-    fn walk(v: &Value, bytes: &mut u64) {
-        match v {
-            // Inline images and audio are priced per item, not per byte of base64.
-            Value::String(s) if s.starts_with("data:") && s.len() > 1024 => *bytes += 3 * 1000,
-            Value::String(s) => *bytes += s.len() as u64,
-            Value::Array(a) => a.iter().for_each(|x| walk(x, bytes)),
-            Value::Object(o) => o.values().for_each(|x| walk(x, bytes)),
-            _ => {}
-        }
-    }
-    let mut bytes = 0u64;
-    let mut items = 0u64;
-    for field in [
-        "messages",
-        "input",
-        "prompt",
-        "system",
-        "tools",
-        "functions",
-        "instructions",
-    ] {
-        if let Some(v) = request.get(field) {
-            items += v.as_array().map_or(1, |a| a.len() as u64);
-            walk(v, &mut bytes);
-        }
-    }
-    bytes.div_ceil(3) + 4 * items + 3
-}
-
-/// The completion bound the client set, if any.
-pub(crate) fn completion_cap(request: &Json) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|f| request.get(*f).and_then(Value::as_u64))
+/// Prompt tokens of a request, as limits count them ([`Prompt::rough`]).
+#[cfg(test)]
+fn estimate_prompt_tokens(request: &Json) -> u64 {
+    Prompt::measure(request).rough()
 }
 
 /// The most this request can cost on any backend of the route: what a budget reserves.
@@ -450,140 +450,10 @@ pub(crate) fn worst_cost(route: &RouteConfig, prompt: u64, cap: Option<u64>) -> 
         .backends
         .iter()
         .filter_map(|b| {
-            let completion = cap
-                .or(b.max_output_tokens.map(u64::from))
-                .unwrap_or(DEFAULT_COMPLETION_CAP);
+            let completion = cap.or(b.max_output_tokens.map(u64::from)).unwrap_or(WORST_COMPLETION);
             b.price.map(|p| p.cost(prompt, completion, 0))
         })
         .fold(0.0, f64::max)
-}
-
-/// A backend is over its Provider's quota or its own limits.
-#[derive(Debug)]
-pub enum BackendBusy {
-    /// Over a limit; retry after this long.
-    Limited {
-        /// Which limit.
-        reason: Reason,
-        /// When it frees.
-        retry_after: Option<Duration>,
-    },
-    /// Shared state unreachable and the fleet fails closed.
-    Unavailable(StateError),
-}
-
-/// Slots taken from a backend's quotas; give back with [`BackendPermit::settle`] (or drop).
-pub struct BackendPermit {
-    state: Arc<dyn SharedState>,
-    releases: Vec<Release>,
-    estimate: u64,
-    settled: bool,
-}
-
-impl BackendPermit {
-    /// Corrects the token windows with real usage and frees the concurrency slots.
-    pub fn settle(mut self, tokens: Option<u64>) {
-        self.settle_inner(tokens);
-    }
-
-    fn settle_inner(&mut self, tokens: Option<u64>) {
-        if std::mem::replace(&mut self.settled, true) || self.releases.is_empty() {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut releases = std::mem::take(&mut self.releases);
-        let delta = i64::try_from(tokens.unwrap_or(self.estimate)).unwrap_or(i64::MAX)
-            - i64::try_from(self.estimate).unwrap_or(i64::MAX);
-        for r in &mut releases {
-            if let Some((_, d)) = r.tokens.as_mut() {
-                *d = delta;
-            }
-        }
-        let state = self.state.clone();
-        rt.spawn(async move {
-            for r in &releases {
-                let _ = state.release(r).await;
-            }
-        });
-    }
-}
-
-impl Drop for BackendPermit {
-    fn drop(&mut self) {
-        self.settle_inner(None);
-    }
-}
-
-/// The scope of a backend's own limits.
-pub fn backend_scope(route: &RouteConfig, backend: &BackendConfig) -> String {
-    format!("b:{}/{}/{}", route.namespace, route.model, backend.name)
-}
-
-/// Takes one request (and `tokens`, the prompt estimate plus `max_tokens`) from the
-/// Provider's quota (`rpm`, `tpm`, `maxConcurrency`) and from the backend's own limits, or
-/// says which is full. For backend selection: a backend that is busy is skipped, like one in
-/// cooldown. Both scopes are checked atomically each; when the backend refuses after the
-/// provider granted, the provider's grant is given back.
-pub async fn backend_admit(
-    gw: &Gateway,
-    route: &RouteConfig,
-    backend: &BackendConfig,
-    provider: &ProviderConfig,
-    tokens: u64,
-) -> Result<BackendPermit, BackendBusy> {
-    let now_ms = gw.clock.now_ms();
-    let mut permit = BackendPermit {
-        state: gw.state().clone(),
-        releases: Vec::new(),
-        estimate: tokens,
-        settled: false,
-    };
-    let scopes = [
-        (format!("p:{}", provider.id), &provider.quota),
-        (backend_scope(route, backend), &backend.limits),
-    ];
-    for (scope, limits) in scopes {
-        if limits.is_unlimited() {
-            continue;
-        }
-        let req = quota_request(scope, limits, now_ms, tokens);
-        match gw.state().acquire(&req).await {
-            Ok(Verdict::Granted { local, .. }) => permit.releases.push(Release {
-                scope: req.scope.clone(),
-                now_ms,
-                lease: limits.max_parallel.map(|_| req.lease.clone()),
-                tokens: limits.tpm.map(|_| (now_ms.div_euclid(1000), 0)),
-                settle: None,
-                local,
-            }),
-            Ok(Verdict::Refused {
-                reason, retry_after_ms, ..
-            }) => {
-                return Err(BackendBusy::Limited {
-                    reason,
-                    retry_after: retry_after_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
-                })
-            }
-            Err(e) => return Err(BackendBusy::Unavailable(e)),
-        }
-    }
-    Ok(permit)
-}
-
-fn quota_request(scope: String, limits: &LimitsConfig, now_ms: i64, tokens: u64) -> Acquire {
-    Acquire {
-        scope,
-        now_ms,
-        rpm: limits.rpm,
-        tpm: limits.tpm,
-        tokens,
-        max_parallel: limits.max_parallel,
-        lease: format!("{:016x}", rand::random::<u64>()),
-        lease_ttl_ms: LEASE_TTL_MS,
-        budget: None,
-    }
 }
 
 #[cfg(test)]

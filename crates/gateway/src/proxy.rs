@@ -292,7 +292,7 @@ async fn pipeline(
     // Limits (crate::limits): the key's rpm, tpm, slots in flight and budget reservation, taken
     // in one atomic step once the route (and so the prices) is known. Refusals are 429s with
     // OpenAI's x-ratelimit-* headers.
-    let admission = match limits::admit(gw, &key, &route.config, &request).await {
+    let admission = match limits::admit(&gw.limits, &key, &route.config, &request).await {
         Ok(a) => a,
         Err(refused) => {
             let mut r = ingress.error_response(refused.error);
@@ -337,8 +337,18 @@ async fn pipeline(
     let cache_route = labels.route.clone();
 
     // Attempts: rules, strategy, retries, fallbacks, cooldowns, hedging (crate::route).
-    let (attempt, outcome) =
-        route::execute(gw, &rt, &route, &key, &request, headers, op, stream, span.parent()).await?;
+    let (attempt, outcome) = route::execute(
+        &gw.routing,
+        &rt,
+        &route,
+        &key,
+        &request,
+        headers,
+        op,
+        stream,
+        span.parent(),
+    )
+    .await?;
     labels.route.clone_from(&outcome.route);
     labels.backend.clone_from(&outcome.backend);
     labels.provider = outcome.provider.kind.as_str();

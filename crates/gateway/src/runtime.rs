@@ -1,33 +1,41 @@
 //! A `GatewayConfig` indexed for the hot path: keys by hash, routes by (namespace, model),
 //! providers by id. Built once per config swap; requests hold an `Arc` to the one they started
 //! with, so a reload never changes a request in flight.
+//!
+//! A pure index: it holds the config and lookups into it, no state of the requests it serves
+//! (balancing state is the routing's, limits the shared state's), and it depends on no other
+//! part of the gateway but its error type.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use switchyard_config::{GatewayConfig, KeyConfig, ProviderConfig, RouteConfig};
+use switchyard_config::{GatewayConfig, KeyConfig, ProviderConfig, RouteConfig, RouteMode};
+use switchyard_providers::Operation;
 
 use crate::error::GatewayError;
-use crate::route::Balance;
 
-/// A route and its balancing state (see `crate::route`, which picks its backends).
+/// Whether a route in `mode` serves `op`: chat routes serve chat, responses and completions;
+/// completion routes completions; embedding routes embeddings.
+pub fn serves(mode: RouteMode, op: Operation) -> bool {
+    matches!(
+        (op, mode),
+        (Operation::Chat | Operation::Responses, RouteMode::Chat)
+            | (Operation::Embeddings, RouteMode::Embeddings)
+            | (Operation::Completions, RouteMode::Completions | RouteMode::Chat)
+    )
+}
+
+/// A route of the config.
+#[derive(Debug)]
 pub struct Route {
     /// The route's config.
     pub config: RouteConfig,
-    /// Balancing state of this config generation.
-    pub(crate) balance: Balance,
-}
-
-impl Route {
-    /// A route with fresh balancing state.
-    pub fn new(config: RouteConfig) -> Self {
-        Self {
-            balance: Balance::new(&config),
-            config,
-        }
-    }
+    /// Its position in the config's routes (state kept per route, such as balancing, is kept
+    /// by this index).
+    pub index: usize,
 }
 
 /// A key and the hashes that authenticate it.
@@ -57,8 +65,14 @@ impl Key {
     }
 }
 
+/// Numbers runtimes in the order they are built.
+static BUILT: AtomicU64 = AtomicU64::new(1);
+
 /// The indexed config.
 pub struct Runtime {
+    /// Which index this is: unique in the process, larger for a runtime built later (state kept
+    /// per config generation is kept by it).
+    pub id: u64,
     /// The config.
     pub config: GatewayConfig,
     /// Its content hash.
@@ -75,8 +89,11 @@ impl Runtime {
     pub fn new(config: GatewayConfig, generation: u64) -> Self {
         let hash = config.hash();
         let mut routes = HashMap::new();
-        for r in &config.routes {
-            let route = Arc::new(Route::new(r.clone()));
+        for (index, r) in config.routes.iter().enumerate() {
+            let route = Arc::new(Route {
+                config: r.clone(),
+                index,
+            });
             for name in std::iter::once(&r.model).chain(r.aliases.iter()) {
                 routes.insert((r.namespace.clone(), name.clone()), route.clone());
             }
@@ -97,6 +114,7 @@ impl Runtime {
             .map(|p| (p.id.clone(), Arc::new(p.clone())))
             .collect();
         Self {
+            id: BUILT.fetch_add(1, Ordering::Relaxed),
             config,
             hash,
             generation,
@@ -213,8 +231,20 @@ mod tests {
     use switchyard_config::*;
 
     #[test]
+    fn modes_serve_their_operations() {
+        assert!(serves(RouteMode::Chat, Operation::Chat));
+        assert!(serves(RouteMode::Chat, Operation::Responses));
+        assert!(serves(RouteMode::Chat, Operation::Completions));
+        assert!(!serves(RouteMode::Chat, Operation::Embeddings));
+        assert!(serves(RouteMode::Completions, Operation::Completions));
+        assert!(!serves(RouteMode::Completions, Operation::Chat));
+        assert!(serves(RouteMode::Embeddings, Operation::Embeddings));
+        assert!(!serves(RouteMode::Embeddings, Operation::Chat));
+    }
+
+    #[test]
     fn routes_are_found_by_model_and_alias() {
-        let mut route = crate::route::tests::route_config("chat", vec![crate::route::tests::backend("a", "m", 1, 0)]);
+        let mut route = tenant_route("default", "chat", &[]);
         route.aliases = vec!["chat-alias".into()];
         let cfg = GatewayConfig {
             version: SCHEMA_VERSION,

@@ -22,9 +22,12 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use serde_json::Value;
 use switchyard_config::{BackendConfig, ProviderConfig, ProviderKind, RouteConfig};
-use switchyard_providers::{ErrorKind, Json, Operation, ProviderError, StreamTranslator, Usage};
+use switchyard_providers::{ErrorKind, Json, Operation, ProviderError, StreamTranslator, Translated, Usage};
 
-use crate::Error;
+/// The OTLP trace exporter could not be built (a malformed endpoint, say).
+#[derive(Debug, thiserror::Error)]
+#[error("OTLP trace exporter: {0}")]
+pub struct Error(#[from] opentelemetry_otlp::ExporterBuildError);
 
 /// The exporter and tracer, when traces are on. Cheap to clone.
 #[derive(Clone)]
@@ -428,29 +431,32 @@ impl AttemptSpan {
         self.0.as_ref().map_or(&[], |a| a.headers.as_slice())
     }
 
-    /// The attempt succeeded. A whole response ends the span; a stream keeps it open until the
-    /// stream ends (the returned translator owns it then).
-    pub(crate) fn succeeded(mut self, upstream: crate::route::Upstream) -> crate::route::Upstream {
-        use crate::route::Upstream;
+    /// The attempt succeeded with a whole response: the span ends.
+    pub(crate) fn answered(mut self, full: &Translated) {
         let Some(attempt) = self.0.take() else {
-            return upstream;
+            return;
         };
         let mut span = attempt.span;
         span.set_attribute(KeyValue::new("http.response.status_code", 200i64));
-        match upstream {
-            Upstream::Full(full) => {
-                if let Some(m) = response_model(&full.body) {
-                    span.set_attribute(KeyValue::new("gen_ai.response.model", m));
-                }
-                if let Some(u) = &full.usage {
-                    span.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", int(u.prompt_tokens)));
-                    span.set_attribute(KeyValue::new("gen_ai.usage.output_tokens", int(u.completion_tokens)));
-                }
-                span.end();
-                Upstream::Full(full)
-            }
-            Upstream::Stream(chunks, inner) => Upstream::Stream(chunks, Box::new(TracedStream { inner, span })),
+        if let Some(m) = response_model(&full.body) {
+            span.set_attribute(KeyValue::new("gen_ai.response.model", m));
         }
+        if let Some(u) = &full.usage {
+            span.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", int(u.prompt_tokens)));
+            span.set_attribute(KeyValue::new("gen_ai.usage.output_tokens", int(u.completion_tokens)));
+        }
+        span.end();
+    }
+
+    /// The attempt succeeded with a stream: the span stays open until the stream ends (the
+    /// returned translator owns it then).
+    pub(crate) fn streaming(mut self, inner: Box<dyn StreamTranslator>) -> Box<dyn StreamTranslator> {
+        let Some(attempt) = self.0.take() else {
+            return inner;
+        };
+        let mut span = attempt.span;
+        span.set_attribute(KeyValue::new("http.response.status_code", 200i64));
+        Box::new(TracedStream { inner, span })
     }
 
     /// The attempt failed.

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use switchyard_config::{BackendConfig, LimitsConfig, RouteConfig, Strategy};
 
-use super::estimate::Prompt;
 use super::meters::{Meter, Meters};
+use crate::estimate::Prompt;
 use crate::runtime::Runtime;
 
 /// Balancing state of one route (one config generation).
@@ -251,7 +251,7 @@ mod tests {
 
     use super::*;
     use crate::route::meters::InFlight;
-    use crate::route::tests::{backend, route_config};
+    use crate::route::testing::{backend, route_config};
     use switchyard_config::Price;
 
     struct Fixture {

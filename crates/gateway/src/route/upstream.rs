@@ -13,8 +13,9 @@ use switchyard_providers::{self as providers, ErrorKind, Json, Operation, Provid
 use tokio::time::Instant;
 
 use super::meters::InFlight;
-use crate::upstream_client::UpstreamBody;
-use crate::{mock, Gateway};
+use crate::mock;
+use crate::tokens::Tokens;
+use crate::upstream_client::{UpstreamBody, UpstreamClient};
 
 /// An upstream answer.
 pub enum Upstream {
@@ -55,85 +56,102 @@ pub trait Dispatch: Send + Sync {
 }
 
 /// Calls providers over HTTP (or the in-process `mock` provider).
-pub struct HttpDispatch<'g> {
-    /// The gateway (HTTP client, OAuth tokens).
-    pub gw: &'g Gateway,
+pub struct HttpDispatch {
+    /// Token endpoints and provider calls that go through a proxy.
+    client: reqwest::Client,
+    /// Provider calls.
+    upstream: UpstreamClient,
+    /// OAuth tokens of providers that need them.
+    tokens: Tokens,
 }
 
-impl Dispatch for HttpDispatch<'_> {
+impl HttpDispatch {
+    /// Calls through `upstream`; OAuth tokens are fetched with `client`.
+    pub fn new(client: reqwest::Client, upstream: UpstreamClient, tokens: Tokens) -> Self {
+        Self {
+            client,
+            upstream,
+            tokens,
+        }
+    }
+}
+
+impl Dispatch for HttpDispatch {
     fn send<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Upstream, ProviderError>> {
-        Box::pin(attempt(self.gw, call))
+        Box::pin(self.attempt(call))
     }
 }
 
-/// One attempt against one backend.
-async fn attempt(gw: &Gateway, call: Call<'_>) -> Result<Upstream, ProviderError> {
-    let Call {
-        op,
-        request,
-        provider,
-        backend,
-        drop_unsupported_params,
-        stream,
-        headers_timeout,
-        trace,
-    } = call;
-    let model = backend.model.as_str();
-    if provider.kind == ProviderKind::Mock {
-        let cfg = provider.mock.clone().unwrap_or_default();
-        return Ok(if stream {
-            Upstream::Stream(
-                mock::stream(request, model, &cfg),
-                Box::new(providers::openai::Passthrough::default()),
-            )
+impl HttpDispatch {
+    /// One attempt against one backend.
+    async fn attempt(&self, call: Call<'_>) -> Result<Upstream, ProviderError> {
+        let Call {
+            op,
+            request,
+            provider,
+            backend,
+            drop_unsupported_params,
+            stream,
+            headers_timeout,
+            trace,
+        } = call;
+        let model = backend.model.as_str();
+        if provider.kind == ProviderKind::Mock {
+            let cfg = provider.mock.clone().unwrap_or_default();
+            return Ok(if stream {
+                Upstream::Stream(
+                    mock::stream(request, model, &cfg),
+                    Box::new(providers::openai::Passthrough::default()),
+                )
+            } else {
+                Upstream::Full(mock::complete(op, request, model, &cfg).await?)
+            });
+        }
+        let adapter = providers::adapter(provider.kind);
+        let bearer = self.tokens.get(&self.client, provider).await?;
+        let target = Target {
+            provider,
+            model,
+            drop_unsupported_params,
+            now: SystemTime::now(),
+            bearer: bearer.as_deref(),
+        };
+        let up = adapter.build(op, request, &target, stream)?;
+        let uri = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
+        let mut headers = up.headers;
+        for (name, value) in trace {
+            if let Ok(v) = http::HeaderValue::from_str(value) {
+                headers.insert(*name, v);
+            }
+        }
+        let request_timeout = Duration::from_millis(provider.timeouts.request_ms);
+        // A whole response must be in by then; a stream only has to start (`prime` then waits for
+        // its first token).
+        let deadline = Instant::now() + request_timeout;
+        let sent = self.upstream.send(up.method, uri, headers, up.body);
+        let resp = match tokio::time::timeout(headers_timeout.min(request_timeout), sent).await {
+            Err(_) => {
+                return Err(ProviderError::new(
+                    ErrorKind::Timeout,
+                    "the upstream did not answer in time",
+                ))
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(r)) => r,
+        };
+        let (parts, body) = resp.into_parts();
+        let status = parts.status.as_u16();
+        if !(200..300).contains(&status) {
+            let body = read_all(body, deadline).await.unwrap_or_default();
+            return Err(adapter.error(status, &parts.headers, &body));
+        }
+        if stream {
+            let chunks = http_body_util::BodyDataStream::new(body).boxed();
+            Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
         } else {
-            Upstream::Full(mock::complete(op, request, model, &cfg).await?)
-        });
-    }
-    let adapter = providers::adapter(provider.kind);
-    let bearer = gw.tokens.get(&gw.client, provider).await?;
-    let target = Target {
-        provider,
-        model,
-        drop_unsupported_params,
-        now: SystemTime::now(),
-        bearer: bearer.as_deref(),
-    };
-    let up = adapter.build(op, request, &target, stream)?;
-    let uri = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
-    let mut headers = up.headers;
-    for (name, value) in trace {
-        if let Ok(v) = http::HeaderValue::from_str(value) {
-            headers.insert(*name, v);
+            let body = read_all(body, deadline).await?;
+            Ok(Upstream::Full(adapter.parse(op, &body, &target)?))
         }
-    }
-    let request_timeout = Duration::from_millis(provider.timeouts.request_ms);
-    // A whole response must be in by then; a stream only has to start (`prime` then waits for
-    // its first token).
-    let deadline = Instant::now() + request_timeout;
-    let sent = gw.upstream.send(up.method, uri, headers, up.body);
-    let resp = match tokio::time::timeout(headers_timeout.min(request_timeout), sent).await {
-        Err(_) => {
-            return Err(ProviderError::new(
-                ErrorKind::Timeout,
-                "the upstream did not answer in time",
-            ))
-        }
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(r)) => r,
-    };
-    let (parts, body) = resp.into_parts();
-    let status = parts.status.as_u16();
-    if !(200..300).contains(&status) {
-        let body = read_all(body, deadline).await.unwrap_or_default();
-        return Err(adapter.error(status, &parts.headers, &body));
-    }
-    if stream {
-        let chunks = http_body_util::BodyDataStream::new(body).boxed();
-        Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
-    } else {
-        let body = read_all(body, deadline).await?;
-        Ok(Upstream::Full(adapter.parse(op, &body, &target)?))
     }
 }
 

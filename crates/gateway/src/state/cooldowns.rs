@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 
+use super::circuit::{Availability, BackendState, CooldownStore, MemoryCooldowns, Strike};
 use super::Redis;
-use crate::route::{Availability, BackendState, CooldownStore, MemoryCooldowns, Strike};
 
 /// How long a claimed probe may stay unanswered (the routing's `PROBE_LEASE`).
 const PROBE_LEASE: Duration = Duration::from_secs(60);
@@ -36,7 +36,7 @@ fn left(until: i64, now: i64) -> Duration {
     Duration::from_millis(u64::try_from(until - now).unwrap_or(0))
 }
 
-/// The routing's availability rule (see `route::cooldown`), on Redis times.
+/// The routing's availability rule (see `circuit`), on Redis times.
 fn availability([open, probe, cool]: [Option<i64>; 3], now: i64) -> Availability {
     if let Some(c) = cool.filter(|c| *c > now) {
         return Availability::Cooling(left(c, now));

@@ -1,5 +1,6 @@
 //! State that must agree across gateway replicas: rate windows, concurrency slots, budget
-//! reservations and spend counters, once-only marks (alerts, cooldowns) and the response cache.
+//! reservations and spend counters, once-only marks (alerts), backend cooldowns and circuits
+//! ([`CooldownStore`]) and the response cache.
 //!
 //! One trait, [`SharedState`], with two implementations chosen once at start-up: [`Memory`]
 //! (the default, one process) and [`Redis`] (a fleet, Lua scripts for atomicity, hash tags so
@@ -9,6 +10,7 @@
 //!
 //! This module knows nothing of HTTP, routes or prices: callers pass limits and amounts in.
 
+mod circuit;
 mod cooldowns;
 mod memory;
 mod redis;
@@ -20,6 +22,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use switchyard_config::{FailMode, RedisConfig};
 
+pub use circuit::{Availability, BackendState, CooldownStore, MemoryCooldowns, Strike, PROBE_LEASE};
 pub use cooldowns::SharedCooldowns;
 pub use memory::Memory;
 pub use redis::Redis;
@@ -236,6 +239,28 @@ pub trait SharedState: Send + Sync + 'static {
 
     /// Writes queued spend now, if the store answers. Called at shutdown.
     fn flush(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A process's shared state, chosen once: by the first config (its Redis settings), else in
+/// memory on first use. Shared by the parts of the gateway that read or write it.
+#[derive(Default)]
+pub struct Slot(std::sync::OnceLock<Arc<dyn SharedState>>);
+
+impl Slot {
+    /// The state (in memory, if none was chosen yet).
+    pub fn get(&self) -> &Arc<dyn SharedState> {
+        self.0.get_or_init(|| Arc::new(Memory::new()))
+    }
+
+    /// Whether the state was chosen (or first used) already.
+    pub fn is_chosen(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    /// Chooses the state; ignored once one is chosen.
+    pub fn choose(&self, state: Arc<dyn SharedState>) {
+        let _ = self.0.set(state);
+    }
 }
 
 /// The state for a fleet's settings: Redis when it names one, else memory; and the Redis

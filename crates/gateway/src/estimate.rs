@@ -1,29 +1,56 @@
-//! Prompt size before sending: a cheap byte count on every request (for quotas and the
-//! `cheapest` strategy), and a real token count with tiktoken's `o200k_base` only when a prompt
-//! might not fit a backend's context window.
+//! Request size before sending, the one estimate every part of the gateway uses: key limits
+//! and budget reservations (`limits`), Provider quotas and the `cheapest` strategy (`route`).
 //!
-//! Tokens are never more than bytes (every token stands for at least one byte), so a prompt whose
-//! bytes fit the smallest window is never tokenized: the hot path stays a walk over the JSON.
-//! Image, audio and file payloads are skipped: their base64 is not text tokens.
+//! [`Prompt::measure`] is one walk over the JSON, no allocation: the prompt's text bytes, its
+//! token ids and items; [`Prompt::rough`] reads it as about three bytes a token, which
+//! over-counts English slightly so that reservations err on the safe side. A real token count
+//! ([`count`], tiktoken's `o200k_base`) is taken only when a prompt might not fit a backend's
+//! context window: tokens are never more than bytes (every token stands for at least one byte),
+//! so a prompt whose bytes fit the smallest window is never tokenized.
+//!
+//! Completions have two defaults, because they answer two questions: what a request will
+//! probably cost ([`DEFAULT_COMPLETION`], for ranking backends by price) and what it can cost
+//! at most ([`WORST_COMPLETION`], for a budget reservation). Both go through
+//! [`Prompt::completion_or`].
 
 use serde_json::Value;
 use switchyard_providers::{Json, Operation};
 
-/// Tokens a chat message costs besides its text (role, separators), as OpenAI counts them.
-const PER_MESSAGE: u64 = 4;
+/// Tokens a prompt item (a chat message, an input string) costs besides its text.
+const PER_ITEM: u64 = 4;
 /// Tokens that prime the reply.
 const REPLY_PRIMING: u64 = 3;
+/// Bytes an inline image or audio clip (a `data:` URL over 1 KiB) counts for: it is priced per
+/// item, not per byte of base64.
+const MEDIA_BYTES: u64 = 3 * 1000;
 /// Prompts larger than this are tokenized off the async workers.
-const BLOCKING_BYTES: usize = 64 * 1024;
+const BLOCKING_BYTES: u64 = 64 * 1024;
+/// The request fields a model reads as its prompt, whatever the operation.
+const PROMPT_FIELDS: [&str; 7] = [
+    "messages",
+    "input",
+    "prompt",
+    "system",
+    "tools",
+    "functions",
+    "instructions",
+];
+/// The request fields that bound the completion.
+const COMPLETION_FIELDS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
 
-/// Completion tokens assumed when a request sets no maximum (for cost and quota estimates).
+/// Completion tokens a request is expected to produce when it sets no maximum: for ranking
+/// backends by price (the `cheapest` strategy).
 pub const DEFAULT_COMPLETION: u64 = 256;
+/// Completion tokens a request may produce when neither the request (`max_tokens`) nor the
+/// backend (`maxOutputTokens`) bounds them: for a budget reservation, which must not fall short.
+pub const WORST_COMPLETION: u64 = 4096;
 
-/// The text of a request's prompt, as the tokenizer would see it.
+/// The size of a request's prompt.
 #[derive(Debug, Default, Clone)]
 pub struct Prompt {
-    bytes: usize,
-    messages: u64,
+    bytes: u64,
+    /// Prompt items: messages, or one per field that is not a list.
+    items: u64,
     /// Pre-tokenized input (arrays of token ids), counted as is.
     ids: u64,
     /// Requested completion maximum.
@@ -32,60 +59,61 @@ pub struct Prompt {
 
 impl Prompt {
     /// Measures a request (one pass, no allocation).
-    pub fn measure(op: Operation, request: &Json) -> Self {
+    pub fn measure(request: &Json) -> Self {
         let mut p = Prompt::default();
-        match op {
-            Operation::Chat => {
-                if let Some(Value::Array(messages)) = request.get("messages") {
-                    p.messages = messages.len() as u64;
-                    for m in messages {
-                        visit(m, &mut |s| p.bytes += s.len(), &mut p.ids);
-                    }
-                }
-                if let Some(tools) = request.get("tools") {
-                    visit(tools, &mut |s| p.bytes += s.len(), &mut p.ids);
-                }
-            }
-            Operation::Completions => {
-                if let Some(v) = request.get("prompt") {
-                    visit(v, &mut |s| p.bytes += s.len(), &mut p.ids);
-                }
-            }
-            Operation::Embeddings | Operation::Responses => {
-                for k in ["input", "instructions"] {
-                    if let Some(v) = request.get(k) {
-                        visit(v, &mut |s| p.bytes += s.len(), &mut p.ids);
-                    }
-                }
+        for field in PROMPT_FIELDS {
+            if let Some(v) = request.get(field) {
+                p.items += v.as_array().map_or(1, |a| a.len() as u64);
+                walk(v, &mut p.bytes, &mut p.ids);
             }
         }
-        p.max_completion = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| request.get(*k).and_then(Value::as_u64));
+        p.max_completion = completion_cap(request);
         p
     }
 
-    /// A rough count (four bytes a token), for quotas and prices.
+    /// The prompt's tokens, estimated (about three bytes a token, plus a few per item): for
+    /// limits, reservations, quotas and prices.
     pub fn rough(&self) -> u64 {
-        (self.bytes as u64).div_ceil(4) + self.ids + self.overhead()
+        self.bytes.div_ceil(3) + self.ids + self.overhead()
     }
 
     /// A count the real one never exceeds.
     pub fn upper_bound(&self) -> u64 {
-        self.bytes as u64 + self.ids + self.overhead()
+        self.bytes + self.ids + self.overhead()
     }
 
-    /// Completion tokens to expect.
+    /// Completion tokens to expect ([`DEFAULT_COMPLETION`] when the request sets no maximum).
     pub fn completion(&self) -> u64 {
-        self.max_completion.unwrap_or(DEFAULT_COMPLETION)
+        self.completion_or(DEFAULT_COMPLETION)
+    }
+
+    /// Completion tokens: the request's maximum, else `default` (see the module docs).
+    pub fn completion_or(&self, default: u64) -> u64 {
+        self.max_completion.unwrap_or(default)
     }
 
     fn overhead(&self) -> u64 {
-        if self.messages > 0 {
-            self.messages * PER_MESSAGE + REPLY_PRIMING
-        } else {
-            0
-        }
+        PER_ITEM * self.items + REPLY_PRIMING
+    }
+}
+
+/// The completion bound the client set, if any.
+pub fn completion_cap(request: &Json) -> Option<u64> {
+    COMPLETION_FIELDS
+        .iter()
+        .find_map(|f| request.get(*f).and_then(Value::as_u64))
+}
+
+/// Adds the bytes of every string of a value (an inline image or audio clip as
+/// [`MEDIA_BYTES`]) and counts integer token ids.
+fn walk(v: &Value, bytes: &mut u64, ids: &mut u64) {
+    match v {
+        Value::String(s) if s.starts_with("data:") && s.len() > 1024 => *bytes += MEDIA_BYTES,
+        Value::String(s) => *bytes += s.len() as u64,
+        Value::Number(_) => *ids += 1,
+        Value::Array(a) => a.iter().for_each(|x| walk(x, bytes, ids)),
+        Value::Object(o) => o.values().for_each(|x| walk(x, bytes, ids)),
+        Value::Bool(_) | Value::Null => {}
     }
 }
 
@@ -121,7 +149,7 @@ fn count_now(op: Operation, request: &Json, prompt: &Prompt) -> u64 {
 }
 
 /// Calls `text` on every string of a value that the model reads as text, and counts integer
-/// token ids; skips media payloads and structural fields.
+/// token ids; skips media payloads and structural fields (the exact count's walk).
 fn visit(v: &Value, text: &mut impl FnMut(&str), ids: &mut u64) {
     match v {
         Value::String(s) => text(s),
@@ -169,7 +197,7 @@ mod tests {
                 ]}
             ]
         }));
-        let p = Prompt::measure(Operation::Chat, &req);
+        let p = Prompt::measure(&req);
         let exact = count(Operation::Chat, &req, &p).await;
         // "You are terse." = 4 tokens, the question = 8; 2 messages x 4 + 3.
         assert_eq!(exact, 4 + 8 + 11);
@@ -182,7 +210,7 @@ mod tests {
     async fn large_prompts_are_counted_off_thread() {
         let text = "lorem ipsum dolor sit amet ".repeat(5000);
         let req = json(serde_json::json!({"input": [text, [1, 2, 3]]}));
-        let p = Prompt::measure(Operation::Embeddings, &req);
+        let p = Prompt::measure(&req);
         let n = count(Operation::Embeddings, &req, &p).await;
         assert!(n > 20_000 && n < 40_000, "{n}");
         assert!(n <= p.upper_bound());

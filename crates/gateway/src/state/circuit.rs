@@ -3,7 +3,7 @@
 //!
 //! A backend is named by a string key, `"{provider_id}|{upstream model}"`: the deployment, shared
 //! by every route that uses it, so a failing deployment is skipped by all of them. The store only
-//! keeps time and counts; what counts as a failure is decided by the caller (`attempts`).
+//! keeps time and counts; what counts as a failure is decided by the caller (`route::attempt`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

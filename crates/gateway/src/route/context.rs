@@ -1,0 +1,184 @@
+//! A request's routing context ([`Ctx`]), which every layer reads, and [`Routing`], the
+//! process-wide handles it borrows from: how to call a backend, cooldowns, meters, metrics, and
+//! the balancing state of the running config.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
+use http::HeaderMap;
+use switchyard_config::{ProviderConfig, RouteConfig};
+use switchyard_providers::{Json, Operation};
+use tokio::time::Instant;
+
+use super::meters::Meters;
+use super::strategy::{Balance, Dice};
+use super::upstream::{Dispatch, Upstream};
+use crate::estimate::Prompt;
+use crate::metrics::Metrics;
+use crate::runtime::{Key, Route, Runtime};
+use crate::state::CooldownStore;
+use crate::telemetry::Parent;
+
+/// What routing needs from the gateway process, kept across config reloads: how to call a
+/// backend, the cooldowns and meters of backends, the balancing state of the running config,
+/// and the metrics the layers count.
+pub struct Routing {
+    dispatch: Arc<dyn Dispatch>,
+    cooldowns: Arc<dyn CooldownStore>,
+    meters: Meters,
+    metrics: Metrics,
+    balances: ArcSwap<Balances>,
+    /// Held while a config generation's balances are built, so they are built once.
+    building: Mutex<()>,
+}
+
+/// Balancing state of one config generation: one [`Balance`] per route, by `Route::index`.
+pub(super) struct Balances {
+    /// The `Runtime::id` they were built for.
+    runtime: u64,
+    routes: Vec<Balance>,
+}
+
+impl Balances {
+    fn new(rt: &Runtime) -> Self {
+        Self {
+            runtime: rt.id,
+            routes: rt.config.routes.iter().map(Balance::new).collect(),
+        }
+    }
+}
+
+impl Routing {
+    /// Routing that calls backends through `dispatch`.
+    pub fn new(dispatch: Arc<dyn Dispatch>, cooldowns: Arc<dyn CooldownStore>, metrics: Metrics) -> Self {
+        Self {
+            dispatch,
+            cooldowns,
+            meters: Meters::default(),
+            metrics,
+            balances: ArcSwap::from_pointee(Balances {
+                runtime: 0,
+                routes: Vec::new(),
+            }),
+            building: Mutex::new(()),
+        }
+    }
+
+    /// The balancing state of `rt`'s routes: built on the first request of a new config; a
+    /// request still on an older config than the newest seen gets state of its own.
+    fn balances(&self, rt: &Runtime) -> Arc<Balances> {
+        let current = self.balances.load_full();
+        if current.runtime == rt.id {
+            return current;
+        }
+        if current.runtime > rt.id {
+            return Arc::new(Balances::new(rt));
+        }
+        let _building = self.building.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.balances.load_full();
+        if current.runtime == rt.id {
+            return current;
+        }
+        let fresh = Arc::new(Balances::new(rt));
+        if current.runtime < rt.id {
+            self.balances.store(fresh.clone());
+        }
+        fresh
+    }
+}
+
+/// One request's routing context: what every layer reads.
+pub(super) struct Ctx<'a> {
+    pub(super) rt: &'a Runtime,
+    pub(super) balances: Arc<Balances>,
+    pub(super) key_labels: &'a BTreeMap<String, String>,
+    pub(super) headers: &'a HeaderMap,
+    pub(super) request: &'a Json,
+    pub(super) op: Operation,
+    pub(super) stream: bool,
+    pub(super) dispatch: &'a dyn Dispatch,
+    pub(super) cooldowns: &'a dyn CooldownStore,
+    pub(super) meters: &'a Meters,
+    pub(super) metrics: &'a Metrics,
+    pub(super) dice: Dice,
+    pub(super) prompt: Prompt,
+    pub(super) exact_tokens: tokio::sync::OnceCell<u64>,
+    /// Backend selectors in force: once applied, for the rest of the request.
+    pub(super) selectors: Mutex<Vec<BTreeMap<String, String>>>,
+    /// Routes entered (by address), so no route is tried twice.
+    pub(super) visited: Mutex<Vec<usize>>,
+    pub(super) attempts: AtomicU32,
+    pub(super) first_attempt: OnceLock<Instant>,
+    /// The request's span, when traces are on: each attempt is a child span.
+    pub(super) trace: Option<&'a Parent>,
+}
+
+/// A successful attempt.
+pub(super) struct Served {
+    pub(super) upstream: Upstream,
+    pub(super) route: Arc<Route>,
+    pub(super) index: usize,
+    pub(super) provider: Arc<ProviderConfig>,
+    pub(super) depth: u32,
+}
+
+impl<'a> Ctx<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        routing: &'a Routing,
+        rt: &'a Runtime,
+        key: &'a Key,
+        headers: &'a HeaderMap,
+        request: &'a Json,
+        op: Operation,
+        stream: bool,
+        dice: Dice,
+        trace: Option<&'a Parent>,
+    ) -> Self {
+        Ctx {
+            rt,
+            balances: routing.balances(rt),
+            key_labels: &key.config.labels,
+            headers,
+            request,
+            op,
+            stream,
+            dispatch: routing.dispatch.as_ref(),
+            cooldowns: routing.cooldowns.as_ref(),
+            meters: &routing.meters,
+            metrics: &routing.metrics,
+            dice,
+            prompt: Prompt::measure(request),
+            exact_tokens: tokio::sync::OnceCell::new(),
+            selectors: Mutex::new(Vec::new()),
+            visited: Mutex::new(Vec::new()),
+            attempts: AtomicU32::new(0),
+            first_attempt: OnceLock::new(),
+            trace,
+        }
+    }
+
+    /// The balancing state of a route of this request's config.
+    pub(super) fn balance(&self, route: &Route) -> &Balance {
+        &self.balances.routes[route.index]
+    }
+
+    /// Whether the request entered a route already.
+    pub(super) fn was_visited(&self, route: &Arc<Route>) -> bool {
+        let id = Arc::as_ptr(route) as usize;
+        self.visited.lock().unwrap_or_else(|p| p.into_inner()).contains(&id)
+    }
+
+    /// Marks a route entered.
+    pub(super) fn visit(&self, route: &Arc<Route>) {
+        let id = Arc::as_ptr(route) as usize;
+        self.visited.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+    }
+}
+
+/// A route's name in metrics and messages: `namespace/model`.
+pub(super) fn label(route: &RouteConfig) -> String {
+    format!("{}/{}", route.namespace, route.model)
+}

@@ -1,0 +1,56 @@
+//! What the routing layers count: retries (by reason), fallbacks (by trigger), hedges (by
+//! winner), and the one-hot state of every backend with its changes.
+
+use switchyard_config::{BackendConfig, FallbackTrigger, RouteConfig};
+
+use super::context::{label, Ctx};
+use super::failure::trigger_label;
+use crate::state::BackendState;
+
+impl Ctx<'_> {
+    /// A retry on a route (`backend` "-" when none failed: every backend was cooling).
+    pub(super) fn count_retry(&self, cfg: &RouteConfig, backend: &str, reason: &str) {
+        self.metrics
+            .retries
+            .with_label_values(&[label(cfg).as_str(), backend, reason])
+            .inc();
+    }
+
+    /// A fallback from a route to another.
+    pub(super) fn count_fallback(&self, from: &RouteConfig, to: &str, trigger: FallbackTrigger) {
+        self.metrics
+            .fallbacks
+            .with_label_values(&[label(from).as_str(), to, trigger_label(trigger)])
+            .inc();
+    }
+
+    /// A hedged attempt ended: `primary`, `hedge` or `none` won.
+    pub(super) fn count_hedge(&self, route: &RouteConfig, winner: &str) {
+        self.metrics
+            .hedges
+            .with_label_values(&[label(route).as_str(), winner])
+            .inc();
+    }
+
+    /// Keeps the one-hot state gauge of a backend current; counts changes (the first healthy
+    /// report of a backend is not a change).
+    pub(super) fn backend_state(&self, backend: &BackendConfig, state: BackendState) {
+        let g = &self.metrics.backend_state;
+        let (p, m) = (backend.provider.as_str(), backend.model.as_str());
+        if g.with_label_values(&[p, m, state.as_str()]).get() == 1 {
+            return;
+        }
+        let was_unhealthy = BackendState::ALL
+            .iter()
+            .any(|s| *s != BackendState::Healthy && g.with_label_values(&[p, m, s.as_str()]).get() == 1);
+        for s in BackendState::ALL {
+            g.with_label_values(&[p, m, s.as_str()]).set(i64::from(s == state));
+        }
+        if state != BackendState::Healthy || was_unhealthy {
+            self.metrics
+                .backend_state_changes
+                .with_label_values(&[p, m, state.as_str()])
+                .inc();
+        }
+    }
+}
