@@ -162,6 +162,18 @@ mod tests {
         panic!("never reached {want}");
     }
 
+    /// The generations reported to the source, once there are `n`.
+    async fn reported(served: &Mutex<Vec<u64>>, n: usize) -> Vec<u64> {
+        for _ in 0..500 {
+            let now = served.lock().unwrap().clone();
+            if now.len() >= n {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {n} generations reported");
+    }
+
     fn generation(gw: &Gateway) -> i64 {
         gw.metrics.config_generation.get()
     }
@@ -193,7 +205,7 @@ mod tests {
         settle(&gw, failures, 1).await;
         tx.send(Step::Config(config("c"), None)).unwrap();
         settle(&gw, generation, 3).await;
-        assert_eq!(*served.lock().unwrap(), vec![2, 3]);
+        assert_eq!(reported(&served, 2).await, vec![2, 3]);
     }
 
     #[tokio::test]
@@ -220,6 +232,6 @@ mod tests {
         // A newer generation with the same bytes is still reported, as the generation served.
         tx.send(Step::Config(config("a"), Some(5))).unwrap();
         settle(&gw, generation, 5).await;
-        assert_eq!(*served.lock().unwrap(), vec![4, 5]);
+        assert_eq!(reported(&served, 2).await, vec![4, 5]);
     }
 }

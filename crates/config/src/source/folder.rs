@@ -131,16 +131,19 @@ fn read(spec: &Spec) -> Result<Update, Refused> {
 mod tests {
     use super::*;
 
-    const PROVIDER: &str = "apiVersion: switchyard.dev/v1alpha1
-kind: Provider
-metadata: {name: mock, namespace: default}
-spec: {type: mock}
-";
+    /// A copy of examples/quickstart.
+    fn quickstart() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+        for file in ["gateway.yaml", "keys.yaml", "providers.yaml", "routes.yaml"] {
+            std::fs::copy(example.join(file), dir.path().join(file)).unwrap();
+        }
+        dir
+    }
 
     #[tokio::test]
     async fn a_burst_of_writes_is_one_change_and_an_invalid_folder_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("providers.yaml"), PROVIDER).unwrap();
+        let dir = quickstart();
         let mut folder = Folder::new(
             dir.path().to_owned(),
             RedisOverride {
@@ -149,15 +152,16 @@ spec: {type: mock}
             },
         );
         let first = folder.read().unwrap();
-        assert_eq!(first.config.providers.len(), 1);
+        assert!(!first.config.routes.is_empty());
         assert_eq!(first.hash, first.config.hash());
         assert_eq!(first.generation, None, "a folder has no generations");
         let redis = first.config.settings.redis.as_ref().unwrap();
         assert_eq!(redis.fail_mode, FailMode::Closed, "the command line wins");
 
         folder.watch().unwrap();
+        let routes = std::fs::read_to_string(dir.path().join("routes.yaml")).unwrap();
         for i in 0..5 {
-            std::fs::write(dir.path().join("routes.yaml"), format!("# edit {i}\n")).unwrap();
+            std::fs::write(dir.path().join("routes.yaml"), format!("{routes}\n# edit {i}\n")).unwrap();
         }
         let spec = tokio::time::timeout(Duration::from_secs(5), folder.changed())
             .await
@@ -171,7 +175,11 @@ spec: {type: mock}
         );
         assert_eq!(Folder::load(spec.clone()).unwrap().unwrap().hash, first.hash);
 
-        std::fs::write(dir.path().join("routes.yaml"), "kind: LLMRoute\nwieght: 2\n").unwrap();
+        std::fs::write(
+            dir.path().join("routes.yaml"),
+            routes.replace("backends:", "wieght: 2\n  backends:"),
+        )
+        .unwrap();
         let refused = Folder::load(spec).unwrap_err();
         assert!(matches!(refused, Refused::Invalid(_)));
         assert!(!refused.problems().is_empty());
