@@ -2,15 +2,21 @@
 //! `compile()`, the pure function that turns manifests into it.
 //!
 //! The operator and standalone mode both call [`compile`]; the gateway reads only
-//! [`GatewayConfig`]. Nothing here performs network I/O, and `GatewayConfig` holds no CRD types:
-//! secrets are resolved into values, key Secrets into hashes, durations into milliseconds and
-//! prices into numbers, so the gateway never needs to know how they were declared.
+//! [`GatewayConfig`]. `GatewayConfig` holds no CRD types: secrets are resolved into values, key
+//! Secrets into hashes, durations into milliseconds and prices into numbers, so the gateway never
+//! needs to know how they were declared.
+//!
+//! The contract also owns its delivery ([`source`]): the config shard format the operator writes
+//! and the gateway reads, and the two places a gateway reads its config from (a folder, the
+//! fleet's shard Secrets), behind the `folder` and `kubernetes` features. Nothing outside those
+//! two features performs I/O beyond reading manifest files.
 
 mod compile;
 mod diagnostics;
 pub mod manifests;
 pub mod prices;
 pub mod shared_state;
+pub mod source;
 mod types;
 
 pub use compile::{compile, CompileOptions, Compiled, MAX_FALLBACK_DEPTH};
@@ -39,5 +45,14 @@ pub enum Error {
         found: u32,
         /// Version supported.
         supported: u32,
+    },
+    /// A folder of manifests could not be watched.
+    #[cfg(feature = "folder")]
+    #[error("watching {path}: {source}")]
+    Watch {
+        /// The folder.
+        path: String,
+        /// The cause.
+        source: notify::Error,
     },
 }

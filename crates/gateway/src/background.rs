@@ -2,6 +2,7 @@
 //! (10,000 keys: about a second of CPU) runs on a thread of its own at a lower CPU priority, so
 //! that on a busy machine the request workers preempt it instead of sharing a core with it; and
 //! the replaced config is freed there too, not on whichever request worker lets go of it last.
+//! The one config loop ([`crate::reload`]) runs each reload here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

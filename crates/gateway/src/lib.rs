@@ -30,6 +30,7 @@ pub mod limits;
 pub mod metrics;
 mod mock;
 mod proxy;
+pub mod reload;
 pub mod route;
 pub mod runtime;
 pub mod server;

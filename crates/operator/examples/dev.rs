@@ -9,6 +9,8 @@
 
 use std::process::ExitCode;
 
+use switchyard_config::source::{ConfigSource, Secrets};
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -38,23 +40,25 @@ async fn main() -> ExitCode {
             switchyard_operator::run(client, opts).await
         }
         ["watch", ns, fleet] => {
-            let (tx, mut rx) = tokio::sync::watch::channel::<Option<(switchyard_config::GatewayConfig, u64)>>(None);
-            tokio::spawn(async move {
-                while rx.changed().await.is_ok() {
-                    if let Some((config, generation)) = rx.borrow_and_update().as_ref() {
-                        println!(
-                            "generation {generation}: {} routes, {} keys, hash {}",
-                            config.routes.len(),
-                            config.keys.len(),
-                            config.hash()
-                        );
-                    }
+            // What a gateway pod reads (`switchyard gateway --kubernetes` swaps these in).
+            let mut source = Secrets::new(client, (*ns).into(), (*fleet).into(), None);
+            while let Some(shards) = source.changed().await {
+                match Secrets::load(shards) {
+                    Ok(Some(u)) => println!(
+                        "generation {}: {} routes, {} keys, hash {}",
+                        u.generation.unwrap_or_default(),
+                        u.config.routes.len(),
+                        u.config.keys.len(),
+                        u.hash
+                    ),
+                    Ok(None) => println!("no complete generation yet"),
+                    Err(e) => println!("refused: {e}"),
                 }
-            });
-            switchyard_operator::watch_fleet_config(client, (*ns).into(), (*fleet).into(), tx).await
+            }
+            Ok(())
         }
         ["report", ns, pod, generation] => match generation.parse() {
-            Ok(g) => switchyard_operator::report_generation(client, ns, pod, g).await,
+            Ok(g) => Secrets::report(client, ns, pod, g).await.map_err(Into::into),
             Err(e) => {
                 eprintln!("generation: {e}");
                 return ExitCode::FAILURE;

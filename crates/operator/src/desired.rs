@@ -1,6 +1,6 @@
 //! What a fleet should look like: pure functions from an `LLMGateway` and its compiled
-//! configuration to the Kubernetes objects the operator applies, and the config shard format
-//! shared by the operator (split) and the gateway pods (assemble).
+//! configuration to the Kubernetes objects the operator applies. The config shard format, shared
+//! with the gateway pods that assemble the shards, is `switchyard_config::source::shards`.
 //!
 //! Nothing here performs I/O or reads the clock, so the same inputs always give the same bytes.
 //! The pod template depends only on the LLMGateway's spec and the image, never on the
@@ -23,20 +23,13 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use k8s_openapi::ByteString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use switchyard_api::{LLMGateway, ServiceType};
-use switchyard_config::{Compiled, GatewayConfig};
+use switchyard_config::source::shard_secrets;
+use switchyard_config::Compiled;
 
-use crate::{
-    ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARD, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, CONFIG_KEY,
-    GATEWAY_APP, LABEL_FLEET, LABEL_NAME, MANAGER,
-};
-
-/// Largest number of configuration bytes in one shard Secret. Secrets are limited to 1 MiB;
-/// base64 in the request makes 512 KiB about 683 KiB on the wire.
-pub const SHARD_BYTES: usize = 512 * 1024;
+use crate::{GATEWAY_APP, LABEL_FLEET, LABEL_NAME, MANAGER};
 
 /// The objects of one fleet, in the order they are applied.
 #[derive(Clone, Debug, PartialEq)]
@@ -234,143 +227,7 @@ pub fn rbac_rules() -> Vec<PolicyRule> {
 }
 
 fn config_shards(gw: &LLMGateway, bytes: &[u8], hash: &str, generation: u64) -> Vec<Secret> {
-    let chunks = split_config(bytes);
-    let count = chunks.len();
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut m = meta(gw, shard_name(&gw.name_any(), i));
-            let labels = m.labels.get_or_insert_with(BTreeMap::new);
-            labels.insert(CONFIG_GENERATION.into(), generation.to_string());
-            m.annotations = Some(BTreeMap::from([
-                (ANNOTATION_CONFIG_HASH.to_owned(), hash.to_owned()),
-                (ANNOTATION_CONFIG_SHARD.to_owned(), i.to_string()),
-                (ANNOTATION_CONFIG_SHARDS.to_owned(), count.to_string()),
-                (CONFIG_GENERATION.to_owned(), generation.to_string()),
-            ]));
-            Secret {
-                metadata: m,
-                type_: Some("Opaque".into()),
-                immutable: None,
-                data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), ByteString(chunk.to_vec()))])),
-                string_data: None,
-            }
-        })
-        .collect()
-}
-
-/// Splits configuration bytes into shards of at most [`SHARD_BYTES`], in order. Always at
-/// least one shard, so even an empty configuration is delivered.
-pub fn split_config(bytes: &[u8]) -> Vec<&[u8]> {
-    if bytes.is_empty() {
-        return vec![bytes];
-    }
-    bytes.chunks(SHARD_BYTES).collect()
-}
-
-/// A configuration reassembled from its shards.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AssembledConfig {
-    /// The configuration.
-    pub config: GatewayConfig,
-    /// Its generation.
-    pub generation: u64,
-    /// SHA-256 (hex) of its bytes, verified.
-    pub hash: String,
-}
-
-/// Why the newest complete generation of shards could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ShardError {
-    /// The joined bytes do not have the announced hash.
-    #[error("config generation {generation}: shards hash to {found}, expected {expected}")]
-    HashMismatch {
-        /// Generation.
-        generation: u64,
-        /// Announced hash.
-        expected: String,
-        /// Hash of the joined bytes.
-        found: String,
-    },
-    /// The joined bytes are not a configuration this gateway reads.
-    #[error("config generation {generation}: {source}")]
-    Invalid {
-        /// Generation.
-        generation: u64,
-        /// Cause.
-        source: switchyard_config::Error,
-    },
-}
-
-#[derive(Debug)]
-struct ShardInfo<'a> {
-    generation: u64,
-    index: usize,
-    count: usize,
-    hash: &'a str,
-    bytes: &'a [u8],
-}
-
-fn shard_info(s: &Secret) -> Option<ShardInfo<'_>> {
-    let a = s.metadata.annotations.as_ref()?;
-    let num = |k: &str| a.get(k).and_then(|v| v.parse::<u64>().ok());
-    let bytes = s
-        .data
-        .as_ref()?
-        .get(CONFIG_KEY)
-        .map(|b| b.0.as_slice())
-        .unwrap_or_default();
-    Some(ShardInfo {
-        generation: num(CONFIG_GENERATION)?,
-        index: usize::try_from(num(ANNOTATION_CONFIG_SHARD)?).ok()?,
-        count: usize::try_from(num(ANNOTATION_CONFIG_SHARDS)?).ok()?,
-        hash: a.get(ANNOTATION_CONFIG_HASH)?,
-        bytes,
-    })
-}
-
-/// The newest generation for which every shard is present (same generation, same shard count,
-/// same hash, indexes `0..count`), joined, hash-verified and parsed. `Ok(None)` when no
-/// generation is complete yet (for example while the operator is writing a new one).
-pub fn assemble_config<'a>(
-    secrets: impl IntoIterator<Item = &'a Secret>,
-) -> Result<Option<AssembledConfig>, ShardError> {
-    let mut by_generation: BTreeMap<u64, Vec<ShardInfo<'a>>> = BTreeMap::new();
-    for s in secrets {
-        if let Some(info) = shard_info(s) {
-            by_generation.entry(info.generation).or_default().push(info);
-        }
-    }
-    for (generation, mut shards) in by_generation.into_iter().rev() {
-        shards.sort_by_key(|s| s.index);
-        let Some(first) = shards.first() else { continue };
-        let (count, hash) = (first.count, first.hash);
-        let complete = shards.len() == count
-            && shards
-                .iter()
-                .enumerate()
-                .all(|(i, s)| s.index == i && s.count == count && s.hash == hash);
-        if !complete {
-            continue;
-        }
-        let bytes: Vec<u8> = shards.iter().flat_map(|s| s.bytes.iter().copied()).collect();
-        let found = hex::encode(Sha256::digest(&bytes));
-        if found != hash {
-            return Err(ShardError::HashMismatch {
-                generation,
-                expected: hash.to_owned(),
-                found,
-            });
-        }
-        let config = GatewayConfig::from_bytes(&bytes).map_err(|source| ShardError::Invalid { generation, source })?;
-        return Ok(Some(AssembledConfig {
-            config,
-            generation,
-            hash: found,
-        }));
-    }
-    Ok(None)
+    shard_secrets(bytes, hash, generation, |i| meta(gw, shard_name(&gw.name_any(), i)))
 }
 
 fn service(gw: &LLMGateway) -> Service {

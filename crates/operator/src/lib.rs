@@ -4,9 +4,9 @@
 //!
 //! The logic lives in pure functions (`desired_objects`, the `fleet` mapping, `status`
 //! computation, key generation) tested without a cluster; the reconcilers read stores, call them,
-//! and apply the results with server-side apply under one field manager, [`MANAGER`]. This
-//! crate also holds the two small pieces of Kubernetes I/O the gateway pods use
-//! ([`watch_fleet_config`], [`report_generation`]) so the gateway crate never links kube-runtime.
+//! and apply the results with server-side apply under one field manager, [`MANAGER`]. The config
+//! shards it writes are read by the gateway pods through `switchyard_config::source`, which owns
+//! their format.
 //!
 //! It must not contain provider logic or compile rules: those belong to `switchyard-config`.
 
@@ -15,7 +15,6 @@ mod api_tests;
 mod controller;
 mod desired;
 pub mod fleet;
-mod gateway_side;
 mod keys;
 mod leader;
 mod metrics;
@@ -24,36 +23,23 @@ mod status;
 
 use std::net::SocketAddr;
 
-pub use desired::{
-    assemble_config, desired_objects, rbac_rules, split_config, AssembledConfig, Desired, ShardError, SHARD_BYTES,
-};
-pub use gateway_side::{report_generation, watch_fleet_config};
+pub use desired::{desired_objects, rbac_rules, Desired};
 pub use keys::{generate_key, KEY_PREFIX};
 pub use leader::{lease_decision, LeaseDecision};
 pub use status::{object_conditions, resolve_condition};
 
 /// The one field manager of every server-side apply the operator makes.
 pub const MANAGER: &str = "switchyard-operator";
-/// The field manager of the gateway pods' own writes (their generation annotation).
-pub const GATEWAY_MANAGER: &str = "switchyard-gateway";
 
 /// `app.kubernetes.io/name` of every object of a gateway fleet.
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 /// Value of [`LABEL_NAME`] on fleet objects.
 pub const GATEWAY_APP: &str = "switchyard-gateway";
-/// Label naming the fleet (the LLMGateway's name) an object belongs to.
-pub const LABEL_FLEET: &str = "switchyard.dev/fleet";
-/// Label and annotation with the configuration generation of a config shard; on a gateway
-/// pod, the annotation is the generation the pod runs.
-pub const CONFIG_GENERATION: &str = "switchyard.dev/config-generation";
-/// Annotation of a config shard: how many shards the generation has.
-pub const ANNOTATION_CONFIG_SHARDS: &str = "switchyard.dev/config-shards";
-/// Annotation of a config shard: its index (0-based).
-pub const ANNOTATION_CONFIG_SHARD: &str = "switchyard.dev/config-shard";
-/// Annotation of a config shard: SHA-256 (hex) of the whole configuration's bytes.
-pub const ANNOTATION_CONFIG_HASH: &str = "switchyard.dev/config-hash";
-/// Key of a config shard's bytes in the Secret's data.
-pub const CONFIG_KEY: &str = "config.json";
+/// The config shard format, shared with the gateway pods.
+pub use switchyard_config::source::{
+    ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARD, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, CONFIG_KEY,
+    GATEWAY_MANAGER, LABEL_FLEET,
+};
 /// Label of a Secret generated for a VirtualKey: the VirtualKey's name.
 pub const LABEL_VIRTUAL_KEY: &str = "switchyard.dev/virtual-key";
 /// Annotation of a generated key Secret: the rotation generation of its current key.

@@ -7,10 +7,15 @@ mod standalone;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchyard_config::source::{ConfigSource, RedisOverride};
 use switchyard_config::{compile, CompileOptions, Manifests};
+use switchyard_gateway::telemetry::Tracing;
+use switchyard_gateway::{Gateway, Shutdown};
 
 #[derive(Parser)]
 #[command(
@@ -143,7 +148,7 @@ fn main() -> ExitCode {
             otlp_endpoint,
         } => {
             // Before the async runtime: the exporter's HTTP client must not start inside it.
-            let traces = match switchyard_gateway::telemetry::Tracing::from_env(otlp_endpoint.as_deref()) {
+            let traces = match Tracing::from_env(otlp_endpoint.as_deref()) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("switchyard gateway: {e}");
@@ -153,7 +158,7 @@ fn main() -> ExitCode {
             if traces.is_some() {
                 tracing::info!("sending traces over OTLP/HTTP");
             }
-            let redis = standalone::RedisFlags {
+            let redis = RedisOverride {
                 url: redis,
                 fail_mode: redis_fail_mode.map(|m| {
                     if m == "closed" {
@@ -163,15 +168,23 @@ fn main() -> ExitCode {
                     }
                 }),
             };
-            let shutdown = switchyard_gateway::Shutdown {
+            let shutdown = Shutdown {
                 drain_delay: Duration::from_millis(drain_delay_ms),
                 grace: Duration::from_secs(grace_period),
             };
             let code = match (config, kubernetes, fleet) {
-                (Some(dir), false, _) => run_async(standalone::run(dir, listen, shutdown, redis, traces.clone())),
-                (None, true, Some(fleet)) => {
-                    run_async(kubernetes::run(fleet, namespace, listen, shutdown, traces.clone()))
-                }
+                (Some(dir), false, _) => run_async(async {
+                    serve_gateway(standalone::start(dir, redis)?, listen, shutdown, traces.clone()).await
+                }),
+                (None, true, Some(fleet)) => run_async(async {
+                    serve_gateway(
+                        kubernetes::start(fleet, namespace).await?,
+                        listen,
+                        shutdown,
+                        traces.clone(),
+                    )
+                    .await
+                }),
                 _ => {
                     eprintln!("switchyard gateway: give --config DIR, or --kubernetes --fleet NAME");
                     ExitCode::from(2)
@@ -213,6 +226,52 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Serves `gw` on `listen` while the one config loop follows `source`, until SIGTERM; then
+/// drains and writes the spend still queued.
+async fn serve_gateway(
+    (gw, source): (Arc<Gateway>, impl ConfigSource),
+    listen: SocketAddr,
+    shutdown: Shutdown,
+    traces: Option<Tracing>,
+) -> anyhow::Result<()> {
+    if let Some(t) = traces {
+        gw.enable_tracing(t);
+    }
+    tokio::spawn(switchyard_gateway::reload::run(gw.clone(), source));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(%listen, "serving");
+    switchyard_gateway::serve(listener, gw.clone(), shutdown_signal(), shutdown).await?;
+    // Spend still being settled, and spend queued while Redis was unreachable, is written now.
+    gw.flush(Duration::from_secs(5)).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: readiness off, letting requests in flight finish");
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -1,6 +1,11 @@
 use super::*;
 use serde_json::json;
-use switchyard_config::{compile, hash_key, CompileOptions, KeyConfig, KeyHash, Manifests, SCHEMA_VERSION};
+use switchyard_config::source::{assemble_config, split_config, ShardError, SHARD_BYTES};
+use switchyard_config::{
+    compile, hash_key, CompileOptions, GatewayConfig, KeyConfig, KeyHash, Manifests, SCHEMA_VERSION,
+};
+
+use crate::{ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARD, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, CONFIG_KEY};
 
 fn gateway(spec: serde_json::Value) -> LLMGateway {
     serde_json::from_value(json!({
