@@ -86,7 +86,7 @@ spec:
     client.embeddings.create(model="demo-embed", input="c")
     with pytest.raises(openai.APIError):
         list(client.chat.completions.create(model="cut", messages=[{"role": "user", "content": "a b c d e"}], stream=True))
-    with urllib.request.urlopen(gw.url + "/metrics") as r:
+    with urllib.request.urlopen(gw.metrics_url + "/metrics") as r:
         text = r.read().decode()
     gw.stop()
     mock.stop()
@@ -130,3 +130,5 @@ def test_metrics_after_known_traffic(scraped):
     assert value('switchyard_stream_errors_total{backend="upstream",route="default/cut"}') == 1
     assert value('switchyard_spend_usd_total{route="default/demo-chat",team="demo"}') > 0
     assert "sk-switchyard-demo" not in scraped and "sk-upstream" not in scraped
+    assert "\nswitchyard_connections_open " in scraped
+    assert value("switchyard_connections_refused_total ") == 0

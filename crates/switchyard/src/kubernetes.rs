@@ -15,6 +15,7 @@ pub async fn run(
     fleet: String,
     namespace: Option<String>,
     listen: SocketAddr,
+    metrics_addr: SocketAddr,
     shutdown: Shutdown,
     traces: Option<Tracing>,
 ) -> anyhow::Result<()> {
@@ -70,7 +71,8 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    let admin = crate::bind_metrics(metrics_addr).await?;
     tracing::info!(%listen, %fleet, "serving; waiting for the fleet's config");
-    switchyard_gateway::serve(listener, gw, crate::standalone::shutdown_signal(), shutdown).await?;
+    switchyard_gateway::serve(listener, admin, gw, crate::standalone::shutdown_signal(), shutdown).await?;
     Ok(())
 }

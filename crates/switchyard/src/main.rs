@@ -43,6 +43,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080", env = "SWITCHYARD_LISTEN")]
         listen: SocketAddr,
+        /// Where /metrics (and /healthz, /readyz) are served: a port for Prometheus, not for
+        /// clients. Port 0 picks a free one (logged at start-up).
+        #[arg(long, default_value = "127.0.0.1:9090", env = "SWITCHYARD_METRICS_ADDR")]
+        metrics_addr: SocketAddr,
         /// Seconds in-flight requests and streams get to finish after SIGTERM.
         #[arg(long, default_value_t = 30)]
         grace_period: u64,
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             fleet,
             namespace,
             listen,
+            metrics_addr,
             grace_period,
             drain_delay_ms,
             redis,
@@ -168,10 +173,22 @@ fn main() -> ExitCode {
                 grace: Duration::from_secs(grace_period),
             };
             let code = match (config, kubernetes, fleet) {
-                (Some(dir), false, _) => run_async(standalone::run(dir, listen, shutdown, redis, traces.clone())),
-                (None, true, Some(fleet)) => {
-                    run_async(kubernetes::run(fleet, namespace, listen, shutdown, traces.clone()))
-                }
+                (Some(dir), false, _) => run_async(standalone::run(
+                    dir,
+                    listen,
+                    metrics_addr,
+                    shutdown,
+                    redis,
+                    traces.clone(),
+                )),
+                (None, true, Some(fleet)) => run_async(kubernetes::run(
+                    fleet,
+                    namespace,
+                    listen,
+                    metrics_addr,
+                    shutdown,
+                    traces.clone(),
+                )),
                 _ => {
                     eprintln!("switchyard gateway: give --config DIR, or --kubernetes --fleet NAME");
                     ExitCode::from(2)
@@ -213,6 +230,17 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The gateway's metrics listener; the address is logged, since port 0 picks one.
+async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for metrics on {addr} (--metrics-addr)"))?;
+    let metrics_addr = listener.local_addr().unwrap_or(addr);
+    tracing::info!(%metrics_addr, "serving /metrics");
+    Ok(listener)
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -57,6 +57,7 @@ fn load(dir: &Path, redis: &RedisFlags) -> Result<GatewayConfig, Vec<String>> {
 pub async fn run(
     dir: PathBuf,
     listen: SocketAddr,
+    metrics_addr: SocketAddr,
     shutdown: Shutdown,
     redis: RedisFlags,
     traces: Option<Tracing>,
@@ -114,8 +115,9 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    let admin = crate::bind_metrics(metrics_addr).await?;
     tracing::info!(%listen, "serving");
-    switchyard_gateway::serve(listener, gw.clone(), shutdown_signal(), shutdown).await?;
+    switchyard_gateway::serve(listener, admin, gw.clone(), shutdown_signal(), shutdown).await?;
     // Spend still being settled, and spend queued while Redis was unreachable, is written now.
     gw.flush(Duration::from_secs(5)).await;
     tracing::info!("stopped");
