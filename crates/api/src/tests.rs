@@ -134,8 +134,7 @@ fn gateway_cel_rules() {
     // 9090 is the pods' metrics port, which the Service must not expose.
     let metrics_port = spec("service: {port: 9090}");
     assert!(cel_messages(metrics_port.validate_cel()).contains("metrics port"));
-    let ok = spec("service: {port: 9000}
-connections: {headerReadTimeout: 5s, idleTimeout: 2m, max: 500}");
+    let ok = spec("{service: {port: 9000}, connections: {headerReadTimeout: 5s, idleTimeout: 2m, max: 500}}");
     assert_eq!(cel_messages(ok.validate_cel()), "");
 }
 
