@@ -44,7 +44,7 @@ def main() -> int:
         for name, bin, envs in (("before", a.a, a.a_env), ("after", a.b, a.b_env)):
             port = run.free_port()
             env = {"SWITCHYARD_LOG": "warn", **dict(e.split("=", 1) for e in envs)}
-            p = run.Proc(name, [bin, "gateway", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"], tmp, env=env)
+            p = run.Proc(name, [bin, "gateway", "--config", str(cfg), "--listen", f"127.0.0.1:{port}", "--metrics-addr", "127.0.0.1:0"], tmp, env=env)
             procs.append(p)
             run.wait_http(f"http://127.0.0.1:{port}/readyz", p.proc, 30)
             gws[name] = (port, p.pid)

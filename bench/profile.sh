@@ -22,6 +22,7 @@ OUT="${OUT:-$(mktemp -d /tmp/switchyard-profile-XXXX)}"
 PY="${PYTHON:-python3}"
 UP=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 GW=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+MET=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 $PY -c "import sys; sys.path.insert(0, 'bench'); import run; from pathlib import Path; run.switchyard_config(Path('$OUT/cfg'), $UP)"
 
 pids=()
@@ -32,9 +33,9 @@ SWITCHYARD_LOG=warn "$BIN" mock-provider --listen 127.0.0.1:$UP > "$OUT/mock.log
 pids+=($!)
 if [[ $MODE == callgrind ]]; then
   SWITCHYARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
-    "$BIN" gateway --config "$OUT/cfg" --listen 127.0.0.1:$GW > "$OUT/gateway.log" 2>&1 &
+    "$BIN" gateway --config "$OUT/cfg" --listen 127.0.0.1:$GW --metrics-addr 127.0.0.1:$MET > "$OUT/gateway.log" 2>&1 &
 else
-  SWITCHYARD_LOG=warn "$BIN" gateway --config "$OUT/cfg" --listen 127.0.0.1:$GW > "$OUT/gateway.log" 2>&1 &
+  SWITCHYARD_LOG=warn "$BIN" gateway --config "$OUT/cfg" --listen 127.0.0.1:$GW --metrics-addr 127.0.0.1:$MET > "$OUT/gateway.log" 2>&1 &
 fi
 GPID=$!
 pids+=($GPID)
@@ -42,7 +43,7 @@ for _ in $(seq 1 300); do curl -sf "127.0.0.1:$GW/readyz" > /dev/null && break; 
 
 # shellcheck disable=SC2086 # LOAD_ARGS is a list of arguments
 load() { "$BIN" bench load --url "http://127.0.0.1:$GW/v1/chat/completions" --key sk-bench-key --model bench ${LOAD_ARGS:-} "$@"; }
-served() { curl -s "127.0.0.1:$GW/metrics" | awk '/^switchyard_requests_total/ {s+=$2} END {print s+0}'; }
+served() { curl -s "127.0.0.1:$MET/metrics" | awk '/^switchyard_requests_total/ {s+=$2} END {print s+0}'; }
 
 if [[ $MODE == callgrind ]]; then
   load -c 4 --duration 3 --warmup 1 > /dev/null

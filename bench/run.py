@@ -344,7 +344,7 @@ def main() -> int:
         cfg = tmp / "switchyard"
         switchyard_config(cfg, p_up)
         p_sy = free_port()
-        gw = Proc("switchyard", [bin, "gateway", "--config", str(cfg), "--listen", f"127.0.0.1:{p_sy}"], tmp,
+        gw = Proc("switchyard", [bin, "gateway", "--config", str(cfg), "--listen", f"127.0.0.1:{p_sy}", "--metrics-addr", "127.0.0.1:0"], tmp,
                   env={"SWITCHYARD_LOG": "warn"})
         procs.append(gw)
         wait_http(f"http://127.0.0.1:{p_sy}/readyz", gw.proc, 30)
@@ -448,7 +448,7 @@ def main() -> int:
             # Each target as it is after the load runs (allocators keep what the c=256 runs grew),
             # and a fresh Switchyard process that has served nothing else.
             p_fresh = free_port()
-            fresh = Proc("switchyard-fresh", [bin, "gateway", "--config", str(cfg), "--listen", f"127.0.0.1:{p_fresh}"],
+            fresh = Proc("switchyard-fresh", [bin, "gateway", "--config", str(cfg), "--listen", f"127.0.0.1:{p_fresh}", "--metrics-addr", "127.0.0.1:0"],
                          tmp, env={"SWITCHYARD_LOG": "warn"})
             procs.append(fresh)
             wait_http(f"http://127.0.0.1:{p_fresh}/readyz", fresh.proc, 30)
@@ -479,7 +479,7 @@ def main() -> int:
             bench.run("config-scale", "--dir", str(sdir), "--upstream", f"http://127.0.0.1:{p_up}/v1",
                       "--write-only")
             p_sc = free_port()
-            sgw = Proc("switchyard-scale", [bin, "gateway", "--config", str(sdir), "--listen", f"127.0.0.1:{p_sc}"],
+            sgw = Proc("switchyard-scale", [bin, "gateway", "--config", str(sdir), "--listen", f"127.0.0.1:{p_sc}", "--metrics-addr", "127.0.0.1:0"],
                        tmp, env={"SWITCHYARD_LOG": "warn"})
             procs.append(sgw)
             wait_http(f"http://127.0.0.1:{p_sc}/readyz", sgw.proc, 60)

@@ -68,14 +68,17 @@ class Process:
 
 
 class Gateway(Process):
-    """`switchyard gateway --config DIR` on a free port."""
+    """`switchyard gateway --config DIR` on a free port, with its metrics on another
+    (`metrics_url`; the client port answers 404 to /metrics)."""
 
     def __init__(self, config_dir, env=None, grace_period=30):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         super().__init__(
             [binary(), "gateway", "--config", str(config_dir), "--listen", f"127.0.0.1:{self.port}",
-             "--grace-period", str(grace_period)],
+             "--metrics-addr", f"127.0.0.1:{self.metrics_port}", "--grace-period", str(grace_period)],
             env=env,
         )
         try:

@@ -411,7 +411,7 @@ def test_cache_hits_are_identical_streams_included_and_free(tmp_path, gateway_on
     assert r2.headers["content-type"].startswith("text/event-stream")
     assert s2 == s1 and s2.endswith(b"data: [DONE]\n\n")
     assert n2 > 1, "a hit is replayed as a stream, not one body"
-    metrics = httpx.get(b.url + "/metrics").text
+    metrics = httpx.get(b.metrics_url + "/metrics").text
     assert 'switchyard_cache_total{result="hit",route="default/cached"}' in metrics
 
     # no-cache: fresh answer (and stored); no-store: never stored; a per-request TTL.
@@ -495,7 +495,7 @@ def test_restarted_gateway_keeps_the_spend_it_counted(tmp_path, gateway_on, redi
 
 def gauge(gw, name, **labels):
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in httpx.get(gw.url + "/metrics").text.splitlines():
+    for line in httpx.get(gw.metrics_url + "/metrics").text.splitlines():
         if line.startswith(f"{name}{{{want}}} "):
             return float(line.split()[-1])
     return None

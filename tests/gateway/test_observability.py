@@ -112,7 +112,7 @@ stringData: {{key: sk-capped}}
     assert (r.headers["x-switchyard-backend"], r.headers["x-switchyard-attempts"]) == ("standby", "2")
     with pytest.raises(openai.RateLimitError):
         capped.chat.completions.create(model="failover", messages=[{"role": "user", "content": "e"}])
-    with urllib.request.urlopen(gw.url + "/metrics") as r:
+    with urllib.request.urlopen(gw.metrics_url + "/metrics") as r:
         text = r.read().decode()
     gw.stop()
     mock.stop()
@@ -168,3 +168,5 @@ def test_metrics_after_known_traffic(scraped):
     assert value('switchyard_stream_errors_total{backend="upstream",route="default/cut"}') == 1
     assert value('switchyard_spend_usd_total{route="default/demo-chat",team="demo"}') > 0
     assert "sk-switchyard-demo" not in scraped and "sk-upstream" not in scraped
+    assert "\nswitchyard_connections_open " in scraped
+    assert value("switchyard_connections_refused_total ") == 0

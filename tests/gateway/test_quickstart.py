@@ -2,6 +2,7 @@
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import openai
@@ -150,9 +151,22 @@ def test_body_too_large(client):
     assert e.value.code == "request_too_large"
 
 
+def test_metrics_are_not_served_on_the_client_port(quickstart):
+    """Route names, teams, spend and budgets left: only on the metrics port."""
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(quickstart.url + "/metrics")
+    assert e.value.code == 404
+    assert json.loads(e.value.read())["error"]["code"] == "not_found"
+    with urllib.request.urlopen(quickstart.metrics_url + "/metrics") as r:
+        assert "switchyard_config_generation 1" in r.read().decode()
+    for path in ("/healthz", "/readyz"):
+        with urllib.request.urlopen(quickstart.url + path) as r:
+            assert r.status == 200
+
+
 def test_metrics_count_requests_and_tokens(client, quickstart):
     def scrape():
-        with urllib.request.urlopen(quickstart.url + "/metrics") as r:
+        with urllib.request.urlopen(quickstart.metrics_url + "/metrics") as r:
             return r.read().decode()
 
     def value(text, prefix):

@@ -58,7 +58,7 @@ def test_reload_keeps_streams_in_flight_and_refuses_invalid_edits(tmp_path, gate
     config = slow_config(tmp_path)
     gw = gateway_on(config)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
-    assert metric(gw.url, "switchyard_config_generation") == 1
+    assert metric(gw.metrics_url, "switchyard_config_generation") == 1
 
     # A three-second stream is open (its first chunk has arrived) while the route is edited.
     result = {}
@@ -75,18 +75,18 @@ def test_reload_keeps_streams_in_flight_and_refuses_invalid_edits(tmp_path, gate
         assert time.monotonic() < deadline, "the edit was not picked up"
         time.sleep(0.05)
     assert t.is_alive(), "the stream ended before the reload: nothing was shown"
-    assert metric(gw.url, "switchyard_config_generation") == 2
+    assert metric(gw.metrics_url, "switchyard_config_generation") == 2
     t.join(timeout=10)
     assert result["text"] == LONG
 
     # An invalid edit (unknown field) is refused; the last good config keeps serving.
     routes.write_text(routes.read_text().replace("model: mock-model-v2", "model: mock-model-v3\n      wieght: 2"))
     deadline = time.monotonic() + 5
-    while metric(gw.url, "switchyard_config_reload_failures_total") < 1:
+    while metric(gw.metrics_url, "switchyard_config_reload_failures_total") < 1:
         assert time.monotonic() < deadline, "the invalid edit was not noticed"
         time.sleep(0.05)
     assert chat(client).model == "mock-model-v2"
-    assert metric(gw.url, "switchyard_config_generation") == 2
+    assert metric(gw.metrics_url, "switchyard_config_generation") == 2
     assert "unknown field" in gw.output()
 
 

@@ -182,7 +182,7 @@ def test_cooldown_skips_a_failing_backend(env):
     for _ in range(3):
         status, headers, _ = post(gw, "cooldown-demo")
         assert (status, headers["x-switchyard-backend"], headers["x-switchyard-attempts"]) == (200, "standby", "1")
-    metrics = urllib.request.urlopen(gw.url + "/metrics").read().decode()
+    metrics = urllib.request.urlopen(gw.metrics_url + "/metrics").read().decode()
     assert 'switchyard_backend_state{model="mock-500",provider="default/unreliable",state="open"} 1' in metrics
     assert 'switchyard_retries_total{backend="primary",reason="server-error",route="default/cooldown-demo"} 3' in metrics
 

@@ -177,7 +177,7 @@ def test_gateway_as_a_pod_serves_and_follows_edits(control_plane, operator, name
     assert denied.returncode != 0
     port = free_port()
     gw = Process([binary(), "gateway", "--kubernetes", "--fleet", "demo", "--namespace", namespace,
-                  "--listen", f"127.0.0.1:{port}"], env={"KUBECONFIG": str(kubeconfig)})
+                  "--listen", f"127.0.0.1:{port}", "--metrics-addr", "127.0.0.1:0"], env={"KUBECONFIG": str(kubeconfig)})
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60, proc=gw.proc)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-switchyard-demo", max_retries=0)

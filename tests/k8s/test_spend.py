@@ -99,7 +99,7 @@ def test_spend_and_last_use_reach_virtualkey_status_and_deletion_cleans_redis(
         kubeconfig = cp.token_kubeconfig(token, tmp_path / "gw-kubeconfig", user="gateway", namespace=namespace)
         port = free_port()
         gw = Process([binary(), "gateway", "--kubernetes", "--fleet", "spend", "--namespace", namespace,
-                      "--listen", f"127.0.0.1:{port}"], env={"KUBECONFIG": str(kubeconfig)})
+                      "--listen", f"127.0.0.1:{port}", "--metrics-addr", "127.0.0.1:0"], env={"KUBECONFIG": str(kubeconfig)})
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60, proc=gw.proc)
 
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-spender", max_retries=0)

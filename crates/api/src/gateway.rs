@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::SecretKeyRef;
+use crate::common::{SecretKeyRef, DURATION_PATTERN};
 
 /// An LLMGateway is a fleet of gateway pods: its size, its Service, its shared state, and which
 /// routes and keys it serves.
@@ -66,6 +66,10 @@ pub struct LLMGatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024, max = 1073741824))]
     pub max_request_bytes: Option<u64>,
+    /// Limits on client connections: how long a client may take to send a request, how long an
+    /// idle connection is kept, and how many connections each pod serves at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<ConnectionLimits>,
     /// Log level of the gateway pods (`info`, `debug`, or a tracing filter). Default `info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
@@ -98,6 +102,34 @@ pub struct Telemetry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub sampling_ratio: Option<f64>,
+}
+
+/// How long clients may take, and how many may connect, per gateway pod. Slow or idle clients
+/// hold a socket and a file descriptor each; these bound what they can hold.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionLimits {
+    /// Time a client gets to send a request's head (request line and headers), counted from a
+    /// new connection or from the first byte of the next request on a kept-alive one; then the
+    /// connection is closed. Default `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub header_read_timeout: Option<String>,
+    /// How long a connection with no request in flight is kept open. Default `90s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub idle_timeout: Option<String>,
+    /// Time a client gets to send a request's body, counted from the end of its head; then the
+    /// request is answered 408 and the connection closed. Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub body_read_timeout: Option<String>,
+    /// Connections each pod serves at once; a connection beyond it is refused at once (a 503
+    /// and a close) while the open ones keep being served. Default: half the pod's open file
+    /// limit, at most 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max: Option<u32>,
 }
 
 fn default_replicas() -> u32 {
@@ -134,11 +166,13 @@ fn default_min_replicas() -> u32 {
 /// The fleet's Service.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.port != 9090").message("service.port 9090 is the gateway pods' metrics port; choose another"))]
 pub struct ServiceSettings {
     /// Service type. Default `ClusterIP`.
     #[serde(default = "default_service_type", rename = "type")]
     pub service_type: ServiceType,
-    /// Service port. Default 8080.
+    /// Service port, also the port the gateway containers listen on (not 9090: that is their
+    /// metrics port, which the Service does not expose). Default 8080.
     #[serde(default = "default_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: u32,

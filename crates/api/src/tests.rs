@@ -148,6 +148,16 @@ fn gateway_cel_rules() {
         status: None,
     };
     assert!(cel_messages(redis.validate_cel()).contains("exactly one of redis.url"));
+    let spec = |yaml: &str| LLMGateway {
+        metadata: meta("g"),
+        spec: serde_yaml::from_str(yaml).unwrap(),
+        status: None,
+    };
+    // 9090 is the pods' metrics port, which the Service must not expose.
+    let metrics_port = spec("service: {port: 9090}");
+    assert!(cel_messages(metrics_port.validate_cel()).contains("metrics port"));
+    let ok = spec("{service: {port: 9000}, connections: {headerReadTimeout: 5s, idleTimeout: 2m, max: 500}}");
+    assert_eq!(cel_messages(ok.validate_cel()), "");
 }
 
 #[test]

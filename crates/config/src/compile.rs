@@ -218,9 +218,54 @@ impl<'a> Compiler<'a> {
                 },
             })
         });
+        let connections = self.connections(&id, gw.spec.connections.as_ref());
         Settings {
             max_request_bytes: gw.spec.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             redis,
+            connections,
+        }
+    }
+
+    /// `spec.connections`; a field that is not a duration, or is zero, keeps its default.
+    fn connections(&mut self, id: &ObjectId, c: Option<&api::ConnectionLimits>) -> ConnectionsConfig {
+        let defaults = ConnectionsConfig::default();
+        let Some(c) = c else { return defaults };
+        let mut timeout = |field: &str, value: Option<&String>, default_ms: u64| match duration(
+            &mut self.diags,
+            id,
+            field,
+            value,
+            default_ms,
+        ) {
+            Some(0) => {
+                self.diags.push(Diagnostic::error(
+                    id,
+                    field,
+                    "InvalidDuration",
+                    "must be longer than 0; the default applies",
+                ));
+                default_ms
+            }
+            Some(ms) => ms,
+            None => default_ms,
+        };
+        ConnectionsConfig {
+            header_read_timeout_ms: timeout(
+                "spec.connections.headerReadTimeout",
+                c.header_read_timeout.as_ref(),
+                defaults.header_read_timeout_ms,
+            ),
+            idle_timeout_ms: timeout(
+                "spec.connections.idleTimeout",
+                c.idle_timeout.as_ref(),
+                defaults.idle_timeout_ms,
+            ),
+            body_read_timeout_ms: timeout(
+                "spec.connections.bodyReadTimeout",
+                c.body_read_timeout.as_ref(),
+                defaults.body_read_timeout_ms,
+            ),
+            max: c.max,
         }
     }
 

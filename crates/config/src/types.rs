@@ -69,6 +69,9 @@ pub struct Settings {
     /// Shared state for the fleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisConfig>,
+    /// Limits on client connections (slow or idle clients, how many at once).
+    #[serde(default, skip_serializing_if = "ConnectionsConfig::is_default")]
+    pub connections: ConnectionsConfig,
 }
 
 /// Default request size limit: 10 MiB.
@@ -79,7 +82,46 @@ impl Default for Settings {
         Self {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             redis: None,
+            connections: ConnectionsConfig::default(),
         }
+    }
+}
+
+/// Limits on client connections: how long a client may take to send a request, how long an
+/// idle keep-alive connection is kept, and how many connections are served at once.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Time from a new connection, or from the first byte of the next request on a kept-alive
+    /// one, to the end of the request head; then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// Time a connection with no request in flight is kept open.
+    pub idle_timeout_ms: u64,
+    /// Time from the request head to the end of its body; then 408.
+    pub body_read_timeout_ms: u64,
+    /// Connections served at once; more are refused at once. `None`: half the process's open
+    /// file limit, at most [`DEFAULT_MAX_CONNECTIONS`] (the other half is for upstream calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+}
+
+/// Default connection cap, when the open file limit allows it.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 90_000,
+            body_read_timeout_ms: 60_000,
+            max: None,
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 

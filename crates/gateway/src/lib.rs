@@ -62,8 +62,18 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/messages", post(proxy::messages))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(proxy::readyz))
-        .route("/metrics", get(proxy::metrics))
         .fallback(proxy::not_found)
+        .with_state(gw)
+}
+
+/// The operational routes, for a port clients do not reach: `/metrics` (route names, teams,
+/// spend and budgets left are nobody's business on the client port), and `/healthz` and
+/// `/readyz` as on the client port.
+pub fn admin_router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/metrics", get(proxy::metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(proxy::readyz))
         .with_state(gw)
 }
 
@@ -77,8 +87,26 @@ pub struct Shutdown {
     pub grace: Duration,
 }
 
-/// Serves until `signal` resolves, then drains (see [`Shutdown`]).
+/// Serves clients on `listener` and the [`admin_router`] on `admin` until `signal` resolves,
+/// then drains (see [`Shutdown`]). The admin port keeps answering until the client port has
+/// drained, so the last scrape sees the last requests.
 pub async fn serve(
+    listener: tokio::net::TcpListener,
+    admin: tokio::net::TcpListener,
+    gw: Arc<Gateway>,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let admin = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+        admin,
+        admin_router(gw.clone()),
+    )));
+    let served = serve_clients(listener, gw, signal, shutdown).await;
+    admin.abort();
+    served
+}
+
+async fn serve_clients(
     listener: tokio::net::TcpListener,
     gw: Arc<Gateway>,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
@@ -87,8 +115,11 @@ pub async fn serve(
     let grace = shutdown.grace;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let drain_gw = gw.clone();
+    let limits_gw = gw.clone();
+    let limits = move || server::Limits::from_config(&limits_gw.runtime().config.settings.connections);
+    let metrics = gw.metrics.clone();
     let app = router(gw);
-    let mut server = tokio::spawn(server::run(listener, app, async move {
+    let mut server = tokio::spawn(server::run(listener, app, limits, metrics, async move {
         signal.await;
         drain_gw.drain();
         tokio::time::sleep(shutdown.drain_delay).await;
@@ -108,5 +139,73 @@ pub async fn serve(
             server.abort();
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_config::GatewayConfig;
+
+    use super::*;
+
+    /// Route names, teams, spend and budgets are for the operators' port only.
+    #[tokio::test]
+    async fn metrics_are_served_on_the_admin_port_and_not_to_clients() {
+        let client = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (client_addr, admin_addr) = (client.local_addr().unwrap(), admin.local_addr().unwrap());
+        let gw = Gateway::new(GatewayConfig::default(), 1).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = Shutdown {
+            drain_delay: Duration::ZERO,
+            grace: Duration::from_secs(5),
+        };
+        let server = tokio::spawn(serve(
+            client,
+            admin,
+            gw,
+            async move {
+                let _ = stopped.await;
+            },
+            shutdown,
+        ));
+        let http = reqwest::Client::new();
+
+        let r = http.get(format!("http://{client_addr}/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), http::StatusCode::NOT_FOUND);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+        for path in ["/healthz", "/readyz"] {
+            let r = http.get(format!("http://{client_addr}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), http::StatusCode::OK, "{path} on the client port");
+        }
+
+        let r = http.get(format!("http://{admin_addr}/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), http::StatusCode::OK);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("switchyard_config_generation 1"), "{text}");
+        assert!(text.contains("switchyard_connections_open"), "{text}");
+        for path in ["/healthz", "/readyz"] {
+            let r = http.get(format!("http://{admin_addr}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), http::StatusCode::OK, "{path} on the admin port");
+        }
+        let r = http
+            .post(format!("http://{admin_addr}/v1/chat/completions"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            http::StatusCode::NOT_FOUND,
+            "the admin port serves no requests"
+        );
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }

@@ -51,6 +51,12 @@ pub struct Metrics {
     pub backend_state: IntGaugeVec,
     /// Backend state changes by the state entered.
     pub backend_state_changes: IntCounterVec,
+    /// Client connections open.
+    pub connections_open: IntGauge,
+    /// Client connections refused because [`crate::server::Limits::max_connections`] were open.
+    pub connections_refused: IntCounter,
+    /// Client connections and requests cut by a timeout, by kind (header, idle, body).
+    pub connection_timeouts: IntCounterVec,
 }
 
 impl Metrics {
@@ -189,6 +195,21 @@ impl Metrics {
         registry.register(Box::new(hedges.clone()))?;
         registry.register(Box::new(backend_state.clone()))?;
         registry.register(Box::new(backend_state_changes.clone()))?;
+        let connections_open = IntGauge::new("switchyard_connections_open", "Client connections open.")?;
+        let connections_refused = IntCounter::new(
+            "switchyard_connections_refused_total",
+            "Client connections refused because the connection cap was reached.",
+        )?;
+        let connection_timeouts = IntCounterVec::new(
+            Opts::new(
+                "switchyard_connection_timeouts_total",
+                "Client connections closed, or requests answered 408, by a timeout: header (the request head took too long), idle (no request on a kept-alive connection), body (the request body took too long).",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(connection_timeouts.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -211,6 +232,9 @@ impl Metrics {
             hedges,
             backend_state,
             backend_state_changes,
+            connections_open,
+            connections_refused,
+            connection_timeouts,
         })
     }
 

@@ -54,6 +54,10 @@ pub struct Desired {
     pub deployment: Deployment,
 }
 
+/// Port of the gateway pods' `/metrics` (container port `metrics`). Prometheus scrapes the pods
+/// on it; the fleet's Service never exposes it, so clients cannot read spend and budgets.
+pub const METRICS_PORT: i32 = 9090;
+
 /// Name of the Deployment, Service, HPA and PDB of a fleet.
 pub fn workload_name(gw: &LLMGateway) -> String {
     gw.name_any()
@@ -404,14 +408,24 @@ fn deployment(gw: &LLMGateway, image: &str) -> Deployment {
             name,
             "--listen".into(),
             format!("0.0.0.0:{}", port(gw)),
+            "--metrics-addr".into(),
+            format!("0.0.0.0:{METRICS_PORT}"),
         ]),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: port(gw),
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: port(gw),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         readiness_probe: Some(probe("/readyz", 5, 2)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),

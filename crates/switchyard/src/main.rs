@@ -48,6 +48,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080", env = "SWITCHYARD_LISTEN")]
         listen: SocketAddr,
+        /// Where /metrics (and /healthz, /readyz) are served: a port for Prometheus, not for
+        /// clients. Port 0 picks a free one (logged at start-up).
+        #[arg(long, default_value = "127.0.0.1:9090", env = "SWITCHYARD_METRICS_ADDR")]
+        metrics_addr: SocketAddr,
         /// Seconds in-flight requests and streams get to finish after SIGTERM.
         #[arg(long, default_value_t = 30)]
         grace_period: u64,
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
             fleet,
             namespace,
             listen,
+            metrics_addr,
             grace_period,
             drain_delay_ms,
             redis,
@@ -174,12 +179,13 @@ fn main() -> ExitCode {
             };
             let code = match (config, kubernetes, fleet) {
                 (Some(dir), false, _) => run_async(async {
-                    serve_gateway(standalone::start(dir, redis)?, listen, shutdown, traces.clone()).await
+                    serve_gateway(standalone::start(dir, redis)?, listen, metrics_addr, shutdown, traces.clone()).await
                 }),
                 (None, true, Some(fleet)) => run_async(async {
                     serve_gateway(
                         kubernetes::start(fleet, namespace).await?,
                         listen,
+                        metrics_addr,
                         shutdown,
                         traces.clone(),
                     )
@@ -233,6 +239,7 @@ fn main() -> ExitCode {
 async fn serve_gateway(
     (gw, source): (Arc<Gateway>, impl ConfigSource),
     listen: SocketAddr,
+    metrics_addr: SocketAddr,
     shutdown: Shutdown,
     traces: Option<Tracing>,
 ) -> anyhow::Result<()> {
@@ -243,8 +250,9 @@ async fn serve_gateway(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
+    let admin = bind_metrics(metrics_addr).await?;
     tracing::info!(%listen, "serving");
-    switchyard_gateway::serve(listener, gw.clone(), shutdown_signal(), shutdown).await?;
+    switchyard_gateway::serve(listener, admin, gw.clone(), shutdown_signal(), shutdown).await?;
     // Spend still being settled, and spend queued while Redis was unreachable, is written now.
     gw.flush(Duration::from_secs(5)).await;
     tracing::info!("stopped");
@@ -272,6 +280,17 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutting down: readiness off, letting requests in flight finish");
+}
+
+/// The gateway's metrics listener; the address is logged, since port 0 picks one.
+async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for metrics on {addr} (--metrics-addr)"))?;
+    let metrics_addr = listener.local_addr().unwrap_or(addr);
+    tracing::info!(%metrics_addr, "serving /metrics");
+    Ok(listener)
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

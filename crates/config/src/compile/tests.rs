@@ -292,3 +292,43 @@ fn secrets_never_appear_in_debug_output() {
         .unwrap()
         .contains("sk-upstream"));
 }
+
+#[test]
+fn connection_limits_come_from_the_gateway_and_default_when_unset() {
+    let gw = |spec: &str| {
+        format!("apiVersion: switchyard.dev/v1alpha1\nkind: LLMGateway\nmetadata: {{name: gw, namespace: default}}\nspec: {spec}\n")
+    };
+    let c = compile(&load(&[("gw.yaml", &gw("{}"))]), &CompileOptions::default());
+    assert_eq!(c.config.settings.connections, ConnectionsConfig::default());
+    // The defaults are not serialised: configs that set nothing keep their bytes and hash.
+    assert!(!String::from_utf8(c.config.to_bytes().unwrap())
+        .unwrap()
+        .contains("connections"));
+
+    let spec = "{connections: {headerReadTimeout: 2s, idleTimeout: 2m, bodyReadTimeout: 1500ms, max: 300}}";
+    let c = compile(&load(&[("gw.yaml", &gw(spec))]), &CompileOptions::default());
+    assert!(c.diagnostics.is_empty(), "{:?}", messages(&c));
+    assert_eq!(
+        c.config.settings.connections,
+        ConnectionsConfig {
+            header_read_timeout_ms: 2_000,
+            idle_timeout_ms: 120_000,
+            body_read_timeout_ms: 1_500,
+            max: Some(300),
+        }
+    );
+    let back = GatewayConfig::from_bytes(&c.config.to_bytes().unwrap()).unwrap();
+    assert_eq!(back.settings.connections, c.config.settings.connections);
+
+    // A zero timeout would close every connection: refused, and the default kept.
+    let c = compile(
+        &load(&[("gw.yaml", &gw("{connections: {idleTimeout: 0s}}"))]),
+        &CompileOptions::default(),
+    );
+    assert_eq!(c.config.settings.connections.idle_timeout_ms, 90_000);
+    assert!(
+        messages(&c).iter().any(|m| m.contains("spec.connections.idleTimeout")),
+        "{:?}",
+        messages(&c)
+    );
+}

@@ -162,7 +162,16 @@ fn deployment_runs_the_fleet() {
     assert_eq!(c.image.as_deref(), Some("img:1"));
     assert_eq!(
         c.args.as_deref().unwrap(),
-        ["gateway", "--kubernetes", "--fleet", "edge", "--listen", "0.0.0.0:8080"]
+        [
+            "gateway",
+            "--kubernetes",
+            "--fleet",
+            "edge",
+            "--listen",
+            "0.0.0.0:8080",
+            "--metrics-addr",
+            "0.0.0.0:9090"
+        ]
     );
     let env: Vec<(&str, Option<&str>)> = c
         .env
@@ -360,5 +369,43 @@ fn telemetry_reaches_the_pods_as_otel_environment() {
     assert_eq!(
         env["OTEL_RESOURCE_ATTRIBUTES"],
         "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME),k8s.deployment.name=edge"
+    );
+}
+
+/// Metrics name routes, teams, spend and budgets left: the pods serve them on a port of their
+/// own, which Prometheus scrapes on the pods and the Service never exposes.
+#[test]
+fn the_metrics_port_is_on_the_pods_and_not_on_the_service() {
+    let gw = gateway(json!({"service": {"type": "LoadBalancer", "port": 8443}}));
+    let d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
+    let pod = d.deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let ports: Vec<(Option<&str>, i32)> = pod.containers[0]
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(ports, [(Some("http"), 8443), (Some("metrics"), METRICS_PORT)]);
+    let args = pod.containers[0].args.as_ref().unwrap();
+    let at = args.iter().position(|a| a == "--metrics-addr").unwrap();
+    assert_eq!(args[at + 1], format!("0.0.0.0:{METRICS_PORT}"));
+
+    let service_ports = d.service.spec.as_ref().unwrap().ports.as_ref().unwrap();
+    assert_eq!(service_ports.len(), 1, "{service_ports:?}");
+    assert_eq!(service_ports[0].port, 8443);
+    assert_eq!(service_ports[0].target_port, Some(IntOrString::String("http".into())));
+    assert!(service_ports
+        .iter()
+        .all(|p| p.port != METRICS_PORT && p.name.as_deref() != Some("metrics")));
+    // Probes stay on the client port, where kubelet and load balancers look.
+    let probe_port = |p: &Option<Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().port.clone();
+    assert_eq!(
+        probe_port(&pod.containers[0].readiness_probe),
+        IntOrString::String("http".into())
+    );
+    assert_eq!(
+        probe_port(&pod.containers[0].liveness_probe),
+        IntOrString::String("http".into())
     );
 }
