@@ -13,7 +13,9 @@ pub mod prices;
 pub mod shared_state;
 mod types;
 
-pub use compile::{compile, CompileOptions, Compiled};
+pub use compile::{
+    admits_namespace, compile, route_attaches_to, route_names_gateway, selector_matches, CompileOptions, Compiled,
+};
 pub use diagnostics::{Diagnostic, Location, ObjectId, Severity};
 pub use manifests::Manifests;
 pub use types::*;

@@ -3,6 +3,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 use switchyard_config::{compile, CompileOptions, Manifests};
 
+use crate::status;
+
 fn t(s: i64) -> Time {
     Time(Timestamp::from_second(s).unwrap())
 }
@@ -364,4 +366,20 @@ fn long_messages_are_cut_on_a_character_boundary() {
     );
     assert!(c.message.len() < 1100);
     assert_eq!(writer_of(&c), Some(fid("edge")));
+}
+
+#[test]
+fn events_follow_new_failures_only() {
+    let f: FleetId = ("llm".into(), "edge".into());
+    let now = Time(Timestamp::now());
+    let id = ObjectId::new("LLMRoute", "llm", "r");
+    let bad = [Diagnostic::error(&id, "", "ProviderNotFound", "x")];
+    let failing = status::object_conditions(&id, &bad, Some(1), &f, &now);
+    let fine = status::object_conditions(&id, &[], Some(1), &f, &now);
+    assert!(accepted_changed(&[], &failing));
+    assert!(accepted_changed(&fine, &failing));
+    assert!(!accepted_changed(&failing, &failing));
+    assert!(!accepted_changed(&failing, &fine));
+    let next_gen = status::object_conditions(&id, &bad, Some(2), &f, &now);
+    assert!(accepted_changed(&failing, &next_gen));
 }
