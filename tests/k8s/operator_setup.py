@@ -99,9 +99,12 @@ class Api:
 
 
 def metric_values(port, name):
-    """`{controller: value}` of the operator metric `name`, from its /metrics on `port`."""
+    """`{controller: value}` of the operator metric `name`, from its /metrics on `port`, summed
+    over any other labels (the errors counter also has `reason`)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out = {}
-    for m in re.finditer(rf'^{name}{{controller="(\w+)"}} (\S+)$', text, re.M):
-        out[m.group(1)] = float(m.group(2))
+    for m in re.finditer(rf'^{name}{{([^}}]*)}} (\S+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if "controller" in labels:
+            out[labels["controller"]] = out.get(labels["controller"], 0.0) + float(m.group(2))
     return out

@@ -3,10 +3,11 @@
 //! A resource with an error is left out and the rest is compiled: one broken route never takes
 //! down the others. Order of input does not matter: everything is sorted before it is read.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use switchyard_api as api;
 
 use crate::diagnostics::{Diagnostic, ObjectId};
@@ -109,36 +110,60 @@ struct Fleet<'a> {
 impl Fleet<'_> {
     fn admits(&self, m: &Manifests, admission: impl Fn(&api::LLMGatewaySpec) -> &api::Admission, ns: &str) -> bool {
         let Some(gw) = self.gateway else { return !self.missing };
-        let a = admission(&gw.spec);
-        match a.from {
-            api::FromNamespaces::Same => ns == ns_of(gw),
-            api::FromNamespaces::All => true,
-            api::FromNamespaces::Selector => {
-                let labels = m.namespaces.get(ns).cloned().unwrap_or_default();
-                a.selector.as_ref().is_some_and(|s| selector_matches(s, &labels))
-            }
-        }
+        admits_namespace(gw, admission(&gw.spec), ns, |n| m.namespaces.get(n))
     }
 
     fn serves_route(&self, route: &api::LLMRoute) -> bool {
-        let Some(gw) = self.gateway else { return true };
-        if route.spec.parent_refs.is_empty() {
-            return true;
-        }
-        let route_ns = ns_of(route);
-        route
-            .spec
-            .parent_refs
-            .iter()
-            .any(|p| p.name == gw.name_any() && p.namespace.as_deref().unwrap_or(&route_ns) == ns_of(gw))
+        self.gateway.is_none_or(|gw| route_attaches_to(route, gw))
     }
+}
+
+/// Whether one admission of `gateway` (its `spec.routes` or `spec.keys`) admits resources from
+/// `namespace`. `labels` gives a namespace's labels (`None`: unknown, so none) and is asked only
+/// when the admission selects by label.
+///
+/// The one rule of namespace admission: `compile` applies it, and the operator maps watch
+/// events and writes statuses with it.
+pub fn admits_namespace<L: Borrow<BTreeMap<String, String>>>(
+    gateway: &api::LLMGateway,
+    admission: &api::Admission,
+    namespace: &str,
+    labels: impl FnOnce(&str) -> Option<L>,
+) -> bool {
+    match admission.from {
+        api::FromNamespaces::Same => namespace == gateway.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+        api::FromNamespaces::All => true,
+        api::FromNamespaces::Selector => admission.selector.as_ref().is_some_and(|s| {
+            let labels = labels(namespace);
+            selector_matches(s, labels.as_ref().map_or(&BTreeMap::new(), Borrow::borrow))
+        }),
+    }
+}
+
+/// Whether a route names `gateway` in its parentRefs (a parentRef without a namespace means
+/// the route's own).
+pub fn route_names_gateway(route: &api::LLMRoute, gateway: &api::LLMGateway) -> bool {
+    let route_ns = route.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let gateway_ns = gateway.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let gateway_name = gateway.name_any();
+    route
+        .spec
+        .parent_refs
+        .iter()
+        .any(|p| p.name == gateway_name && p.namespace.as_deref().unwrap_or(route_ns) == gateway_ns)
+}
+
+/// Whether a route attaches to `gateway` when the gateway admits its namespace: it names no
+/// parents (every admitting gateway serves it) or names this one.
+pub fn route_attaches_to(route: &api::LLMRoute, gateway: &api::LLMGateway) -> bool {
+    route.spec.parent_refs.is_empty() || route_names_gateway(route, gateway)
 }
 
 /// Whether labels match a Kubernetes label selector.
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let labels_ok = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
+        let values = e.values.as_deref().unwrap_or_default();
         match e.operator.as_str() {
             "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
             "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),

@@ -19,7 +19,10 @@ pub mod shared_state;
 pub mod source;
 mod types;
 
-pub use compile::{compile, CompileOptions, Compiled, MAX_FALLBACK_DEPTH};
+pub use compile::{
+    admits_namespace, compile, route_attaches_to, route_names_gateway, selector_matches, CompileOptions, Compiled,
+    MAX_FALLBACK_DEPTH,
+};
 pub use diagnostics::{Diagnostic, Location, ObjectId, Severity};
 pub use manifests::Manifests;
 pub use types::*;

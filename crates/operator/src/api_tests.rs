@@ -16,6 +16,8 @@ use tower_test::mock::{self, Handle};
 use crate::keys;
 use crate::spend::{FleetRedis, FINALIZER};
 
+mod fleet;
+
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
 fn client() -> (Client, ApiHandle) {

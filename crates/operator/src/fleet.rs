@@ -1,6 +1,7 @@
 //! Which fleets a resource concerns: admission (same namespace, all, namespace selector, route
-//! parentRefs), the mapping from a changed object to the LLMGateways to re-reconcile, and the
-//! `Manifests` one fleet compiles. Pure: stores are read through plain slices and lookups.
+//! parentRefs, by the rules of `switchyard_config`, which `compile` applies), the mapping from a
+//! changed object to the LLMGateways to re-reconcile, and the `Manifests` one fleet compiles.
+//! Pure: stores are read through plain slices and lookups.
 //!
 //! Mappings over-approximate on purpose: a route is mapped to every fleet that admits its
 //! namespace (whatever its parentRefs say now), so a fleet a route just left still recompiles
@@ -10,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use switchyard_api::{Admission, FromNamespaces, LLMGateway, LLMRoute, Provider, VirtualKey};
@@ -49,31 +49,8 @@ pub fn fleet_id(gw: &LLMGateway) -> FleetId {
     (ns(gw), gw.name_any())
 }
 
-/// Whether labels match a label selector (the same rules `compile` applies).
-pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
-}
-
 fn admitted(gw: &LLMGateway, a: &Admission, namespace: &str, namespaces: &dyn NamespaceLabels) -> bool {
-    match a.from {
-        FromNamespaces::Same => namespace == ns(gw),
-        FromNamespaces::All => true,
-        FromNamespaces::Selector => {
-            let labels = namespaces.labels_of(namespace).unwrap_or_default();
-            a.selector.as_ref().is_some_and(|s| selector_matches(s, &labels))
-        }
-    }
+    switchyard_config::admits_namespace(gw, a, namespace, |n| namespaces.labels_of(n))
 }
 
 /// Whether the fleet admits routes (and so their Providers) from a namespace.
@@ -88,18 +65,13 @@ pub fn admits_keys_from(gw: &LLMGateway, namespace: &str, namespaces: &dyn Names
 
 /// Whether a route names the fleet in its parentRefs.
 pub fn names_fleet(route: &LLMRoute, gw: &LLMGateway) -> bool {
-    let route_ns = ns(route);
-    route
-        .spec
-        .parent_refs
-        .iter()
-        .any(|p| p.name == gw.name_any() && p.namespace.as_deref().unwrap_or(&route_ns) == ns(gw))
+    switchyard_config::route_names_gateway(route, gw)
 }
 
 /// Whether the fleet serves a route: it admits the route's namespace and the route names no
-/// parents or names this fleet.
+/// parents or names this fleet (the rules `compile` applies).
 pub fn considers_route(gw: &LLMGateway, route: &LLMRoute, namespaces: &dyn NamespaceLabels) -> bool {
-    admits_routes_from(gw, &ns(route), namespaces) && (route.spec.parent_refs.is_empty() || names_fleet(route, gw))
+    admits_routes_from(gw, &ns(route), namespaces) && switchyard_config::route_attaches_to(route, gw)
 }
 
 /// Whether the fleet compiles a Provider (it admits routes from the Provider's namespace).

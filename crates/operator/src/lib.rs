@@ -95,6 +95,37 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is, for the `reason` label of
+    /// `switchyard_operator_reconcile_errors_total`: a fixed word, never a message (the label
+    /// must not grow a series per object). API refusals use the Kubernetes status reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => match s.code {
+                400 => "BadRequest",
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "NotFound",
+                409 => "Conflict",
+                410 => "Expired",
+                422 => "Invalid",
+                429 => "TooManyRequests",
+                500 => "InternalError",
+                503 => "ServiceUnavailable",
+                504 => "Timeout",
+                _ => "ApiError",
+            },
+            Error::Kube(kube::Error::SerdeError(_)) => "Decode",
+            Error::Kube(_) => "Connection",
+            Error::Json(_) => "Encode",
+            Error::Redis(_) => "Redis",
+            Error::Metrics(_) => "Metrics",
+            Error::Serve { .. } => "Serve",
+            Error::LeaseLost(_) => "LeaseLost",
+            Error::Incomplete(..) => "IncompleteObject",
+            Error::StoreStopped(_) => "CacheStopped",
+        }
+    }
+
     /// The API server refused a write because the namespace is being deleted. Nothing to
     /// retry: everything in the namespace is going away, and retrying every object of a large
     /// namespace would flood the API server while it deletes them.

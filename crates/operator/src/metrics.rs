@@ -15,7 +15,8 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, 
 
 use crate::Error;
 
-/// Reconcile counters and timings, by controller (`llmgateway`, `virtualkey`).
+/// Reconcile counters and timings, by controller (`llmgateway`, `virtualkey`; failures also
+/// `status`, the fleets' object status writers), failures by their kind ([`Error::reason`]).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -36,8 +37,11 @@ impl Metrics {
             &["controller"],
         )?;
         let failures = IntCounterVec::new(
-            Opts::new("switchyard_operator_reconcile_errors_total", "Reconciles that failed"),
-            &["controller"],
+            Opts::new(
+                "switchyard_operator_reconcile_errors_total",
+                "Reconciles that failed, by what failed",
+            ),
+            &["controller", "reason"],
         )?;
         let duration = HistogramVec::new(
             HistogramOpts::new(
@@ -71,9 +75,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a failed reconcile of `controller`.
-    pub fn failed(&self, controller: &'static str) {
-        self.failures.with_label_values(&[controller]).inc();
+    /// Counts a failed reconcile of `controller`, labelled by the kind of `error`.
+    pub fn failed(&self, controller: &'static str, error: &Error) {
+        self.failures.with_label_values(&[controller, error.reason()]).inc();
     }
 
     /// Marks the operator ready (or not) for `/readyz`.
@@ -81,7 +85,7 @@ impl Metrics {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+    pub(crate) fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         Ok(buf)

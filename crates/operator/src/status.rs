@@ -1,16 +1,26 @@
-//! Status conditions computed from compile diagnostics and what the fleet observes. Pure: the
-//! caller passes the time and the existing status, and writes the result only when it differs.
+//! Status conditions computed from compile diagnostics and what the fleet observes, and which
+//! objects a fleet writes the status of. Pure: the caller passes the time, the existing status
+//! and the cached objects, and writes the results (only those that differ).
 //!
 //! Several fleets may compile the same Provider, route or key and disagree (a model name taken
 //! in one fleet's view and not in another's). A condition's message names the fleet that wrote
 //! it, and [`resolve_condition`] lets a `False` stand until the fleet that wrote it clears it,
 //! so two fleets never overwrite each other forever.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use switchyard_api::{condition, LLMGatewayStatus, LLMRouteStatus, NamespacedRef, RouteParentStatus};
-use switchyard_config::{Diagnostic, ObjectId, Severity};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use crate::fleet::FleetId;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use switchyard_api::{
+    condition, LLMGateway, LLMGatewayStatus, LLMRoute, LLMRouteStatus, NamespacedRef, Provider, ProviderStatus,
+    RouteParentStatus, VirtualKey, VirtualKeyStatus,
+};
+use switchyard_config::{Compiled, Diagnostic, ObjectId, Severity};
+
+use crate::fleet::{self, fleet_id, FleetId, NamespaceLabels};
+use crate::keys;
 
 /// Reasons that mean something named does not exist or cannot be used (`ResolvedRefs=False`).
 const REF_REASONS: &[&str] = &[
@@ -464,6 +474,252 @@ pub fn route_status(
         parents,
         observed_generation,
     }
+}
+
+fn find<'a>(cs: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    cs.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether this fleet's view of `Accepted` is new (so its errors deserve events).
+pub fn accepted_changed(before: &[Condition], computed: &[Condition]) -> bool {
+    match (find(before, condition::ACCEPTED), find(computed, condition::ACCEPTED)) {
+        (_, None) => false,
+        (None, Some(c)) => c.status == "False",
+        (Some(b), Some(c)) => {
+            c.status == "False"
+                && (b.status != c.status || b.reason != c.reason || b.observed_generation != c.observed_generation)
+        }
+    }
+}
+
+/// What one reconcile concluded about a fleet, for the statuses of the objects it compiled.
+pub struct StatusWork {
+    /// The fleet.
+    pub gw: Arc<LLMGateway>,
+    /// Diagnostics by the object they name.
+    diagnostics: HashMap<ObjectId, Vec<Diagnostic>>,
+    /// `(namespace, name)` of the routes in the configuration.
+    routes: HashSet<(String, String)>,
+    /// `(namespace, name)` of the keys in the configuration.
+    keys: HashSet<(String, String)>,
+    pods: PodsObserved,
+    generation: u64,
+}
+
+impl StatusWork {
+    /// The outcome of compiling `gw` into configuration generation `generation`.
+    pub fn new(gw: Arc<LLMGateway>, compiled: &Compiled, pods: PodsObserved, generation: u64) -> Self {
+        let mut diagnostics: HashMap<ObjectId, Vec<Diagnostic>> = HashMap::new();
+        for d in &compiled.diagnostics {
+            if let Some(o) = &d.object {
+                diagnostics.entry(o.clone()).or_default().push(d.clone());
+            }
+        }
+        let id = |namespace: &str, name: &str| (namespace.to_owned(), name.to_owned());
+        Self {
+            gw,
+            diagnostics,
+            routes: compiled
+                .config
+                .routes
+                .iter()
+                .map(|r| id(&r.namespace, &r.name))
+                .collect(),
+            keys: compiled.config.keys.iter().map(|k| id(&k.namespace, &k.name)).collect(),
+            pods,
+            generation,
+        }
+    }
+
+    /// The diagnostics about one object (what `object_conditions` and events read).
+    pub fn diagnostics_of(&self, id: &ObjectId) -> &[Diagnostic] {
+        self.diagnostics.get(id).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// What the object statuses of a fleet are computed from: the caches, as plain slices.
+pub struct Cached<'a> {
+    /// Every LLMGateway (other fleets' views are kept while they are responsible).
+    pub gateways: &'a [Arc<LLMGateway>],
+    /// Every LLMRoute.
+    pub routes: &'a [Arc<LLMRoute>],
+    /// Every Provider.
+    pub providers: &'a [Arc<Provider>],
+    /// Every VirtualKey.
+    pub keys: &'a [Arc<VirtualKey>],
+    /// Labels of namespaces.
+    pub namespaces: &'a dyn NamespaceLabels,
+    /// A Secret by namespace and name (a generated key's rotation).
+    pub secret: &'a dyn Fn(&str, &str) -> Option<Arc<Secret>>,
+}
+
+/// One status to write.
+pub struct StatusUpdate<K, S> {
+    /// The object as cached.
+    pub object: Arc<K>,
+    /// Its new status.
+    pub status: S,
+    /// Set when this fleet's `Accepted` of the object just turned (or stays, for a new
+    /// generation) `False`: the object whose error diagnostics deserve events.
+    pub new_errors: Option<ObjectId>,
+}
+
+/// The statuses one fleet writes.
+#[derive(Default)]
+pub struct StatusUpdates {
+    /// Routes.
+    pub routes: Vec<StatusUpdate<LLMRoute, LLMRouteStatus>>,
+    /// Providers.
+    pub providers: Vec<StatusUpdate<Provider, ProviderStatus>>,
+    /// VirtualKeys.
+    pub keys: Vec<StatusUpdate<VirtualKey, VirtualKeyStatus>>,
+}
+
+impl StatusUpdates {
+    /// How many statuses are to be written.
+    pub fn len(&self) -> usize {
+        self.routes.len() + self.providers.len() + self.keys.len()
+    }
+}
+
+/// Which objects this fleet considers, and the statuses that changed among them: every route
+/// it serves (or that names it without being admitted, or still lists it as a parent), every
+/// Provider and VirtualKey it compiles.
+pub fn object_statuses(work: &StatusWork, cached: &Cached<'_>, now: &Time) -> StatusUpdates {
+    let gw = &*work.gw;
+    let (pods, generation) = (&work.pods, work.generation);
+    let fleet = fleet_id(gw);
+    let ns_labels = cached.namespaces;
+    let gateway = |f: &FleetId| cached.gateways.iter().find(|g| fleet_id(g) == *f).cloned();
+    let exists = |f: &FleetId| gateway(f).is_some();
+    let mut out = StatusUpdates::default();
+
+    for r in cached.routes {
+        let id = ObjectId::new("LLMRoute", &fleet::ns(&**r), &r.name_any());
+        let diags = work.diagnostics_of(&id);
+        let considered = fleet::considers_route(gw, r, ns_labels);
+        let named = fleet::names_fleet(r, gw);
+        let g = r.metadata.generation;
+        let in_config = work.routes.contains(&(id.namespace.clone(), id.name.clone()));
+        let (parent, top) = if considered {
+            let mut cs = object_conditions(&id, diags, g, &fleet, now);
+            let previous = r
+                .status
+                .as_ref()
+                .and_then(|s| {
+                    s.parents
+                        .iter()
+                        .find(|p| p.parent_ref.name == fleet.1 && p.parent_ref.namespace.as_deref() == Some(&fleet.0))
+                })
+                .and_then(|p| find(&p.conditions, condition::PROGRAMMED));
+            cs.push(programmed_condition(
+                in_config, pods, generation, g, &fleet, now, previous,
+            ));
+            (Some(cs.clone()), Some(cs))
+        } else if named {
+            (Some(not_allowed_conditions(&id.namespace, g, &fleet, now)), None)
+        } else {
+            (None, None)
+        };
+        let listed = r.status.as_ref().is_some_and(|s| {
+            s.parents
+                .iter()
+                .any(|p| p.parent_ref.name == fleet.1 && p.parent_ref.namespace.as_deref() == Some(&fleet.0))
+        });
+        if parent.is_none() && !listed {
+            continue;
+        }
+        let responsible = |f: &FleetId| gateway(f).is_some_and(|g| fleet::considers_route(&g, r, ns_labels));
+        let before: &[Condition] = r.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let changed = top.as_ref().is_some_and(|t| accepted_changed(before, t));
+        let new = route_status(r.status.as_ref(), g, &fleet, parent, top, &exists, &responsible);
+        if r.status.as_ref() != Some(&new) {
+            out.routes.push(StatusUpdate {
+                object: r.clone(),
+                status: new,
+                new_errors: changed.then_some(id),
+            });
+        }
+    }
+
+    for p in cached.providers {
+        if !fleet::considers_provider(gw, p, ns_labels) {
+            continue;
+        }
+        let id = ObjectId::new("Provider", &fleet::ns(&**p), &p.name_any());
+        let diags = work.diagnostics_of(&id);
+        let g = p.metadata.generation;
+        let computed = object_conditions(&id, diags, g, &fleet, now);
+        let responsible = |f: &FleetId| gateway(f).is_some_and(|g| fleet::considers_provider(&g, p, ns_labels));
+        let old = p.status.clone().unwrap_or_default();
+        let changed = accepted_changed(&old.conditions, &computed);
+        let new = ProviderStatus {
+            conditions: merge_conditions(&old.conditions, computed, &fleet, &responsible),
+            observed_generation: g,
+        };
+        if p.status.as_ref() != Some(&new) {
+            out.providers.push(StatusUpdate {
+                object: p.clone(),
+                status: new,
+                new_errors: changed.then_some(id),
+            });
+        }
+    }
+
+    for k in cached.keys {
+        if !fleet::considers_key(gw, k, ns_labels) {
+            continue;
+        }
+        let kns = fleet::ns(&**k);
+        let id = ObjectId::new("VirtualKey", &kns, &k.name_any());
+        let diags = work.diagnostics_of(&id);
+        let g = k.metadata.generation;
+        let in_config = work.keys.contains(&(id.namespace.clone(), id.name.clone()));
+        let mut computed = object_conditions(&id, diags, g, &fleet, now);
+        let accepted = find(&computed, condition::ACCEPTED).cloned();
+        computed.push(match (in_config, accepted) {
+            (true, _) => fleet_condition(condition::READY, true, "Ready", "the key is served", g, &fleet, now),
+            (false, Some(a)) if a.status == "False" => Condition {
+                type_: condition::READY.into(),
+                ..a
+            },
+            (false, _) => fleet_condition(
+                condition::READY,
+                false,
+                "NotServed",
+                "the key is not served",
+                g,
+                &fleet,
+                now,
+            ),
+        });
+        let responsible = |f: &FleetId| gateway(f).is_some_and(|g| fleet::considers_key(&g, k, ns_labels));
+        let old = k.status.clone().unwrap_or_default();
+        let changed = accepted_changed(&old.conditions, &computed);
+        let secret_name = match &k.spec.secret_ref {
+            Some(sr) => sr.name.clone(),
+            None => keys::key_secret_name(k),
+        };
+        let rotation = match &k.spec.secret_ref {
+            Some(_) => None,
+            None => (cached.secret)(&kns, &secret_name).and_then(|s| keys::recorded_rotation(&s)),
+        };
+        let new = VirtualKeyStatus {
+            conditions: merge_conditions(&old.conditions, computed, &fleet, &responsible),
+            secret_name: Some(secret_name),
+            rotation_generation: rotation,
+            observed_generation: g,
+            ..old
+        };
+        if k.status.as_ref() != Some(&new) {
+            out.keys.push(StatusUpdate {
+                object: k.clone(),
+                status: new,
+                new_errors: changed.then_some(id),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -179,7 +179,14 @@ fn main() -> ExitCode {
             };
             let code = match (config, kubernetes, fleet) {
                 (Some(dir), false, _) => run_async(async {
-                    serve_gateway(standalone::start(dir, redis)?, listen, metrics_addr, shutdown, traces.clone()).await
+                    serve_gateway(
+                        standalone::start(dir, redis)?,
+                        listen,
+                        metrics_addr,
+                        shutdown,
+                        traces.clone(),
+                    )
+                    .await
                 }),
                 (None, true, Some(fleet)) => run_async(async {
                     serve_gateway(

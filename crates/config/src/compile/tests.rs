@@ -332,3 +332,92 @@ fn connection_limits_come_from_the_gateway_and_default_when_unset() {
         messages(&c)
     );
 }
+
+fn label_selectors_follow_kubernetes_operators() {
+    let sel: LabelSelector = serde_json::from_value(serde_json::json!({
+        "matchLabels": {"llm": "on"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["gold", "silver"]},
+            {"key": "env", "operator": "NotIn", "values": ["dev"]},
+            {"key": "team", "operator": "Exists"},
+            {"key": "frozen", "operator": "DoesNotExist"},
+        ],
+    }))
+    .unwrap();
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let base = [("llm", "on"), ("tier", "gold"), ("team", "a")];
+    assert!(selector_matches(&sel, &labels(&base)));
+    assert!(selector_matches(
+        &sel,
+        &labels(&[("env", "prod"), ("llm", "on"), ("tier", "silver"), ("team", "a")])
+    ));
+    assert!(!selector_matches(
+        &sel,
+        &labels(&[("llm", "off"), ("tier", "gold"), ("team", "a")])
+    ));
+    assert!(!selector_matches(
+        &sel,
+        &labels(&[("llm", "on"), ("tier", "bronze"), ("team", "a")])
+    ));
+    assert!(!selector_matches(
+        &sel,
+        &labels(&[("env", "dev"), ("llm", "on"), ("tier", "gold"), ("team", "a")])
+    ));
+    assert!(!selector_matches(&sel, &labels(&[("llm", "on"), ("tier", "gold")])));
+    assert!(!selector_matches(
+        &sel,
+        &labels(&[("frozen", ""), ("llm", "on"), ("tier", "gold"), ("team", "a")])
+    ));
+    let unknown: LabelSelector = serde_json::from_value(serde_json::json!({
+        "matchExpressions": [{"key": "llm", "operator": "Gt", "values": ["1"]}],
+    }))
+    .unwrap();
+    assert!(
+        !selector_matches(&unknown, &labels(&base)),
+        "an unknown operator matches nothing"
+    );
+    assert!(
+        selector_matches(&LabelSelector::default(), &BTreeMap::new()),
+        "an empty selector matches everything"
+    );
+}
+
+#[test]
+fn namespace_admission_and_parent_refs() {
+    let gw: api::LLMGateway = serde_json::from_value(serde_json::json!({
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMGateway",
+        "metadata": {"name": "gw", "namespace": "infra"},
+        "spec": {"routes": {"from": "Selector", "selector": {"matchLabels": {"llm": "on"}}}},
+    }))
+    .unwrap();
+    let on = BTreeMap::from([("llm".to_owned(), "on".to_owned())]);
+    // Routes by label; keys from the gateway's own namespace only (the default).
+    assert!(admits_namespace(&gw, &gw.spec.routes, "team-a", |_| Some(&on)));
+    assert!(!admits_namespace(&gw, &gw.spec.routes, "team-a", |_| None::<
+        &BTreeMap<String, String>,
+    >));
+    assert!(admits_namespace(
+        &gw,
+        &gw.spec.keys,
+        "infra",
+        |_| -> Option<&BTreeMap<String, String>> { unreachable!("labels are read only for a selector") }
+    ));
+    assert!(!admits_namespace(&gw, &gw.spec.keys, "team-a", |_| Some(&on)));
+
+    let route = |parents: serde_json::Value| -> api::LLMRoute {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
+            "metadata": {"name": "r", "namespace": "team-a"},
+            "spec": {"model": "r", "backends": [{"providerRef": {"name": "p"}, "model": "m"}], "parentRefs": parents},
+        }))
+        .unwrap()
+    };
+    assert!(route_attaches_to(&route(serde_json::json!([])), &gw));
+    let named = route(serde_json::json!([{"name": "gw", "namespace": "infra"}]));
+    assert!(route_names_gateway(&named, &gw) && route_attaches_to(&named, &gw));
+    // A parentRef without a namespace is in the route's own namespace.
+    let own_ns = route(serde_json::json!([{"name": "gw"}]));
+    assert!(!route_names_gateway(&own_ns, &gw) && !route_attaches_to(&own_ns, &gw));
+}

@@ -1,7 +1,11 @@
+use std::collections::BTreeMap;
+
 use super::*;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 use switchyard_config::{compile, CompileOptions, Manifests};
+
+use crate::status;
 
 fn t(s: i64) -> Time {
     Time(Timestamp::from_second(s).unwrap())
@@ -364,4 +368,109 @@ fn long_messages_are_cut_on_a_character_boundary() {
     );
     assert!(c.message.len() < 1100);
     assert_eq!(writer_of(&c), Some(fid("edge")));
+}
+
+#[test]
+fn events_follow_new_failures_only() {
+    let f: FleetId = ("llm".into(), "edge".into());
+    let now = Time(Timestamp::now());
+    let id = ObjectId::new("LLMRoute", "llm", "r");
+    let bad = [Diagnostic::error(&id, "", "ProviderNotFound", "x")];
+    let failing = status::object_conditions(&id, &bad, Some(1), &f, &now);
+    let fine = status::object_conditions(&id, &[], Some(1), &f, &now);
+    assert!(accepted_changed(&[], &failing));
+    assert!(accepted_changed(&fine, &failing));
+    assert!(!accepted_changed(&failing, &failing));
+    assert!(!accepted_changed(&failing, &fine));
+    let next_gen = status::object_conditions(&id, &bad, Some(2), &f, &now);
+    assert!(accepted_changed(&failing, &next_gen));
+}
+
+fn route_in(ns: &str, name: &str, parents: serde_json::Value) -> Arc<LLMRoute> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
+            "metadata": {"name": name, "namespace": ns, "generation": 1},
+            "spec": {"model": name, "backends": [{"providerRef": {"name": "mock"}, "model": "m"}], "parentRefs": parents},
+        }))
+        .unwrap(),
+    )
+}
+
+#[test]
+fn a_fleet_writes_the_routes_it_serves_or_refuses_and_only_what_changed() {
+    let gw: Arc<LLMGateway> = Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMGateway",
+            "metadata": {"name": "edge", "namespace": "llm"}, "spec": {},
+        }))
+        .unwrap(),
+    );
+    let mut routes = vec![
+        // Served: same namespace, no parents.
+        route_in("llm", "chat", json!([])),
+        // Names the fleet from a namespace it does not admit.
+        route_in("team-b", "stray", json!([{"name": "edge", "namespace": "llm"}])),
+        // Neither: left alone.
+        route_in("team-b", "other", json!([])),
+    ];
+    let mut m = Manifests::default();
+    m.gateways.push((*gw).clone());
+    m.routes.extend(routes.iter().map(|r| (**r).clone()));
+    let compiled = compile(
+        &m,
+        &CompileOptions {
+            fleet: Some(("llm".into(), "edge".into())),
+        },
+    );
+    let work = StatusWork::new(gw.clone(), &compiled, PodsObserved::default(), 1);
+    let namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let none = |_: &str, _: &str| None;
+    let gateways = [gw.clone()];
+    let statuses = |routes: &[Arc<LLMRoute>]| {
+        object_statuses(
+            &work,
+            &Cached {
+                gateways: &gateways,
+                routes,
+                providers: &[],
+                keys: &[],
+                namespaces: &namespaces,
+                secret: &none,
+            },
+            &t(100),
+        )
+    };
+
+    let updates = statuses(&routes);
+    let names: Vec<&str> = updates
+        .routes
+        .iter()
+        .map(|u| u.object.metadata.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, ["chat", "stray"]);
+    let chat = &updates.routes[0];
+    assert_eq!(chat.status.parents.len(), 1);
+    assert!(
+        !chat.status.conditions.is_empty(),
+        "a served route gets top-level conditions"
+    );
+    // `chat` names the missing Provider: its errors deserve events.
+    assert_eq!(chat.new_errors, Some(ObjectId::new("LLMRoute", "llm", "chat")));
+    let stray = &updates.routes[1];
+    assert_eq!(
+        cond(&stray.status.parents[0].conditions, condition::ACCEPTED).reason,
+        "NotAllowedByGateway"
+    );
+    assert!(
+        stray.status.conditions.is_empty(),
+        "a refusing fleet sets no top-level conditions"
+    );
+    assert_eq!(stray.new_errors, None);
+
+    // Written back, the same outcome writes nothing.
+    for (r, u) in routes.iter_mut().zip(&updates.routes) {
+        Arc::make_mut(r).status = Some(u.status.clone());
+    }
+    assert_eq!(statuses(&routes).len(), 0);
 }

@@ -96,22 +96,6 @@ fn pods_are_counted_per_fleet_and_generation() {
 }
 
 #[test]
-fn events_follow_new_failures_only() {
-    let f: FleetId = ("llm".into(), "edge".into());
-    let now = Time(Timestamp::now());
-    let id = ObjectId::new("LLMRoute", "llm", "r");
-    let bad = [Diagnostic::error(&id, "", "ProviderNotFound", "x")];
-    let failing = status::object_conditions(&id, &bad, Some(1), &f, &now);
-    let fine = status::object_conditions(&id, &[], Some(1), &f, &now);
-    assert!(accepted_changed(&[], &failing));
-    assert!(accepted_changed(&fine, &failing));
-    assert!(!accepted_changed(&failing, &failing));
-    assert!(!accepted_changed(&failing, &fine));
-    let next_gen = status::object_conditions(&id, &bad, Some(2), &f, &now);
-    assert!(accepted_changed(&failing, &next_gen));
-}
-
-#[test]
 fn large_configurations_are_paced_small_ones_not() {
     assert_eq!(publish_pause(2 * 1024), Duration::from_millis(0));
     assert_eq!(publish_pause(2_500_000), Duration::from_millis(1192));

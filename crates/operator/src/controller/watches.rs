@@ -1,0 +1,351 @@
+//! The watch wiring: one watcher per kind feeds both a reflector store ([`Caches`], what the
+//! reconciles read) and the triggers, mapped to the fleets they concern by the pure functions
+//! of `fleet`. A reconcile never sees a store older than the change that triggered it.
+//!
+//! Only what a fleet compiles triggers it: status-only updates (the operator's own writes) are
+//! dropped, and the caches keep no field the reconciles never read.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::Resource;
+use switchyard_api::{LLMGateway, LLMRoute, Provider, VirtualKey};
+use tokio::sync::{mpsc, watch};
+
+use super::stopped;
+use crate::fleet;
+use crate::metrics::Metrics;
+use crate::{Error, CONFIG_GENERATION, GATEWAY_APP, LABEL_FLEET, LABEL_NAME, LABEL_VIRTUAL_KEY};
+
+/// What the reconciles read, each kept by one watch.
+#[derive(Clone)]
+pub(crate) struct Caches {
+    pub(crate) gateways: Store<LLMGateway>,
+    pub(crate) providers: Store<Provider>,
+    pub(crate) routes: Store<LLMRoute>,
+    pub(crate) keys: Store<VirtualKey>,
+    /// Secrets that Providers, keys and LLMGateways read (no config shards).
+    pub(crate) secrets: Store<Secret>,
+    pub(crate) namespaces: Store<Namespace>,
+    /// The fleets' pods.
+    pub(crate) pods: Store<Pod>,
+    /// `true` once every store has listed once.
+    pub(crate) synced: watch::Receiver<bool>,
+}
+
+impl Caches {
+    /// Whether `namespace` is being deleted (as far as the cache knows). Nothing may be created
+    /// in it any more, and everything in it is going away.
+    pub(crate) fn terminating(&self, namespace: &str) -> bool {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+    }
+
+    /// Waits until every cache has listed once: compiling from a half-filled cache would
+    /// publish a configuration missing routes.
+    pub(crate) async fn synced(&self) -> Result<(), Error> {
+        let mut rx = self.synced.clone();
+        rx.wait_for(|synced| *synced)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::StoreStopped("reflector"))
+    }
+}
+
+/// Waits for every store once and announces it on `tx`. This is the only waiter of these
+/// stores: `Store::wait_until_ready` (kube 5) wakes only the last of concurrent waiters, so
+/// reconciles must not each wait on them (one would never wake). The LLMGateway store is left
+/// out for the same reason: the controller itself waits on it before any reconcile runs.
+async fn announce_synced(tx: watch::Sender<bool>, caches: Caches, metrics: Metrics) {
+    let all = async {
+        wait_store("Provider", &caches.providers).await?;
+        wait_store("LLMRoute", &caches.routes).await?;
+        wait_store("VirtualKey", &caches.keys).await?;
+        wait_store("Secret", &caches.secrets).await?;
+        wait_store("Namespace", &caches.namespaces).await?;
+        wait_store("Pod", &caches.pods).await
+    };
+    match all.await {
+        Ok(()) => {
+            tracing::info!("caches synced");
+            metrics.set_ready(true);
+            let _ = tx.send(true);
+        }
+        Err(e) => tracing::warn!(error = %e, "caches never synced"),
+    }
+}
+
+/// Waits for one store, saying which one is late (missing CRDs or RBAC show up here).
+async fn wait_store<K>(kind: &'static str, store: &Store<K>) -> Result<(), Error>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut ready = std::pin::pin!(store.wait_until_ready());
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), &mut ready).await {
+            Ok(r) => return r.map_err(|_| Error::StoreStopped(kind)),
+            Err(_) => tracing::warn!(
+                "still waiting for the {kind} cache (is the CRD installed, is the operator allowed to list it?)"
+            ),
+        }
+    }
+}
+
+/// What a fleet reads of an object besides its spec: a change of any of these (or of the
+/// generation, which tracks the spec) is a reason to recompile; a status-only update is not.
+fn fingerprint<K: Resource>(o: &K) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let m = o.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &m.uid,
+        m.generation,
+        &m.labels,
+        &m.annotations,
+        m.deletion_timestamp.is_some(),
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+/// The objects of a reflected watch that changed in a way a fleet compiles, and every
+/// deleted one. Status-only updates are dropped: the operator's own status writes would
+/// otherwise each trigger a full recompile of the fleet (thousands at scale).
+fn spec_changes<K, S>(events: S) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: Resource + Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let mut seen: HashMap<(Option<String>, Option<String>), u64> = HashMap::new();
+    events.filter_map(move |event| {
+        let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
+        let out = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let print = fingerprint(&o);
+                (seen.insert(key(&o), print) != Some(print)).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&key(&o));
+                Some(Ok(o))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
+/// Drops what the caches never read (managedFields, `kubectl apply`'s copy of the object).
+fn slim<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+    if let Some(a) = o.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// The LLMGateway controller with every watch that triggers it, and the caches those watches
+/// fill. Announces (and marks the operator ready) once every cache has listed.
+pub(super) fn fleet_controller(
+    client: &kube::Client,
+    metrics: &Metrics,
+    stop: watch::Receiver<bool>,
+) -> (Controller<LLMGateway>, Caches) {
+    let cfg = watcher::Config::default;
+    let fleet_selector = format!("{LABEL_NAME}={GATEWAY_APP},{LABEL_FLEET}");
+
+    // A fleet's own status write must not trigger its next reconcile (a full recompile).
+    let (gateways, gateways_w) = reflector::store::<LLMGateway>();
+    let gateway_events = spec_changes(
+        watcher(Api::<LLMGateway>::all(client.clone()), cfg())
+            .default_backoff()
+            .modify(slim)
+            .reflect(gateways_w),
+    );
+    let controller = Controller::for_stream(gateway_events, gateways.clone());
+
+    let (providers, providers_w) = reflector::store::<Provider>();
+    let (routes, routes_w) = reflector::store::<LLMRoute>();
+    let (keys, keys_w) = reflector::store::<VirtualKey>();
+    let (secrets, secrets_w) = reflector::store::<Secret>();
+    let (namespaces, namespaces_w) = reflector::store::<Namespace>();
+    let (pods, pods_w) = reflector::store::<Pod>();
+
+    let provider_events = spec_changes(
+        watcher(Api::<Provider>::all(client.clone()), cfg())
+            .default_backoff()
+            .modify(slim)
+            .reflect(providers_w),
+    );
+    let route_events = spec_changes(
+        watcher(Api::<LLMRoute>::all(client.clone()), cfg())
+            .default_backoff()
+            .modify(slim)
+            .reflect(routes_w),
+    );
+    let key_events = spec_changes(
+        watcher(Api::<VirtualKey>::all(client.clone()), cfg())
+            .default_backoff()
+            .modify(slim)
+            .reflect(keys_w),
+    );
+    // Config shards, Helm releases and service account tokens are never read from here.
+    let secret_events = watcher(
+        Api::<Secret>::all(client.clone()),
+        cfg()
+            .labels(&format!("!{CONFIG_GENERATION}"))
+            .fields("type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token"),
+    )
+    .default_backoff()
+    .modify(slim)
+    .reflect(secrets_w)
+    .touched_objects();
+    let namespace_events = watcher(Api::<Namespace>::all(client.clone()), cfg())
+        .default_backoff()
+        .modify(|n: &mut Namespace| {
+            slim(n);
+            n.spec = None;
+            n.status = None;
+        })
+        .reflect(namespaces_w)
+        .touched_objects();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), cfg().labels(&fleet_selector))
+        .default_backoff()
+        .modify(|p: &mut Pod| {
+            slim(p);
+            p.spec = None;
+        })
+        .reflect(pods_w)
+        .touched_objects();
+    let shard_events = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        cfg().labels(&format!("{LABEL_FLEET},{CONFIG_GENERATION}")),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let controller = {
+        let (g1, g2, g3, g4, g5) = (
+            gateways.clone(),
+            gateways.clone(),
+            gateways.clone(),
+            gateways.clone(),
+            gateways.clone(),
+        );
+        let (n1, n2, n3, n4) = (
+            namespaces.clone(),
+            namespaces.clone(),
+            namespaces.clone(),
+            namespaces.clone(),
+        );
+        let (p_for_secrets, k_for_secrets) = (providers.clone(), keys.clone());
+        controller
+            .owns(
+                Api::<Deployment>::all(client.clone()),
+                cfg().labels(&format!("{LABEL_NAME}={GATEWAY_APP}")),
+            )
+            .watches_stream(provider_events, move |p: Provider| {
+                fleet::fleets_for_provider(&p, g1.state().iter().map(|g| &**g), &n1)
+            })
+            .watches_stream(route_events, move |r: LLMRoute| {
+                fleet::fleets_for_route(&r, g2.state().iter().map(|g| &**g), &n2)
+            })
+            .watches_stream(key_events, move |k: VirtualKey| {
+                fleet::fleets_for_key(&k, g3.state().iter().map(|g| &**g), &n3)
+            })
+            .watches_stream(secret_events, move |s: Secret| {
+                // Only the readers of this Secret: with 10,000 keys, cloning and scanning every
+                // key for each of their 10,000 Secrets was the operator's largest CPU cost.
+                // Compared in place: this runs for every key of a namespace when it is deleted.
+                let (sns, sname) = (
+                    s.metadata.namespace.as_deref(),
+                    s.metadata.name.as_deref().unwrap_or_default(),
+                );
+                let gws = g4.state();
+                let ps = p_for_secrets.state_filter(|p| p.metadata.namespace.as_deref() == sns);
+                let ks = k_for_secrets
+                    .state_filter(|k| k.metadata.namespace.as_deref() == sns && fleet::key_reads_secret(k, sname));
+                fleet::fleets_for_secret(
+                    &s,
+                    &gws.iter().map(|g| &**g).collect::<Vec<_>>(),
+                    &ps.iter().map(|p| &**p).collect::<Vec<_>>(),
+                    &ks.iter().map(|k| &**k).collect::<Vec<_>>(),
+                    &n4,
+                )
+            })
+            .watches_stream(namespace_events, move |_: Namespace| {
+                fleet::fleets_for_namespace(g5.state().iter().map(|g| &**g))
+            })
+            .watches_stream(pod_events, |p: Pod| fleet::fleet_of_labelled(&p))
+            .watches_stream(shard_events, |s| fleet::fleet_of_labelled(&s))
+            // Each watch backs off on its own; one failing watch must not pause all triggers.
+            .trigger_backoff(BriefPause)
+            .graceful_shutdown_on(stopped(stop))
+    };
+
+    let (synced_tx, synced) = watch::channel(false);
+    let caches = Caches {
+        gateways,
+        providers,
+        routes,
+        keys,
+        secrets,
+        namespaces,
+        pods,
+        synced,
+    };
+    tokio::spawn(announce_synced(synced_tx, caches.clone(), metrics.clone()));
+    (controller, caches)
+}
+
+/// The VirtualKey controller (generated keys), triggered by spec changes, by its Secrets, and
+/// by keys a fleet with Redis starts serving (`newly_served`: they get the cleanup finalizer).
+pub(super) fn key_controller(
+    client: &kube::Client,
+    newly_served: mpsc::UnboundedReceiver<ObjectRef<VirtualKey>>,
+    stop: watch::Receiver<bool>,
+) -> Controller<VirtualKey> {
+    let cfg = watcher::Config::default;
+    let newly_served = futures::stream::unfold(newly_served, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    // Generated keys depend on the spec only (secretRef, rotation): the fleets' status writes to
+    // every VirtualKey must not each cost a key reconcile (and a GET of its Secret).
+    let (vk_store, vk_writer) = reflector::store::<VirtualKey>();
+    let vk_specs = watcher(Api::<VirtualKey>::all(client.clone()), cfg())
+        .default_backoff()
+        .modify(slim)
+        .reflect(vk_writer)
+        .applied_objects()
+        .predicate_filter(
+            |k: &VirtualKey| Some(fingerprint(k)),
+            kube::runtime::PredicateConfig::default(),
+        );
+    Controller::for_stream(vk_specs, vk_store)
+        .owns(Api::<Secret>::all(client.clone()), cfg().labels(LABEL_VIRTUAL_KEY))
+        .reconcile_on(newly_served)
+        .trigger_backoff(BriefPause)
+        .graceful_shutdown_on(stopped(stop))
+}
+
+/// The controller-wide pause after a trigger stream error: short and constant, since every
+/// watch has its own exponential backoff.
+struct BriefPause;
+
+impl Iterator for BriefPause {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::from_millis(250))
+    }
+}
+
+impl kube::runtime::utils::Backoff for BriefPause {
+    fn reset(&mut self) {}
+}
