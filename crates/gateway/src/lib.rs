@@ -5,15 +5,20 @@
 //! It reads only `GatewayConfig` (swapped atomically through `arc_swap`) and knows nothing of
 //! Kubernetes. Wire formats live in `switchyard-providers`; this crate does the I/O.
 
+mod account;
 mod alerts;
 pub mod background;
 pub mod budget;
 mod cache;
+mod endpoints;
 mod error;
+mod ingress;
 pub mod limits;
 pub mod metrics;
 mod mock;
-mod proxy;
+mod pipeline;
+pub mod request;
+mod respond;
 pub mod route;
 pub mod runtime;
 pub mod server;
@@ -28,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use switchyard_config::GatewayConfig;
 
@@ -203,19 +208,23 @@ impl Gateway {
     }
 }
 
-/// The HTTP routes.
+/// The HTTP routes. An LLM endpoint is an operation in a client format (`ingress`): a third
+/// format is one codec and its route lines here.
 pub fn router(gw: Arc<Gateway>) -> Router {
+    use ingress::{ANTHROPIC, OPENAI};
+    use pipeline::endpoint;
+    use switchyard_providers::Operation;
     Router::new()
-        .route("/v1/chat/completions", post(proxy::chat_completions))
-        .route("/v1/completions", post(proxy::completions))
-        .route("/v1/embeddings", post(proxy::embeddings))
-        .route("/v1/responses", post(proxy::responses))
-        .route("/v1/models", get(proxy::models))
-        .route("/v1/messages", post(proxy::messages))
+        .route("/v1/chat/completions", endpoint(Operation::Chat, &OPENAI))
+        .route("/v1/completions", endpoint(Operation::Completions, &OPENAI))
+        .route("/v1/embeddings", endpoint(Operation::Embeddings, &OPENAI))
+        .route("/v1/responses", endpoint(Operation::Responses, &OPENAI))
+        .route("/v1/models", get(endpoints::models))
+        .route("/v1/messages", endpoint(Operation::Chat, &ANTHROPIC))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(proxy::readyz))
-        .route("/metrics", get(proxy::metrics))
-        .fallback(proxy::not_found)
+        .route("/readyz", get(endpoints::readyz))
+        .route("/metrics", get(endpoints::metrics))
+        .fallback(endpoints::not_found)
         .with_state(gw)
 }
 
