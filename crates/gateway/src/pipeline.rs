@@ -86,12 +86,12 @@ async fn serve(
 
     // Read and parse, in the client's format (crate::ingress), into the typed request.
     let req = read(body, op, codec, rt.config.settings.max_request_bytes).await?;
-    span.request(op, &req.model, &req.raw, req.stream);
+    span.request(req.op, &req.model, &req.raw, req.stream);
 
     // Route: the key's route for the model, and whether it serves this endpoint.
     let route = rt.route_for(&key, &req.model)?;
     labels.route = format!("{}/{}", route.config.namespace, route.config.model);
-    check_mode(op, &route, &req.model)?;
+    check_mode(req.op, &route, &req.model)?;
 
     // Limits (crate::limits): the key's rpm, tpm, slots in flight and budget reservation, taken
     // in one atomic step once the route (and so the prices) is known. Refusals are 429s with
@@ -112,8 +112,18 @@ async fn serve(
     }
 
     // Attempts: rules, strategy, retries, fallbacks, cooldowns, hedging (crate::route).
-    let (upstream, outcome) =
-        route::execute(gw, &rt, &route, &key, &req.raw, headers, op, req.stream, span.parent()).await?;
+    let (upstream, outcome) = route::execute(
+        gw,
+        &rt,
+        &route,
+        &key,
+        &req.raw,
+        headers,
+        req.op,
+        req.stream,
+        span.parent(),
+    )
+    .await?;
     let requested = std::mem::take(&mut labels.route);
     labels.served(&outcome, &key);
     if route.config.log_prompts {
@@ -127,14 +137,8 @@ async fn serve(
     let (body, stream) = respond::answer(codec, &req, upstream, account, &outcome, labels, span)?;
     let overhead = start.elapsed().saturating_sub(outcome.upstream_elapsed);
     account::overhead(gw, labels, overhead);
-    let served = Served {
-        stream,
-        route: &labels.route,
-        overhead,
-        rate: &rate,
-        cache: cache.is_some().then_some((requested.as_str(), false)),
-        upstream: Some(&outcome),
-    };
+    let looked_up = cache.is_some().then_some(requested.as_str());
+    let served = Served::upstream(stream, &labels.route, overhead, &rate, looked_up, &outcome);
     Ok(respond::response(gw, body, &served))
 }
 

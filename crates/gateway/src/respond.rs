@@ -32,18 +32,18 @@ const RESPONSE_HEADERS: usize = 16;
 /// How a request was served: what the response's headers tell the client.
 pub(crate) struct Served<'a> {
     /// A stream (`text/event-stream`) or a whole JSON body.
-    pub(crate) stream: bool,
+    stream: bool,
     /// The route that served, after rules and fallbacks: `x-switchyard-route`.
-    pub(crate) route: &'a str,
+    route: &'a str,
     /// The gateway's own time, upstream excluded: `x-switchyard-overhead-us`.
-    pub(crate) overhead: Duration,
+    overhead: Duration,
     /// The key's `x-ratelimit-*`.
-    pub(crate) rate: &'a RateHeaders,
+    rate: &'a RateHeaders,
     /// On routes with a cache, the route looked up and whether it hit: `x-switchyard-cache`.
-    pub(crate) cache: Option<(&'a str, bool)>,
+    cache: Option<(&'a str, bool)>,
     /// The upstream answer (`x-switchyard-backend`, `-attempts`, `-fallback-depth`); `None` for
     /// a cache hit, which made no attempt.
-    pub(crate) upstream: Option<&'a Outcome>,
+    upstream: Option<&'a Outcome>,
 }
 
 impl<'a> Served<'a> {
@@ -56,6 +56,25 @@ impl<'a> Served<'a> {
             rate,
             cache: Some((route, true)),
             upstream: None,
+        }
+    }
+
+    /// A response from an upstream; `looked_up`: the route whose cache missed, if it has one.
+    pub(crate) fn upstream(
+        stream: bool,
+        route: &'a str,
+        overhead: Duration,
+        rate: &'a RateHeaders,
+        looked_up: Option<&'a str>,
+        outcome: &'a Outcome,
+    ) -> Self {
+        Self {
+            stream,
+            route,
+            overhead,
+            rate,
+            cache: looked_up.map(|r| (r, false)),
+            upstream: Some(outcome),
         }
     }
 }
@@ -192,5 +211,76 @@ fn forward(
             }
         }
         account.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use switchyard_config::{
+        CircuitBreakerConfig, GatewayConfig, LimitsConfig, ProviderConfig, ProviderKind, ProviderTimeoutsConfig,
+    };
+    use switchyard_providers::Operation;
+
+    use super::*;
+
+    fn outcome() -> Outcome {
+        Outcome {
+            route: "ns/m".into(),
+            backend: "b".into(),
+            provider: Arc::new(ProviderConfig {
+                id: "ns/p".into(),
+                kind: ProviderKind::Mock,
+                base_url: String::new(),
+                credentials: None,
+                region: None,
+                api_version: None,
+                project: None,
+                headers: BTreeMap::new(),
+                quota: LimitsConfig::default(),
+                timeouts: ProviderTimeoutsConfig::default(),
+                circuit_breaker: CircuitBreakerConfig::default(),
+                mock: None,
+            }),
+            price: None,
+            attempts: 2,
+            fallback_depth: 1,
+            upstream_elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn cache_hits_and_upstream_answers_are_decorated_alike() {
+        let gw = Gateway::new(GatewayConfig::default(), 1).unwrap_or_else(|e| panic!("{e}"));
+        let rate = RateHeaders::default();
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+        let request = Request::parse(Operation::Chat, body).unwrap_or_else(|e| panic!("{e}"));
+        let overhead = Duration::from_micros(7);
+        let hit = response(
+            &gw,
+            Body::empty(),
+            &Served::cache_hit(&request, "ns/m", overhead, &rate),
+        );
+        let outcome = outcome();
+        let served = Served::upstream(true, "ns/m", overhead, &rate, Some("ns/m"), &outcome);
+        let answered = response(&gw, Body::empty(), &served);
+        for r in [&hit, &answered] {
+            let h = r.headers();
+            assert_eq!(h["content-type"], "text/event-stream; charset=utf-8");
+            assert_eq!(h["cache-control"], "no-cache");
+            assert_eq!(h["x-switchyard-route"], "ns/m");
+            assert_eq!(h["x-switchyard-overhead-us"], "7");
+        }
+        let (hit, answered) = (hit.headers(), answered.headers());
+        assert_eq!(hit["x-switchyard-cache"], "hit");
+        assert_eq!(answered["x-switchyard-cache"], "miss");
+        assert_eq!(hit["x-switchyard-attempts"], "0");
+        assert_eq!(answered["x-switchyard-attempts"], "2");
+        // A hit made no attempt: no backend, no fallback depth.
+        assert!(hit.get("x-switchyard-backend").is_none() && hit.get("x-switchyard-fallback-depth").is_none());
+        assert_eq!(answered["x-switchyard-backend"], "b");
+        assert_eq!(answered["x-switchyard-fallback-depth"], "1");
     }
 }

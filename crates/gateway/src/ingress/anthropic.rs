@@ -70,3 +70,37 @@ impl Codec for Anthropic {
         ingress::error_event(kind, &e.message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_become_an_openai_chat_request_and_errors_keep_anthropics_shape() {
+        let body = br#"{"model":"claude","max_tokens":5,"system":"be brief","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let r = ANTHROPIC.parse(Operation::Chat, body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((r.model.as_str(), r.stream, r.max_tokens), ("claude", true, Some(5)));
+        assert_eq!(
+            r.raw["messages"].as_array().map(Vec::len),
+            Some(2),
+            "the system prompt is a message"
+        );
+        assert!(matches!(ANTHROPIC.stream(&r), Egress::Translate(_)));
+
+        let refused = ANTHROPIC.error(GatewayError::rate_limited(
+            "slow down",
+            Some(Duration::from_millis(1500)),
+        ));
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.headers()["retry-after"], "2");
+        let body = axum::body::to_bytes(refused.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(body["error"]["message"], "slow down");
+    }
+}
