@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use switchyard_config::RouteConfig;
-use switchyard_providers::{Json, Operation};
+use switchyard_providers::Operation;
 
+use crate::request::Request;
 use crate::state::SharedState;
 
 /// Request fields that do not change the response.
@@ -47,10 +47,8 @@ impl Lookup {
         route: &RouteConfig,
         headers: &HeaderMap,
         key_labels: &BTreeMap<String, String>,
-        op: Operation,
-        anthropic: bool,
-        request: &Json,
-        stream: bool,
+        format: &'static str,
+        request: &Request,
     ) -> Option<Self> {
         let cfg = route.cache.as_ref()?;
         let (mut read, mut store) = (true, true);
@@ -79,9 +77,7 @@ impl Lookup {
             key: key(
                 route,
                 &Context {
-                    op,
-                    anthropic,
-                    stream,
+                    format,
                     headers,
                     key_labels,
                 },
@@ -90,7 +86,7 @@ impl Lookup {
             read,
             ttl: (store && !ttl.is_zero()).then_some(ttl),
             max_body: usize::try_from(cfg.max_body_bytes).unwrap_or(usize::MAX),
-            stream,
+            stream: request.stream,
         })
     }
 
@@ -117,19 +113,18 @@ impl Lookup {
     }
 }
 
-/// What besides the body selects a response.
+/// What besides the request selects a response.
 struct Context<'a> {
-    op: Operation,
-    anthropic: bool,
-    stream: bool,
+    /// The client's format (`Codec::name`).
+    format: &'static str,
     headers: &'a HeaderMap,
     key_labels: &'a BTreeMap<String, String>,
 }
 
 /// The cache key of a request.
-fn key(route: &RouteConfig, cx: &Context<'_>, request: &Json) -> [u8; 32] {
+fn key(route: &RouteConfig, cx: &Context<'_>, request: &Request) -> [u8; 32] {
     let mut h = Sha256::new();
-    let endpoint = match cx.op {
+    let endpoint = match request.op {
         Operation::Chat => "chat",
         Operation::Embeddings => "embeddings",
         Operation::Completions => "completions",
@@ -140,8 +135,8 @@ fn key(route: &RouteConfig, cx: &Context<'_>, request: &Json) -> [u8; 32] {
         &route.namespace,
         &route.model,
         endpoint,
-        if cx.anthropic { "anthropic" } else { "openai" },
-        if cx.stream { "stream" } else { "full" },
+        cx.format,
+        if request.stream { "stream" } else { "full" },
     ] {
         h.update(part.as_bytes());
         h.update([0]);
@@ -163,7 +158,11 @@ fn key(route: &RouteConfig, cx: &Context<'_>, request: &Json) -> [u8; 32] {
             h.update([0]);
         }
     }
-    let mut kept: Vec<(&String, &Value)> = request.iter().filter(|(k, _)| !IGNORED.contains(&k.as_str())).collect();
+    let mut kept: Vec<(&String, &Value)> = request
+        .raw
+        .iter()
+        .filter(|(k, _)| !IGNORED.contains(&k.as_str()))
+        .collect();
     kept.sort_by(|a, b| a.0.cmp(b.0));
     for (k, v) in kept {
         h.update(k.as_bytes());
@@ -203,6 +202,11 @@ fn canonical(v: &Value, h: &mut Sha256) {
     }
 }
 
+/// The cached answer to a request, when its route has a cache that holds one.
+pub(crate) async fn hit(lookup: Option<&Lookup>, state: &dyn SharedState) -> Option<Entry> {
+    lookup?.get(state).await
+}
+
 /// Says whether the cache answered (`x-switchyard-cache: hit|miss`) and counts it.
 pub(crate) fn annotate(metrics: &crate::Metrics, route: &str, headers: &mut HeaderMap, hit: bool) {
     let result = if hit { "hit" } else { "miss" };
@@ -218,26 +222,14 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// The response, replayed chunk by chunk for streams.
-    pub(crate) fn into_response(self) -> Response {
-        let stream = self.stream;
-        let mut r = if stream {
+    /// The body, replayed chunk by chunk for streams (a hit streams when its request does).
+    pub(crate) fn into_body(self) -> Body {
+        if self.stream {
             let chunks = futures::stream::iter(self.chunks.into_iter().map(Ok::<Bytes, std::io::Error>));
-            Response::new(Body::from_stream(chunks))
+            Body::from_stream(chunks)
         } else {
-            Response::new(Body::from(self.chunks.into_iter().next().unwrap_or_default()))
-        };
-        let h = r.headers_mut();
-        if stream {
-            h.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream; charset=utf-8"),
-            );
-            h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        } else {
-            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Body::from(self.chunks.into_iter().next().unwrap_or_default())
         }
-        r
     }
 }
 
@@ -317,6 +309,8 @@ fn decode(b: &Bytes) -> Option<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_providers::Json;
+
     use crate::state::Memory;
 
     /// The entry `l` finds once the store in the background has run (fails after 5 s).
@@ -344,13 +338,23 @@ mod tests {
         let headers = HeaderMap::new();
         let labels = BTreeMap::new();
         let cx = Context {
-            op: Operation::Chat,
-            anthropic: false,
-            stream,
+            format: "openai",
             headers: &headers,
             key_labels: &labels,
         };
-        key(r, &cx, request)
+        key(r, &cx, &chat(request, stream))
+    }
+
+    /// A chat request with this body, parsed or not.
+    fn chat(raw: &Json, stream: bool) -> Request {
+        Request {
+            op: Operation::Chat,
+            model: String::new(),
+            stream,
+            include_usage: false,
+            max_tokens: None,
+            raw: raw.clone(),
+        }
     }
 
     fn req(s: &str) -> Json {
@@ -396,17 +400,17 @@ mod tests {
         let r = route("default");
         let body = req(r#"{"messages":[]}"#);
         let mut h = HeaderMap::new();
-        let l = Lookup::new(&r, &h, &BTreeMap::new(), Operation::Chat, false, &body, false)
-            .unwrap_or_else(|| panic!("cache on"));
+        let l =
+            Lookup::new(&r, &h, &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
         assert!(l.read && l.ttl == Some(Duration::from_secs(60)));
         h.insert("cache-control", HeaderValue::from_static("no-cache"));
         h.insert("x-switchyard-cache-ttl", HeaderValue::from_static("5"));
-        let l = Lookup::new(&r, &h, &BTreeMap::new(), Operation::Chat, false, &body, false)
-            .unwrap_or_else(|| panic!("cache on"));
+        let l =
+            Lookup::new(&r, &h, &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
         assert!(!l.read && l.ttl == Some(Duration::from_secs(5)));
         h.insert("cache-control", HeaderValue::from_static("no-store"));
-        let l = Lookup::new(&r, &h, &BTreeMap::new(), Operation::Chat, false, &body, false)
-            .unwrap_or_else(|| panic!("cache on"));
+        let l =
+            Lookup::new(&r, &h, &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
         assert!(l.read && l.fill().is_none());
         let mut no_cache = r.clone();
         no_cache.cache = None;
@@ -414,10 +418,8 @@ mod tests {
             &no_cache,
             &HeaderMap::new(),
             &BTreeMap::new(),
-            Operation::Chat,
-            false,
-            &body,
-            false
+            "openai",
+            &chat(&body, false)
         )
         .is_none());
     }
@@ -427,16 +429,8 @@ mod tests {
         let state: Arc<dyn SharedState> = Arc::new(Memory::new());
         let r = route("default");
         let body = req(r#"{"messages":[{"role":"user","content":"x"}]}"#);
-        let l = Lookup::new(
-            &r,
-            &HeaderMap::new(),
-            &BTreeMap::new(),
-            Operation::Chat,
-            false,
-            &body,
-            true,
-        )
-        .unwrap_or_else(|| panic!("on"));
+        let l = Lookup::new(&r, &HeaderMap::new(), &BTreeMap::new(), "openai", &chat(&body, true))
+            .unwrap_or_else(|| panic!("on"));
         assert!(l.get(state.as_ref()).await.is_none());
         let mut fill = l.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from_static(b"data: {\"a\":1}\n\n"));
@@ -455,16 +449,8 @@ mod tests {
         );
         // Over maxBodyBytes (64): not stored.
         let big = req(r#"{"messages":[{"role":"user","content":"big"}]}"#);
-        let l = Lookup::new(
-            &r,
-            &HeaderMap::new(),
-            &BTreeMap::new(),
-            Operation::Chat,
-            false,
-            &big,
-            false,
-        )
-        .unwrap_or_else(|| panic!("on"));
+        let l = Lookup::new(&r, &HeaderMap::new(), &BTreeMap::new(), "openai", &chat(&big, false))
+            .unwrap_or_else(|| panic!("on"));
         let mut fill = l.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from(vec![b'x'; 65]));
         fill.store(state.clone());

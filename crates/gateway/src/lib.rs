@@ -6,8 +6,8 @@
 //! Kubernetes. Wire formats live in `switchyard-providers`; this crate does the I/O.
 //!
 //! Module map, in the order of a request; imports point down this list, never back up
-//! (`scripts/module-cycles.sh` checks it). `proxy` (the HTTP handlers) runs the pipeline and is
-//! the only module that sees the whole [`Gateway`] (`gateway`: the process, which builds the
+//! (`scripts/module-cycles.sh` checks it). `pipeline` (with `ingress` codecs, `request`, `respond`,
+//! `account` and `endpoints`) runs the request path and is the only part that sees the whole [`Gateway`] (`gateway`: the process, which builds the
 //! handles below and swaps configs); every other module gets a narrow handle. `runtime` is the
 //! config indexed for lookups (keys, routes, providers), pure. `limits` takes a key's limits and
 //! budget reservation ([`limits::Limits`]: shared state + clock + `alerts`, which follow spend
@@ -19,18 +19,23 @@
 //! or Redis; cooldowns and circuits included); `telemetry` traces; `metrics` the Prometheus
 //! registry; `error` the one error type clients see; `server` and `background` run the process.
 
+mod account;
 mod alerts;
 pub mod background;
 pub mod budget;
 mod cache;
+mod endpoints;
 mod error;
 mod estimate;
 mod gateway;
+mod ingress;
 pub mod limits;
 pub mod metrics;
 mod mock;
-mod proxy;
+mod pipeline;
 pub mod reload;
+pub mod request;
+mod respond;
 pub mod route;
 pub mod runtime;
 pub mod server;
@@ -43,7 +48,7 @@ mod urls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 
 pub use error::GatewayError;
@@ -53,16 +58,19 @@ pub use runtime::Runtime;
 
 /// The HTTP routes.
 pub fn router(gw: Arc<Gateway>) -> Router {
+    use ingress::{ANTHROPIC, OPENAI};
+    use pipeline::endpoint;
+    use switchyard_providers::Operation;
     Router::new()
-        .route("/v1/chat/completions", post(proxy::chat_completions))
-        .route("/v1/completions", post(proxy::completions))
-        .route("/v1/embeddings", post(proxy::embeddings))
-        .route("/v1/responses", post(proxy::responses))
-        .route("/v1/models", get(proxy::models))
-        .route("/v1/messages", post(proxy::messages))
+        .route("/v1/chat/completions", endpoint(Operation::Chat, &OPENAI))
+        .route("/v1/completions", endpoint(Operation::Completions, &OPENAI))
+        .route("/v1/embeddings", endpoint(Operation::Embeddings, &OPENAI))
+        .route("/v1/responses", endpoint(Operation::Responses, &OPENAI))
+        .route("/v1/models", get(endpoints::models))
+        .route("/v1/messages", endpoint(Operation::Chat, &ANTHROPIC))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(proxy::readyz))
-        .fallback(proxy::not_found)
+        .route("/readyz", get(endpoints::readyz))
+        .fallback(endpoints::not_found)
         .with_state(gw)
 }
 
@@ -71,9 +79,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// `/readyz` as on the client port.
 pub fn admin_router(gw: Arc<Gateway>) -> Router {
     Router::new()
-        .route("/metrics", get(proxy::metrics))
+        .route("/metrics", get(endpoints::metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(proxy::readyz))
+        .route("/readyz", get(endpoints::readyz))
         .with_state(gw)
 }
 

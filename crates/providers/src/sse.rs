@@ -92,6 +92,18 @@ fn parse_event(raw: &[u8]) -> Option<Event> {
     (has_data || !ev.event.is_empty()).then_some(ev)
 }
 
+/// The raw events of `bytes`, each with its blank line (a trailing unfinished one last), for
+/// callers that filter events without re-encoding them.
+pub fn split(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let end = find_boundary(rest).map_or(rest.len(), |(at, sep)| at + sep);
+        let (event, tail) = rest.split_at(end);
+        rest = tail;
+        (!event.is_empty()).then_some(event)
+    })
+}
+
 /// Encodes one `data:` event.
 pub fn data(json: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(json.len() + 8);
@@ -127,6 +139,13 @@ mod tests {
             ]
         );
         assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
+    fn split_keeps_each_event_whole() {
+        let events: Vec<&[u8]> = split(b"data: 1\n\ndata: 2\r\n\r\ndata: 3").collect();
+        assert_eq!(events, [&b"data: 1\n\n"[..], b"data: 2\r\n\r\n", b"data: 3"]);
+        assert_eq!(split(b"").count(), 0);
     }
 
     #[test]

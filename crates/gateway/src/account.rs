@@ -1,0 +1,321 @@
+//! What a request cost and how it went: the key's admission settled with the real cost (slots,
+//! token window, budget reservation, spend and alerts, in `crate::limits`), token, spend and
+//! latency metrics, the access log line, the prompt log of routes that opt in, and the cache
+//! fill once a response completed.
+//!
+//! Every request is counted exactly once: a refused or cached one when `handle` ends
+//! ([`finish`]), one that reached an upstream when its usage is known ([`Account::record`]):
+//! for a stream, when the stream ends or the client goes away ([`StreamAccount`]). Nothing
+//! here decides how a request is served.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchyard_providers::{ProviderError, Usage};
+
+use crate::error::GatewayError;
+use crate::metrics::status_class;
+use crate::request::Request;
+use crate::route::Outcome;
+use crate::runtime::Key;
+use crate::telemetry::RequestSpan;
+use crate::{cache, limits, Gateway};
+
+/// Counts a request in flight for as long as it lives.
+pub(crate) struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn new(g: &'a prometheus::IntGauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Labels of a request, once known: its metrics and its access log line.
+#[derive(Clone)]
+pub(crate) struct Labels {
+    pub(crate) route: String,
+    pub(crate) backend: String,
+    pub(crate) provider: &'static str,
+    pub(crate) team: String,
+    /// `x-request-id`: the client's (sanitised) or a new one; in the access log and the response.
+    pub(crate) request_id: String,
+    /// The VirtualKey (`namespace/name`), never its value.
+    pub(crate) key: String,
+    /// Upstream attempts made.
+    pub(crate) attempts: u32,
+    /// Fallback levels gone through.
+    pub(crate) fallback_depth: u32,
+    /// The request reached an upstream: its access log line is written by `Account::record`.
+    pub(crate) accounted: bool,
+    /// Trace id of the request's span, when traces are on: joins the log line to the trace.
+    pub(crate) trace_id: Option<String>,
+}
+
+impl Labels {
+    /// A request nothing is known of yet but its id.
+    pub(crate) fn new(request_id: String) -> Self {
+        Self {
+            route: "-".into(),
+            backend: "-".into(),
+            provider: "-",
+            team: String::new(),
+            request_id,
+            key: String::new(),
+            attempts: 0,
+            trace_id: None,
+            fallback_depth: 0,
+            accounted: false,
+        }
+    }
+
+    /// An upstream answered: who served, after how many attempts, for which key.
+    pub(crate) fn served(&mut self, outcome: &Outcome, key: &Key) {
+        self.route.clone_from(&outcome.route);
+        self.backend.clone_from(&outcome.backend);
+        self.provider = outcome.provider.kind.as_str();
+        self.attempts = outcome.attempts;
+        self.fallback_depth = outcome.fallback_depth;
+        self.key = format!("{}/{}", key.config.namespace, key.config.name);
+        self.accounted = true;
+    }
+}
+
+/// The end of `handle`: the request counter, and the access log line of a request that never
+/// reached an upstream (refused by auth, validation or limits, or a cache hit); the others are
+/// logged when their usage is known (`Account::record`).
+pub(crate) fn finish(gw: &Gateway, labels: &Labels, status: u16, start: Instant, error: Option<&str>) {
+    if !labels.accounted {
+        access_log(labels, status, start.elapsed(), None, None, error);
+    }
+    gw.metrics
+        .requests
+        .with_label_values(&[
+            labels.route.as_str(),
+            labels.backend.as_str(),
+            labels.provider,
+            status_class(status),
+        ])
+        .inc();
+}
+
+/// A cache hit: costs nothing (the reservation is released at zero), counted in latency.
+pub(crate) fn cache_hit(gw: &Gateway, labels: &Labels, admission: limits::Admission, start: Instant) {
+    admission.settle(0.0, Some(0));
+    gw.metrics
+        .latency
+        .with_label_values(&[labels.route.as_str()])
+        .observe(start.elapsed().as_secs_f64());
+}
+
+/// The gateway's own time on a request that reached an upstream.
+pub(crate) fn overhead(gw: &Gateway, labels: &Labels, overhead: Duration) {
+    gw.metrics
+        .overhead
+        .with_label_values(&[labels.route.as_str()])
+        .observe(overhead.as_secs_f64());
+}
+
+/// Only routes that opt in (spec.logPrompts) log prompts: they often hold personal data.
+pub(crate) fn log_prompt(labels: &Labels, request: &Request) {
+    let prompt = request.prompt();
+    tracing::info!(target: "switchyard::prompts", request_id = %labels.request_id, route = %labels.route, %prompt, "prompt");
+}
+
+/// Usage accounting of one request that reached an upstream; for streams it runs when the
+/// stream ends or the client goes away, with the usage seen so far ([`StreamAccount`]).
+///
+/// It also settles the key's admission with the real cost, and fills the response cache once
+/// a response completed.
+pub(crate) struct Account {
+    gw: Arc<Gateway>,
+    labels: Labels,
+    price: Option<switchyard_config::Price>,
+    start: Instant,
+    admission: Option<limits::Admission>,
+    fill: Option<cache::Fill>,
+    /// A stream's request span, ended when the stream is (empty for whole responses).
+    span: RequestSpan,
+}
+
+impl Account {
+    pub(crate) fn new(
+        gw: Arc<Gateway>,
+        labels: Labels,
+        outcome: &Outcome,
+        start: Instant,
+        admission: limits::Admission,
+        fill: Option<cache::Fill>,
+    ) -> Self {
+        Self {
+            gw,
+            labels,
+            price: outcome.price,
+            start,
+            admission: Some(admission),
+            fill,
+            span: RequestSpan::default(),
+        }
+    }
+
+    /// Bytes the client received, for the cache.
+    pub(crate) fn observe(&mut self, b: &Bytes) {
+        if let Some(f) = self.fill.as_mut() {
+            f.push(b);
+        }
+    }
+
+    /// The response completed: store it in the cache.
+    pub(crate) fn complete(&mut self) {
+        if let Some(f) = self.fill.take() {
+            f.store(self.gw.state().clone());
+        }
+    }
+
+    /// Counts the request with its usage: access log, metrics, spend, and the admission settled.
+    pub(crate) fn record(&mut self, usage: Option<&Usage>) {
+        let cost = usage
+            .zip(self.price.as_ref())
+            .map(|(u, p)| p.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens));
+        self.span.usage(usage);
+        let elapsed = self.start.elapsed();
+        access_log(&self.labels, 200, elapsed, usage, cost, None);
+        let m = &self.gw.metrics;
+        let route = self.labels.route.as_str();
+        m.latency.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+        if let Some(u) = usage {
+            m.tokens.with_label_values(&[route, "input"]).inc_by(u.prompt_tokens);
+            m.tokens
+                .with_label_values(&[route, "output"])
+                .inc_by(u.completion_tokens);
+            if u.cached_tokens > 0 {
+                m.tokens.with_label_values(&[route, "cached"]).inc_by(u.cached_tokens);
+            }
+        }
+        if let Some(cost) = cost {
+            m.spend
+                .with_label_values(&[route, self.labels.team.as_str()])
+                .inc_by(cost);
+        }
+        if let Some(a) = self.admission.take() {
+            a.settle(cost.unwrap_or(0.0), usage.map(Usage::total));
+        }
+    }
+
+    /// Hands the request's span to a stream, to end when the stream does.
+    pub(crate) fn stream(mut self, span: RequestSpan) -> StreamAccount {
+        self.span = span;
+        StreamAccount {
+            account: self,
+            usage: None,
+            done: false,
+            first: true,
+        }
+    }
+}
+
+/// A stream's accounting. Records usage exactly once: at the end of the stream, or on drop
+/// when the client left.
+pub(crate) struct StreamAccount {
+    account: Account,
+    usage: Option<Usage>,
+    done: bool,
+    /// No byte has reached the client yet.
+    first: bool,
+}
+
+impl StreamAccount {
+    /// Usage the stream's translator has seen so far.
+    pub(crate) fn usage(&mut self, usage: Option<Usage>) {
+        self.usage = usage;
+    }
+
+    /// Bytes sent to the client; the first ones time the first token.
+    pub(crate) fn sent(&mut self, b: &Bytes) {
+        if std::mem::take(&mut self.first) {
+            let a = &self.account;
+            let elapsed = a.start.elapsed();
+            a.span.first_token(elapsed, b);
+            a.gw.metrics
+                .ttft
+                .with_label_values(&[a.labels.route.as_str()])
+                .observe(elapsed.as_secs_f64());
+        }
+        self.account.observe(b);
+    }
+
+    /// Bytes of the stream's end (the flush after the upstream ended): not a first token.
+    pub(crate) fn sent_last(&mut self, b: &Bytes) {
+        self.account.observe(b);
+    }
+
+    /// The upstream's stream ended with its terminal event: the response may be cached.
+    pub(crate) fn complete(&mut self) {
+        self.account.complete();
+    }
+
+    /// The stream failed after its first byte: counted, and the error the client is told.
+    pub(crate) fn failed(&mut self, e: &ProviderError) -> GatewayError {
+        let a = &self.account;
+        a.gw.metrics
+            .stream_errors
+            .with_label_values(&[a.labels.route.as_str(), a.labels.backend.as_str()])
+            .inc();
+        a.span.failed(e.kind);
+        GatewayError::upstream(e, &a.labels.backend)
+    }
+
+    /// The stream ended (completed or failed): records its usage.
+    pub(crate) fn end(mut self) {
+        self.done = true;
+        self.account.record(self.usage.as_ref());
+    }
+}
+
+impl Drop for StreamAccount {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.account.record(self.usage.as_ref());
+        }
+    }
+}
+
+/// One structured line per request (JSON with `SWITCHYARD_LOG_FORMAT=json`): who, what, how it
+/// went, tokens and cost. Never the key value, never the prompt.
+fn access_log(
+    l: &Labels,
+    status: u16,
+    latency: Duration,
+    usage: Option<&Usage>,
+    cost: Option<f64>,
+    error: Option<&str>,
+) {
+    tracing::info!(
+        target: "switchyard::access",
+        request_id = %l.request_id,
+        trace_id = l.trace_id.as_deref(),
+        route = %l.route,
+        backend = %l.backend,
+        provider = l.provider,
+        key = %l.key,
+        team = %l.team,
+        status,
+        attempts = l.attempts,
+        fallback_depth = l.fallback_depth,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        prompt_tokens = usage.map(|u| u.prompt_tokens),
+        completion_tokens = usage.map(|u| u.completion_tokens),
+        cached_tokens = usage.map(|u| u.cached_tokens),
+        cost_usd = cost,
+        error,
+        "request"
+    );
+}

@@ -1,0 +1,170 @@
+//! The client's request, parsed once: the fields the gateway decides on, typed, and the body
+//! itself kept whole as a JSON map (`raw`), in OpenAI's shape whatever format the client spoke
+//! (its codec converted it, see `crate::ingress`).
+//!
+//! Only what every stage reads is lifted out here; everything else stays in `raw` untouched,
+//! so nothing a client sends is dropped on its way to the provider. This module does no I/O
+//! and knows nothing of routes or keys.
+
+use serde_json::Value;
+use switchyard_providers::{Json, Operation};
+
+use crate::error::GatewayError;
+
+/// One client request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// The endpoint it came in on.
+    pub op: Operation,
+    /// `model`, as the client sent it (a route name or alias, maybe `namespace/name`).
+    pub model: String,
+    /// `stream`, never for embeddings.
+    pub stream: bool,
+    /// `stream_options.include_usage`: the client wants the usage-only chunk of a stream.
+    pub include_usage: bool,
+    /// The completion bound the client set: `max_completion_tokens`, `max_tokens` or
+    /// `max_output_tokens`, the first present.
+    pub max_tokens: Option<u64>,
+    /// The whole body (OpenAI-shaped), `model` and `stream` included.
+    pub raw: Json,
+}
+
+impl Request {
+    /// An OpenAI-format body for `op`.
+    pub fn parse(op: Operation, bytes: &[u8]) -> Result<Self, GatewayError> {
+        let raw: Json = serde_json::from_slice(bytes).map_err(|e| {
+            GatewayError::bad_request(
+                format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object."),
+                None,
+            )
+        })?;
+        Self::from_json(op, raw)
+    }
+
+    /// The typed view of an OpenAI-shaped body, once it has what `op` requires.
+    pub fn from_json(op: Operation, raw: Json) -> Result<Self, GatewayError> {
+        let model = match raw.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            _ => {
+                return Err(GatewayError::bad_request(
+                    "you must provide a model parameter",
+                    Some("model"),
+                ))
+            }
+        };
+        require(op, &raw)?;
+        let stream = op != Operation::Embeddings && raw.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let include_usage = raw
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let max_tokens = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|f| raw.get(*f).and_then(Value::as_u64));
+        Ok(Self {
+            op,
+            model,
+            stream,
+            include_usage,
+            max_tokens,
+            raw,
+        })
+    }
+
+    /// The prompt as JSON text (`messages`, `input` or `prompt`), for routes that log prompts.
+    pub fn prompt(&self) -> String {
+        self.raw
+            .get("messages")
+            .or_else(|| self.raw.get("input"))
+            .or_else(|| self.raw.get("prompt"))
+            .map(Value::to_string)
+            .unwrap_or_default()
+    }
+}
+
+/// The fields an endpoint cannot do without, with OpenAI's messages when one is missing.
+fn require(op: Operation, raw: &Json) -> Result<(), GatewayError> {
+    let field = match op {
+        Operation::Chat => {
+            return match raw.get("messages") {
+                Some(Value::Array(m)) if !m.is_empty() => Ok(()),
+                Some(Value::Array(_)) => Err(GatewayError::bad_request(
+                    "'messages' must contain at least one message",
+                    Some("messages"),
+                )),
+                _ => Err(GatewayError::bad_request(
+                    "'messages' is a required property",
+                    Some("messages"),
+                )),
+            }
+        }
+        Operation::Embeddings | Operation::Responses => "input",
+        Operation::Completions => "prompt",
+    };
+    if raw.contains_key(field) {
+        Ok(())
+    } else {
+        Err(GatewayError::bad_request(
+            format!("'{field}' is a required property"),
+            Some(field),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(op: Operation, body: &str) -> Result<Request, GatewayError> {
+        Request::parse(op, body.as_bytes())
+    }
+
+    #[test]
+    fn the_typed_view_holds_what_the_stages_decide_on() {
+        let r = parse(
+            Operation::Chat,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,
+                "stream_options":{"include_usage":true},"max_tokens":9,"max_completion_tokens":7}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (r.model.as_str(), r.stream, r.include_usage, r.max_tokens),
+            ("m", true, true, Some(7))
+        );
+        assert_eq!(r.raw.len(), 6, "the body is kept whole");
+        assert_eq!(Some(r.prompt()), r.raw.get("messages").map(Value::to_string));
+        // Embeddings never stream.
+        let e = parse(Operation::Embeddings, r#"{"model":"m","input":"x","stream":true}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!e.stream && !e.include_usage && e.max_tokens.is_none());
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let param = |op, body| parse(op, body).err().and_then(|e| e.param);
+        assert_eq!(param(Operation::Chat, r#"{"messages":[]}"#).as_deref(), Some("model"));
+        assert_eq!(
+            param(Operation::Chat, r#"{"model":"m","messages":[]}"#).as_deref(),
+            Some("messages")
+        );
+        assert_eq!(param(Operation::Chat, r#"{"model":"m"}"#).as_deref(), Some("messages"));
+        assert_eq!(
+            param(Operation::Completions, r#"{"model":"m"}"#).as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            param(Operation::Embeddings, r#"{"model":"m"}"#).as_deref(),
+            Some("input")
+        );
+        assert_eq!(
+            param(Operation::Responses, r#"{"model":"m"}"#).as_deref(),
+            Some("input")
+        );
+        let not_json = parse(Operation::Chat, "[1]")
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(not_json.ends_with("The body must be a JSON object."), "{not_json}");
+    }
+}
