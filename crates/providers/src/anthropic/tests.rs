@@ -2,8 +2,11 @@
 //! fixture), and, for the ingress's OpenAI-side inputs, from OpenAI's.
 
 use super::ingress::{self, StreamFromOpenAi};
+use serde_json::{json, Value};
+
 use super::*;
-use crate::sse::Event;
+use crate::sse::{Event, Parser};
+use crate::Usage;
 use switchyard_config::{
     CircuitBreakerConfig, LimitsConfig, ProviderConfig, ProviderKind, ProviderTimeoutsConfig, SecretString,
 };

@@ -2,14 +2,20 @@
 //! `_source` in each fixture), one snapshot per translation. Stream frames are encoded here with
 //! aws-smithy-eventstream, as Bedrock encodes them.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use aws_smithy_types::event_stream::{Header, HeaderValue as EventValue, Message};
+use http::HeaderValue;
+use serde_json::{json, Value};
 use switchyard_config::{
-    CircuitBreakerConfig, LimitsConfig, ProviderConfig, ProviderKind, ProviderTimeoutsConfig, SecretString,
+    CircuitBreakerConfig, CredentialsConfig, LimitsConfig, ProviderConfig, ProviderKind, ProviderTimeoutsConfig,
+    SecretString,
 };
 
+use super::response::finish_reason;
 use super::*;
+use crate::Usage;
 
 /// 2024-10-22T12:00:00Z: the signing time of every snapshot.
 const NOW: u64 = 1_729_598_400;

@@ -2,7 +2,13 @@
 //! Gemini responses, streams, embeddings and errors translated back. Fixtures live in
 //! `testdata/gemini/` and `testdata/vertex/`, each naming its source in `_source`.
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
 use super::*;
+use crate::Usage;
 use switchyard_config::{
     CircuitBreakerConfig, LimitsConfig, ProviderConfig, ProviderKind, ProviderTimeoutsConfig, SecretString,
 };
