@@ -79,9 +79,9 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Prompt plus completion.
+    /// Prompt plus completion (saturating: the counts come from upstream JSON).
     pub fn total(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
     }
 }
 
@@ -278,21 +278,35 @@ pub fn embeddings_list<V: Serialize>(vectors: Vec<V>, model: &str, prompt_tokens
     }
 }
 
+/// The longest wait an upstream may ask for: larger values (`1e20`, `inf`) are taken as this, so
+/// the gateway's `Instant::now() + retry_after` cannot overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A wait of `secs` seconds from upstream, capped at [`MAX_RETRY_AFTER`]; negative values count
+/// as zero, NaN as no wait asked for.
+pub fn retry_after_secs(secs: f64) -> Option<Duration> {
+    if secs.is_nan() {
+        return None;
+    }
+    let capped = secs.clamp(0.0, MAX_RETRY_AFTER.as_secs_f64());
+    Some(Duration::try_from_secs_f64(capped).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
+}
+
 /// Parses `retry-after` (seconds or HTTP date is not supported: seconds only) and
-/// `retry-after-ms`.
+/// `retry-after-ms`, capped at [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
     {
-        return Some(Duration::from_millis(ms.max(0.0) as u64));
+        return retry_after_secs(ms / 1000.0);
     }
     headers
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|s| Duration::from_millis((s.max(0.0) * 1000.0) as u64))
+        .and_then(retry_after_secs)
 }
 
 /// The error kind a bare HTTP status implies.
@@ -305,5 +319,41 @@ pub fn kind_for_status(status: u16) -> ErrorKind {
         408 | 504 => ErrorKind::Timeout,
         429 => ErrorKind::RateLimit,
         _ => ErrorKind::Server,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, http::HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_never_panics() {
+        assert_eq!(retry_after(&headers("retry-after", "2")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_after(&headers("retry-after-ms", "1500")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(&headers("retry-after", "1e20")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&headers("retry-after", "inf")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&headers("retry-after-ms", "1e300")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&headers("retry-after", "-5")), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers("retry-after", "NaN")), None);
+        assert_eq!(retry_after(&headers("retry-after", "soon")), None);
+    }
+
+    #[test]
+    fn usage_total_saturates() {
+        let u = Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: 7,
+            ..Usage::default()
+        };
+        assert_eq!(u.total(), u64::MAX);
     }
 }

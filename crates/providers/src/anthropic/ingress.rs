@@ -417,7 +417,7 @@ impl From<WireUsage> for Usage {
 /// Anthropic's usage object: its `input_tokens` exclude cache reads, OpenAI's include them.
 fn anthropic_usage(u: &Usage) -> Value {
     json!({
-        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens + u.cache_creation_tokens),
+        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens.saturating_add(u.cache_creation_tokens)),
         "cache_creation_input_tokens": u.cache_creation_tokens,
         "cache_read_input_tokens": u.cached_tokens,
         "output_tokens": u.completion_tokens,

@@ -50,7 +50,10 @@ impl Counts {
 
     pub(super) fn usage(&self) -> Usage {
         Usage {
-            prompt_tokens: self.input + self.cache_read + self.cache_write,
+            prompt_tokens: self
+                .input
+                .saturating_add(self.cache_read)
+                .saturating_add(self.cache_write),
             completion_tokens: self.output,
             cached_tokens: self.cache_read,
             cache_creation_tokens: self.cache_write,

@@ -903,3 +903,16 @@ fn ingress_error_bodies() {
             [..]
     );
 }
+
+#[test]
+fn huge_usage_counts_saturate() {
+    let max = u64::MAX;
+    let body = format!(
+        r#"{{"id":"m","model":"c","content":[],"stop_reason":"end_turn","usage":{{"input_tokens":{max},"cache_creation_input_tokens":{max},"cache_read_input_tokens":{max},"output_tokens":{max}}}}}"#
+    );
+    let out = response_to_openai(body.as_bytes(), 0).unwrap();
+    let u = out.usage.unwrap();
+    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total()), (max, max, max));
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(v["usage"]["total_tokens"], json!(max));
+}

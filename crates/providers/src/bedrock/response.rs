@@ -86,7 +86,10 @@ pub(super) struct TokenUsage {
 impl From<TokenUsage> for Usage {
     fn from(u: TokenUsage) -> Self {
         Usage {
-            prompt_tokens: u.input_tokens + u.cache_read_input_tokens + u.cache_write_input_tokens,
+            prompt_tokens: u
+                .input_tokens
+                .saturating_add(u.cache_read_input_tokens)
+                .saturating_add(u.cache_write_input_tokens),
             completion_tokens: u.output_tokens,
             cached_tokens: u.cache_read_input_tokens,
             cache_creation_tokens: u.cache_write_input_tokens,

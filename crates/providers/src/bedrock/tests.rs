@@ -805,3 +805,17 @@ fn errors_are_classified() {
         (ErrorKind::Server, "upstream answered HTTP 502")
     );
 }
+
+#[test]
+fn huge_usage_counts_saturate() {
+    let max = u64::MAX;
+    let body = format!(
+        r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"hi"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":{max},"outputTokens":{max},"totalTokens":{max},"cacheReadInputTokens":{max},"cacheWriteInputTokens":{max}}},"metrics":{{"latencyMs":1}}}}"#
+    );
+    let p = provider(None);
+    let out = BEDROCK
+        .parse(Operation::Chat, body.as_bytes(), &target(&p, CLAUDE))
+        .unwrap();
+    let u = out.usage.unwrap();
+    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total()), (max, max, max));
+}

@@ -24,7 +24,8 @@ struct GoogleError {
     details: Vec<Value>,
 }
 
-/// `google.rpc.RetryInfo.retryDelay` (`"1s"`, `"30.5s"`).
+/// `google.rpc.RetryInfo.retryDelay` (`"1s"`, `"30.5s"`), capped at [`crate::MAX_RETRY_AFTER`];
+/// a negative or unreadable delay is none.
 fn retry_delay(details: &[Value]) -> Option<std::time::Duration> {
     details
         .iter()
@@ -36,8 +37,8 @@ fn retry_delay(details: &[Value]) -> Option<std::time::Duration> {
         .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
         .and_then(|s| s.strip_suffix('s'))
         .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(std::time::Duration::from_secs_f64)
+        .filter(|s| *s >= 0.0)
+        .and_then(crate::retry_after_secs)
 }
 
 fn error_reason(details: &[Value]) -> Option<&str> {

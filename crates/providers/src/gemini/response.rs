@@ -90,8 +90,8 @@ impl UsageMetadata {
     /// Thinking tokens are billed as output, as OpenAI counts reasoning tokens in completions.
     pub(super) fn usage(&self) -> Usage {
         Usage {
-            prompt_tokens: self.prompt_token_count + self.tool_use_prompt_token_count,
-            completion_tokens: self.candidates_token_count + self.thoughts_token_count,
+            prompt_tokens: self.prompt_token_count.saturating_add(self.tool_use_prompt_token_count),
+            completion_tokens: self.candidates_token_count.saturating_add(self.thoughts_token_count),
             cached_tokens: self.cached_content_token_count,
             cache_creation_tokens: 0,
         }
@@ -283,7 +283,7 @@ pub(super) fn embed_response(body: &[u8], target: &Target<'_>) -> Result<Transla
         let v = predictions
             .into_iter()
             .map(|p| {
-                n += p.embeddings.statistics.map_or(0, |s| s.token_count as u64);
+                n = n.saturating_add(p.embeddings.statistics.map_or(0, |s| s.token_count as u64));
                 p.embeddings.values
             })
             .collect();

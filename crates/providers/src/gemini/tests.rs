@@ -635,3 +635,33 @@ fn errors_are_classified() {
         (ErrorKind::Server, "upstream answered HTTP 502")
     );
 }
+
+#[test]
+fn absurd_retry_delays_neither_panic_nor_overflow() {
+    let h = HeaderMap::new();
+    let delay = |d: &str| {
+        let body = format!(
+            r#"{{"error":{{"code":429,"message":"Resource exhausted.","status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{d}"}}]}}}}"#
+        );
+        google_error(429, &h, body.as_bytes()).retry_after
+    };
+    assert_eq!(delay("1e20s"), Some(crate::MAX_RETRY_AFTER));
+    assert_eq!(delay("infs"), Some(crate::MAX_RETRY_AFTER));
+    assert_eq!(delay("NaN s"), None);
+    assert_eq!(delay("NaNs"), None);
+    assert_eq!(delay("-5s"), None);
+    assert_eq!(delay("1.5s"), Some(std::time::Duration::from_millis(1500)));
+}
+
+#[test]
+fn huge_usage_counts_saturate() {
+    let max = u64::MAX;
+    let body = format!(
+        r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":"hi"}}]}},"finishReason":"STOP","index":0}}],"usageMetadata":{{"promptTokenCount":{max},"toolUsePromptTokenCount":{max},"candidatesTokenCount":{max},"thoughtsTokenCount":5,"totalTokenCount":{max}}}}}"#
+    );
+    let p = gemini_provider();
+    let t = target(&p, "gemini-2.5-flash");
+    let out = GEMINI.parse(Operation::Chat, body.as_bytes(), &t).unwrap();
+    let u = out.usage.unwrap();
+    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total()), (max, max, max));
+}
