@@ -695,7 +695,7 @@ impl CohereStream {
 
 impl StreamTranslator for CohereStream {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        for ev in self.parser.feed(&chunk) {
+        for ev in self.parser.feed(&chunk)? {
             if ev.data.is_empty() || ev.data == "[DONE]" {
                 continue;
             }

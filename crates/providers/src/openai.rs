@@ -261,7 +261,7 @@ pub struct Passthrough {
 
 impl StreamTranslator for Passthrough {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        for ev in self.parser.feed(&chunk) {
+        for ev in self.parser.feed(&chunk)? {
             if ev.data == "[DONE]" {
                 self.done = true;
             } else if ev.data.contains("\"usage\"") {

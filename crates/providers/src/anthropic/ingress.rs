@@ -711,7 +711,7 @@ fn delta(index: u64, delta: Value) -> Bytes {
 
 impl StreamTranslator for StreamFromOpenAi {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        for ev in self.parser.feed(&chunk) {
+        for ev in self.parser.feed(&chunk)? {
             if self.done {
                 break;
             }

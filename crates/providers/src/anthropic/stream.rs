@@ -208,7 +208,7 @@ impl StreamToOpenAi {
 
 impl StreamTranslator for StreamToOpenAi {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        for ev in self.parser.feed(&chunk) {
+        for ev in self.parser.feed(&chunk)? {
             if self.done {
                 break;
             }

@@ -87,7 +87,7 @@ fn run(t: &mut dyn StreamTranslator, bytes: &[u8], step: usize) -> (Vec<u8>, Res
 
 fn events(bytes: &[u8]) -> Vec<Event> {
     let mut p = Parser::default();
-    let evs = p.feed(bytes);
+    let evs = p.feed(bytes).unwrap();
     assert_eq!(p.pending(), 0, "output ends mid-event");
     evs
 }

@@ -130,7 +130,7 @@ impl GeminiStream {
 
 impl StreamTranslator for GeminiStream {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        for ev in self.parser.feed(&chunk) {
+        for ev in self.parser.feed(&chunk)? {
             if ev.data.is_empty() {
                 continue;
             }
