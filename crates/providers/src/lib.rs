@@ -65,23 +65,55 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
-/// Token usage reported by a provider.
+/// Token usage reported by a provider, in OpenAI's convention whatever the provider's:
+/// `prompt_tokens` counts every prompt token, the ones read from the cache (`cached_tokens`) and
+/// the ones written to it (`cache_write_tokens`) included; `completion_tokens` counts every
+/// generated token, reasoning ones (`reasoning_tokens`) included. So uncached prompt tokens are
+/// `prompt_tokens - cached_tokens - cache_write_tokens`, and Anthropic's and Bedrock's
+/// `input_tokens`, which exclude cache reads and writes, are converted on the way in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Prompt tokens, cached ones included.
+    /// Prompt tokens, cache reads and writes included.
     pub prompt_tokens: u64,
-    /// Completion tokens.
+    /// Completion tokens, reasoning included.
     pub completion_tokens: u64,
     /// Prompt tokens read from the provider's cache.
     pub cached_tokens: u64,
-    /// Prompt tokens written to the provider's cache.
-    pub cache_creation_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic's `cache_creation_input_tokens`,
+    /// Bedrock's `cacheWriteInputTokens`).
+    #[serde(default, alias = "cache_creation_tokens")]
+    pub cache_write_tokens: u64,
+    /// Completion tokens spent on reasoning (OpenAI's `reasoning_tokens`, Gemini's
+    /// `thoughtsTokenCount`).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
     /// Prompt plus completion (saturating: the counts come from upstream JSON).
     pub fn total(&self) -> u64 {
         self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    /// OpenAI's `usage` object: `prompt_tokens_details.cached_tokens` always, and the details
+    /// OpenAI's shape has no field for or that are zero only when there are some:
+    /// `prompt_tokens_details.cache_write_tokens` (a gateway extension, as OpenAI reports no cache
+    /// writes) and `completion_tokens_details.reasoning_tokens`.
+    pub fn openai_json(&self) -> serde_json::Value {
+        let mut prompt = serde_json::json!({"cached_tokens": self.cached_tokens});
+        if self.cache_write_tokens > 0 {
+            prompt["cache_write_tokens"] = self.cache_write_tokens.into();
+        }
+        let mut v = serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total(),
+            "prompt_tokens_details": prompt,
+        });
+        if self.reasoning_tokens > 0 {
+            v["completion_tokens_details"] = serde_json::json!({"reasoning_tokens": self.reasoning_tokens});
+        }
+        v
     }
 }
 

@@ -56,19 +56,15 @@ impl Counts {
                 .saturating_add(self.cache_write),
             completion_tokens: self.output,
             cached_tokens: self.cache_read,
-            cache_creation_tokens: self.cache_write,
+            cache_write_tokens: self.cache_write,
+            reasoning_tokens: 0,
         }
     }
 }
 
 /// OpenAI's usage object for a [`Usage`].
 pub(crate) fn openai_usage(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total(),
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
+    u.openai_json()
 }
 
 #[derive(Deserialize)]

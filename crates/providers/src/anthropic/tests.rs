@@ -331,7 +331,8 @@ fn text_response_is_translated() {
             prompt_tokens: 2095,
             completion_tokens: 503,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     insta::assert_json_snapshot!("text_response", serde_json::from_slice::<Value>(&out.body).unwrap());
@@ -361,7 +362,8 @@ fn cache_usage_counts_in_prompt_tokens() {
             prompt_tokens: 21 + 188_086,
             completion_tokens: 393,
             cached_tokens: 188_086,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     let body: Value = serde_json::from_slice(&out.body).unwrap();
@@ -376,7 +378,7 @@ fn cache_usage_counts_in_prompt_tokens() {
     )
     .unwrap();
     assert_eq!(
-        written.usage.map(|u| (u.prompt_tokens, u.cache_creation_tokens)),
+        written.usage.map(|u| (u.prompt_tokens, u.cache_write_tokens)),
         Some((188_107, 188_086))
     );
     let body: Value = serde_json::from_slice(&written.body).unwrap();
@@ -425,7 +427,8 @@ fn text_stream_is_translated() {
             prompt_tokens: 25,
             completion_tokens: 15,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     // Chunking does not change the output.

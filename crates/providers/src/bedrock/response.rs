@@ -92,18 +92,14 @@ impl From<TokenUsage> for Usage {
                 .saturating_add(u.cache_write_input_tokens),
             completion_tokens: u.output_tokens,
             cached_tokens: u.cache_read_input_tokens,
-            cache_creation_tokens: u.cache_write_input_tokens,
+            cache_write_tokens: u.cache_write_input_tokens,
+            reasoning_tokens: 0,
         }
     }
 }
 
 pub(super) fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total(),
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
+    u.openai_json()
 }
 
 /// OpenAI's `finish_reason` for a Converse `stopReason`.

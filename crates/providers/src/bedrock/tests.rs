@@ -348,7 +348,8 @@ fn text_response_is_translated() {
             prompt_tokens: 125,
             completion_tokens: 16,
             cached_tokens: 100,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     insta::assert_json_snapshot!("chat_response_text", body);

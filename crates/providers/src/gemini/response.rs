@@ -93,7 +93,8 @@ impl UsageMetadata {
             prompt_tokens: self.prompt_token_count.saturating_add(self.tool_use_prompt_token_count),
             completion_tokens: self.candidates_token_count.saturating_add(self.thoughts_token_count),
             cached_tokens: self.cached_content_token_count,
-            cache_creation_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: self.thoughts_token_count,
         }
     }
 

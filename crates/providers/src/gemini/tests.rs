@@ -350,7 +350,8 @@ fn text_response() {
             prompt_tokens: 1043,
             completion_tokens: 83,
             cached_tokens: 1024,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 52
         })
     );
     insta::assert_json_snapshot!("gemini_text_response", body(&out));
@@ -438,7 +439,8 @@ fn text_stream() {
             prompt_tokens: 11,
             completion_tokens: 7,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     insta::assert_json_snapshot!("gemini_text_stream", events);

@@ -94,7 +94,8 @@ fn response_usage_is_read_and_bytes_pass_through() {
             prompt_tokens: 19,
             completion_tokens: 10,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
 }
