@@ -919,3 +919,45 @@ fn huge_usage_counts_saturate() {
     let v: Value = serde_json::from_slice(&out.body).unwrap();
     assert_eq!(v["usage"]["total_tokens"], json!(max));
 }
+
+#[test]
+fn cache_writes_and_reasoning_reach_both_client_formats() {
+    // Anthropic usage shape from the API reference, "Messages" (`usage.input_tokens`,
+    // `cache_creation_input_tokens`, `cache_read_input_tokens`, `output_tokens`): input_tokens
+    // exclude the cache reads and writes.
+    let out = response_to_openai(
+        br#"{"id":"m","model":"c","content":[],"stop_reason":"end_turn","usage":{"input_tokens":50,"cache_creation_input_tokens":1000,"cache_read_input_tokens":2000,"output_tokens":30}}"#,
+        0,
+    )
+    .unwrap();
+    let u = out.usage.unwrap();
+    assert_eq!(
+        (
+            u.prompt_tokens,
+            u.cached_tokens,
+            u.cache_write_tokens,
+            u.completion_tokens
+        ),
+        (3050, 2000, 1000, 30)
+    );
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 3050, "completion_tokens": 30, "total_tokens": 3080, "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 1000}})
+    );
+    // Back to an Anthropic client (the ingress): input_tokens exclude the cache again, the write
+    // is cache_creation_input_tokens.
+    let openai = json!({
+        "id": "c", "object": "chat.completion", "created": 0, "model": "gpt",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3050, "completion_tokens": 30, "total_tokens": 3080,
+                  "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 1000},
+                  "completion_tokens_details": {"reasoning_tokens": 12}},
+    });
+    let native: Value =
+        serde_json::from_slice(&ingress::response_from_openai(openai.to_string().as_bytes(), "m").unwrap()).unwrap();
+    assert_eq!(
+        native["usage"],
+        json!({"input_tokens": 50, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 2000, "output_tokens": 30})
+    );
+}

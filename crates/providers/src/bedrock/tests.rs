@@ -820,3 +820,41 @@ fn huge_usage_counts_saturate() {
     let u = out.usage.unwrap();
     assert_eq!((u.prompt_tokens, u.completion_tokens, u.total()), (max, max, max));
 }
+
+#[test]
+fn cache_writes_are_read() {
+    // TokenUsage shape from the Amazon Bedrock API reference, "TokenUsage" (`inputTokens`
+    // excludes `cacheReadInputTokens` and `cacheWriteInputTokens`).
+    let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":10,"outputTokens":5,"totalTokens":1515,"cacheReadInputTokens":500,"cacheWriteInputTokens":1000},"metrics":{"latencyMs":1}}"#;
+    let p = provider(None);
+    let out = BEDROCK.parse(Operation::Chat, body, &target(&p, CLAUDE)).unwrap();
+    assert_eq!(
+        out.usage,
+        Some(Usage {
+            prompt_tokens: 1510,
+            completion_tokens: 5,
+            cached_tokens: 500,
+            cache_write_tokens: 1000,
+            reasoning_tokens: 0
+        })
+    );
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"],
+        json!({"cached_tokens": 500, "cache_write_tokens": 1000})
+    );
+    // The stream's metadata event carries the same object.
+    let mut s = translator();
+    let frames = [
+        event_frame("messageStart", &json!({"role": "assistant"})),
+        event_frame("messageStop", &json!({"stopReason": "end_turn"})),
+        event_frame(
+            "metadata",
+            &json!({"usage": {"inputTokens": 10, "outputTokens": 5, "totalTokens": 1515, "cacheReadInputTokens": 500, "cacheWriteInputTokens": 1000}, "metrics": {"latencyMs": 1}}),
+        ),
+    ];
+    let chunks: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    let text = run(&mut s, &chunks).unwrap();
+    assert!(text.contains("\"cache_write_tokens\":1000"), "{text}");
+    assert_eq!(s.usage().map(|u| u.cache_write_tokens), Some(1000));
+}

@@ -667,3 +667,24 @@ fn huge_usage_counts_saturate() {
     let u = out.usage.unwrap();
     assert_eq!((u.prompt_tokens, u.completion_tokens, u.total()), (max, max, max));
 }
+
+#[test]
+fn thoughts_are_reasoning_tokens() {
+    // UsageMetadata from the Gemini API reference, "Generating content" (`thoughtsTokenCount`
+    // is not part of `candidatesTokenCount`; OpenAI's completion tokens include reasoning).
+    let body = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":4,"thoughtsTokenCount":20,"cachedContentTokenCount":6,"totalTokenCount":34}}"#;
+    let p = gemini_provider();
+    let out = GEMINI
+        .parse(Operation::Chat, body, &target(&p, "gemini-2.5-flash"))
+        .unwrap();
+    assert_eq!(
+        out.usage,
+        Some(Usage {
+            prompt_tokens: 10,
+            completion_tokens: 24,
+            cached_tokens: 6,
+            cache_write_tokens: 0,
+            reasoning_tokens: 20
+        })
+    );
+}
