@@ -463,18 +463,14 @@ impl WireUsage {
             prompt_tokens: count(|u| u.input_tokens),
             completion_tokens: count(|u| u.output_tokens),
             cached_tokens: self.cached_tokens.map_or(0, |n| n.max(0.0) as u64),
-            cache_creation_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
         }
     }
 }
 
 fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total(),
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
+    u.openai_json()
 }
 
 /// OpenAI's finish reason for Cohere's; `Err` when Cohere reports a failed generation.
@@ -695,7 +691,7 @@ impl CohereStream {
 
 impl StreamTranslator for CohereStream {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        for ev in self.parser.feed(&chunk) {
+        for ev in self.parser.feed(&chunk)? {
             if ev.data.is_empty() || ev.data == "[DONE]" {
                 continue;
             }

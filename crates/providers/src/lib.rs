@@ -65,23 +65,55 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
-/// Token usage reported by a provider.
+/// Token usage reported by a provider, in OpenAI's convention whatever the provider's:
+/// `prompt_tokens` counts every prompt token, the ones read from the cache (`cached_tokens`) and
+/// the ones written to it (`cache_write_tokens`) included; `completion_tokens` counts every
+/// generated token, reasoning ones (`reasoning_tokens`) included. So uncached prompt tokens are
+/// `prompt_tokens - cached_tokens - cache_write_tokens`, and Anthropic's and Bedrock's
+/// `input_tokens`, which exclude cache reads and writes, are converted on the way in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Prompt tokens, cached ones included.
+    /// Prompt tokens, cache reads and writes included.
     pub prompt_tokens: u64,
-    /// Completion tokens.
+    /// Completion tokens, reasoning included.
     pub completion_tokens: u64,
     /// Prompt tokens read from the provider's cache.
     pub cached_tokens: u64,
-    /// Prompt tokens written to the provider's cache.
-    pub cache_creation_tokens: u64,
+    /// Prompt tokens written to the provider's cache (Anthropic's `cache_creation_input_tokens`,
+    /// Bedrock's `cacheWriteInputTokens`).
+    #[serde(default, alias = "cache_creation_tokens")]
+    pub cache_write_tokens: u64,
+    /// Completion tokens spent on reasoning (OpenAI's `reasoning_tokens`, Gemini's
+    /// `thoughtsTokenCount`).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
-    /// Prompt plus completion.
+    /// Prompt plus completion (saturating: the counts come from upstream JSON).
     pub fn total(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    /// OpenAI's `usage` object: `prompt_tokens_details.cached_tokens` always, and the details
+    /// OpenAI's shape has no field for or that are zero only when there are some:
+    /// `prompt_tokens_details.cache_write_tokens` (a gateway extension, as OpenAI reports no cache
+    /// writes) and `completion_tokens_details.reasoning_tokens`.
+    pub fn openai_json(&self) -> serde_json::Value {
+        let mut prompt = serde_json::json!({"cached_tokens": self.cached_tokens});
+        if self.cache_write_tokens > 0 {
+            prompt["cache_write_tokens"] = self.cache_write_tokens.into();
+        }
+        let mut v = serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total(),
+            "prompt_tokens_details": prompt,
+        });
+        if self.reasoning_tokens > 0 {
+            v["completion_tokens_details"] = serde_json::json!({"reasoning_tokens": self.reasoning_tokens});
+        }
+        v
     }
 }
 
@@ -278,21 +310,35 @@ pub fn embeddings_list<V: Serialize>(vectors: Vec<V>, model: &str, prompt_tokens
     }
 }
 
+/// The longest wait an upstream may ask for: larger values (`1e20`, `inf`) are taken as this, so
+/// the gateway's `Instant::now() + retry_after` cannot overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A wait of `secs` seconds from upstream, capped at [`MAX_RETRY_AFTER`]; negative values count
+/// as zero, NaN as no wait asked for.
+pub fn retry_after_secs(secs: f64) -> Option<Duration> {
+    if secs.is_nan() {
+        return None;
+    }
+    let capped = secs.clamp(0.0, MAX_RETRY_AFTER.as_secs_f64());
+    Some(Duration::try_from_secs_f64(capped).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
+}
+
 /// Parses `retry-after` (seconds or HTTP date is not supported: seconds only) and
-/// `retry-after-ms`.
+/// `retry-after-ms`, capped at [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
     {
-        return Some(Duration::from_millis(ms.max(0.0) as u64));
+        return retry_after_secs(ms / 1000.0);
     }
     headers
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|s| Duration::from_millis((s.max(0.0) * 1000.0) as u64))
+        .and_then(retry_after_secs)
 }
 
 /// The error kind a bare HTTP status implies.
@@ -305,5 +351,41 @@ pub fn kind_for_status(status: u16) -> ErrorKind {
         408 | 504 => ErrorKind::Timeout,
         429 => ErrorKind::RateLimit,
         _ => ErrorKind::Server,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, http::HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_never_panics() {
+        assert_eq!(retry_after(&headers("retry-after", "2")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_after(&headers("retry-after-ms", "1500")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(&headers("retry-after", "1e20")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&headers("retry-after", "inf")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&headers("retry-after-ms", "1e300")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&headers("retry-after", "-5")), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers("retry-after", "NaN")), None);
+        assert_eq!(retry_after(&headers("retry-after", "soon")), None);
+    }
+
+    #[test]
+    fn usage_total_saturates() {
+        let u = Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: 7,
+            ..Usage::default()
+        };
+        assert_eq!(u.total(), u64::MAX);
     }
 }

@@ -63,7 +63,8 @@ pub fn usage(request: &Json, reply: &str) -> Usage {
         prompt_tokens: prompt_tokens(request),
         completion_tokens: words(reply).max(1),
         cached_tokens: 0,
-        cache_creation_tokens: 0,
+        cache_write_tokens: 0,
+        reasoning_tokens: 0,
     }
 }
 

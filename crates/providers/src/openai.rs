@@ -221,12 +221,23 @@ pub struct WireUsage {
     completion_tokens: u64,
     #[serde(default, alias = "input_tokens_details")]
     prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default, alias = "output_tokens_details")]
+    completion_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Deserialize, Default)]
 struct PromptDetails {
     #[serde(default)]
     cached_tokens: u64,
+    /// Not OpenAI's: the gateway's own responses carry it (see [`Usage::openai_json`]).
+    #[serde(default)]
+    cache_write_tokens: u64,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
 }
 
 impl From<WireUsage> for Usage {
@@ -234,8 +245,9 @@ impl From<WireUsage> for Usage {
         Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
-            cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-            cache_creation_tokens: 0,
+            cached_tokens: u.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens),
+            cache_write_tokens: u.prompt_tokens_details.as_ref().map_or(0, |d| d.cache_write_tokens),
+            reasoning_tokens: u.completion_tokens_details.map_or(0, |d| d.reasoning_tokens),
         }
     }
 }
@@ -261,7 +273,7 @@ pub struct Passthrough {
 
 impl StreamTranslator for Passthrough {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        for ev in self.parser.feed(&chunk) {
+        for ev in self.parser.feed(&chunk)? {
             if ev.data == "[DONE]" {
                 self.done = true;
             } else if ev.data.contains("\"usage\"") {

@@ -1,9 +1,11 @@
 //! Incremental Server-Sent Events framing: split a byte stream into events as bytes arrive.
 //!
 //! Translators are pure and fed byte chunks by the gateway, so they need a push parser over
-//! `&[u8]` rather than a parser wrapping an HTTP body; this one keeps at most one partial event.
+//! `&[u8]` rather than a parser wrapping an HTTP body; this one keeps at most one partial event, of bounded size.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::{ErrorKind, ProviderError};
 
 /// One SSE event: its `event:` name (empty when absent) and its `data:` lines joined by `\n`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -14,47 +16,103 @@ pub struct Event {
     pub data: String,
 }
 
-/// Push parser.
-#[derive(Default, Debug)]
+/// The largest event [`Parser`] accepts by default (1 MiB): no provider sends events near it,
+/// and an upstream that never ends its event must not grow the gateway's memory without bound.
+pub const DEFAULT_MAX_EVENT: usize = 1024 * 1024;
+
+/// Push parser. Linear in the bytes fed: an unfinished event is scanned once, the next chunk's
+/// scan resumes where the last one stopped; an event longer than its limit is an error.
+#[derive(Debug)]
 pub struct Parser {
     buf: BytesMut,
+    /// Where the scan of `buf` for a blank line resumes.
+    resume: usize,
+    max_event: usize,
+    scanned: u64,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Self::with_max_event(DEFAULT_MAX_EVENT)
+    }
 }
 
 impl Parser {
-    /// Feeds bytes; returns the events completed by them. Whole events are parsed in place
-    /// (the usual case: a chunk holds whole events); only an unfinished tail is buffered.
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
-        if self.buf.is_empty() {
-            return parse_events(chunk, &mut self.buf);
+    /// A parser that refuses events longer than `max_event` bytes.
+    pub fn with_max_event(max_event: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            resume: 0,
+            max_event,
+            scanned: 0,
         }
-        self.buf.extend_from_slice(chunk);
-        let joined = self.buf.split();
-        parse_events(&joined, &mut self.buf)
+    }
+
+    /// Feeds bytes; returns the events completed by them. Whole events are parsed in place
+    /// (the usual case: a chunk holds whole events); only an unfinished tail is buffered. An
+    /// event (finished or not) longer than the limit is a [`ErrorKind::Protocol`] error.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, ProviderError> {
+        let mut events = Vec::new();
+        if self.buf.is_empty() {
+            let consumed = self.parse_events(chunk, 0, &mut events)?;
+            self.buf.extend_from_slice(&chunk[consumed..]);
+        } else {
+            self.buf.extend_from_slice(chunk);
+            let buf = std::mem::take(&mut self.buf);
+            let consumed = self.parse_events(&buf, self.resume, &mut events);
+            self.buf = buf;
+            self.buf.advance(consumed?);
+        }
+        // A blank line is found from its first `\n` with up to two bytes after it: the last
+        // three bytes are looked at again when more arrive.
+        self.resume = self.buf.len().saturating_sub(3);
+        Ok(events)
     }
 
     /// Bytes of an unfinished event still buffered.
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
-}
 
-/// The events completed in `bytes`; what follows the last one goes to `tail`.
-fn parse_events(bytes: &[u8], tail: &mut BytesMut) -> Vec<Event> {
-    let mut events = Vec::new();
-    let mut rest = bytes;
-    while let Some((end, sep)) = find_boundary(rest) {
-        if let Some(ev) = parse_event(&rest[..end]) {
-            events.push(ev);
-        }
-        rest = &rest[end + sep..];
+    /// Bytes examined so far (linearity: about the bytes fed, never their square).
+    pub fn scanned(&self) -> u64 {
+        self.scanned
     }
-    tail.extend_from_slice(rest);
-    events
+
+    /// Parses the events completed in `bytes`, searching for blank lines from `from`; returns
+    /// how many bytes they took.
+    fn parse_events(&mut self, bytes: &[u8], from: usize, events: &mut Vec<Event>) -> Result<usize, ProviderError> {
+        let mut start = 0;
+        let mut from = from;
+        while let Some((end, sep)) = find_boundary(bytes, from) {
+            self.scanned += (end + sep - from) as u64;
+            self.check(end - start)?;
+            if let Some(ev) = parse_event(&bytes[start..end]) {
+                events.push(ev);
+            }
+            start = end + sep;
+            from = start;
+        }
+        self.scanned += bytes.len().saturating_sub(from) as u64;
+        self.check(bytes.len() - start)?;
+        Ok(start)
+    }
+
+    fn check(&self, event_len: usize) -> Result<(), ProviderError> {
+        if event_len > self.max_event {
+            return Err(ProviderError::new(
+                ErrorKind::Protocol,
+                format!("upstream stream event exceeds {} bytes", self.max_event),
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// The first blank line: `(where it starts, its length)` for `\n\n` or `\r\n\r\n`.
-fn find_boundary(buf: &[u8]) -> Option<(usize, usize)> {
-    for i in memchr::memchr_iter(b'\n', buf) {
+/// The first blank line at or after `from`: `(where it starts, its length)` for `\n\n` or
+/// `\r\n\r\n`.
+fn find_boundary(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    for i in memchr::memchr_iter(b'\n', buf.get(from..)?).map(|i| i + from) {
         match buf.get(i + 1) {
             Some(b'\n') => return Some((i, 2)),
             Some(b'\r') if i > 0 && buf[i - 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') => return Some((i - 1, 4)),
@@ -123,8 +181,8 @@ mod tests {
     #[test]
     fn events_split_across_chunks() {
         let mut p = Parser::default();
-        assert!(p.feed(b"event: a\ndata: {\"x\"").is_empty());
-        let evs = p.feed(b":1}\n\ndata: two\r\n\r\n: comment\n\n");
+        assert!(p.feed(b"event: a\ndata: {\"x\"").unwrap().is_empty());
+        let evs = p.feed(b":1}\n\ndata: two\r\n\r\n: comment\n\n").unwrap();
         assert_eq!(
             evs,
             vec![
@@ -151,14 +209,57 @@ mod tests {
     #[test]
     fn a_boundary_split_between_chunks_is_found() {
         let mut p = Parser::default();
-        assert!(p.feed(b"data: 1\n").is_empty());
-        assert_eq!(p.feed(b"\ndata: 2\r\n\r").len(), 1);
-        let evs = p.feed(b"\ndata: 3\n\ndata: 4");
+        assert!(p.feed(b"data: 1\n").unwrap().is_empty());
+        assert_eq!(p.feed(b"\ndata: 2\r\n\r").unwrap().len(), 1);
+        let evs = p.feed(b"\ndata: 3\n\ndata: 4").unwrap();
         assert_eq!(evs.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["2", "3"]);
         assert_eq!(p.pending(), 7);
         // LF inside a CRLF stream is not a blank line.
         let mut q = Parser::default();
-        assert!(q.feed(b"data: a\r\ndata: b\r\n").is_empty());
-        assert_eq!(q.feed(b"\r\n")[0].data, "a\nb");
+        assert!(q.feed(b"data: a\r\ndata: b\r\n").unwrap().is_empty());
+        assert_eq!(q.feed(b"\r\n").unwrap()[0].data, "a\nb");
+    }
+
+    #[test]
+    fn an_endless_event_is_refused() {
+        let mut p = Parser::default();
+        let mut err = None;
+        let piece = vec![b'x'; 64 * 1024];
+        assert!(p.feed(b"data: ").unwrap().is_empty());
+        for _ in 0..32 {
+            if let Err(e) = p.feed(&piece) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("a 2 MiB event without a blank line is refused");
+        assert_eq!(err.kind, ErrorKind::Protocol);
+        assert_eq!(err.message, "upstream stream event exceeds 1048576 bytes");
+        // In one piece too, and with a limit of one's own.
+        let mut q = Parser::with_max_event(10);
+        assert!(q.feed(b"data: 12345678901\n\n").is_err());
+        let mut r = Parser::with_max_event(10);
+        assert_eq!(r.feed(b"data: 1234\n\n").unwrap()[0].data, "1234");
+    }
+
+    #[test]
+    fn one_byte_chunks_are_scanned_once() {
+        // 10 MiB of events fed one byte at a time: every byte is scanned a bounded number of
+        // times (the old parser rescanned the whole unfinished event on every chunk).
+        let event = format!("data: {}\n\n", "y".repeat(512 * 1024));
+        let stream = event.repeat(20);
+        let mut p = Parser::default();
+        let mut n = 0;
+        for b in stream.as_bytes() {
+            n += p.feed(std::slice::from_ref(b)).unwrap().len();
+        }
+        assert_eq!(n, 20);
+        assert_eq!(p.pending(), 0);
+        assert!(
+            p.scanned() <= 5 * stream.len() as u64,
+            "{} bytes scanned for {}",
+            p.scanned(),
+            stream.len()
+        );
     }
 }

@@ -395,12 +395,24 @@ struct WireUsage {
     completion_tokens: u64,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
 struct PromptDetails {
     #[serde(default)]
     cached_tokens: u64,
+    /// The gateway's own extension (see [`Usage::openai_json`]): cache writes of an Anthropic or
+    /// Bedrock backend.
+    #[serde(default)]
+    cache_write_tokens: u64,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
 }
 
 impl From<WireUsage> for Usage {
@@ -409,7 +421,8 @@ impl From<WireUsage> for Usage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-            cache_creation_tokens: 0,
+            cache_write_tokens: u.prompt_tokens_details.map_or(0, |d| d.cache_write_tokens),
+            reasoning_tokens: u.completion_tokens_details.map_or(0, |d| d.reasoning_tokens),
         }
     }
 }
@@ -417,8 +430,8 @@ impl From<WireUsage> for Usage {
 /// Anthropic's usage object: its `input_tokens` exclude cache reads, OpenAI's include them.
 fn anthropic_usage(u: &Usage) -> Value {
     json!({
-        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens + u.cache_creation_tokens),
-        "cache_creation_input_tokens": u.cache_creation_tokens,
+        "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens.saturating_add(u.cache_write_tokens)),
+        "cache_creation_input_tokens": u.cache_write_tokens,
         "cache_read_input_tokens": u.cached_tokens,
         "output_tokens": u.completion_tokens,
     })
@@ -711,7 +724,7 @@ fn delta(index: u64, delta: Value) -> Bytes {
 
 impl StreamTranslator for StreamFromOpenAi {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        for ev in self.parser.feed(&chunk) {
+        for ev in self.parser.feed(&chunk)? {
             if self.done {
                 break;
             }

@@ -2,8 +2,11 @@
 //! fixture), and, for the ingress's OpenAI-side inputs, from OpenAI's.
 
 use super::ingress::{self, StreamFromOpenAi};
+use serde_json::{json, Value};
+
 use super::*;
-use crate::sse::Event;
+use crate::sse::{Event, Parser};
+use crate::Usage;
 use switchyard_config::{
     CircuitBreakerConfig, LimitsConfig, ProviderConfig, ProviderKind, ProviderTimeoutsConfig, SecretString,
 };
@@ -84,7 +87,7 @@ fn run(t: &mut dyn StreamTranslator, bytes: &[u8], step: usize) -> (Vec<u8>, Res
 
 fn events(bytes: &[u8]) -> Vec<Event> {
     let mut p = Parser::default();
-    let evs = p.feed(bytes);
+    let evs = p.feed(bytes).unwrap();
     assert_eq!(p.pending(), 0, "output ends mid-event");
     evs
 }
@@ -328,7 +331,8 @@ fn text_response_is_translated() {
             prompt_tokens: 2095,
             completion_tokens: 503,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     insta::assert_json_snapshot!("text_response", serde_json::from_slice::<Value>(&out.body).unwrap());
@@ -358,7 +362,8 @@ fn cache_usage_counts_in_prompt_tokens() {
             prompt_tokens: 21 + 188_086,
             completion_tokens: 393,
             cached_tokens: 188_086,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     let body: Value = serde_json::from_slice(&out.body).unwrap();
@@ -373,7 +378,7 @@ fn cache_usage_counts_in_prompt_tokens() {
     )
     .unwrap();
     assert_eq!(
-        written.usage.map(|u| (u.prompt_tokens, u.cache_creation_tokens)),
+        written.usage.map(|u| (u.prompt_tokens, u.cache_write_tokens)),
         Some((188_107, 188_086))
     );
     let body: Value = serde_json::from_slice(&written.body).unwrap();
@@ -422,7 +427,8 @@ fn text_stream_is_translated() {
             prompt_tokens: 25,
             completion_tokens: 15,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     // Chunking does not change the output.
@@ -898,5 +904,60 @@ fn ingress_error_bodies() {
         &ev[..],
         &b"event: error\ndata: {\"error\":{\"message\":\"Overloaded\",\"type\":\"api_error\"},\"type\":\"error\"}\n\n"
             [..]
+    );
+}
+
+#[test]
+fn huge_usage_counts_saturate() {
+    let max = u64::MAX;
+    let body = format!(
+        r#"{{"id":"m","model":"c","content":[],"stop_reason":"end_turn","usage":{{"input_tokens":{max},"cache_creation_input_tokens":{max},"cache_read_input_tokens":{max},"output_tokens":{max}}}}}"#
+    );
+    let out = response_to_openai(body.as_bytes(), 0).unwrap();
+    let u = out.usage.unwrap();
+    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total()), (max, max, max));
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(v["usage"]["total_tokens"], json!(max));
+}
+
+#[test]
+fn cache_writes_and_reasoning_reach_both_client_formats() {
+    // Anthropic usage shape from the API reference, "Messages" (`usage.input_tokens`,
+    // `cache_creation_input_tokens`, `cache_read_input_tokens`, `output_tokens`): input_tokens
+    // exclude the cache reads and writes.
+    let out = response_to_openai(
+        br#"{"id":"m","model":"c","content":[],"stop_reason":"end_turn","usage":{"input_tokens":50,"cache_creation_input_tokens":1000,"cache_read_input_tokens":2000,"output_tokens":30}}"#,
+        0,
+    )
+    .unwrap();
+    let u = out.usage.unwrap();
+    assert_eq!(
+        (
+            u.prompt_tokens,
+            u.cached_tokens,
+            u.cache_write_tokens,
+            u.completion_tokens
+        ),
+        (3050, 2000, 1000, 30)
+    );
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 3050, "completion_tokens": 30, "total_tokens": 3080, "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 1000}})
+    );
+    // Back to an Anthropic client (the ingress): input_tokens exclude the cache again, the write
+    // is cache_creation_input_tokens.
+    let openai = json!({
+        "id": "c", "object": "chat.completion", "created": 0, "model": "gpt",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3050, "completion_tokens": 30, "total_tokens": 3080,
+                  "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 1000},
+                  "completion_tokens_details": {"reasoning_tokens": 12}},
+    });
+    let native: Value =
+        serde_json::from_slice(&ingress::response_from_openai(openai.to_string().as_bytes(), "m").unwrap()).unwrap();
+    assert_eq!(
+        native["usage"],
+        json!({"input_tokens": 50, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 2000, "output_tokens": 30})
     );
 }

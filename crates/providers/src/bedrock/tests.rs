@@ -2,14 +2,20 @@
 //! `_source` in each fixture), one snapshot per translation. Stream frames are encoded here with
 //! aws-smithy-eventstream, as Bedrock encodes them.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use aws_smithy_types::event_stream::{Header, HeaderValue as EventValue, Message};
+use http::HeaderValue;
+use serde_json::{json, Value};
 use switchyard_config::{
-    CircuitBreakerConfig, LimitsConfig, ProviderConfig, ProviderKind, ProviderTimeoutsConfig, SecretString,
+    CircuitBreakerConfig, CredentialsConfig, LimitsConfig, ProviderConfig, ProviderKind, ProviderTimeoutsConfig,
+    SecretString,
 };
 
+use super::response::finish_reason;
 use super::*;
+use crate::Usage;
 
 /// 2024-10-22T12:00:00Z: the signing time of every snapshot.
 const NOW: u64 = 1_729_598_400;
@@ -342,7 +348,8 @@ fn text_response_is_translated() {
             prompt_tokens: 125,
             completion_tokens: 16,
             cached_tokens: 100,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     insta::assert_json_snapshot!("chat_response_text", body);
@@ -798,4 +805,56 @@ fn errors_are_classified() {
         (e.kind, e.message.as_str()),
         (ErrorKind::Server, "upstream answered HTTP 502")
     );
+}
+
+#[test]
+fn huge_usage_counts_saturate() {
+    let max = u64::MAX;
+    let body = format!(
+        r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"hi"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":{max},"outputTokens":{max},"totalTokens":{max},"cacheReadInputTokens":{max},"cacheWriteInputTokens":{max}}},"metrics":{{"latencyMs":1}}}}"#
+    );
+    let p = provider(None);
+    let out = BEDROCK
+        .parse(Operation::Chat, body.as_bytes(), &target(&p, CLAUDE))
+        .unwrap();
+    let u = out.usage.unwrap();
+    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total()), (max, max, max));
+}
+
+#[test]
+fn cache_writes_are_read() {
+    // TokenUsage shape from the Amazon Bedrock API reference, "TokenUsage" (`inputTokens`
+    // excludes `cacheReadInputTokens` and `cacheWriteInputTokens`).
+    let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":10,"outputTokens":5,"totalTokens":1515,"cacheReadInputTokens":500,"cacheWriteInputTokens":1000},"metrics":{"latencyMs":1}}"#;
+    let p = provider(None);
+    let out = BEDROCK.parse(Operation::Chat, body, &target(&p, CLAUDE)).unwrap();
+    assert_eq!(
+        out.usage,
+        Some(Usage {
+            prompt_tokens: 1510,
+            completion_tokens: 5,
+            cached_tokens: 500,
+            cache_write_tokens: 1000,
+            reasoning_tokens: 0
+        })
+    );
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"],
+        json!({"cached_tokens": 500, "cache_write_tokens": 1000})
+    );
+    // The stream's metadata event carries the same object.
+    let mut s = translator();
+    let frames = [
+        event_frame("messageStart", &json!({"role": "assistant"})),
+        event_frame("messageStop", &json!({"stopReason": "end_turn"})),
+        event_frame(
+            "metadata",
+            &json!({"usage": {"inputTokens": 10, "outputTokens": 5, "totalTokens": 1515, "cacheReadInputTokens": 500, "cacheWriteInputTokens": 1000}, "metrics": {"latencyMs": 1}}),
+        ),
+    ];
+    let chunks: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    let text = run(&mut s, &chunks).unwrap();
+    assert!(text.contains("\"cache_write_tokens\":1000"), "{text}");
+    assert_eq!(s.usage().map(|u| u.cache_write_tokens), Some(1000));
 }

@@ -215,7 +215,8 @@ fn text_response() {
             prompt_tokens: 5,
             completion_tokens: 24,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     insta::assert_json_snapshot!("cohere_text_response", body(&out));
@@ -263,7 +264,8 @@ fn text_stream() {
             prompt_tokens: 5,
             completion_tokens: 9,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     insta::assert_json_snapshot!("cohere_text_stream", events);

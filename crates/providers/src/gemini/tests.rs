@@ -2,7 +2,13 @@
 //! Gemini responses, streams, embeddings and errors translated back. Fixtures live in
 //! `testdata/gemini/` and `testdata/vertex/`, each naming its source in `_source`.
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
 use super::*;
+use crate::Usage;
 use switchyard_config::{
     CircuitBreakerConfig, LimitsConfig, ProviderConfig, ProviderKind, ProviderTimeoutsConfig, SecretString,
 };
@@ -344,7 +350,8 @@ fn text_response() {
             prompt_tokens: 1043,
             completion_tokens: 83,
             cached_tokens: 1024,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 52
         })
     );
     insta::assert_json_snapshot!("gemini_text_response", body(&out));
@@ -432,7 +439,8 @@ fn text_stream() {
             prompt_tokens: 11,
             completion_tokens: 7,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
     insta::assert_json_snapshot!("gemini_text_stream", events);
@@ -627,5 +635,56 @@ fn errors_are_classified() {
     assert_eq!(
         (e.kind, e.message.as_str()),
         (ErrorKind::Server, "upstream answered HTTP 502")
+    );
+}
+
+#[test]
+fn absurd_retry_delays_neither_panic_nor_overflow() {
+    let h = HeaderMap::new();
+    let delay = |d: &str| {
+        let body = format!(
+            r#"{{"error":{{"code":429,"message":"Resource exhausted.","status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{d}"}}]}}}}"#
+        );
+        google_error(429, &h, body.as_bytes()).retry_after
+    };
+    assert_eq!(delay("1e20s"), Some(crate::MAX_RETRY_AFTER));
+    assert_eq!(delay("infs"), Some(crate::MAX_RETRY_AFTER));
+    assert_eq!(delay("NaN s"), None);
+    assert_eq!(delay("NaNs"), None);
+    assert_eq!(delay("-5s"), None);
+    assert_eq!(delay("1.5s"), Some(std::time::Duration::from_millis(1500)));
+}
+
+#[test]
+fn huge_usage_counts_saturate() {
+    let max = u64::MAX;
+    let body = format!(
+        r#"{{"candidates":[{{"content":{{"role":"model","parts":[{{"text":"hi"}}]}},"finishReason":"STOP","index":0}}],"usageMetadata":{{"promptTokenCount":{max},"toolUsePromptTokenCount":{max},"candidatesTokenCount":{max},"thoughtsTokenCount":5,"totalTokenCount":{max}}}}}"#
+    );
+    let p = gemini_provider();
+    let t = target(&p, "gemini-2.5-flash");
+    let out = GEMINI.parse(Operation::Chat, body.as_bytes(), &t).unwrap();
+    let u = out.usage.unwrap();
+    assert_eq!((u.prompt_tokens, u.completion_tokens, u.total()), (max, max, max));
+}
+
+#[test]
+fn thoughts_are_reasoning_tokens() {
+    // UsageMetadata from the Gemini API reference, "Generating content" (`thoughtsTokenCount`
+    // is not part of `candidatesTokenCount`; OpenAI's completion tokens include reasoning).
+    let body = br#"{"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":4,"thoughtsTokenCount":20,"cachedContentTokenCount":6,"totalTokenCount":34}}"#;
+    let p = gemini_provider();
+    let out = GEMINI
+        .parse(Operation::Chat, body, &target(&p, "gemini-2.5-flash"))
+        .unwrap();
+    assert_eq!(
+        out.usage,
+        Some(Usage {
+            prompt_tokens: 10,
+            completion_tokens: 24,
+            cached_tokens: 6,
+            cache_write_tokens: 0,
+            reasoning_tokens: 20
+        })
     );
 }

@@ -26,6 +26,9 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// Lifetime asked for the assertion (Google's maximum).
 const ASSERTION_LIFETIME: u64 = 3600;
+/// The longest `expires_in` believed (a day; Google's tokens live an hour), so the gateway's
+/// `Instant::now() + ttl` cannot overflow on a bogus answer.
+const MAX_TOKEN_LIFETIME: u64 = 24 * 3600;
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// The fields of a service-account key file we use. No `Debug`: it holds the private key.
@@ -116,7 +119,7 @@ fn assertion(
         "scope": SCOPE,
         "aud": token_uri,
         "iat": now,
-        "exp": now + ASSERTION_LIFETIME,
+        "exp": now.saturating_add(ASSERTION_LIFETIME),
     });
     let mut jwt = URL_SAFE_NO_PAD.encode(header.to_string());
     jwt.push('.');
@@ -184,7 +187,10 @@ pub fn parse_token(body: &[u8]) -> Result<(String, Duration), ProviderError> {
             access_token: Some(token),
             expires_in,
             ..
-        } if !token.is_empty() => Ok((token, Duration::from_secs(expires_in.unwrap_or(ASSERTION_LIFETIME)))),
+        } if !token.is_empty() => {
+            let ttl = expires_in.unwrap_or(ASSERTION_LIFETIME).min(MAX_TOKEN_LIFETIME);
+            Ok((token, Duration::from_secs(ttl)))
+        }
         TokenResponse {
             error,
             error_description,
@@ -312,6 +318,9 @@ mod tests {
                 .unwrap();
         assert_eq!(token, "1/8xbJqaOZXSUZbHLl5EOtu1pxz3fmmetKx9W8CV4t79M");
         assert_eq!(ttl, Duration::from_secs(3600));
+        // A bogus lifetime is capped, so `Instant::now() + ttl` cannot overflow.
+        let (_, ttl) = parse_token(format!(r#"{{"access_token":"t","expires_in":{}}}"#, u64::MAX).as_bytes()).unwrap();
+        assert_eq!(ttl, Duration::from_secs(MAX_TOKEN_LIFETIME));
         let err =
             parse_token(br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Auth);

@@ -94,7 +94,8 @@ fn response_usage_is_read_and_bytes_pass_through() {
             prompt_tokens: 19,
             completion_tokens: 10,
             cached_tokens: 0,
-            cache_creation_tokens: 0
+            cache_write_tokens: 0,
+            reasoning_tokens: 0
         })
     );
 }
@@ -149,5 +150,48 @@ fn errors_are_classified() {
     assert_eq!(
         (e.kind, e.message.as_str()),
         (ErrorKind::Server, "upstream answered HTTP 503")
+    );
+}
+
+#[test]
+fn usage_details_are_read_from_responses_and_streams() {
+    // Usage shape from OpenAI's API reference, "The chat completion object" (`usage`,
+    // `prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`), with
+    // non-zero counts.
+    let usage = r#"{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":192,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}"#;
+    let expected = Usage {
+        prompt_tokens: 2006,
+        completion_tokens: 300,
+        cached_tokens: 1920,
+        cache_write_tokens: 0,
+        reasoning_tokens: 192,
+    };
+    let p = provider(ProviderKind::Openai, "https://api.openai.com/v1");
+    let t = Target {
+        provider: &p,
+        model: "o3",
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
+    let body = format!(r#"{{"id":"c","object":"chat.completion","model":"o3","choices":[],"usage":{usage}}}"#);
+    assert_eq!(
+        OPENAI.parse(Operation::Chat, body.as_bytes(), &t).unwrap().usage,
+        Some(expected)
+    );
+    let mut s = Passthrough::default();
+    let mut out = Vec::new();
+    let chunk = format!("data: {{\"id\":\"c\",\"choices\":[],\"usage\":{usage}}}\n\ndata: [DONE]\n\n");
+    s.feed(Bytes::from(chunk), &mut out).unwrap();
+    assert_eq!(s.usage(), Some(expected));
+    // The gateway's own details round-trip: what it writes, it reads back.
+    let written = Usage {
+        cache_write_tokens: 7,
+        ..expected
+    };
+    let body = format!(r#"{{"id":"c","choices":[],"usage":{}}}"#, written.openai_json());
+    assert_eq!(
+        OPENAI.parse(Operation::Chat, body.as_bytes(), &t).unwrap().usage,
+        Some(written)
     );
 }
