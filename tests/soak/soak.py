@@ -47,21 +47,21 @@ from harness import Gateway, MockProvider, RedisServer  # noqa: E402
 NS = "default"
 # USD per million tokens, per upstream model: must match tests/soak/config/routes.yaml.
 PRICES = {
-    "soak-gpt-a": (200, 600),
+    "soak-gpt-a-tps-40": (200, 600),
     "soak-mock-429": (200, 600),
     "soak-mock-503": (200, 600),
     "soak-mock-500": (200, 600),
-    "soak-mock-cut": (300, 900),
-    "soak-mock-slow-800ms": (100, 400),
-    "soak-gpt-b": (1000, 2000),
+    "soak-mock-cut-tps-40": (300, 900),
+    "soak-mock-slow-800ms-tps-40": (100, 400),
+    "soak-gpt-b-tps-40": (1000, 2000),
 }
 # Every route a request to each model name may end on (soak-a falls back to soak-b).
 REACHABLE = {"soak-a": ["soak-a", "soak-b"], "soak-b": ["soak-b"]}
 ROUTE_MODELS = {
-    "soak-a": ["soak-gpt-a", "soak-mock-429", "soak-mock-503", "soak-mock-500", "soak-mock-cut"],
-    "soak-b": ["soak-mock-slow-800ms", "soak-gpt-b"],
+    "soak-a": ["soak-gpt-a-tps-40", "soak-mock-429", "soak-mock-503", "soak-mock-500", "soak-mock-cut-tps-40"],
+    "soak-b": ["soak-mock-slow-800ms-tps-40", "soak-gpt-b-tps-40"],
 }
-MAX_TOKENS = 16
+MAX_TOKENS = 14  # the mock's longest reply here: "Hello! You said: " and 10 words
 # A stream that ended without usage is billed from an estimate: per key, the estimated part may
 # differ from what the mock served by this fraction of it.
 ESTIMATE_TOLERANCE = 0.25
@@ -112,7 +112,7 @@ def key_specs() -> list[KeySpec]:
         if i % 5 == 3:
             k.parallel = 2
         if i % 6 == 4:
-            k.budget = [0.02, 0.05, 0.1, 0.4, 5.0][(i // 6) % 5]
+            k.budget = [0.1, 0.2, 0.3, 0.5, 5.0][(i // 6) % 5]
         keys.append(k)
     return keys
 
@@ -154,6 +154,7 @@ class Result:
     panics: list[str]
     events: list[str]
     rows: list[dict] = field(default_factory=list)
+    classes: dict[str, list] = field(default_factory=dict)  # kind -> [requests, billed, served]
     problems: list[str] = field(default_factory=list)
 
     def table(self) -> str:
@@ -253,7 +254,7 @@ class Soak:
                 if r.status_code >= 500:
                     s.error = r.text[:300]
             else:
-                cut_at = rng.randint(1, 900) if mode == "abandon" else None
+                cut_at = rng.randint(1, 3000) if mode == "abandon" else None
                 with clients[g].stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
                     s.status = r.status_code
                     got = 0
@@ -281,8 +282,9 @@ class Soak:
     def edit_route(self) -> None:
         path = self.config / "routes.yaml"
         text = path.read_text()
-        text = text.replace("model: soak-gpt-a\n      weight: 6", "model: soak-gpt-a\n      weight: 4")
+        text = text.replace("model: soak-gpt-a-tps-40\n      weight: 6", "model: soak-gpt-a-tps-40\n      weight: 4")
         text = text.replace("after: 200ms", "after: 150ms")
+        assert text != path.read_text(), "the route edit changed nothing: routes.yaml no longer matches"
         path.write_text(text)
         self.events.append(f"{self.elapsed():.0f}s: edited soak-a weights and soak-b hedging")
 
@@ -450,27 +452,35 @@ def check(res: Result) -> None:
     unknown = [e for e in res.ledger if e.get("id") not in key_of]
     if unknown:
         problems.append(f"the mock served {len(unknown)} requests under no id the clients sent, e.g. {unknown[:2]}")
-    for rid, lines in log_by_id.items():
-        if rid in key_of and len(lines) != 1:
-            problems.append(f"request {rid} has {len(lines)} access log lines")
+    for s in res.sent:
+        n = len(log_by_id.get(s.id, []))
+        if n > 1 or (n == 0 and s.status != 0):
+            problems.append(f"request {s.id} (status {s.status}) has {n} access log lines")
 
     for k in res.keys:
         name = f"{NS}/{k.name}"
         sent = by_key_sent[k.name]
-        ids = {s.id for s in sent}
         lines = [a for a in res.access if a.get("key") == name]
         log_total = sum(a.get("cost_usd") or 0.0 for a in lines)
         mock_exact = mock_est = log_exact = log_est = 0.0
-        for rid in ids:
-            entries = [e for e in ledger_by_id.get(rid, []) if served(e)]
+        for s in sent:
+            entries = [e for e in ledger_by_id.get(s.id, []) if served(e)]
             c = sum(cost(e["model"], e["prompt_tokens"], e["completion_tokens"]) for e in entries)
-            billed = sum(a.get("cost_usd") or 0.0 for a in log_by_id.get(rid, []))
-            if all(e["usage_sent"] for e in entries):
+            billed = sum(a.get("cost_usd") or 0.0 for a in log_by_id.get(s.id, []))
+            # Usage reached the gateway when the mock sent it and the client read to the end
+            # (an abandoned stream's usage may still be in flight when the client leaves).
+            if s.mode != "abandon" and all(e["usage_sent"] for e in entries):
                 mock_exact += c
                 log_exact += billed
+                kind = "usage arrived"
             else:
                 mock_est += c
                 log_est += billed
+                kind = "abandoned by the client" if s.mode == "abandon" else "cut upstream"
+            cls = res.classes.setdefault(kind, [0, 0.0, 0.0])
+            cls[0] += 1
+            cls[1] += billed
+            cls[2] += c
         prom = None if res.prom_spend is None else res.prom_spend.get(k.name, 0.0)
         limits = ", ".join(f"{n}={v}" for n, v in (("rpm", k.rpm), ("tpm", k.tpm), ("par", k.parallel),
                                                     ("budget", k.budget)) if v is not None) or "-"
@@ -494,12 +504,14 @@ def check(res: Result) -> None:
                             f"{ESTIMATE_TOLERANCE:.0%})")
         # 3. Budgets: over by at most one request's worst cost.
         if k.budget is not None:
+            # What the gateway recorded, and what the upstream really served (the gateway
+            # cannot stay within budget by under-billing).
             worst = max((worst_cost(s) for s in sent), default=0.0)
-            spend = max(log_total, row["redis"])
-            if spend > k.budget + worst + EXACT:
-                problems.append(f"{k.name}: spent ${spend:.9f} of a ${k.budget} budget: over by "
-                                f"${spend - k.budget:.9f} ({(spend - k.budget) / k.budget:.1%}), more than one "
-                                f"request's worst cost ${worst:.9f}")
+            for what, spend in (("recorded", max(log_total, row["redis"])), ("served", mock_exact + mock_est)):
+                if spend > k.budget + worst + EXACT:
+                    problems.append(f"{k.name}: {what} spend ${spend:.9f} over its ${k.budget} budget by "
+                                    f"${spend - k.budget:.9f} ({(spend - k.budget) / k.budget:.1%}), more than "
+                                    f"one request's worst cost ${worst:.9f}")
         # 4. rpm across both gateways, in the gateway's one-second buckets.
         if k.rpm is not None:
             worst_window = max_in_window(admitted_times(lines))
@@ -577,10 +589,18 @@ def report(res: Result) -> str:
         + ", ".join(f"{o} {'stream' if st else 'whole'}: {n}" for (o, st), n in sorted(outcomes.items())) + ".",
         f"Prometheus from: {res.prom_source}. Events: {'; '.join(res.events)}. RSS: {rss}.",
         "",
-        "$ columns in USD. *exact*: requests whose usage reached the gateway; *estimated*: streams "
-        "that ended without usage (abandoned or cut). delta = log - mock served.",
+        "$ columns in USD. *mock*: what the mock served (tokens it wrote), priced; *exact*: requests "
+        "whose usage reached the gateway; *estimated*: streams that ended without it (abandoned by the "
+        "client or cut upstream). delta = log - mock served.",
         "",
         res.table(),
+        "",
+        "| requests | count | billed $ | mock served $ | billed / served |",
+        "|---|---|---|---|---|",
+    ]
+    out += [f"| {kind} | {n} | {b:.9f} | {c:.9f} | {b / c:.1%} |" if c else f"| {kind} | {n} | {b:.9f} | 0 | - |"
+            for kind, (n, b, c) in sorted(res.classes.items())]
+    out += [
         "",
         f"## Checks: {'all pass' if not res.problems else f'{len(res.problems)} failures'}",
         "",

@@ -59,7 +59,8 @@
 //! (`tests/soak`) prices it to check the gateway's spend ledger.
 //!
 //! Per-request knobs: `x-mock-delay-ms` adds latency before the response; `x-mock-tokens-per-second`
-//! paces token chunks.
+//! paces token chunks, and so does `tps-N` anywhere in the model name (N chunks a second; the
+//! header wins), for requests that come through a gateway which does not forward those headers.
 
 // Refusals travel as `Err(Response)`: a ready answer on a cold path, not worth boxing.
 #![allow(clippy::result_large_err)]

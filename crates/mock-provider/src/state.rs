@@ -318,7 +318,6 @@ impl Tally {
     pub(crate) fn cut(&self) {
         self.with(|e| e.outcome = Outcome::Cut);
     }
-
 }
 
 impl Drop for Tally {

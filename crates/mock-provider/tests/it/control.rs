@@ -203,7 +203,11 @@ async fn ledger_records_tokens_written_per_request_id() {
     // Whole and streamed, completed: "Hello! You said: one two three four" is 7 tokens.
     let mut body = chat("gpt", false);
     body["user"] = json!("by-user-field");
-    mock.post_bearer("/v1/chat/completions", &body).await.text().await.unwrap();
+    mock.post_bearer("/v1/chat/completions", &body)
+        .await
+        .text()
+        .await
+        .unwrap();
     let mut body = chat("gpt", true);
     body["stream_options"] = json!({"include_usage": true});
     mock.http
@@ -226,7 +230,11 @@ async fn ledger_records_tokens_written_per_request_id() {
     let _ = mock.post_bearer("/v1/chat/completions", &body).await.text().await;
     let mut body = chat("mock-503", false);
     body["user"] = json!("failed");
-    mock.post_bearer("/v1/chat/completions", &body).await.text().await.unwrap();
+    mock.post_bearer("/v1/chat/completions", &body)
+        .await
+        .text()
+        .await
+        .unwrap();
     // Abandoned after the first chunk of a paced stream (10 tokens a second).
     let mut body = chat("gpt", true);
     body["user"] = json!("abandoned");
@@ -260,20 +268,40 @@ async fn ledger_records_tokens_written_per_request_id() {
     };
     let whole = by_id("by-user-field");
     assert_eq!(
-        (whole.outcome, whole.prompt_tokens, whole.completion_tokens, whole.usage_sent, whole.stream),
+        (
+            whole.outcome,
+            whole.prompt_tokens,
+            whole.completion_tokens,
+            whole.usage_sent,
+            whole.stream
+        ),
         (Outcome::Completed, 4, 7, true, false)
     );
     let streamed = by_id("by-header");
     assert_eq!(
-        (streamed.outcome, streamed.completion_tokens, streamed.usage_sent, streamed.stream),
+        (
+            streamed.outcome,
+            streamed.completion_tokens,
+            streamed.usage_sent,
+            streamed.stream
+        ),
         (Outcome::Completed, 7, true, true)
     );
     let cut = by_id("cut-stream");
-    assert_eq!((cut.outcome, cut.completion_tokens, cut.planned_completion_tokens), (Outcome::Cut, 3, 7));
+    assert_eq!(
+        (cut.outcome, cut.completion_tokens, cut.planned_completion_tokens),
+        (Outcome::Cut, 3, 7)
+    );
     let cut = by_id("cut-whole");
-    assert_eq!((cut.outcome, cut.completion_tokens, cut.usage_sent), (Outcome::Cut, 0, false));
+    assert_eq!(
+        (cut.outcome, cut.completion_tokens, cut.usage_sent),
+        (Outcome::Cut, 0, false)
+    );
     let failed = by_id("failed");
-    assert_eq!((failed.outcome, failed.status, failed.completion_tokens), (Outcome::Error, 503, 0));
+    assert_eq!(
+        (failed.outcome, failed.status, failed.completion_tokens),
+        (Outcome::Error, 503, 0)
+    );
     let abandoned = by_id("abandoned");
     assert_eq!(abandoned.outcome, Outcome::Cancelled, "{abandoned:?}");
     assert!(
