@@ -17,7 +17,7 @@
 //! | Vertex AI | `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`, `:streamGenerateContent`, `:predict`, `:embedContent`; `.../publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict` (also under `/v1beta1/`) | `Authorization: Bearer` |
 //! | Google OAuth | `POST /token` (JWT-bearer grant) → `{"access_token","expires_in":3599,"token_type":"Bearer"}` | — |
 //! | Cohere | `POST /v2/chat` (stream and not), `POST /v2/embed` | `Authorization: Bearer` |
-//! | Control | `GET /mock/stats`, `POST /mock/reset`, `GET /mock/last-request?provider=openai\|azure\|anthropic\|bedrock\|gemini\|vertex\|cohere`, `GET /healthz` | — |
+//! | Control | `GET /mock/stats`, `GET /mock/ledger`, `POST /mock/reset`, `GET /mock/last-request?provider=openai\|azure\|anthropic\|bedrock\|gemini\|vertex\|cohere`, `GET /healthz` | — |
 //!
 //! A missing key gets the provider's own authentication error; so does any key starting with
 //! `invalid` (Bedrock instead checks the signature for real).
@@ -51,8 +51,16 @@
 //! Usage: prompt tokens = whitespace-separated words across all input text (at least 1),
 //! completion tokens = words in the reply (2 for a tool call). Streams send one chunk per word.
 //!
+//! `GET /mock/ledger` lists every chat completion request (OpenAI and Azure) in arrival order:
+//! its id (`x-request-id`, else the body's `user`), model, whether it streamed, status, outcome
+//! (`pending`, `completed`, `cut`, `cancelled`, `error`), prompt tokens, the completion tokens
+//! actually written (a cut or abandoned stream: the token frames sent before it ended; a cut whole
+//! body: none), the planned completion tokens, and whether the usage reached the wire. The soak
+//! (`tests/soak`) prices it to check the gateway's spend ledger.
+//!
 //! Per-request knobs: `x-mock-delay-ms` adds latency before the response; `x-mock-tokens-per-second`
-//! paces token chunks.
+//! paces token chunks, and so does `tps-N` anywhere in the model name (N chunks a second; the
+//! header wins), for requests that come through a gateway which does not forward those headers.
 
 // Refusals travel as `Err(Response)`: a ready answer on a cold path, not worth boxing.
 #![allow(clippy::result_large_err)]
@@ -80,7 +88,7 @@ use serde_json::json;
 
 pub use scenario::{Behaviour, TOOL_ARGUMENTS, TOOL_NAME};
 pub use sigv4::{TEST_ACCESS_KEY, TEST_SECRET_KEY};
-pub use state::{LastRequest, MockState, Provider, Stats};
+pub use state::{LastRequest, MockState, Outcome, Provider, Served, Stats};
 
 /// Every model name the mock gives a meaning to (served by `GET /v1/models`).
 pub const MODEL_NAMES: &[&str] = &[
@@ -167,6 +175,7 @@ pub fn router(state: MockState) -> Router {
         // Control
         .route("/mock/stats", get(stats))
         .route("/mock/reset", post(reset))
+        .route("/mock/ledger", get(ledger))
         .route("/mock/last-request", get(last_request))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
@@ -176,6 +185,11 @@ pub fn router(state: MockState) -> Router {
 
 async fn stats(State(state): State<MockState>) -> Response<Body> {
     wire::json(StatusCode::OK, &[], &state.stats())
+}
+
+/// What each chat completion request was served, per request id (see [`Served`]).
+async fn ledger(State(state): State<MockState>) -> Response<Body> {
+    wire::json(StatusCode::OK, &[], &state.ledger())
 }
 
 async fn reset(State(state): State<MockState>) -> Response<Body> {

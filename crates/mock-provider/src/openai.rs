@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::scenario::{
     self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENTS, TOOL_ARGUMENT_DELTAS, TOOL_NAME,
 };
-use crate::state::{MockState, Provider};
+use crate::state::{MockState, Outcome, Provider, Served};
 use crate::wire::{self, hv, name, Frame, Pacing};
 
 /// Which flavour of the OpenAI API a request came through.
@@ -420,6 +420,9 @@ struct ChatRequest<'a> {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    /// OpenAI's end-user id; the ledger files a request under it when no `x-request-id` came.
+    #[serde(borrow, default)]
+    user: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -480,21 +483,48 @@ async fn chat(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, body: 
         Flavor::Azure { deployment } if req.model.is_empty() => deployment,
         Flavor::Azure { .. } => &req.model,
     };
+    let stream = req.stream.unwrap_or(false);
+    let served = |status: u16, outcome: Outcome, planned: u32| Served {
+        id: wire::header_str(headers, "x-request-id")
+            .map(str::to_owned)
+            .or_else(|| req.user.as_deref().map(str::to_owned)),
+        path: match flavor {
+            Flavor::OpenAi => "/v1/chat/completions".to_owned(),
+            Flavor::Azure { deployment } => format!("/openai/deployments/{deployment}/chat/completions"),
+        },
+        model: response_model.to_owned(),
+        stream,
+        status,
+        outcome,
+        prompt_tokens: prompt.tokens(),
+        completion_tokens: 0,
+        planned_completion_tokens: planned,
+        usage_sent: false,
+    };
     match plan.act {
-        Act::Fail(fault) => return fault_response(flavor, fault, response_model, prompt.tokens()),
-        Act::Refuse => return refusal_response(flavor),
+        Act::Fail(fault) => {
+            let res = fault_response(flavor, fault, response_model, prompt.tokens());
+            drop(state.tally(served(res.status().as_u16(), Outcome::Error, 0)));
+            return res;
+        }
+        Act::Refuse => {
+            let res = refusal_response(flavor);
+            drop(state.tally(served(res.status().as_u16(), Outcome::Error, 0)));
+            return res;
+        }
         _ => {}
     }
     let answer = Answer::new(plan.act, &prompt, body);
+    let tally = state.tally(served(200, Outcome::Pending, answer.completion_tokens));
     let id = format!("chatcmpl-mock{:016x}", state.next_id());
     let created = wire::unix_now();
     let headers = success_headers(state, flavor);
     let azure = matches!(flavor, Flavor::Azure { .. });
 
-    if req.stream.unwrap_or(false) {
+    if stream {
         let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
         let frames = chat_stream_frames(&id, created, response_model, &answer, include_usage, azure);
-        let body = wire::stream_body(state, frames, pacing(&plan));
+        let body = wire::stream_body_tallied(state, frames, pacing(&plan), Some(tally), include_usage);
         return wire::stream_response(wire::EVENT_STREAM, &headers, body);
     }
 
@@ -529,7 +559,7 @@ async fn chat(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, body: 
     }
     completion["choices"] = json!([choice]);
     let res = wire::json(StatusCode::OK, &headers, &completion);
-    wire::finish(res, plan.first_token_delay, plan.act == Act::Cut).await
+    wire::finish_tallied(res, plan.first_token_delay, plan.act == Act::Cut, Some(tally)).await
 }
 
 fn chat_stream_frames(

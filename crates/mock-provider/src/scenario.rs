@@ -154,6 +154,7 @@ impl Plan {
             }
         }
         let token_interval = header_f64(headers, "x-mock-tokens-per-second")
+            .or_else(|| name_tokens_per_second(flaky_key))
             .filter(|tps| *tps > 0.0 && tps.is_finite())
             .map(|tps| Duration::from_secs_f64(1.0 / tps));
         let mut first_token_delay = Duration::ZERO;
@@ -185,6 +186,15 @@ impl Plan {
             token_interval,
         }
     }
+}
+
+/// `tps-N` in a model name: N token frames a second, as `x-mock-tokens-per-second: N` (which
+/// wins when both are given). For clients that cannot set the mock's headers (behind a gateway).
+fn name_tokens_per_second(model: &str) -> Option<f64> {
+    let start = model.find("tps-")? + 4;
+    let rest = &model[start..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    rest[..digits].parse::<u32>().ok().map(f64::from)
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -379,6 +389,14 @@ mod tests {
         assert_eq!(Behaviour::from_model("mock-echo-params"), Behaviour::EchoParams);
         assert_eq!(Behaviour::from_model("mock-embed"), Behaviour::Normal);
         assert_eq!(Behaviour::from_model("mock-gpt mock-429"), Behaviour::RateLimited);
+    }
+
+    #[test]
+    fn tokens_per_second_from_the_model_name() {
+        assert_eq!(name_tokens_per_second("soak-gpt-tps-50"), Some(50.0));
+        assert_eq!(name_tokens_per_second("mock-cut-tps-20-x"), Some(20.0));
+        assert_eq!(name_tokens_per_second("gpt-4o"), None);
+        assert_eq!(name_tokens_per_second("tps-"), None);
     }
 
     #[test]

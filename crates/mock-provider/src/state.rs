@@ -1,5 +1,6 @@
 //! The mock's shared state: request and stream counters, the per-model counts behind
-//! `mock-flaky-N`, and the last request body each provider received.
+//! `mock-flaky-N`, the last request body each provider received, and the ledger of what each
+//! request was served (`GET /mock/ledger`).
 //!
 //! Everything here is cheap to touch on the hot path: atomics, and short critical sections on
 //! plain mutexes that are never held across an `.await`.
@@ -79,6 +80,52 @@ pub struct Stats {
     pub streams_cut: u64,
 }
 
+/// How an answer the mock started ended.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Still being served (or the answer was never started: a slow reply still waiting).
+    Pending,
+    /// The whole answer was written (streams: the terminal event too).
+    Completed,
+    /// Broken on purpose (`mock-cut`): streams after some token frames, whole bodies halfway.
+    Cut,
+    /// The client went away before the end.
+    Cancelled,
+    /// Answered with an error status (429, 500, 503, 400...): nothing generated.
+    Error,
+}
+
+/// One request as the mock served it: who asked (the request id), what it was asked for and
+/// how many tokens it actually put on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Served {
+    /// The request id: the `x-request-id` header, else the body's `user` field.
+    pub id: Option<String>,
+    pub path: String,
+    pub model: String,
+    pub stream: bool,
+    pub status: u16,
+    pub outcome: Outcome,
+    /// Prompt tokens of the request (the mock's count, as its usage reports it).
+    pub prompt_tokens: u32,
+    /// Completion tokens written: for a stream, the token frames sent before it ended, was cut
+    /// or was abandoned; for a whole body, all of them once it was sent, none when it was cut.
+    pub completion_tokens: u32,
+    /// Completion tokens of the full answer the mock had planned.
+    pub planned_completion_tokens: u32,
+    /// The usage the mock reported reached the wire (a whole body, or a completed stream that
+    /// was asked for usage).
+    pub usage_sent: bool,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// Bumped by `reset`, so a tally of a request from before it writes nothing.
+    generation: u64,
+    entries: Vec<Served>,
+}
+
 #[derive(Default)]
 struct Inner {
     requests: Mutex<HashMap<String, u64>>,
@@ -90,6 +137,7 @@ struct Inner {
     flaky: Mutex<HashMap<String, u64>>,
     last: Mutex<[Option<LastRequest>; 7]>,
     ids: AtomicU64,
+    ledger: Mutex<Ledger>,
 }
 
 /// Shared state of one mock server. Cheap to clone (an `Arc`).
@@ -168,6 +216,22 @@ impl MockState {
         self.inner.streams_cut.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Opens the ledger entry of one request (outcome `Pending`); the tally updates it.
+    pub(crate) fn tally(&self, served: Served) -> Tally {
+        let mut ledger = lock(&self.inner.ledger);
+        ledger.entries.push(served);
+        Tally {
+            state: self.clone(),
+            generation: ledger.generation,
+            index: ledger.entries.len() - 1,
+        }
+    }
+
+    /// Every request recorded since start or the last reset, in arrival order.
+    pub fn ledger(&self) -> Vec<Served> {
+        lock(&self.inner.ledger).entries.clone()
+    }
+
     /// A consistent-enough snapshot of every counter.
     pub fn stats(&self) -> Stats {
         let requests = lock(&self.inner.requests)
@@ -194,6 +258,11 @@ impl MockState {
         lock(&self.inner.requests).clear();
         lock(&self.inner.flaky).clear();
         *lock(&self.inner.last) = Default::default();
+        {
+            let mut ledger = lock(&self.inner.ledger);
+            ledger.generation += 1;
+            ledger.entries.clear();
+        }
         for counter in [
             &self.inner.requests_total,
             &self.inner.streams_started,
@@ -203,5 +272,60 @@ impl MockState {
         ] {
             counter.store(0, Ordering::Relaxed);
         }
+    }
+}
+
+/// The handle on one request's ledger entry. Dropped while still pending, the entry becomes
+/// `Cancelled` (the client went away before the answer was finished).
+pub struct Tally {
+    state: MockState,
+    generation: u64,
+    index: usize,
+}
+
+impl Tally {
+    fn with(&self, f: impl FnOnce(&mut Served)) {
+        let mut ledger = lock(&self.state.inner.ledger);
+        if ledger.generation == self.generation {
+            if let Some(entry) = ledger.entries.get_mut(self.index) {
+                f(entry);
+            }
+        }
+    }
+
+    /// One more completion token frame is being written.
+    pub(crate) fn token(&self) {
+        self.with(|e| e.completion_tokens += 1);
+    }
+
+    /// The whole answer went out (`usage_sent`: with its usage).
+    pub(crate) fn completed(&self, usage_sent: bool) {
+        self.with(|e| {
+            e.outcome = Outcome::Completed;
+            e.usage_sent = usage_sent;
+        });
+    }
+
+    /// A whole body was written in full (its usage with it).
+    pub(crate) fn completed_whole(&self) {
+        self.with(|e| {
+            e.outcome = Outcome::Completed;
+            e.completion_tokens = e.planned_completion_tokens;
+            e.usage_sent = true;
+        });
+    }
+
+    pub(crate) fn cut(&self) {
+        self.with(|e| e.outcome = Outcome::Cut);
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.with(|e| {
+            if e.outcome == Outcome::Pending {
+                e.outcome = Outcome::Cancelled;
+            }
+        });
     }
 }

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
 use crate::scenario::CUT_AFTER;
-use crate::state::MockState;
+use crate::state::{MockState, Tally};
 
 pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream; charset=utf-8");
@@ -128,6 +128,18 @@ impl Drop for StreamGuard {
 /// `state`. A cut stream ends with a body error, so the server drops the connection without the
 /// terminating chunk: the client sees a broken transfer, not a clean end.
 pub fn stream_body(state: &MockState, frames: Vec<Frame>, pacing: Pacing) -> Body {
+    stream_body_tallied(state, frames, pacing, None, false)
+}
+
+/// [`stream_body`] that also writes the request's ledger entry through `tally`: each token frame
+/// as it is handed to the server, then how the stream ended (`usage`: the frames carry usage).
+pub fn stream_body_tallied(
+    state: &MockState,
+    frames: Vec<Frame>,
+    pacing: Pacing,
+    tally: Option<Tally>,
+    usage: bool,
+) -> Body {
     state.stream_started();
     let total_tokens = frames.iter().filter(|f| f.token).count();
     // Cut after three tokens, or earlier when the reply is so short the third is the last.
@@ -148,6 +160,9 @@ pub fn stream_body(state: &MockState, frames: Vec<Frame>, pacing: Pacing) -> Bod
                     tokio::time::sleep(CUT_FLUSH).await;
                     guard.outcome = Outcome::Done;
                     guard.state.stream_cut();
+                    if let Some(t) = &tally {
+                        t.cut();
+                    }
                     yield Err(io::Error::new(io::ErrorKind::ConnectionAborted, "mock-cut: stream cut on purpose"));
                     return;
                 }
@@ -157,11 +172,17 @@ pub fn stream_body(state: &MockState, frames: Vec<Frame>, pacing: Pacing) -> Bod
                     }
                 }
                 tokens_sent += 1;
+                if let Some(t) = &tally {
+                    t.token();
+                }
             }
             yield Ok::<Bytes, io::Error>(frame.bytes);
         }
         guard.outcome = Outcome::Done;
         guard.state.stream_completed();
+        if let Some(t) = &tally {
+            t.completed(usage);
+        }
     };
     Body::from_stream(stream)
 }
@@ -181,8 +202,22 @@ pub fn stream_response(content_type: HeaderValue, headers: &[(HeaderName, Header
 /// A non-streaming reply that honours `mock-slow` (wait before the body) and `mock-cut` (send half
 /// the body, then break the connection).
 pub async fn finish(res: Response<Body>, delay: Duration, cut: bool) -> Response<Body> {
+    finish_tallied(res, delay, cut, None).await
+}
+
+/// [`finish`] that also writes the request's ledger entry: all its tokens once the body is
+/// handed over, none for a cut body (its usage never arrives), cancelled when the client leaves
+/// during the delay.
+pub async fn finish_tallied(res: Response<Body>, delay: Duration, cut: bool, tally: Option<Tally>) -> Response<Body> {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if let Some(t) = &tally {
+        if cut {
+            t.cut();
+        } else {
+            t.completed_whole();
+        }
     }
     if !cut {
         return res;

@@ -182,3 +182,134 @@ async fn unknown_paths_are_404() {
     let res = mock.http.post(mock.url("/v9/nothing")).send().await.unwrap();
     assert_eq!(res.status(), 404);
 }
+
+/// The ledger: one entry per chat request, filed under `x-request-id` (else the body's `user`),
+/// with the completion tokens actually written before the end, a cut or the client leaving.
+#[tokio::test]
+async fn ledger_records_tokens_written_per_request_id() {
+    use switchyard_mock_provider::{Outcome, Served};
+
+    let mock = spawn().await;
+    let ledger = || async {
+        mock.http
+            .get(mock.url("/mock/ledger"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Vec<Served>>()
+            .await
+            .unwrap()
+    };
+    // Whole and streamed, completed: "Hello! You said: one two three four" is 7 tokens.
+    let mut body = chat("gpt", false);
+    body["user"] = json!("by-user-field");
+    mock.post_bearer("/v1/chat/completions", &body)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut body = chat("gpt", true);
+    body["stream_options"] = json!({"include_usage": true});
+    mock.http
+        .post(mock.url("/v1/chat/completions"))
+        .bearer_auth("test")
+        .header("x-request-id", "by-header")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Cut after three token frames; whole body cut halfway; an error.
+    let mut body = chat("mock-cut", true);
+    body["user"] = json!("cut-stream");
+    let _ = mock.post_bearer("/v1/chat/completions", &body).await.text().await;
+    let mut body = chat("mock-cut", false);
+    body["user"] = json!("cut-whole");
+    let _ = mock.post_bearer("/v1/chat/completions", &body).await.text().await;
+    let mut body = chat("mock-503", false);
+    body["user"] = json!("failed");
+    mock.post_bearer("/v1/chat/completions", &body)
+        .await
+        .text()
+        .await
+        .unwrap();
+    // Abandoned after the first chunk of a paced stream (10 tokens a second).
+    let mut body = chat("gpt", true);
+    body["user"] = json!("abandoned");
+    let mut res = mock
+        .http
+        .post(mock.url("/v1/chat/completions"))
+        .bearer_auth("test")
+        .header("x-mock-tokens-per-second", "10")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let first = res.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(res);
+
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        entries = ledger().await;
+        if entries.len() == 6 && entries.iter().all(|e| e.outcome != Outcome::Pending) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let by_id = |id: &str| {
+        entries
+            .iter()
+            .find(|e| e.id.as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no entry {id} in {entries:?}"))
+            .clone()
+    };
+    let whole = by_id("by-user-field");
+    assert_eq!(
+        (
+            whole.outcome,
+            whole.prompt_tokens,
+            whole.completion_tokens,
+            whole.usage_sent,
+            whole.stream
+        ),
+        (Outcome::Completed, 4, 7, true, false)
+    );
+    let streamed = by_id("by-header");
+    assert_eq!(
+        (
+            streamed.outcome,
+            streamed.completion_tokens,
+            streamed.usage_sent,
+            streamed.stream
+        ),
+        (Outcome::Completed, 7, true, true)
+    );
+    let cut = by_id("cut-stream");
+    assert_eq!(
+        (cut.outcome, cut.completion_tokens, cut.planned_completion_tokens),
+        (Outcome::Cut, 3, 7)
+    );
+    let cut = by_id("cut-whole");
+    assert_eq!(
+        (cut.outcome, cut.completion_tokens, cut.usage_sent),
+        (Outcome::Cut, 0, false)
+    );
+    let failed = by_id("failed");
+    assert_eq!(
+        (failed.outcome, failed.status, failed.completion_tokens),
+        (Outcome::Error, 503, 0)
+    );
+    let abandoned = by_id("abandoned");
+    assert_eq!(abandoned.outcome, Outcome::Cancelled, "{abandoned:?}");
+    assert!(
+        (1..7).contains(&abandoned.completion_tokens),
+        "abandoned after the first chunk: {abandoned:?}"
+    );
+    assert!(!abandoned.usage_sent);
+
+    mock.http.post(mock.url("/mock/reset")).send().await.unwrap();
+    assert!(ledger().await.is_empty());
+}
