@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from harness import Process, binary, free_port, wait_http
-from operator_setup import start_operator
+from operator_setup import SYSTEM_NS, start_operator
 from test_operator_e2e import quickstart_in, wait_quickstart_published
 
 
@@ -107,3 +107,32 @@ def test_the_gateway_follows_its_config_across_shard_counts(control_plane, opera
     finally:
         gw.stop()
         print(gw.output()[-5000:])
+
+
+def test_the_operator_cannot_write_what_it_does_not_manage(control_plane, operator, namespace, tmp_path):
+    """The chart's ValidatingAdmissionPolicy: with the operator's own token, writes to a Secret and
+    a Pod it does not manage are refused, in its fleets' namespaces and in kube-system alike."""
+    cp = control_plane
+    token = cp.kubectl("create", "token", "sy-switchyard", "-n", SYSTEM_NS, check=True).stdout.strip()
+    kubeconfig = cp.token_kubeconfig(token, tmp_path / "op-kubeconfig", user="operator", namespace=SYSTEM_NS)
+    for ns in ["kube-system", namespace]:
+        cp.kubectl("create", "secret", "generic", "unrelated", "-n", ns, "--from-literal=k=v", check=True)
+        cp.kubectl("apply", "-f", "-", check=True, input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unrelated", "namespace": ns},
+            "spec": {"automountServiceAccountToken": False, "containers": [{"name": "c", "image": "busybox"}]}}))
+        for args in [
+            ("delete", "secret", "unrelated", "--dry-run=server"),
+            ("patch", "secret", "unrelated", "-p", '{"data":{"k":"eA=="}}'),
+            # Adding the managed-by label to someone else's object is refused as well.
+            ("label", "secret", "unrelated", "app.kubernetes.io/managed-by=switchyard-operator"),
+            ("annotate", "pod", "unrelated", "x=y"),
+        ]:
+            r = cp.kubectl(*args, "-n", ns, kubeconfig=kubeconfig)
+            assert r.returncode != 0 and "switchyard operator may only write" in r.stderr, (ns, args, r.stderr)
+        # Its own objects it still writes (a fleet's shards are the e2e tests'; here a plain create).
+        r = cp.kubectl("create", "-n", ns, "-f", "-", kubeconfig=kubeconfig, input=json.dumps({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {
+                "name": "managed", "labels": {"app.kubernetes.io/managed-by": "switchyard-operator"}}}))
+        assert r.returncode == 0, r.stderr
+        cp.kubectl("delete", "secret", "managed", "-n", ns, kubeconfig=kubeconfig, check=True)
+        cp.kubectl("delete", "secret,pod", "unrelated", "-n", ns, "--wait=false")
