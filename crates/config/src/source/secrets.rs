@@ -25,7 +25,9 @@ use kube::runtime::WatchStreamExt;
 use super::shards::{assemble_config, shard_count, shard_name, CONFIG_GENERATION, GATEWAY_MANAGER};
 use super::{ConfigSource, Refused, Update};
 
-type Events = BoxStream<'static, Result<Event<Secret>, watcher::Error>>;
+/// One event of a shard watch.
+type WatchEvent = Result<Event<Secret>, watcher::Error>;
+type Events = BoxStream<'static, WatchEvent>;
 
 /// The watch of one shard name.
 struct Watch {
@@ -38,7 +40,7 @@ struct Watch {
 
 impl Watch {
     /// Applies one event; true when the view of the shard changed.
-    fn apply(&mut self, event: Result<Event<Secret>, watcher::Error>, name: &str) -> bool {
+    fn apply(&mut self, event: WatchEvent, name: &str) -> bool {
         match event {
             Err(e) => {
                 tracing::warn!(error = %e, shard = %name, "watching config shard (retrying)");
@@ -132,7 +134,7 @@ impl Secrets {
     }
 
     /// The next event of any watch, with the shard index it is for.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, Result<Event<Secret>, watcher::Error>)>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, WatchEvent)>> {
         let mut open = false;
         for (index, w) in &mut self.watches {
             match w.events.poll_next_unpin(cx) {
@@ -149,7 +151,7 @@ impl Secrets {
     }
 
     /// Applies one watch event; true when the view of the shards changed.
-    fn apply(&mut self, index: usize, event: Result<Event<Secret>, watcher::Error>) -> bool {
+    fn apply(&mut self, index: usize, event: WatchEvent) -> bool {
         let name = shard_name(&self.fleet, index);
         let changed = self.watches.get_mut(&index).is_some_and(|w| w.apply(event, &name));
         // A new shard 0 may announce another count: watch the names it needs.
