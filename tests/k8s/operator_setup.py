@@ -25,7 +25,7 @@ def helm(cp, *args, check=True):
 
 
 def install_crds_and_rbac(cp):
-    """Applies the CRDs and the chart's operator RBAC (idempotent)."""
+    """Applies the CRDs and the chart's operator RBAC and admission policy (idempotent)."""
     cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), check=True)
     for crd in ["providers", "llmroutes", "virtualkeys", "llmgateways"]:
         cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.switchyard.dev", "--timeout=60s", check=True)
@@ -33,7 +33,8 @@ def install_crds_and_rbac(cp):
     rendered = helm(cp, "template", "sy", str(CHART), "--namespace", SYSTEM_NS,
                     "--show-only", "templates/serviceaccount.yaml",
                     "--show-only", "templates/clusterrole.yaml",
-                    "--show-only", "templates/clusterrolebinding.yaml").stdout
+                    "--show-only", "templates/clusterrolebinding.yaml",
+                    "--show-only", "templates/validatingadmissionpolicy.yaml").stdout
     cp.kubectl("apply", "-n", SYSTEM_NS, "-f", "-", input=rendered, check=True)
 
 

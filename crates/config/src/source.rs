@@ -27,9 +27,9 @@ pub use folder::{Folder, RedisOverride};
 #[cfg(feature = "kubernetes")]
 pub use secrets::Secrets;
 pub use shards::{
-    assemble_config, shard_secrets, split_config, AssembledConfig, ShardError, ANNOTATION_CONFIG_HASH,
-    ANNOTATION_CONFIG_SHARD, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, CONFIG_KEY, GATEWAY_MANAGER, LABEL_FLEET,
-    SHARD_BYTES,
+    assemble_config, shard_count, shard_name, shard_secrets, split_config, AssembledConfig, ShardError,
+    ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARD, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, CONFIG_KEY,
+    GATEWAY_MANAGER, LABEL_FLEET, SHARD_BYTES,
 };
 
 /// Where a gateway's config comes from. The swap loop waits on [`ConfigSource::changed`] (cheap:

@@ -36,7 +36,8 @@ use crate::{GATEWAY_APP, LABEL_FLEET, LABEL_NAME, MANAGER};
 pub struct Desired {
     /// The gateway pods' identity.
     pub service_account: ServiceAccount,
-    /// What the gateway pods may do: read their config shards, annotate their own pod.
+    /// What the gateway pods may do: read their own config shards (by name, as many as
+    /// [`Desired::config_shards`]), annotate pods.
     pub role: Role,
     /// Binds [`Desired::role`] to [`Desired::service_account`].
     pub role_binding: RoleBinding,
@@ -68,10 +69,7 @@ pub fn identity_name(gw: &LLMGateway) -> String {
     format!("{}-gateway", gw.name_any())
 }
 
-/// Name of config shard `index` of a fleet.
-pub fn shard_name(fleet: &str, index: usize) -> String {
-    format!("{fleet}-config-{index}")
-}
+pub use switchyard_config::source::shard_name;
 
 /// Labels every object of the fleet carries.
 pub fn fleet_labels(gw: &LLMGateway) -> BTreeMap<String, String> {
@@ -116,6 +114,7 @@ pub fn desired_objects(gw: &LLMGateway, compiled: &Compiled, generation: u64, im
     // Serialising a GatewayConfig cannot fail: it has only string map keys and plain values.
     let bytes = compiled.config.to_bytes().unwrap_or_default();
     let config_hash = hex::encode(Sha256::digest(&bytes));
+    let config_shards = config_shards(gw, &bytes, &config_hash, generation);
     Desired {
         service_account: ServiceAccount {
             metadata: meta(gw, identity_name(gw)),
@@ -123,7 +122,7 @@ pub fn desired_objects(gw: &LLMGateway, compiled: &Compiled, generation: u64, im
         },
         role: Role {
             metadata: meta(gw, identity_name(gw)),
-            rules: Some(gateway_rules()),
+            rules: Some(gateway_rules(&gw.name_any(), config_shards.len())),
         },
         role_binding: RoleBinding {
             metadata: meta(gw, identity_name(gw)),
@@ -139,7 +138,7 @@ pub fn desired_objects(gw: &LLMGateway, compiled: &Compiled, generation: u64, im
                 api_group: None,
             }]),
         },
-        config_shards: config_shards(gw, &bytes, &config_hash, generation),
+        config_shards,
         config_hash,
         service: service(gw),
         disruption_budget: PodDisruptionBudget {
@@ -159,15 +158,14 @@ pub fn desired_objects(gw: &LLMGateway, compiled: &Compiled, generation: u64, im
     }
 }
 
-/// What the gateway pods may do in their namespace. Kubernetes cannot restrict `list` and
-/// `watch` by `resourceNames`, so the pods may read every Secret of their namespace; they only
-/// ask for their own shards (a label selector), but the grant is namespace-wide. Keep fleets
-/// in namespaces whose other Secrets they may see.
-fn gateway_rules() -> Vec<PolicyRule> {
-    vec![
-        rule("", &["secrets"], &["get", "list", "watch"]),
-        rule("", &["pods"], &["get", "patch"]),
-    ]
+/// What the gateway pods of fleet `fleet` may do in their namespace: read its `shards` config
+/// shards and nothing else among Secrets. `resourceNames` restricts `list` and `watch` too, to
+/// requests that select one of the names (`fieldSelector=metadata.name=<name>`), which is how
+/// the pods watch their shards; a `get` or `list` of any other Secret is refused.
+pub(crate) fn gateway_rules(fleet: &str, shards: usize) -> Vec<PolicyRule> {
+    let mut secrets = rule("", &["secrets"], &["get", "list", "watch"]);
+    secrets.resource_names = Some((0..shards.max(1)).map(|i| shard_name(fleet, i)).collect());
+    vec![secrets, rule("", &["pods"], &["get", "patch"])]
 }
 
 fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {

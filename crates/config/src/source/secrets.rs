@@ -3,10 +3,17 @@
 //! served within a watch round trip), assembled once a generation is complete; the pod reports
 //! the generation it serves by annotating itself.
 //!
-//! A plain watch of Secrets by label, not a controller: nothing here reconciles anything.
+//! Each shard is watched by name (a `metadata.name` field selector), never by label: the
+//! fleet's Role grants `get`/`list`/`watch` on its own shard names only (`resourceNames`), so a
+//! namespace-wide list would be refused, and the pods cannot read other Secrets. Shard 0 is
+//! always watched; the shard count it announces says which other names (`<fleet>-config-1..`)
+//! to watch. The operator widens the Role before it writes a generation with more shards.
+//!
+//! Plain watches, not a controller: nothing here reconciles anything.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -14,10 +21,56 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::ResourceExt;
 
-use super::shards::{assemble_config, shard_selector, CONFIG_GENERATION, GATEWAY_MANAGER};
+use super::shards::{assemble_config, shard_count, shard_name, CONFIG_GENERATION, GATEWAY_MANAGER};
 use super::{ConfigSource, Refused, Update};
+
+/// One event of a shard watch.
+type WatchEvent = Result<Event<Secret>, watcher::Error>;
+type Events = BoxStream<'static, WatchEvent>;
+
+/// The watch of one shard name.
+struct Watch {
+    events: Events,
+    /// The shard, when it exists.
+    shard: Option<Arc<Secret>>,
+    /// During a re-list, what it found so far; the previous view is kept until it is done.
+    relist: Option<Option<Arc<Secret>>>,
+}
+
+impl Watch {
+    /// Applies one event; true when the view of the shard changed.
+    fn apply(&mut self, event: WatchEvent, name: &str) -> bool {
+        match event {
+            Err(e) => {
+                tracing::warn!(error = %e, shard = %name, "watching config shard (retrying)");
+                false
+            }
+            Ok(Event::Init) => {
+                self.relist = Some(None);
+                false
+            }
+            Ok(Event::InitApply(s)) => {
+                self.relist = Some(Some(Arc::new(s)));
+                false
+            }
+            Ok(Event::InitDone) => {
+                if let Some(fresh) = self.relist.take() {
+                    self.shard = fresh;
+                }
+                true
+            }
+            Ok(Event::Apply(s)) => {
+                self.shard = Some(Arc::new(s));
+                true
+            }
+            Ok(Event::Delete(_)) => {
+                self.shard = None;
+                true
+            }
+        }
+    }
+}
 
 /// The config shards of one fleet.
 pub struct Secrets {
@@ -26,31 +79,84 @@ pub struct Secrets {
     fleet: String,
     /// This pod, to annotate with the generation it serves (`None` outside a pod).
     pod: Option<String>,
-    events: BoxStream<'static, Result<Event<Secret>, watcher::Error>>,
-    /// Shards by name.
-    shards: BTreeMap<String, Arc<Secret>>,
-    /// During a re-list, the shards listed so far; the previous view is kept until it is done.
-    relist: Option<BTreeMap<String, Arc<Secret>>>,
+    /// One watch per shard index: 0, and `1..count` for the count shard 0 announces.
+    watches: BTreeMap<usize, Watch>,
 }
 
 impl Secrets {
-    /// The shards of fleet `fleet` in `namespace`. The watch reconnects with backoff when the
+    /// The shards of fleet `fleet` in `namespace`. The watches reconnect with backoff when the
     /// API server goes away.
     pub fn new(client: kube::Client, namespace: String, fleet: String, pod: Option<String>) -> Self {
-        let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-        let events = watcher::watcher(api, watcher::Config::default().labels(&shard_selector(&fleet)))
-            .default_backoff()
-            .fuse()
-            .boxed();
-        Secrets {
+        let mut secrets = Secrets {
             client,
             namespace,
             fleet,
             pod,
-            events,
-            shards: BTreeMap::new(),
-            relist: None,
+            watches: BTreeMap::new(),
+        };
+        secrets.watch(0);
+        secrets
+    }
+
+    fn watch(&mut self, index: usize) {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let name = shard_name(&self.fleet, index);
+        let events = watcher::watcher(api, watcher::Config::default().fields(&format!("metadata.name={name}")))
+            .default_backoff()
+            .fuse()
+            .boxed();
+        self.watches.insert(
+            index,
+            Watch {
+                events,
+                shard: None,
+                relist: None,
+            },
+        );
+    }
+
+    /// Watches exactly the shard names shard 0 announces; true when a watched shard was dropped.
+    fn fit_watches(&mut self) -> bool {
+        let count = self
+            .watches
+            .get(&0)
+            .and_then(|w| w.shard.as_deref())
+            .and_then(shard_count)
+            .unwrap_or(1)
+            .max(1);
+        let dropped = self.watches.split_off(&count);
+        for index in 1..count {
+            if !self.watches.contains_key(&index) {
+                self.watch(index);
+            }
         }
+        dropped.values().any(|w| w.shard.is_some())
+    }
+
+    /// The next event of any watch, with the shard index it is for.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, WatchEvent)>> {
+        let mut open = false;
+        for (index, w) in &mut self.watches {
+            match w.events.poll_next_unpin(cx) {
+                Poll::Ready(Some(event)) => return Poll::Ready(Some((*index, event))),
+                Poll::Ready(None) => {}
+                Poll::Pending => open = true,
+            }
+        }
+        if open {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
+        }
+    }
+
+    /// Applies one watch event; true when the view of the shards changed.
+    fn apply(&mut self, index: usize, event: WatchEvent) -> bool {
+        let name = shard_name(&self.fleet, index);
+        let changed = self.watches.get_mut(&index).is_some_and(|w| w.apply(event, &name));
+        // A new shard 0 may announce another count: watch the names it needs.
+        let dropped = index == 0 && changed && self.fit_watches();
+        changed || dropped
     }
 
     /// Annotates pod `pod` with the configuration generation it runs, for the operator's
@@ -67,40 +173,6 @@ impl Secrets {
         api.patch(pod, &pp, &Patch::Merge(&patch)).await?;
         Ok(())
     }
-
-    /// Applies one watch event; true when the view of the shards changed.
-    fn apply(&mut self, event: Result<Event<Secret>, watcher::Error>) -> bool {
-        match event {
-            Err(e) => {
-                tracing::warn!(error = %e, namespace = %self.namespace, fleet = %self.fleet, "watching config shards (retrying)");
-                false
-            }
-            Ok(Event::Init) => {
-                self.relist = Some(BTreeMap::new());
-                false
-            }
-            Ok(Event::InitApply(s)) => {
-                self.relist
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(s.name_any(), Arc::new(s));
-                false
-            }
-            Ok(Event::InitDone) => {
-                if let Some(fresh) = self.relist.take() {
-                    self.shards = fresh;
-                }
-                true
-            }
-            Ok(Event::Apply(s)) => {
-                self.shards.insert(s.name_any(), Arc::new(s));
-                true
-            }
-            Ok(Event::Delete(s)) => {
-                self.shards.remove(&s.name_any());
-                true
-            }
-        }
-    }
 }
 
 impl ConfigSource for Secrets {
@@ -108,17 +180,18 @@ impl ConfigSource for Secrets {
 
     async fn changed(&mut self) -> Option<Vec<Arc<Secret>>> {
         loop {
-            let event = self.events.next().await?;
-            if self.apply(event) {
+            let (index, event) = futures::future::poll_fn(|cx| self.poll_next(cx)).await?;
+            if self.apply(index, event) {
                 break;
             }
         }
         // Events already here (the rest of a generation being written): one read for all.
-        while let Some(Some(event)) = self.events.next().now_or_never() {
-            self.apply(event);
+        while let Some(Some((index, event))) = futures::future::poll_fn(|cx| self.poll_next(cx)).now_or_never() {
+            self.apply(index, event);
         }
-        tracing::debug!(shards = self.shards.len(), "config shards changed");
-        Some(self.shards.values().cloned().collect())
+        let shards: Vec<Arc<Secret>> = self.watches.values().filter_map(|w| w.shard.clone()).collect();
+        tracing::debug!(shards = shards.len(), "config shards changed");
+        Some(shards)
     }
 
     fn load(shards: Vec<Arc<Secret>>) -> Result<Option<Update>, Refused> {

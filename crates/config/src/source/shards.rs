@@ -34,6 +34,23 @@ pub const GATEWAY_MANAGER: &str = "switchyard-gateway";
 /// base64 in the request makes 512 KiB about 683 KiB on the wire.
 pub const SHARD_BYTES: usize = 512 * 1024;
 
+/// Name of config shard `index` of fleet `fleet`. Names are fixed by index, so the fleet's Role
+/// can grant exactly its shards (`resourceNames`) and the pods can watch each by name.
+pub fn shard_name(fleet: &str, index: usize) -> String {
+    format!("{fleet}-config-{index}")
+}
+
+/// How many shards the generation of shard `s` has (its annotation). The gateway reads it from
+/// shard 0 to know which other shard names to watch.
+pub fn shard_count(s: &Secret) -> Option<usize> {
+    s.metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_CONFIG_SHARDS)?
+        .parse()
+        .ok()
+}
+
 /// The label selector of fleet `fleet`'s config shards.
 pub fn shard_selector(fleet: &str) -> String {
     format!("{LABEL_FLEET}={fleet},{CONFIG_GENERATION}")
@@ -213,7 +230,7 @@ mod tests {
     fn shards(config: &GatewayConfig, generation: u64) -> Vec<Secret> {
         let bytes = config.to_bytes().unwrap();
         shard_secrets(&bytes, &config.hash(), generation, |i| ObjectMeta {
-            name: Some(format!("edge-config-{i}")),
+            name: Some(shard_name("edge", i)),
             labels: Some(BTreeMap::from([(LABEL_FLEET.to_owned(), "edge".to_owned())])),
             ..ObjectMeta::default()
         })
@@ -230,6 +247,7 @@ mod tests {
             assert_eq!(labels[LABEL_FLEET], "edge", "the writer's labels are kept");
             assert_eq!(labels[CONFIG_GENERATION], "7");
         }
+        assert!(written.iter().all(|s| shard_count(s) == Some(written.len())));
         let a = assemble_config(written.iter().rev()).unwrap().unwrap();
         assert_eq!((a.generation, a.hash.as_str()), (7, big.hash().as_str()));
         assert_eq!(a.config, big);

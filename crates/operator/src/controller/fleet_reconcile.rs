@@ -185,7 +185,13 @@ async fn apply_fleet(
 ) -> Result<Deployment, Error> {
     let ns = fleet::ns(gw);
     // The config shards go first: they are what a change is waiting for (apply-to-served
-    // latency); the other objects only change with the LLMGateway itself.
+    // latency); the other objects only change with the LLMGateway itself. Except the Role when
+    // there will be more shards than now: it names each shard the pods may read, and the pods
+    // start watching a new name as soon as shard 0 announces it.
+    let widen = write_shards && desired.config_shards.len() > shards.names.len();
+    if widen {
+        apply(c, &ns, &desired.role).await?;
+    }
     if write_shards {
         for shard in &desired.config_shards {
             apply(c, &ns, shard).await?;
@@ -201,7 +207,9 @@ async fn apply_fleet(
     // The RoleBinding after its Role: binding a Role that does not exist yet fails the API
     // server's escalation check.
     let rbac = async {
-        apply(c, &ns, &desired.role).await?;
+        if !widen {
+            apply(c, &ns, &desired.role).await?;
+        }
         apply(c, &ns, &desired.role_binding).await
     };
     futures::try_join!(

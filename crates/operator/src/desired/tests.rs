@@ -199,10 +199,11 @@ fn deployment_runs_the_fleet() {
         d.disruption_budget.spec.as_ref().unwrap().max_unavailable,
         Some(IntOrString::Int(1))
     );
-    // The Role lets pods read Secrets of their namespace and annotate their own pod.
+    // The Role lets pods read their own config shard (by name, no other Secret) and annotate pods.
     let rules = d.role.rules.as_ref().unwrap();
     assert_eq!(rules[0].resources.as_deref().unwrap(), ["secrets"]);
     assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    assert_eq!(rules[0].resource_names.as_deref().unwrap(), ["edge-config-0"]);
     assert_eq!(rules[1].verbs, ["get", "patch"]);
     assert_eq!(d.role_binding.subjects.as_ref().unwrap()[0].name, "edge-gateway");
 }
@@ -252,6 +253,11 @@ fn shards_split_and_rejoin() {
     );
     let d = desired_objects(&gw, &compiled, 42, "img");
     assert_eq!(d.config_shards.len(), 3);
+    // The Role grants exactly the three shard names, which the pods watch one by one.
+    assert_eq!(
+        d.role.rules.as_ref().unwrap()[0].resource_names.as_deref().unwrap(),
+        ["edge-config-0", "edge-config-1", "edge-config-2"]
+    );
     for (i, s) in d.config_shards.iter().enumerate() {
         assert_eq!(s.metadata.name.as_deref(), Some(format!("edge-config-{i}").as_str()));
         let a = s.metadata.annotations.as_ref().unwrap();
@@ -336,7 +342,7 @@ fn operator_rules_cover_what_it_writes() {
         assert!(allows(g, r, v), "{g} {r} {v}");
     }
     // The operator may grant the gateway Role only what it holds itself.
-    for rule in gateway_rules() {
+    for rule in gateway_rules("edge", 3) {
         for resource in rule.resources.unwrap() {
             for verb in &rule.verbs {
                 assert!(allows("", &resource, verb), "{resource} {verb}");
