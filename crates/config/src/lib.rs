@@ -20,7 +20,8 @@ pub mod source;
 mod types;
 
 pub use compile::{
-    admits_namespace, compile, route_attaches_to, route_names_gateway, selector_matches, CompileOptions, Compiled,
+    admits_namespace, compile, key_attaches_to, route_attaches_to, route_names_gateway, selector_matches, CompileOptions,
+    Compiled, REF_NOT_PERMITTED,
     MAX_FALLBACK_DEPTH,
 };
 pub use diagnostics::{Diagnostic, Location, ObjectId, Severity};
