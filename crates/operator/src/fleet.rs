@@ -93,7 +93,10 @@ pub fn serves_provider(
 ) -> bool {
     let pns = ns(p);
     considers_provider(gw, p, namespaces)
-        && (pns == ns(gw) || routes.iter().any(|r| ns(&**r) == pns && considers_route(gw, r, namespaces)))
+        && (pns == ns(gw)
+            || routes
+                .iter()
+                .any(|r| ns(&**r) == pns && considers_route(gw, r, namespaces)))
 }
 
 /// Whether the fleet compiles a VirtualKey: it admits the key's namespace and the key names
@@ -268,13 +271,15 @@ pub fn fleet_manifests(
     // Admitted routes and keys that name no parent go in even from other namespaces, without
     // their Secrets: `compile` leaves them out and counts them for the fleet's status.
     for r in routes.iter().filter(|r| {
-        considers_route(gw, r, namespaces) || (r.spec.parent_refs.is_empty() && admits_routes_from(gw, &ns(&***r), namespaces))
+        considers_route(gw, r, namespaces)
+            || (r.spec.parent_refs.is_empty() && admits_routes_from(gw, &ns(&***r), namespaces))
     }) {
         seen_ns.insert(ns(&**r));
         m.routes.push((**r).clone());
     }
     for k in keys.iter().filter(|k| {
-        considers_key(gw, k, namespaces) || (k.spec.parent_refs.is_empty() && admits_keys_from(gw, &ns(&***k), namespaces))
+        considers_key(gw, k, namespaces)
+            || (k.spec.parent_refs.is_empty() && admits_keys_from(gw, &ns(&***k), namespaces))
     }) {
         if considers_key(gw, k, namespaces) {
             for name in key_secret_names(k) {

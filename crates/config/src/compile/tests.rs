@@ -494,11 +494,7 @@ fn a_fleet_admitting_all_namespaces_gets_nothing_they_did_not_name_it_in() {
     );
     // The fleet is told why, by counts: team-a's route and key name no parent (team-b's name
     // another fleet, which is not this fleet's business), and no other namespace is named.
-    let refused: Vec<&Diagnostic> = c
-        .diagnostics
-        .iter()
-        .filter(|d| d.reason == REF_NOT_PERMITTED)
-        .collect();
+    let refused: Vec<&Diagnostic> = c.diagnostics.iter().filter(|d| d.reason == REF_NOT_PERMITTED).collect();
     assert_eq!(refused.len(), 1, "{:?}", messages(&c));
     let d = refused[0];
     assert_eq!(d.object, Some(ObjectId::new("LLMGateway", "hostile", "grab")));
