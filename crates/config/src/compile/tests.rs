@@ -333,6 +333,7 @@ fn connection_limits_come_from_the_gateway_and_default_when_unset() {
     );
 }
 
+#[test]
 fn label_selectors_follow_kubernetes_operators() {
     let sel: LabelSelector = serde_json::from_value(serde_json::json!({
         "matchLabels": {"llm": "on"},
