@@ -56,10 +56,15 @@ pub struct LLMGatewaySpec {
     /// it each pod counts alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSettings>,
-    /// Which LLMRoutes this fleet serves. Default: routes in the gateway's namespace.
+    /// Which namespaces' LLMRoutes this fleet may serve. Default: routes in the gateway's
+    /// namespace. A route of another namespace is served only when it also names this gateway
+    /// in its `parentRefs`: admitting a namespace is not enough (status condition
+    /// `ResolvedRefs=False`, reason `RefNotPermitted`, counts the routes left out).
     #[serde(default)]
     pub routes: Admission,
-    /// Which VirtualKeys this fleet accepts. Default: keys in the gateway's namespace.
+    /// Which namespaces' VirtualKeys this fleet may accept. Default: keys in the gateway's
+    /// namespace. A key of another namespace is accepted only when it names this gateway in its
+    /// `parentRefs`.
     #[serde(default)]
     pub keys: Admission,
     /// Requests larger than this many bytes are refused with 413. Default 10 MiB.
@@ -242,7 +247,8 @@ pub enum FailMode {
     Closed,
 }
 
-/// Which namespaces' resources a fleet admits (Gateway API `allowedRoutes` style).
+/// Which namespaces' resources a fleet admits (Gateway API `allowedRoutes` style). Objects of
+/// another namespace must also name the fleet in their `parentRefs`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.from != 'Selector' || has(self.selector)").message("selector is required when from is Selector"))]

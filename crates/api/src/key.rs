@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Limits, SecretKeyRef, DURATION_PATTERN};
+use crate::common::{Limits, NamespacedRef, SecretKeyRef, DURATION_PATTERN};
 
 /// A VirtualKey is a credential a client sends as `Authorization: Bearer <key>` or
 /// `x-api-key: <key>`. The key itself lives only in a Secret; gateways see its SHA-256 hash.
@@ -64,6 +64,12 @@ pub struct VirtualKeySpec {
     /// Key rotation for operator-generated keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<Rotation>,
+    /// The LLMGateways of other namespaces that may accept this key (its consent, as a route's
+    /// `parentRefs`). When omitted, only gateways of the key's own namespace that admit its
+    /// keys accept it; a gateway of another namespace never does unless named here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub parent_refs: Vec<NamespacedRef>,
 }
 
 /// A spend budget.

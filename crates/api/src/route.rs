@@ -93,8 +93,11 @@ pub struct LLMRouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub shared_with: Vec<String>,
-    /// The LLMGateways that serve this route. When omitted, every gateway that admits routes from
-    /// this namespace serves it.
+    /// The LLMGateways that serve this route (each must also admit routes from this namespace).
+    /// When omitted, the gateways of this namespace that admit its routes serve it. A gateway of
+    /// another namespace serves the route only when named here, whatever its `spec.routes`
+    /// says: naming it is the route owner's consent to hand it the route and its Providers'
+    /// credentials.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub parent_refs: Vec<NamespacedRef>,

@@ -45,7 +45,11 @@ pub const MAX_FALLBACK_DEPTH: usize = 3;
 
 /// Compiles manifests into a gateway configuration.
 pub fn compile(m: &Manifests, opts: &CompileOptions) -> Compiled {
-    let mut c = Compiler { m, diags: Vec::new() };
+    let mut c = Compiler {
+        m,
+        diags: Vec::new(),
+        not_permitted: (0, 0),
+    };
     let config = c.run(opts);
     let mut diagnostics = c.diags;
     for d in &mut diagnostics {
@@ -63,6 +67,8 @@ pub fn compile(m: &Manifests, opts: &CompileOptions) -> Compiled {
 struct Compiler<'a> {
     m: &'a Manifests,
     diags: Vec<Diagnostic>,
+    /// Routes and keys of other namespaces left out for naming no parent.
+    not_permitted: (usize, usize),
 }
 
 fn ns_of<K: kube::Resource>(o: &K) -> String {
@@ -116,7 +122,26 @@ impl Fleet<'_> {
     fn serves_route(&self, route: &api::LLMRoute) -> bool {
         self.gateway.is_none_or(|gw| route_attaches_to(route, gw))
     }
+
+    fn serves_key(&self, key: &api::VirtualKey) -> bool {
+        self.gateway.is_none_or(|gw| key_attaches_to(key, gw))
+    }
+
+    /// Whether an admitted object of another namespace was left out only because it names no
+    /// parent: before consent was required, it would have been served.
+    fn lacks_consent(&self, namespace: &str, parent_refs: &[api::NamespacedRef]) -> bool {
+        self.gateway
+            .is_some_and(|gw| parent_refs.is_empty() && namespace != gateway_namespace(gw))
+    }
 }
+
+fn gateway_namespace(gateway: &api::LLMGateway) -> &str {
+    gateway.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+}
+
+/// Reason of the LLMGateway diagnostic that counts routes and keys of admitted namespaces left
+/// out because they do not name the gateway (the operator reports it as `ResolvedRefs=False`).
+pub const REF_NOT_PERMITTED: &str = "RefNotPermitted";
 
 /// Whether one admission of `gateway` (its `spec.routes` or `spec.keys`) admits resources from
 /// `namespace`. `labels` gives a namespace's labels (`None`: unknown, so none) and is asked only
@@ -140,23 +165,46 @@ pub fn admits_namespace<L: Borrow<BTreeMap<String, String>>>(
     }
 }
 
+/// Whether `parent_refs` of an object in `namespace` name `gateway` (a parentRef without a
+/// namespace means the object's own).
+fn refs_name_gateway(parent_refs: &[api::NamespacedRef], namespace: &str, gateway: &api::LLMGateway) -> bool {
+    let gateway_name = gateway.name_any();
+    parent_refs
+        .iter()
+        .any(|p| p.name == gateway_name && p.namespace.as_deref().unwrap_or(namespace) == gateway_namespace(gateway))
+}
+
+/// Whether an object with `parent_refs` in `namespace` consents to `gateway`: it names it, or
+/// it names no parent and lives in the gateway's own namespace. An object of another namespace
+/// must name the gateway (as in Gateway API): a gateway's admission policy alone never takes
+/// another namespace's routes, Providers, Secrets or keys.
+fn attaches(parent_refs: &[api::NamespacedRef], namespace: &str, gateway: &api::LLMGateway) -> bool {
+    if namespace == gateway_namespace(gateway) && parent_refs.is_empty() {
+        return true;
+    }
+    refs_name_gateway(parent_refs, namespace, gateway)
+}
+
 /// Whether a route names `gateway` in its parentRefs (a parentRef without a namespace means
 /// the route's own).
 pub fn route_names_gateway(route: &api::LLMRoute, gateway: &api::LLMGateway) -> bool {
     let route_ns = route.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-    let gateway_ns = gateway.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-    let gateway_name = gateway.name_any();
-    route
-        .spec
-        .parent_refs
-        .iter()
-        .any(|p| p.name == gateway_name && p.namespace.as_deref().unwrap_or(route_ns) == gateway_ns)
+    refs_name_gateway(&route.spec.parent_refs, route_ns, gateway)
 }
 
-/// Whether a route attaches to `gateway` when the gateway admits its namespace: it names no
-/// parents (every admitting gateway serves it) or names this one.
+/// Whether a route attaches to `gateway` when the gateway admits its namespace: it names this
+/// gateway, or it names no parents and is in the gateway's namespace. Both sides consent: the
+/// gateway by admitting the namespace, a route of another namespace by naming the gateway.
 pub fn route_attaches_to(route: &api::LLMRoute, gateway: &api::LLMGateway) -> bool {
-    route.spec.parent_refs.is_empty() || route_names_gateway(route, gateway)
+    let route_ns = route.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    attaches(&route.spec.parent_refs, route_ns, gateway)
+}
+
+/// Whether a VirtualKey attaches to `gateway` when the gateway admits its namespace (the rule
+/// of [`route_attaches_to`]).
+pub fn key_attaches_to(key: &api::VirtualKey, gateway: &api::LLMGateway) -> bool {
+    let key_ns = key.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    attaches(&key.spec.parent_refs, key_ns, gateway)
 }
 
 /// Whether labels match a Kubernetes label selector.
@@ -185,6 +233,20 @@ impl<'a> Compiler<'a> {
         let providers = self.providers();
         let routes = self.routes(&fleet, &providers);
         let keys = self.keys(&fleet, &routes);
+        if let (Some(gw), (routes_out, keys_out)) = (gateway, self.not_permitted) {
+            if routes_out + keys_out > 0 {
+                // Counts only: the names belong to other namespaces.
+                self.diags.push(Diagnostic::warning(
+                    &id_of(gw),
+                    "",
+                    REF_NOT_PERMITTED,
+                    format!(
+                        "{routes_out} route(s) and {keys_out} key(s) of other namespaces admitted by spec.routes / spec.keys \
+                         are not served: an object of another namespace must name this LLMGateway in its spec.parentRefs"
+                    ),
+                ));
+            }
+        }
         let used: BTreeSet<&str> = routes
             .iter()
             .flat_map(|r| r.backends.iter().map(|b| b.provider.as_str()))
@@ -521,11 +583,13 @@ impl<'a> Compiler<'a> {
     ) -> Vec<RouteConfig> {
         let m = self.m;
         // Oldest first, then by name: the first route to claim a model name keeps it.
-        let mut list: Vec<&api::LLMRoute> = m
-            .routes
+        let admitted = m.routes.iter().filter(|r| fleet.admits(m, |s| &s.routes, &ns_of(*r)));
+        let (mut list, refused): (Vec<&api::LLMRoute>, Vec<&api::LLMRoute>) =
+            admitted.partition(|r| fleet.serves_route(r));
+        self.not_permitted.0 = refused
             .iter()
-            .filter(|r| fleet.admits(m, |s| &s.routes, &ns_of(*r)) && fleet.serves_route(r))
-            .collect();
+            .filter(|r| fleet.lacks_consent(&ns_of(**r), &r.spec.parent_refs))
+            .count();
         list.sort_by_key(|r| {
             (
                 ns_of(*r),
@@ -926,11 +990,13 @@ impl<'a> Compiler<'a> {
 
     fn keys(&mut self, fleet: &Fleet<'_>, routes: &[RouteConfig]) -> Vec<KeyConfig> {
         let m = self.m;
-        let mut list: Vec<&api::VirtualKey> = m
-            .keys
+        let admitted = m.keys.iter().filter(|k| fleet.admits(m, |s| &s.keys, &ns_of(*k)));
+        let (mut list, refused): (Vec<&api::VirtualKey>, Vec<&api::VirtualKey>) =
+            admitted.partition(|k| fleet.serves_key(k));
+        self.not_permitted.1 = refused
             .iter()
-            .filter(|k| fleet.admits(m, |s| &s.keys, &ns_of(*k)))
-            .collect();
+            .filter(|k| fleet.lacks_consent(&ns_of(**k), &k.spec.parent_refs))
+            .count();
         list.sort_by_key(|k| (ns_of(*k), k.name_any()));
         let mut out = Vec::new();
         let mut seen_hashes: BTreeMap<String, ObjectId> = BTreeMap::new();

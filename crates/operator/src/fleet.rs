@@ -68,20 +68,41 @@ pub fn names_fleet(route: &LLMRoute, gw: &LLMGateway) -> bool {
     switchyard_config::route_names_gateway(route, gw)
 }
 
-/// Whether the fleet serves a route: it admits the route's namespace and the route names no
-/// parents or names this fleet (the rules `compile` applies).
+/// Whether the fleet serves a route: it admits the route's namespace and the route names this
+/// fleet, or names no parents and is in the fleet's namespace (the rules `compile` applies).
+/// A route of another namespace that does not name the fleet is never served, its status never
+/// written by this fleet.
 pub fn considers_route(gw: &LLMGateway, route: &LLMRoute, namespaces: &dyn NamespaceLabels) -> bool {
     admits_routes_from(gw, &ns(route), namespaces) && switchyard_config::route_attaches_to(route, gw)
 }
 
-/// Whether the fleet compiles a Provider (it admits routes from the Provider's namespace).
+/// Whether a Provider may concern the fleet: it admits routes from the Provider's namespace.
+/// Over-approximates (for mapping events); [`serves_provider`] decides what is compiled.
 pub fn considers_provider(gw: &LLMGateway, p: &Provider, namespaces: &dyn NamespaceLabels) -> bool {
     admits_routes_from(gw, &ns(p), namespaces)
 }
 
-/// Whether the fleet compiles a VirtualKey.
+/// Whether the fleet compiles a Provider (and reads its credentials): the Provider is in the
+/// fleet's namespace, or a route of the Provider's namespace attaches to the fleet (names it).
+/// Another namespace's credentials never reach a fleet that namespace did not name.
+pub fn serves_provider(
+    gw: &LLMGateway,
+    p: &Provider,
+    routes: &[Arc<LLMRoute>],
+    namespaces: &dyn NamespaceLabels,
+) -> bool {
+    let pns = ns(p);
+    considers_provider(gw, p, namespaces)
+        && (pns == ns(gw)
+            || routes
+                .iter()
+                .any(|r| ns(&**r) == pns && considers_route(gw, r, namespaces)))
+}
+
+/// Whether the fleet compiles a VirtualKey: it admits the key's namespace and the key names
+/// this fleet, or names no parents and is in the fleet's namespace.
 pub fn considers_key(gw: &LLMGateway, k: &VirtualKey, namespaces: &dyn NamespaceLabels) -> bool {
-    admits_keys_from(gw, &ns(k), namespaces)
+    admits_keys_from(gw, &ns(k), namespaces) && switchyard_config::key_attaches_to(k, gw)
 }
 
 fn refs<'a>(
@@ -119,13 +140,14 @@ pub fn fleets_for_provider<'a>(
     refs(gateways, |g| considers_provider(g, p, namespaces))
 }
 
-/// Fleets to re-reconcile when a VirtualKey changes.
+/// Fleets to re-reconcile when a VirtualKey changes: those that admit its namespace (so a fleet
+/// the key just left recompiles without it).
 pub fn fleets_for_key<'a>(
     k: &VirtualKey,
     gateways: impl IntoIterator<Item = &'a LLMGateway>,
     namespaces: &dyn NamespaceLabels,
 ) -> Vec<ObjectRef<LLMGateway>> {
-    refs(gateways, |g| considers_key(g, k, namespaces))
+    refs(gateways, |g| admits_keys_from(g, &ns(k), namespaces))
 }
 
 /// Fleets to re-reconcile when a namespace's labels change: those that select namespaces by
@@ -207,7 +229,7 @@ pub fn fleets_for_secret(
     refs(gateways.iter().copied(), |g| {
         (ns(g) == sns && gateway_secret_name(g) == Some(sname.as_str()))
             || readers_p.iter().any(|p| considers_provider(g, p, namespaces))
-            || readers_k.iter().any(|k| considers_key(g, k, namespaces))
+            || readers_k.iter().any(|k| admits_keys_from(g, &ns(**k), namespaces))
     })
 }
 
@@ -239,20 +261,30 @@ pub fn fleet_manifests(
     if let Some(name) = gateway_secret_name(gw) {
         wanted.insert((ns(gw), name.to_owned()));
     }
-    for p in providers.iter().filter(|p| considers_provider(gw, p, namespaces)) {
+    for p in providers.iter().filter(|p| serves_provider(gw, p, routes, namespaces)) {
         if let Some(name) = provider_secret_name(p) {
             wanted.insert((ns(&**p), name.to_owned()));
         }
         seen_ns.insert(ns(&**p));
         m.providers.push((**p).clone());
     }
-    for r in routes.iter().filter(|r| considers_route(gw, r, namespaces)) {
+    // Admitted routes and keys that name no parent go in even from other namespaces, without
+    // their Secrets: `compile` leaves them out and counts them for the fleet's status.
+    for r in routes.iter().filter(|r| {
+        considers_route(gw, r, namespaces)
+            || (r.spec.parent_refs.is_empty() && admits_routes_from(gw, &ns(&***r), namespaces))
+    }) {
         seen_ns.insert(ns(&**r));
         m.routes.push((**r).clone());
     }
-    for k in keys.iter().filter(|k| considers_key(gw, k, namespaces)) {
-        for name in key_secret_names(k) {
-            wanted.insert((ns(&**k), name));
+    for k in keys.iter().filter(|k| {
+        considers_key(gw, k, namespaces)
+            || (k.spec.parent_refs.is_empty() && admits_keys_from(gw, &ns(&***k), namespaces))
+    }) {
+        if considers_key(gw, k, namespaces) {
+            for name in key_secret_names(k) {
+                wanted.insert((ns(&**k), name));
+            }
         }
         seen_ns.insert(ns(&**k));
         m.keys.push((**k).clone());

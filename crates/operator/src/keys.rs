@@ -262,6 +262,7 @@ pub(crate) mod tests {
                 blocked: false,
                 labels: BTreeMap::new(),
                 rotation,
+                parent_refs: vec![],
             },
         );
         k.metadata.namespace = Some("apps".into());

@@ -17,7 +17,7 @@ use switchyard_api::{
     condition, LLMGateway, LLMGatewayStatus, LLMRoute, LLMRouteStatus, NamespacedRef, Provider, ProviderStatus,
     RouteParentStatus, VirtualKey, VirtualKeyStatus,
 };
-use switchyard_config::{Compiled, Diagnostic, ObjectId, Severity};
+use switchyard_config::{Compiled, Diagnostic, ObjectId, Severity, REF_NOT_PERMITTED};
 
 use crate::fleet::{self, fleet_id, FleetId, NamespaceLabels};
 use crate::keys;
@@ -279,7 +279,9 @@ pub struct ConfigState {
     pub keys: usize,
 }
 
-/// The LLMGateway's status: `Accepted` (its own spec compiled), `Ready` (pods available),
+/// The LLMGateway's status: `Accepted` (its own spec compiled), `ResolvedRefs` (`False` with
+/// reason `RefNotPermitted` while routes or keys of admitted namespaces are left out for not
+/// naming the fleet; counts only, never other namespaces' names), `Ready` (pods available),
 /// `Programmed` (every ready pod runs the current configuration generation).
 pub fn gateway_status(
     existing: Option<&LLMGatewayStatus>,
@@ -291,9 +293,23 @@ pub fn gateway_status(
     now: &Time,
 ) -> LLMGatewayStatus {
     let fleet: FleetId = (object.namespace.clone(), object.name.clone());
-    let accepted = object_conditions(object, diagnostics, generation, &fleet, now)
-        .into_iter()
-        .find(|c| c.type_ == condition::ACCEPTED);
+    let (refused, own): (Vec<Diagnostic>, Vec<Diagnostic>) = diagnostics
+        .iter()
+        .cloned()
+        .partition(|d| d.reason == REF_NOT_PERMITTED && d.object.as_ref() == Some(object));
+    let mut conditions = object_conditions(object, &own, generation, &fleet, now);
+    if let Some(d) = refused.first() {
+        conditions.retain(|c| c.type_ != condition::RESOLVED_REFS);
+        conditions.push(fleet_condition(
+            condition::RESOLVED_REFS,
+            false,
+            REF_NOT_PERMITTED,
+            &d.message,
+            generation,
+            &fleet,
+            now,
+        ));
+    }
     let ready_msg = format!(
         "{}/{} pods ready",
         pods.ready_replicas.unwrap_or(0),
@@ -339,7 +355,7 @@ pub fn gateway_status(
             now,
         )
     };
-    let mut computed: Vec<Condition> = accepted.into_iter().collect();
+    let mut computed: Vec<Condition> = conditions;
     computed.push(ready);
     computed.push(programmed);
     let old = existing.map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -643,14 +659,15 @@ pub fn object_statuses(work: &StatusWork, cached: &Cached<'_>, now: &Time) -> St
     }
 
     for p in cached.providers {
-        if !fleet::considers_provider(gw, p, ns_labels) {
+        if !fleet::serves_provider(gw, p, cached.routes, ns_labels) {
             continue;
         }
         let id = ObjectId::new("Provider", &fleet::ns(&**p), &p.name_any());
         let diags = work.diagnostics_of(&id);
         let g = p.metadata.generation;
         let computed = object_conditions(&id, diags, g, &fleet, now);
-        let responsible = |f: &FleetId| gateway(f).is_some_and(|g| fleet::considers_provider(&g, p, ns_labels));
+        let responsible =
+            |f: &FleetId| gateway(f).is_some_and(|g| fleet::serves_provider(&g, p, cached.routes, ns_labels));
         let old = p.status.clone().unwrap_or_default();
         let changed = accepted_changed(&old.conditions, &computed);
         let new = ProviderStatus {

@@ -415,10 +415,127 @@ fn namespace_admission_and_parent_refs() {
         }))
         .unwrap()
     };
-    assert!(route_attaches_to(&route(serde_json::json!([])), &gw));
+    // A route of another namespace consents only by naming the gateway.
+    assert!(!route_attaches_to(&route(serde_json::json!([])), &gw));
+    let mut same_ns = route(serde_json::json!([]));
+    same_ns.metadata.namespace = Some("infra".into());
+    assert!(route_attaches_to(&same_ns, &gw));
     let named = route(serde_json::json!([{"name": "gw", "namespace": "infra"}]));
     assert!(route_names_gateway(&named, &gw) && route_attaches_to(&named, &gw));
     // A parentRef without a namespace is in the route's own namespace.
     let own_ns = route(serde_json::json!([{"name": "gw"}]));
     assert!(!route_names_gateway(&own_ns, &gw) && !route_attaches_to(&own_ns, &gw));
+}
+
+/// Namespace `ns`: a Provider with a credential `secret`, a route `m-<ns>` on it (with
+/// `parentRefs` when given) and a VirtualKey with a Secret value (and `parentRefs`).
+fn tenant(ns: &str, secret: &str, parents: &str) -> String {
+    format!(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {{name: p, namespace: {ns}}}
+spec:
+  type: openai
+  baseUrl: http://127.0.0.1:9999/v1
+  credentials: {{secretRef: {{name: creds}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds, namespace: {ns}}}
+stringData: {{apiKey: {secret}}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {{name: r, namespace: {ns}}}
+spec:
+  model: m-{ns}
+  parentRefs: {parents}
+  backends:
+    - providerRef: {{name: p}}
+      model: gpt-4o
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: VirtualKey
+metadata: {{name: k, namespace: {ns}}}
+spec:
+  secretRef: {{name: k}}
+  parentRefs: {parents}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: k, namespace: {ns}}}
+stringData: {{key: sk-client-{ns}}}
+"#
+    )
+}
+
+const HOSTILE: &str = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMGateway
+metadata: {name: grab, namespace: hostile}
+spec:
+  routes: {from: All}
+  keys: {from: All}
+"#;
+
+#[test]
+fn a_fleet_admitting_all_namespaces_gets_nothing_they_did_not_name_it_in() {
+    let a = tenant("team-a", "sk-secret-of-a", "[]");
+    let b = tenant("team-b", "sk-secret-of-b", "[{name: other, namespace: team-b}]");
+    let m = load(&[("gw.yaml", HOSTILE), ("a.yaml", &a), ("b.yaml", &b)]);
+    let c = compile(&m, &CompileOptions::default());
+    assert!(c.config.routes.is_empty(), "{:?}", c.config.routes);
+    assert!(c.config.keys.is_empty(), "{:?}", c.config.keys);
+    assert!(c.config.providers.is_empty(), "{:?}", c.config.providers);
+    let text = serde_json::to_string(&c.config).unwrap();
+    assert!(
+        !text.contains("sk-secret-of") && !text.contains("team-a") && !text.contains("team-b"),
+        "{text}"
+    );
+    // The fleet is told why, by counts: team-a's route and key name no parent (team-b's name
+    // another fleet, which is not this fleet's business), and no other namespace is named.
+    let refused: Vec<&Diagnostic> = c.diagnostics.iter().filter(|d| d.reason == REF_NOT_PERMITTED).collect();
+    assert_eq!(refused.len(), 1, "{:?}", messages(&c));
+    let d = refused[0];
+    assert_eq!(d.object, Some(ObjectId::new("LLMGateway", "hostile", "grab")));
+    assert!(d.message.starts_with("1 route(s) and 1 key(s)"), "{}", d.message);
+    assert!(!d.message.contains("team-"), "{}", d.message);
+    assert!(!c.has_errors(), "{:?}", messages(&c));
+}
+
+#[test]
+fn routes_and_keys_that_name_the_fleet_are_served_across_namespaces() {
+    let a = tenant("team-a", "sk-secret-of-a", "[{name: grab, namespace: hostile}]");
+    let b = tenant("team-b", "sk-secret-of-b", "[]");
+    let m = load(&[("gw.yaml", HOSTILE), ("a.yaml", &a), ("b.yaml", &b)]);
+    let c = compile(&m, &CompileOptions::default());
+    let routes: Vec<(&str, &str)> = c
+        .config
+        .routes
+        .iter()
+        .map(|r| (r.namespace.as_str(), r.model.as_str()))
+        .collect();
+    assert_eq!(routes, [("team-a", "m-team-a")]);
+    let keys: Vec<&str> = c.config.keys.iter().map(|k| k.namespace.as_str()).collect();
+    assert_eq!(keys, ["team-a"]);
+    let providers: Vec<&str> = c.config.providers.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(providers, ["team-a/p"]);
+    let text = serde_json::to_string(&c.config).unwrap();
+    assert!(text.contains("sk-secret-of-a") && !text.contains("sk-secret-of-b"));
+    let refused: Vec<String> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.reason == REF_NOT_PERMITTED)
+        .map(|d| d.message.clone())
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].starts_with("1 route(s) and 1 key(s)"), "{refused:?}");
+
+    // A fleet of the route's own namespace still serves routes that name no parent.
+    let own = HOSTILE.replace("namespace: hostile", "namespace: team-b");
+    let c = compile(&load(&[("gw.yaml", &own), ("b.yaml", &b)]), &CompileOptions::default());
+    assert_eq!(c.config.routes.len(), 1);
+    assert_eq!(c.config.keys.len(), 1);
+    assert!(c.diagnostics.iter().all(|d| d.reason != REF_NOT_PERMITTED));
 }

@@ -200,8 +200,9 @@ fn manifests_hold_only_what_the_fleet_admits() {
         )),
         Arc::new(obj("Provider", "team-b", "p", json!({"type": "mock"}))),
     ];
+    // team-a grants `sel` its route `a` and key `k` by name; team-b names nobody.
     let routes: Vec<Arc<LLMRoute>> = vec![
-        Arc::new(route("team-a", "a", json!([]))),
+        Arc::new(route("team-a", "a", json!([{"name": "sel", "namespace": "infra"}]))),
         Arc::new(route("team-b", "b", json!([]))),
         Arc::new(route(
             "team-a",
@@ -210,7 +211,12 @@ fn manifests_hold_only_what_the_fleet_admits() {
         )),
     ];
     let keys: Vec<Arc<VirtualKey>> = vec![
-        Arc::new(obj("VirtualKey", "team-a", "k", json!({}))),
+        Arc::new(obj(
+            "VirtualKey",
+            "team-a",
+            "k",
+            json!({"parentRefs": [{"name": "sel", "namespace": "infra"}]}),
+        )),
         Arc::new(obj("VirtualKey", "team-b", "k", json!({}))),
     ];
     let secrets: BTreeMap<(String, String), Arc<Secret>> = [
@@ -259,4 +265,65 @@ fn manifests_hold_only_what_the_fleet_admits() {
 
 fn ns_of_secret(s: &Secret) -> String {
     s.metadata.namespace.clone().unwrap_or_default()
+}
+
+#[test]
+fn a_fleet_admitting_every_namespace_reads_no_secret_of_a_namespace_that_did_not_name_it() {
+    let labels = namespaces();
+    let all = &fleets()[1];
+    let providers: Vec<Arc<Provider>> = vec![
+        Arc::new(obj(
+            "Provider",
+            "team-a",
+            "p",
+            json!({"type": "openai", "credentials": {"secretRef": {"name": "creds"}}}),
+        )),
+        Arc::new(obj(
+            "Provider",
+            "team-b",
+            "p",
+            json!({"type": "openai", "credentials": {"secretRef": {"name": "creds"}}}),
+        )),
+    ];
+    let routes: Vec<Arc<LLMRoute>> = vec![
+        Arc::new(route("team-a", "a", json!([]))),
+        Arc::new(route("team-b", "b", json!([{"name": "all", "namespace": "infra"}]))),
+    ];
+    let keys: Vec<Arc<VirtualKey>> = vec![Arc::new(obj("VirtualKey", "team-a", "k", json!({})))];
+    let secrets: BTreeMap<(String, String), Arc<Secret>> = [
+        secret("team-a", "creds"),
+        secret("team-a", "k-key"),
+        secret("team-b", "creds"),
+    ]
+    .into_iter()
+    .map(|s| ((ns_of_secret(&s), s.name_any()), Arc::new(s)))
+    .collect();
+    let lookup = |n: &str, name: &str| secrets.get(&(n.to_owned(), name.to_owned())).cloned();
+    let m = fleet_manifests(all, &providers, &routes, &keys, &lookup, &labels);
+    // team-b named the fleet: its Provider and credentials come in; team-a's never do.
+    assert_eq!(
+        m.secrets.keys().cloned().collect::<Vec<_>>(),
+        [("team-b".to_owned(), "creds".to_owned())]
+    );
+    assert!(!serves_provider(all, &providers[0], &routes, &labels));
+    assert!(serves_provider(all, &providers[1], &routes, &labels));
+    assert!(!considers_route(all, &routes[0], &labels));
+    assert!(!considers_key(all, &keys[0], &labels));
+    let c = switchyard_config::compile(
+        &m,
+        &switchyard_config::CompileOptions {
+            fleet: Some(fleet_id(all)),
+        },
+    );
+    let served: Vec<&str> = c.config.routes.iter().map(|r| r.namespace.as_str()).collect();
+    assert_eq!(served, ["team-b"], "{:?}", c.diagnostics);
+    assert!(c.config.keys.is_empty());
+    // team-a's route and key are counted (not named) on the fleet.
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == switchyard_config::REF_NOT_PERMITTED)
+        .expect("RefNotPermitted");
+    assert!(d.message.starts_with("1 route(s) and 1 key(s)"), "{}", d.message);
+    assert!(!d.message.contains("team-a"));
 }

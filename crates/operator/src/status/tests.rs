@@ -474,3 +474,109 @@ fn a_fleet_writes_the_routes_it_serves_or_refuses_and_only_what_changed() {
     }
     assert_eq!(statuses(&routes).len(), 0);
 }
+
+#[test]
+fn a_fleet_admitting_every_namespace_writes_nothing_on_routes_that_did_not_name_it() {
+    let gw: Arc<LLMGateway> = Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMGateway",
+            "metadata": {"name": "grab", "namespace": "hostile"},
+            "spec": {"routes": {"from": "All"}, "keys": {"from": "All"}},
+        }))
+        .unwrap(),
+    );
+    let own: Arc<LLMGateway> = Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMGateway",
+            "metadata": {"name": "own", "namespace": "team-a"}, "spec": {},
+        }))
+        .unwrap(),
+    );
+    // team-a's route is served by its own fleet (its status says so); team-b's names no parent;
+    // team-c's names the hostile fleet.
+    let mut victim = route_in("team-a", "chat", json!([]));
+    let own_view = vec![fleet_condition(
+        condition::PROGRAMMED,
+        true,
+        "Programmed",
+        "served from config generation 1",
+        Some(1),
+        &("team-a".to_owned(), "own".to_owned()),
+        &t(1),
+    )];
+    Arc::make_mut(&mut victim).status = Some(LLMRouteStatus {
+        conditions: own_view.clone(),
+        parents: vec![RouteParentStatus {
+            parent_ref: NamespacedRef {
+                name: "own".into(),
+                namespace: Some("team-a".into()),
+            },
+            conditions: own_view,
+        }],
+        observed_generation: Some(1),
+    });
+    let routes = vec![
+        victim,
+        route_in("team-b", "chat", json!([])),
+        route_in("team-c", "chat", json!([{"name": "grab", "namespace": "hostile"}])),
+    ];
+    let providers: Vec<Arc<Provider>> = ["team-a", "team-b", "team-c"]
+        .into_iter()
+        .map(|ns| {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "apiVersion": "switchyard.dev/v1alpha1", "kind": "Provider",
+                    "metadata": {"name": "mock", "namespace": ns, "generation": 1},
+                    "spec": {"type": "mock"},
+                }))
+                .unwrap(),
+            )
+        })
+        .collect();
+    let namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let none = |_: &str, _: &str| None;
+    let m = fleet::fleet_manifests(&gw, &providers, &routes, &[], &none, &namespaces);
+    let compiled = compile(
+        &m,
+        &CompileOptions {
+            fleet: Some(("hostile".into(), "grab".into())),
+        },
+    );
+    let work = StatusWork::new(gw.clone(), &compiled, PodsObserved::default(), 1);
+    let gateways = [gw.clone(), own];
+    let updates = object_statuses(
+        &work,
+        &Cached {
+            gateways: &gateways,
+            routes: &routes,
+            providers: &providers,
+            keys: &[],
+            namespaces: &namespaces,
+            secret: &none,
+        },
+        &t(100),
+    );
+    let written: Vec<String> = updates
+        .routes
+        .iter()
+        .map(|u| fleet::ns(&*u.object))
+        .chain(updates.providers.iter().map(|u| fleet::ns(&*u.object)))
+        .collect();
+    assert_eq!(written, ["team-c", "team-c"], "only the namespace that named the fleet");
+
+    // The fleet's own status says why, by counts only.
+    let id = ObjectId::new("LLMGateway", "hostile", "grab");
+    let config = ConfigState {
+        generation: 1,
+        hash: "h".into(),
+        routes: compiled.config.routes.len(),
+        keys: 0,
+    };
+    let st = gateway_status(None, &id, Some(1), &compiled.diagnostics, &config, &pods(1, 1), &t(100));
+    assert_eq!(st.routes, Some(1));
+    let r = cond(&st.conditions, condition::RESOLVED_REFS);
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "RefNotPermitted"));
+    assert!(r.message.starts_with("2 route(s) and 0 key(s)"), "{}", r.message);
+    assert!(!r.message.contains("team-"), "{}", r.message);
+    assert_eq!(cond(&st.conditions, condition::ACCEPTED).status, "True");
+}
