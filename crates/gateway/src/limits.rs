@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use switchyard_config::{BudgetAction, BudgetPeriod, RouteConfig};
+use switchyard_config::{BudgetAction, BudgetPeriod};
 use switchyard_providers::Json;
 
 use crate::alerts::Alerts;
@@ -25,7 +25,7 @@ use crate::error::GatewayError;
 use crate::estimate::completion_cap;
 use crate::estimate::{Prompt, WORST_COMPLETION};
 use crate::metrics::Metrics;
-use crate::runtime::Key;
+use crate::runtime::{Key, Route};
 use crate::state::{Acquire, Backend, Hold, Reason, Release, Settle, Slot, Snapshot, StateError, Verdict};
 
 /// How long a concurrency slot or reservation outlives a gateway that died holding it.
@@ -252,7 +252,7 @@ impl Drop for Admission {
 pub(crate) async fn admit(
     limits: &Arc<Limits>,
     key: &Arc<Key>,
-    route: &RouteConfig,
+    route: &Route,
     request: &Json,
 ) -> Result<Admission, Refused> {
     let cfg = &key.config;
@@ -303,7 +303,7 @@ pub(crate) async fn admit(
         budget: hold.clone(),
     };
     let verdict = limits.state.get().acquire(&req).await;
-    let route_label = format!("{}/{}", route.namespace, route.model);
+    let route_label = format!("{}/{}", route.config.namespace, route.config.model);
     match verdict {
         Ok(Verdict::Granted { snapshot, local }) => {
             admission.headers.snapshot = snapshot;
@@ -444,14 +444,15 @@ fn estimate_prompt_tokens(request: &Json) -> u64 {
     Prompt::measure(request).rough()
 }
 
-/// The most this request can cost on any backend of the route: what a budget reserves.
-pub(crate) fn worst_cost(route: &RouteConfig, prompt: u64, cap: Option<u64>) -> f64 {
+/// The most this request can cost on any backend it can reach from the route (its own, its
+/// rules' targets', its fallbacks'): what a budget reserves.
+pub(crate) fn worst_cost(route: &Route, prompt: u64, cap: Option<u64>) -> f64 {
     route
-        .backends
+        .reachable
         .iter()
-        .filter_map(|b| {
-            let completion = cap.or(b.max_output_tokens.map(u64::from)).unwrap_or(WORST_COMPLETION);
-            b.price.map(|p| p.cost(prompt, completion, 0))
+        .map(|(price, max_output)| {
+            let completion = cap.or(max_output.map(u64::from)).unwrap_or(WORST_COMPLETION);
+            price.cost(prompt, completion, 0)
         })
         .fold(0.0, f64::max)
 }
@@ -459,6 +460,8 @@ pub(crate) fn worst_cost(route: &RouteConfig, prompt: u64, cap: Option<u64>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Runtime;
+    use switchyard_config::RouteConfig;
 
     #[test]
     fn resets_are_written_like_openai() {
@@ -483,23 +486,111 @@ mod tests {
         // 4 bytes of role + 31 of content = 35 bytes -> 12, + 4 for the message + 3.
         assert_eq!(prompt, 19);
         assert_eq!(completion_cap(&req), Some(16));
-        let mut route: RouteConfig = serde_json::from_value(serde_json::json!({
-            "namespace": "default", "name": "r", "model": "r", "mode": "chat", "strategy": "weighted",
-            "retries": {"attempts": 0, "backoffMs": 1, "maxBackoffMs": 1, "on": []},
-            "backends": [
-                {"name": "a", "provider": "default/p", "model": "x", "weight": 1, "priority": 0,
-                 "price": {"input": 1.0, "output": 2.0, "cachedInput": 0.5}},
-                {"name": "b", "provider": "default/p", "model": "y", "weight": 1, "priority": 0,
-                 "maxOutputTokens": 100, "price": {"input": 10.0, "output": 20.0, "cachedInput": 5.0}}
-            ]
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut route = priced_route("r", &[(1.0, 2.0, None), (10.0, 20.0, Some(100))]);
+        let rt = |r: &RouteConfig| Runtime::new(config(vec![r.clone()]), 1);
+        let reserve = |r: &RouteConfig, cap| {
+            let rt = rt(r);
+            let route = rt.route("default", "r").cloned().unwrap_or_else(|| panic!("no route"));
+            worst_cost(&route, 19, cap)
+        };
         // The dearer backend bounds the reservation.
-        assert!((worst_cost(&route, 19, Some(16)) - (19.0 * 10.0 + 16.0 * 20.0) / 1e6).abs() < 1e-12);
+        assert!((reserve(&route, Some(16)) - (19.0 * 10.0 + 16.0 * 20.0) / 1e6).abs() < 1e-12);
         // Without max_tokens the backend's output limit, else 4096, is assumed.
-        assert!((worst_cost(&route, 0, None) - (4096.0_f64 * 2.0 / 1e6).max(100.0 * 20.0 / 1e6)).abs() < 1e-12);
+        assert!(
+            (reserve(&route, None) - (19.0_f64 * 1.0 + 4096.0 * 2.0).max(19.0 * 10.0 + 100.0 * 20.0) / 1e6).abs() < 1e-12
+        );
         route.backends.iter_mut().for_each(|b| b.price = None);
-        assert_eq!(worst_cost(&route, 19, Some(16)), 0.0);
+        assert_eq!(reserve(&route, Some(16)), 0.0);
+    }
+
+    fn priced_route(model: &str, backends: &[(f64, f64, Option<u32>)]) -> RouteConfig {
+        let backends: Vec<_> = backends
+            .iter()
+            .enumerate()
+            .map(|(i, (input, output, max))| {
+                serde_json::json!({
+                    "name": format!("b{i}"), "provider": "default/p", "model": format!("{model}-{i}"),
+                    "weight": 1, "priority": 0, "maxOutputTokens": max,
+                    "price": {"input": input, "output": output, "cachedInput": 0.0}
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "namespace": "default", "name": model, "model": model, "mode": "chat", "strategy": "weighted",
+            "retries": {"attempts": 0, "backoffMs": 1, "maxBackoffMs": 1, "on": []},
+            "backends": backends,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn config(routes: Vec<RouteConfig>) -> switchyard_config::GatewayConfig {
+        switchyard_config::GatewayConfig {
+            version: switchyard_config::SCHEMA_VERSION,
+            routes,
+            ..Default::default()
+        }
+    }
+
+    /// A rule or a fallback can send a request to a dearer route: the reservation covers the
+    /// dearest backend reachable (rule targets, fallbacks up to `MAX_FALLBACK_DEPTH` levels),
+    /// so a budget is overshot by at most one request.
+    #[test]
+    fn reservations_cover_rule_targets_and_fallbacks() {
+        use switchyard_config::{FallbackConfig, FallbackTrigger, RuleConfig};
+        let fallback = |to: &str| FallbackConfig {
+            route: to.into(),
+            on: vec![FallbackTrigger::ServerError],
+        };
+        let mut r = priced_route("r", &[(1.0, 1.0, None)]);
+        r.rules = vec![RuleConfig {
+            name: "to-premium".into(),
+            key_labels: Default::default(),
+            headers: [("x-tier".to_owned(), "premium".to_owned())].into(),
+            metadata: Default::default(),
+            backend_selector: None,
+            weights: None,
+            priorities: None,
+            route: Some("premium".into()),
+        }];
+        r.fallbacks = vec![fallback("f1")];
+        let premium = priced_route("premium", &[(5.0, 5.0, None)]);
+        let mut f1 = priced_route("f1", &[(2.0, 2.0, None)]);
+        f1.fallbacks = vec![fallback("f2")];
+        let mut f2 = priced_route("f2", &[(3.0, 3.0, None)]);
+        f2.fallbacks = vec![fallback("f3")];
+        let mut f3 = priced_route("f3", &[(7.0, 7.0, None)]);
+        f3.fallbacks = vec![fallback("f4")];
+        // Four fallback levels away: never tried, never reserved for.
+        let f4 = priced_route("f4", &[(100.0, 100.0, None)]);
+        let unrelated = priced_route("other", &[(50.0, 50.0, None)]);
+        let rt = Runtime::new(config(vec![r, premium, f1, f2, f3, f4, unrelated]), 1);
+        let cost = |model: &str| {
+            let route = rt.route("default", model).cloned().unwrap_or_else(|| panic!("no {model}"));
+            worst_cost(&route, 10, Some(10))
+        };
+        let per_usd = |p: f64| (10.0 * p + 10.0 * p) / 1e6;
+        assert!((cost("r") - per_usd(7.0)).abs() < 1e-12, "{}", cost("r"));
+        assert!((cost("f1") - per_usd(100.0)).abs() < 1e-12);
+        assert!((cost("premium") - per_usd(5.0)).abs() < 1e-12);
+        // A fallback of the rule's target is reachable too.
+        let mut premium = priced_route("premium", &[(5.0, 5.0, None)]);
+        premium.fallbacks = vec![fallback("other")];
+        let rt = Runtime::new(config(vec![priced_route("r", &[]), premium]), 1);
+        let mut only_r = rt.config.routes.clone();
+        only_r[0].rules = vec![RuleConfig {
+            name: "to-premium".into(),
+            key_labels: Default::default(),
+            headers: Default::default(),
+            metadata: Default::default(),
+            backend_selector: None,
+            weights: None,
+            priorities: None,
+            route: Some("premium".into()),
+        }];
+        only_r.push(priced_route("other", &[(50.0, 50.0, None)]));
+        let rt = Runtime::new(config(only_r), 1);
+        let route = rt.route("default", "r").cloned().unwrap_or_else(|| panic!("no r"));
+        assert!((worst_cost(&route, 10, Some(10)) - per_usd(50.0)).abs() < 1e-12);
     }
 
     #[test]

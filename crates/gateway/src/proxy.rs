@@ -292,7 +292,7 @@ async fn pipeline(
     // Limits (crate::limits): the key's rpm, tpm, slots in flight and budget reservation, taken
     // in one atomic step once the route (and so the prices) is known. Refusals are 429s with
     // OpenAI's x-ratelimit-* headers.
-    let admission = match limits::admit(&gw.limits, &key, &route.config, &request).await {
+    let admission = match limits::admit(&gw.limits, &key, &route, &request).await {
         Ok(a) => a,
         Err(refused) => {
             let mut r = ingress.error_response(refused.error);

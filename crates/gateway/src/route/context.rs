@@ -93,6 +93,8 @@ impl Routing {
 pub(super) struct Ctx<'a> {
     pub(super) rt: &'a Runtime,
     pub(super) balances: Arc<Balances>,
+    /// The key: its labels for rules, its `allowedRoutes` for rule targets and fallbacks.
+    pub(super) key: &'a Key,
     pub(super) key_labels: &'a BTreeMap<String, String>,
     pub(super) headers: &'a HeaderMap,
     pub(super) request: &'a Json,
@@ -140,6 +142,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             rt,
             balances: routing.balances(rt),
+            key,
             key_labels: &key.config.labels,
             headers,
             request,
