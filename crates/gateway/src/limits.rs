@@ -309,7 +309,8 @@ pub(crate) async fn admit(
             admission.headers.snapshot = snapshot;
             admission.local = local;
             admission.lease = cfg.limits.max_parallel.map(|_| lease.clone());
-            admission.tokens = cfg.limits.tpm.map(|_| (now_ms.div_euclid(1000), tokens));
+            // The bucket the state placed the estimate in (Redis' clock with Redis).
+            admission.tokens = cfg.limits.tpm.map(|_| (snapshot.at_ms.div_euclid(1000), tokens));
             admission.member = hold.map(|h| h.member(&lease));
             Ok(admission)
         }

@@ -133,7 +133,10 @@ impl Memory {
 /// The whole decision for one scope; Redis runs the same steps in `ACQUIRE` (Lua).
 fn decide(scope: &mut Scope, req: &Acquire) -> Verdict {
     let now = req.now_ms;
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = Snapshot {
+        at_ms: now,
+        ..Snapshot::default()
+    };
     let refuse = |reason: Reason, retry_after_ms: Option<i64>, snapshot: Snapshot| Verdict::Refused {
         reason,
         retry_after_ms,

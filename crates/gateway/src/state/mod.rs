@@ -40,7 +40,8 @@ pub struct StateError(pub String);
 pub struct Acquire {
     /// The scope: `k:<namespace>/<name>` for a key, `p:<provider>` or `b:<backend>`.
     pub scope: String,
-    /// Milliseconds since the epoch (the gateway's clock, offset for tests).
+    /// Milliseconds since the epoch (the gateway's clock, offset for tests). Redis places
+    /// windows and lease expiries by its own `TIME` instead, so replicas with skewed clocks agree.
     pub now_ms: i64,
     /// Requests per minute.
     pub rpm: Option<u32>,
@@ -140,6 +141,10 @@ pub struct Snapshot {
     pub tokens_reset_ms: i64,
     /// Spend of the budget period so far, USD.
     pub spend: f64,
+    /// When the state decided, ms since the epoch, by the state's clock (Redis' `TIME` with
+    /// Redis, so every replica places a request in the same window whatever its own clock):
+    /// the token window bucket a release corrects is this one's.
+    pub at_ms: i64,
 }
 
 /// The outcome of an [`Acquire`].
