@@ -9,8 +9,9 @@
 //!
 //! This module decides and shapes refusals; it never reads HTTP bodies or picks backends.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -26,9 +27,10 @@ use crate::estimate::completion_cap;
 use crate::estimate::{Prompt, WORST_COMPLETION};
 use crate::metrics::Metrics;
 use crate::runtime::{Key, Route};
-use crate::state::{Acquire, Backend, Hold, Reason, Release, Settle, Slot, Snapshot, StateError, Verdict};
+use crate::state::{Acquire, Backend, Hold, Reason, Release, Renew, Settle, Slot, Snapshot, StateError, Verdict};
 
-/// How long a concurrency slot or reservation outlives a gateway that died holding it.
+/// How long a concurrency slot or reservation outlives a gateway that died holding it. A live
+/// request's are renewed every third of this, so they never lapse while it runs.
 pub const LEASE_TTL_MS: i64 = 15 * 60 * 1000;
 
 /// What limits need from the gateway process: the shared state, the clock, spend alerts, the
@@ -39,6 +41,19 @@ pub(crate) struct Limits {
     alerts: Arc<Alerts>,
     metrics: Metrics,
     settling: Settling,
+    /// Lease of slots and reservations, ms ([`LEASE_TTL_MS`]; shorter in tests).
+    lease_ttl_ms: i64,
+    /// Holds of live requests, renewed by one task while they live.
+    open: Mutex<HashMap<u64, Open>>,
+    next_open: AtomicU64,
+    renewer: std::sync::OnceLock<()>,
+}
+
+/// A live request's holds, for the renewer.
+struct Open {
+    renew: Renew,
+    /// When it was taken or last renewed, ms (the limits clock).
+    since_ms: i64,
 }
 
 impl Limits {
@@ -50,12 +65,76 @@ impl Limits {
             alerts,
             metrics,
             settling: Settling::default(),
+            lease_ttl_ms: LEASE_TTL_MS,
+            open: Mutex::new(HashMap::new()),
+            next_open: AtomicU64::new(1),
+            renewer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The same with a shorter lease (tests).
+    #[cfg(test)]
+    pub(crate) fn with_lease_ttl(mut self, ms: i64) -> Self {
+        self.lease_ttl_ms = ms;
+        self
+    }
+
+    /// Registers a live request's holds for renewal; starts the renewer on first use.
+    fn hold_open(self: &Arc<Self>, renew: Renew) -> u64 {
+        let id = self.next_open.fetch_add(1, Ordering::Relaxed);
+        let since_ms = renew.now_ms;
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Open { renew, since_ms });
+        if self.renewer.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
+            self.renewer.get_or_init(|| {
+                tokio::spawn(renewer(Arc::downgrade(self)));
+            });
+        }
+        id
+    }
+
+    fn close(&self, id: u64) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
     /// Waits until no settlement runs, at most `limit`.
     pub(crate) async fn settled(&self, limit: Duration) {
         self.settling.wait(limit).await;
+    }
+}
+
+/// Every third of a lease, renews the holds of requests that have lived that long (a request
+/// that ends in seconds is never renewed): one task for the process, not one per request.
+async fn renewer(limits: Weak<Limits>) {
+    loop {
+        let every = match limits.upgrade() {
+            Some(l) => Duration::from_millis(u64::try_from(l.lease_ttl_ms / 3).unwrap_or(1).max(1)),
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(limits) = limits.upgrade() else { return };
+        let now_ms = limits.clock.now_ms();
+        let due: Vec<(u64, Renew)> = {
+            let open = limits.open.lock().unwrap_or_else(|p| p.into_inner());
+            open.iter()
+                .filter(|(_, o)| now_ms - o.since_ms >= limits.lease_ttl_ms / 3)
+                .map(|(id, o)| (*id, o.renew.clone()))
+                .collect()
+        };
+        for (id, mut renew) in due {
+            renew.now_ms = now_ms;
+            renew.lease_ttl_ms = limits.lease_ttl_ms;
+            match limits.state.get().renew(&renew).await {
+                Ok(()) => {
+                    if let Some(o) = limits.open.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&id) {
+                        o.since_ms = now_ms;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, scope = %renew.scope, "renewing a lease failed; retried"),
+            }
+        }
     }
 }
 
@@ -175,6 +254,8 @@ pub(crate) struct Admission {
     local: bool,
     headers: RateHeaders,
     settled: bool,
+    /// Its entry among the holds the renewer keeps alive.
+    open: Option<u64>,
 }
 
 impl Admission {
@@ -191,6 +272,9 @@ impl Admission {
     fn settle_inner(&mut self, cost: f64, tokens: Option<u64>) {
         if std::mem::replace(&mut self.settled, true) {
             return;
+        }
+        if let Some(id) = self.open.take() {
+            self.limits.close(id);
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -275,6 +359,7 @@ pub(crate) async fn admit(
         local: false,
         headers,
         settled: false,
+        open: None,
     };
     if cfg.limits.is_unlimited() && !enforce {
         return Ok(admission);
@@ -299,7 +384,7 @@ pub(crate) async fn admit(
         tokens,
         max_parallel: cfg.limits.max_parallel,
         lease: lease.clone(),
-        lease_ttl_ms: LEASE_TTL_MS,
+        lease_ttl_ms: limits.lease_ttl_ms,
         budget: hold.clone(),
     };
     let verdict = limits.state.get().acquire(&req).await;
@@ -312,6 +397,16 @@ pub(crate) async fn admit(
             // The bucket the state placed the estimate in (Redis' clock with Redis).
             admission.tokens = cfg.limits.tpm.map(|_| (snapshot.at_ms.div_euclid(1000), tokens));
             admission.member = hold.map(|h| h.member(&lease));
+            if admission.lease.is_some() || admission.member.is_some() {
+                admission.open = Some(limits.hold_open(Renew {
+                    scope: key.scope.clone(),
+                    now_ms,
+                    lease: admission.lease.clone(),
+                    hold: admission.member.clone().map(|m| (admission.period.id.clone(), m)),
+                    lease_ttl_ms: limits.lease_ttl_ms,
+                    local,
+                }));
+            }
             Ok(admission)
         }
         Ok(Verdict::Refused {
@@ -498,7 +593,8 @@ mod tests {
         assert!((reserve(&route, Some(16)) - (19.0 * 10.0 + 16.0 * 20.0) / 1e6).abs() < 1e-12);
         // Without max_tokens the backend's output limit, else 4096, is assumed.
         assert!(
-            (reserve(&route, None) - (19.0_f64 * 1.0 + 4096.0 * 2.0).max(19.0 * 10.0 + 100.0 * 20.0) / 1e6).abs() < 1e-12
+            (reserve(&route, None) - (19.0_f64 * 1.0 + 4096.0 * 2.0).max(19.0 * 10.0 + 100.0 * 20.0) / 1e6).abs()
+                < 1e-12
         );
         route.backends.iter_mut().for_each(|b| b.price = None);
         assert_eq!(reserve(&route, Some(16)), 0.0);
@@ -530,6 +626,77 @@ mod tests {
             routes,
             ..Default::default()
         }
+    }
+
+    fn test_limits(lease_ms: i64) -> Arc<Limits> {
+        let clock = Clock::default();
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let alerts = Arc::new(Alerts::new(
+            reqwest::Client::new(),
+            clock,
+            Arc::new(crate::budget::BudgetGauges::default()),
+            metrics.clone(),
+        ));
+        Arc::new(Limits::new(Arc::new(Slot::default()), clock, alerts, metrics).with_lease_ttl(lease_ms))
+    }
+
+    fn limited_key(name: &str, limits: switchyard_config::LimitsConfig, budget: Option<f64>) -> Arc<Key> {
+        Arc::new(Key::new(switchyard_config::KeyConfig {
+            namespace: "default".into(),
+            name: name.into(),
+            hashes: vec![],
+            allowed_routes: vec![],
+            limits,
+            budget: budget.map(|max_spend| switchyard_config::BudgetConfig {
+                max_spend,
+                period: BudgetPeriod::Monthly,
+                action: BudgetAction::Block,
+                alert_thresholds: vec![],
+                webhook: None,
+            }),
+            expires_at: None,
+            blocked: false,
+            labels: Default::default(),
+        }))
+    }
+
+    /// A request that lives longer than a lease keeps its slot and its reservation: the one
+    /// renewer pushes them back while it lives, and they free when it ends.
+    #[tokio::test]
+    async fn long_requests_keep_their_slot_and_reservation() {
+        let limits = test_limits(300);
+        let rt = Runtime::new(config(vec![priced_route("r", &[(1000.0, 1000.0, None)])]), 1);
+        let route = rt.route("default", "r").cloned().unwrap_or_else(|| panic!("no route"));
+        let req: Json =
+            serde_json::from_str(r#"{"model":"r","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#)
+                .unwrap_or_default();
+        let par = limited_key(
+            "par",
+            switchyard_config::LimitsConfig {
+                max_parallel: Some(1),
+                ..Default::default()
+            },
+            None,
+        );
+        // Room for one reservation, not two.
+        let one = worst_cost(&route, Prompt::measure(&req).rough(), Some(100));
+        let budget = limited_key("budget", Default::default(), Some(one * 1.5));
+        let code = |r: Result<Admission, Refused>| match r {
+            Ok(_) => "granted".to_owned(),
+            Err(r) => format!("{}: {}", r.error.code.unwrap_or_default(), r.error.message),
+        };
+        let first_par = admit(&limits, &par, &route, &req).await.map_err(|r| r.error.message);
+        let first_budget = admit(&limits, &budget, &route, &req).await.map_err(|r| r.error.message);
+        assert!(first_par.is_ok() && first_budget.is_ok());
+        // Four leases later, both still hold.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let second = code(admit(&limits, &par, &route, &req).await);
+        assert!(second.contains("in flight"), "{second}");
+        let second = code(admit(&limits, &budget, &route, &req).await);
+        assert!(second.starts_with("budget_reserved"), "{second}");
+        drop((first_par, first_budget));
+        assert_eq!(code(admit(&limits, &par, &route, &req).await), "granted");
+        assert_eq!(code(admit(&limits, &budget, &route, &req).await), "granted");
     }
 
     /// A rule or a fallback can send a request to a dearer route: the reservation covers the
@@ -566,7 +733,10 @@ mod tests {
         let unrelated = priced_route("other", &[(50.0, 50.0, None)]);
         let rt = Runtime::new(config(vec![r, premium, f1, f2, f3, f4, unrelated]), 1);
         let cost = |model: &str| {
-            let route = rt.route("default", model).cloned().unwrap_or_else(|| panic!("no {model}"));
+            let route = rt
+                .route("default", model)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {model}"));
             worst_cost(&route, 10, Some(10))
         };
         let per_usd = |p: f64| (10.0 * p + 10.0 * p) / 1e6;

@@ -134,7 +134,11 @@ impl Ctx<'_> {
                 .and_then(|t| self.rt.route(&route.config.namespace, t));
             match target {
                 // A target the key may not use is ignored like a missing one: the request stays.
-                Some(next) if !self.was_visited(next) && serves(next.config.mode, self.op) && self.key.allows(&next.config) => {
+                Some(next)
+                    if !self.was_visited(next)
+                        && serves(next.config.mode, self.op)
+                        && self.key.allows(&next.config) =>
+                {
                     tracing::debug!(rule = %rule.name, to = %label(&next.config), "rule sends the request to another route");
                     let next = next.clone();
                     self.visit(&next);
@@ -341,7 +345,10 @@ mod scenarios {
             priorities: None,
             route: Some("premium".into()),
         }];
-        let h = Harness::new(vec![r, route_config("premium", vec![backend("p", "premium-model", 1, 0)])]);
+        let h = Harness::new(vec![
+            r,
+            route_config("premium", vec![backend("p", "premium-model", 1, 0)]),
+        ]);
         let req = chat("chat", "hi");
         let mut k = key(&[]);
         let (_, o) = h

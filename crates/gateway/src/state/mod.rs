@@ -199,6 +199,23 @@ pub struct Settle {
     pub keep_ms: Option<i64>,
 }
 
+/// Pushes back the expiry of what a live request holds: its slot and its budget reservation.
+#[derive(Clone, Debug, Default)]
+pub struct Renew {
+    /// The scope.
+    pub scope: String,
+    /// Now, ms since the epoch (Redis uses its own clock).
+    pub now_ms: i64,
+    /// The concurrency slot, when one was taken.
+    pub lease: Option<String>,
+    /// The reservation: period and member ([`Hold::member`]), when one was taken.
+    pub hold: Option<(String, String)>,
+    /// The new lease, from now, ms.
+    pub lease_ttl_ms: i64,
+    /// The grant came from the local fallback.
+    pub local: bool,
+}
+
 /// Where the state lives, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -217,6 +234,10 @@ pub trait SharedState: Send + Sync + 'static {
     /// Frees a slot, corrects the token window, drops the reservation and adds the spend.
     /// Returns the period's spend after it, when known.
     fn release<'a>(&'a self, rel: &'a Release) -> BoxFuture<'a, Result<Option<f64>, StateError>>;
+
+    /// Renews a live request's slot and reservation for another lease; a no-op for what was
+    /// released or expired already.
+    fn renew<'a>(&'a self, r: &'a Renew) -> BoxFuture<'a, Result<(), StateError>>;
 
     /// Spend of a scope in a period.
     fn spend<'a>(&'a self, scope: &'a str, period: &'a str) -> BoxFuture<'a, Result<f64, StateError>>;
@@ -298,6 +319,9 @@ impl SharedState for Unavailable {
         Box::pin(async move { Err(StateError(self.0.clone())) })
     }
     fn release<'a>(&'a self, _: &'a Release) -> BoxFuture<'a, Result<Option<f64>, StateError>> {
+        Box::pin(async move { Err(StateError(self.0.clone())) })
+    }
+    fn renew<'a>(&'a self, _: &'a Renew) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(async move { Err(StateError(self.0.clone())) })
     }
     fn spend<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<f64, StateError>> {

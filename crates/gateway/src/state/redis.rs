@@ -19,7 +19,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use switchyard_config::{FailMode, RedisConfig};
 
-use super::{fmt_usd, Acquire, Backend, Memory, Reason, Release, SharedState, Snapshot, StateError, Verdict};
+use super::{fmt_usd, Acquire, Backend, Memory, Reason, Release, Renew, SharedState, Snapshot, StateError, Verdict};
 
 /// Longest wait for one Redis call on the request path.
 const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -157,6 +157,24 @@ redis.call('SET', KEYS[5], now, 'PX', 3024000000)
 return spend
 ";
 
+/// Pushes back a live request's slot and reservation (only members still there: `XX`), by
+/// Redis' clock unless ARGV[4] = '1'.
+const RENEW: &str = r"
+local now = tonumber(ARGV[1])
+if ARGV[4] ~= '1' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local ttl = tonumber(ARGV[2])
+if ARGV[3] ~= '' and redis.call('ZADD', KEYS[1], 'XX', 'CH', now + ttl, ARGV[3]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+if ARGV[5] ~= '' and redis.call('ZADD', KEYS[2], 'XX', 'CH', now + ttl, ARGV[5]) > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 0
+";
+
 /// Redis key names. The `{...}` hash tag keeps one scope's keys in one cluster slot; the names
 /// the operator also reads are in `switchyard_config::shared_state`.
 pub(crate) mod keys {
@@ -228,6 +246,7 @@ struct Inner {
     orphans: Mutex<Vec<Release>>,
     acquire: Script,
     release: Script,
+    renew: Script,
     cd_claim: Script,
     cd_success: Script,
     cd_failure: Script,
@@ -276,6 +295,7 @@ impl Redis {
             orphans: Mutex::new(Vec::new()),
             acquire: Script::new(ACQUIRE),
             release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
             cd_claim: Script::new(CD_CLAIM),
             cd_success: Script::new(CD_SUCCESS),
             cd_failure: Script::new(CD_FAILURE),
@@ -713,6 +733,28 @@ impl SharedState for Redis {
                 inner.orphan(rel);
             }
             Ok(spend)
+        })
+    }
+
+    fn renew<'a>(&'a self, r: &'a Renew) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            if r.local {
+                inner.local.renew_now(r);
+                return Ok(());
+            }
+            let mut conn = inner.conn()?;
+            let (period, member) = r.hold.clone().unwrap_or_default();
+            let mut inv = inner.renew.prepare_invoke();
+            inv.key(keys::scoped(&r.scope, "par"))
+                .key(keys::holds(&r.scope, &period))
+                .arg(r.now_ms)
+                .arg(r.lease_ttl_ms)
+                .arg(r.lease.as_deref().unwrap_or(""))
+                .arg(inner.clock_flag())
+                .arg(member);
+            let _: i64 = inner.call(inv.invoke_async(&mut conn)).await?;
+            Ok(())
         })
     }
 

@@ -388,6 +388,40 @@ async fn suite(state: Arc<dyn SharedState>, tag: &str) {
     s.cache_put(&key, Bytes::from_static(b"body"), Duration::from_secs(60))
         .await;
     assert_eq!(s.cache_get(&key).await, Some(Bytes::from_static(b"body")));
+
+    // Renewal: a live request's slot and reservation outlast their first lease.
+    let hold = Hold {
+        period: "total".into(),
+        max_spend: 1.0,
+        reserve: 0.6,
+        enforce: true,
+        resets_in_ms: None,
+    };
+    let long = |now| Acquire {
+        max_parallel: Some(1),
+        budget: Some(hold.clone()),
+        ..acq(&scope("renew"), now)
+    };
+    let first = long(T0);
+    assert!(granted(&get(s, &first).await));
+    let renew = Renew {
+        scope: scope("renew"),
+        now_ms: T0 + 50_000,
+        lease: Some(first.lease.clone()),
+        hold: Some(("total".into(), hold.member(&first.lease))),
+        lease_ttl_ms: 60_000,
+        local: false,
+    };
+    s.renew(&renew).await.unwrap_or_else(|e| panic!("{e}"));
+    // Past the first lease (T0 + 60 s), within the renewed one.
+    assert_eq!(reason(&get(s, &long(T0 + 70_000)).await), Some(Reason::Parallel));
+    let budget_only = Acquire {
+        budget: Some(hold.clone()),
+        ..acq(&scope("renew"), T0 + 70_000)
+    };
+    assert_eq!(reason(&get(s, &budget_only).await), Some(Reason::BudgetHeld));
+    // Past the renewed lease: a gateway that died holding them frees them.
+    assert!(granted(&get(s, &long(T0 + 111_000)).await));
 }
 
 #[tokio::test]
