@@ -1,6 +1,7 @@
 //! Limits: a key's requests and tokens per minute, requests in flight and budget reservation,
-//! checked in one atomic step right after authentication. (A Provider's quota and a backend's
-//! own limits are the routing's: `route::meters`, per process.)
+//! checked in one atomic step right after authentication. (A Provider's quota is the routing's,
+//! taken in the same shared state when a backend is chosen: `route::quota`; a backend's own
+//! limits are per process, `route::meters`.)
 //!
 //! A request that passes holds an [`Admission`]: its concurrency slot, its token estimate and
 //! its budget reservation. The admission is settled with the real usage and cost when the
