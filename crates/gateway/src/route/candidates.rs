@@ -12,7 +12,6 @@ use super::failure::Failure;
 use super::quota;
 use super::rules::Plan;
 use super::strategy::{self, BackendMeters, Candidate, Choice};
-use crate::budget::Clock;
 use crate::estimate;
 use crate::runtime::Route;
 use crate::state::Availability;
@@ -161,7 +160,6 @@ impl Ctx<'_> {
             let backend = &route.config.backends[c.index];
             let hold = match quota::take(
                 self.state,
-                Clock::default(),
                 &backend.provider,
                 &meters[c.index].quota,
                 self.prompt.rough(),

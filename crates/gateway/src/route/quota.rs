@@ -10,9 +10,18 @@ use std::sync::Arc;
 use futures::FutureExt;
 use switchyard_config::LimitsConfig;
 
-use crate::budget::Clock;
-use crate::limits::LEASE_TTL_MS;
 use crate::state::{Acquire, Backend, Release, Slot, StateError, Verdict};
+
+/// How long a quota's slot outlives a gateway that died holding it (as a key's, `limits`). Not
+/// renewed: a stream running longer stops counting against `maxConcurrency`.
+const LEASE_TTL_MS: i64 = 15 * 60 * 1000;
+
+/// Milliseconds since the epoch (Redis places windows by its own clock).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// The shared-state scope of a provider's quota.
 pub(crate) fn scope(provider: &str) -> String {
@@ -42,7 +51,6 @@ impl std::fmt::Debug for QuotaHold {
 /// (fail closed: the backend is skipped for a second).
 pub(crate) async fn take(
     state: &Arc<Slot>,
-    clock: Clock,
     provider: &str,
     quota: &LimitsConfig,
     tokens: u64,
@@ -53,7 +61,7 @@ pub(crate) async fn take(
     let lease = format!("{:016x}", rand::random::<u64>());
     let req = Acquire {
         scope: scope(provider),
-        now_ms: clock.now_ms(),
+        now_ms: now_ms(),
         rpm: quota.rpm,
         tpm: quota.tpm,
         tokens,
@@ -95,7 +103,7 @@ impl Drop for QuotaHold {
         let extra = i64::try_from(self.extra.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
         let rel = Release {
             scope: std::mem::take(&mut self.scope),
-            now_ms: Clock::default().now_ms(),
+            now_ms: now_ms(),
             lease: self.lease.take(),
             tokens: self.bucket.filter(|_| extra > 0).map(|b| (b, extra)),
             settle: None,
