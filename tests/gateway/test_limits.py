@@ -198,6 +198,24 @@ def test_two_gateways_sharing_redis_enforce_rpm_exactly(tmp_path, gateway_on, re
     assert 0 < sum(1 for i, r in enumerate(results) if r.status_code == 200 and i % 2) < 20
 
 
+def test_two_gateways_sharing_redis_hold_a_provider_quota_exactly(tmp_path, gateway_on, redis):
+    config = write_config(tmp_path / "cfg", keys=[("k", "sk-pq", "")])
+    providers = config / "default-providers.yaml"
+    providers.write_text(providers.read_text() + "  quota: {rpm: 12}\n")
+    env = {"SWITCHYARD_REDIS_URL": redis.url}
+    a, b = gateway_on(config, env=env), gateway_on(config, env=env)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda i: chat(a if i % 2 else b, "sk-pq"), range(30)))
+    codes = [r.status_code for r in results]
+    # The provider's rpm across both replicas, not each: the rest wait like a cooling backend.
+    assert codes.count(200) == 12, codes
+    assert codes.count(503) == 18, codes
+    for r in results:
+        if r.status_code == 503:
+            assert int(r.headers["retry-after"]) >= 1
+    assert 0 < sum(1 for i, r in enumerate(results) if r.status_code == 200 and i % 2) < 12
+
+
 def test_budget_under_50_concurrent_requests_overshoots_by_at_most_one(tmp_path, gateway_on, redis):
     spec = "  budget: {maxSpend: 0.1, period: daily, action: block}\n"
     config = write_config(tmp_path / "cfg", keys=[("spender", "sk-budget", spec)])

@@ -3,7 +3,8 @@
 //! `switchyard_config::shared_state`.
 //!
 //! The clock can be offset for tests (`SWITCHYARD_CLOCK_OFFSET_SECS`) so a period boundary
-//! can be reached in seconds; it moves budget periods and rate windows, never key expiry.
+//! can be reached in seconds; it moves budget periods and in-memory rate windows (Redis places
+//! windows by its own clock), never key expiry.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -90,7 +90,7 @@ impl Gateway {
         let dispatch = HttpDispatch::new(client, upstream, tokens::Tokens::default());
         Ok(Arc::new(Self {
             runtime: ArcSwap::from_pointee(Runtime::new(config, generation)),
-            routing: Routing::new(Arc::new(dispatch), cooldowns.clone(), metrics.clone()),
+            routing: Routing::new(Arc::new(dispatch), cooldowns.clone(), metrics.clone()).with_state(state.clone()),
             limits: Arc::new(Limits::new(state.clone(), clock, alerts, metrics.clone())),
             metrics,
             loaded: AtomicBool::new(true),

@@ -1,6 +1,7 @@
 //! Limits: a key's requests and tokens per minute, requests in flight and budget reservation,
-//! checked in one atomic step right after authentication. (A Provider's quota and a backend's
-//! own limits are the routing's: `route::meters`, per process.)
+//! checked in one atomic step right after authentication. (A Provider's quota is the routing's,
+//! taken in the same shared state when a backend is chosen: `route::quota`; a backend's own
+//! limits are per process, `route::meters`.)
 //!
 //! A request that passes holds an [`Admission`]: its concurrency slot, its token estimate and
 //! its budget reservation. The admission is settled with the real usage and cost when the
@@ -9,13 +10,14 @@
 //!
 //! This module decides and shapes refusals; it never reads HTTP bodies or picks backends.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use switchyard_config::{BudgetAction, BudgetPeriod, RouteConfig};
+use switchyard_config::{BudgetAction, BudgetPeriod};
 use switchyard_providers::Json;
 
 use crate::alerts::Alerts;
@@ -25,10 +27,11 @@ use crate::error::GatewayError;
 use crate::estimate::completion_cap;
 use crate::estimate::{Prompt, WORST_COMPLETION};
 use crate::metrics::Metrics;
-use crate::runtime::Key;
-use crate::state::{Acquire, Backend, Hold, Reason, Release, Settle, Slot, Snapshot, StateError, Verdict};
+use crate::runtime::{Key, Route};
+use crate::state::{Acquire, Backend, Hold, Reason, Release, Renew, Settle, Slot, Snapshot, StateError, Verdict};
 
-/// How long a concurrency slot or reservation outlives a gateway that died holding it.
+/// How long a concurrency slot or reservation outlives a gateway that died holding it. A live
+/// request's are renewed every third of this, so they never lapse while it runs.
 pub const LEASE_TTL_MS: i64 = 15 * 60 * 1000;
 
 /// What limits need from the gateway process: the shared state, the clock, spend alerts, the
@@ -39,6 +42,19 @@ pub(crate) struct Limits {
     alerts: Arc<Alerts>,
     metrics: Metrics,
     settling: Settling,
+    /// Lease of slots and reservations, ms ([`LEASE_TTL_MS`]; shorter in tests).
+    lease_ttl_ms: i64,
+    /// Holds of live requests, renewed by one task while they live.
+    open: Mutex<HashMap<u64, Open>>,
+    next_open: AtomicU64,
+    renewer: std::sync::OnceLock<()>,
+}
+
+/// A live request's holds, for the renewer.
+struct Open {
+    renew: Renew,
+    /// When it was taken or last renewed, ms (the limits clock).
+    since_ms: i64,
 }
 
 impl Limits {
@@ -50,12 +66,76 @@ impl Limits {
             alerts,
             metrics,
             settling: Settling::default(),
+            lease_ttl_ms: LEASE_TTL_MS,
+            open: Mutex::new(HashMap::new()),
+            next_open: AtomicU64::new(1),
+            renewer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The same with a shorter lease (tests).
+    #[cfg(test)]
+    pub(crate) fn with_lease_ttl(mut self, ms: i64) -> Self {
+        self.lease_ttl_ms = ms;
+        self
+    }
+
+    /// Registers a live request's holds for renewal; starts the renewer on first use.
+    fn hold_open(self: &Arc<Self>, renew: Renew) -> u64 {
+        let id = self.next_open.fetch_add(1, Ordering::Relaxed);
+        let since_ms = renew.now_ms;
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Open { renew, since_ms });
+        if self.renewer.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
+            self.renewer.get_or_init(|| {
+                tokio::spawn(renewer(Arc::downgrade(self)));
+            });
+        }
+        id
+    }
+
+    fn close(&self, id: u64) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
     /// Waits until no settlement runs, at most `limit`.
     pub(crate) async fn settled(&self, limit: Duration) {
         self.settling.wait(limit).await;
+    }
+}
+
+/// Every third of a lease, renews the holds of requests that have lived that long (a request
+/// that ends in seconds is never renewed): one task for the process, not one per request.
+async fn renewer(limits: Weak<Limits>) {
+    loop {
+        let every = match limits.upgrade() {
+            Some(l) => Duration::from_millis(u64::try_from(l.lease_ttl_ms / 3).unwrap_or(1).max(1)),
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+        let Some(limits) = limits.upgrade() else { return };
+        let now_ms = limits.clock.now_ms();
+        let due: Vec<(u64, Renew)> = {
+            let open = limits.open.lock().unwrap_or_else(|p| p.into_inner());
+            open.iter()
+                .filter(|(_, o)| now_ms - o.since_ms >= limits.lease_ttl_ms / 3)
+                .map(|(id, o)| (*id, o.renew.clone()))
+                .collect()
+        };
+        for (id, mut renew) in due {
+            renew.now_ms = now_ms;
+            renew.lease_ttl_ms = limits.lease_ttl_ms;
+            match limits.state.get().renew(&renew).await {
+                Ok(()) => {
+                    if let Some(o) = limits.open.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&id) {
+                        o.since_ms = now_ms;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, scope = %renew.scope, "renewing a lease failed; retried"),
+            }
+        }
     }
 }
 
@@ -175,6 +255,8 @@ pub(crate) struct Admission {
     local: bool,
     headers: RateHeaders,
     settled: bool,
+    /// Its entry among the holds the renewer keeps alive.
+    open: Option<u64>,
 }
 
 impl Admission {
@@ -191,6 +273,9 @@ impl Admission {
     fn settle_inner(&mut self, cost: f64, tokens: Option<u64>) {
         if std::mem::replace(&mut self.settled, true) {
             return;
+        }
+        if let Some(id) = self.open.take() {
+            self.limits.close(id);
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -252,7 +337,7 @@ impl Drop for Admission {
 pub(crate) async fn admit(
     limits: &Arc<Limits>,
     key: &Arc<Key>,
-    route: &RouteConfig,
+    route: &Route,
     request: &Json,
 ) -> Result<Admission, Refused> {
     let cfg = &key.config;
@@ -275,6 +360,7 @@ pub(crate) async fn admit(
         local: false,
         headers,
         settled: false,
+        open: None,
     };
     if cfg.limits.is_unlimited() && !enforce {
         return Ok(admission);
@@ -299,18 +385,29 @@ pub(crate) async fn admit(
         tokens,
         max_parallel: cfg.limits.max_parallel,
         lease: lease.clone(),
-        lease_ttl_ms: LEASE_TTL_MS,
+        lease_ttl_ms: limits.lease_ttl_ms,
         budget: hold.clone(),
     };
     let verdict = limits.state.get().acquire(&req).await;
-    let route_label = format!("{}/{}", route.namespace, route.model);
+    let route_label = format!("{}/{}", route.config.namespace, route.config.model);
     match verdict {
         Ok(Verdict::Granted { snapshot, local }) => {
             admission.headers.snapshot = snapshot;
             admission.local = local;
             admission.lease = cfg.limits.max_parallel.map(|_| lease.clone());
-            admission.tokens = cfg.limits.tpm.map(|_| (now_ms.div_euclid(1000), tokens));
+            // The bucket the state placed the estimate in (Redis' clock with Redis).
+            admission.tokens = cfg.limits.tpm.map(|_| (snapshot.at_ms.div_euclid(1000), tokens));
             admission.member = hold.map(|h| h.member(&lease));
+            if admission.lease.is_some() || admission.member.is_some() {
+                admission.open = Some(limits.hold_open(Renew {
+                    scope: key.scope.clone(),
+                    now_ms,
+                    lease: admission.lease.clone(),
+                    hold: admission.member.clone().map(|m| (admission.period.id.clone(), m)),
+                    lease_ttl_ms: limits.lease_ttl_ms,
+                    local,
+                }));
+            }
             Ok(admission)
         }
         Ok(Verdict::Refused {
@@ -444,14 +541,15 @@ fn estimate_prompt_tokens(request: &Json) -> u64 {
     Prompt::measure(request).rough()
 }
 
-/// The most this request can cost on any backend of the route: what a budget reserves.
-pub(crate) fn worst_cost(route: &RouteConfig, prompt: u64, cap: Option<u64>) -> f64 {
+/// The most this request can cost on any backend it can reach from the route (its own, its
+/// rules' targets', its fallbacks'): what a budget reserves.
+pub(crate) fn worst_cost(route: &Route, prompt: u64, cap: Option<u64>) -> f64 {
     route
-        .backends
+        .reachable
         .iter()
-        .filter_map(|b| {
-            let completion = cap.or(b.max_output_tokens.map(u64::from)).unwrap_or(WORST_COMPLETION);
-            b.price.map(|p| p.cost(prompt, completion, 0))
+        .map(|(price, max_output)| {
+            let completion = cap.or(max_output.map(u64::from)).unwrap_or(WORST_COMPLETION);
+            price.cost(prompt, completion, 0)
         })
         .fold(0.0, f64::max)
 }
@@ -459,6 +557,8 @@ pub(crate) fn worst_cost(route: &RouteConfig, prompt: u64, cap: Option<u64>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Runtime;
+    use switchyard_config::RouteConfig;
 
     #[test]
     fn resets_are_written_like_openai() {
@@ -483,23 +583,186 @@ mod tests {
         // 4 bytes of role + 31 of content = 35 bytes -> 12, + 4 for the message + 3.
         assert_eq!(prompt, 19);
         assert_eq!(completion_cap(&req), Some(16));
-        let mut route: RouteConfig = serde_json::from_value(serde_json::json!({
-            "namespace": "default", "name": "r", "model": "r", "mode": "chat", "strategy": "weighted",
-            "retries": {"attempts": 0, "backoffMs": 1, "maxBackoffMs": 1, "on": []},
-            "backends": [
-                {"name": "a", "provider": "default/p", "model": "x", "weight": 1, "priority": 0,
-                 "price": {"input": 1.0, "output": 2.0, "cachedInput": 0.5}},
-                {"name": "b", "provider": "default/p", "model": "y", "weight": 1, "priority": 0,
-                 "maxOutputTokens": 100, "price": {"input": 10.0, "output": 20.0, "cachedInput": 5.0}}
-            ]
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut route = priced_route("r", &[(1.0, 2.0, None), (10.0, 20.0, Some(100))]);
+        let rt = |r: &RouteConfig| Runtime::new(config(vec![r.clone()]), 1);
+        let reserve = |r: &RouteConfig, cap| {
+            let rt = rt(r);
+            let route = rt.route("default", "r").cloned().unwrap_or_else(|| panic!("no route"));
+            worst_cost(&route, 19, cap)
+        };
         // The dearer backend bounds the reservation.
-        assert!((worst_cost(&route, 19, Some(16)) - (19.0 * 10.0 + 16.0 * 20.0) / 1e6).abs() < 1e-12);
+        assert!((reserve(&route, Some(16)) - (19.0 * 10.0 + 16.0 * 20.0) / 1e6).abs() < 1e-12);
         // Without max_tokens the backend's output limit, else 4096, is assumed.
-        assert!((worst_cost(&route, 0, None) - (4096.0_f64 * 2.0 / 1e6).max(100.0 * 20.0 / 1e6)).abs() < 1e-12);
+        assert!(
+            (reserve(&route, None) - (19.0_f64 * 1.0 + 4096.0 * 2.0).max(19.0 * 10.0 + 100.0 * 20.0) / 1e6).abs()
+                < 1e-12
+        );
         route.backends.iter_mut().for_each(|b| b.price = None);
-        assert_eq!(worst_cost(&route, 19, Some(16)), 0.0);
+        assert_eq!(reserve(&route, Some(16)), 0.0);
+    }
+
+    fn priced_route(model: &str, backends: &[(f64, f64, Option<u32>)]) -> RouteConfig {
+        let backends: Vec<_> = backends
+            .iter()
+            .enumerate()
+            .map(|(i, (input, output, max))| {
+                serde_json::json!({
+                    "name": format!("b{i}"), "provider": "default/p", "model": format!("{model}-{i}"),
+                    "weight": 1, "priority": 0, "maxOutputTokens": max,
+                    "price": {"input": input, "output": output, "cachedInput": 0.0}
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "namespace": "default", "name": model, "model": model, "mode": "chat", "strategy": "weighted",
+            "retries": {"attempts": 0, "backoffMs": 1, "maxBackoffMs": 1, "on": []},
+            "backends": backends,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn config(routes: Vec<RouteConfig>) -> switchyard_config::GatewayConfig {
+        switchyard_config::GatewayConfig {
+            version: switchyard_config::SCHEMA_VERSION,
+            routes,
+            ..Default::default()
+        }
+    }
+
+    fn test_limits(lease_ms: i64) -> Arc<Limits> {
+        let clock = Clock::default();
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let alerts = Arc::new(Alerts::new(
+            reqwest::Client::new(),
+            clock,
+            Arc::new(crate::budget::BudgetGauges::default()),
+            metrics.clone(),
+        ));
+        Arc::new(Limits::new(Arc::new(Slot::default()), clock, alerts, metrics).with_lease_ttl(lease_ms))
+    }
+
+    fn limited_key(name: &str, limits: switchyard_config::LimitsConfig, budget: Option<f64>) -> Arc<Key> {
+        Arc::new(Key::new(switchyard_config::KeyConfig {
+            namespace: "default".into(),
+            name: name.into(),
+            hashes: vec![],
+            allowed_routes: vec![],
+            limits,
+            budget: budget.map(|max_spend| switchyard_config::BudgetConfig {
+                max_spend,
+                period: BudgetPeriod::Monthly,
+                action: BudgetAction::Block,
+                alert_thresholds: vec![],
+                webhook: None,
+            }),
+            expires_at: None,
+            blocked: false,
+            labels: Default::default(),
+        }))
+    }
+
+    /// A request that lives longer than a lease keeps its slot and its reservation: the one
+    /// renewer pushes them back while it lives, and they free when it ends.
+    #[tokio::test]
+    async fn long_requests_keep_their_slot_and_reservation() {
+        let limits = test_limits(300);
+        let rt = Runtime::new(config(vec![priced_route("r", &[(1000.0, 1000.0, None)])]), 1);
+        let route = rt.route("default", "r").cloned().unwrap_or_else(|| panic!("no route"));
+        let req: Json =
+            serde_json::from_str(r#"{"model":"r","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#)
+                .unwrap_or_default();
+        let par = limited_key(
+            "par",
+            switchyard_config::LimitsConfig {
+                max_parallel: Some(1),
+                ..Default::default()
+            },
+            None,
+        );
+        // Room for one reservation, not two.
+        let one = worst_cost(&route, Prompt::measure(&req).rough(), Some(100));
+        let budget = limited_key("budget", Default::default(), Some(one * 1.5));
+        let code = |r: Result<Admission, Refused>| match r {
+            Ok(_) => "granted".to_owned(),
+            Err(r) => format!("{}: {}", r.error.code.unwrap_or_default(), r.error.message),
+        };
+        let first_par = admit(&limits, &par, &route, &req).await.map_err(|r| r.error.message);
+        let first_budget = admit(&limits, &budget, &route, &req).await.map_err(|r| r.error.message);
+        assert!(first_par.is_ok() && first_budget.is_ok());
+        // Four leases later, both still hold.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let second = code(admit(&limits, &par, &route, &req).await);
+        assert!(second.contains("in flight"), "{second}");
+        let second = code(admit(&limits, &budget, &route, &req).await);
+        assert!(second.starts_with("budget_reserved"), "{second}");
+        drop((first_par, first_budget));
+        assert_eq!(code(admit(&limits, &par, &route, &req).await), "granted");
+        assert_eq!(code(admit(&limits, &budget, &route, &req).await), "granted");
+    }
+
+    /// A rule or a fallback can send a request to a dearer route: the reservation covers the
+    /// dearest backend reachable (rule targets, fallbacks up to `MAX_FALLBACK_DEPTH` levels),
+    /// so a budget is overshot by at most one request.
+    #[test]
+    fn reservations_cover_rule_targets_and_fallbacks() {
+        use switchyard_config::{FallbackConfig, FallbackTrigger, RuleConfig};
+        let fallback = |to: &str| FallbackConfig {
+            route: to.into(),
+            on: vec![FallbackTrigger::ServerError],
+        };
+        let mut r = priced_route("r", &[(1.0, 1.0, None)]);
+        r.rules = vec![RuleConfig {
+            name: "to-premium".into(),
+            key_labels: Default::default(),
+            headers: [("x-tier".to_owned(), "premium".to_owned())].into(),
+            metadata: Default::default(),
+            backend_selector: None,
+            weights: None,
+            priorities: None,
+            route: Some("premium".into()),
+        }];
+        r.fallbacks = vec![fallback("f1")];
+        let premium = priced_route("premium", &[(5.0, 5.0, None)]);
+        let mut f1 = priced_route("f1", &[(2.0, 2.0, None)]);
+        f1.fallbacks = vec![fallback("f2")];
+        let mut f2 = priced_route("f2", &[(3.0, 3.0, None)]);
+        f2.fallbacks = vec![fallback("f3")];
+        let mut f3 = priced_route("f3", &[(7.0, 7.0, None)]);
+        f3.fallbacks = vec![fallback("f4")];
+        // Four fallback levels away: never tried, never reserved for.
+        let f4 = priced_route("f4", &[(100.0, 100.0, None)]);
+        let unrelated = priced_route("other", &[(50.0, 50.0, None)]);
+        let rt = Runtime::new(config(vec![r, premium, f1, f2, f3, f4, unrelated]), 1);
+        let cost = |model: &str| {
+            let route = rt
+                .route("default", model)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {model}"));
+            worst_cost(&route, 10, Some(10))
+        };
+        let per_usd = |p: f64| (10.0 * p + 10.0 * p) / 1e6;
+        assert!((cost("r") - per_usd(7.0)).abs() < 1e-12, "{}", cost("r"));
+        assert!((cost("f1") - per_usd(100.0)).abs() < 1e-12);
+        assert!((cost("premium") - per_usd(5.0)).abs() < 1e-12);
+        // A fallback of the rule's target is reachable too.
+        let mut premium = priced_route("premium", &[(5.0, 5.0, None)]);
+        premium.fallbacks = vec![fallback("other")];
+        let rt = Runtime::new(config(vec![priced_route("r", &[]), premium]), 1);
+        let mut only_r = rt.config.routes.clone();
+        only_r[0].rules = vec![RuleConfig {
+            name: "to-premium".into(),
+            key_labels: Default::default(),
+            headers: Default::default(),
+            metadata: Default::default(),
+            backend_selector: None,
+            weights: None,
+            priorities: None,
+            route: Some("premium".into()),
+        }];
+        only_r.push(priced_route("other", &[(50.0, 50.0, None)]));
+        let rt = Runtime::new(config(only_r), 1);
+        let route = rt.route("default", "r").cloned().unwrap_or_else(|| panic!("no r"));
+        assert!((worst_cost(&route, 10, Some(10)) - per_usd(50.0)).abs() < 1e-12);
     }
 
     #[test]

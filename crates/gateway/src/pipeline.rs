@@ -96,7 +96,7 @@ async fn serve(
     // Limits (crate::limits): the key's rpm, tpm, slots in flight and budget reservation, taken
     // in one atomic step once the route (and so the prices) is known. Refusals are 429s with
     // OpenAI's x-ratelimit-* headers.
-    let admission = match limits::admit(&gw.limits, &key, &route.config, &req.raw).await {
+    let admission = match limits::admit(&gw.limits, &key, &route, &req.raw).await {
         Ok(a) => a,
         Err(refused) => return Ok(respond::refused(codec, refused)),
     };

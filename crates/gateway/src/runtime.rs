@@ -6,13 +6,13 @@
 //! (balancing state is the routing's, limits the shared state's), and it depends on no other
 //! part of the gateway but its error type.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use switchyard_config::{GatewayConfig, KeyConfig, ProviderConfig, RouteConfig, RouteMode};
+use switchyard_config::{GatewayConfig, KeyConfig, Price, ProviderConfig, RouteConfig, RouteMode, MAX_FALLBACK_DEPTH};
 use switchyard_providers::Operation;
 
 use crate::error::GatewayError;
@@ -36,6 +36,10 @@ pub struct Route {
     /// Its position in the config's routes (state kept per route, such as balancing, is kept
     /// by this index).
     pub index: usize,
+    /// Every priced backend a request to this route can reach: its own, its rules' target
+    /// routes' and its fallbacks' (transitively, at most `MAX_FALLBACK_DEPTH` fallback levels),
+    /// as (price, output limit), deduplicated. A budget reserves the dearest of them.
+    pub reachable: Vec<(Price, Option<u32>)>,
 }
 
 /// A key and the hashes that authenticate it.
@@ -63,6 +67,67 @@ impl Key {
             config,
         }
     }
+
+    /// Whether the key may use `route` (its `allowedRoutes`, by model name or alias; empty
+    /// allows every route it can see). Checked for the requested route and again for every
+    /// rule target and fallback the request is sent on to.
+    pub fn allows(&self, route: &RouteConfig) -> bool {
+        let own = &self.config.namespace;
+        self.config.allowed_routes.is_empty()
+            || self.config.allowed_routes.iter().any(|a| {
+                let (ans, aname) = a.split_once('/').unwrap_or((own.as_str(), a.as_str()));
+                ans == route.namespace && (aname == route.model || route.aliases.iter().any(|x| x == aname))
+            })
+    }
+}
+
+/// The priced backends reachable from each route (see [`Route::reachable`]): rule targets cost
+/// no fallback level, fallbacks one each, at most [`MAX_FALLBACK_DEPTH`].
+fn reachable(routes: &[RouteConfig]) -> Vec<Vec<(Price, Option<u32>)>> {
+    let mut by_name: HashMap<(&str, &str), usize> = HashMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        for name in std::iter::once(&r.model).chain(r.aliases.iter()) {
+            by_name.entry((r.namespace.as_str(), name.as_str())).or_insert(i);
+        }
+    }
+    let target = |from: usize, name: &str| by_name.get(&(routes[from].namespace.as_str(), name)).copied();
+    (0..routes.len())
+        .map(|start| {
+            // 0-1 breadth first: the fewest fallback levels each route is reached at.
+            let mut depth = vec![usize::MAX; routes.len()];
+            let mut queue = VecDeque::from([start]);
+            depth[start] = 0;
+            while let Some(i) = queue.pop_front() {
+                let d = depth[i];
+                for t in routes[i].rules.iter().filter_map(|r| r.route.as_deref()) {
+                    if let Some(j) = target(i, t).filter(|j| depth[*j] > d) {
+                        depth[j] = d;
+                        queue.push_front(j);
+                    }
+                }
+                if d >= MAX_FALLBACK_DEPTH {
+                    continue;
+                }
+                for fb in &routes[i].fallbacks {
+                    if let Some(j) = target(i, &fb.route).filter(|j| depth[*j] > d + 1) {
+                        depth[j] = d + 1;
+                        queue.push_back(j);
+                    }
+                }
+            }
+            let mut out: Vec<(Price, Option<u32>)> = Vec::new();
+            for (_, r) in routes.iter().enumerate().filter(|(i, _)| depth[*i] != usize::MAX) {
+                for b in &r.backends {
+                    if let Some(p) = b.price {
+                        if !out.contains(&(p, b.max_output_tokens)) {
+                            out.push((p, b.max_output_tokens));
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect()
 }
 
 /// Numbers runtimes in the order they are built.
@@ -89,10 +154,12 @@ impl Runtime {
     pub fn new(config: GatewayConfig, generation: u64) -> Self {
         let hash = config.hash();
         let mut routes = HashMap::new();
+        let mut reach = reachable(&config.routes).into_iter();
         for (index, r) in config.routes.iter().enumerate() {
             let route = Arc::new(Route {
                 config: r.clone(),
                 index,
+                reachable: reach.next().unwrap_or_default(),
             });
             for name in std::iter::once(&r.model).chain(r.aliases.iter()) {
                 routes.insert((r.namespace.clone(), name.clone()), route.clone());
@@ -172,17 +239,10 @@ impl Runtime {
         if qualified && ns != own && !route.config.shared_with.iter().any(|s| s == own || s == "*") {
             return Err(GatewayError::model_not_found(model));
         }
-        if !key.config.allowed_routes.is_empty() {
-            let allowed = key.config.allowed_routes.iter().any(|a| {
-                let (ans, aname) = a.split_once('/').unwrap_or((own.as_str(), a.as_str()));
-                ans == route.config.namespace
-                    && (aname == route.config.model || route.config.aliases.iter().any(|x| x == aname))
-            });
-            if !allowed {
-                return Err(GatewayError::forbidden(format!(
-                    "This API key is not allowed to use model `{model}`."
-                )));
-            }
+        if !key.allows(&route.config) {
+            return Err(GatewayError::forbidden(format!(
+                "This API key is not allowed to use model `{model}`."
+            )));
         }
         Ok(route.clone())
     }

@@ -46,7 +46,13 @@ impl Ctx<'_> {
         let start = Instant::now();
         self.first_attempt.get_or_init(|| start);
         let m = &meters[c.index];
-        let in_flight = InFlight::start(&[&m.deployment, &m.provider]);
+        let quota = {
+            let mut held = self.quotas.lock().unwrap_or_else(|p| p.into_inner());
+            held.iter()
+                .rposition(|(i, _)| *i == c.index)
+                .map(|at| held.swap_remove(at).1)
+        };
+        let in_flight = InFlight::start(&[&m.deployment, &m.provider]).with_quota(quota.clone());
         let tokens = self.prompt.rough();
         m.deployment.sent(tokens);
         m.provider.sent(tokens);
@@ -82,6 +88,9 @@ impl Ctx<'_> {
                     if let Some(u) = full.usage {
                         m.deployment.tokens(u.completion_tokens);
                         m.provider.tokens(u.completion_tokens);
+                        if let Some(q) = &quota {
+                            q.tokens(u.completion_tokens);
+                        }
                     }
                 }
                 let upstream = match upstream {

@@ -9,6 +9,7 @@ use switchyard_providers::{ErrorKind, ProviderError};
 
 use super::context::{label, Ctx};
 use super::failure::Failure;
+use super::quota;
 use super::rules::Plan;
 use super::strategy::{self, BackendMeters, Candidate, Choice};
 use crate::estimate;
@@ -101,10 +102,10 @@ impl Ctx<'_> {
             };
             if wait.is_none() {
                 let m = &meters[i];
+                // The Provider's quota is taken in the shared state when a backend is chosen.
                 let (free_b, wait_b) = m.deployment.headroom(&cfg.backends[i].limits);
-                let (free_p, wait_p) = m.provider.headroom(&m.quota);
-                if free_b <= 0.0 || free_p <= 0.0 {
-                    wait = Some(wait_b.max(wait_p).max(Duration::from_millis(100)));
+                if free_b <= 0.0 {
+                    wait = Some(wait_b.max(Duration::from_millis(100)));
                 }
             }
             match wait {
@@ -137,6 +138,7 @@ impl Ctx<'_> {
             route: label(&route.config),
         };
         let mut cands = pool.ready;
+        let mut soonest = pool.soonest;
         if cands.iter().any(|c| !tried[c.index]) || fresh_only {
             cands.retain(|c| !tried[c.index]);
         }
@@ -151,10 +153,34 @@ impl Ctx<'_> {
                 dice: &self.dice,
             };
             let Some(at) = strategy::pick(&choice, &cands) else {
-                return Err(cooling(pool.soonest));
+                return Err(cooling(soonest));
             };
             let c = cands[at];
+            // The Provider's quota, taken now: at quota, the backend is skipped like a cooling one.
+            let backend = &route.config.backends[c.index];
+            let hold = match quota::take(
+                self.state,
+                &backend.provider,
+                &meters[c.index].quota,
+                self.prompt.rough(),
+            )
+            .await
+            {
+                Ok(hold) => hold,
+                Err(wait_ms) => {
+                    let d = Duration::from_millis(u64::try_from(wait_ms.unwrap_or(1000)).unwrap_or(1000).max(1));
+                    soonest = Some(soonest.map_or(d, |s| s.min(d)));
+                    cands.remove(at);
+                    continue;
+                }
+            };
             if !c.probe || self.cooldowns.claim_probe(&self.balance(route).keys[c.index]).await {
+                if let Some(hold) = hold {
+                    self.quotas
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((c.index, hold));
+                }
                 return Ok(c);
             }
             // Another request holds the probe.

@@ -13,12 +13,13 @@ use switchyard_providers::{Json, Operation};
 use tokio::time::Instant;
 
 use super::meters::Meters;
+use super::quota::QuotaHold;
 use super::strategy::{Balance, Dice};
 use super::upstream::{Dispatch, Upstream};
 use crate::estimate::Prompt;
 use crate::metrics::Metrics;
 use crate::runtime::{Key, Route, Runtime};
-use crate::state::CooldownStore;
+use crate::state::{CooldownStore, Slot};
 use crate::telemetry::Parent;
 
 /// What routing needs from the gateway process, kept across config reloads: how to call a
@@ -29,6 +30,8 @@ pub struct Routing {
     cooldowns: Arc<dyn CooldownStore>,
     meters: Meters,
     metrics: Metrics,
+    /// Where Provider quotas are taken: the gateway's shared state.
+    state: Arc<Slot>,
     balances: ArcSwap<Balances>,
     /// Held while a config generation's balances are built, so they are built once.
     building: Mutex<()>,
@@ -58,12 +61,19 @@ impl Routing {
             cooldowns,
             meters: Meters::default(),
             metrics,
+            state: Arc::new(Slot::default()),
             balances: ArcSwap::from_pointee(Balances {
                 runtime: 0,
                 routes: Vec::new(),
             }),
             building: Mutex::new(()),
         }
+    }
+
+    /// Takes Provider quotas in `state` (the gateway's shared state; in memory by default).
+    pub fn with_state(mut self, state: Arc<Slot>) -> Self {
+        self.state = state;
+        self
     }
 
     /// The balancing state of `rt`'s routes: built on the first request of a new config; a
@@ -93,6 +103,8 @@ impl Routing {
 pub(super) struct Ctx<'a> {
     pub(super) rt: &'a Runtime,
     pub(super) balances: Arc<Balances>,
+    /// The key: its labels for rules, its `allowedRoutes` for rule targets and fallbacks.
+    pub(super) key: &'a Key,
     pub(super) key_labels: &'a BTreeMap<String, String>,
     pub(super) headers: &'a HeaderMap,
     pub(super) request: &'a Json,
@@ -102,6 +114,9 @@ pub(super) struct Ctx<'a> {
     pub(super) cooldowns: &'a dyn CooldownStore,
     pub(super) meters: &'a Meters,
     pub(super) metrics: &'a Metrics,
+    pub(super) state: &'a Arc<Slot>,
+    /// Provider quotas taken by `choose` for the attempt about to start on a backend (index).
+    pub(super) quotas: Mutex<Vec<(usize, Arc<QuotaHold>)>>,
     pub(super) dice: Dice,
     pub(super) prompt: Prompt,
     pub(super) exact_tokens: tokio::sync::OnceCell<u64>,
@@ -140,6 +155,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             rt,
             balances: routing.balances(rt),
+            key,
             key_labels: &key.config.labels,
             headers,
             request,
@@ -149,6 +165,8 @@ impl<'a> Ctx<'a> {
             cooldowns: routing.cooldowns.as_ref(),
             meters: &routing.meters,
             metrics: &routing.metrics,
+            state: &routing.state,
+            quotas: Mutex::new(Vec::new()),
             dice,
             prompt: Prompt::measure(request),
             exact_tokens: tokio::sync::OnceCell::new(),

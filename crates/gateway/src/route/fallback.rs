@@ -48,7 +48,8 @@ impl Ctx<'_> {
                 let Some(next) = self.rt.route(&route.config.namespace, &fb.route) else {
                     continue;
                 };
-                if self.was_visited(next) || !serves(next.config.mode, self.op) {
+                // A fallback to a route the key may not use is skipped, as if it were not there.
+                if self.was_visited(next) || !serves(next.config.mode, self.op) || !self.key.allows(&next.config) {
                     continue;
                 }
                 let next_label = label(&next.config);
@@ -167,5 +168,45 @@ mod tests {
         let (outcome, body) = h.ok("r", true).await;
         assert_eq!((outcome.route.as_str(), outcome.fallback_depth), ("default/backup", 1));
         assert!(body.contains("answer from ok"));
+    }
+
+    /// A fallback to a route the key's `allowedRoutes` leave out is skipped: the next fallback
+    /// serves, or the route's own failure is the answer.
+    #[tokio::test(start_paused = true)]
+    async fn fallbacks_respect_allowed_routes() {
+        let mut r = route_config("r", vec![backend("a", "down", 1, 0)]);
+        r.retries = retries(0, 100);
+        r.fallbacks = vec![
+            fallback("forbidden", &[FallbackTrigger::ServerError]),
+            fallback("allowed", &[FallbackTrigger::ServerError]),
+        ];
+        let h = Harness::new(vec![
+            r,
+            route_config("forbidden", vec![backend("f", "forbidden-model", 1, 0)]),
+            route_config("allowed", vec![backend("b", "allowed-model", 1, 0)]),
+        ]);
+        h.fake.script("down", fails(ErrorKind::Server));
+        let mut k = key(&[]);
+        k.config.allowed_routes = vec!["r".into(), "allowed".into()];
+        let (_, o) = h
+            .call_as(&k, &HeaderMap::new(), &chat("r", "hi"), false)
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(o.route, "default/allowed");
+        assert_eq!(h.fake.calls(), vec!["down", "allowed-model"]);
+        // Only the forbidden fallback: the client sees the route's own failure.
+        h.fake.clear();
+        k.config.allowed_routes = vec!["r".into()];
+        let e = h
+            .call_as(&k, &HeaderMap::new(), &chat("r", "hi"), false)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.status.as_u16(), 502, "{e}");
+        assert_eq!(h.fake.calls(), vec!["down"]);
+        // A key without allowedRoutes reaches the first fallback.
+        h.fake.clear();
+        let (o, _) = h.ok("r", false).await;
+        assert_eq!(o.route, "default/forbidden");
     }
 }

@@ -1,11 +1,11 @@
 //! What the strategies measure: requests in flight, a sliding one-minute window of requests and
-//! tokens (for Provider quotas, backend limits and the `usage` strategy), and moving averages of
+//! tokens (for backend limits and the `usage` strategy), and moving averages of
 //! latency and time to first token (for the `latency` strategy).
 //!
 //! Meters are kept by the gateway, not by a config generation, so a reload does not forget them;
 //! a deployment (`provider|model`) has one meter shared by every route, a provider another for its
-//! account-wide quota. They are per process: quotas shared across a fleet belong to the limits
-//! store, not here.
+//! account-wide usage. They are per process: Provider quotas are taken in the shared state
+//! (`route::quota`), not here.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use switchyard_config::LimitsConfig;
 use tokio::time::Instant;
+
+use super::quota::QuotaHold;
 
 /// Time constant of the latency averages: a sample's weight fades over about this long, and an
 /// idle backend's average decays toward zero at this rate, so a slow backend is tried again once
@@ -114,7 +116,7 @@ impl Meter {
 /// Counts a request in flight on a deployment and its provider for as long as it lives: in a
 /// stream's translator until the stream ends, or until the attempt returns.
 #[derive(Debug)]
-pub struct InFlight(Vec<Arc<Meter>>);
+pub struct InFlight(Vec<Arc<Meter>>, Option<Arc<QuotaHold>>);
 
 impl InFlight {
     /// Starts counting on each meter.
@@ -122,13 +124,22 @@ impl InFlight {
         for m in meters {
             m.in_flight.fetch_add(1, Ordering::Relaxed);
         }
-        Self(meters.iter().map(|m| Arc::clone(m)).collect())
+        Self(meters.iter().map(|m| Arc::clone(m)).collect(), None)
     }
 
-    /// Adds tokens to every meter.
+    /// Also holds a Provider quota until the request ends.
+    pub fn with_quota(mut self, quota: Option<Arc<QuotaHold>>) -> Self {
+        self.1 = quota;
+        self
+    }
+
+    /// Adds tokens to every meter (and to the quota's window).
     pub fn tokens(&self, tokens: u64) {
         for m in &self.0 {
             m.tokens(tokens);
+        }
+        if let Some(q) = &self.1 {
+            q.tokens(tokens);
         }
     }
 }

@@ -27,7 +27,8 @@
 //!
 //! Shared state: cooldowns go through `state::CooldownStore` (in memory, or shared by a fleet),
 //! keyed by deployment (`provider|model`) so every route using a failing deployment skips it.
-//! Meters (in flight, per-minute windows, latency averages) are per process. Balancing state
+//! Provider quotas are taken in the shared state ([`quota`]), exact across a fleet sharing Redis.
+//! Meters (in flight, per-minute windows, latency averages; backend limits) are per process. Balancing state
 //! (round-robin counters) belongs to one config generation ([`Routing`] keeps it beside the
 //! `Runtime` it was built for).
 
@@ -40,6 +41,7 @@ mod fallback;
 mod hedge;
 mod meters;
 mod metrics;
+mod quota;
 mod retry;
 mod rules;
 mod strategy;

@@ -133,7 +133,12 @@ impl Ctx<'_> {
                 .as_deref()
                 .and_then(|t| self.rt.route(&route.config.namespace, t));
             match target {
-                Some(next) if !self.was_visited(next) && serves(next.config.mode, self.op) => {
+                // A target the key may not use is ignored like a missing one: the request stays.
+                Some(next)
+                    if !self.was_visited(next)
+                        && serves(next.config.mode, self.op)
+                        && self.key.allows(&next.config) =>
+                {
                     tracing::debug!(rule = %rule.name, to = %label(&next.config), "rule sends the request to another route");
                     let next = next.clone();
                     self.visit(&next);
@@ -323,6 +328,41 @@ mod scenarios {
             .await
             .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(o.route, "default/chat");
+    }
+
+    /// A rule that sends the request to a route the key may not use is ignored: the requested
+    /// route serves.
+    #[tokio::test(start_paused = true)]
+    async fn rule_targets_respect_allowed_routes() {
+        let mut r = route_config("chat", vec![backend("a", "default-model", 1, 0)]);
+        r.rules = vec![RuleConfig {
+            name: "to-premium".into(),
+            key_labels: BTreeMap::new(),
+            headers: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+            backend_selector: None,
+            weights: None,
+            priorities: None,
+            route: Some("premium".into()),
+        }];
+        let h = Harness::new(vec![
+            r,
+            route_config("premium", vec![backend("p", "premium-model", 1, 0)]),
+        ]);
+        let req = chat("chat", "hi");
+        let mut k = key(&[]);
+        let (_, o) = h
+            .call_as(&k, &HeaderMap::new(), &req, false)
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(o.route, "default/premium");
+        k.config.allowed_routes = vec!["chat".into()];
+        let (_, o) = h
+            .call_as(&k, &HeaderMap::new(), &req, false)
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!((o.route.as_str(), o.backend.as_str()), ("default/chat", "a"));
+        assert_eq!(h.fake.calls(), vec!["premium-model", "default-model"]);
     }
 
     /// Whatever fails, a key labelled region=eu never reaches a backend outside the EU: random

@@ -323,11 +323,17 @@ impl Harness {
     }
 
     pub(crate) fn with(cfg: GatewayConfig) -> Self {
+        Self::with_state(cfg, Arc::new(crate::state::Slot::default()))
+    }
+
+    /// A harness whose Provider quotas are taken in `state`.
+    pub(crate) fn with_state(cfg: GatewayConfig, state: Arc<crate::state::Slot>) -> Self {
         let metrics = Metrics::new().unwrap_or_else(|e| unreachable!("{e}"));
         let fake = Arc::new(Fake::default());
         let h = Self {
             rt: Runtime::new(cfg, 1),
-            routing: Routing::new(fake.clone(), Arc::new(MemoryCooldowns::default()), metrics.clone()),
+            routing: Routing::new(fake.clone(), Arc::new(MemoryCooldowns::default()), metrics.clone())
+                .with_state(state),
             fake,
             metrics,
             seed: AtomicU32::new(1),

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use super::{check_window, Acquire, Backend, Reason, Release, SharedState, Snapshot, StateError, Verdict, WINDOW_MS};
+use super::{
+    check_window, Acquire, Backend, Reason, Release, Renew, SharedState, Snapshot, StateError, Verdict, WINDOW_MS,
+};
 
 /// Largest in-memory response cache, bytes.
 const CACHE_BYTES: u64 = 256 * 1024 * 1024;
@@ -114,6 +116,20 @@ impl Memory {
         Some(*spend)
     }
 
+    pub(crate) fn renew_now(&self, r: &Renew) {
+        let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(scope) = scopes.get_mut(&r.scope) else { return };
+        let until = r.now_ms + r.lease_ttl_ms;
+        if let Some(exp) = r.lease.as_ref().and_then(|l| scope.leases.get_mut(l)) {
+            *exp = (*exp).max(until);
+        }
+        if let Some((period, member)) = &r.hold {
+            if let Some((_, exp)) = scope.holds.get_mut(period).and_then(|h| h.get_mut(member)) {
+                *exp = (*exp).max(until);
+            }
+        }
+    }
+
     fn mark_now(&self, name: &str, ttl: Duration) -> bool {
         let now = Instant::now();
         let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
@@ -133,7 +149,10 @@ impl Memory {
 /// The whole decision for one scope; Redis runs the same steps in `ACQUIRE` (Lua).
 fn decide(scope: &mut Scope, req: &Acquire) -> Verdict {
     let now = req.now_ms;
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = Snapshot {
+        at_ms: now,
+        ..Snapshot::default()
+    };
     let refuse = |reason: Reason, retry_after_ms: Option<i64>, snapshot: Snapshot| Verdict::Refused {
         reason,
         retry_after_ms,
@@ -221,6 +240,13 @@ impl SharedState for Memory {
 
     fn release<'a>(&'a self, rel: &'a Release) -> BoxFuture<'a, Result<Option<f64>, StateError>> {
         Box::pin(async move { Ok(self.release_now(rel)) })
+    }
+
+    fn renew<'a>(&'a self, r: &'a Renew) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            self.renew_now(r);
+            Ok(())
+        })
     }
 
     fn spend<'a>(&'a self, scope: &'a str, period: &'a str) -> BoxFuture<'a, Result<f64, StateError>> {

@@ -40,7 +40,8 @@ pub struct StateError(pub String);
 pub struct Acquire {
     /// The scope: `k:<namespace>/<name>` for a key, `p:<provider>` or `b:<backend>`.
     pub scope: String,
-    /// Milliseconds since the epoch (the gateway's clock, offset for tests).
+    /// Milliseconds since the epoch (the gateway's clock, offset for tests). Redis places
+    /// windows and lease expiries by its own `TIME` instead, so replicas with skewed clocks agree.
     pub now_ms: i64,
     /// Requests per minute.
     pub rpm: Option<u32>,
@@ -140,6 +141,10 @@ pub struct Snapshot {
     pub tokens_reset_ms: i64,
     /// Spend of the budget period so far, USD.
     pub spend: f64,
+    /// When the state decided, ms since the epoch, by the state's clock (Redis' `TIME` with
+    /// Redis, so every replica places a request in the same window whatever its own clock):
+    /// the token window bucket a release corrects is this one's.
+    pub at_ms: i64,
 }
 
 /// The outcome of an [`Acquire`].
@@ -194,6 +199,23 @@ pub struct Settle {
     pub keep_ms: Option<i64>,
 }
 
+/// Pushes back the expiry of what a live request holds: its slot and its budget reservation.
+#[derive(Clone, Debug, Default)]
+pub struct Renew {
+    /// The scope.
+    pub scope: String,
+    /// Now, ms since the epoch (Redis uses its own clock).
+    pub now_ms: i64,
+    /// The concurrency slot, when one was taken.
+    pub lease: Option<String>,
+    /// The reservation: period and member ([`Hold::member`]), when one was taken.
+    pub hold: Option<(String, String)>,
+    /// The new lease, from now, ms.
+    pub lease_ttl_ms: i64,
+    /// The grant came from the local fallback.
+    pub local: bool,
+}
+
 /// Where the state lives, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -212,6 +234,10 @@ pub trait SharedState: Send + Sync + 'static {
     /// Frees a slot, corrects the token window, drops the reservation and adds the spend.
     /// Returns the period's spend after it, when known.
     fn release<'a>(&'a self, rel: &'a Release) -> BoxFuture<'a, Result<Option<f64>, StateError>>;
+
+    /// Renews a live request's slot and reservation for another lease; a no-op for what was
+    /// released or expired already.
+    fn renew<'a>(&'a self, r: &'a Renew) -> BoxFuture<'a, Result<(), StateError>>;
 
     /// Spend of a scope in a period.
     fn spend<'a>(&'a self, scope: &'a str, period: &'a str) -> BoxFuture<'a, Result<f64, StateError>>;
@@ -293,6 +319,9 @@ impl SharedState for Unavailable {
         Box::pin(async move { Err(StateError(self.0.clone())) })
     }
     fn release<'a>(&'a self, _: &'a Release) -> BoxFuture<'a, Result<Option<f64>, StateError>> {
+        Box::pin(async move { Err(StateError(self.0.clone())) })
+    }
+    fn renew<'a>(&'a self, _: &'a Renew) -> BoxFuture<'a, Result<(), StateError>> {
         Box::pin(async move { Err(StateError(self.0.clone())) })
     }
     fn spend<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<f64, StateError>> {

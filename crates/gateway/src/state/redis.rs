@@ -19,7 +19,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use switchyard_config::{FailMode, RedisConfig};
 
-use super::{fmt_usd, Acquire, Backend, Memory, Reason, Release, SharedState, Snapshot, StateError, Verdict};
+use super::{fmt_usd, Acquire, Backend, Memory, Reason, Release, Renew, SharedState, Snapshot, StateError, Verdict};
 
 /// Longest wait for one Redis call on the request path.
 const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -27,8 +27,14 @@ const OP_TIMEOUT: Duration = Duration::from_millis(500);
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Checks and takes a scope's budget, windows and slot (see `Memory`'s `decide`, the same steps).
+/// Windows and lease expiries are placed by Redis' clock (`TIME`), not the caller's, so replicas
+/// with skewed clocks agree (ARGV[13] = '1' takes the caller's `now` instead: tests that move time).
 const ACQUIRE: &str = r"
 local now = tonumber(ARGV[1])
+if ARGV[13] ~= '1' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local sec = math.floor(now / 1000)
 local span = 60
 local function until_empty(b) return (b + span) * 1000 - now end
@@ -67,7 +73,7 @@ local spend = 0
 if bflag > 0 then spend = tonumber(redis.call('GET', KEYS[4]) or '0') end
 local rr, rreset, tr, treset = 0, 0, 0, 0
 local function out(code, retry)
-  return {code, retry, rr, rreset, tr, treset, string.format('%.12f', spend)}
+  return {code, retry, rr, rreset, tr, treset, string.format('%.12f', spend), now}
 end
 if bflag == 1 and spend >= maxs then return out(1, tonumber(ARGV[12])) end
 local rpm = tonumber(ARGV[2])
@@ -121,6 +127,10 @@ return out(0, 0)
 /// key was last used (kept 35 days, for the operator).
 const RELEASE: &str = r"
 local now = tonumber(ARGV[1])
+if ARGV[8] ~= '1' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local sec = math.floor(now / 1000)
 if ARGV[2] ~= '' then redis.call('ZREM', KEYS[2], ARGV[2]) end
 local b = tonumber(ARGV[3])
@@ -143,8 +153,26 @@ else
 end
 local keep = tonumber(ARGV[7])
 if keep > 0 then redis.call('PEXPIRE', KEYS[3], keep) end
-redis.call('SET', KEYS[5], ARGV[1], 'PX', 3024000000)
+redis.call('SET', KEYS[5], now, 'PX', 3024000000)
 return spend
+";
+
+/// Pushes back a live request's slot and reservation (only members still there: `XX`), by
+/// Redis' clock unless ARGV[4] = '1'.
+const RENEW: &str = r"
+local now = tonumber(ARGV[1])
+if ARGV[4] ~= '1' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local ttl = tonumber(ARGV[2])
+if ARGV[3] ~= '' and redis.call('ZADD', KEYS[1], 'XX', 'CH', now + ttl, ARGV[3]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+if ARGV[5] ~= '' and redis.call('ZADD', KEYS[2], 'XX', 'CH', now + ttl, ARGV[5]) > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 0
 ";
 
 /// Redis key names. The `{...}` hash tag keeps one scope's keys in one cluster slot; the names
@@ -209,6 +237,8 @@ struct Inner {
     connector: Connector,
     up: AtomicBool,
     fail_mode: FailMode,
+    /// Place windows by the caller's `now_ms` rather than Redis' `TIME` (tests that move time).
+    caller_clock: AtomicBool,
     local: Memory,
     pending: Mutex<Pending>,
     /// Slots and reservations taken in Redis whose release failed: dropped when it answers,
@@ -216,6 +246,7 @@ struct Inner {
     orphans: Mutex<Vec<Release>>,
     acquire: Script,
     release: Script,
+    renew: Script,
     cd_claim: Script,
     cd_success: Script,
     cd_failure: Script,
@@ -258,11 +289,13 @@ impl Redis {
             connector,
             up: AtomicBool::new(up),
             fail_mode: cfg.fail_mode,
+            caller_clock: AtomicBool::new(false),
             local: Memory::new(),
             pending: Mutex::new(HashMap::new()),
             orphans: Mutex::new(Vec::new()),
             acquire: Script::new(ACQUIRE),
             release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
             cd_claim: Script::new(CD_CLAIM),
             cd_success: Script::new(CD_SUCCESS),
             cd_failure: Script::new(CD_FAILURE),
@@ -271,9 +304,23 @@ impl Redis {
         tracing::info!(cluster = cfg.cluster, fail_mode = ?cfg.fail_mode, "shared state in redis");
         Ok(Redis { inner })
     }
+
+    /// Places windows by the callers' `now_ms` instead of Redis' clock, so a test can move time.
+    #[cfg(test)]
+    pub(crate) fn use_caller_clock(&self) {
+        self.inner.caller_clock.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Inner {
+    fn clock_flag(&self) -> &'static str {
+        if self.caller_clock.load(Ordering::Relaxed) {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
     fn conn(&self) -> Result<Conn, StateError> {
         if !self.up.load(Ordering::Acquire) {
             return Err(StateError("redis is unreachable".into()));
@@ -339,8 +386,9 @@ impl Inner {
             .arg(max_spend)
             .arg(reserve)
             .arg(member)
-            .arg(resets);
-        let (code, retry, rr, rreset, tr, treset, spend): (i64, i64, i64, i64, i64, i64, String) =
+            .arg(resets)
+            .arg(self.clock_flag());
+        let (code, retry, rr, rreset, tr, treset, spend, at_ms): (i64, i64, i64, i64, i64, i64, String, i64) =
             self.call(inv.invoke_async(&mut conn)).await?;
         let spend: f64 = spend.parse().unwrap_or(0.0);
         if let Some(b) = &req.budget {
@@ -352,6 +400,7 @@ impl Inner {
             tokens_remaining: u64::try_from(tr).unwrap_or(0),
             tokens_reset_ms: treset,
             spend,
+            at_ms,
         };
         Ok(match Reason::from_code(code) {
             None => Verdict::Granted { snapshot, local: false },
@@ -380,7 +429,8 @@ impl Inner {
             .arg(delta)
             .arg(settle.and_then(|s| s.member.as_deref()).unwrap_or(""))
             .arg(settle.map_or(String::new(), |s| fmt_usd(s.cost)))
-            .arg(settle.and_then(|s| s.keep_ms).unwrap_or(-1));
+            .arg(settle.and_then(|s| s.keep_ms).unwrap_or(-1))
+            .arg(self.clock_flag());
         let spend: Option<String> = self.call(inv.invoke_async(&mut conn)).await?;
         let spend = spend.and_then(|s| s.parse::<f64>().ok());
         if let (Some(s), Some(v)) = (settle, spend) {
@@ -683,6 +733,28 @@ impl SharedState for Redis {
                 inner.orphan(rel);
             }
             Ok(spend)
+        })
+    }
+
+    fn renew<'a>(&'a self, r: &'a Renew) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            if r.local {
+                inner.local.renew_now(r);
+                return Ok(());
+            }
+            let mut conn = inner.conn()?;
+            let (period, member) = r.hold.clone().unwrap_or_default();
+            let mut inv = inner.renew.prepare_invoke();
+            inv.key(keys::scoped(&r.scope, "par"))
+                .key(keys::holds(&r.scope, &period))
+                .arg(r.now_ms)
+                .arg(r.lease_ttl_ms)
+                .arg(r.lease.as_deref().unwrap_or(""))
+                .arg(inner.clock_flag())
+                .arg(member);
+            let _: i64 = inner.call(inv.invoke_async(&mut conn)).await?;
+            Ok(())
         })
     }
 

@@ -116,13 +116,68 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis state that places windows by the callers' `now_ms`, so the tests can move time.
 fn connect(server: &RedisServer, fail_mode: FailMode) -> Arc<dyn SharedState> {
+    let r = connect_real_clock(server, fail_mode);
+    r.use_caller_clock();
+    Arc::new(r)
+}
+
+/// A Redis state as the gateway runs it: windows placed by Redis' `TIME`.
+fn connect_real_clock(server: &RedisServer, fail_mode: FailMode) -> Redis {
     let cfg = RedisConfig {
         url: SecretString::new(server.url()),
         cluster: server.cluster,
         fail_mode,
     };
-    Arc::new(Redis::start(&cfg).unwrap_or_else(|e| panic!("{e}")))
+    Redis::start(&cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Two replicas whose clocks are a minute and a half apart place requests in the same windows
+/// (Redis' clock): together they admit a key's rpm, not twice it, and a token correction lands
+/// in the bucket the estimate went to.
+#[tokio::test]
+async fn skewed_replicas_agree_on_windows() {
+    let server = RedisServer::start(false).await;
+    let a = connect_real_clock(&server, FailMode::Closed);
+    let b = connect_real_clock(&server, FailMode::Closed);
+    let now = crate::budget::Clock::default().now_ms();
+    let (slow, fast) = (now - 45_000, now + 45_000);
+    let rpm = |now_ms| Acquire {
+        rpm: Some(2),
+        tpm: Some(100),
+        tokens: 10,
+        ..acq("k:skew/rpm", now_ms)
+    };
+    let mut at = Vec::new();
+    for (state, now_ms) in [(&a, slow), (&b, fast)] {
+        match get(state, &rpm(now_ms)).await {
+            Verdict::Granted { snapshot, .. } => at.push(snapshot.at_ms),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Both decided by one clock: within a second of each other, whatever the replicas think.
+    assert!((at[0] - at[1]).abs() < 1000, "{at:?}");
+    assert!((at[0] - now).abs() < 5000, "{at:?} vs {now}");
+    for (state, now_ms) in [(&a, slow), (&b, fast), (&a, fast + 90_000)] {
+        assert_eq!(reason(&get(state, &rpm(now_ms)).await), Some(Reason::Requests));
+    }
+    // A release corrects the window by Redis' clock too: 80 more real tokens fill the window
+    // for both.
+    let rel = Release {
+        scope: "k:skew/rpm".into(),
+        now_ms: fast,
+        tokens: Some((at[0].div_euclid(1000), 80)),
+        ..Release::default()
+    };
+    b.release(&rel).await.unwrap_or_else(|e| panic!("{e}"));
+    let tpm = |now_ms| Acquire {
+        tpm: Some(100),
+        tokens: 10,
+        ..acq("k:skew/rpm", now_ms)
+    };
+    assert_eq!(reason(&get(&a, &tpm(slow)).await), Some(Reason::Tokens));
+    assert_eq!(reason(&get(&b, &tpm(fast)).await), Some(Reason::Tokens));
 }
 
 async fn wait_up(state: &dyn SharedState) {
@@ -333,6 +388,40 @@ async fn suite(state: Arc<dyn SharedState>, tag: &str) {
     s.cache_put(&key, Bytes::from_static(b"body"), Duration::from_secs(60))
         .await;
     assert_eq!(s.cache_get(&key).await, Some(Bytes::from_static(b"body")));
+
+    // Renewal: a live request's slot and reservation outlast their first lease.
+    let hold = Hold {
+        period: "total".into(),
+        max_spend: 1.0,
+        reserve: 0.6,
+        enforce: true,
+        resets_in_ms: None,
+    };
+    let long = |now| Acquire {
+        max_parallel: Some(1),
+        budget: Some(hold.clone()),
+        ..acq(&scope("renew"), now)
+    };
+    let first = long(T0);
+    assert!(granted(&get(s, &first).await));
+    let renew = Renew {
+        scope: scope("renew"),
+        now_ms: T0 + 50_000,
+        lease: Some(first.lease.clone()),
+        hold: Some(("total".into(), hold.member(&first.lease))),
+        lease_ttl_ms: 60_000,
+        local: false,
+    };
+    s.renew(&renew).await.unwrap_or_else(|e| panic!("{e}"));
+    // Past the first lease (T0 + 60 s), within the renewed one.
+    assert_eq!(reason(&get(s, &long(T0 + 70_000)).await), Some(Reason::Parallel));
+    let budget_only = Acquire {
+        budget: Some(hold.clone()),
+        ..acq(&scope("renew"), T0 + 70_000)
+    };
+    assert_eq!(reason(&get(s, &budget_only).await), Some(Reason::BudgetHeld));
+    // Past the renewed lease: a gateway that died holding them frees them.
+    assert!(granted(&get(s, &long(T0 + 111_000)).await));
 }
 
 #[tokio::test]
