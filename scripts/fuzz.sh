@@ -70,8 +70,7 @@ for t in $targets; do
   rate=${rate:-$(( execs / (seconds > 0 ? seconds : 1) ))}
   crashes=0
   if [ "$status" != 0 ]; then
-    crashes=$(grep -cE '^(==[0-9]+== ?ERROR: libFuzzer|SUMMARY: libFuzzer)' "$log" || true)
-    [ "$crashes" = 0 ] && crashes=1
+    crashes=1  # libFuzzer stops at the first crash
     failed=1
     grep -E 'panicked at|^SUMMARY|Test unit written to' "$log" | head -5 >&2 || true
     cp "$log" "$root/fuzz/artifacts/$t.log" 2>/dev/null || true

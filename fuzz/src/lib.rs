@@ -140,7 +140,7 @@ pub fn chunks(seed: u8, data: &[u8]) -> Vec<&[u8]> {
     if seed == 0 {
         return vec![data];
     }
-    let mut state = u32::from(seed) * 0x9E37_79B9 | 1;
+    let mut state = u32::from(seed).wrapping_mul(0x9E37_79B9) | 1;
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
