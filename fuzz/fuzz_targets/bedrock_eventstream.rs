@@ -8,7 +8,9 @@ use switchyard_fuzz::{check_stream, provider, target};
 use switchyard_providers::bedrock::ConverseStream;
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&seed, data)) = input.split_first() else { return };
+    let Some((&seed, data)) = input.split_first() else {
+        return;
+    };
     let p = provider(ProviderKind::Bedrock);
     let t = target(&p, "us.anthropic.claude-3-5-sonnet-20241022-v2:0", false);
     check_stream(&|| Box::new(ConverseStream::new(&t)), seed, data);

@@ -19,8 +19,12 @@ const KINDS: &[ProviderKind] = &[
 ];
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&flags, body)) = input.split_first() else { return };
-    let Ok(request) = serde_json::from_slice::<Json>(body) else { return };
+    let Some((&flags, body)) = input.split_first() else {
+        return;
+    };
+    let Ok(request) = serde_json::from_slice::<Json>(body) else {
+        return;
+    };
     let op = operation(flags);
     let stream = flags & 4 != 0;
     let drop = flags & 8 != 0;

@@ -7,7 +7,9 @@ use switchyard_fuzz::chunks;
 use switchyard_providers::sse::Parser;
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&seed, data)) = input.split_first() else { return };
+    let Some((&seed, data)) = input.split_first() else {
+        return;
+    };
     let mut chunked = Parser::default();
     let mut events = Vec::new();
     for part in chunks(seed, data) {

@@ -105,7 +105,11 @@ pub fn models(kind: ProviderKind) -> &'static [&'static str] {
             "amazon.titan-embed-text-v2:0",
             "cohere.embed-english-v3",
         ],
-        ProviderKind::Vertex => &["gemini-2.0-flash", "claude-3-5-sonnet-v2@20241022", "text-embedding-005"],
+        ProviderKind::Vertex => &[
+            "gemini-2.0-flash",
+            "claude-3-5-sonnet-v2@20241022",
+            "text-embedding-005",
+        ],
         ProviderKind::Gemini => &["gemini-2.0-flash", "text-embedding-004"],
         ProviderKind::Cohere => &["command-r-plus", "embed-english-v3.0"],
         ProviderKind::Anthropic => &["claude-3-5-sonnet-20241022"],
@@ -199,10 +203,7 @@ pub fn check_stream(make: &dyn Fn() -> Box<dyn StreamTranslator>, seed: u8, data
     }
     let whole = run_stream(make(), &[data]);
     if whole.ok && chunked.ok {
-        assert_eq!(
-            whole, chunked,
-            "output differs between a whole and a chunked feed"
-        );
+        assert_eq!(whole, chunked, "output differs between a whole and a chunked feed");
     }
 }
 
