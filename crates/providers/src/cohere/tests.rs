@@ -252,6 +252,26 @@ fn finish_reasons() {
     assert_eq!(with("ERROR").unwrap_err().kind, ErrorKind::Server);
 }
 
+/// Found by `scripts/fuzz.sh` (target `response_cohere`): token counts beyond u64 (here a
+/// 74-digit `input_tokens`, with `billed_units` misspelt so the raw count is used) saturate
+/// instead of overflowing the total (a panic in debug builds, a wrapped total in release).
+#[test]
+fn huge_token_counts_saturate() {
+    let p = provider();
+    let t = target(&p, "command-a-03-2025");
+    let mut v: Value = serde_json::from_slice(&fixture("chat_response_text.json")).unwrap();
+    v["usage"] = serde_json::from_str(
+        r#"{"billed_units": {"input_tgkens": 0, "output_tokens": 24},
+            "tokens": {"input_tokens": 75555555555555555555555555555555555555555555555555555555555555555555555551, "output_tokens": 24}}"#,
+    )
+    .unwrap();
+    let out = COHERE.parse(Operation::Chat, v.to_string().as_bytes(), &t).unwrap();
+    let usage = out.usage.unwrap();
+    assert_eq!(usage.prompt_tokens, u64::MAX);
+    assert_eq!(usage.total(), u64::MAX);
+    assert_eq!(body(&out)["usage"]["total_tokens"], u64::MAX);
+}
+
 // --- Streams --------------------------------------------------------------------------------
 
 #[test]
