@@ -149,7 +149,44 @@ fn parse(text: &'static str) -> Result<Table, String> {
             any.insert(*model, *i);
         }
     }
+    // A model a maker no longer lists but a cloud still resells (`claude-sonnet-4-20250514` is only
+    // in Bedrock's and Vertex's rows, as `anthropic.claude-sonnet-4-20250514-v1:0` and
+    // `claude-sonnet-4@20250514`) answers by the cloud's bare name, after every listed name.
+    for kind in PREFERENCE {
+        for (model, i) in by_kind.get(&kind).into_iter().flatten() {
+            if let Some(bare) = cloud_bare_name(model) {
+                any.entry(bare).or_insert(*i);
+            }
+        }
+    }
     Ok(Table { rows, by_kind, any })
+}
+
+/// `us.anthropic.claude-x-20250514-v1:0` -> `claude-x-20250514`; `claude-x@20250514` ->
+/// `claude-x-20250514` is not derivable, so Vertex names give `claude-x`. `None` when the name is
+/// already bare.
+fn cloud_bare_name(model: &'static str) -> Option<&'static str> {
+    let mut m = model;
+    if let Some((geo, rest)) = m.split_once('.') {
+        if GEOGRAPHIES.contains(&geo) {
+            m = rest;
+        }
+    }
+    if let Some((maker, rest)) = m.split_once('.') {
+        if !maker.is_empty() && maker.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+            m = rest;
+        }
+    }
+    if let Some(at) = m.rfind("-v") {
+        let version = &m[at + 2..];
+        if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+            m = &m[..at];
+        }
+    }
+    if let Some((bare, _)) = m.split_once('@') {
+        m = bare;
+    }
+    (m != model && m.contains('-')).then_some(m)
 }
 
 fn parse_row(line: &'static str) -> Result<(ProviderKind, &'static str, ModelInfo), String> {

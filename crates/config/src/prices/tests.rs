@@ -698,3 +698,23 @@ fn out_of_range_prices_are_refused() {
     }
     assert!(route("{input: 3, cacheWrite: 3.75}").is_empty());
 }
+
+/// Models their maker's list dropped but a cloud still resells keep a price and an output limit
+/// (the Anthropic adapter sends `max_tokens` from it).
+#[test]
+fn models_only_clouds_list_answer_by_their_bare_name() {
+    let m = lookup("claude-sonnet-4-20250514").unwrap_or_else(|| panic!("no row"));
+    assert_eq!(m.max_output, 64000);
+    assert_eq!((m.price.input, m.price.output), (3.0, 15.0));
+    assert_eq!(
+        super::cloud_bare_name("us.anthropic.claude-sonnet-4-20250514-v1:0"),
+        Some("claude-sonnet-4-20250514")
+    );
+    assert_eq!(super::cloud_bare_name("claude-opus-4@20250514"), Some("claude-opus-4"));
+    assert_eq!(super::cloud_bare_name("gpt-4o"), None);
+    // A listed name still wins over a cloud's alias.
+    assert_eq!(
+        lookup("claude-sonnet-4-5").map(|m| m.provider),
+        Some(ProviderKind::Anthropic)
+    );
+}
