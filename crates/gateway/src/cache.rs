@@ -457,16 +457,8 @@ mod tests {
         // A small entry stored after it is seen first: stores run in order on this test's
         // single-threaded runtime, so the big one's would have run by then.
         let marker = req(r#"{"messages":[{"role":"user","content":"after"}]}"#);
-        let after = Lookup::new(
-            &r,
-            &HeaderMap::new(),
-            &BTreeMap::new(),
-            Operation::Chat,
-            false,
-            &marker,
-            false,
-        )
-        .unwrap_or_else(|| panic!("on"));
+        let after = Lookup::new(&r, &HeaderMap::new(), &BTreeMap::new(), "openai", &chat(&marker, false))
+            .unwrap_or_else(|| panic!("on"));
         let mut fill = after.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from_static(b"{}"));
         fill.store(state.clone());

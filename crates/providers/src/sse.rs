@@ -155,7 +155,7 @@ fn parse_event(raw: &[u8]) -> Option<Event> {
 pub fn split(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = bytes;
     std::iter::from_fn(move || {
-        let end = find_boundary(rest).map_or(rest.len(), |(at, sep)| at + sep);
+        let end = find_boundary(rest, 0).map_or(rest.len(), |(at, sep)| at + sep);
         let (event, tail) = rest.split_at(end);
         rest = tail;
         (!event.is_empty()).then_some(event)
