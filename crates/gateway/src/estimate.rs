@@ -311,7 +311,7 @@ mod tests {
               data: {\"choices\":[{\"delta\":{\"content\": \"say \\\"hi\\\"\"}}]}\n\n",
         );
         let first = d.tokens();
-        assert!(first >= 4 && first <= 8, "{first}");
+        assert!((4..=8).contains(&first), "{first}");
         d.add(b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]}}]}\n\n");
         assert!(d.tokens() > first);
         // Usage, finish reasons and `null` contents count nothing.

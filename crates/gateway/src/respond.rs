@@ -274,14 +274,13 @@ mod tests {
         ))
     }
 
+    type ClientBody = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
     /// A stream forwarded from an in-process upstream (a channel the test writes chunks to), and
     /// the gateway whose Prometheus spend it settles into.
     fn forwarded(
         upstream: futures::channel::mpsc::UnboundedReceiver<Result<Bytes, ProviderError>>,
-    ) -> (
-        Arc<Gateway>,
-        std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
-    ) {
+    ) -> (Arc<Gateway>, ClientBody) {
         let gw = Gateway::new(GatewayConfig::default(), 1).unwrap_or_else(|e| panic!("{e}"));
         let request = Request::parse(Operation::Chat, PROMPT).unwrap_or_else(|e| panic!("{e}"));
         let mut labels = Labels::new("r".into());
