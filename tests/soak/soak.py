@@ -64,6 +64,11 @@ ROUTE_MODELS = {
 MAX_TOKENS = 14  # the mock's longest reply here: "Hello! You said: " and 10 words
 # A stream that ended without usage is billed from an estimate: per key, the estimated part may
 # differ from what the mock served by this fraction of it.
+# Measured (issue 15, 60 s run): the gateway bills such streams about 2.5x what the mock reports
+# (abandoned 249%, cut 299%), so this check fails. The mock counts a token per word and no
+# per-message tokens; the gateway estimates the prompt as bytes / 3 + 4 a message + 3 (the
+# reservation estimate: 8-30 tokens for these 2-10 word prompts) and the completion delivered
+# with o200k_base ("Hello! You said:" is 5 tokens, 3 words). docs/limits.md, "What is charged when".
 ESTIMATE_TOLERANCE = 0.25
 EXACT = 1e-9
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()

@@ -7,6 +7,12 @@
 //! ([`finish`]), one that reached an upstream when its usage is known ([`Account::record`]):
 //! for a stream, when the stream ends or the client goes away ([`StreamAccount`]). Nothing
 //! here decides how a request is served.
+//!
+//! A stream that ended without its provider's usage (the client left, the upstream cut or went
+//! silent, or it never sent any) is billed what it consumed, estimated: the prompt
+//! ([`Prompt::rough`], unless the provider already reported it) and the completion tokens the
+//! client was sent ([`Delivered`]); never less than any usage the provider did report. Its
+//! access log line says `usage_estimated=true`. docs/limits.md, "What is charged when".
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +21,9 @@ use bytes::Bytes;
 use switchyard_providers::{ProviderError, Usage};
 
 use crate::error::GatewayError;
+use crate::estimate::Delivered;
+#[cfg(doc)]
+use crate::estimate::Prompt;
 use crate::metrics::status_class;
 use crate::request::Request;
 use crate::route::Outcome;
@@ -93,7 +102,7 @@ impl Labels {
 /// logged when their usage is known (`Account::record`).
 pub(crate) fn finish(gw: &Gateway, labels: &Labels, status: u16, start: Instant, error: Option<&str>) {
     if !labels.accounted {
-        access_log(labels, status, start.elapsed(), None, None, error);
+        access_log(labels, status, start.elapsed(), None, None, false, error);
     }
     gw.metrics
         .requests
@@ -165,6 +174,20 @@ impl Account {
         }
     }
 
+    /// An account with no admission to settle, for tests of what is billed.
+    #[cfg(test)]
+    pub(crate) fn unadmitted(gw: Arc<Gateway>, labels: Labels, price: Option<switchyard_config::Price>) -> Self {
+        Self {
+            gw,
+            labels,
+            price,
+            start: Instant::now(),
+            admission: None,
+            fill: None,
+            span: RequestSpan::default(),
+        }
+    }
+
     /// Bytes the client received, for the cache.
     pub(crate) fn observe(&mut self, b: &Bytes) {
         if let Some(f) = self.fill.as_mut() {
@@ -181,12 +204,17 @@ impl Account {
 
     /// Counts the request with its usage: access log, metrics, spend, and the admission settled.
     pub(crate) fn record(&mut self, usage: Option<&Usage>) {
+        self.record_usage(usage, false);
+    }
+
+    /// [`Account::record`], saying whether `usage` is the gateway's estimate.
+    fn record_usage(&mut self, usage: Option<&Usage>, estimated: bool) {
         let cost = usage
             .zip(self.price.as_ref())
             .map(|(u, p)| p.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens));
         self.span.usage(usage);
         let elapsed = self.start.elapsed();
-        access_log(&self.labels, 200, elapsed, usage, cost, None);
+        access_log(&self.labels, 200, elapsed, usage, cost, estimated, None);
         let m = &self.gw.metrics;
         let route = self.labels.route.as_str();
         m.latency.with_label_values(&[route]).observe(elapsed.as_secs_f64());
@@ -209,14 +237,18 @@ impl Account {
         }
     }
 
-    /// Hands the request's span to a stream, to end when the stream does.
-    pub(crate) fn stream(mut self, span: RequestSpan) -> StreamAccount {
+    /// Hands the request's span to a stream, to end when the stream does. `prompt`: the
+    /// request's prompt tokens, estimated; `delivered` counts the completion the client is sent.
+    pub(crate) fn stream(mut self, span: RequestSpan, prompt: u64, delivered: Delivered) -> StreamAccount {
         self.span = span;
         StreamAccount {
             account: self,
             usage: None,
             done: false,
             first: true,
+            completed: false,
+            prompt,
+            delivered,
         }
     }
 }
@@ -229,12 +261,26 @@ pub(crate) struct StreamAccount {
     done: bool,
     /// No byte has reached the client yet.
     first: bool,
+    /// The upstream's stream ended with its terminal event: its usage, if any, is final.
+    completed: bool,
+    /// The prompt's tokens, estimated: billed when the provider did not report them.
+    prompt: u64,
+    /// Completion tokens sent to the client.
+    delivered: Delivered,
 }
 
 impl StreamAccount {
     /// Usage the stream's translator has seen so far.
     pub(crate) fn usage(&mut self, usage: Option<Usage>) {
         self.usage = usage;
+    }
+
+    /// Chunks (OpenAI's format, before the client's egress) on their way to the client: their
+    /// completion text is counted, for a stream that ends without usage.
+    pub(crate) fn delivering(&mut self, chunks: &[Bytes]) {
+        for c in chunks {
+            self.delivered.add(c);
+        }
     }
 
     /// Bytes sent to the client; the first ones time the first token.
@@ -258,6 +304,7 @@ impl StreamAccount {
 
     /// The upstream's stream ended with its terminal event: the response may be cached.
     pub(crate) fn complete(&mut self) {
+        self.completed = true;
         self.account.complete();
     }
 
@@ -274,17 +321,42 @@ impl StreamAccount {
 
     /// The stream ended (completed or failed): records its usage.
     pub(crate) fn end(mut self) {
-        self.done = true;
-        self.account.record(self.usage.as_ref());
+        self.record();
+    }
+
+    /// What the stream is billed, and whether it is an estimate: the provider's usage when the
+    /// stream completed with it; else the prompt (the provider's count, or the estimate) and the
+    /// completion delivered, each never less than what the provider reported. A stream that
+    /// delivered nothing and reported nothing costs nothing.
+    fn billed(&self) -> (Option<Usage>, bool) {
+        let delivered = self.delivered.tokens();
+        match self.usage {
+            Some(u) if self.completed => (Some(u), false),
+            None if delivered == 0 => (None, false),
+            reported => {
+                let mut u = reported.unwrap_or_default();
+                if u.prompt_tokens == 0 {
+                    u.prompt_tokens = self.prompt;
+                }
+                u.completion_tokens = u.completion_tokens.max(delivered);
+                let estimated = reported.is_none_or(|r| r != u);
+                (Some(u), estimated)
+            }
+        }
+    }
+
+    /// Records the stream's usage, once.
+    fn record(&mut self) {
+        if !std::mem::replace(&mut self.done, true) {
+            let (usage, estimated) = self.billed();
+            self.account.record_usage(usage.as_ref(), estimated);
+        }
     }
 }
 
 impl Drop for StreamAccount {
     fn drop(&mut self) {
-        if !self.done {
-            self.done = true;
-            self.account.record(self.usage.as_ref());
-        }
+        self.record();
     }
 }
 
@@ -296,6 +368,7 @@ fn access_log(
     latency: Duration,
     usage: Option<&Usage>,
     cost: Option<f64>,
+    usage_estimated: bool,
     error: Option<&str>,
 ) {
     tracing::info!(
@@ -315,6 +388,7 @@ fn access_log(
         completion_tokens = usage.map(|u| u.completion_tokens),
         cached_tokens = usage.map(|u| u.cached_tokens),
         cost_usd = cost,
+        usage_estimated,
         error,
         "request"
     );

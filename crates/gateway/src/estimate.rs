@@ -8,11 +8,18 @@
 //! context window: tokens are never more than bytes (every token stands for at least one byte),
 //! so a prompt whose bytes fit the smallest window is never tokenized.
 //!
+//! A stream that ends before its usage event (the client left, the upstream cut or went silent)
+//! is billed from what it delivered: [`Delivered`] tokenizes (`o200k_base`, as [`count`]) the
+//! completion text of every chunk the client was sent.
+//!
 //! Completions have two defaults, because they answer two questions: what a request will
 //! probably cost ([`DEFAULT_COMPLETION`], for ranking backends by price) and what it can cost
 //! at most ([`WORST_COMPLETION`], for a budget reservation). Both go through
 //! [`Prompt::completion_or`].
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde_json::Value;
 use switchyard_providers::{Json, Operation};
 
@@ -117,6 +124,93 @@ fn walk(v: &Value, bytes: &mut u64, ids: &mut u64) {
     }
 }
 
+/// The fields of an OpenAI-format stream chunk whose string values are completion text: a chat
+/// delta's `content`, `reasoning_content`, `refusal` and tool-call `arguments`, a completion's
+/// `text`.
+const CHUNK_TEXT: [&str; 5] = [
+    "\"content\":",
+    "\"reasoning_content\":",
+    "\"refusal\":",
+    "\"arguments\":",
+    "\"text\":",
+];
+/// The Responses API's stream: every text and argument delta is a `delta` string (its `done`
+/// and `completed` events repeat the whole text, which must not count twice).
+const RESPONSES_TEXT: [&str; 1] = ["\"delta\":"];
+
+static CHUNK_FINDERS: LazyLock<Vec<Finder<'static>>> =
+    LazyLock::new(|| CHUNK_TEXT.iter().map(|k| Finder::new(k.as_bytes())).collect());
+static RESPONSES_FINDERS: LazyLock<Vec<Finder<'static>>> =
+    LazyLock::new(|| RESPONSES_TEXT.iter().map(|k| Finder::new(k.as_bytes())).collect());
+
+/// Completion tokens a stream delivered, counted from the chunks the client was sent (in
+/// OpenAI's format, before the client's egress): the text of each chunk's completion fields,
+/// found with a byte scan (no JSON parse) and tokenized with `o200k_base`. What a stream is
+/// billed when it ended without the provider's usage.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delivered {
+    tokens: u64,
+    /// Counts a Responses API stream (`delta` strings) rather than chat or completion chunks.
+    responses: bool,
+}
+
+impl Delivered {
+    /// Counts the chunks of a stream of `op`.
+    pub fn new(op: Operation) -> Self {
+        Self {
+            tokens: 0,
+            responses: op == Operation::Responses,
+        }
+    }
+
+    /// Adds the completion text of one or more SSE events.
+    pub fn add(&mut self, chunk: &[u8]) {
+        let finders = if self.responses {
+            &*RESPONSES_FINDERS
+        } else {
+            &*CHUNK_FINDERS
+        };
+        for f in finders {
+            for at in f.find_iter(chunk) {
+                if let Some(text) = string_at(chunk, at + f.needle().len()) {
+                    self.tokens += text_tokens(text);
+                }
+            }
+        }
+    }
+
+    /// Completion tokens delivered so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+}
+
+/// The JSON string (still escaped) that starts at `from` after optional whitespace, if a string
+/// starts there.
+fn string_at(b: &[u8], from: usize) -> Option<&[u8]> {
+    let rest = b.get(from..)?;
+    let start = rest.iter().position(|c| !c.is_ascii_whitespace())?;
+    let rest = rest.get(start..)?.strip_prefix(b"\"")?;
+    let mut i = 0;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', rest.get(i..)?)?;
+        if rest[i] == b'"' {
+            return rest.get(..i);
+        }
+        i += 2;
+    }
+}
+
+/// Tokens of a piece of completion text (escapes left in: an escaped quote or newline counts as
+/// the two bytes it is on the wire, close enough for an estimate).
+fn text_tokens(text: &[u8]) -> u64 {
+    match std::str::from_utf8(text) {
+        Ok(s) => tiktoken_rs::o200k_base_singleton().count_ordinary(s) as u64,
+        // Cut inside a character: bytes read as the rough estimate does.
+        Err(_) => (text.len() as u64).div_ceil(3),
+    }
+}
+
 /// Counts a request's prompt tokens with `o200k_base`. Large prompts are counted on a blocking
 /// thread.
 pub async fn count(op: Operation, request: &Json, prompt: &Prompt) -> u64 {
@@ -204,6 +298,35 @@ mod tests {
         assert!(exact <= p.upper_bound());
         assert!(p.rough() <= p.upper_bound());
         assert_eq!(p.completion(), 50);
+    }
+
+    #[test]
+    fn delivered_counts_the_completion_text_of_chunks() {
+        let mut d = Delivered::new(Operation::Chat);
+        d.add(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
+        assert_eq!(d.tokens(), 0);
+        // Two events in one chunk; an escaped quote does not end the string; no filter results.
+        d.add(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"Hello world\"},\"content_filter_results\":{}}]}\n\n\
+              data: {\"choices\":[{\"delta\":{\"content\": \"say \\\"hi\\\"\"}}]}\n\n",
+        );
+        let first = d.tokens();
+        assert!((4..=8).contains(&first), "{first}");
+        d.add(b"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]}}]}\n\n");
+        assert!(d.tokens() > first);
+        // Usage, finish reasons and `null` contents count nothing.
+        let before = d.tokens();
+        d.add(b"data: {\"choices\":[{\"delta\":{\"content\":null},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":9}}\n\n");
+        assert_eq!(d.tokens(), before);
+        // A string cut at the chunk's end counts what arrived, nothing past it.
+        let mut cut = Delivered::new(Operation::Chat);
+        cut.add(b"data: {\"choices\":[{\"delta\":{\"content\":\"never clo");
+        assert_eq!(cut.tokens(), 0);
+
+        let mut r = Delivered::new(Operation::Responses);
+        r.add(b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hello world\"}\n\n");
+        r.add(b"event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"Hello world\"}\n\n");
+        assert_eq!(r.tokens(), 2);
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use switchyard_providers::{ErrorKind, ProviderError, StreamTranslator};
 
 use crate::account::{Account, Labels, StreamAccount};
 use crate::error::GatewayError;
+use crate::estimate::{Delivered, Prompt};
 use crate::ingress::{Codec, Egress};
 use crate::limits::{RateHeaders, Refused};
 use crate::request::Request;
@@ -153,7 +154,8 @@ pub(crate) fn answer(
             let idle = Duration::from_millis(outcome.provider.timeouts.stream_idle_ms);
             span.served(&labels.route, &labels.backend, labels.attempts, labels.fallback_depth);
             span.status(200, None);
-            let account = account.stream(std::mem::take(span));
+            let prompt = Prompt::measure(&request.raw).rough();
+            let account = account.stream(std::mem::take(span), prompt, Delivered::new(request.op));
             let body = forward(chunks, translator, codec.stream(request), codec, account, idle);
             Ok((Body::from_stream(body), true))
         }
@@ -162,7 +164,8 @@ pub(crate) fn answer(
 
 /// Forwards a stream chunk by chunk through its translator and the client's egress. Never
 /// buffers the response; ends with the codec's error event when the upstream fails or goes
-/// silent for `idle`.
+/// silent for `idle`. The completion text of every chunk sent is counted (`StreamAccount`), so
+/// that a stream that ends without usage is billed what it delivered.
 fn forward(
     mut chunks: BoxStream<'static, Result<Bytes, ProviderError>>,
     mut translator: Box<dyn StreamTranslator>,
@@ -183,7 +186,10 @@ fn forward(
                 Some(Ok(chunk)) => translator.feed(chunk, &mut out),
                 Some(Err(e)) => Err(e),
                 None => {
-                    let r = translator.finish(&mut out).and_then(|()| egress.pass(&mut out, &mut sent, true));
+                    let r = translator.finish(&mut out).and_then(|()| {
+                        account.delivering(&out);
+                        egress.pass(&mut out, &mut sent, true)
+                    });
                     if r.is_ok() {
                         for b in sent.drain(..) {
                             account.sent_last(&b);
@@ -199,7 +205,10 @@ fn forward(
                 }
             };
             account.usage(translator.usage());
-            let result = result.and_then(|()| egress.pass(&mut out, &mut sent, false));
+            let result = result.and_then(|()| {
+                account.delivering(&out);
+                egress.pass(&mut out, &mut sent, false)
+            });
             for b in sent.drain(..) {
                 account.sent(&b);
                 yield Ok(b);
@@ -249,6 +258,124 @@ mod tests {
             fallback_depth: 1,
             upstream_elapsed: Duration::ZERO,
         }
+    }
+
+    const PROMPT: &[u8] =
+        br#"{"model":"m","messages":[{"role":"user","content":"alpha bravo charlie"}],"stream":true}"#;
+
+    fn price() -> switchyard_config::Price {
+        serde_json::from_value(serde_json::json!({"input": 300.0, "output": 900.0, "cachedInput": 150.0}))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn chunk(content: &str) -> Bytes {
+        Bytes::from(format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}}}}]}}\n\n"
+        ))
+    }
+
+    type ClientBody = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+    /// A stream forwarded from an in-process upstream (a channel the test writes chunks to), and
+    /// the gateway whose Prometheus spend it settles into.
+    fn forwarded(
+        upstream: futures::channel::mpsc::UnboundedReceiver<Result<Bytes, ProviderError>>,
+    ) -> (Arc<Gateway>, ClientBody) {
+        let gw = Gateway::new(GatewayConfig::default(), 1).unwrap_or_else(|e| panic!("{e}"));
+        let request = Request::parse(Operation::Chat, PROMPT).unwrap_or_else(|e| panic!("{e}"));
+        let mut labels = Labels::new("r".into());
+        labels.route = "ns/m".into();
+        labels.team = "t".into();
+        let account = Account::unadmitted(gw.clone(), labels, Some(price()));
+        let prompt = Prompt::measure(&request.raw).rough();
+        let account = account.stream(RequestSpan::default(), prompt, Delivered::new(Operation::Chat));
+        let translator: Box<dyn StreamTranslator> = Box::<switchyard_providers::openai::Passthrough>::default();
+        let codec: &'static dyn Codec = &crate::ingress::OPENAI;
+        let body = forward(
+            upstream.boxed(),
+            translator,
+            codec.stream(&request),
+            codec,
+            account,
+            Duration::from_secs(5),
+        );
+        (gw, Box::pin(body))
+    }
+
+    fn spend(gw: &Gateway) -> f64 {
+        gw.metrics.spend.with_label_values(&["ns/m", "t"]).get()
+    }
+
+    /// What a stream that ended without usage must be billed: the prompt's estimate and the
+    /// completion tokens of the chunks sent.
+    fn estimated_cost(sent: &[Bytes]) -> f64 {
+        let mut delivered = Delivered::new(Operation::Chat);
+        sent.iter().for_each(|c| delivered.add(c));
+        assert!(delivered.tokens() > 0);
+        let request = Request::parse(Operation::Chat, PROMPT).unwrap_or_else(|e| panic!("{e}"));
+        price().cost(Prompt::measure(&request.raw).rough(), delivered.tokens(), 0)
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_client_leaves_is_billed_what_it_delivered() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (gw, mut body) = forwarded(rx);
+        let words = ["Hello", " there", ", alpha", " bravo", " charlie"];
+        let mut sent = Vec::new();
+        for w in words {
+            let c = chunk(w);
+            tx.unbounded_send(Ok(c.clone())).unwrap();
+            let got = body.next().await.unwrap().unwrap();
+            assert_eq!(got, c);
+            sent.push(c);
+        }
+        // The user pressed stop: the response body is dropped, usage never arrived.
+        drop(body);
+        let billed = spend(&gw);
+        assert!(billed > 0.0);
+        assert!(
+            (billed - estimated_cost(&sent)).abs() < 1e-12,
+            "{billed} vs {}",
+            estimated_cost(&sent)
+        );
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_upstream_before_its_usage_is_billed_what_it_delivered() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (gw, body) = forwarded(rx);
+        let sent: Vec<Bytes> = ["Hello", " world", " again"].into_iter().map(chunk).collect();
+        for c in &sent {
+            tx.unbounded_send(Ok(c.clone())).unwrap();
+        }
+        // The connection is cut before usage and [DONE].
+        drop(tx);
+        let out: Vec<Bytes> = body.map(|r| r.unwrap()).collect().await;
+        assert_eq!(&out[..3], &sent[..]);
+        assert!(std::str::from_utf8(&out[3]).unwrap().contains("error"), "{out:?}");
+        let billed = spend(&gw);
+        assert!(billed > 0.0);
+        assert!(
+            (billed - estimated_cost(&sent)).abs() < 1e-12,
+            "{billed} vs {}",
+            estimated_cost(&sent)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_completes_with_usage_is_billed_the_providers_usage() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (gw, body) = forwarded(rx);
+        tx.unbounded_send(Ok(chunk("Hello world, a long answer of many words")))
+            .unwrap();
+        let usage = br#"data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        tx.unbounded_send(Ok(Bytes::from([&usage[..], b"\n\ndata: [DONE]\n\n"].concat())))
+            .unwrap();
+        drop(tx);
+        let _: Vec<_> = body.collect().await;
+        // Exactly what the provider reported, even below the gateway's estimate.
+        assert!((spend(&gw) - price().cost(3, 2, 0)).abs() < 1e-12, "{}", spend(&gw));
     }
 
     #[test]

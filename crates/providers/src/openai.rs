@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use switchyard_config::{CredentialsConfig, ProviderKind};
 
-use crate::sse::Parser;
+use crate::sse::{Event, Parser};
 use crate::{
     kind_for_status, retry_after, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target,
     Translated, UpstreamRequest, Usage,
@@ -193,8 +193,12 @@ impl Adapter for OpenAi {
         })
     }
 
-    fn stream(&self, _op: Operation, _target: &Target<'_>) -> Box<dyn StreamTranslator> {
-        Box::new(Passthrough::default())
+    fn stream(&self, op: Operation, _target: &Target<'_>) -> Box<dyn StreamTranslator> {
+        if op == Operation::Responses {
+            Box::new(Passthrough::responses())
+        } else {
+            Box::new(Passthrough::default())
+        }
     }
 
     fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
@@ -269,12 +273,79 @@ pub struct Passthrough {
     parser: Parser,
     usage: Option<Usage>,
     done: bool,
+    /// A Responses API stream: typed events, no `[DONE]`, usage inside `response.completed`.
+    responses: bool,
+}
+
+/// A Responses API event's `response`, for its usage.
+#[derive(Deserialize)]
+struct ResponseEvent {
+    #[serde(default)]
+    response: Option<UsageOnly>,
+}
+
+impl Passthrough {
+    /// For a `/v1/responses` stream: it ends with `response.completed` (or `response.incomplete`,
+    /// cut at `max_output_tokens`), whose `response.usage` is the stream's usage; `error` and
+    /// `response.failed` events fail it.
+    pub fn responses() -> Self {
+        Self {
+            responses: true,
+            ..Self::default()
+        }
+    }
+
+    fn responses_event(&mut self, ev: &Event) -> Result<(), ProviderError> {
+        let kind = if ev.event.is_empty() {
+            event_type(&ev.data)
+        } else {
+            ev.event.as_str()
+        };
+        match kind {
+            "response.completed" | "response.incomplete" => {
+                self.done = true;
+                let parsed: ResponseEvent = serde_json::from_str(&ev.data)
+                    .map_err(|_| ProviderError::new(ErrorKind::Protocol, "upstream sent a malformed stream event"))?;
+                if let Some(u) = parsed.response.and_then(|r| r.usage) {
+                    self.usage = Some(u.into());
+                }
+                Ok(())
+            }
+            "response.failed" | "error" => Err(ProviderError::new(
+                ErrorKind::Server,
+                format!("upstream stream failed: {}", ev.data),
+            )),
+            _ => {
+                if serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_err() {
+                    return Err(ProviderError::new(
+                        ErrorKind::Protocol,
+                        "upstream sent a malformed stream chunk",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The top-level `type` of a Responses API event (the first `"type"` key: OpenAI writes it first).
+fn event_type(data: &str) -> &str {
+    let Some(at) = data.find("\"type\":\"") else {
+        return "";
+    };
+    let rest = &data[at + 8..];
+    rest.find('"').map_or("", |end| &rest[..end])
 }
 
 impl StreamTranslator for Passthrough {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
         for ev in self.parser.feed(&chunk)? {
-            if ev.data == "[DONE]" {
+            if self.responses {
+                if let Err(e) = self.responses_event(&ev) {
+                    out.push(chunk);
+                    return Err(e);
+                }
+            } else if ev.data == "[DONE]" {
                 self.done = true;
             } else if ev.data.contains("\"usage\"") {
                 if let Ok(u) = serde_json::from_str::<UsageOnly>(&ev.data) {
@@ -303,7 +374,11 @@ impl StreamTranslator for Passthrough {
         } else {
             Err(ProviderError::new(
                 ErrorKind::Protocol,
-                "upstream stream ended before [DONE]",
+                if self.responses {
+                    "upstream stream ended before response.completed"
+                } else {
+                    "upstream stream ended before [DONE]"
+                },
             ))
         }
     }

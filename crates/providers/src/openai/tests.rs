@@ -195,3 +195,58 @@ fn usage_details_are_read_from_responses_and_streams() {
         Some(written)
     );
 }
+
+/// A Responses API stream has no `[DONE]` and no top-level usage: it completes with
+/// `response.completed`, whose `response.usage` is what it cost (issue 15 defect 2).
+#[test]
+fn responses_stream_completes_with_response_completed_and_its_usage() {
+    let events = concat!(
+        "event: response.created\n",
+        "data: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"status\":\"in_progress\",\"usage\":null}}\n\n",
+        "event: response.output_text.delta\n",
+        "data: {\"type\":\"response.output_text.delta\",\"item_id\":\"m\",\"delta\":\"Hi\"}\n\n",
+        "event: response.completed\n",
+        "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"status\":\"completed\",",
+        "\"usage\":{\"input_tokens\":12,\"input_tokens_details\":{\"cached_tokens\":2},\"output_tokens\":5,",
+        "\"output_tokens_details\":{\"reasoning_tokens\":1},\"total_tokens\":17}}}\n\n",
+    );
+    let p = provider(ProviderKind::Openai, "http://x");
+    let t = Target {
+        provider: &p,
+        model: "gpt-5",
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
+    let mut s = OPENAI.stream(Operation::Responses, &t);
+    let mut out = Vec::new();
+    // Split mid-event: the parser carries it over.
+    let (a, b) = events.split_at(100);
+    s.feed(Bytes::from(a), &mut out).unwrap();
+    assert!(!s.complete());
+    s.feed(Bytes::from(b), &mut out).unwrap();
+    s.finish(&mut out).unwrap();
+    assert!(s.complete());
+    assert_eq!(out.concat(), events.as_bytes(), "forwarded unchanged");
+    let u = s.usage().unwrap();
+    assert_eq!(
+        (
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens
+        ),
+        (12, 5, 2, 1)
+    );
+
+    // Cut before response.completed: an error, no usage.
+    let mut cut = Passthrough::responses();
+    cut.feed(Bytes::from(a), &mut Vec::new()).unwrap();
+    assert!(cut.finish(&mut Vec::new()).is_err());
+    assert!(cut.usage().is_none() && !cut.complete());
+
+    // A failed response fails the stream.
+    let mut failed = Passthrough::responses();
+    let ev = "data: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\"}}}\n\n";
+    assert!(failed.feed(Bytes::from(ev), &mut Vec::new()).is_err());
+}
