@@ -209,9 +209,7 @@ impl Account {
 
     /// [`Account::record`], saying whether `usage` is the gateway's estimate.
     fn record_usage(&mut self, usage: Option<&Usage>, estimated: bool) {
-        let cost = usage
-            .zip(self.price.as_ref())
-            .map(|(u, p)| p.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens));
+        let cost = usage.zip(self.price.as_ref()).map(|(u, p)| p.cost_of(&tokens(u)));
         self.span.usage(usage);
         let elapsed = self.start.elapsed();
         access_log(&self.labels, 200, elapsed, usage, cost, estimated, None);
@@ -392,4 +390,17 @@ fn access_log(
         error,
         "request"
     );
+}
+
+/// The token kinds a price bills, from the provider's usage (OpenAI's convention on both sides:
+/// prompt includes cache reads and writes, completion includes reasoning).
+fn tokens(u: &Usage) -> switchyard_config::Tokens {
+    switchyard_config::Tokens {
+        prompt: u.prompt_tokens,
+        completion: u.completion_tokens,
+        cached: u.cached_tokens,
+        cache_write: u.cache_write_tokens,
+        cache_write_1h: 0,
+        reasoning: u.reasoning_tokens,
+    }
 }

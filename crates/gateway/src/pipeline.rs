@@ -196,13 +196,7 @@ async fn read(body: Body, op: Operation, codec: &dyn Codec, limit: u64) -> Resul
 }
 
 fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayError> {
-    let ok = matches!(
-        (op, route.config.mode),
-        (Operation::Chat | Operation::Responses, RouteMode::Chat)
-            | (Operation::Embeddings, RouteMode::Embeddings)
-            | (Operation::Completions, RouteMode::Completions | RouteMode::Chat)
-    );
-    if ok {
+    if crate::runtime::serves(route.config.mode, op) {
         Ok(())
     } else {
         let mode = match route.config.mode {
