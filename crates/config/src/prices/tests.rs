@@ -545,7 +545,7 @@ spec:
       pricing: {input: 1000, output: 1000}
     - name: unlisted
       providerRef: {name: mock}
-      model: mock-model
+      model: in-house-model
       pricing: {input: 1000, output: 1000}
     - name: tiered
       providerRef: {name: gemini}
