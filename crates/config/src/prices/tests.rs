@@ -552,7 +552,7 @@ spec:
       model: gemini-2.5-pro
     - name: unpriced
       providerRef: {name: mock}
-      model: mock-model
+      model: in-house-model
 "#;
 
 fn compiled_prices() -> Vec<(String, Option<Price>)> {
