@@ -62,6 +62,8 @@ def test_one_line_per_request_without_keys_or_prompts(logged):
     # ...after its whole length: 20 ms to the first token, then 11 tokens at 200 a second.
     assert access[1]["fields"]["latency_ms"] >= 20 + 10 * 5, access[1]["fields"]
     assert access[2]["fields"]["status"] == 404
+    # Refused after authentication: the line still names the key (never its value).
+    assert access[2]["fields"]["key"] == "default/demo", access[2]["fields"]
     text = gw.output()
     assert "4111" not in text, "a prompt reached the logs"
     assert "sk-switchyard-demo" not in text, "a key reached the logs"

@@ -27,7 +27,6 @@ use crate::estimate::Prompt;
 use crate::metrics::status_class;
 use crate::request::Request;
 use crate::route::Outcome;
-use crate::runtime::Key;
 use crate::telemetry::RequestSpan;
 use crate::{cache, limits, Gateway};
 
@@ -85,14 +84,13 @@ impl Labels {
         }
     }
 
-    /// An upstream answered: who served, after how many attempts, for which key.
-    pub(crate) fn served(&mut self, outcome: &Outcome, key: &Key) {
+    /// An upstream answered: who served, after how many attempts.
+    pub(crate) fn served(&mut self, outcome: &Outcome) {
         self.route.clone_from(&outcome.route);
         self.backend.clone_from(&outcome.backend);
         self.provider = outcome.provider.kind.as_str();
         self.attempts = outcome.attempts;
         self.fallback_depth = outcome.fallback_depth;
-        self.key = format!("{}/{}", key.config.namespace, key.config.name);
         self.accounted = true;
     }
 }

@@ -82,6 +82,8 @@ async fn serve(
     let rt = gw.runtime();
     let key = authenticate(&rt, headers)?;
     labels.team.clone_from(&key.team);
+    // Every line after authentication names its key, refusals (404, 403, 429) included.
+    labels.key = format!("{}/{}", key.config.namespace, key.config.name);
     span.key(&key.team, &labels.request_id);
 
     // Read and parse, in the client's format (crate::ingress), into the typed request.
@@ -125,7 +127,7 @@ async fn serve(
     )
     .await?;
     let requested = std::mem::take(&mut labels.route);
-    labels.served(&outcome, &key);
+    labels.served(&outcome);
     if route.config.log_prompts {
         account::log_prompt(labels, &req);
     }
