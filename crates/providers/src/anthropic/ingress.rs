@@ -44,7 +44,7 @@ pub fn request_to_openai(body: &Json) -> Result<Json, ProviderError> {
             // Numbers the limits and the backends read: of the type Anthropic documents, else
             // the 400 Anthropic would answer (not a default the client never asked for).
             "max_tokens" => {
-                if !value.as_u64().is_some_and(|n| n > 0) {
+                if value.as_u64().is_none_or(|n| n == 0) {
                     return Err(bad("`max_tokens` must be a positive integer", "max_tokens"));
                 }
                 out.insert(key.clone(), value.clone());
