@@ -12,11 +12,24 @@ fuzz_target!(|input: &[u8]| {
     };
     let mut chunked = Parser::default();
     let mut events = Vec::new();
+    let mut refused = false;
     for part in chunks(seed, data) {
-        events.extend(chunked.feed(part));
+        match chunked.feed(part) {
+            Ok(more) => events.extend(more),
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
     }
     let mut whole = Parser::default();
-    let expected = whole.feed(data);
-    assert_eq!(events, expected, "chunked parse differs from a whole parse");
-    assert_eq!(chunked.pending(), whole.pending());
+    match whole.feed(data) {
+        Ok(expected) => {
+            assert!(!refused, "a chunked feed refused what one feed accepts");
+            assert_eq!(events, expected, "chunked parse differs from a whole parse");
+            assert_eq!(chunked.pending(), whole.pending());
+        }
+        // An event over the cap is refused however the bytes arrive.
+        Err(_) => assert!(refused, "one feed refused what a chunked feed accepted"),
+    }
 });
