@@ -131,7 +131,7 @@ class Upstream:
             # An event that never ends: `data: aaaa...` with no blank line, for as long as the
             # gateway reads (at most 256 MiB; it should stop at its event limit, 1 MiB).
             self.send(conn, model, sse_head() + b"data: ")
-            self.pour(conn, model, b"a" * 65536, 256 * MiB)
+            self.pour(conn, model, b"a" * 65536, 256 * MiB, watch_rss=True)
             self.mark_closed(model)
         elif model == "endless":
             # A well-formed stream that never ends, as fast as the gateway takes it.
@@ -1083,6 +1083,10 @@ def test_an_endless_answer_to_a_whole_request_is_a_502(own_env):
     # The same endless line to a request that is not streamed: read as a whole body (up to the
     # 256 MiB this upstream sends) unless the gateway caps it.
     garbage_is_a_502(own_env, "forever-line", False)
+    assert "forever-line" not in own_env.upstream.exceeded, (
+        f"the gateway's RSS passed baseline + {RSS_PEAK_SLACK // MiB} MiB reading an endless answer")
+    peak = peak_rss(own_env.pid)
+    assert peak <= own_env.rss + RSS_PEAK_SLACK, f"peak {peak / MiB:.0f} MiB (baseline {own_env.rss / MiB:.0f})"
 
 
 @BODY_CAP
