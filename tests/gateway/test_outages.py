@@ -9,6 +9,8 @@
   were taken, and the spend of the streams it was serving is lost. The test shows the leases
   hold until then and free the key once they lapse (their expiry is moved to the past in Redis
   rather than waiting 15 minutes), and that nothing of the killed streams is charged.
+- A Redis that stalls past the gateway's 500 ms wait: what the gateway gave up on, Redis still
+  does (xfail: the known defect AT_LEAST_ONCE names; the kill test reports it when it hits it).
 """
 
 import json
@@ -317,44 +319,39 @@ def test_a_gateway_killed_mid_stream(tmp_path, redis):
         print(b.output()[-3000:])
 
 
-# Keeps Redis busy for 3 s (a script loops on TIME), as a stalled Redis would be.
+# Keeps Redis busy for 1.5 s (a script loops on TIME), as a stalled Redis would be: longer than
+# the gateway's 500 ms wait, shorter than the harness' own 2 s.
 BUSY = """local t = redis.call('TIME'); local start = t[1] * 1000000 + t[2]
 while true do
   t = redis.call('TIME')
-  if t[1] * 1000000 + t[2] - start > 3000000 then return 1 end
+  if t[1] * 1000000 + t[2] - start > 1500000 then return 1 end
 end"""
 
 
 @pytest.mark.xfail(strict=True, reason=AT_LEAST_ONCE)
 def test_a_redis_call_that_times_out_is_not_applied_twice(tmp_path, redis):
-    # Redis stalls (a busy script) for 3 s, longer than the gateway's 500 ms wait, while a stream
-    # ends: the stream's settle times out and is queued, but Redis still runs it once the pause
-    # is over; then the queue is written too. And a request admitted during the stall is served
-    # from local state (fail mode open) while Redis takes its slot once the pause is over.
-    words = " ".join(f"w{i}" for i in range(10))
+    # Redis stalls while a request is admitted: the gateway gives up on Redis after 500 ms and
+    # serves the request from local state (fail mode open), but Redis still runs the admission
+    # once the stall is over, taking a slot and a reservation nobody will release: the key has
+    # one slot fewer for 15 minutes, and a reservation against its budget.
     keys = [("k", "  limits: {maxParallel: 5}\n  budget: {maxSpend: 100, period: monthly}\n")]
-    cfg = config(tmp_path / "config", redis.url, mock=f'{{response: "{words}", tokensPerSecond: 10}}', keys=keys)
-    gw = Gateway(cfg)
+    gw = Gateway(config(tmp_path / "config", redis.url, keys=keys))
     try:
-        r, client, lines = open_stream(gw, "k")
+        assert httpx.post(gw.url + "/v1/chat/completions", headers={"authorization": "Bearer sk-k"},
+                          json={"model": "chat", "messages": MSG}, timeout=30).status_code == 200
         busy = threading.Thread(target=redis.cmd, args=("EVAL", BUSY, 0), daemon=True)
         busy.start()
-        paused = time.monotonic()
-        data = [line for line in lines if line.startswith("data: ")]
-        client.close()
-        usage = json.loads(data[-2][6:])["usage"]
-        assert time.monotonic() - paused < 2.5, "the stream did not end during the pause"
-        # A request during the stall: served (fail mode open).
+        time.sleep(0.2)
         r = httpx.post(gw.url + "/v1/chat/completions", headers={"authorization": "Bearer sk-k"},
                        json={"model": "chat", "messages": MSG}, timeout=30)
         assert r.status_code == 200, r.text
-        assert time.monotonic() - paused < 3.0, "the request did not run during the pause"
-        other = r.json()["usage"]
-        cost = (usage["prompt_tokens"] + usage["completion_tokens"] + other["prompt_tokens"]
-                + other["completion_tokens"]) * 0.001
-        wait_value(lambda: spend(redis, "k"), lambda v: v >= cost - 1e-9, f"spend of {cost}")
+        assert busy.is_alive(), "the request did not meet the stalled Redis"
+        busy.join(timeout=5)
+        # Both requests' spend reaches Redis, once each.
+        wait_value(lambda: spend(redis, "k"), lambda v: v >= 2 * COST - 1e-9, "both requests' spend")
         time.sleep(1.0)
-        assert abs(spend(redis, "k") - cost) < 1e-9, (spend(redis, "k"), cost)
+        assert abs(spend(redis, "k") - 2 * COST) < 1e-9, spend(redis, "k")
+        # Nothing is held once no request is in flight.
         assert redis.cmd("ZCARD", "swy:{k:default/k}:par") == 0
         assert redis.cmd("ZCARD", f"swy:{{k:default/k}}:hold:{month()}") == 0
     finally:
