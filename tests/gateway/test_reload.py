@@ -117,3 +117,92 @@ def test_sigterm_drains_in_flight_streams(tmp_path, gateway_on):
     t.join(timeout=10)
     assert result["text"] == LONG
     assert gw.proc.wait(timeout=10) == 0
+
+
+def test_reload_under_load_swaps_mid_flight_and_drops_nothing(tmp_path, gateway_on):
+    # Several slow streams open and ordinary requests arriving steadily while a route's backend
+    # is changed: the new config generation is observed while every stream is still open, no
+    # stream or request fails, the streams finish on the backend they started with (with their
+    # usage), and requests that start after the swap go to the new backend.
+    config = slow_config(tmp_path)
+    gw = gateway_on(config)
+    assert metric(gw.metrics_url, "switchyard_config_generation") == 1
+    assert "generation=1 " in urllib.request.urlopen(gw.url + "/readyz").read().decode()
+
+    streams = {}
+    first_chunk = threading.Barrier(5)
+
+    def stream(i):
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+        out = streams[i] = {"text": "", "models": set(), "usage": None, "error": None}
+        try:
+            chunks = client.chat.completions.create(
+                model="demo-chat", messages=[{"role": "user", "content": "x"}], stream=True,
+                stream_options={"include_usage": True})
+            first = True
+            for chunk in chunks:
+                out["models"].add(chunk.model)
+                for c in chunk.choices:
+                    out["text"] += c.delta.content or ""
+                if chunk.usage:
+                    out["usage"] = chunk.usage
+                if first:
+                    first = False
+                    first_chunk.wait(timeout=10)
+        except Exception as e:  # recorded, asserted below
+            out["error"] = repr(e)
+        out["ended"] = time.monotonic()
+
+    ordinary = []
+    stop = threading.Event()
+
+    def requests():
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+        while not stop.is_set():
+            start = time.monotonic()
+            try:
+                r = client.chat.completions.with_raw_response.create(
+                    model="demo-chat", messages=[{"role": "user", "content": "y"}])
+                ordinary.append((start, r.http_response.status_code, r.parse().model))
+            except Exception as e:  # recorded, asserted below
+                ordinary.append((start, None, repr(e)))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+    threads += [threading.Thread(target=requests) for _ in range(3)]
+    for t in threads:
+        t.start()
+    first_chunk.wait(timeout=10)  # every stream has its first chunk
+    edited = time.monotonic()
+    routes = config / "routes.yaml"
+    routes.write_text(routes.read_text().replace("model: mock-model", "model: mock-model-v2"))
+    deadline = time.monotonic() + 10
+    while metric(gw.metrics_url, "switchyard_config_generation") != 2:
+        assert time.monotonic() < deadline, "the edit was not picked up"
+        time.sleep(0.02)
+    swapped = time.monotonic()
+    open_at_swap = [i for i in range(4) if "ended" not in streams[i]]
+    time.sleep(0.5)  # ordinary requests after the swap
+    for t in threads[:4]:
+        t.join(timeout=15)
+    stop.set()
+    for t in threads[4:]:
+        t.join(timeout=15)
+
+    # The swap happened mid-flight: all four streams were still open when generation 2 was seen.
+    assert open_at_swap == [0, 1, 2, 3], (open_at_swap, swapped - edited)
+    assert all(streams[i]["ended"] > swapped for i in range(4))
+    assert "generation=2 " in urllib.request.urlopen(gw.url + "/readyz").read().decode()
+    # Nothing dropped: every stream whole, with its usage, on the backend it started with.
+    for i in range(4):
+        s = streams[i]
+        assert s["error"] is None, s
+        assert s["text"] == LONG, s
+        assert s["usage"] is not None and s["usage"].completion_tokens == 30, s
+        assert s["models"] == {"mock-model"}, s
+    # Every ordinary request answered 200; those begun after the swap on the new backend.
+    assert ordinary and all(status == 200 for _, status, _ in ordinary), [o for o in ordinary if o[1] != 200]
+    before = [m for start, _, m in ordinary if start < edited]
+    after = [m for start, _, m in ordinary if start > swapped]
+    assert before and set(before) == {"mock-model"}, before
+    assert after and set(after) == {"mock-model-v2"}, after

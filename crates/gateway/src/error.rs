@@ -75,7 +75,10 @@ impl GatewayError {
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 Some("model_not_found"),
-                format!("The model `{model}` does not exist or you do not have access to it."),
+                format!(
+                    "The model `{}` does not exist or you do not have access to it.",
+                    shortened(model)
+                ),
             )
         }
     }
@@ -174,6 +177,21 @@ impl GatewayError {
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
     }
+}
+
+/// How much of a client's model name an error repeats: more than any real name, and a request
+/// that names a 5 MiB model gets a short answer (and leaves a short log line).
+const MODEL_IN_ERRORS: usize = 256;
+
+fn shortened(model: &str) -> std::borrow::Cow<'_, str> {
+    if model.len() <= MODEL_IN_ERRORS {
+        return model.into();
+    }
+    let mut end = MODEL_IN_ERRORS;
+    while !model.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &model[..end], model.len()).into()
 }
 
 impl IntoResponse for GatewayError {

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use switchyard_config::{CredentialsConfig, ProviderKind};
 
-use crate::sse::{Event, Parser};
+use crate::sse::{Event, Parser, DEFAULT_MAX_EVENT};
 use crate::{
     kind_for_status, retry_after, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target,
     Translated, UpstreamRequest, Usage,
@@ -268,6 +268,11 @@ fn parse_usage(op: Operation, body: &[u8]) -> Result<Option<Usage>, ProviderErro
 }
 
 /// Forwards OpenAI SSE bytes unchanged, reading usage and the terminator on the way.
+///
+/// Nothing is released before the first whole event: until then the upstream has not shown that
+/// it streams SSE at all (a JSON or HTML body, garbage, or one endless line would otherwise reach
+/// the client as a `200` stream), and a failure before the first release is an ordinary failed
+/// attempt (a 502 in the client's shape). What is held is bounded like an event.
 #[derive(Default)]
 pub struct Passthrough {
     parser: Parser,
@@ -275,6 +280,10 @@ pub struct Passthrough {
     done: bool,
     /// A Responses API stream: typed events, no `[DONE]`, usage inside `response.completed`.
     responses: bool,
+    /// Whether a whole event has been seen (and so bytes released).
+    started: bool,
+    /// Bytes received before the first whole event.
+    held: Vec<Bytes>,
 }
 
 /// A Responses API event's `response`, for its usage.
@@ -339,10 +348,24 @@ fn event_type(data: &str) -> &str {
 
 impl StreamTranslator for Passthrough {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        for ev in self.parser.feed(&chunk)? {
+        let events = self.parser.feed(&chunk)?;
+        if !self.started && events.is_empty() {
+            self.held.push(chunk);
+            if self.held.iter().map(Bytes::len).sum::<usize>() > DEFAULT_MAX_EVENT {
+                return Err(ProviderError::new(
+                    ErrorKind::Protocol,
+                    format!("upstream sent no stream event in its first {} bytes", DEFAULT_MAX_EVENT),
+                ));
+            }
+            return Ok(());
+        }
+        self.started = true;
+        let mut release = std::mem::take(&mut self.held);
+        release.push(chunk);
+        for ev in events {
             if self.responses {
                 if let Err(e) = self.responses_event(&ev) {
-                    out.push(chunk);
+                    out.append(&mut release);
                     return Err(e);
                 }
             } else if ev.data == "[DONE]" {
@@ -355,7 +378,7 @@ impl StreamTranslator for Passthrough {
                 }
             } else if ev.data.starts_with("{\"error\"") {
                 let err = openai_error(500, &HeaderMap::new(), ev.data.as_bytes());
-                out.push(chunk);
+                out.append(&mut release);
                 return Err(err);
             } else if serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_err() {
                 return Err(ProviderError::new(
@@ -364,7 +387,7 @@ impl StreamTranslator for Passthrough {
                 ));
             }
         }
-        out.push(chunk);
+        out.append(&mut release);
         Ok(())
     }
 

@@ -38,7 +38,21 @@ pub fn request_to_openai(body: &Json) -> Result<Json, ProviderError> {
     for (key, value) in body {
         match key.as_str() {
             "system" | "messages" => {}
-            "model" | "max_tokens" | "temperature" | "top_p" | "top_k" => {
+            "model" => {
+                out.insert(key.clone(), value.clone());
+            }
+            // Numbers the limits and the backends read: of the type Anthropic documents, else
+            // the 400 Anthropic would answer (not a default the client never asked for).
+            "max_tokens" => {
+                if value.as_u64().is_none_or(|n| n == 0) {
+                    return Err(bad("`max_tokens` must be a positive integer", "max_tokens"));
+                }
+                out.insert(key.clone(), value.clone());
+            }
+            "temperature" | "top_p" | "top_k" => {
+                if !value.is_number() && !value.is_null() {
+                    return Err(bad(format!("`{key}` must be a number"), key.as_str()));
+                }
                 out.insert(key.clone(), value.clone());
             }
             // Anthropic's extended thinking; Anthropic backends take it as is.

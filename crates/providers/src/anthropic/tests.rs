@@ -724,6 +724,13 @@ fn ingress_request_edges() {
             "messages[0].role",
         ),
         (json!({"model": null}), "model"),
+        // Numbers of the wrong type (the hostile-input matrix, tests/gateway/test_hostile.py).
+        (json!({"max_tokens": "many"}), "max_tokens"),
+        (json!({"max_tokens": 0}), "max_tokens"),
+        (json!({"max_tokens": -5}), "max_tokens"),
+        (json!({"max_tokens": 1.5}), "max_tokens"),
+        (json!({"temperature": "hot"}), "temperature"),
+        (json!({"top_k": [1]}), "top_k"),
     ] {
         let mut req: Json = serde_json::from_value(json!({"model": "m", "max_tokens": 1, "messages": []})).unwrap();
         req.extend(extra.as_object().unwrap().clone());

@@ -132,6 +132,46 @@ fn cut_or_malformed_streams_are_errors() {
 }
 
 #[test]
+fn nothing_is_released_before_the_first_whole_event() {
+    // An upstream that answers a stream request with JSON, garbage or one endless line: the
+    // client must get a 502, not a `200` stream of whatever came (the hostile-input matrix,
+    // tests/gateway/test_hostile.py).
+    let mut s = Passthrough::default();
+    let mut out = Vec::new();
+    s.feed(Bytes::from_static(b"{\"choices\": 5, \"usage\": \"many\"}"), &mut out)
+        .unwrap();
+    assert!(out.is_empty());
+    assert_eq!(s.finish(&mut out).unwrap_err().kind, ErrorKind::Protocol);
+    assert!(out.is_empty());
+
+    let mut s = Passthrough::default();
+    let line = Bytes::from(vec![b'a'; 64 * 1024]);
+    s.feed(Bytes::from_static(b"data: "), &mut out).unwrap();
+    let err = (0..64).find_map(|_| s.feed(line.clone(), &mut out).err()).unwrap();
+    assert_eq!(err.kind, ErrorKind::Protocol);
+    assert!(out.is_empty());
+
+    // Comments alone are held too, and bounded.
+    let mut s = Passthrough::default();
+    let comments = Bytes::from(b": keep-alive\n\n".repeat(4096));
+    let err = (0..64).find_map(|_| s.feed(comments.clone(), &mut out).err()).unwrap();
+    assert_eq!(err.kind, ErrorKind::Protocol);
+    assert!(out.is_empty());
+
+    // The first event split across chunks: both are released, in order, once it is whole.
+    let mut s = Passthrough::default();
+    let (a, b) = (
+        Bytes::from_static(b": hello\n\ndata: {\"choices\":"),
+        Bytes::from_static(b"[]}\n\ndata: [DONE]\n\n"),
+    );
+    s.feed(a.clone(), &mut out).unwrap();
+    assert!(out.is_empty());
+    s.feed(b.clone(), &mut out).unwrap();
+    s.finish(&mut out).unwrap();
+    assert_eq!(out, vec![a, b]);
+}
+
+#[test]
 fn errors_are_classified() {
     // Error bodies as documented in OpenAI's "Error codes" guide.
     let mut h = HeaderMap::new();
