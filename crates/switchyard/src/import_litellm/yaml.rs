@@ -105,12 +105,14 @@ impl Node {
         }
     }
 
-    /// A number, also when written as a string (`"100"`), as LiteLLM accepts both.
+    /// A number, also when written as a string (`"100"`), as LiteLLM accepts both, or with
+    /// YAML 1.1's digit separators (`20_000`), which LiteLLM's PyYAML reads as a number and
+    /// YAML 1.2 as a string.
     pub fn as_f64(&self) -> Option<f64> {
         match &self.value {
             Value::Int(i) => Some(*i as f64),
             Value::Float(f) => Some(*f),
-            Value::Str(s) => s.trim().parse().ok(),
+            Value::Str(s) => s.trim().replace('_', "").parse().ok(),
             _ => None,
         }
     }
