@@ -67,13 +67,21 @@ fn deployment(cx: &mut Context<'_>, path: &str, item: &Node) {
         return;
     };
     let Some(params_e) = params_e else {
-        cx.not_carried(item.line, path, format!("{model_name:?} has no litellm_params (no upstream model): not carried"));
+        cx.not_carried(
+            item.line,
+            path,
+            format!("{model_name:?} has no litellm_params (no upstream model): not carried"),
+        );
         return;
     };
     let params_path = format!("{path}.litellm_params");
     let mut p = Fields::new(&params_path, &params_e.value);
     let Some(model_e) = p.take("model") else {
-        cx.not_carried(params_e.line, &params_path, format!("{model_name:?} has no litellm_params.model: not carried"));
+        cx.not_carried(
+            params_e.line,
+            &params_path,
+            format!("{model_name:?} has no litellm_params.model: not carried"),
+        );
         return;
     };
     let model = model_e.value.as_text().unwrap_or_default();
@@ -120,15 +128,28 @@ fn deployment(cx: &mut Context<'_>, path: &str, item: &Node) {
     };
     for (key, e) in [("rpm", top_rpm), ("tpm", top_tpm)] {
         if let Some(e) = e {
-            number_into(cx, e, &format!("{path}.{key}"), if key == "rpm" { &mut d.rpm } else { &mut d.tpm });
+            number_into(
+                cx,
+                e,
+                &format!("{path}.{key}"),
+                if key == "rpm" { &mut d.rpm } else { &mut d.tpm },
+            );
         }
     }
     backend_params(cx, &mut p, &mut d);
     for e in p.rest() {
         let why = match e.key.as_str() {
             "max_retries" => "per-deployment SDK retries: Switchyard retries per route (router_settings.num_retries)",
-            "temperature" | "max_tokens" | "top_p" | "stop" | "seed" | "frequency_penalty" | "presence_penalty"
-            | "max_completion_tokens" | "reasoning_effort" | "response_format" => {
+            "temperature"
+            | "max_tokens"
+            | "top_p"
+            | "stop"
+            | "seed"
+            | "frequency_penalty"
+            | "presence_penalty"
+            | "max_completion_tokens"
+            | "reasoning_effort"
+            | "response_format" => {
                 "default request parameters: Switchyard forwards the client's parameters and adds none"
             }
             "tags" => "tag-based routing: use LLMRoute rules (match on key labels, headers or metadata)",
@@ -173,7 +194,9 @@ fn deployment(cx: &mut Context<'_>, path: &str, item: &Node) {
             cx.not_carried(
                 line,
                 path,
-                format!("{model_name:?} mixes modes ({a:?} and {b:?}); a route serves one: this deployment is not carried"),
+                format!(
+                    "{model_name:?} mixes modes ({a:?} and {b:?}); a route serves one: this deployment is not carried"
+                ),
             );
             return;
         }
@@ -192,7 +215,11 @@ fn route_model(cx: &mut Context<'_>, model_name: &str, line: usize, path: &str) 
         .chars()
         .map(|c| if c == '/' || c.is_whitespace() { '-' } else { c })
         .collect();
-    let renamed = if renamed.is_empty() { "model".to_owned() } else { renamed };
+    let renamed = if renamed.is_empty() {
+        "model".to_owned()
+    } else {
+        renamed
+    };
     // Only once per model name.
     if !cx.routes.iter().any(|g| g.model_name == model_name) {
         cx.not_carried(
@@ -246,7 +273,9 @@ fn model_info(cx: &mut Context<'_>, path: &str, node: &Node, info: &mut Info) ->
     price(cx, &mut f, &mut info.pricing);
     for e in f.rest() {
         let why = match e.key.as_str() {
-            "base_model" => "LiteLLM's cost-map alias: Switchyard prices the upstream model; give prices in model_info to override",
+            "base_model" => {
+                "LiteLLM's cost-map alias: Switchyard prices the upstream model; give prices in model_info to override"
+            }
             k if k.starts_with("supports_") => "capability flags: Switchyard does not filter backends by capability",
             _ => "no Switchyard equivalent",
         };
@@ -306,7 +335,11 @@ fn backend_params(cx: &mut Context<'_>, p: &mut Fields<'_>, d: &mut Draft) {
             Some(v) if v >= 0.0 => {
                 let order = v as u32;
                 if order > 100 {
-                    cx.not_carried(e.line, &p.at("order"), "order above 100: Switchyard priority tiers go to 100; 100 is used");
+                    cx.not_carried(
+                        e.line,
+                        &p.at("order"),
+                        "order above 100: Switchyard priority tiers go to 100; 100 is used",
+                    );
                 }
                 d.order = Some(order.min(100));
             }
@@ -322,13 +355,7 @@ fn backend_params(cx: &mut Context<'_>, p: &mut Fields<'_>, d: &mut Draft) {
 }
 
 /// The Provider for one deployment's account (created on first use); returns its name.
-fn account(
-    cx: &mut Context<'_>,
-    p: &mut Fields<'_>,
-    m: &Mapping,
-    path: &str,
-    model_line: usize,
-) -> String {
+fn account(cx: &mut Context<'_>, p: &mut Fields<'_>, m: &Mapping, path: &str, model_line: usize) -> String {
     let mut spec = ProviderSpec {
         provider_type: m.provider_type,
         base_url: None,
@@ -354,12 +381,23 @@ fn account(
         });
     } else if let Some(b) = m.default_base {
         spec.base_url = Some(b.to_owned());
-    } else if matches!(m.provider_type, ProviderType::AzureOpenai | ProviderType::Vllm | ProviderType::OpenaiCompatible) {
+    } else if matches!(
+        m.provider_type,
+        ProviderType::AzureOpenai | ProviderType::Vllm | ProviderType::OpenaiCompatible
+    ) {
         // LiteLLM reads AZURE_API_BASE when no api_base is given; vLLM needs one.
-        let var = if m.provider_type == ProviderType::AzureOpenai { "AZURE_API_BASE" } else { "HOSTED_VLLM_API_BASE" };
+        let var = if m.provider_type == ProviderType::AzureOpenai {
+            "AZURE_API_BASE"
+        } else {
+            "HOSTED_VLLM_API_BASE"
+        };
         spec.base_url = Some(match cx.env_default(var) {
             Some(v) => {
-                cx.note(model_line, path, format!("no api_base: {var} read while importing ({v})"));
+                cx.note(
+                    model_line,
+                    path,
+                    format!("no api_base: {var} read while importing ({v})"),
+                );
                 providers::base_url(m, &v)
             }
             None => {
@@ -378,7 +416,11 @@ fn account(
         }
     } else if m.provider_type == ProviderType::AzureOpenai {
         if let Some(v) = cx.env_default("AZURE_API_VERSION") {
-            cx.note(model_line, path, format!("no api_version: AZURE_API_VERSION read while importing ({v})"));
+            cx.note(
+                model_line,
+                path,
+                format!("no api_version: AZURE_API_VERSION read while importing ({v})"),
+            );
             spec.api_version = Some(v);
         }
     }
@@ -395,7 +437,11 @@ fn account(
                     Some(v) if env_ref(&v).is_none() => {
                         spec.headers.insert(h.key.clone(), v);
                     }
-                    _ => cx.not_carried(h.line, &hp, "Provider headers are literals and not secret: put credentials in the Provider's Secret"),
+                    _ => cx.not_carried(
+                        h.line,
+                        &hp,
+                        "Provider headers are literals and not secret: put credentials in the Provider's Secret",
+                    ),
                 }
             }
         }
@@ -422,7 +468,11 @@ fn account(
     let base = spec.provider_type.as_str().to_owned();
     let mut name = base.clone();
     let mut n = 1;
-    while cx.providers.iter().any(|(_, p)| p.metadata.name.as_deref() == Some(name.as_str())) {
+    while cx
+        .providers
+        .iter()
+        .any(|(_, p)| p.metadata.name.as_deref() == Some(name.as_str()))
+    {
         n += 1;
         name = format!("{base}-{n}");
     }
@@ -444,7 +494,11 @@ fn provider_name_of(cx: &Context<'_>, key: &str) -> String {
 }
 
 fn placeholder_url(var: &str) -> String {
-    let host = if var.is_empty() { "replace-me".to_owned() } else { k8s_name(var) };
+    let host = if var.is_empty() {
+        "replace-me".to_owned()
+    } else {
+        k8s_name(var)
+    };
     format!("https://{host}.invalid")
 }
 
@@ -458,14 +512,25 @@ fn seconds(cx: &mut Context<'_>, e: &Entry, path: &str) -> Option<String> {
 
 /// Where an API key comes from: `os.environ/X` -> `litellm-env` key `X`; an inline value -> a
 /// placeholder variable (the value is never written); nothing -> the variable LiteLLM reads.
-fn api_key(cx: &mut Context<'_>, p: &mut Fields<'_>, m: &Mapping, spec: &mut ProviderSpec, path: &str, model_line: usize) {
+fn api_key(
+    cx: &mut Context<'_>,
+    p: &mut Fields<'_>,
+    m: &Mapping,
+    spec: &mut ProviderSpec,
+    path: &str,
+    model_line: usize,
+) {
     let var = match p.take("api_key") {
         Some(e) => credential_var(cx, e, &p.at("api_key"), &format!("{}_API_KEY", env_name(m.prefix))),
         None => match m.default_key_env {
             Some(v) => Some(v.to_owned()),
             None => {
                 if m.provider_type.needs_credentials() {
-                    cx.not_carried(model_line, path, "no api_key and no environment variable to read it from");
+                    cx.not_carried(
+                        model_line,
+                        path,
+                        "no api_key and no environment variable to read it from",
+                    );
                 }
                 None
             }
@@ -517,20 +582,32 @@ fn bedrock(cx: &mut Context<'_>, p: &mut Fields<'_>, spec: &mut ProviderSpec, pa
                 .iter()
                 .find_map(|v| cx.env_default(v).map(|r| (*v, r)));
             if let Some((var, r)) = &found {
-                cx.note(model_line, path, format!("no aws_region_name: {var} read while importing ({r})"));
+                cx.note(
+                    model_line,
+                    path,
+                    format!("no aws_region_name: {var} read while importing ({r})"),
+                );
             }
             found.map(|(_, r)| r)
         }
     };
     spec.region = Some(region.unwrap_or_else(|| {
-        cx.not_carried(model_line, path, "no AWS region: a placeholder region is written (Switchyard needs one per Bedrock Provider)");
+        cx.not_carried(
+            model_line,
+            path,
+            "no AWS region: a placeholder region is written (Switchyard needs one per Bedrock Provider)",
+        );
         "replace-me".into()
     }));
     let mut vars = Vec::new();
     let mut defaults = false;
     for (param, default, key) in [
         ("aws_access_key_id", Some("AWS_ACCESS_KEY_ID"), "accessKeyId"),
-        ("aws_secret_access_key", Some("AWS_SECRET_ACCESS_KEY"), "secretAccessKey"),
+        (
+            "aws_secret_access_key",
+            Some("AWS_SECRET_ACCESS_KEY"),
+            "secretAccessKey",
+        ),
         ("aws_session_token", None, "sessionToken"),
     ] {
         let var = match p.take(param) {
@@ -564,7 +641,11 @@ fn vertex(cx: &mut Context<'_>, p: &mut Fields<'_>, spec: &mut ProviderSpec, pat
     };
     spec.vertex = Some(VertexSettings {
         project: project.unwrap_or_else(|| {
-            cx.not_carried(model_line, path, "no vertex_project (nor VERTEXAI_PROJECT while importing): a placeholder project is written");
+            cx.not_carried(
+                model_line,
+                path,
+                "no vertex_project (nor VERTEXAI_PROJECT while importing): a placeholder project is written",
+            );
             "replace-me".into()
         }),
     });
@@ -578,7 +659,11 @@ fn vertex(cx: &mut Context<'_>, p: &mut Fields<'_>, spec: &mut ProviderSpec, pat
         Some(e) => {
             let var = credential_var(cx, e, &p.at("vertex_credentials"), "VERTEX_SERVICE_ACCOUNT_JSON");
             if e.value.as_str().is_some_and(|s| env_ref(s).is_some()) {
-                cx.note(e.line, &p.at("vertex_credentials"), "the variable must hold the service-account JSON itself, not a file path");
+                cx.note(
+                    e.line,
+                    &p.at("vertex_credentials"),
+                    "the variable must hold the service-account JSON itself, not a file path",
+                );
             }
             var
         }
@@ -610,7 +695,11 @@ pub(crate) fn routes(cx: &mut Context<'_>, r: &Resilience) -> Vec<LLMRoute> {
         let strategy = r.strategy.map_or(Strategy::Shuffle, |(s, _)| s);
         let weights = weights(&g.backends, strategy);
         if weights.iter().all(|w| *w == 0) {
-            cx.note(g.line, &g.model_name, "every deployment had weight 0: all are given weight 1");
+            cx.note(
+                g.line,
+                &g.model_name,
+                "every deployment had weight 0: all are given weight 1",
+            );
         }
         let all_zero = weights.iter().all(|w| *w == 0);
         let mut backend_names: Vec<String> = Vec::new();
@@ -628,7 +717,9 @@ pub(crate) fn routes(cx: &mut Context<'_>, r: &Resilience) -> Vec<LLMRoute> {
                 backend_names.push(name.clone());
                 Backend {
                     name,
-                    provider_ref: LocalRef { name: d.provider.clone() },
+                    provider_ref: LocalRef {
+                        name: d.provider.clone(),
+                    },
                     model: d.model.clone(),
                     weight: if all_zero { 1 } else { *w },
                     priority: d.order.unwrap_or(0),
@@ -691,7 +782,13 @@ fn weights(backends: &[Draft], strategy: Strategy) -> Vec<u32> {
         let integral = ws.iter().all(|w| w.fract() == 0.0) && largest <= 1_000_000.0;
         return ws
             .iter()
-            .map(|w| if integral { *w as u32 } else { (w / largest * 1000.0).round() as u32 })
+            .map(|w| {
+                if integral {
+                    *w as u32
+                } else {
+                    (w / largest * 1000.0).round() as u32
+                }
+            })
             .collect();
     }
     vec![1; backends.len()]

@@ -65,7 +65,13 @@ pub const TABLE: &[Mapping] = &[
     },
     row("azure", T::AzureOpenai, Some("AZURE_API_KEY"), None, Same),
     row("azure_ai", T::OpenaiCompatible, Some("AZURE_AI_API_KEY"), None, Same),
-    row("anthropic", T::Anthropic, Some("ANTHROPIC_API_KEY"), None, StripMessages),
+    row(
+        "anthropic",
+        T::Anthropic,
+        Some("ANTHROPIC_API_KEY"),
+        None,
+        StripMessages,
+    ),
     row("bedrock", T::Bedrock, None, None, Same),
     row("vertex_ai", T::Vertex, None, None, Same),
     row("vertex_ai_beta", T::Vertex, None, None, Same),
@@ -80,7 +86,13 @@ pub const TABLE: &[Mapping] = &[
     row("fireworks_ai", T::Fireworks, Some("FIREWORKS_AI_API_KEY"), None, Same),
     row("openrouter", T::Openrouter, Some("OPENROUTER_API_KEY"), None, Same),
     row("ollama", T::Ollama, None, Some("http://localhost:11434/v1"), AppendV1),
-    row("ollama_chat", T::Ollama, None, Some("http://localhost:11434/v1"), AppendV1),
+    row(
+        "ollama_chat",
+        T::Ollama,
+        None,
+        Some("http://localhost:11434/v1"),
+        AppendV1,
+    ),
     row("hosted_vllm", T::Vllm, None, None, Same),
     row(
         "perplexity",
@@ -125,19 +137,25 @@ pub fn split_model(model: &str) -> Result<(&'static Mapping, String), String> {
         if let Some(m) = by_prefix(prefix) {
             let rest = match m.provider_type {
                 // LiteLLM's route selectors: Switchyard always speaks Converse to Bedrock.
-                T::Bedrock => rest
-                    .strip_prefix("converse/")
-                    .unwrap_or(rest)
-                    .to_owned(),
+                T::Bedrock => rest.strip_prefix("converse/").unwrap_or(rest).to_owned(),
                 _ => rest.to_owned(),
             };
             return Ok((m, rest));
         }
         return Err(prefix.to_owned());
     }
-    let inferred = if ["gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "davinci", "babbage"]
-        .iter()
-        .any(|p| model.starts_with(p))
+    let inferred = if [
+        "gpt-",
+        "o1",
+        "o3",
+        "o4",
+        "chatgpt-",
+        "text-embedding-",
+        "davinci",
+        "babbage",
+    ]
+    .iter()
+    .any(|p| model.starts_with(p))
     {
         by_prefix("openai")
     } else if model.starts_with("claude-") {
@@ -171,10 +189,18 @@ mod tests {
     fn prefixes_map_to_provider_types() {
         let cases = [
             ("azure/my-gpt4o", T::AzureOpenai, "my-gpt4o"),
-            ("bedrock/anthropic.claude-3-sonnet-20240229-v1:0", T::Bedrock, "anthropic.claude-3-sonnet-20240229-v1:0"),
+            (
+                "bedrock/anthropic.claude-3-sonnet-20240229-v1:0",
+                T::Bedrock,
+                "anthropic.claude-3-sonnet-20240229-v1:0",
+            ),
             ("bedrock/converse/meta.llama3-70b", T::Bedrock, "meta.llama3-70b"),
             ("vertex_ai/gemini-1.5-pro", T::Vertex, "gemini-1.5-pro"),
-            ("anthropic/claude-3-5-sonnet-20240620", T::Anthropic, "claude-3-5-sonnet-20240620"),
+            (
+                "anthropic/claude-3-5-sonnet-20240620",
+                T::Anthropic,
+                "claude-3-5-sonnet-20240620",
+            ),
             ("openai/gpt-4o", T::Openai, "gpt-4o"),
             ("groq/llama3-8b-8192", T::Groq, "llama3-8b-8192"),
             ("ollama/llama3", T::Ollama, "llama3"),
@@ -182,7 +208,11 @@ mod tests {
             ("gemini/gemini-1.5-flash", T::Gemini, "gemini-1.5-flash"),
             ("xai/grok-2", T::Xai, "grok-2"),
             ("hosted_vllm/facebook/opt-125m", T::Vllm, "facebook/opt-125m"),
-            ("together_ai/meta-llama/Llama-3-8b", T::Together, "meta-llama/Llama-3-8b"),
+            (
+                "together_ai/meta-llama/Llama-3-8b",
+                T::Together,
+                "meta-llama/Llama-3-8b",
+            ),
             ("gpt-3.5-turbo", T::Openai, "gpt-3.5-turbo"),
             ("claude-3-haiku-20240307", T::Anthropic, "claude-3-haiku-20240307"),
         ];
@@ -202,10 +232,19 @@ mod tests {
     fn base_urls() {
         let ollama = by_prefix("ollama").unwrap();
         assert_eq!(base_url(ollama, "http://localhost:11434"), "http://localhost:11434/v1");
-        assert_eq!(base_url(ollama, "http://localhost:11434/v1/"), "http://localhost:11434/v1");
+        assert_eq!(
+            base_url(ollama, "http://localhost:11434/v1/"),
+            "http://localhost:11434/v1"
+        );
         let anthropic = by_prefix("anthropic").unwrap();
-        assert_eq!(base_url(anthropic, "https://api.anthropic.com/v1/messages"), "https://api.anthropic.com");
+        assert_eq!(
+            base_url(anthropic, "https://api.anthropic.com/v1/messages"),
+            "https://api.anthropic.com"
+        );
         let azure = by_prefix("azure").unwrap();
-        assert_eq!(base_url(azure, "https://res.openai.azure.com/"), "https://res.openai.azure.com");
+        assert_eq!(
+            base_url(azure, "https://res.openai.azure.com/"),
+            "https://res.openai.azure.com"
+        );
     }
 }

@@ -101,7 +101,9 @@ pub(crate) fn litellm_settings(cx: &mut Context<'_>, e: &Entry, r: &mut Resilien
     }
     for e in f.rest() {
         let why = match e.key.as_str() {
-            "set_verbose" | "json_logs" => "logging: set SWITCHYARD_LOG (level) and SWITCHYARD_LOG_FORMAT=json in the gateway's environment",
+            "set_verbose" | "json_logs" => {
+                "logging: set SWITCHYARD_LOG (level) and SWITCHYARD_LOG_FORMAT=json in the gateway's environment"
+            }
             "max_budget" | "budget_duration" => "a proxy-wide budget: give the VirtualKeys budgets (spec.budget)",
             "default_team_settings" => "teams: give VirtualKeys a `team` label",
             "turn_off_message_logging" | "redact_messages_in_exceptions" => {
@@ -178,7 +180,11 @@ pub(crate) fn router_settings(cx: &mut Context<'_>, e: &Entry, r: &mut Resilienc
                     let t = m.take("model").and_then(|t| t.value.as_text());
                     if let Some(h) = m.take("hidden") {
                         if h.value.as_bool() == Some(true) {
-                            cx.note(h.line, &m.at("hidden"), "Switchyard lists aliases in /v1/models like any name");
+                            cx.note(
+                                h.line,
+                                &m.at("hidden"),
+                                "Switchyard lists aliases in /v1/models like any name",
+                            );
                         }
                     }
                     for rest in m.rest() {
@@ -225,7 +231,11 @@ fn retries(cx: &mut Context<'_>, e: &Entry, path: &str) -> Option<u32> {
         Some(n) if n >= 0.0 => {
             let n = n as u32;
             if n > 10 {
-                cx.not_carried(e.line, path, format!("{n} retries: Switchyard allows at most 10; 10 are written"));
+                cx.not_carried(
+                    e.line,
+                    path,
+                    format!("{n} retries: Switchyard allows at most 10; 10 are written"),
+                );
             }
             Some(n.min(10))
         }
@@ -259,7 +269,8 @@ fn fallback_lists(cx: &mut Context<'_>, f: &mut Fields<'_>, r: &mut Resilience) 
     }
     if let Some(e) = f.take("default_fallbacks") {
         let targets = targets(cx, &e.value, &f.at("default_fallbacks"));
-        r.fallbacks.retain(|rule| !(rule.kind == FallbackKind::Generic && rule.from == "*"));
+        r.fallbacks
+            .retain(|rule| !(rule.kind == FallbackKind::Generic && rule.from == "*"));
         r.fallbacks.push(FallbackRule {
             kind: FallbackKind::Generic,
             from: "*".into(),
@@ -364,7 +375,11 @@ fn cache(cx: &mut Context<'_>, e: &Entry, params: Option<&Entry>, r: &mut Resili
         }
     }
     if let Some(t) = f.take("supported_call_types") {
-        cx.note(t.line, &f.at("supported_call_types"), "Switchyard caches every request of a route whose cache is on");
+        cx.note(
+            t.line,
+            &f.at("supported_call_types"),
+            "Switchyard caches every request of a route whose cache is on",
+        );
     }
     for rest in f.rest() {
         let why = match rest.key.as_str() {
@@ -398,7 +413,9 @@ pub(crate) fn apply_fallbacks(cx: &mut Context<'_>, r: &Resilience) {
     for (alias, target, line, path) in &r.aliases {
         let clash = cx.routes.iter().any(|g| g.model_name == *alias || g.model == *alias);
         match cx.routes.iter_mut().find(|g| g.model_name == *target) {
-            Some(_) if clash => cx.not_carried(*line, path, format!("{alias:?} is already a model_name of this config")),
+            Some(_) if clash => {
+                cx.not_carried(*line, path, format!("{alias:?} is already a model_name of this config"))
+            }
             Some(_) if alias.contains('/') || alias.chars().any(char::is_whitespace) => {
                 cx.not_carried(*line, path, "an alias cannot hold `/` or whitespace in Switchyard")
             }
@@ -410,30 +427,54 @@ pub(crate) fn apply_fallbacks(cx: &mut Context<'_>, r: &Resilience) {
     let cw_configured = r.fallbacks.iter().any(|f| f.kind == FallbackKind::ContextWindow);
     let cp_configured = r.fallbacks.iter().any(|f| f.kind == FallbackKind::ContentPolicy);
     // Generic fallbacks serve every error LiteLLM has no dedicated list for.
-    let mut generic_on = vec![FallbackTrigger::RateLimit, FallbackTrigger::ServerError, FallbackTrigger::Timeout];
+    let mut generic_on = vec![
+        FallbackTrigger::RateLimit,
+        FallbackTrigger::ServerError,
+        FallbackTrigger::Timeout,
+    ];
     if !cw_configured {
         generic_on.push(FallbackTrigger::ContextWindow);
     }
     if !cp_configured {
         generic_on.push(FallbackTrigger::ContentPolicy);
     }
-    let names: Vec<(String, String)> = cx.routes.iter().map(|g| (g.model_name.clone(), g.model.clone())).collect();
+    let names: Vec<(String, String)> = cx
+        .routes
+        .iter()
+        .map(|g| (g.model_name.clone(), g.model.clone()))
+        .collect();
     // Every rule must name a model of this config.
     for rule in &r.fallbacks {
         if rule.from != "*" && !names.iter().any(|(n, _)| *n == rule.from) {
-            cx.not_carried(rule.line, &rule.path, format!("{:?} is not a model_name of this config", rule.from));
+            cx.not_carried(
+                rule.line,
+                &rule.path,
+                format!("{:?} is not a model_name of this config", rule.from),
+            );
         }
         for (t, line) in &rule.targets {
             if !names.iter().any(|(n, _)| n == t) {
-                cx.not_carried(*line, &rule.path, format!("fallback {t:?} is not a model_name of this config"));
+                cx.not_carried(
+                    *line,
+                    &rule.path,
+                    format!("fallback {t:?} is not a model_name of this config"),
+                );
             }
         }
     }
     // Edges in the order LiteLLM would try them, per route.
     let mut edges: Vec<(usize, usize, FallbackTrigger, usize, String)> = Vec::new();
     for (gi, (model_name, _)) in names.iter().enumerate() {
-        for kind in [FallbackKind::Generic, FallbackKind::ContextWindow, FallbackKind::ContentPolicy] {
-            let own: Vec<&FallbackRule> = r.fallbacks.iter().filter(|f| f.kind == kind && f.from == *model_name).collect();
+        for kind in [
+            FallbackKind::Generic,
+            FallbackKind::ContextWindow,
+            FallbackKind::ContentPolicy,
+        ] {
+            let own: Vec<&FallbackRule> = r
+                .fallbacks
+                .iter()
+                .filter(|f| f.kind == kind && f.from == *model_name)
+                .collect();
             let rules = if own.is_empty() {
                 r.fallbacks.iter().filter(|f| f.kind == kind && f.from == "*").collect()
             } else {
@@ -446,7 +487,9 @@ pub(crate) fn apply_fallbacks(cx: &mut Context<'_>, r: &Resilience) {
             };
             for rule in rules {
                 for (t, line) in &rule.targets {
-                    let Some(ti) = names.iter().position(|(n, _)| n == t) else { continue };
+                    let Some(ti) = names.iter().position(|(n, _)| n == t) else {
+                        continue;
+                    };
                     if ti == gi {
                         continue;
                     }
@@ -474,7 +517,14 @@ pub(crate) fn apply_fallbacks(cx: &mut Context<'_>, r: &Resilience) {
         }
         if graph[from].len() >= 3 {
             refused.push((from, to));
-            cx.not_carried(line, &path, format!("{:?}: a route has at most 3 fallbacks; {:?} is left out", names[from].0, names[to].0));
+            cx.not_carried(
+                line,
+                &path,
+                format!(
+                    "{:?}: a route has at most 3 fallbacks; {:?} is left out",
+                    names[from].0, names[to].0
+                ),
+            );
             continue;
         }
         graph[from].push(Fallback {

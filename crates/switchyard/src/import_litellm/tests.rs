@@ -92,7 +92,10 @@ fn inline_credentials_are_never_copied() {
     assert!(all.contains("LITELLM_MASTER_KEY: ${LITELLM_MASTER_KEY}"), "{all}");
     assert_eq!(
         missing(&i),
-        vec!["5: model_list[0].litellm_params.api_key", "7: general_settings.master_key"]
+        vec![
+            "5: model_list[0].litellm_params.api_key",
+            "7: general_settings.master_key"
+        ]
     );
     assert!(!i.complete());
 }
@@ -107,9 +110,13 @@ fn missing_api_key_reads_the_providers_variable() {
 #[test]
 fn api_base_from_the_environment_is_read_while_importing() {
     let env = |k: &str| (k == "BASE").then(|| "http://127.0.0.1:9999/v1".to_string());
-    let text = "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_base: os.environ/BASE\n";
+    let text =
+        "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_base: os.environ/BASE\n";
     let i = import(text, "default", &env).unwrap();
-    assert_eq!(i.providers[0].spec.base_url.as_deref(), Some("http://127.0.0.1:9999/v1"));
+    assert_eq!(
+        i.providers[0].spec.base_url.as_deref(),
+        Some("http://127.0.0.1:9999/v1")
+    );
     assert!(i.notes.iter().any(|n| n.carried && n.line == 5));
     // Unset: a placeholder, not carried.
     let i = run(text);
@@ -140,13 +147,25 @@ model_list:
     let vertex = &i.providers[1].spec;
     assert_eq!(vertex.vertex.as_ref().unwrap().project, "my-project");
     assert_eq!(vertex.region.as_deref(), Some("europe-west4"));
-    let aws = i.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("litellm-aws")).unwrap();
+    let aws = i
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("litellm-aws"))
+        .unwrap();
     let data = aws.string_data.as_ref().unwrap();
     assert_eq!(data.get("accessKeyId").map(String::as_str), Some("${AWS_KEY}"));
     assert_eq!(data.get("secretAccessKey").map(String::as_str), Some("${AWS_SECRET}"));
-    let sa = i.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("litellm-vertex")).unwrap();
+    let sa = i
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("litellm-vertex"))
+        .unwrap();
     assert_eq!(
-        sa.string_data.as_ref().unwrap().get("serviceAccount.json").map(String::as_str),
+        sa.string_data
+            .as_ref()
+            .unwrap()
+            .get("serviceAccount.json")
+            .map(String::as_str),
         Some("${VERTEX_SA}")
     );
     assert_eq!(missing(&i), vec!["1: general_settings.master_key"]);
@@ -274,7 +293,10 @@ litellm_settings:
     assert!(a.fallbacks[1].on.is_empty(), "every trigger: {:?}", a.fallbacks[1].on);
     let p = &i.providers[0].spec;
     let cb = p.circuit_breaker.as_ref().unwrap();
-    assert_eq!((cb.consecutive_failures, cb.cooldown.as_deref()), (Some(2), Some("60s")));
+    assert_eq!(
+        (cb.consecutive_failures, cb.cooldown.as_deref()),
+        (Some(2), Some("60s"))
+    );
     assert_eq!(p.timeouts.as_ref().unwrap().stream_idle.as_deref(), Some("10s"));
 }
 
@@ -333,7 +355,10 @@ litellm_settings:
     assert_eq!(c.ttl.as_deref(), Some("600s"));
     assert_eq!(
         missing(&i),
-        vec!["7: litellm_settings.cache_params.host", "1: general_settings.master_key"]
+        vec![
+            "7: litellm_settings.cache_params.host",
+            "1: general_settings.master_key"
+        ]
     );
     let semantic = run("model_list: []\nlitellm_settings:\n  cache: true\n  cache_params: {type: redis-semantic}\n");
     assert!(semantic.routes.is_empty());
@@ -394,4 +419,12 @@ fn notes_print_with_line_and_path() {
         carried: false,
     };
     assert_eq!(n.to_string(), "3: router_settings.redis_host: not carried: why");
+}
+
+#[test]
+fn azure_api_versions_are_quoted() {
+    assert_eq!(
+        quote_dates("spec:\n  apiVersion: 2024-10-21\napiVersion: switchyard.dev/v1alpha1\n"),
+        "spec:\n  apiVersion: '2024-10-21'\napiVersion: switchyard.dev/v1alpha1\n"
+    );
 }
