@@ -385,13 +385,9 @@ fn account(cx: &mut Context<'_>, p: &mut Fields<'_>, m: &Mapping, path: &str, mo
         m.provider_type,
         ProviderType::AzureOpenai | ProviderType::Vllm | ProviderType::OpenaiCompatible
     ) {
-        // LiteLLM reads AZURE_API_BASE when no api_base is given; vLLM needs one.
-        let var = if m.provider_type == ProviderType::AzureOpenai {
-            "AZURE_API_BASE"
-        } else {
-            "HOSTED_VLLM_API_BASE"
-        };
-        spec.base_url = Some(match cx.env_default(var) {
+        // LiteLLM reads `<PREFIX>_API_BASE` when no api_base is given (AZURE_API_BASE...).
+        let var = format!("{}_API_BASE", env_name(m.prefix));
+        spec.base_url = Some(match cx.env_default(&var) {
             Some(v) => {
                 cx.note(
                     model_line,
@@ -406,7 +402,7 @@ fn account(cx: &mut Context<'_>, p: &mut Fields<'_>, m: &Mapping, path: &str, mo
                     path,
                     format!("no api_base, and {var} was not set while importing: a placeholder baseUrl is written"),
                 );
-                placeholder_url(var)
+                placeholder_url(&var)
             }
         });
     }

@@ -109,7 +109,6 @@ pub(crate) fn litellm_settings(cx: &mut Context<'_>, e: &Entry, r: &mut Resilien
             "turn_off_message_logging" | "redact_messages_in_exceptions" => {
                 "Switchyard never logs prompts or completions unless a route sets logPrompts"
             }
-            "default_fallbacks" => "handled with fallbacks",
             _ => "no Switchyard equivalent",
         };
         cx.not_carried(e.line, &f.at(&e.key), why);
