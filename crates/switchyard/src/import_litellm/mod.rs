@@ -433,7 +433,7 @@ pub(crate) fn duration(seconds: f64) -> Option<String> {
         return None;
     }
     let ms = (seconds * 1000.0).round() as u64;
-    Some(if ms % 1000 == 0 {
+    Some(if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

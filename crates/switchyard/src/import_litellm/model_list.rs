@@ -284,9 +284,12 @@ fn model_info(cx: &mut Context<'_>, path: &str, node: &Node, info: &mut Info) ->
     true
 }
 
+/// Where one LiteLLM price lands in a [`Pricing`].
+type PriceSlot = fn(&mut Pricing) -> &mut Option<f64>;
+
 /// Per-token prices (USD per token in LiteLLM, per million in Switchyard).
 fn price(cx: &mut Context<'_>, f: &mut Fields<'_>, pricing: &mut Pricing) {
-    let fields: [(&str, fn(&mut Pricing) -> &mut Option<f64>); 4] = [
+    let fields: [(&str, PriceSlot); 4] = [
         ("input_cost_per_token", |p| &mut p.input),
         ("output_cost_per_token", |p| &mut p.output),
         ("cache_read_input_token_cost", |p| &mut p.cached_input),
