@@ -146,9 +146,12 @@ def test_documented_routing_example(tmp_path):
     assert "aliases:\n  - gpt-4\n" in routes
     assert "strategy: shuffle" in routes
     assert re.search(r"model: gpt-4o-eastus\n    weight: 9\n    priority: 0\n    limits:\n      rpm: 900", routes), routes
-    assert re.search(r"model: claude-3-5-sonnet-20240620\n    weight: 1\n    priority: 1\n    contextWindow: 200000\n"
+    assert re.search(r"model: claude-3-5-sonnet-20240620\n    weight: 1\n    priority: 0\n    contextWindow: 200000\n"
                      r"    maxOutputTokens: 8192\n    pricing:\n      input: 3.0\n      output: 15.0", routes), routes
-    assert "model: anthropic.claude-3-5-sonnet-20240620-v1:0\n    weight: 1\n    priority: 2" in routes
+    # order 2 is a route of its own that order 1 falls back to, as LiteLLM moves to it only
+    # after order 1's retries.
+    assert "fallbacks:\n  - route: claude-sonnet-order-2\n" in routes
+    assert "model: claude-sonnet-order-2\n  mode: chat\n  backends:\n  - name: bedrock\n" in routes, routes
     assert "mode: embeddings" in routes
     providers = (out / "providers.yaml").read_text()
     assert "baseUrl: https://my-endpoint-eastus.openai.azure.com\n" in providers
@@ -265,11 +268,9 @@ PARITY = {
         # The same three calls; the client is told differently: LiteLLM passes the upstream's
         # 500 on, Switchyard answers 502 (its upstream failed), as docs/migrating-from-litellm.md says.
         ("broken", [("broken-mock-500", 500)] * 3, (500, 502)),
-        # A known difference (docs/migrating-from-litellm.md): LiteLLM spends its retries on the
-        # order-1 deployment before its order-based fallback to order 2; Switchyard's retry goes
-        # to the next priority tier at once.
-        ("tiered", ([("tier1-mock-500", 500)] * 3 + [("tier2-model", 200)],
-                    [("tier1-mock-500", 500), ("tier2-model", 200)]), 200),
+        # LiteLLM spends its retries on order 1 before moving to order 2 (the importer writes
+        # order 2 as a fallback route for that reason).
+        ("tiered", [("tier1-mock-500", 500)] * 3 + [("tier2-model", 200)], 200),
     ],
     "parity_fallbacks.yaml": [
         ("primary-500", [("primary-mock-500", 500)] * 2 + [("backup-model", 200)], 200),

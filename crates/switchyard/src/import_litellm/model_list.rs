@@ -25,6 +25,8 @@ pub(crate) struct Group {
     pub mode: Option<RouteMode>,
     pub aliases: Vec<String>,
     pub fallbacks: Vec<switchyard_api::Fallback>,
+    /// For a route made of one `order` tier of another model_name: that group's index.
+    pub tier_of: Option<usize>,
 }
 
 /// A backend before the group's weights are settled.
@@ -184,6 +186,7 @@ fn deployment(cx: &mut Context<'_>, path: &str, item: &Node) {
                 mode: None,
                 aliases: Vec::new(),
                 fallbacks: Vec::new(),
+                tier_of: None,
             });
             cx.routes.len() - 1
         }
@@ -721,7 +724,11 @@ pub(crate) fn routes(cx: &mut Context<'_>, r: &Resilience) -> Vec<LLMRoute> {
                     },
                     model: d.model.clone(),
                     weight: if all_zero { 1 } else { *w },
-                    priority: d.order.unwrap_or(0),
+                    priority: if g.tier_of.is_some() || g.backends.iter().all(|b| b.order == d.order) {
+                        0
+                    } else {
+                        d.order.unwrap_or(0)
+                    },
                     context_window: d.context_window,
                     max_output_tokens: d.max_output_tokens,
                     limits: (d.limits != Limits::default()).then(|| d.limits.clone()),
@@ -791,4 +798,57 @@ fn weights(backends: &[Draft], strategy: Strategy) -> Vec<u32> {
             .collect();
     }
     vec![1; backends.len()]
+}
+
+/// LiteLLM tries a model_name's lowest `order` first, spends its retries there, and only then
+/// moves to the next order (an "order-based fallback", before the configured fallbacks). A
+/// Switchyard priority tier is tried as soon as the better one fails, so each further order
+/// becomes a route of its own, `<model>-order-<n>`, that the first one falls back to.
+/// Returns (group, its tier routes in order) for the groups that were split.
+pub(crate) fn split_order_tiers(cx: &mut Context<'_>) -> Vec<(usize, Vec<usize>)> {
+    let mut out = Vec::new();
+    let count = cx.routes.len();
+    for gi in 0..count {
+        let mut orders: Vec<u32> = cx.routes[gi].backends.iter().filter_map(|b| b.order).collect();
+        orders.sort_unstable();
+        orders.dedup();
+        if orders.len() < 2 && cx.routes[gi].backends.iter().all(|b| b.order.is_some()) {
+            continue;
+        }
+        if orders.is_empty() {
+            continue;
+        }
+        // Deployments without an order are LiteLLM's first pick, with the lowest order.
+        let first = orders[0];
+        let mut tiers = Vec::new();
+        for o in orders.iter().copied().filter(|o| *o != first) {
+            let (moved, kept): (Vec<Draft>, Vec<Draft>) = std::mem::take(&mut cx.routes[gi].backends)
+                .into_iter()
+                .partition(|b| b.order == Some(o));
+            cx.routes[gi].backends = kept;
+            let g = &cx.routes[gi];
+            let tier = Group {
+                model_name: format!("{}-order-{o}", g.model_name),
+                model: format!("{}-order-{o}", g.model),
+                line: g.line,
+                backends: moved,
+                mode: g.mode,
+                aliases: Vec::new(),
+                fallbacks: Vec::new(),
+                tier_of: Some(gi),
+            };
+            let (line, name, model) = (g.line, g.model_name.clone(), tier.model.clone());
+            cx.routes.push(tier);
+            tiers.push(cx.routes.len() - 1);
+            cx.note(
+                line,
+                &name,
+                format!("order {o}: LiteLLM moves to it only after the retries of the better orders; written as route {model:?}, a fallback of {name:?}"),
+            );
+        }
+        if !tiers.is_empty() {
+            out.push((gi, tiers));
+        }
+    }
+    out
 }

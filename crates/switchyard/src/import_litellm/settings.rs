@@ -437,6 +437,8 @@ pub(crate) fn apply_fallbacks(cx: &mut Context<'_>, r: &Resilience) {
     if !cp_configured {
         generic_on.push(FallbackTrigger::ContentPolicy);
     }
+    let tiers = super::model_list::split_order_tiers(cx);
+    let tier_routes: Vec<bool> = cx.routes.iter().map(|g| g.tier_of.is_some()).collect();
     let names: Vec<(String, String)> = cx
         .routes
         .iter()
@@ -461,9 +463,24 @@ pub(crate) fn apply_fallbacks(cx: &mut Context<'_>, r: &Resilience) {
             }
         }
     }
-    // Edges in the order LiteLLM would try them, per route.
+    // Edges in the order LiteLLM would try them, per route: its order tiers first (on every
+    // error but context-window and content-policy ones), then the configured fallbacks.
     let mut edges: Vec<(usize, usize, FallbackTrigger, usize, String)> = Vec::new();
     for (gi, (model_name, _)) in names.iter().enumerate() {
+        if tier_routes[gi] {
+            continue;
+        }
+        if let Some((_, ts)) = tiers.iter().find(|(g, _)| *g == gi) {
+            for t in ts {
+                for trig in [
+                    FallbackTrigger::RateLimit,
+                    FallbackTrigger::ServerError,
+                    FallbackTrigger::Timeout,
+                ] {
+                    edges.push((gi, *t, trig, cx.routes[gi].line, model_name.clone()));
+                }
+            }
+        }
         for kind in [
             FallbackKind::Generic,
             FallbackKind::ContextWindow,

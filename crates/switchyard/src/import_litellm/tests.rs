@@ -428,3 +428,31 @@ fn azure_api_versions_are_quoted() {
         "spec:\n  apiVersion: '2024-10-21'\napiVersion: switchyard.dev/v1alpha1\n"
     );
 }
+
+#[test]
+fn order_tiers_become_fallback_routes() {
+    let i = run(r#"
+model_list:
+  - model_name: m
+    litellm_params: {model: openai/first, order: 1}
+  - model_name: m
+    litellm_params: {model: openai/second, order: 2}
+  - model_name: m
+    litellm_params: {model: openai/third, order: 3}
+  - model_name: backup
+    litellm_params: {model: openai/backup}
+router_settings:
+  fallbacks: [{"m": ["backup"]}]
+"#);
+    let names: Vec<&str> = i.routes.iter().map(|r| r.spec.model.as_str()).collect();
+    assert_eq!(names, vec!["m", "backup", "m-order-2", "m-order-3"]);
+    let m = &i.routes[0].spec;
+    assert_eq!(m.backends.len(), 1);
+    assert_eq!(m.backends[0].model, "first");
+    let targets: Vec<&str> = m.fallbacks.iter().map(|f| f.route.as_str()).collect();
+    assert_eq!(targets, vec!["m-order-2", "m-order-3", "backup"]);
+    use FallbackTrigger::*;
+    assert_eq!(m.fallbacks[0].on, vec![RateLimit, ServerError, Timeout]);
+    assert!(i.routes[2].spec.fallbacks.is_empty());
+    assert_eq!(i.routes[3].spec.backends[0].model, "third");
+}
