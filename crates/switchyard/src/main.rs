@@ -1,6 +1,7 @@
 //! `switchyard`: the one binary. `gateway`, `operator`, `validate`, `compile`, `crds`,
-//! `mock-provider`.
+//! `mock-provider`, `import-litellm`.
 
+mod import_litellm;
 mod kubernetes;
 mod standalone;
 
@@ -119,6 +120,21 @@ enum Command {
     },
     /// Load generator and benchmark scenarios (`bench/run.py` drives them).
     Bench(switchyard_bench::BenchArgs),
+    /// Write Switchyard manifests from a LiteLLM proxy config.yaml; settings that cannot be
+    /// carried over are listed on stderr with their line (docs/migrating-from-litellm.md).
+    ImportLitellm {
+        /// The LiteLLM config.yaml.
+        config: PathBuf,
+        /// Namespace of the manifests written.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Folder to write providers.yaml, routes.yaml, keys.yaml and secrets.yaml to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Exit non-zero when any setting could not be carried over.
+        #[arg(long)]
+        check: bool,
+    },
     /// Print every CRD, or write them to a folder (one file per kind).
     Crds {
         /// Folder to write to.
@@ -134,6 +150,12 @@ fn main() -> ExitCode {
         Command::Validate { dir } => validate(&dir),
         Command::Compile { dir, fleet } => compile_cmd(&dir, fleet.as_deref()),
         Command::Crds { out } => crds(out.as_deref()),
+        Command::ImportLitellm {
+            config,
+            namespace,
+            out,
+            check,
+        } => import_litellm::run(&config, &namespace, &out, check),
         Command::Bench(args) => run_async(switchyard_bench::run(args)),
         Command::MockProvider { listen } => run_async(async move {
             tracing::info!(%listen, "mock provider serving");
