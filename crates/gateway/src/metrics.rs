@@ -31,6 +31,11 @@ pub struct Metrics {
     pub budget_remaining: GaugeVec,
     /// Highest fraction of its budget any key of the team has spent this period.
     pub budget_used: GaugeVec,
+    /// Spend of each `Budget` (over a group of keys) in its current period, USD, by namespace
+    /// and Budget name.
+    pub team_budget_spend: GaugeVec,
+    /// `maxSpend` of each `Budget`, USD, by namespace and Budget name.
+    pub team_budget_max: GaugeVec,
     /// Spend alerts by result (delivered, failed).
     pub alerts: IntCounterVec,
     /// Requests in flight.
@@ -126,6 +131,17 @@ impl Metrics {
             ),
             &["team"],
         )?;
+        let team_budget_spend = GaugeVec::new(
+            Opts::new(
+                "switchyard_team_budget_spend_usd",
+                "Spend of each Budget (over a group of keys) in its current period, USD, as of the last request this replica settled.",
+            ),
+            &["namespace", "budget"],
+        )?;
+        let team_budget_max = GaugeVec::new(
+            Opts::new("switchyard_team_budget_max_usd", "maxSpend of each Budget, USD."),
+            &["namespace", "budget"],
+        )?;
         let alerts = IntCounterVec::new(
             Opts::new("switchyard_spend_alerts_total", "Spend alerts by result."),
             &["result"],
@@ -152,6 +168,8 @@ impl Metrics {
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(budget_remaining.clone()))?;
         registry.register(Box::new(budget_used.clone()))?;
+        registry.register(Box::new(team_budget_spend.clone()))?;
+        registry.register(Box::new(team_budget_max.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(reload_failures.clone()))?;
         registry.register(Box::new(stream_errors.clone()))?;
@@ -224,6 +242,8 @@ impl Metrics {
             alerts,
             budget_remaining,
             budget_used,
+            team_budget_spend,
+            team_budget_max,
             config_generation,
             reload_failures,
             stream_errors,
