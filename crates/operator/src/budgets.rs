@@ -90,7 +90,12 @@ pub(crate) fn updated_status(b: &TeamBudget, usage: Option<&BudgetUsage>, now: &
 }
 
 /// Writes a Budget's status (the operator is its only writer).
-pub(crate) async fn write(client: &kube::Client, namespace: &str, name: &str, status: &TeamBudgetStatus) -> Result<(), Error> {
+pub(crate) async fn write(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: &TeamBudgetStatus,
+) -> Result<(), Error> {
     let api: kube::Api<TeamBudget> = kube::Api::namespaced(client.clone(), namespace);
     let body = serde_json::json!({"status": status});
     let pp = kube::api::PatchParams {
@@ -155,10 +160,16 @@ mod tests {
         let first = updated_status(&budget(None), Some(&usage(2.0, 1)), &now).unwrap();
         assert_eq!(first.remaining, Some(8.0));
         let later = time_of(NOW + 60_000).unwrap();
-        assert_eq!(updated_status(&budget(Some(first.clone())), Some(&usage(2.0, 1)), &later), None);
+        assert_eq!(
+            updated_status(&budget(Some(first.clone())), Some(&usage(2.0, 1)), &later),
+            None
+        );
         let moved = updated_status(&budget(Some(first.clone())), Some(&usage(2.5, 1)), &later).unwrap();
         // The condition did not change: its transition time stays.
-        assert_eq!(moved.conditions[0].last_transition_time, first.conditions[0].last_transition_time);
+        assert_eq!(
+            moved.conditions[0].last_transition_time,
+            first.conditions[0].last_transition_time
+        );
         let gone = updated_status(&budget(Some(moved)), None, &later).unwrap();
         assert_eq!((gone.conditions[0].status.as_str(), gone.spend), ("False", None));
         assert_eq!(gone.conditions[0].last_transition_time, later);

@@ -310,7 +310,7 @@ pub fn add_budgets(
     budgets: &[Arc<switchyard_api::TeamBudget>],
     secret: &dyn Fn(&str, &str) -> Option<Arc<Secret>>,
 ) {
-    let namespaces: BTreeSet<String> = m.keys.iter().map(|k| ns(k)).collect();
+    let namespaces: BTreeSet<String> = m.keys.iter().map(ns).collect();
     for b in budgets.iter().filter(|b| namespaces.contains(&ns(&***b))) {
         let sref = b.spec.webhook.as_ref().and_then(|w| w.signing_secret_ref.as_ref());
         if let Some(s) = sref.and_then(|r| secret(&ns(&**b), &r.name)) {

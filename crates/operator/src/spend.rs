@@ -445,7 +445,12 @@ pub(crate) async fn report(
 }
 
 /// Writes the status of every Budget whose figures changed.
-async fn report_budgets(client: &kube::Client, budgets: &Store<switchyard_api::TeamBudget>, fleets: &FleetRedis, now_ms: i64) {
+async fn report_budgets(
+    client: &kube::Client,
+    budgets: &Store<switchyard_api::TeamBudget>,
+    fleets: &FleetRedis,
+    now_ms: i64,
+) {
     let usage = match fleets.read_budgets(now_ms).await {
         Ok(u) => u,
         Err(e) => {

@@ -664,7 +664,10 @@ spec: {maxSpend: 1}
     for b in &c.config.budgets {
         for k in &b.keys {
             assert!(
-                c.config.keys.iter().any(|key| key.namespace == b.namespace && &key.name == k),
+                c.config
+                    .keys
+                    .iter()
+                    .any(|key| key.namespace == b.namespace && &key.name == k),
                 "{} covers {k}, which is not a key of its namespace",
                 b.id()
             );
@@ -684,7 +687,11 @@ spec: {maxSpend: 1}
     let ids: Vec<String> = c.config.budgets.iter().map(TeamBudgetConfig::id).collect();
     assert_eq!(ids, vec!["apps/everyone", "apps/not-ads", "apps/search"]);
     // No warning for Budgets of namespaces this fleet does not admit.
-    assert!(!messages(&c).iter().any(|m| m.contains("grab-all")), "{:?}", messages(&c));
+    assert!(
+        !messages(&c).iter().any(|m| m.contains("grab-all")),
+        "{:?}",
+        messages(&c)
+    );
 }
 
 #[test]
@@ -711,15 +718,13 @@ spec:
     let c = compile(&m, &CompileOptions::default());
     let msgs = messages(&c);
     assert!(
-        msgs.iter().any(|m| m.starts_with(
-            "bad.yaml:8: Budget/odd: spec.selector.matchExpressions[0]: operator \"In\" with 0 value(s)"
-        )),
+        msgs.iter().any(|m| m
+            .starts_with("bad.yaml:8: Budget/odd: spec.selector.matchExpressions[0]: operator \"In\" with 0 value(s)")),
         "{msgs:?}"
     );
     assert!(
-        msgs.iter().any(|m| m.starts_with(
-            "bad.yaml:16: Budget/nosecret: spec.webhook.signingSecretRef: Secret \"missing\" not found"
-        )),
+        msgs.iter().any(|m| m
+            .starts_with("bad.yaml:16: Budget/nosecret: spec.webhook.signingSecretRef: Secret \"missing\" not found")),
         "{msgs:?}"
     );
     // A bad selector leaves the Budget out; a missing signing secret leaves out only its webhook.
@@ -735,12 +740,19 @@ spec:
         &|_| None,
     );
     let d: Vec<String> = d.iter().map(ToString::to_string).collect();
-    assert!(d.iter().any(|m| m.contains("Budget/zero") && m.contains("maxSpend must be positive")), "{d:?}");
+    assert!(
+        d.iter()
+            .any(|m| m.contains("Budget/zero") && m.contains("maxSpend must be positive")),
+        "{d:?}"
+    );
     let d = m.add_yaml(
         "typo.yaml",
         "apiVersion: switchyard.dev/v1alpha1\nkind: Budget\nmetadata: {name: typo}\nspec:\n  maxSpend: 1\n  limit: 3\n",
         &|_| None,
     );
     let d: Vec<String> = d.iter().map(ToString::to_string).collect();
-    assert_eq!(d, vec!["typo.yaml:6: Budget/typo: spec.limit: unknown field".to_owned()]);
+    assert_eq!(
+        d,
+        vec!["typo.yaml:6: Budget/typo: spec.limit: unknown field".to_owned()]
+    );
 }

@@ -70,7 +70,8 @@ fn runtime(team_max: f64, own: &[(&str, Option<f64>, LimitsConfig)]) -> Runtime 
 }
 
 fn key(rt: &Runtime, name: &str) -> Arc<Key> {
-    rt.authenticate(&format!("sk-{name}"), 0).unwrap_or_else(|e| panic!("{e}"))
+    rt.authenticate(&format!("sk-{name}"), 0)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn request() -> Json {
@@ -173,9 +174,15 @@ async fn holds_across_replicas(one: Arc<dyn SharedState>, two: Arc<dyn SharedSta
     }
     let ledger = *ledger.lock().unwrap_or_else(|p| p.into_inner());
     let counted = spend_of(&one, "t:apps/team").await;
-    assert!((counted - ledger).abs() < 1e-9, "{tag}: counted {counted}, settled {ledger}");
+    assert!(
+        (counted - ledger).abs() < 1e-9,
+        "{tag}: counted {counted}, settled {ledger}"
+    );
     assert!(ledger >= max, "{tag}: stopped at {ledger} of {max}");
-    assert!(ledger <= max + r, "{tag}: spent {ledger}, budget {max} + one reservation {r}");
+    assert!(
+        ledger <= max + r,
+        "{tag}: spent {ledger}, budget {max} + one reservation {r}"
+    );
     assert!(granted >= 10, "{tag}: {granted}");
     // Every refusal is the Budget's (the keys' own limits have room), shaped as a key budget's.
     let last = refusals.last().unwrap_or_else(|| panic!("{tag}: never refused"));
@@ -251,7 +258,10 @@ async fn refused_requests_hold_nothing(state: Arc<dyn SharedState>, tag: &str) {
     // Its own budget refuses it after the Budget reserved for it: the reservation is given back.
     let refused = admit(&limits, &a, &route, &request()).await;
     let msg = code(&refused);
-    assert!(msg.starts_with("budget_exceeded Budget exceeded for key `apps/a`"), "{tag}: {msg}");
+    assert!(
+        msg.starts_with("budget_exceeded Budget exceeded for key `apps/a`"),
+        "{tag}: {msg}"
+    );
     drop(refused);
     limits.settled(Duration::from_secs(5)).await;
     // So `b` finds no reservation in the way (0.2 spent + 1 reserved fits in 1.5 either way, but a
@@ -304,10 +314,14 @@ async fn dead_redis_follows_the_fail_mode() {
     let open: Arc<dyn SharedState> = Arc::new(connect_real_clock(&server, FailMode::Open));
     let (closed_l, open_l) = (limits_on(closed.clone()), limits_on(open.clone()));
     // Both see Redis first; the open one learns the Budget's spend.
-    let first = admit(&open_l, &a, &route, &request()).await.map_err(|e| e.error.message);
+    let first = admit(&open_l, &a, &route, &request())
+        .await
+        .map_err(|e| e.error.message);
     first.unwrap_or_else(|e| panic!("{e}")).settle(r, None);
     open_l.settled(Duration::from_secs(5)).await;
-    let up = admit(&closed_l, &a, &route, &request()).await.map_err(|e| e.error.message);
+    let up = admit(&closed_l, &a, &route, &request())
+        .await
+        .map_err(|e| e.error.message);
     drop(up.unwrap_or_else(|e| panic!("{e}")));
     closed_l.settled(Duration::from_secs(5)).await;
     server.stop();
@@ -320,7 +334,9 @@ async fn dead_redis_follows_the_fail_mode() {
         }
     }
     // Fail open: counted locally from the last known spend (r): one more fits, then refused.
-    let local = admit(&open_l, &a, &route, &request()).await.map_err(|e| e.error.message);
+    let local = admit(&open_l, &a, &route, &request())
+        .await
+        .map_err(|e| e.error.message);
     local.unwrap_or_else(|e| panic!("{e}")).settle(r, None);
     open_l.settled(Duration::from_secs(5)).await;
     let third = admit(&open_l, &a, &route, &request()).await;
@@ -335,11 +351,19 @@ async fn dead_redis_follows_the_fail_mode() {
     server.restart().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let counted = open.spend("t:apps/team", &Period::of(BudgetPeriod::Monthly, Clock::default().now_ms()).id).await;
+        let counted = open
+            .spend(
+                "t:apps/team",
+                &Period::of(BudgetPeriod::Monthly, Clock::default().now_ms()).id,
+            )
+            .await;
         if counted.as_ref().is_ok_and(|c| (c - r * 3.0).abs() < 1e-9) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "spend not written back: {counted:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spend not written back: {counted:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
