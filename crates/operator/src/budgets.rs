@@ -154,6 +154,50 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
     }
 
+    /// A fleet's manifests get the Budgets of the namespaces whose keys they hold, with their
+    /// signing Secrets, and nothing of other namespaces.
+    #[test]
+    fn a_fleet_reads_the_budgets_of_its_keys_namespaces_only() {
+        use k8s_openapi::api::core::v1::Secret;
+        use std::sync::Arc;
+        let key: switchyard_api::VirtualKey = serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "VirtualKey",
+            "metadata": {"name": "alice", "namespace": "apps"}, "spec": {}
+        }))
+        .unwrap();
+        let with_hook = |ns: &str| {
+            let mut b = budget(None);
+            b.metadata.namespace = Some(ns.into());
+            b.spec.webhook = serde_json::from_value(serde_json::json!(
+                {"url": "http://127.0.0.1:1/h", "signingSecretRef": {"name": "hook"}}
+            ))
+            .unwrap();
+            Arc::new(b)
+        };
+        let secret = |ns: &str, name: &str| {
+            Some(Arc::new(Secret {
+                metadata: kube::core::ObjectMeta {
+                    name: Some(name.into()),
+                    namespace: Some(ns.into()),
+                    ..Default::default()
+                },
+                string_data: Some([("secret".to_owned(), format!("whsec-{ns}"))].into()),
+                ..Default::default()
+            }))
+        };
+        let mut m = switchyard_config::Manifests::default();
+        m.keys.push(key);
+        crate::fleet::add_budgets(&mut m, &[with_hook("apps"), with_hook("other")], &secret);
+        let namespaces: Vec<_> = m
+            .budgets
+            .iter()
+            .map(|b| b.metadata.namespace.clone().unwrap())
+            .collect();
+        assert_eq!(namespaces, vec!["apps"]);
+        let secrets: Vec<_> = m.secrets.keys().cloned().collect();
+        assert_eq!(secrets, vec![("apps".to_owned(), "hook".to_owned())]);
+    }
+
     #[test]
     fn status_is_written_only_when_it_changes() {
         let now = time_of(NOW).unwrap();
