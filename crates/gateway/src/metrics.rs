@@ -22,8 +22,9 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     /// Spend in USD by route and key team.
     pub spend: CounterVec,
-    /// Requests refused by a key's limits or budget, by route and reason (rpm, tpm, parallel,
-    /// budget, budget_held, unavailable).
+    /// Requests refused by a key's limits or budget, or by a `Budget` over its group of keys, by
+    /// route and reason (rpm, tpm, parallel, budget, budget_held, team_budget, team_budget_held,
+    /// unavailable).
     pub limited: IntCounterVec,
     /// Response cache lookups by route and result (hit, miss).
     pub cache: IntCounterVec,
