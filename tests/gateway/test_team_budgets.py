@@ -117,7 +117,9 @@ def test_three_keys_two_gateways_one_budget(tmp_path, gateway_on, redis):
     headers, alert, body = alerts[0]
     assert alert["budget"] == "default/search" and alert["thresholdPercent"] == 50, alert
     assert alert["key"] in ("default/alice", "default/bob", "default/carol"), alert
-    assert 0.05 <= alert["spend"] <= 0.05 + COST + 1e-9 and alert["maxSpend"] == 0.1, alert
+    # The spend the claiming replica saw: past the threshold (settlements race, so not always
+    # the very request that crossed it).
+    assert 0.05 <= alert["spend"] <= spent + 1e-9 and alert["maxSpend"] == 0.1, alert
     assert alert["period"] == "daily" and alert["periodId"] == today(), alert
     ts = headers["x-switchyard-timestamp"]
     want = hmac.new(b"whsec-test", f"{ts}.".encode() + body, hashlib.sha256).hexdigest()

@@ -129,11 +129,17 @@ impl BudgetGauges {
         }
     }
 
-    /// Records a Budget's spend in its current period.
+    /// Records a Budget's spend in its current period. Settlements finish in any order, and
+    /// spend only grows within a period: an older, smaller figure never replaces a newer one.
     pub(crate) fn observe_team(&self, budget: &TeamBudget, period: &Period, spend: f64) {
         let mut teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (budget.config.namespace.clone(), budget.config.name.clone());
+        let spend = match teams.get(&id) {
+            Some(t) if t.period_end_ms == period.end_ms => t.spend.max(spend),
+            _ => spend,
+        };
         teams.insert(
-            (budget.config.namespace.clone(), budget.config.name.clone()),
+            id,
             Tracked {
                 team: String::new(),
                 max_spend: budget.config.budget.max_spend,
@@ -212,6 +218,35 @@ mod tests {
         // The next day the period is over: the series go until the keys spend again.
         g.publish(&metrics, today.end_ms.unwrap());
         assert!(!metrics.render().contains("switchyard_budget_used_ratio{"));
+    }
+
+    #[test]
+    fn a_budget_gauge_never_goes_back_within_a_period() {
+        let metrics = Metrics::new().unwrap();
+        let g = BudgetGauges::default();
+        let now = 1_795_614_310_000;
+        let today = Period::of(switchyard_config::BudgetPeriod::Daily, now);
+        let team = TeamBudget::new(
+            serde_json::from_value(serde_json::json!({
+                "namespace": "apps", "name": "search", "keys": ["a"],
+                "budget": {"maxSpend": 10.0, "period": "daily", "action": "block", "alertThresholds": []},
+            }))
+            .unwrap(),
+        );
+        let get = |m: &prometheus::GaugeVec| m.with_label_values(&["apps", "search"]).get();
+        // Two settlements finish out of order: the later figure stays.
+        g.observe_team(&team, &today, 4.0);
+        g.observe_team(&team, &today, 3.5);
+        g.publish(&metrics, now);
+        assert!((get(&metrics.team_budget_spend) - 4.0).abs() < 1e-9);
+        assert!((get(&metrics.team_budget_max) - 10.0).abs() < 1e-9);
+        // A new period starts from its own figure; the old one goes when its period ends.
+        let tomorrow = Period::of(switchyard_config::BudgetPeriod::Daily, today.end_ms.unwrap());
+        g.observe_team(&team, &tomorrow, 0.5);
+        g.publish(&metrics, today.end_ms.unwrap());
+        assert!((get(&metrics.team_budget_spend) - 0.5).abs() < 1e-9);
+        g.publish(&metrics, tomorrow.end_ms.unwrap());
+        assert!(!metrics.render().contains("switchyard_team_budget_spend_usd{"));
     }
 
     #[test]
