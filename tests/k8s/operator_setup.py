@@ -27,7 +27,7 @@ def helm(cp, *args, check=True):
 def install_crds_and_rbac(cp):
     """Applies the CRDs and the chart's operator RBAC and admission policy (idempotent)."""
     cp.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), check=True)
-    for crd in ["providers", "llmroutes", "virtualkeys", "llmgateways"]:
+    for crd in ["providers", "llmroutes", "virtualkeys", "budgets", "llmgateways"]:
         cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.switchyard.dev", "--timeout=60s", check=True)
     cp.kubectl("create", "namespace", SYSTEM_NS)
     rendered = helm(cp, "template", "sy", str(CHART), "--namespace", SYSTEM_NS,

@@ -1,4 +1,4 @@
-//! The Switchyard custom resources: `Provider`, `LLMRoute`, `VirtualKey` and `LLMGateway`
+//! The Switchyard custom resources: `Provider`, `LLMRoute`, `VirtualKey`, `Budget` and `LLMGateway`
 //! (group `switchyard.dev`, version `v1alpha1`, all namespaced).
 //!
 //! These types are the user-facing API. They carry descriptions (for `kubectl explain`),
@@ -12,12 +12,14 @@
 // kube's `printcolumn(...)` repeats `type_ = ...` by design; clippy takes it for a duplicate.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod budget;
 pub mod common;
 pub mod gateway;
 pub mod key;
 pub mod provider;
 pub mod route;
 
+pub use budget::*;
 pub use common::*;
 pub use gateway::*;
 pub use key::*;
@@ -42,6 +44,7 @@ pub fn crds() -> Vec<(
         ("providers.switchyard.dev.yaml", Provider::crd()),
         ("llmroutes.switchyard.dev.yaml", LLMRoute::crd()),
         ("virtualkeys.switchyard.dev.yaml", VirtualKey::crd()),
+        ("budgets.switchyard.dev.yaml", TeamBudget::crd()),
         ("llmgateways.switchyard.dev.yaml", LLMGateway::crd()),
     ]
 }

@@ -15,6 +15,8 @@ use crate::manifests::{Manifests, DEFAULT_NAMESPACE};
 use crate::prices;
 use crate::types::*;
 
+mod budgets;
+
 /// Which fleet to compile for.
 #[derive(Clone, Debug, Default)]
 pub struct CompileOptions {
@@ -233,6 +235,7 @@ impl<'a> Compiler<'a> {
         let providers = self.providers();
         let routes = self.routes(&fleet, &providers);
         let keys = self.keys(&fleet, &routes);
+        let budgets = self.budgets(&fleet, &keys);
         if let (Some(gw), (routes_out, keys_out)) = (gateway, self.not_permitted) {
             if routes_out + keys_out > 0 {
                 // Counts only: the names belong to other namespaces.
@@ -262,6 +265,7 @@ impl<'a> Compiler<'a> {
             providers,
             routes,
             keys,
+            budgets,
         }
     }
 
@@ -1082,26 +1086,11 @@ impl<'a> Compiler<'a> {
                             })
                         }
                     };
-                    let mut thresholds = if b.alert_thresholds.is_empty() {
-                        vec![50, 80, 100]
-                    } else {
-                        b.alert_thresholds.clone()
-                    };
-                    thresholds.sort_unstable();
-                    thresholds.dedup();
                     Some(BudgetConfig {
                         max_spend: b.max_spend,
-                        period: match b.period {
-                            api::BudgetPeriod::Daily => BudgetPeriod::Daily,
-                            api::BudgetPeriod::Weekly => BudgetPeriod::Weekly,
-                            api::BudgetPeriod::Monthly => BudgetPeriod::Monthly,
-                            api::BudgetPeriod::Total => BudgetPeriod::Total,
-                        },
-                        action: match b.action {
-                            api::BudgetAction::Block => BudgetAction::Block,
-                            api::BudgetAction::Alert => BudgetAction::Alert,
-                        },
-                        alert_thresholds: thresholds,
+                        period: budgets::period(b.period),
+                        action: budgets::action(b.action),
+                        alert_thresholds: budgets::thresholds(&b.alert_thresholds),
                         webhook,
                     })
                 }

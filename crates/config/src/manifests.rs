@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde::de::DeserializeOwned;
-use switchyard_api::{LLMGateway, LLMRoute, Provider, VirtualKey, API_VERSION};
+use switchyard_api::{LLMGateway, LLMRoute, Provider, TeamBudget, VirtualKey, API_VERSION};
 
 use crate::diagnostics::{Diagnostic, Location, ObjectId, Severity};
 
@@ -48,6 +48,8 @@ pub struct Manifests {
     pub routes: Vec<LLMRoute>,
     /// Virtual keys.
     pub keys: Vec<VirtualKey>,
+    /// Budgets over groups of keys (kind `Budget`).
+    pub budgets: Vec<TeamBudget>,
     /// Gateways.
     pub gateways: Vec<LLMGateway>,
     /// Secrets by (namespace, name).
@@ -151,6 +153,11 @@ impl Manifests {
                     self.keys.push(k);
                 }
             }
+            (API_VERSION, "Budget") => {
+                if let Some(b) = self.typed::<TeamBudget>(&src, kind, diags) {
+                    self.budgets.push(b);
+                }
+            }
             (API_VERSION, "LLMGateway") => {
                 if let Some(g) = self.typed::<LLMGateway>(&src, kind, diags) {
                     self.gateways.push(g);
@@ -174,7 +181,7 @@ impl Manifests {
             (a, k) if a.starts_with("switchyard.dev/") => diags.push(file_error(
                 file,
                 start,
-                format!("unknown Switchyard resource {a} {k} (this version knows {API_VERSION} Provider, LLMRoute, VirtualKey, LLMGateway)"),
+                format!("unknown Switchyard resource {a} {k} (this version knows {API_VERSION} Provider, LLMRoute, VirtualKey, Budget, LLMGateway)"),
             )),
             // Other Kubernetes objects may live beside ours (a kustomization's Deployment...).
             _ => {}
@@ -352,7 +359,7 @@ macro_rules! cel_check {
         }
     )*};
 }
-cel_check!(Provider, LLMRoute, VirtualKey, LLMGateway);
+cel_check!(Provider, LLMRoute, VirtualKey, TeamBudget, LLMGateway);
 
 impl CelCheck for Secret {
     fn cel_errors(&self) -> Vec<(String, String)> {

@@ -1,6 +1,6 @@
 //! The shared-state contract between gateways (which write it) and the operator (which reads
-//! it for VirtualKey status and cleans it up when a key is deleted): budget periods and the
-//! Redis key names.
+//! it for VirtualKey and Budget status and cleans it up when a key is deleted): budget periods
+//! and the Redis key names.
 //!
 //! Periods start at UTC boundaries: midnight (daily), Monday midnight (weekly), the 1st of the
 //! month (monthly); `total` never resets. A period's id names its start (`d2026-11-25`,
@@ -17,6 +17,12 @@ const KEEP_AFTER_END_MS: i64 = 35 * DAY_MS;
 /// The shared-state scope of a virtual key: `k:<namespace>/<name>`.
 pub fn key_scope(namespace: &str, name: &str) -> String {
     format!("k:{namespace}/{name}")
+}
+
+/// The shared-state scope of a `Budget` over a group of keys: `t:<namespace>/<name>`. It holds
+/// only a spend counter and a reservation set per period (names as a key's).
+pub fn budget_scope(namespace: &str, name: &str) -> String {
+    format!("t:{namespace}/{name}")
 }
 
 /// Redis key names.

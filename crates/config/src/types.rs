@@ -33,6 +33,10 @@ pub struct GatewayConfig {
     /// Virtual keys, sorted by namespace then name.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Budgets over groups of keys (`Budget` resources), sorted by namespace then name; only
+    /// those that cover at least one of `keys`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<TeamBudgetConfig>,
 }
 
 impl GatewayConfig {
@@ -879,6 +883,28 @@ pub struct BudgetConfig {
     /// Alert webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookConfig>,
+}
+
+/// A budget shared by a group of keys of one namespace (a `Budget` resource): a request of any
+/// of its keys is admitted only when this budget, too, has room.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TeamBudgetConfig {
+    /// Namespace; only keys of this namespace are covered.
+    pub namespace: String,
+    /// Name of the Budget resource.
+    pub name: String,
+    /// Limit, period, action, alert thresholds and webhook.
+    pub budget: BudgetConfig,
+    /// Names of the covered VirtualKeys (of `namespace`), sorted.
+    pub keys: Vec<String>,
+}
+
+impl TeamBudgetConfig {
+    /// `namespace/name`, for messages, alerts and metrics.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
 }
 
 /// Spend alert webhook.

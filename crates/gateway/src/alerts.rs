@@ -1,5 +1,6 @@
 //! Spend alerts: when a key's spend in a period reaches one of its budget's thresholds
-//! (percent of `maxSpend`), its webhook gets one signed POST, retried until it answers 2xx.
+//! (percent of `maxSpend`), its webhook gets one signed POST, retried until it answers 2xx. A
+//! Budget over a group of keys alerts the same way, through its own thresholds and webhook.
 //!
 //! Once per threshold per period across the fleet: a replica claims the threshold with a
 //! shared mark before sending, and gives the claim back if every retry failed, so a later
@@ -17,7 +18,7 @@ use serde_json::json;
 use sha2::Sha256;
 use switchyard_config::{BudgetConfig, BudgetPeriod, WebhookConfig};
 
-use crate::budget::{BudgetGauges, Clock, Period};
+use crate::budget::{BudgetGauges, Clock, Period, TeamBudget};
 use crate::metrics::Metrics;
 use crate::runtime::Key;
 use crate::state::SharedState;
@@ -82,12 +83,51 @@ impl Alerts {
             return;
         };
         self.budgets.observe(key, period, spend);
+        let body = {
+            let (key, budget, period) = (key.clone(), budget.clone(), period.clone());
+            move |threshold| alert_body(&key, &budget, &period, threshold, spend)
+        };
+        self.due(state, &key.scope, &key.id, budget, period, spend, body);
+    }
+
+    /// The same for a Budget over a group of keys, after a request of `key` (one it covers)
+    /// settled: the Budget's own thresholds and webhook, once per threshold per period.
+    pub(crate) fn check_team(
+        self: &Arc<Self>,
+        state: &Arc<dyn SharedState>,
+        team: &Arc<TeamBudget>,
+        key: &Key,
+        period: &Period,
+        spend: f64,
+    ) {
+        self.budgets.observe_team(team, period, spend);
+        let body = {
+            let (team, key_id, period) = (team.clone(), key.id.clone(), period.clone());
+            move |threshold| team_alert_body(&team, &key_id, &period, threshold, spend)
+        };
+        self.due(state, &team.scope, &team.id, &team.config.budget, period, spend, body);
+    }
+
+    /// Claims and sends each threshold of `budget` (of shared-state scope `scope`) reached at
+    /// `spend` that this process has not seen yet.
+    #[allow(clippy::too_many_arguments)]
+    fn due(
+        self: &Arc<Self>,
+        state: &Arc<dyn SharedState>,
+        scope: &str,
+        who: &str,
+        budget: &BudgetConfig,
+        period: &Period,
+        spend: f64,
+        body: impl Fn(u32) -> Vec<u8> + Clone + Send + 'static,
+    ) {
         for threshold in reached(budget, spend) {
-            let id = format!("alert:{}:{}:{threshold}", key.scope, period.id);
+            let id = format!("alert:{scope}:{}:{threshold}", period.id);
             if !self.first_time(&id) {
                 continue;
             }
-            let (alerts, state, key, period) = (self.clone(), state.clone(), key.clone(), period.clone());
+            let (alerts, state, period, body) = (self.clone(), state.clone(), period.clone(), body.clone());
+            let (hook, who) = (budget.webhook.clone(), who.to_owned());
             tokio::spawn(async move {
                 let keep = Duration::from_millis(
                     u64::try_from(period.keep_ms(alerts.clock.now_ms()).unwrap_or(400 * 86_400_000)).unwrap_or(0),
@@ -102,17 +142,10 @@ impl Alerts {
                         return;
                     }
                 }
-                let Some(budget) = key.config.budget.as_ref() else {
-                    return;
-                };
-                let delivered = match &budget.webhook {
-                    Some(hook) => {
-                        alerts
-                            .deliver(hook, &id, &alert_body(&key, budget, &period, threshold, spend))
-                            .await
-                    }
+                let delivered = match &hook {
+                    Some(hook) => alerts.deliver(hook, &id, &body(threshold)).await,
                     None => {
-                        tracing::warn!(key = %key.id, threshold, spend, "budget threshold reached (no webhook)");
+                        tracing::warn!(budget = %who, threshold, spend, "budget threshold reached (no webhook)");
                         true
                     }
                 };
@@ -166,12 +199,7 @@ impl Alerts {
 }
 
 fn alert_body(key: &Key, budget: &BudgetConfig, period: &Period, threshold: u32, spend: f64) -> Vec<u8> {
-    let period_kind = match budget.period {
-        BudgetPeriod::Daily => "daily",
-        BudgetPeriod::Weekly => "weekly",
-        BudgetPeriod::Monthly => "monthly",
-        BudgetPeriod::Total => "total",
-    };
+    let period_kind = period_kind(budget.period);
     json!({
         "type": "budget.threshold",
         "key": key.id,
@@ -182,6 +210,40 @@ fn alert_body(key: &Key, budget: &BudgetConfig, period: &Period, threshold: u32,
         "spend": spend,
         "maxSpend": budget.max_spend,
         "period": period_kind,
+        "periodId": period.id,
+        "periodStart": period.start_rfc3339(),
+        "action": match budget.action {
+            switchyard_config::BudgetAction::Block => "block",
+            switchyard_config::BudgetAction::Alert => "alert",
+        },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn period_kind(p: BudgetPeriod) -> &'static str {
+    match p {
+        BudgetPeriod::Daily => "daily",
+        BudgetPeriod::Weekly => "weekly",
+        BudgetPeriod::Monthly => "monthly",
+        BudgetPeriod::Total => "total",
+    }
+}
+
+/// The alert of a Budget over a group of keys: `team_budget.threshold`, naming the Budget and
+/// the key whose request crossed the threshold.
+fn team_alert_body(team: &TeamBudget, key: &str, period: &Period, threshold: u32, spend: f64) -> Vec<u8> {
+    let budget = &team.config.budget;
+    json!({
+        "type": "team_budget.threshold",
+        "budget": team.id,
+        "namespace": team.config.namespace,
+        "name": team.config.name,
+        "key": key,
+        "thresholdPercent": threshold,
+        "spend": spend,
+        "maxSpend": budget.max_spend,
+        "period": period_kind(budget.period),
         "periodId": period.id,
         "periodStart": period.start_rfc3339(),
         "action": match budget.action {

@@ -1,6 +1,6 @@
-//! The gateway's clock for limits and budgets, and the budget gauges by key team. Budget
-//! periods are part of the shared-state contract with the operator, in
-//! `switchyard_config::shared_state`.
+//! The gateway's clock for limits and budgets, the budgets over groups of keys
+//! ([`TeamBudget`]), and the budget gauges by key team and by Budget. Budget periods are part of
+//! the shared-state contract with the operator, in `switchyard_config::shared_state`.
 //!
 //! The clock can be offset for tests (`SWITCHYARD_CLOCK_OFFSET_SECS`) so a period boundary
 //! can be reached in seconds; it moves budget periods and in-memory rate windows (Redis places
@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
+
+use switchyard_config::TeamBudgetConfig;
 
 use crate::metrics::Metrics;
 
@@ -50,6 +52,35 @@ impl Clock {
     }
 }
 
+/// A `Budget` over a group of keys, as the gateway runs it: every key it covers holds an `Arc`
+/// of it (`Key::budgets`).
+#[derive(Debug)]
+pub struct TeamBudget {
+    /// Its config.
+    pub config: TeamBudgetConfig,
+    /// `namespace/name`, for messages, alerts and metrics.
+    pub id: String,
+    /// Its scope in the shared state (`t:namespace/name`): a spend counter and a reservation set
+    /// per period, as a key's budget has.
+    pub scope: String,
+}
+
+impl TeamBudget {
+    /// A Budget from its config.
+    pub fn new(config: TeamBudgetConfig) -> Self {
+        Self {
+            id: config.id(),
+            scope: switchyard_config::shared_state::budget_scope(&config.namespace, &config.name),
+            config,
+        }
+    }
+
+    /// Whether it refuses requests when spent (`action: block`).
+    pub fn enforces(&self) -> bool {
+        self.config.budget.action == switchyard_config::BudgetAction::Block
+    }
+}
+
 /// The latest known spend of every key with a budget that this replica settled a request for,
 /// summed into the `switchyard_budget_*` gauges by key team when metrics are scraped. The spend
 /// is the fleet's (it comes back from the shared state), so any replica's figure is current;
@@ -57,6 +88,8 @@ impl Clock {
 #[derive(Default)]
 pub(crate) struct BudgetGauges {
     keys: Mutex<HashMap<String, Tracked>>,
+    /// The same for Budgets over groups of keys, by (namespace, name).
+    teams: Mutex<HashMap<(String, String), Tracked>>,
 }
 
 struct Tracked {
@@ -96,9 +129,40 @@ impl BudgetGauges {
         }
     }
 
+    /// Records a Budget's spend in its current period. Settlements finish in any order, and
+    /// spend only grows within a period: an older, smaller figure never replaces a newer one.
+    pub(crate) fn observe_team(&self, budget: &TeamBudget, period: &Period, spend: f64) {
+        let mut teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (budget.config.namespace.clone(), budget.config.name.clone());
+        let spend = match teams.get(&id) {
+            Some(t) if t.period_end_ms == period.end_ms => t.spend.max(spend),
+            _ => spend,
+        };
+        teams.insert(
+            id,
+            Tracked {
+                team: String::new(),
+                max_spend: budget.config.budget.max_spend,
+                spend,
+                period_end_ms: period.end_ms,
+            },
+        );
+    }
+
     /// Sets the gauges: remaining USD summed over a team's keys, and the highest fraction of a
-    /// budget any of its keys has used.
+    /// budget any of its keys has used; and each Budget's spend and maximum.
     pub(crate) fn publish(&self, metrics: &Metrics, now_ms: i64) {
+        {
+            let mut teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
+            teams.retain(|_, t| t.period_end_ms.is_none_or(|end| end > now_ms));
+            metrics.team_budget_spend.reset();
+            metrics.team_budget_max.reset();
+            for ((ns, name), t) in teams.iter() {
+                let labels = [ns.as_str(), name.as_str()];
+                metrics.team_budget_spend.with_label_values(&labels).set(t.spend);
+                metrics.team_budget_max.with_label_values(&labels).set(t.max_spend);
+            }
+        }
         let mut by_team: HashMap<&str, (f64, f64)> = HashMap::new();
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         keys.retain(|_, t| t.period_end_ms.is_none_or(|end| end > now_ms));
@@ -154,6 +218,35 @@ mod tests {
         // The next day the period is over: the series go until the keys spend again.
         g.publish(&metrics, today.end_ms.unwrap());
         assert!(!metrics.render().contains("switchyard_budget_used_ratio{"));
+    }
+
+    #[test]
+    fn a_budget_gauge_never_goes_back_within_a_period() {
+        let metrics = Metrics::new().unwrap();
+        let g = BudgetGauges::default();
+        let now = 1_795_614_310_000;
+        let today = Period::of(switchyard_config::BudgetPeriod::Daily, now);
+        let team = TeamBudget::new(
+            serde_json::from_value(serde_json::json!({
+                "namespace": "apps", "name": "search", "keys": ["a"],
+                "budget": {"maxSpend": 10.0, "period": "daily", "action": "block", "alertThresholds": []},
+            }))
+            .unwrap(),
+        );
+        let get = |m: &prometheus::GaugeVec| m.with_label_values(&["apps", "search"]).get();
+        // Two settlements finish out of order: the later figure stays.
+        g.observe_team(&team, &today, 4.0);
+        g.observe_team(&team, &today, 3.5);
+        g.publish(&metrics, now);
+        assert!((get(&metrics.team_budget_spend) - 4.0).abs() < 1e-9);
+        assert!((get(&metrics.team_budget_max) - 10.0).abs() < 1e-9);
+        // A new period starts from its own figure; the old one goes when its period ends.
+        let tomorrow = Period::of(switchyard_config::BudgetPeriod::Daily, today.end_ms.unwrap());
+        g.observe_team(&team, &tomorrow, 0.5);
+        g.publish(&metrics, today.end_ms.unwrap());
+        assert!((get(&metrics.team_budget_spend) - 0.5).abs() < 1e-9);
+        g.publish(&metrics, tomorrow.end_ms.unwrap());
+        assert!(!metrics.render().contains("switchyard_team_budget_spend_usd{"));
     }
 
     #[test]

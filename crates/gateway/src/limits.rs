@@ -1,5 +1,6 @@
 //! Limits: a key's requests and tokens per minute, requests in flight and budget reservation,
-//! checked in one atomic step right after authentication. (A Provider's quota is the routing's,
+//! checked in one atomic step right after authentication, and the reservations on the Budgets
+//! over groups of keys that cover the key (one atomic step each, taken first). (A Provider's quota is the routing's,
 //! taken in the same shared state when a backend is chosen: `route::quota`; a backend's own
 //! limits are per process, `route::meters`.)
 //!
@@ -21,7 +22,7 @@ use switchyard_config::{BudgetAction, BudgetPeriod};
 use switchyard_providers::Json;
 
 use crate::alerts::Alerts;
-use crate::budget::{Clock, Period};
+use crate::budget::{Clock, Period, TeamBudget};
 use crate::error::GatewayError;
 #[cfg(test)]
 use crate::estimate::completion_cap;
@@ -253,11 +254,25 @@ pub(crate) struct Admission {
     period: Period,
     member: Option<String>,
     local: bool,
+    /// What it holds on each Budget over a group of keys that covers the key.
+    teams: Vec<TeamHold>,
     headers: RateHeaders,
     settled: bool,
-    /// Its entry among the holds the renewer keeps alive.
-    open: Option<u64>,
+    /// Its entries among the holds the renewer keeps alive.
+    open: Vec<u64>,
 }
+
+/// A request's part in one Budget over a group of keys: its reservation (when the Budget
+/// blocks) and the period its spend goes to.
+struct TeamHold {
+    budget: Arc<TeamBudget>,
+    period: Period,
+    member: Option<String>,
+    local: bool,
+}
+
+/// A release of one Budget over a group of keys, with what its alerts need.
+type TeamRelease = (Arc<TeamBudget>, Period, Release);
 
 impl Admission {
     /// The headers for the response.
@@ -265,7 +280,8 @@ impl Admission {
         &self.headers
     }
 
-    /// Releases what the request held and adds its real cost to the key's spend (alerts follow).
+    /// Releases what the request held and adds its real cost to the key's spend and to the
+    /// spend of every Budget that covers the key (alerts follow).
     pub(crate) fn settle(mut self, cost: f64, tokens: Option<u64>) {
         self.settle_inner(cost, tokens);
     }
@@ -274,13 +290,14 @@ impl Admission {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        if let Some(id) = self.open.take() {
+        for id in self.open.drain(..) {
             self.limits.close(id);
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
-        };
+        }
         let now_ms = self.limits.clock.now_ms();
+        let cost = cost.max(0.0);
         let rel = Release {
             scope: self.key.scope.clone(),
             now_ms,
@@ -295,34 +312,96 @@ impl Admission {
             settle: Some(Settle {
                 period: self.period.id.clone(),
                 member: self.member.take(),
-                cost: cost.max(0.0),
+                cost,
                 keep_ms: self.period.keep_ms(now_ms),
             }),
             local: self.local,
         };
-        let state = self.limits.state.get();
-        if state.backend() == Backend::Memory {
-            // In memory a release completes on its first poll: no task needed on the hot path.
-            if let Some(Ok(Some(spend))) = state.release(&rel).now_or_never() {
-                self.limits.alerts.check(state, &self.key, &self.period, spend);
-            }
+        let teams = self.team_releases(now_ms, cost);
+        dispatch(&self.limits, &self.key, Some((rel, self.period.clone())), teams);
+    }
+
+    /// Releases of the Budgets over groups of keys: the reservation, and `cost` added to each.
+    fn team_releases(&mut self, now_ms: i64, cost: f64) -> Vec<TeamRelease> {
+        self.teams
+            .drain(..)
+            // Nothing held and nothing spent: nothing to write.
+            .filter(|t| t.member.is_some() || cost > 0.0)
+            .map(|t| {
+                let rel = Release {
+                    scope: t.budget.scope.clone(),
+                    now_ms,
+                    settle: Some(Settle {
+                        period: t.period.id.clone(),
+                        member: t.member,
+                        cost,
+                        keep_ms: t.period.keep_ms(now_ms),
+                    }),
+                    local: t.local,
+                    ..Release::default()
+                };
+                (t.budget, t.period, rel)
+            })
+            .collect()
+    }
+
+    /// A refusal: gives back the reservations taken on Budgets over groups of keys (nothing
+    /// was taken from the key itself) and spends nothing.
+    fn give_back(&mut self) {
+        if std::mem::replace(&mut self.settled, true) {
             return;
         }
-        self.limits.settling.running.fetch_add(1, Ordering::AcqRel);
-        let guard = SettlingGuard(self.limits.clone());
-        let key = self.key.clone();
-        let period = self.period.clone();
-        rt.spawn(async move {
-            let limits = guard.0.clone();
-            let state = limits.state.get();
-            match state.release(&rel).await {
-                Ok(Some(spend)) => limits.alerts.check(state, &key, &period, spend),
+        for id in self.open.drain(..) {
+            self.limits.close(id);
+        }
+        self.teams.retain(|t| t.member.is_some());
+        if self.teams.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let teams = self.team_releases(self.limits.clock.now_ms(), 0.0);
+        dispatch(&self.limits, &self.key, None, teams);
+    }
+}
+
+/// Runs the releases of a request (its key's, its Budgets') and checks alerts on the spend
+/// they return. In memory a release completes on its first poll: no task on the hot path.
+fn dispatch(limits: &Arc<Limits>, key: &Arc<Key>, own: Option<(Release, Period)>, teams: Vec<TeamRelease>) {
+    let state = limits.state.get();
+    if state.backend() == Backend::Memory {
+        if let Some((rel, period)) = &own {
+            if let Some(Ok(Some(spend))) = state.release(rel).now_or_never() {
+                limits.alerts.check(state, key, period, spend);
+            }
+        }
+        for (team, period, rel) in &teams {
+            if let Some(Ok(Some(spend))) = state.release(rel).now_or_never() {
+                limits.alerts.check_team(state, team, key, period, spend);
+            }
+        }
+        return;
+    }
+    limits.settling.running.fetch_add(1, Ordering::AcqRel);
+    let guard = SettlingGuard(limits.clone());
+    let key = key.clone();
+    tokio::spawn(async move {
+        let limits = guard.0.clone();
+        let state = limits.state.get();
+        if let Some((rel, period)) = &own {
+            match state.release(rel).await {
+                Ok(Some(spend)) => limits.alerts.check(state, &key, period, spend),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, key = %key.id, "settling a request failed"),
             }
-            drop(guard);
-        });
-    }
+        }
+        for (team, period, rel) in &teams {
+            match state.release(rel).await {
+                Ok(Some(spend)) => limits.alerts.check_team(state, team, &key, period, spend),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, key = %key.id, budget = %team.id, "settling a request failed"),
+            }
+        }
+        drop(guard);
+    });
 }
 
 impl Drop for Admission {
@@ -332,8 +411,13 @@ impl Drop for Admission {
     }
 }
 
-/// Checks the key's limits and reserves its budget. Keys without limits or a blocking budget
-/// skip the shared state; they are still settled, so their spend is counted.
+/// Checks the key's limits and reserves its budget and the budgets of every Budget over a
+/// group of keys that covers it: admitted only if all have room. Keys without limits or a
+/// blocking budget skip the shared state; they are still settled, so their spend is counted.
+///
+/// The Budgets are reserved first, one atomic step each (their scopes live apart, in Redis
+/// Cluster too), then the key's own limits; a refusal anywhere gives back what was reserved,
+/// so a refused request holds nothing and spends nothing.
 pub(crate) async fn admit(
     limits: &Arc<Limits>,
     key: &Arc<Key>,
@@ -350,6 +434,17 @@ pub(crate) async fn admit(
         tpm: cfg.limits.tpm,
         snapshot: Snapshot::default(),
     };
+    let teams: Vec<TeamHold> = key
+        .budgets
+        .iter()
+        .map(|b| TeamHold {
+            budget: b.clone(),
+            period: Period::of(b.config.budget.period, now_ms),
+            member: None,
+            local: false,
+        })
+        .collect();
+    let teams_enforce = teams.iter().any(|t| t.budget.enforces());
     let mut admission = Admission {
         limits: limits.clone(),
         key: key.clone(),
@@ -358,11 +453,13 @@ pub(crate) async fn admit(
         period,
         member: None,
         local: false,
+        teams,
         headers,
         settled: false,
-        open: None,
+        open: Vec::new(),
     };
-    if cfg.limits.is_unlimited() && !enforce {
+    let own_limits = !cfg.limits.is_unlimited() || enforce;
+    if !own_limits && !teams_enforce {
         return Ok(admission);
     }
     let measured = Prompt::measure(request);
@@ -370,10 +467,80 @@ pub(crate) async fn admit(
     let cap = measured.max_completion;
     let tokens = prompt + cap.unwrap_or(0);
     let lease = format!("{:016x}", rand::random::<u64>());
+    let reserve = if enforce || teams_enforce {
+        worst_cost(route, prompt, cap)
+    } else {
+        0.0
+    };
+    let route_label = format!("{}/{}", route.config.namespace, route.config.model);
+    for i in 0..admission.teams.len() {
+        let t = &admission.teams[i];
+        if !t.budget.enforces() {
+            continue;
+        }
+        let hold = Hold {
+            period: t.period.id.clone(),
+            max_spend: t.budget.config.budget.max_spend,
+            reserve,
+            enforce: true,
+            resets_in_ms: t.period.resets_in_ms(now_ms),
+        };
+        let req = Acquire {
+            scope: t.budget.scope.clone(),
+            now_ms,
+            lease: lease.clone(),
+            lease_ttl_ms: limits.lease_ttl_ms,
+            budget: Some(hold.clone()),
+            ..Acquire::default()
+        };
+        let verdict = limits.state.get().acquire(&req).await;
+        let error = match verdict {
+            Ok(Verdict::Granted { local, .. }) => {
+                let t = &mut admission.teams[i];
+                t.member = Some(hold.member(&lease));
+                t.local = local;
+                continue;
+            }
+            Ok(Verdict::Refused {
+                reason,
+                retry_after_ms,
+                snapshot,
+            }) => {
+                let label = if reason == Reason::BudgetHeld {
+                    "team_budget_held"
+                } else {
+                    "team_budget"
+                };
+                limits
+                    .metrics
+                    .limited
+                    .with_label_values(&[route_label.as_str(), label])
+                    .inc();
+                team_refusal(t, key, reason, retry_after_ms, &snapshot)
+            }
+            Err(e) => {
+                limits
+                    .metrics
+                    .limited
+                    .with_label_values(&[route_label.as_str(), "unavailable"])
+                    .inc();
+                unavailable(&e)
+            }
+        };
+        admission.give_back();
+        return Err(Refused {
+            error,
+            headers: admission.headers.clone(),
+        });
+    }
+    if !own_limits {
+        admission.renew_teams(now_ms);
+        return Ok(admission);
+    }
     let hold = budget.filter(|_| enforce).map(|b| Hold {
         period: admission.period.id.clone(),
         max_spend: b.max_spend,
-        reserve: worst_cost(route, prompt, cap),
+        reserve,
         enforce: true,
         resets_in_ms: admission.period.resets_in_ms(now_ms),
     });
@@ -389,7 +556,6 @@ pub(crate) async fn admit(
         budget: hold.clone(),
     };
     let verdict = limits.state.get().acquire(&req).await;
-    let route_label = format!("{}/{}", route.config.namespace, route.config.model);
     match verdict {
         Ok(Verdict::Granted { snapshot, local }) => {
             admission.headers.snapshot = snapshot;
@@ -399,15 +565,17 @@ pub(crate) async fn admit(
             admission.tokens = cfg.limits.tpm.map(|_| (snapshot.at_ms.div_euclid(1000), tokens));
             admission.member = hold.map(|h| h.member(&lease));
             if admission.lease.is_some() || admission.member.is_some() {
-                admission.open = Some(limits.hold_open(Renew {
+                let id = limits.hold_open(Renew {
                     scope: key.scope.clone(),
                     now_ms,
                     lease: admission.lease.clone(),
                     hold: admission.member.clone().map(|m| (admission.period.id.clone(), m)),
                     lease_ttl_ms: limits.lease_ttl_ms,
                     local,
-                }));
+                });
+                admission.open.push(id);
             }
+            admission.renew_teams(now_ms);
             Ok(admission)
         }
         Ok(Verdict::Refused {
@@ -415,7 +583,7 @@ pub(crate) async fn admit(
             retry_after_ms,
             snapshot,
         }) => {
-            admission.settled = true;
+            admission.give_back();
             limits
                 .metrics
                 .limited
@@ -427,7 +595,7 @@ pub(crate) async fn admit(
             Err(Refused { error, headers })
         }
         Err(e) => {
-            admission.settled = true;
+            admission.give_back();
             limits
                 .metrics
                 .limited
@@ -438,6 +606,64 @@ pub(crate) async fn admit(
                 headers: admission.headers.clone(),
             })
         }
+    }
+}
+
+impl Admission {
+    /// Hands the reservations on Budgets over groups of keys to the renewer.
+    fn renew_teams(&mut self, now_ms: i64) {
+        for t in &self.teams {
+            if let Some(m) = &t.member {
+                let id = self.limits.hold_open(Renew {
+                    scope: t.budget.scope.clone(),
+                    now_ms,
+                    lease: None,
+                    hold: Some((t.period.id.clone(), m.clone())),
+                    lease_ttl_ms: self.limits.lease_ttl_ms,
+                    local: t.local,
+                });
+                self.open.push(id);
+            }
+        }
+    }
+}
+
+/// The refusal of a Budget over a group of keys: the shape, status and codes of a key budget's
+/// refusal, naming the Budget.
+fn team_refusal(t: &TeamHold, key: &Key, reason: Reason, retry_after_ms: Option<i64>, s: &Snapshot) -> GatewayError {
+    let retry_after = retry_after_ms.map(|ms| Duration::from_millis(u64::try_from(ms.max(1)).unwrap_or(1)));
+    let (budget, key_id) = (&t.budget.id, &key.id);
+    let max = t.budget.config.budget.max_spend;
+    let (code, message) = if reason == Reason::BudgetHeld {
+        (
+            "budget_reserved",
+            format!(
+                "The rest of Budget `{budget}` (spent ${:.6} of ${max:.6}), which key `{key_id}` falls under, is reserved by requests in flight. Please try again in {}.",
+                s.spend,
+                retry_after_ms.map(fmt_reset).unwrap_or_default()
+            ),
+        )
+    } else {
+        let reset = t
+            .period
+            .end_ms
+            .map(|e| format!(" It resets at {}.", crate::budget::rfc3339(e)))
+            .unwrap_or_default();
+        (
+            "budget_exceeded",
+            format!(
+                "Budget exceeded for Budget `{budget}`, which key `{key_id}` falls under: spent ${:.6} of ${max:.6} this period.{reset}",
+                s.spend
+            ),
+        )
+    };
+    GatewayError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message,
+        kind: "insufficient_quota",
+        code: Some(code.to_owned()),
+        param: None,
+        retry_after,
     }
 }
 
@@ -555,6 +781,9 @@ pub(crate) fn worst_cost(route: &Route, prompt: u64, cap: Option<u64>) -> f64 {
 }
 
 #[cfg(test)]
+mod team_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::Runtime;
@@ -601,7 +830,7 @@ mod tests {
         assert_eq!(reserve(&route, Some(16)), 0.0);
     }
 
-    fn priced_route(model: &str, backends: &[(f64, f64, Option<u32>)]) -> RouteConfig {
+    pub(super) fn priced_route(model: &str, backends: &[(f64, f64, Option<u32>)]) -> RouteConfig {
         let backends: Vec<_> = backends
             .iter()
             .enumerate()
@@ -621,7 +850,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn config(routes: Vec<RouteConfig>) -> switchyard_config::GatewayConfig {
+    pub(super) fn config(routes: Vec<RouteConfig>) -> switchyard_config::GatewayConfig {
         switchyard_config::GatewayConfig {
             version: switchyard_config::SCHEMA_VERSION,
             routes,

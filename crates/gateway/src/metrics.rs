@@ -22,8 +22,9 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     /// Spend in USD by route and key team.
     pub spend: CounterVec,
-    /// Requests refused by a key's limits or budget, by route and reason (rpm, tpm, parallel,
-    /// budget, budget_held, unavailable).
+    /// Requests refused by a key's limits or budget, or by a `Budget` over its group of keys, by
+    /// route and reason (rpm, tpm, parallel, budget, budget_held, team_budget, team_budget_held,
+    /// unavailable).
     pub limited: IntCounterVec,
     /// Response cache lookups by route and result (hit, miss).
     pub cache: IntCounterVec,
@@ -31,6 +32,11 @@ pub struct Metrics {
     pub budget_remaining: GaugeVec,
     /// Highest fraction of its budget any key of the team has spent this period.
     pub budget_used: GaugeVec,
+    /// Spend of each `Budget` (over a group of keys) in its current period, USD, by namespace
+    /// and Budget name.
+    pub team_budget_spend: GaugeVec,
+    /// `maxSpend` of each `Budget`, USD, by namespace and Budget name.
+    pub team_budget_max: GaugeVec,
     /// Spend alerts by result (delivered, failed).
     pub alerts: IntCounterVec,
     /// Requests in flight.
@@ -126,6 +132,17 @@ impl Metrics {
             ),
             &["team"],
         )?;
+        let team_budget_spend = GaugeVec::new(
+            Opts::new(
+                "switchyard_team_budget_spend_usd",
+                "Spend of each Budget (over a group of keys) in its current period, USD, as of the last request this replica settled.",
+            ),
+            &["namespace", "budget"],
+        )?;
+        let team_budget_max = GaugeVec::new(
+            Opts::new("switchyard_team_budget_max_usd", "maxSpend of each Budget, USD."),
+            &["namespace", "budget"],
+        )?;
         let alerts = IntCounterVec::new(
             Opts::new("switchyard_spend_alerts_total", "Spend alerts by result."),
             &["result"],
@@ -152,6 +169,8 @@ impl Metrics {
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(budget_remaining.clone()))?;
         registry.register(Box::new(budget_used.clone()))?;
+        registry.register(Box::new(team_budget_spend.clone()))?;
+        registry.register(Box::new(team_budget_max.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(reload_failures.clone()))?;
         registry.register(Box::new(stream_errors.clone()))?;
@@ -224,6 +243,8 @@ impl Metrics {
             alerts,
             budget_remaining,
             budget_used,
+            team_budget_spend,
+            team_budget_max,
             config_generation,
             reload_failures,
             stream_errors,

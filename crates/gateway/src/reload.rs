@@ -108,6 +108,8 @@ mod tests {
         served: Arc<Mutex<Vec<u64>>>,
     }
 
+    // A test's script of changes: a few values, never copied in bulk.
+    #[allow(clippy::large_enum_variant)]
     enum Step {
         Config(GatewayConfig, Option<u64>),
         Nothing,

@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use switchyard_config::{GatewayConfig, KeyConfig, Price, ProviderConfig, RouteConfig, RouteMode, MAX_FALLBACK_DEPTH};
 use switchyard_providers::Operation;
 
+use crate::budget::TeamBudget;
 use crate::error::GatewayError;
 
 /// Whether a route in `mode` serves `op`: chat routes serve chat, responses and completions;
@@ -54,6 +55,9 @@ pub struct Key {
     /// Its scope in the shared state (`k:namespace/name`): limits and spend follow the
     /// VirtualKey across key rotations and config reloads.
     pub scope: String,
+    /// The Budgets over groups of keys that cover this key: a request is admitted only when
+    /// each of them has room too (`limits::admit`).
+    pub budgets: Vec<Arc<TeamBudget>>,
 }
 
 impl Key {
@@ -65,6 +69,7 @@ impl Key {
             scope: switchyard_config::shared_state::key_scope(&config.namespace, &config.name),
             id,
             config,
+            budgets: Vec::new(),
         }
     }
 
@@ -165,9 +170,24 @@ impl Runtime {
                 routes.insert((r.namespace.clone(), name.clone()), route.clone());
             }
         }
+        let mut covering: HashMap<(&str, &str), Vec<Arc<TeamBudget>>> = HashMap::new();
+        for b in &config.budgets {
+            let budget = Arc::new(TeamBudget::new(b.clone()));
+            for k in &b.keys {
+                covering
+                    .entry((b.namespace.as_str(), k.as_str()))
+                    .or_default()
+                    .push(budget.clone());
+            }
+        }
         let mut keys = HashMap::new();
         for k in &config.keys {
-            let key = Arc::new(Key::new(k.clone()));
+            let key = Arc::new(Key {
+                budgets: covering
+                    .remove(&(k.namespace.as_str(), k.name.as_str()))
+                    .unwrap_or_default(),
+                ..Key::new(k.clone())
+            });
             for h in &k.hashes {
                 let mut raw = [0u8; 32];
                 if hex::decode_to_slice(&h.sha256, &mut raw).is_ok() {

@@ -207,6 +207,7 @@ async fn controllers(
         client.clone(),
         ctx.caches.gateways.clone(),
         ctx.caches.keys.clone(),
+        ctx.caches.budgets.clone(),
         ctx.redis.clone(),
         opts.spend_interval,
         stop.clone(),

@@ -191,12 +191,14 @@ pub fn rbac_rules() -> Vec<PolicyRule> {
         ),
         // `patch`: the finalizer that deletes a key's Redis counters before the key goes.
         rule("switchyard.dev", &["virtualkeys"], &["get", "list", "watch", "patch"]),
+        rule("switchyard.dev", &["budgets"], &["get", "list", "watch"]),
         rule(
             "switchyard.dev",
             &[
                 "providers/status",
                 "llmroutes/status",
                 "virtualkeys/status",
+                "budgets/status",
                 "llmgateways/status",
             ],
             &["get", "patch", "update"],

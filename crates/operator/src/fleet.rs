@@ -303,5 +303,22 @@ pub fn fleet_manifests(
     m
 }
 
+/// Adds the Budgets of the namespaces whose keys `m` holds, with their webhook signing Secrets
+/// (`compile` keeps only the Budgets that cover a key the fleet serves).
+pub fn add_budgets(
+    m: &mut Manifests,
+    budgets: &[Arc<switchyard_api::TeamBudget>],
+    secret: &dyn Fn(&str, &str) -> Option<Arc<Secret>>,
+) {
+    let namespaces: BTreeSet<String> = m.keys.iter().map(ns).collect();
+    for b in budgets.iter().filter(|b| namespaces.contains(&ns(&***b))) {
+        let sref = b.spec.webhook.as_ref().and_then(|w| w.signing_secret_ref.as_ref());
+        if let Some(s) = sref.and_then(|r| secret(&ns(&**b), &r.name)) {
+            m.add_secret(&s);
+        }
+        m.budgets.push((**b).clone());
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@
 
 #[cfg(test)]
 mod api_tests;
+mod budgets;
 mod controller;
 mod desired;
 pub mod fleet;

@@ -21,7 +21,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use redis::aio::MultiplexedConnection;
 use switchyard_api::{LLMGateway, Spend, VirtualKey, VirtualKeyStatus};
-use switchyard_config::shared_state::{key_scope, redis_keys, Period};
+use switchyard_config::shared_state::{budget_scope, key_scope, redis_keys, Period};
 use switchyard_config::{BudgetPeriod, GatewayConfig, RedisConfig};
 use tokio::sync::{mpsc, watch};
 
@@ -39,11 +39,16 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys (namespace, name) and the period their spend is counted in.
 type KeyPeriods = BTreeMap<(String, String), BudgetPeriod>;
 
+/// Budgets over groups of keys (namespace, name): their period, `maxSpend` and how many keys
+/// they cover in the fleet.
+type BudgetPeriods = BTreeMap<(String, String), (BudgetPeriod, f64, u32)>;
+
 /// What the operator knows of one fleet's shared state.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct FleetState {
     pub redis: RedisConfig,
     pub keys: KeyPeriods,
+    pub budgets: BudgetPeriods,
 }
 
 impl FleetState {
@@ -59,7 +64,18 @@ impl FleetState {
                 ((k.namespace.clone(), k.name.clone()), period)
             })
             .collect();
-        Some(Self { redis, keys })
+        let budgets = config
+            .budgets
+            .iter()
+            .map(|b| {
+                let keys = u32::try_from(b.keys.len()).unwrap_or(u32::MAX);
+                (
+                    (b.namespace.clone(), b.name.clone()),
+                    (b.budget.period, b.budget.max_spend, keys),
+                )
+            })
+            .collect();
+        Some(Self { redis, keys, budgets })
     }
 }
 
@@ -238,6 +254,48 @@ impl FleetRedis {
         Ok(fold(readings))
     }
 
+    /// Reads the spend of every Budget every fleet serves, summed per Budget over servers.
+    pub async fn read_budgets(
+        &self,
+        now_ms: i64,
+    ) -> Result<BTreeMap<(String, String), crate::budgets::BudgetUsage>, Error> {
+        let mut by_server: BTreeMap<String, (RedisConfig, BudgetPeriods)> = BTreeMap::new();
+        for f in self.snapshot() {
+            let e = by_server
+                .entry(f.redis.url.expose().to_owned())
+                .or_insert_with(|| (f.redis.clone(), BTreeMap::new()));
+            for (id, (period, max, keys)) in &f.budgets {
+                let entry = e.1.entry(id.clone()).or_insert((*period, *max, 0));
+                entry.2 = entry.2.max(*keys);
+            }
+        }
+        let mut readings = Vec::new();
+        for (cfg, budgets) in by_server.into_values() {
+            let budgets: Vec<_> = budgets.into_iter().collect();
+            for chunk in budgets.chunks(BATCH) {
+                let mut pipe = redis::pipe();
+                for ((ns, name), (period, _, _)) in chunk {
+                    let p = Period::of(*period, now_ms);
+                    pipe.get(redis_keys::spend(&budget_scope(ns, name), &p.id));
+                }
+                let values: Vec<Option<String>> = self.run(&cfg, &pipe).await?;
+                for (i, (id, (period, max_spend, keys))) in chunk.iter().enumerate() {
+                    let amount = values.get(i).cloned().flatten().and_then(|s| s.parse().ok());
+                    readings.push((
+                        id.clone(),
+                        crate::budgets::BudgetUsage {
+                            keys: *keys,
+                            max_spend: *max_spend,
+                            period: Period::of(*period, now_ms),
+                            amount: amount.unwrap_or(0.0),
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(crate::budgets::fold(readings))
+    }
+
     /// Deletes a key's counters from every fleet's Redis.
     pub async fn clean_up(&self, namespace: &str, name: &str, now_ms: i64) -> Result<(), Error> {
         let scope = key_scope(namespace, name);
@@ -345,6 +403,7 @@ pub(crate) async fn report(
     client: kube::Client,
     gateways: Store<LLMGateway>,
     keys: Store<VirtualKey>,
+    budgets: Store<switchyard_api::TeamBudget>,
     fleets: Arc<FleetRedis>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
@@ -380,6 +439,33 @@ pub(crate) async fn report(
         }
         if written > 0 {
             tracing::debug!(written, "VirtualKey spend updated");
+        }
+        report_budgets(&client, &budgets, &fleets, now_ms).await;
+    }
+}
+
+/// Writes the status of every Budget whose figures changed.
+async fn report_budgets(
+    client: &kube::Client,
+    budgets: &Store<switchyard_api::TeamBudget>,
+    fleets: &FleetRedis,
+    now_ms: i64,
+) {
+    let usage = match fleets.read_budgets(now_ms).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading Budget spend from the fleets' Redis failed; retrying next interval");
+            return;
+        }
+    };
+    let now = Time(Timestamp::from_millisecond(now_ms).unwrap_or_else(|_| Timestamp::now()));
+    for b in budgets.state() {
+        let id = (crate::fleet::ns(&*b), b.name_any());
+        let Some(new) = crate::budgets::updated_status(&b, usage.get(&id), &now) else {
+            continue;
+        };
+        if let Err(e) = crate::budgets::write(client, &id.0, &id.1, &new).await {
+            tracing::warn!(namespace = %id.0, budget = %id.1, error = %e, "writing Budget status failed");
         }
     }
 }

@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Serve the gateway: standalone on a folder of manifests (`--config DIR`).
     Gateway {
-        /// Folder of manifests (Provider, LLMRoute, VirtualKey, LLMGateway, Secret); watched and
+        /// Folder of manifests (Provider, LLMRoute, VirtualKey, Budget, LLMGateway, Secret); watched and
         /// reloaded on change.
         #[arg(long, value_name = "DIR", conflicts_with = "kubernetes")]
         config: Option<PathBuf>,

@@ -539,3 +539,220 @@ fn routes_and_keys_that_name_the_fleet_are_served_across_namespaces() {
     assert_eq!(c.config.keys.len(), 1);
     assert!(c.diagnostics.iter().all(|d| d.reason != REF_NOT_PERMITTED));
 }
+
+/// A VirtualKey `name` of `ns` with a Secret, `metadata.labels` and `spec.labels` as given.
+fn team_key(ns: &str, name: &str, meta_labels: &str, spec_labels: &str) -> String {
+    format!(
+        r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: VirtualKey
+metadata: {{name: {name}, namespace: {ns}, labels: {meta_labels}}}
+spec:
+  secretRef: {{name: {name}}}
+  labels: {spec_labels}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: {ns}}}
+stringData: {{key: sk-{ns}-{name}}}
+"#
+    )
+}
+
+const TEAM_BUDGETS: &str = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Budget
+metadata: {name: search, namespace: apps}
+spec:
+  selector: {matchLabels: {team: search}}
+  maxSpend: 50
+  period: daily
+  alertThresholds: [90, 50]
+  webhook: {url: "http://127.0.0.1:1/hook", signingSecretRef: {name: hook}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: hook, namespace: apps}
+stringData: {secret: whsec-team}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Budget
+metadata: {name: everyone, namespace: apps}
+spec:
+  maxSpend: 200
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Budget
+metadata: {name: not-ads, namespace: apps}
+spec:
+  selector:
+    matchExpressions: [{key: team, operator: NotIn, values: [ads]}, {key: tier, operator: Exists}]
+  maxSpend: 5
+  action: alert
+"#;
+
+fn team_fixture() -> Manifests {
+    let keys = [
+        team_key("apps", "alice", "{}", "{team: search, tier: gold}"),
+        // Selected by its metadata label.
+        team_key("apps", "bob", "{team: search}", "{}"),
+        // spec.labels win over metadata.labels.
+        team_key("apps", "carol", "{team: search}", "{team: ads, tier: gold}"),
+        // The same label in another namespace: never selected by a Budget of `apps`.
+        team_key("other", "mallory", "{team: search}", "{team: search, tier: gold}"),
+    ]
+    .join("---\n");
+    load(&[("keys.yaml", &keys), ("budgets.yaml", TEAM_BUDGETS)])
+}
+
+#[test]
+fn budgets_select_keys_of_their_own_namespace_by_label() {
+    let c = compile(&team_fixture(), &CompileOptions::default());
+    assert!(!c.has_errors(), "{:?}", messages(&c));
+    let covered: Vec<(String, Vec<&str>)> = c
+        .config
+        .budgets
+        .iter()
+        .map(|b| (b.id(), b.keys.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(
+        covered,
+        vec![
+            // An empty selector covers every key of the namespace, and only of it.
+            ("apps/everyone".to_owned(), vec!["alice", "bob", "carol"]),
+            ("apps/not-ads".to_owned(), vec!["alice"]),
+            ("apps/search".to_owned(), vec!["alice", "bob"]),
+        ]
+    );
+    let search = &c.config.budgets[2].budget;
+    assert_eq!(search.max_spend, 50.0);
+    assert_eq!(search.period, BudgetPeriod::Daily);
+    assert_eq!(search.action, BudgetAction::Block);
+    assert_eq!(search.alert_thresholds, vec![50, 90]);
+    let hook = search.webhook.as_ref().unwrap();
+    assert_eq!(hook.signing_secret.as_ref().map(|s| s.expose()), Some("whsec-team"));
+    let not_ads = &c.config.budgets[1].budget;
+    assert_eq!(not_ads.action, BudgetAction::Alert);
+    assert_eq!(c.config.budgets[0].budget.alert_thresholds, vec![50, 80, 100]);
+    assert_eq!(c.config.budgets[0].budget.period, BudgetPeriod::Monthly);
+    // The signing secret is in the config (gateways sign with it) but never in its Debug output.
+    assert!(!format!("{:?}", c.config).contains("whsec-team"));
+}
+
+#[test]
+fn a_budget_cannot_reach_keys_of_another_namespace() {
+    // A Budget in `other` with an empty selector covers mallory only; one in a namespace with no
+    // key covers nothing and is not compiled (and says so).
+    let extra = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Budget
+metadata: {name: grab-all, namespace: other}
+spec: {maxSpend: 1}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Budget
+metadata: {name: grab-all, namespace: empty}
+spec: {maxSpend: 1}
+"#;
+    let mut m = team_fixture();
+    assert!(m.add_yaml("extra.yaml", extra, &|_| None).is_empty());
+    let c = compile(&m, &CompileOptions::default());
+    let other: Vec<&TeamBudgetConfig> = c.config.budgets.iter().filter(|b| b.namespace == "other").collect();
+    assert_eq!(other.len(), 1);
+    assert_eq!(other[0].keys, vec!["mallory"]);
+    assert!(c.config.budgets.iter().all(|b| b.namespace != "empty"));
+    for b in &c.config.budgets {
+        for k in &b.keys {
+            assert!(
+                c.config
+                    .keys
+                    .iter()
+                    .any(|key| key.namespace == b.namespace && &key.name == k),
+                "{} covers {k}, which is not a key of its namespace",
+                b.id()
+            );
+        }
+    }
+    let msgs = messages(&c);
+    assert!(
+        msgs.iter().any(|m| m
+            == "extra.yaml:7: warning: Budget/grab-all: spec.selector: selects no VirtualKey of its namespace that this gateway serves"),
+        "{msgs:?}"
+    );
+    // A fleet serves only the Budgets of the keys it serves: a gateway of `apps` gets none of
+    // `other`'s (nor its webhook secrets).
+    let gw = "apiVersion: switchyard.dev/v1alpha1\nkind: LLMGateway\nmetadata: {name: gw, namespace: apps}\nspec: {}\n";
+    assert!(m.add_yaml("gw.yaml", gw, &|_| None).is_empty());
+    let c = compile(&m, &CompileOptions::default());
+    let ids: Vec<String> = c.config.budgets.iter().map(TeamBudgetConfig::id).collect();
+    assert_eq!(ids, vec!["apps/everyone", "apps/not-ads", "apps/search"]);
+    // No warning for Budgets of namespaces this fleet does not admit.
+    assert!(
+        !messages(&c).iter().any(|m| m.contains("grab-all")),
+        "{:?}",
+        messages(&c)
+    );
+}
+
+#[test]
+fn budget_errors_name_file_line_and_field() {
+    let bad = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Budget
+metadata: {name: odd, namespace: apps}
+spec:
+  selector:
+    matchExpressions:
+      - {key: team, operator: In}
+  maxSpend: 5
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: Budget
+metadata: {name: nosecret, namespace: apps}
+spec:
+  maxSpend: 5
+  webhook: {url: "http://127.0.0.1:1/hook", signingSecretRef: {name: missing}}
+"#;
+    let mut m = team_fixture();
+    assert!(m.add_yaml("bad.yaml", bad, &|_| None).is_empty());
+    let c = compile(&m, &CompileOptions::default());
+    let msgs = messages(&c);
+    assert!(
+        msgs.iter().any(|m| m
+            .starts_with("bad.yaml:8: Budget/odd: spec.selector.matchExpressions[0]: operator \"In\" with 0 value(s)")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m
+            .starts_with("bad.yaml:16: Budget/nosecret: spec.webhook.signingSecretRef: Secret \"missing\" not found")),
+        "{msgs:?}"
+    );
+    // A bad selector leaves the Budget out; a missing signing secret leaves out only its webhook.
+    assert!(c.config.budgets.iter().all(|b| b.name != "odd"));
+    let nosecret = c.config.budgets.iter().find(|b| b.name == "nosecret").unwrap();
+    assert!(nosecret.budget.webhook.is_none());
+    assert_eq!(nosecret.keys, vec!["alice", "bob", "carol"]);
+    // What the API server refuses, loading refuses, with the line of the field.
+    let mut m = Manifests::default();
+    let d = m.add_yaml(
+        "cel.yaml",
+        "apiVersion: switchyard.dev/v1alpha1\nkind: Budget\nmetadata: {name: zero}\nspec:\n  maxSpend: 0\n  alertThresholds: [0]\n",
+        &|_| None,
+    );
+    let d: Vec<String> = d.iter().map(ToString::to_string).collect();
+    assert!(
+        d.iter()
+            .any(|m| m.contains("Budget/zero") && m.contains("maxSpend must be positive")),
+        "{d:?}"
+    );
+    let d = m.add_yaml(
+        "typo.yaml",
+        "apiVersion: switchyard.dev/v1alpha1\nkind: Budget\nmetadata: {name: typo}\nspec:\n  maxSpend: 1\n  limit: 3\n",
+        &|_| None,
+    );
+    let d: Vec<String> = d.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        d,
+        vec!["typo.yaml:6: Budget/typo: spec.limit: unknown field".to_owned()]
+    );
+}

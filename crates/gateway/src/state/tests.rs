@@ -124,7 +124,7 @@ fn connect(server: &RedisServer, fail_mode: FailMode) -> Arc<dyn SharedState> {
 }
 
 /// A Redis state as the gateway runs it: windows placed by Redis' `TIME`.
-fn connect_real_clock(server: &RedisServer, fail_mode: FailMode) -> Redis {
+pub(crate) fn connect_real_clock(server: &RedisServer, fail_mode: FailMode) -> Redis {
     let cfg = RedisConfig {
         url: SecretString::new(server.url()),
         cluster: server.cluster,
@@ -180,7 +180,7 @@ async fn skewed_replicas_agree_on_windows() {
     assert_eq!(reason(&get(&b, &tpm(fast)).await), Some(Reason::Tokens));
 }
 
-async fn wait_up(state: &dyn SharedState) {
+pub(crate) async fn wait_up(state: &dyn SharedState) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !state.up() {
         assert!(Instant::now() < deadline, "redis did not come back");

@@ -125,6 +125,7 @@ fn context(client: Client, gw: &LLMGateway) -> Arc<Context> {
             providers: store(vec![provider()]),
             routes: store(vec![route()]),
             keys: store(vec![key()]),
+            budgets: store(vec![]),
             secrets: store(vec![key_secret()]),
             namespaces: store(vec![]),
             pods: store(vec![]),

@@ -92,7 +92,7 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
     let compiled = {
         let caches = &ctx.caches;
         let secret = |sns: &str, sname: &str| caches.secrets.get(&ObjectRef::new(sname).within(sns));
-        let m = fleet::fleet_manifests(
+        let mut m = fleet::fleet_manifests(
             &gw,
             &caches.providers.state(),
             &caches.routes.state(),
@@ -100,6 +100,7 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
             &secret,
             &caches.namespaces,
         );
+        fleet::add_budgets(&mut m, &caches.budgets.state(), &secret);
         compile(
             &m,
             &CompileOptions {

@@ -17,7 +17,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::Resource;
-use switchyard_api::{LLMGateway, LLMRoute, Provider, VirtualKey};
+use switchyard_api::{LLMGateway, LLMRoute, Provider, TeamBudget, VirtualKey};
 use tokio::sync::{mpsc, watch};
 
 use super::stopped;
@@ -32,6 +32,8 @@ pub(crate) struct Caches {
     pub(crate) providers: Store<Provider>,
     pub(crate) routes: Store<LLMRoute>,
     pub(crate) keys: Store<VirtualKey>,
+    /// Budgets over groups of keys.
+    pub(crate) budgets: Store<TeamBudget>,
     /// Secrets that Providers, keys and LLMGateways read (no config shards).
     pub(crate) secrets: Store<Secret>,
     pub(crate) namespaces: Store<Namespace>,
@@ -70,6 +72,7 @@ async fn announce_synced(tx: watch::Sender<bool>, caches: Caches, metrics: Metri
         wait_store("Provider", &caches.providers).await?;
         wait_store("LLMRoute", &caches.routes).await?;
         wait_store("VirtualKey", &caches.keys).await?;
+        wait_store("Budget", &caches.budgets).await?;
         wait_store("Secret", &caches.secrets).await?;
         wait_store("Namespace", &caches.namespaces).await?;
         wait_store("Pod", &caches.pods).await
@@ -176,6 +179,7 @@ pub(super) fn fleet_controller(
     let (providers, providers_w) = reflector::store::<Provider>();
     let (routes, routes_w) = reflector::store::<LLMRoute>();
     let (keys, keys_w) = reflector::store::<VirtualKey>();
+    let (budgets, budgets_w) = reflector::store::<TeamBudget>();
     let (secrets, secrets_w) = reflector::store::<Secret>();
     let (namespaces, namespaces_w) = reflector::store::<Namespace>();
     let (pods, pods_w) = reflector::store::<Pod>();
@@ -197,6 +201,12 @@ pub(super) fn fleet_controller(
             .default_backoff()
             .modify(slim)
             .reflect(keys_w),
+    );
+    let budget_events = spec_changes(
+        watcher(Api::<TeamBudget>::all(client.clone()), cfg())
+            .default_backoff()
+            .modify(slim)
+            .reflect(budgets_w),
     );
     // Config shards, Helm releases and service account tokens are never read from here.
     let secret_events = watcher(
@@ -234,7 +244,8 @@ pub(super) fn fleet_controller(
     .touched_objects();
 
     let controller = {
-        let (g1, g2, g3, g4, g5) = (
+        let (g1, g2, g3, g4, g5, g6) = (
+            gateways.clone(),
             gateways.clone(),
             gateways.clone(),
             gateways.clone(),
@@ -282,6 +293,11 @@ pub(super) fn fleet_controller(
                     &n4,
                 )
             })
+            // Budgets are few and change rarely: every fleet recompiles (a fleet serving none of
+            // the Budget's keys compiles the same config and writes nothing).
+            .watches_stream(budget_events, move |_: TeamBudget| {
+                fleet::fleets_for_namespace(g6.state().iter().map(|g| &**g))
+            })
             .watches_stream(namespace_events, move |_: Namespace| {
                 fleet::fleets_for_namespace(g5.state().iter().map(|g| &**g))
             })
@@ -298,6 +314,7 @@ pub(super) fn fleet_controller(
         providers,
         routes,
         keys,
+        budgets,
         secrets,
         namespaces,
         pods,
