@@ -13,7 +13,7 @@ Every loop is bounded; every process it starts is stopped by its pid at the end.
     bench/run.sh --quick    # about 2 minutes, for a smoke check
 
 Environment: SWITCHYARD_BIN (default: the `dist` build in $CARGO_TARGET_DIR), BARE_PROXY_BIN
-(default: bench/bare-proxy's release build in $CARGO_TARGET_DIR), NGINX_BIN (/usr/sbin/nginx), LITELLM_BIN
+(default: bench/bare-proxy's `dist` build in $CARGO_TARGET_DIR), NGINX_BIN (/usr/sbin/nginx), LITELLM_BIN
 (default: ~/.cache/switchyard/litellm-venv/bin/litellm; the run goes on without it, noting it).
 """
 
@@ -480,7 +480,7 @@ def anchors_section(an: dict) -> list[str]:
              f"Upstream: nginx answering every request with a fixed OpenAI chat completion. **nginx proxy_pass** = "
              f"{an['nginx'].replace('nginx version: ', '')}, `worker_processes auto`, upstream keep-alive; **bare proxy** = "
              "`bench/bare-proxy` (axum + reqwest: parse the JSON, forward, read the reply; no auth, limits, metrics "
-             "or routing; fat LTO); **Switchyard** = the realistic path above (virtual key with an rpm limit, metrics, "
+             "or routing; built with the same cargo profile as Switchyard); **Switchyard** = the realistic path above (virtual key with an rpm limit, metrics, "
              f"a route over two backends) on the same upstream. `wrk`, one thread, keep-alive; {an['rounds']} "
              f"interleaved round(s) of {an['duration']:.0f} s (+{an['warmup']:.0f} s warm-up) per point, the order "
              "rotating each round; median of rounds, and in brackets the range of the per-round ratio.", "",
@@ -533,7 +533,7 @@ def main() -> int:
     if not Path(bin).exists():
         print(f"no switchyard binary at {bin}: build with `cargo build --profile dist -p switchyard`", file=sys.stderr)
         return 2
-    bare_bin = os.environ.get("BARE_PROXY_BIN", str(Path(target_dir) / "release" / "bare-proxy"))
+    bare_bin = os.environ.get("BARE_PROXY_BIN", str(Path(target_dir) / "dist" / "bare-proxy"))
     if "anchors" in sections and not shutil.which("wrk"):
         print("wrk is needed for the anchors (apt-get install wrk), or leave them out with --only", file=sys.stderr)
         return 2

@@ -25,8 +25,8 @@ if [[ -z "${SWITCHYARD_BIN:-}" ]]; then
   export SWITCHYARD_BIN="$CARGO_TARGET_DIR/dist/switchyard"
 fi
 if [[ -z "${BARE_PROXY_BIN:-}" ]]; then
-  cargo build --release --locked --manifest-path bench/bare-proxy/Cargo.toml
-  export BARE_PROXY_BIN="$CARGO_TARGET_DIR/release/bare-proxy"
+  cargo build --profile dist --locked --manifest-path bench/bare-proxy/Cargo.toml
+  export BARE_PROXY_BIN="$CARGO_TARGET_DIR/dist/bare-proxy"
 fi
 
 if [[ ! -x "$CACHE/bench-venv/bin/python" ]]; then
