@@ -4,7 +4,11 @@ mock upstream, driven in interleaved rounds by `switchyard bench load`, with the
 time per request from /proc. Used for the profiling fixes reported in bench/results.
 
     bench/ab.py --a OLD_BIN --b NEW_BIN [--b-env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2]
-                [--rounds 3] [--duration 4] [--bench BIN]
+                [--rounds 3] [--duration 4] [--bench BIN] [--streams 1000] [--no-load]
+
+--streams N first holds N open streams (`mock-slow-5s`) on each gateway while it is still fresh
+and reports its peak RSS (the issue-18 memory target, for allocators or builds side by side);
+--no-load skips the load cases after it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def main() -> int:
     ap.add_argument("--bench", help="binary running the load generator and the mock (default: --b)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=4.0)
+    ap.add_argument("--streams", type=int, default=0, help="open streams held on each fresh gateway (RSS)")
+    ap.add_argument("--no-load", action="store_true", help="only the --streams measurement")
     a = ap.parse_args()
     tool = a.bench or a.b
     bench = run.Bench(tool)
@@ -49,7 +55,15 @@ def main() -> int:
             run.wait_http(f"http://127.0.0.1:{port}/readyz", p.proc, 30)
             gws[name] = (port, p.pid)
         print(f"machine load: {run.machine_load()['load1']:.2f}", flush=True)
-        cases = [("c=1", {"concurrency": 1}), ("c=16", {"concurrency": 16}), ("c=64", {"concurrency": 64}),
+        for name in ("before", "after") if a.streams else ():
+            port, pid = gws[name]
+            idle = run.status_kib(pid, "VmRSS")
+            r = bench.run("streams", "--url", f"http://127.0.0.1:{port}/v1/chat/completions", "--key", run.KEY,
+                          "--model", "bench-hold", "--stream", "--count", str(a.streams), "--pid", str(pid),
+                          "--limit", "60", timeout=120)
+            print(f"  {name:7} {r['opened']}/{a.streams} streams open: RSS idle {idle / 1024:.1f} MiB, "
+                  f"peak {r['rss_peak_kib'] / 1024:.1f} MiB", flush=True)
+        cases = [] if a.no_load else [("c=1", {"concurrency": 1}), ("c=16", {"concurrency": 16}), ("c=64", {"concurrency": 64}),
                  ("stream c=16", {"concurrency": 16, "stream": True}),
                  ("rate 1000/s", {"concurrency": 64, "rate": 1000})]
         res = {}

@@ -10,14 +10,15 @@
 #   LOAD_ARGS="--stream" bench/profile.sh ...
 #                                     extra `switchyard bench load` arguments (streams here)
 #
-# For before/after, build both sides with `cargo build --profile profiling -p switchyard` (no fat
-# LTO: minutes instead of a quarter hour) and pass each binary as BIN.
+# BIN defaults to what ships (`cargo build --profile dist -p switchyard`: fat LTO). For
+# before/after, build both sides with `cargo build --profile profiling -p switchyard` (no fat LTO:
+# minutes instead of a quarter hour) and pass each binary as BIN.
 # Needs perf (`apt-get install linux-perf`) or valgrind. Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=perf
 if [[ "${1:-}" == "--callgrind" ]]; then MODE=callgrind; shift; fi
-BIN="${1:-${SWITCHYARD_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}/release/switchyard}}"
+BIN="${1:-${SWITCHYARD_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}/dist/switchyard}}"
 OUT="${OUT:-$(mktemp -d /tmp/switchyard-profile-XXXX)}"
 PY="${PYTHON:-python3}"
 UP=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

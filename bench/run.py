@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Switchyard benchmark driver: one fast upstream (the mock provider), three ways to reach it
-(directly, through Switchyard, through the LiteLLM proxy), compared in one interleaved run.
+(directly, through Switchyard, through the LiteLLM proxy), compared in one interleaved run; and the
+lean anchors (issue 18): nginx `proxy_pass` and a bare axum + reqwest proxy against Switchyard, all
+in front of an nginx upstream with a fixed reply, driven by wrk.
 
 Starts every process itself on 127.0.0.1, drives them with `switchyard bench` (our own load
 generator: HDR histograms, open and closed loop, time to first byte), samples memory from /proc,
 and writes bench/results/<date>.md, bench/results/latest.md and bench/results/latency.png.
 Every loop is bounded; every process it starts is stopped by its pid at the end.
 
-    bench/run.sh            # full run, under 10 minutes
+    bench/run.sh            # full run, about 13 minutes
     bench/run.sh --quick    # about 2 minutes, for a smoke check
 
-Environment: SWITCHYARD_BIN (default: the release build in $CARGO_TARGET_DIR), LITELLM_BIN
+Environment: SWITCHYARD_BIN (default: the `dist` build in $CARGO_TARGET_DIR), BARE_PROXY_BIN
+(default: bench/bare-proxy's `dist` build in $CARGO_TARGET_DIR), NGINX_BIN (/usr/sbin/nginx), LITELLM_BIN
 (default: ~/.cache/switchyard/litellm-venv/bin/litellm; the run goes on without it, noting it).
 """
 
@@ -300,6 +303,210 @@ class Bench:
         return self.run(*args, timeout=duration + warmup + 120)
 
 
+# ---------------------------------------------------------------- lean anchors (issue 18)
+
+# The fixed reply of the anchors' upstream: nginx answering every request with one OpenAI chat
+# completion (usage included, so Switchyard counts tokens as it would on a real reply).
+FIXED_REPLY = ('{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"mock-gpt",'
+               '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the fixed upstream."},'
+               '"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}')
+ANCHORS = ("nginx", "bare", "switchyard")
+ANCHOR_TITLES = {"nginx": "nginx proxy_pass", "bare": "bare axum+reqwest proxy", "switchyard": "Switchyard"}
+
+
+def nginx_conf(dir: Path, name: str, body: str) -> Path:
+    """A foreground nginx of its own (prefix, pid, logs and temp files under `dir`)."""
+    prefix = dir / name
+    prefix.mkdir(parents=True, exist_ok=True)
+    temps = "\n".join(f"  {t}_temp_path {prefix / t};" for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"{user}worker_processes auto;\npid {prefix / 'nginx.pid'};\nerror_log {prefix / 'error.log'} warn;\n"
+                    f"events {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n{temps}\n"
+                    f"  keepalive_requests 10000000;\n{body}\n}}\n")
+    return conf
+
+
+def nginx_proc(name: str, conf: Path, logdir: Path) -> "Proc":
+    return Proc(name, [NGINX, "-p", str(conf.parent), "-e", str(conf.parent / "error.log"), "-c", str(conf),
+                       "-g", "daemon off;"], logdir)
+
+
+NGINX = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
+
+
+def wrk(url: str, concurrency: int, seconds: float, script: Path) -> dict:
+    """One wrk run (one thread, `concurrency` keep-alive connections): RPS, p50/p99, errors."""
+    r = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
+                       capture_output=True, text=True, timeout=seconds + 60)
+    if r.returncode != 0:
+        raise RuntimeError(f"wrk {url}: {r.stderr.strip()[-2000:]}")
+    out = {"rps": 0.0, "p50_us": None, "p99_us": None, "non2xx": 0, "socket_errors": 0, "requests": 0}
+    for line in r.stdout.splitlines():
+        t = line.split()
+        if line.startswith("Requests/sec:"):
+            out["rps"] = float(t[1])
+        elif len(t) == 2 and t[0] in ("50%", "99%"):
+            out["p50_us" if t[0] == "50%" else "p99_us"] = wrk_us(t[1])
+        elif "Non-2xx or 3xx responses:" in line:
+            out["non2xx"] = int(t[-1])
+        elif line.strip().startswith("Socket errors:"):
+            out["socket_errors"] = sum(int(x.strip(",")) for x in t[2::2])
+        elif len(t) > 2 and t[1] == "requests" and t[2] == "in":
+            out["requests"] = int(t[0])
+    return out
+
+
+def wrk_us(v: str) -> float:
+    for unit, mult in (("us", 1.0), ("ms", 1e3), ("s", 1e6)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * mult
+    return float(v)
+
+
+def run_anchors(bin: str, bare_bin: str | None, tmp: Path, procs: list, rounds: int, duration: float,
+                warmup: float, concurrencies=(1, 16, 64)) -> dict:
+    """nginx proxy_pass, the bare proxy and Switchyard (the realistic path) in front of one nginx
+    upstream with a fixed reply, driven by wrk, in interleaved rounds."""
+    p_up = free_port()
+    up_conf = nginx_conf(tmp, "nginx-upstream", f"  server {{\n    listen 127.0.0.1:{p_up};\n"
+                         f"    location / {{ default_type application/json; return 200 '{FIXED_REPLY}'; }}\n  }}")
+    up = nginx_proc("nginx-upstream", up_conf, tmp)
+    procs.append(up)
+    wait_http(f"http://127.0.0.1:{p_up}/", up.proc, 15)
+
+    p_ng = free_port()
+    ng_conf = nginx_conf(tmp, "nginx-proxy", f"  upstream fixed {{\n    server 127.0.0.1:{p_up};\n    keepalive 256;\n"
+                         f"    keepalive_requests 10000000;\n  }}\n  server {{\n    listen 127.0.0.1:{p_ng};\n"
+                         f"    location / {{\n      proxy_pass http://fixed;\n      proxy_http_version 1.1;\n"
+                         f"      proxy_set_header Connection \"\";\n      proxy_set_header Authorization \"Bearer {UPSTREAM_KEY}\";\n"
+                         f"    }}\n  }}")
+    ng = nginx_proc("nginx-proxy", ng_conf, tmp)
+    procs.append(ng)
+    wait_http(f"http://127.0.0.1:{p_ng}/", ng.proc, 15)
+    pids = {"nginx": ng.pid}
+    urls = {"nginx": f"http://127.0.0.1:{p_ng}/v1/chat/completions"}
+
+    notes = []
+    if bare_bin and Path(bare_bin).exists():
+        p_bare = free_port()
+        bare = Proc("bare-proxy", [bare_bin, "--listen", f"127.0.0.1:{p_bare}", "--upstream", f"http://127.0.0.1:{p_up}",
+                                   "--key", UPSTREAM_KEY], tmp)
+        procs.append(bare)
+        # The bare proxy answers POSTs only: wait for its port, then check one request.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", p_bare), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        pids["bare"] = bare.pid
+        urls["bare"] = f"http://127.0.0.1:{p_bare}/v1/chat/completions"
+    else:
+        notes.append(f"The bare proxy was not run (no binary at {bare_bin}; bench/run.sh builds it).")
+
+    cfg = tmp / "switchyard-anchors"
+    switchyard_config(cfg, p_up)
+    p_sy = free_port()
+    sy = Proc("switchyard-anchors", [bin, "gateway", "--config", str(cfg), "--listen", f"127.0.0.1:{p_sy}",
+                                     "--metrics-addr", "127.0.0.1:0"], tmp, env={"SWITCHYARD_LOG": "warn"})
+    procs.append(sy)
+    wait_http(f"http://127.0.0.1:{p_sy}/readyz", sy.proc, 30)
+    pids["switchyard"] = sy.pid
+    urls["switchyard"] = f"http://127.0.0.1:{p_sy}/v1/chat/completions"
+
+    script = tmp / "anchors.lua"
+    body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "word0"}], "max_tokens": 64,
+                       "stream": False}, separators=(",", ":"))
+    script.write_text(f"wrk.method = \"POST\"\nwrk.body = '{body}'\n"
+                      f"wrk.headers[\"Content-Type\"] = \"application/json\"\n"
+                      f"wrk.headers[\"Authorization\"] = \"Bearer {KEY}\"\n")
+    names = [n for n in ANCHORS if n in urls]
+    runs = []
+    for c in concurrencies:
+        for rnd in range(rounds):
+            k = rnd % len(names)
+            for name in names[k:] + names[:k]:
+                if warmup > 0:
+                    wrk(urls[name], c, warmup, script)
+                cpu0, wall0 = cpu_seconds(pids[name]), time.monotonic()
+                r = wrk(urls[name], c, duration, script)
+                r["cpu_cores"] = (cpu_seconds(pids[name]) - cpu0) / max(time.monotonic() - wall0, 1e-9)
+                r.update({"concurrency": c, "round": rnd, "target": name})
+                runs.append(r)
+                bad = r["non2xx"] + r["socket_errors"]
+                print(f"  anchors   c={c:<3} round {rnd + 1} {name:11} {r['rps']:9.0f} rps  p50 {r['p50_us']:7.0f}µs  "
+                      f"p99 {r['p99_us']:7.0f}µs  cpu {r['cpu_cores']:.2f}{'  ERRORS ' + str(bad) if bad else ''}",
+                      flush=True)
+    for p in (sy, ng, up):
+        p.stop()
+    return {"runs": runs, "rounds": rounds, "duration": duration, "warmup": warmup, "notes": notes,
+            "nginx": subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()}
+
+
+def anchor_stats(an: dict) -> dict:
+    """{concurrency: {"rps": {target: median}, "ratio": {other: (median, lo, hi)}, ...}} of Switchyard
+    against each anchor, the ratio taken per round (same round, same machine state)."""
+    out = {}
+    for c in sorted({r["concurrency"] for r in an["runs"]}):
+        rs = [r for r in an["runs"] if r["concurrency"] == c]
+        by = {n: [r for r in rs if r["target"] == n] for n in ANCHORS}
+        st = {"rps": {}, "p50": {}, "p99": {}, "cpu_us": {}, "errors": {}, "ratio": {}}
+        for n, xs in by.items():
+            if not xs:
+                continue
+            st["rps"][n] = statistics.median(r["rps"] for r in xs)
+            st["p50"][n] = statistics.median(r["p50_us"] for r in xs)
+            st["p99"][n] = statistics.median(r["p99_us"] for r in xs)
+            st["cpu_us"][n] = statistics.median(r["cpu_cores"] / r["rps"] * 1e6 for r in xs if r["rps"] > 0)
+            st["errors"][n] = sum(r["non2xx"] + r["socket_errors"] for r in xs)
+        for other in ("bare", "nginx"):
+            per = []
+            for rnd in sorted({r["round"] for r in rs}):
+                a = [r["rps"] for r in by["switchyard"] if r["round"] == rnd]
+                b = [r["rps"] for r in by[other] if r["round"] == rnd]
+                if a and b and b[0] > 0:
+                    per.append(a[0] / b[0])
+            if per:
+                st["ratio"][other] = (statistics.median(per), min(per), max(per))
+        out[c] = st
+    return out
+
+
+def anchors_section(an: dict) -> list[str]:
+    st = anchor_stats(an)
+    lines = ["## Lean anchors: nginx and a bare Rust proxy against Switchyard (issue 18)", "",
+             f"Upstream: nginx answering every request with a fixed OpenAI chat completion. **nginx proxy_pass** = "
+             f"{an['nginx'].replace('nginx version: ', '')}, `worker_processes auto`, upstream keep-alive; **bare proxy** = "
+             "`bench/bare-proxy` (axum + reqwest: parse the JSON, forward, read the reply; no auth, limits, metrics "
+             "or routing; built with the same cargo profile as Switchyard); **Switchyard** = the realistic path above (virtual key with an rpm limit, metrics, "
+             f"a route over two backends) on the same upstream. `wrk`, one thread, keep-alive; {an['rounds']} "
+             f"interleaved round(s) of {an['duration']:.0f} s (+{an['warmup']:.0f} s warm-up) per point, the order "
+             "rotating each round; median of rounds, and in brackets the range of the per-round ratio.", "",
+             "| concurrency | nginx proxy_pass | bare axum+reqwest proxy | Switchyard | Switchyard / bare | Switchyard / nginx |",
+             "|---:|---:|---:|---:|---:|---:|"]
+
+    def k(v):
+        return "–" if v is None else f"{v / 1000:.1f}k"
+
+    def ratio(t):
+        return "–" if not t else f"{t[0]:.2f} ({t[1]:.2f}–{t[2]:.2f})"
+
+    for c, s in st.items():
+        lines.append(f"| {c} | {k(s['rps'].get('nginx'))} req/s | {k(s['rps'].get('bare'))} | {k(s['rps'].get('switchyard'))} | "
+                     f"{ratio(s['ratio'].get('bare'))} | {ratio(s['ratio'].get('nginx'))} |")
+    lines += ["", "| concurrency | target | RPS | p50 | p99 | target CPU per request | errors |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for c, s in st.items():
+        for n in ANCHORS:
+            if n in s["rps"]:
+                lines.append(f"| {c} | {ANCHOR_TITLES[n]} | {s['rps'][n]:,.0f} | {us(s['p50'][n])} | {us(s['p99'][n])} | "
+                             f"{us(s['cpu_us'][n])} | {s['errors'][n]} |")
+    lines.append("")
+    lines += [f"- {n}" for n in an["notes"]]
+    return lines
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -310,19 +517,25 @@ def main() -> int:
     ap.add_argument("--duration", type=float, help="measured seconds per run (default 4, quick 2)")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
-    ap.add_argument("--only", default="", help="comma list of sections: load,stream,translate,rate,streams,scale")
+    ap.add_argument("--only", default="", help="comma list of sections: anchors,load,stream,translate,rate,streams,scale")
     a = ap.parse_args()
     rounds = a.rounds or (1 if a.quick else 3)
     duration = a.duration or (2.0 if a.quick else 4.0)
     warmup = 0.5 if a.quick else 1.0
-    sections = set(a.only.split(",")) if a.only else {"load", "stream", "translate", "rate", "streams", "scale"}
+    sections = set(a.only.split(",")) if a.only else {"anchors", "load", "stream", "translate", "rate", "streams", "scale"}
+    # The anchors' table (issue 18): rounds of 5 s.
+    anchor_duration = a.duration or (2.0 if a.quick else 5.0)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
 
     target_dir = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
-    bin = os.environ.get("SWITCHYARD_BIN", str(Path(target_dir) / "release" / "switchyard"))
+    bin = os.environ.get("SWITCHYARD_BIN", str(Path(target_dir) / "dist" / "switchyard"))
     if not Path(bin).exists():
-        print(f"no switchyard binary at {bin}: build with `cargo build --release -p switchyard`", file=sys.stderr)
+        print(f"no switchyard binary at {bin}: build with `cargo build --profile dist -p switchyard`", file=sys.stderr)
+        return 2
+    bare_bin = os.environ.get("BARE_PROXY_BIN", str(Path(target_dir) / "dist" / "bare-proxy"))
+    if "anchors" in sections and not shutil.which("wrk"):
+        print("wrk is needed for the anchors (apt-get install wrk), or leave them out with --only", file=sys.stderr)
         return 2
     litellm_bin = os.environ.get("LITELLM_BIN", str(CACHE / "litellm-venv" / "bin" / "litellm"))
     use_litellm = not a.no_litellm and Path(litellm_bin).exists()
@@ -333,7 +546,7 @@ def main() -> int:
     started = time.monotonic()
     load_before = machine_load()
     print(f"machine load before: {load_before['load1']:.2f} {load_before['load5']:.2f} {load_before['load15']:.2f}", flush=True)
-    results: dict = {"meta": {}, "runs": [], "streams": {}, "scale": None, "notes": []}
+    results: dict = {"meta": {}, "runs": [], "streams": {}, "scale": None, "anchors": None, "notes": []}
     try:
         p_up = free_port()
         mock = Proc("mock", [bin, "mock-provider", "--listen", f"127.0.0.1:{p_up}"], tmp,
@@ -404,6 +617,9 @@ def main() -> int:
                 for name, kw in runs[k:] + runs[:k]:
                     point(section, label, name, **dict(kw))
 
+        if "anchors" in sections:
+            print("lean anchors: nginx, the bare proxy and Switchyard on a fixed nginx upstream (wrk)", flush=True)
+            results["anchors"] = run_anchors(bin, bare_bin, tmp, procs, rounds, anchor_duration, warmup)
         if "load" in sections:
             print("non-streaming, fixed concurrency", flush=True)
             for c in (1, 16, 64, 256):
@@ -600,6 +816,8 @@ def render(res: dict) -> str:
         "`switchyard bench load` (keep-alive HTTP/1.1, one connection per unit of concurrency, HDR histograms).",
         "",
     ]
+    if res.get("anchors"):
+        lines += anchors_section(res["anchors"])
     # Non-streaming.
     g = group(res, "load")
     if g:
@@ -724,7 +942,16 @@ def render(res: dict) -> str:
 
 
 def targets_section(res) -> list[str]:
-    out = ["## Targets (DESIGN.md / issue 8)", "", "| target | measured | met |", "|---|---|:-:|"]
+    out = ["## Targets (DESIGN.md / issue 8, issue 18)", "", "| target | measured | met |", "|---|---|:-:|"]
+    an = res.get("anchors")
+    if an:
+        for c, s in anchor_stats(an).items():
+            r = s["ratio"].get("bare")
+            if not r:
+                continue
+            need = 0.9 if c == 1 else 1.0
+            out.append(f"| Switchyard ≥ {need:g}× the bare proxy's req/s at concurrency {c} (issue 18) | "
+                       f"{r[0]:.2f}× (rounds {r[1]:.2f}–{r[2]:.2f}) | {'yes' if r[0] >= need else 'no'} |")
     g = group(res, "load", "c=16")
     d, sy, ll = g.get(("c=16", "direct")), g.get(("c=16", "switchyard")), g.get(("c=16", "litellm"))
     if d and sy:
@@ -754,10 +981,16 @@ def targets_section(res) -> list[str]:
         out.append(f"| RSS ≤ 60 MB with 1,000 open streams ({key}) | {st['rss_peak_kib'] * 1024 / 1e6:.1f} MB "
                    f"({st['rss_peak_kib'] / 1024:.1f} MiB) peak with {st['opened']} open | "
                    f"{'yes' if st['rss_peak_kib'] * 1024 <= 60e6 and st['opened'] >= 1000 else 'no'} |")
+        if key == "switchyard (fresh process)":
+            out.append(f"| RSS ≤ 48 MiB for a fresh gateway with 1,000 open streams (issue 18) | "
+                       f"{st['rss_peak_kib'] / 1024:.1f} MiB peak with {st['opened']} open | "
+                       f"{'yes' if st['rss_peak_kib'] <= 48 * 1024 and st['opened'] >= 1000 else 'no'} |")
     s = res.get("scale")
     if s:
         c = s["offline"]["compile_ms"]["median"] + s["offline"]["load_ms"]["median"]
         out.append(f"| 10k keys + 1k routes compiled < 1 s | {c:.0f} ms (read + compile) | {'yes' if c < 1000 else 'no'} |")
+        out.append(f"| 10k keys + 1k routes read, validated and compiled < 400 ms (issue 18) | {c:.0f} ms | "
+                   f"{'yes' if c < 400 else 'no'} |")
         if s["live"]:
             sp, dp = s["live"]["steady_us"]["p99"], s["live"]["during_reload_us"]["p99"]
             out.append(f"| swapped with no latency spike | p99 {us(sp)} steady vs {us(dp)} during reload | {'yes' if dp <= max(2 * sp, sp + 1000) else 'no'} |")

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Benchmarks Switchyard against the upstream directly and against the LiteLLM proxy, in one
+# Benchmarks Switchyard against the upstream directly, against the LiteLLM proxy and against the
+# lean anchors (nginx proxy_pass and bench/bare-proxy, a bare axum + reqwest proxy), in one
 # interleaved run on this machine: writes bench/results/<date>.md, latest.md and latency.png.
 #
-#   bench/run.sh            full run (under 10 minutes)
+#   bench/run.sh            full run (about 13 minutes)
 #   bench/run.sh --quick    smoke run (about 2 minutes)
-#   bench/run.sh --no-litellm | --only load,stream | --rounds N | --duration S
+#   bench/run.sh --no-litellm | --only anchors,load,stream | --rounds N | --duration S
 #
-# Installs what it needs under ${SWITCHYARD_CACHE:-~/.cache/switchyard}: a venv with matplotlib
-# for the plot, and LiteLLM (pinned) in a venv of its own. Builds the release binary unless
-# SWITCHYARD_BIN names one.
+# Needs wrk and nginx (Debian: `apt-get install wrk nginx`). Installs what else it needs under
+# ${SWITCHYARD_CACHE:-~/.cache/switchyard}: a venv with matplotlib for the plot, and LiteLLM
+# (pinned) in a venv of its own. Builds what ships (the `dist` profile: fat LTO, about a quarter
+# hour on 2 cores) unless SWITCHYARD_BIN names a binary, and the bare proxy (its own workspace,
+# same code generation) unless BARE_PROXY_BIN does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}"
@@ -18,8 +21,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 LITELLM_VERSION="${LITELLM_VERSION:-1.106.12}"
 
 if [[ -z "${SWITCHYARD_BIN:-}" ]]; then
-  cargo build --release -p switchyard
-  export SWITCHYARD_BIN="$CARGO_TARGET_DIR/release/switchyard"
+  cargo build --profile dist -p switchyard
+  export SWITCHYARD_BIN="$CARGO_TARGET_DIR/dist/switchyard"
+fi
+if [[ -z "${BARE_PROXY_BIN:-}" ]]; then
+  cargo build --profile dist --locked --manifest-path bench/bare-proxy/Cargo.toml
+  export BARE_PROXY_BIN="$CARGO_TARGET_DIR/dist/bare-proxy"
 fi
 
 if [[ ! -x "$CACHE/bench-venv/bin/python" ]]; then

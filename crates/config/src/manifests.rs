@@ -343,23 +343,89 @@ macro_rules! cel_check {
                             .and_then(|s| serde_json::to_value(s).ok())
                             .map(|s| (Validator::new(), compile_schema(&s)));
                 }
-                let result = CEL.with(|cel| match (cel, serde_json::to_value(self)) {
-                    (Some((validator, schema)), Ok(object)) => validator.validate_compiled(schema, &object, None),
-                    _ => self.validate_cel(),
-                });
-                match result {
-                    Ok(()) => Vec::new(),
-                    Err(errors) => errors
-                        .as_slice()
-                        .iter()
-                        .map(|e| (e.field_path.trim_start_matches('.').to_owned(), e.message.clone()))
-                        .collect(),
-                }
+                CEL.with(|cel| match (cel, serde_json::to_value(self)) {
+                    (Some((validator, schema)), Ok(object)) => {
+                        let mut errors = Vec::new();
+                        cel_walk(validator, schema, &object, String::new(), &mut errors);
+                        errors
+                    }
+                    _ => cel_messages("", self.validate_cel()),
+                })
             }
         }
     )*};
 }
 cel_check!(Provider, LLMRoute, VirtualKey, TeamBudget, LLMGateway);
+
+/// kube-cel's walk, entered only where rules are. `validate_compiled` converts the value of every
+/// schema node it passes (the whole object at the root, each subtree again below) and copies the
+/// object to default it, rules or not: most of a VirtualKey's load time, for rules that sit under
+/// `spec.budget` only. This descends the schema as kube-cel does (properties, with their defaults
+/// standing in for absent ones; array items; map values; allOf/oneOf/anyOf branches) without
+/// converting anything, and hands kube-cel each topmost node that has rules, with its value, so
+/// every rule still runs on the same value with the same defaults; field paths are re-rooted.
+fn cel_walk(
+    validator: &kube::core::cel::Validator,
+    node: &kube::core::cel::CompiledSchema,
+    value: &serde_json::Value,
+    path: String,
+    out: &mut Vec<(String, String)>,
+) {
+    if !node.validations.is_empty() {
+        out.extend(cel_messages(&path, validator.validate_compiled(node, value, None)));
+        return;
+    }
+    if let Some(object) = value.as_object() {
+        for (name, child) in &node.properties {
+            if let Some(v) = object.get(name).or(child.default.as_ref()) {
+                cel_walk(validator, child, v, join_field(&path, name), out);
+            }
+        }
+        if let (false, Some(additional)) = (node.preserve_unknown_fields, &node.additional_properties) {
+            for (name, v) in object.iter().filter(|(k, _)| !node.properties.contains_key(*k)) {
+                cel_walk(validator, additional, v, join_field(&path, name), out);
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (&node.items, value.as_array()) {
+        for (i, v) in array.iter().enumerate() {
+            cel_walk(validator, items, v, format!("{path}[{i}]"), out);
+        }
+    }
+    for branch in node.all_of.iter().chain(&node.one_of).chain(&node.any_of) {
+        cel_walk(validator, branch, value, path.clone(), out);
+    }
+}
+
+/// `(field, message)` of failed rules, their field paths (relative to `base`) made whole.
+fn cel_messages(base: &str, result: Result<(), kube::core::cel::ValidationErrors>) -> Vec<(String, String)> {
+    let Err(errors) = result else {
+        return Vec::new();
+    };
+    errors
+        .as_slice()
+        .iter()
+        .map(|e| {
+            let rel = e.field_path.as_str();
+            let field = if rel.is_empty() {
+                base.to_owned()
+            } else if base.is_empty() || rel.starts_with(['[', '.']) {
+                format!("{base}{rel}")
+            } else {
+                format!("{base}.{rel}")
+            };
+            (field.trim_start_matches('.').to_owned(), e.message.clone())
+        })
+        .collect()
+}
+
+fn join_field(base: &str, name: &str) -> String {
+    if base.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{base}.{name}")
+    }
+}
 
 impl CelCheck for Secret {
     fn cel_errors(&self) -> Vec<(String, String)> {
@@ -581,6 +647,36 @@ mod tests {
             "{}",
             diags[0]
         );
+    }
+
+    #[test]
+    fn cel_walk_reports_what_kube_cels_whole_walk_reports() {
+        // Rules on spec, on list items and on nested objects, failing and passing: entering
+        // kube-cel only where rules are gives the same (field, message) pairs as its own walk.
+        let route: LLMRoute = serde_yaml::from_str(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: m\n  aliases: [m]\n  backends:\n  - {name: a, providerRef: {name: p}, model: x, weight: 0}\n  - {name: a, providerRef: {name: p}, model: y, weight: 0}\n  rules:\n  - name: ok\n    action: {route: other}\n  - name: empty\n    action: {}\n  hedging: {enabled: true}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let provider: Provider = serde_yaml::from_str(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Provider\nmetadata:\n  name: p\nspec:\n  type: anthropic\n  circuitBreaker: {consecutiveFailures: 0}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let sorted = |mut v: Vec<(String, String)>| {
+            v.sort();
+            v
+        };
+        let ours = sorted(route.cel_errors());
+        assert_eq!(ours, sorted(cel_messages("", route.validate_cel())));
+        let fields: Vec<&str> = ours.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["spec", "spec", "spec", "spec.hedging", "spec.rules[1]"],
+            "{ours:?}"
+        );
+        let ours = sorted(provider.cel_errors());
+        assert_eq!(ours, sorted(cel_messages("", provider.validate_cel())));
+        let fields: Vec<&str> = ours.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["spec", "spec.circuitBreaker"], "{ours:?}");
     }
 
     #[test]
