@@ -153,8 +153,9 @@ impl Alerts {
                     tracing::info!(alert = id, attempt, "spend alert delivered");
                     return true;
                 }
-                Ok(r) => tracing::warn!(alert = id, attempt, status = r.status().as_u16(), "spend alert refused"),
-                Err(e) => tracing::warn!(alert = id, attempt, error = %e, "spend alert not delivered"),
+                // A webhook URL may carry a token (Slack's do): only its origin is logged.
+                Ok(r) => tracing::warn!(alert = id, attempt, webhook = %origin(&hook.url), status = r.status().as_u16(), "spend alert refused"),
+                Err(e) => tracing::warn!(alert = id, attempt, webhook = %origin(&hook.url), error = %e.without_url(), "spend alert not delivered"),
             }
             if attempt < ATTEMPTS {
                 tokio::time::sleep(backoff).await;
@@ -193,6 +194,14 @@ fn alert_body(key: &Key, budget: &BudgetConfig, period: &Period, threshold: u32,
     .into_bytes()
 }
 
+/// A webhook's scheme, host and port, for the log: its path and query may hold a token.
+fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "(invalid URL)".to_owned(),
+    }
+}
+
 /// The signature header value for `body` sent at `timestamp`.
 pub(crate) fn signature(secret: &str, timestamp: i64, body: &[u8]) -> Option<String> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()?;
@@ -214,6 +223,22 @@ mod tests {
             signature("whsec", 1_700_000_000, b"{}").as_deref(),
             Some("sha256=7d44587dddbaf4c7f70fef20f48cd594834ffea1641e3ac227b84408298738af")
         );
+    }
+
+    /// What the log says of a webhook that cannot be reached: its origin, the cause, never
+    /// the token in its path, query or user info.
+    #[tokio::test]
+    async fn a_failed_webhook_is_logged_without_its_token() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = format!("http://user:pw-SECRET@127.0.0.1:{port}/services/T000/B000/hook-SECRET?token=q-SECRET");
+        let e = reqwest::Client::new().post(&url).send().await.unwrap_err();
+        assert!(e.to_string().contains("SECRET"), "reqwest names the URL: {e}");
+        let logged = format!("{} {}", origin(&url), e.without_url());
+        assert!(!logged.contains("SECRET"), "{logged}");
+        assert!(logged.starts_with(&format!("http://127.0.0.1:{port} ")), "{logged}");
+        assert_eq!(origin("not a url with hook-SECRET"), "(invalid URL)");
     }
 
     #[test]

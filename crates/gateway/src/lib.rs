@@ -28,6 +28,8 @@ mod endpoints;
 mod error;
 mod estimate;
 mod gateway;
+#[cfg(test)]
+mod edge_tests;
 mod ingress;
 pub mod limits;
 pub mod metrics;

@@ -368,7 +368,8 @@ pub(crate) async fn admit(
     let measured = Prompt::measure(request);
     let prompt = measured.rough();
     let cap = measured.max_completion;
-    let tokens = prompt + cap.unwrap_or(0);
+    // Saturating: `max_tokens` is the client's number; a wrapped sum would shrink the estimate.
+    let tokens = prompt.saturating_add(cap.unwrap_or(0));
     let lease = format!("{:016x}", rand::random::<u64>());
     let hold = budget.filter(|_| enforce).map(|b| Hold {
         period: admission.period.id.clone(),
