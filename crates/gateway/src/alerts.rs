@@ -154,8 +154,12 @@ impl Alerts {
                     return true;
                 }
                 // A webhook URL may carry a token (Slack's do): only its origin is logged.
-                Ok(r) => tracing::warn!(alert = id, attempt, webhook = %origin(&hook.url), status = r.status().as_u16(), "spend alert refused"),
-                Err(e) => tracing::warn!(alert = id, attempt, webhook = %origin(&hook.url), error = %e.without_url(), "spend alert not delivered"),
+                Ok(r) => {
+                    tracing::warn!(alert = id, attempt, webhook = %origin(&hook.url), status = r.status().as_u16(), "spend alert refused")
+                }
+                Err(e) => {
+                    tracing::warn!(alert = id, attempt, webhook = %origin(&hook.url), error = %e.without_url(), "spend alert not delivered")
+                }
             }
             if attempt < ATTEMPTS {
                 tokio::time::sleep(backoff).await;

@@ -34,11 +34,15 @@ async fn upstream_answer(tcp: &mut TcpStream, path: &str, written: &AtomicU64) {
             body.len()
         )
     };
-    let endless = |status: &str| format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+    let endless = |status: &str| {
+        format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+    };
     let reply = match scenario {
         "endless" => endless("200 OK"),
         "endless-error" => endless("500 Internal Server Error"),
-        "announced" => "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n{".to_owned(),
+        "announced" => {
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n{".to_owned()
+        }
         "unauthorized" => head_and_body(
             "401 Unauthorized",
             r#"{"error":{"message":"Incorrect API key provided: sk-proj-abc1*****************wxyz. You can find your API key at https://platform.openai.com/account/api-keys.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#,
@@ -49,9 +53,14 @@ async fn upstream_answer(tcp: &mut TcpStream, path: &str, written: &AtomicU64) {
         ),
         "usage-max" => head_and_body(
             "200 OK",
-            &ok_body(r#"{"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551615,"total_tokens":18446744073709551615}"#),
+            &ok_body(
+                r#"{"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551615,"total_tokens":18446744073709551615}"#,
+            ),
         ),
-        _ => head_and_body("200 OK", &ok_body(r#"{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}"#)),
+        _ => head_and_body(
+            "200 OK",
+            &ok_body(r#"{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}"#),
+        ),
     };
     if tcp.write_all(reply.as_bytes()).await.is_err() {
         return;
@@ -93,7 +102,11 @@ async fn upstream() -> (String, Arc<AtomicU64>) {
                     let Some(end) = text.find("\r\n\r\n") else { continue };
                     let length: usize = text[..end]
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
                         .unwrap_or(0);
                     if buf.len() >= end + 4 + length {
                         break text.split(' ').nth(1).unwrap_or_default().to_owned();
@@ -174,7 +187,15 @@ spec:
   {key_limits}
 "
     );
-    for scenario in ["endless", "endless-error", "announced", "unauthorized", "forbidden", "usage-max", "fine"] {
+    for scenario in [
+        "endless",
+        "endless-error",
+        "announced",
+        "unauthorized",
+        "forbidden",
+        "usage-max",
+        "fine",
+    ] {
         out.push_str(&format!(
             "---
 apiVersion: switchyard.dev/v1alpha1
@@ -218,7 +239,10 @@ async fn an_upstream_body_over_the_limit_is_cut_off_and_answered_502() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(body["error"]["code"], "upstream_response_too_large", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("upstream response exceeded 1048576 bytes"), "{message}");
+    assert!(
+        message.contains("upstream response exceeded 1048576 bytes"),
+        "{message}"
+    );
     // What the upstream got to write: the limit plus what the sockets buffer, not more.
     let sent = written.load(Ordering::Relaxed);
     assert!(sent < 16 * 1024 * 1024, "the gateway read on: {sent} bytes written");
@@ -229,7 +253,10 @@ async fn an_upstream_body_over_the_limit_is_cut_off_and_answered_502() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(body["type"], "error", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("upstream response exceeded 1048576 bytes"), "{message}");
+    assert!(
+        message.contains("upstream response exceeded 1048576 bytes"),
+        "{message}"
+    );
 
     // A body announced larger than the limit is not waited for.
     let (status, body) = call(&gw, "/v1/chat/completions", "sk-tenant-a", chat("announced")).await;
@@ -287,7 +314,15 @@ async fn provider_credential_errors_never_reach_clients() {
         let (code, body) = call(&gw, "/v1/chat/completions", "sk-tenant-a", chat(model)).await;
         assert_eq!(code, StatusCode::BAD_GATEWAY, "{body}");
         let text = body.to_string();
-        for leak in ["sk-proj", "sk-ant", "wxyz", "Zyxw", "proj_AbCdEf", "Incorrect API key", "does not have access"] {
+        for leak in [
+            "sk-proj",
+            "sk-ant",
+            "wxyz",
+            "Zyxw",
+            "proj_AbCdEf",
+            "Incorrect API key",
+            "does not have access",
+        ] {
             assert!(!text.contains(leak), "{leak} reached the client: {text}");
         }
         let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -302,7 +337,10 @@ async fn provider_credential_errors_never_reach_clients() {
         let messages = json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hello"}]});
         let (_, body) = call(&gw, "/v1/messages", "sk-tenant-a", messages).await;
         let text = body.to_string();
-        assert!(!text.contains("sk-") && text.contains("rejected the gateway's credentials"), "{text}");
+        assert!(
+            !text.contains("sk-") && text.contains("rejected the gateway's credentials"),
+            "{text}"
+        );
     }
 }
 
@@ -322,7 +360,10 @@ async fn a_huge_max_tokens_is_refused_not_wrapped() {
     // An ordinary request still fits.
     let mut body = chat("fine");
     body["max_tokens"] = json!(100);
-    assert_eq!(call(&gw, "/v1/chat/completions", "sk-tenant-a", body).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&gw, "/v1/chat/completions", "sk-tenant-a", body).await.0,
+        StatusCode::OK
+    );
 }
 
 /// An upstream may report any usage: counts of `u64::MAX` leave the backend's meters, the
@@ -332,10 +373,7 @@ async fn a_huge_max_tokens_is_refused_not_wrapped() {
 async fn usage_of_u64_max_saturates_every_count() {
     let (base, _) = upstream().await;
     let mut yaml = manifests(&base, "", "limits: {tpm: 1000000000}");
-    yaml = yaml.replace(
-        "baseUrl: http",
-        "quota: {tpm: 1000000000}\n  baseUrl: http",
-    );
+    yaml = yaml.replace("baseUrl: http", "quota: {tpm: 1000000000}\n  baseUrl: http");
     let gw = gateway(&yaml);
     let (status, body) = call(&gw, "/v1/chat/completions", "sk-tenant-a", chat("usage-max")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -407,7 +445,12 @@ async fn a_key_sees_only_the_routes_it_may_use() {
     let gw = gateway(TENANTS);
     let (status, models) = get(&gw, "/v1/models", "sk-tenant-b").await;
     assert_eq!(status, StatusCode::OK);
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
     assert_eq!(ids, ["a/a-shared", "b-own"]);
     let (status, models) = get(&gw, "/v1/models", "sk-tenant-a").await;
     assert_eq!(status, StatusCode::OK);
@@ -415,7 +458,10 @@ async fn a_key_sees_only_the_routes_it_may_use() {
 
     let (hidden_status, hidden) = call(&gw, "/v1/chat/completions", "sk-tenant-b", chat("a/a-secret-plan")).await;
     let (missing_status, missing) = call(&gw, "/v1/chat/completions", "sk-tenant-b", chat("a/no-such-plan")).await;
-    assert_eq!((hidden_status, missing_status), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+    assert_eq!(
+        (hidden_status, missing_status),
+        (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND)
+    );
     assert_eq!(
         hidden.to_string().replace("a-secret-plan", "X"),
         missing.to_string().replace("no-such-plan", "X"),
@@ -443,7 +489,10 @@ fn diagnostics_never_name_other_namespaces_objects() {
             .collect()
     };
     // b's key lists a route of a's that is not shared with b, and one that does not exist.
-    let listed = TENANTS.replace("[a/a-secret-plan, a/a-shared, b-own]", "[a/a-secret-plan, a/no-such-plan, b-own]");
+    let listed = TENANTS.replace(
+        "[a/a-secret-plan, a/a-shared, b-own]",
+        "[a/a-secret-plan, a/no-such-plan, b-own]",
+    );
     let diags = of_b(&listed);
     let routes: Vec<&str> = diags
         .iter()
@@ -467,5 +516,9 @@ fn diagnostics_never_name_other_namespaces_objects() {
         .iter()
         .find(|d| d.reason == "DuplicateKey")
         .unwrap_or_else(|| panic!("no DuplicateKey: {text}"));
-    assert!(duplicate.message.contains("a key of another namespace"), "{}", duplicate.message);
+    assert!(
+        duplicate.message.contains("a key of another namespace"),
+        "{}",
+        duplicate.message
+    );
 }

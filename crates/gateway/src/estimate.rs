@@ -81,7 +81,10 @@ impl Prompt {
     /// The prompt's tokens, estimated (about three bytes a token, plus a few per item): for
     /// limits, reservations, quotas and prices.
     pub fn rough(&self) -> u64 {
-        self.bytes.div_ceil(3).saturating_add(self.ids).saturating_add(self.overhead())
+        self.bytes
+            .div_ceil(3)
+            .saturating_add(self.ids)
+            .saturating_add(self.overhead())
     }
 
     /// A count the real one never exceeds.

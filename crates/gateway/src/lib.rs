@@ -24,12 +24,12 @@ mod alerts;
 pub mod background;
 pub mod budget;
 mod cache;
+#[cfg(test)]
+mod edge_tests;
 mod endpoints;
 mod error;
 mod estimate;
 mod gateway;
-#[cfg(test)]
-mod edge_tests;
 mod ingress;
 pub mod limits;
 pub mod metrics;

@@ -577,7 +577,10 @@ mod tests {
     struct Kept(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
 
     impl opentelemetry_sdk::trace::SpanExporter for Kept {
-        async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
             self.0.lock().unwrap().extend(batch);
             Ok(())
         }
@@ -621,7 +624,10 @@ mod tests {
         // Cut on a character boundary.
         assert_eq!(truncated(&"é".repeat(300)), format!("{}...", "é".repeat(MODEL_CHARS)));
         let upstream = format!(r#"{{"choices":[],"model":"{}"}}"#, "x".repeat(10_000));
-        assert_eq!(response_model(upstream.as_bytes()).map(|m| m.len()), Some(MODEL_CHARS + 3));
+        assert_eq!(
+            response_model(upstream.as_bytes()).map(|m| m.len()),
+            Some(MODEL_CHARS + 3)
+        );
     }
 
     #[test]

@@ -77,7 +77,8 @@ impl Tokens {
 
 /// A response body, read chunk by chunk, at most `limit` bytes (more is an error).
 async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<bytes::Bytes, ProviderError> {
-    let failed = |e: reqwest::Error| ProviderError::new(ErrorKind::Auth, format!("token request failed: {}", e.without_url()));
+    let failed =
+        |e: reqwest::Error| ProviderError::new(ErrorKind::Auth, format!("token request failed: {}", e.without_url()));
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await.map_err(failed)? {
         if buf.len() + chunk.len() > limit {
@@ -96,9 +97,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use switchyard_config::{
-        CircuitBreakerConfig, LimitsConfig, ProviderKind, ProviderTimeoutsConfig, SecretString,
-    };
+    use switchyard_config::{CircuitBreakerConfig, LimitsConfig, ProviderKind, ProviderTimeoutsConfig, SecretString};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;

