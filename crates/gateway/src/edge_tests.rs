@@ -51,6 +51,10 @@ async fn upstream_answer(tcp: &mut TcpStream, path: &str, written: &AtomicU64) {
             "403 Forbidden",
             r#"{"error":{"message":"Project proj_AbCdEf0123456789XyZaBcDe does not have access to model for key sk-ant-api03-Zyxw****","type":"invalid_request_error","code":"model_not_found"}}"#,
         ),
+        "server-error" => head_and_body(
+            "500 Internal Server Error",
+            r#"{"error":{"message":"boom","type":"server_error"}}"#,
+        ),
         "usage-max" => head_and_body(
             "200 OK",
             &ok_body(
@@ -521,4 +525,86 @@ fn diagnostics_never_name_other_namespaces_objects() {
         "{}",
         duplicate.message
     );
+}
+
+/// A route shared with another namespace may fall back to a route that is not: for the other
+/// namespace's keys that fallback does not exist (it is skipped, as one its `allowedRoutes`
+/// leave out), so its name never reaches them in a header or an error.
+#[tokio::test]
+async fn a_fallback_the_key_cannot_see_is_skipped_and_never_named() {
+    let (base, _) = upstream().await;
+    let mut yaml = String::new();
+    for (ns, value) in [("a", "sk-tenant-a"), ("b", "sk-tenant-b")] {
+        yaml.push_str(&format!(
+            "apiVersion: v1
+kind: Secret
+metadata: {{name: keys, namespace: {ns}}}
+stringData: {{key: {value}, upstream: sk-provider}}
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: VirtualKey
+metadata: {{name: {ns}-key, namespace: {ns}}}
+spec: {{secretRef: {{name: keys, key: key}}}}
+---
+"
+        ));
+    }
+    for scenario in ["server-error", "fine"] {
+        yaml.push_str(&format!(
+            "apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {{name: {scenario}, namespace: a}}
+spec:
+  type: openai-compatible
+  baseUrl: {base}/{scenario}/v1
+  credentials: {{secretRef: {{name: keys, key: upstream}}}}
+---
+"
+        ));
+    }
+    yaml.push_str(
+        "apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: shared, namespace: a}
+spec:
+  model: shared
+  sharedWith: [b]
+  retries: {attempts: 0}
+  fallbacks: [{route: a-private-fallback}]
+  backends: [{providerRef: {name: server-error}, model: m}]
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: a-private-fallback, namespace: a}
+spec:
+  model: a-private-fallback
+  backends: [{providerRef: {name: fine}, model: m}]
+",
+    );
+    let gw = gateway(&yaml);
+    let ask = |key: &'static str, model: &'static str| {
+        let gw = gw.clone();
+        async move {
+            let req = Request::post("/v1/chat/completions")
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .body(Body::from(chat(model).to_string()))
+                .unwrap();
+            let resp = crate::router(gw).oneshot(req).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            (
+                parts.status,
+                format!("{:?} {}", parts.headers, String::from_utf8_lossy(&body)),
+            )
+        }
+    };
+    // The route's own namespace gets its fallback.
+    let (status, text) = ask("sk-tenant-a", "shared").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("a/a-private-fallback"), "{text}");
+    // The namespace it is shared with does not, and never hears of it.
+    let (status, text) = ask("sk-tenant-b", "a/shared").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{text}");
+    assert!(!text.contains("private"), "{text}");
 }
