@@ -71,6 +71,14 @@ pub struct LLMGatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024, max = 1073741824))]
     pub max_request_bytes: Option<u64>,
+    /// The largest whole (not streamed) response body the gateway reads from a provider, in
+    /// bytes; a larger one is cut off and answered 502 ("upstream response exceeded N bytes").
+    /// Provider `baseUrl`s are chosen by each namespace, so this bounds the memory one upstream
+    /// can take from a fleet that serves others. Error bodies are read up to 64 KiB and stream
+    /// events up to 1 MiB whatever this says. Default 32 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 1073741824))]
+    pub max_response_bytes: Option<u64>,
     /// Limits on client connections: how long a client may take to send a request, how long an
     /// idle connection is kept, and how many connections each pod serves at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

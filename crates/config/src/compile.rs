@@ -314,6 +314,7 @@ impl<'a> Compiler<'a> {
             max_request_bytes: gw.spec.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
             redis,
             connections,
+            max_response_bytes: gw.spec.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
         }
     }
 
@@ -1038,20 +1039,31 @@ impl<'a> Compiler<'a> {
                 }
             }
             if let Some(other) = seen_hashes.get(&hashes[0].sha256) {
+                // The diagnostic goes to this key's status: another namespace's key is not named.
+                let whose = if other.namespace == id.namespace {
+                    other.to_string()
+                } else {
+                    "a key of another namespace".to_owned()
+                };
                 self.diags.push(Diagnostic::error(
                     &id,
                     field,
                     "DuplicateKey",
-                    format!("uses the same key value as {other}; the key is left out"),
+                    format!("uses the same key value as {whose}; the key is left out"),
                 ));
                 continue;
             }
             seen_hashes.insert(hashes[0].sha256.clone(), id.clone());
             for (i, allowed) in s.allowed_routes.iter().enumerate() {
                 let (rns, model) = allowed.split_once('/').unwrap_or((ns.as_str(), allowed.as_str()));
-                let exists = routes
-                    .iter()
-                    .any(|r| r.namespace == rns && (r.model == model || r.aliases.iter().any(|a| a == model)));
+                // A route of another namespace that is not shared with this one is reported like
+                // a missing one: the key cannot use it, and its namespace's route names are not
+                // this namespace's to learn.
+                let exists = routes.iter().any(|r| {
+                    r.namespace == rns
+                        && (r.model == model || r.aliases.iter().any(|a| a == model))
+                        && (rns == ns.as_str() || r.shared_with.iter().any(|s| *s == ns || s == "*"))
+                });
                 if !exists {
                     self.diags.push(Diagnostic::warning(
                         &id,

@@ -76,10 +76,30 @@ pub struct Settings {
     /// Limits on client connections (slow or idle clients, how many at once).
     #[serde(default, skip_serializing_if = "ConnectionsConfig::is_default")]
     pub connections: ConnectionsConfig,
+    /// The largest whole (not streamed) upstream response body read, in bytes; a larger one is
+    /// answered 502. A Provider's `baseUrl` is its namespace's to choose, so this bounds what
+    /// one upstream can make every tenant's gateway hold.
+    #[serde(
+        default = "default_max_response_bytes",
+        skip_serializing_if = "is_default_max_response_bytes"
+    )]
+    pub max_response_bytes: u64,
 }
 
 /// Default request size limit: 10 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Default limit on a whole upstream response body: 32 MiB (the largest answers, embeddings of
+/// a full batch, are a few MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+
+fn default_max_response_bytes() -> u64 {
+    DEFAULT_MAX_RESPONSE_BYTES
+}
+
+fn is_default_max_response_bytes(v: &u64) -> bool {
+    *v == DEFAULT_MAX_RESPONSE_BYTES
+}
 
 impl Default for Settings {
     fn default() -> Self {
@@ -87,6 +107,7 @@ impl Default for Settings {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             redis: None,
             connections: ConnectionsConfig::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }

@@ -186,8 +186,8 @@ impl Alerts {
                     tracing::info!(alert = id, attempt, "spend alert delivered");
                     return true;
                 }
-                Ok(r) => tracing::warn!(alert = id, attempt, status = r.status().as_u16(), "spend alert refused"),
-                Err(e) => tracing::warn!(alert = id, attempt, error = %e, "spend alert not delivered"),
+                Ok(r) => log_failure(id, attempt, &hook.url, Ok(r.status().as_u16())),
+                Err(e) => log_failure(id, attempt, &hook.url, Err(e)),
             }
             if attempt < ATTEMPTS {
                 tokio::time::sleep(backoff).await;
@@ -255,6 +255,25 @@ fn team_alert_body(team: &TeamBudget, key: &str, period: &Period, threshold: u32
     .into_bytes()
 }
 
+/// Logs a delivery attempt that failed. A webhook URL may carry a token (Slack's do): only its
+/// origin is logged, and the error without its URL.
+fn log_failure(id: &str, attempt: u32, url: &str, outcome: Result<u16, reqwest::Error>) {
+    match outcome {
+        Ok(status) => tracing::warn!(alert = id, attempt, webhook = %origin(url), status, "spend alert refused"),
+        Err(e) => {
+            tracing::warn!(alert = id, attempt, webhook = %origin(url), error = %e.without_url(), "spend alert not delivered")
+        }
+    }
+}
+
+/// A webhook's scheme, host and port, for the log: its path and query may hold a token.
+fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "(invalid URL)".to_owned(),
+    }
+}
+
 /// The signature header value for `body` sent at `timestamp`.
 pub(crate) fn signature(secret: &str, timestamp: i64, body: &[u8]) -> Option<String> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()?;
@@ -276,6 +295,51 @@ mod tests {
             signature("whsec", 1_700_000_000, b"{}").as_deref(),
             Some("sha256=7d44587dddbaf4c7f70fef20f48cd594834ffea1641e3ac227b84408298738af")
         );
+    }
+
+    /// What the log says of a webhook that cannot be reached: its origin, the cause, never
+    /// the token in its path, query or user info.
+    #[tokio::test]
+    async fn a_failed_webhook_is_logged_without_its_token() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = format!("http://user:pw-SECRET@127.0.0.1:{port}/services/T000/B000/hook-SECRET?token=q-SECRET");
+        let e = reqwest::Client::new().post(&url).send().await.unwrap_err();
+        assert!(e.to_string().contains("SECRET"), "reqwest names the URL: {e}");
+        // What the log lines say, captured.
+        let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            log_failure("alert:1", 1, &url, Err(e));
+            log_failure("alert:1", 2, &url, Ok(500));
+            log_failure("alert:1", 3, "not a url with hook-SECRET", Ok(500));
+        });
+        let logged = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert_eq!(logged.lines().count(), 3, "{logged}");
+        assert!(!logged.contains("SECRET"), "{logged}");
+        assert!(
+            logged.contains(&format!("webhook=http://127.0.0.1:{port} ")),
+            "{logged}"
+        );
+        assert!(logged.contains("(invalid URL)"), "{logged}");
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

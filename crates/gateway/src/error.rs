@@ -9,6 +9,10 @@ use http::{HeaderValue, StatusCode};
 use serde_json::json;
 use switchyard_providers::{ErrorKind, ProviderError};
 
+/// The `code` of the failure when a whole upstream response is larger than the fleet's
+/// `maxResponseBytes`.
+pub(crate) const UPSTREAM_TOO_LARGE: &str = "upstream_response_too_large";
+
 /// A request that failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status}: {message}")]
@@ -157,6 +161,11 @@ impl GatewayError {
                 (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_error"))
             }
         };
+        // The gateway's own verdict on an oversized answer keeps its code.
+        let code = match e.code.as_deref() {
+            Some(c @ (UPSTREAM_TOO_LARGE | switchyard_providers::sse::EVENT_TOO_LARGE)) => Some(c),
+            _ => code,
+        };
         let message = match e.kind {
             ErrorKind::BadRequest | ErrorKind::ContextWindow | ErrorKind::ContentPolicy | ErrorKind::RateLimit => {
                 e.message.clone()
@@ -194,6 +203,42 @@ fn shortened(model: &str) -> std::borrow::Cow<'_, str> {
     format!("{}... ({} bytes)", &model[..end], model.len()).into()
 }
 
+/// `text` with every word that looks like a credential replaced by `[redacted]`: a masked key
+/// (`sk-abc***xyz`), a word with a known key prefix (`sk-`, `AKIA`, `AIza`, ...), or a long
+/// random-looking word (24 characters or more mixing upper case, lower case and digits). For
+/// provider answers that reach the log; the client never gets them.
+pub(crate) fn redact(text: &str) -> String {
+    const PREFIXES: [&str; 11] = [
+        "sk-", "sk_", "pk-", "rk-", "key-", "AKIA", "ASIA", "AIza", "xai-", "gsk_", "ya29.",
+    ];
+    let keyish = |c: char| c.is_ascii_alphanumeric() || "-_.*+/=~".contains(c);
+    let secret = |w: &str| {
+        let masked = w.contains('*') && w.len() >= 8;
+        let prefixed = w.len() >= 12 && PREFIXES.iter().any(|p| w.starts_with(p));
+        let random = w.len() >= 24
+            && w.chars().any(|c| c.is_ascii_digit())
+            && w.chars().any(|c| c.is_ascii_uppercase())
+            && w.chars().any(|c| c.is_ascii_lowercase());
+        masked || prefixed || random
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(keyish) {
+        out.push_str(&rest[..start]);
+        let word = &rest[start..];
+        let end = word.find(|c: char| !keyish(c)).unwrap_or(word.len());
+        // A sentence's full stop is not part of the word (a run of dots alone is kept as is).
+        let w = match word[..end].trim_end_matches('.') {
+            "" => &word[..end],
+            w => w,
+        };
+        out.push_str(if secret(w) { "[redacted]" } else { w });
+        rest = &word[w.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
@@ -204,5 +249,33 @@ impl IntoResponse for GatewayError {
             }
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_provider_answers_are_redacted() {
+        for (text, want) in [
+            (
+                "Incorrect API key provided: sk-proj-abc1*********************wxyz. You can find your API key at https://platform.openai.com/account/api-keys.",
+                "Incorrect API key provided: [redacted]. You can find your API key at https://platform.openai.com/account/api-keys.",
+            ),
+            ("invalid x-api-key sk-ant-api03-Abcdefghijkl", "invalid x-api-key [redacted]"),
+            (
+                "The security token included in the request is invalid. (AKIAIOSFODNN7EXAMPLE)",
+                "The security token included in the request is invalid. ([redacted])",
+            ),
+            ("key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY rejected", "key [redacted] rejected"),
+            ("API key not valid. Please pass a valid API key.", "API key not valid. Please pass a valid API key."),
+            ("request req_0123456789abcdef0123 failed", "request req_0123456789abcdef0123 failed"),
+            ("", ""),
+            ("... . ..x.. sk-proj-abcdefgh...", "... . ..x.. [redacted]..."),
+            ("ünïcode ✓ sk-ünicode", "ünïcode ✓ sk-ünicode"),
+        ] {
+            assert_eq!(redact(text), want, "{text}");
+        }
     }
 }

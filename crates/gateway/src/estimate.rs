@@ -70,7 +70,7 @@ impl Prompt {
         let mut p = Prompt::default();
         for field in PROMPT_FIELDS {
             if let Some(v) = request.get(field) {
-                p.items += v.as_array().map_or(1, |a| a.len() as u64);
+                p.items = p.items.saturating_add(v.as_array().map_or(1, |a| a.len() as u64));
                 walk(v, &mut p.bytes, &mut p.ids);
             }
         }
@@ -81,12 +81,15 @@ impl Prompt {
     /// The prompt's tokens, estimated (about three bytes a token, plus a few per item): for
     /// limits, reservations, quotas and prices.
     pub fn rough(&self) -> u64 {
-        self.bytes.div_ceil(3) + self.ids + self.overhead()
+        self.bytes
+            .div_ceil(3)
+            .saturating_add(self.ids)
+            .saturating_add(self.overhead())
     }
 
     /// A count the real one never exceeds.
     pub fn upper_bound(&self) -> u64 {
-        self.bytes + self.ids + self.overhead()
+        self.bytes.saturating_add(self.ids).saturating_add(self.overhead())
     }
 
     /// Completion tokens to expect ([`DEFAULT_COMPLETION`] when the request sets no maximum).
@@ -100,7 +103,7 @@ impl Prompt {
     }
 
     fn overhead(&self) -> u64 {
-        PER_ITEM * self.items + REPLY_PRIMING
+        PER_ITEM.saturating_mul(self.items).saturating_add(REPLY_PRIMING)
     }
 }
 
@@ -115,9 +118,9 @@ pub fn completion_cap(request: &Json) -> Option<u64> {
 /// [`MEDIA_BYTES`]) and counts integer token ids.
 fn walk(v: &Value, bytes: &mut u64, ids: &mut u64) {
     match v {
-        Value::String(s) if s.starts_with("data:") && s.len() > 1024 => *bytes += MEDIA_BYTES,
-        Value::String(s) => *bytes += s.len() as u64,
-        Value::Number(_) => *ids += 1,
+        Value::String(s) if s.starts_with("data:") && s.len() > 1024 => *bytes = bytes.saturating_add(MEDIA_BYTES),
+        Value::String(s) => *bytes = bytes.saturating_add(s.len() as u64),
+        Value::Number(_) => *ids = ids.saturating_add(1),
         Value::Array(a) => a.iter().for_each(|x| walk(x, bytes, ids)),
         Value::Object(o) => o.values().for_each(|x| walk(x, bytes, ids)),
         Value::Bool(_) | Value::Null => {}
@@ -173,7 +176,7 @@ impl Delivered {
         for f in finders {
             for at in f.find_iter(chunk) {
                 if let Some(text) = string_at(chunk, at + f.needle().len()) {
-                    self.tokens += text_tokens(text);
+                    self.tokens = self.tokens.saturating_add(text_tokens(text));
                 }
             }
         }

@@ -24,6 +24,8 @@ mod alerts;
 pub mod background;
 pub mod budget;
 mod cache;
+#[cfg(test)]
+mod edge_tests;
 mod endpoints;
 mod error;
 mod estimate;

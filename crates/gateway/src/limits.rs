@@ -465,7 +465,8 @@ pub(crate) async fn admit(
     let measured = Prompt::measure(request);
     let prompt = measured.rough();
     let cap = measured.max_completion;
-    let tokens = prompt + cap.unwrap_or(0);
+    // Saturating: `max_tokens` is the client's number; a wrapped sum would shrink the estimate.
+    let tokens = prompt.saturating_add(cap.unwrap_or(0));
     let lease = format!("{:016x}", rand::random::<u64>());
     let reserve = if enforce || teams_enforce {
         worst_cost(route, prompt, cap)

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     /// Client connections and requests cut by a timeout, by kind (header, idle, body).
     pub connection_timeouts: IntCounterVec,
+    /// Upstream answers cut off for size, by provider and part (`body`: a whole response over
+    /// `maxResponseBytes`; `event`: a stream event over 1 MiB before the first token).
+    pub upstream_too_large: IntCounterVec,
 }
 
 impl Metrics {
@@ -229,6 +232,14 @@ impl Metrics {
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(connection_timeouts.clone()))?;
+        let upstream_too_large = IntCounterVec::new(
+            Opts::new(
+                "switchyard_upstream_too_large_total",
+                "Upstream answers cut off for size, by provider and part: body (a whole response over maxResponseBytes, answered 502), event (a stream event over 1 MiB).",
+            ),
+            &["provider", "part"],
+        )?;
+        registry.register(Box::new(upstream_too_large.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -256,6 +267,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             connection_timeouts,
+            upstream_too_large,
         })
     }
 

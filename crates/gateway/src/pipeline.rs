@@ -88,10 +88,11 @@ async fn serve(
 
     // Read and parse, in the client's format (crate::ingress), into the typed request.
     let req = read(body, op, codec, rt.config.settings.max_request_bytes).await?;
-    span.request(req.op, &req.model, &req.raw, req.stream);
+    span.request(&req.model, &req.raw, req.stream);
 
     // Route: the key's route for the model, and whether it serves this endpoint.
     let route = rt.route_for(&key, &req.model)?;
+    span.routed(req.op, &req.model);
     labels.route = format!("{}/{}", route.config.namespace, route.config.model);
     check_mode(req.op, &route, &req.model)?;
 

@@ -73,16 +73,19 @@ impl Key {
         }
     }
 
-    /// Whether the key may use `route` (its `allowedRoutes`, by model name or alias; empty
-    /// allows every route it can see). Checked for the requested route and again for every
-    /// rule target and fallback the request is sent on to.
+    /// Whether the key may use `route`: one it can see (of its own namespace, or shared with it)
+    /// that its `allowedRoutes` name, by model name or alias (empty allows every route it can
+    /// see). Checked for the requested route and again for every rule target and fallback the
+    /// request is sent on to, so a shared route's fallback that is not shared is skipped.
     pub fn allows(&self, route: &RouteConfig) -> bool {
         let own = &self.config.namespace;
-        self.config.allowed_routes.is_empty()
-            || self.config.allowed_routes.iter().any(|a| {
-                let (ans, aname) = a.split_once('/').unwrap_or((own.as_str(), a.as_str()));
-                ans == route.namespace && (aname == route.model || route.aliases.iter().any(|x| x == aname))
-            })
+        let visible = route.namespace == *own || route.shared_with.iter().any(|s| s == own || s == "*");
+        visible
+            && (self.config.allowed_routes.is_empty()
+                || self.config.allowed_routes.iter().any(|a| {
+                    let (ans, aname) = a.split_once('/').unwrap_or((own.as_str(), a.as_str()));
+                    ans == route.namespace && (aname == route.model || route.aliases.iter().any(|x| x == aname))
+                }))
     }
 }
 

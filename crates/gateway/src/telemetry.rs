@@ -154,6 +154,17 @@ fn error_type(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// The most characters of a client's model string a span keeps.
+pub(crate) const MODEL_CHARS: usize = 256;
+
+/// `model`, at most [`MODEL_CHARS`] characters of it.
+fn truncated(model: &str) -> String {
+    match model.char_indices().nth(MODEL_CHARS) {
+        Some((at, _)) => format!("{}...", &model[..at]),
+        None => model.to_owned(),
+    }
+}
+
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -175,6 +186,7 @@ fn response_model(b: &[u8]) -> Option<String> {
         .ok()?
         .model
         .filter(|m| !m.is_empty())
+        .map(|m| truncated(&m))
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -265,11 +277,12 @@ impl RequestSpan {
         }
     }
 
-    /// The parsed request: the span's name and the request's parameters (never its content).
-    pub(crate) fn request(&self, op: Operation, model: &str, request: &Json, stream: bool) {
+    /// The parsed request: the request's parameters (never its content). The model is the
+    /// client's string, of any length: an attribute, cut to [`MODEL_CHARS`]; the span keeps its
+    /// fixed name until [`RequestSpan::routed`].
+    pub(crate) fn request(&self, model: &str, request: &Json, stream: bool) {
         self.with(|s| {
-            s.update_name(format!("{} {model}", operation_name(op)));
-            s.set_attribute(KeyValue::new("gen_ai.request.model", model.to_owned()));
+            s.set_attribute(KeyValue::new("gen_ai.request.model", truncated(model)));
             let max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
                 .iter()
                 .find_map(|k| request.get(*k).and_then(Value::as_u64));
@@ -284,6 +297,12 @@ impl RequestSpan {
             }
             s.set_attribute(KeyValue::new("switchyard.stream", stream));
         });
+    }
+
+    /// The request found its route: the span is named `{operation} {model}` (the GenAI
+    /// convention) now that `model` is known to name one of the config's routes, a bounded set.
+    pub(crate) fn routed(&self, op: Operation, model: &str) {
+        self.with(|s| s.update_name(format!("{} {}", operation_name(op), truncated(model))));
     }
 
     /// The client's key: its team only, never the key.
@@ -551,6 +570,64 @@ mod tests {
             Some("m")
         );
         assert_eq!(response_model(b"event: ping\n\n"), None);
+    }
+
+    /// Spans the tracer ended, kept in memory.
+    #[derive(Clone, Debug, Default)]
+    struct Kept(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Kept {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    fn kept_tracing() -> (Tracing, Kept) {
+        let kept = Kept::default();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(kept.clone()).build();
+        let tracer = provider.tracer("test");
+        (Tracing { provider, tracer }, kept)
+    }
+
+    /// A client's model string is anything up to the request size limit: it never names a span
+    /// (span names are what trace backends index), and its attribute is cut; once it is known to
+    /// name a route, it names the span as the GenAI conventions say.
+    #[test]
+    fn a_clients_model_string_never_names_a_span_unbounded() {
+        let (t, kept) = kept_tracing();
+        let long = "m".repeat(100_000);
+        let request: Json = serde_json::from_value(serde_json::json!({"model": long, "max_tokens": 5})).unwrap();
+        let span = RequestSpan::start(Some(&t), Operation::Chat, false, &HeaderMap::new());
+        span.request(&long, &request, false);
+        drop(span);
+        let span = RequestSpan::start(Some(&t), Operation::Chat, false, &HeaderMap::new());
+        span.request("demo", &request, false);
+        span.routed(Operation::Chat, "demo");
+        drop(span);
+        let spans = kept.0.lock().unwrap().clone();
+        assert_eq!(spans.len(), 2);
+        let model = |s: &opentelemetry_sdk::trace::SpanData| {
+            s.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == "gen_ai.request.model")
+                .map(|kv| kv.value.as_str().into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(spans[0].name, "chat", "unrouted: the fixed name");
+        assert_eq!(model(&spans[0]), format!("{}...", "m".repeat(MODEL_CHARS)));
+        assert_eq!(spans[1].name, "chat demo");
+        assert_eq!(model(&spans[1]), "demo");
+        // Cut on a character boundary.
+        assert_eq!(truncated(&"é".repeat(300)), format!("{}...", "é".repeat(MODEL_CHARS)));
+        let upstream = format!(r#"{{"choices":[],"model":"{}"}}"#, "x".repeat(10_000));
+        assert_eq!(
+            response_model(upstream.as_bytes()).map(|m| m.len()),
+            Some(MODEL_CHARS + 3)
+        );
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct Event {
 /// and an upstream that never ends its event must not grow the gateway's memory without bound.
 pub const DEFAULT_MAX_EVENT: usize = 1024 * 1024;
 
+/// The `code` of the error for an event over the limit (and for a Bedrock event-stream frame
+/// over its limit), so the gateway can count them.
+pub const EVENT_TOO_LARGE: &str = "upstream_event_too_large";
+
 /// Push parser. Linear in the bytes fed: an unfinished event is scanned once, the next chunk's
 /// scan resumes where the last one stopped; an event longer than its limit is an error.
 #[derive(Debug)]
@@ -100,10 +104,12 @@ impl Parser {
 
     fn check(&self, event_len: usize) -> Result<(), ProviderError> {
         if event_len > self.max_event {
-            return Err(ProviderError::new(
+            let mut e = ProviderError::new(
                 ErrorKind::Protocol,
                 format!("upstream stream event exceeds {} bytes", self.max_event),
-            ));
+            );
+            e.code = Some(EVENT_TOO_LARGE.to_owned());
+            return Err(e);
         }
         Ok(())
     }
@@ -235,6 +241,11 @@ mod tests {
         let err = err.expect("a 2 MiB event without a blank line is refused");
         assert_eq!(err.kind, ErrorKind::Protocol);
         assert_eq!(err.message, "upstream stream event exceeds 1048576 bytes");
+        assert_eq!(
+            err.code.as_deref(),
+            Some(EVENT_TOO_LARGE),
+            "the gateway counts these by code"
+        );
         // In one piece too, and with a limit of one's own.
         let mut q = Parser::with_max_event(10);
         assert!(q.feed(b"data: 12345678901\n\n").is_err());

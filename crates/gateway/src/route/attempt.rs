@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use switchyard_config::ProviderConfig;
 use switchyard_providers::{ErrorKind, ProviderError};
 use tokio::time::Instant;
 
@@ -67,6 +68,7 @@ impl Ctx<'_> {
             stream: self.stream,
             headers_timeout: deadlines.headers,
             trace: span.headers(),
+            max_response_bytes: self.rt.config.settings.max_response_bytes,
         };
         let work = async {
             match self.dispatch.send(call).await? {
@@ -108,7 +110,23 @@ impl Ctx<'_> {
                     depth: 0,
                 })
             }
-            Err(error) => {
+            Err(mut error) => {
+                self.count_too_large(provider, &error);
+                // A provider's answer to bad credentials often echoes the key (masked or not):
+                // the operators get it, redacted, in the log; the client a message of our own.
+                if matches!(error.kind, ErrorKind::Auth | ErrorKind::PermissionDenied) {
+                    tracing::warn!(
+                        route = %label(cfg),
+                        backend = %backend.name,
+                        provider = %provider.id,
+                        status = ?error.status,
+                        error = %crate::error::redact(&error.message),
+                        "the provider refused the gateway's credentials"
+                    );
+                    error.message = credentials_refused(&provider.id, error.status);
+                    error.param = None;
+                    error.code = None;
+                }
                 // The request's own deadline says nothing about the backend.
                 let overall = error.kind == ErrorKind::Timeout && deadline::passed(deadline);
                 if !overall {
@@ -127,6 +145,28 @@ impl Ctx<'_> {
             }
         }
     }
+}
+
+impl Ctx<'_> {
+    /// Counts an upstream answer cut off for size.
+    fn count_too_large(&self, provider: &ProviderConfig, error: &ProviderError) {
+        let part = match error.code.as_deref() {
+            Some(crate::error::UPSTREAM_TOO_LARGE) => "body",
+            Some(switchyard_providers::sse::EVENT_TOO_LARGE) => "event",
+            _ => return,
+        };
+        self.metrics
+            .upstream_too_large
+            .with_label_values(&[provider.id.as_str(), part])
+            .inc();
+    }
+}
+
+/// What a client is told when a provider refused the gateway's own credentials (a 401 or 403
+/// upstream): the provider's name, never its answer.
+fn credentials_refused(provider: &str, status: Option<u16>) -> String {
+    let status = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+    format!("upstream rejected the gateway's credentials for provider {provider:?}{status}; the Provider's credentials need fixing")
 }
 
 #[cfg(test)]

@@ -194,8 +194,9 @@ impl Window {
 
     fn add(&mut self, now: Instant, requests: u64, tokens: u64) {
         self.roll(now);
-        self.requests += requests;
-        self.tokens += tokens;
+        // Saturating: completion tokens come from the upstream's usage, any number it likes.
+        self.requests = self.requests.saturating_add(requests);
+        self.tokens = self.tokens.saturating_add(tokens);
     }
 
     fn used(&self, now: Instant) -> (f64, f64) {

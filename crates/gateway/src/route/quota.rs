@@ -91,7 +91,10 @@ pub(crate) async fn take(
 impl QuotaHold {
     /// Adds tokens learnt after sending.
     pub fn tokens(&self, tokens: u64) {
-        self.extra.fetch_add(tokens, Ordering::Relaxed);
+        // Saturating: the count comes from the upstream's usage; a wrapped one would free quota.
+        let _ = self
+            .extra
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(tokens)));
     }
 }
 

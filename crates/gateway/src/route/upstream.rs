@@ -47,7 +47,13 @@ pub struct Call<'a> {
     pub headers_timeout: Duration,
     /// `traceparent` (and `tracestate`) of the attempt's span; empty when traces are off.
     pub trace: &'a [(&'static str, String)],
+    /// The largest whole response body read (the fleet's `maxResponseBytes`).
+    pub max_response_bytes: u64,
 }
+
+/// How much of an upstream error body is read: enough for any provider's error JSON; the rest
+/// is not read (the connection is dropped).
+pub const ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Sends one call to one backend.
 pub trait Dispatch: Send + Sync {
@@ -94,6 +100,7 @@ impl HttpDispatch {
             stream,
             headers_timeout,
             trace,
+            max_response_bytes,
         } = call;
         let model = backend.model.as_str();
         if provider.kind == ProviderKind::Mock {
@@ -142,24 +149,72 @@ impl HttpDispatch {
         let (parts, body) = resp.into_parts();
         let status = parts.status.as_u16();
         if !(200..300).contains(&status) {
-            let body = read_all(body, deadline).await.unwrap_or_default();
+            // Only the head of an error body: it is classified, never forwarded whole.
+            let body = match read_capped(body, ERROR_BODY_BYTES, deadline).await {
+                Ok(Read::Whole(b) | Read::Cut(b)) => b,
+                Err(_) => Bytes::new(),
+            };
             return Err(adapter.error(status, &parts.headers, &body));
         }
         if stream {
             let chunks = http_body_util::BodyDataStream::new(body).boxed();
             Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
         } else {
-            let body = read_all(body, deadline).await?;
-            Ok(Upstream::Full(adapter.parse(op, &body, &target)?))
+            let cap = usize::try_from(max_response_bytes).unwrap_or(usize::MAX);
+            match read_capped(body, cap, deadline).await? {
+                Read::Whole(body) => Ok(Upstream::Full(adapter.parse(op, &body, &target)?)),
+                Read::Cut(_) => Err(too_large(max_response_bytes)),
+            }
         }
     }
 }
 
-/// A whole response body, by `deadline`.
-async fn read_all(body: UpstreamBody, deadline: Instant) -> Result<Bytes, ProviderError> {
+/// A body read up to a limit.
+#[derive(Debug)]
+enum Read {
+    /// All of it.
+    Whole(Bytes),
+    /// Its first `limit` bytes: it was longer (or said it would be); the rest was not read.
+    Cut(Bytes),
+}
+
+/// The failure for a whole response over `limit` bytes.
+fn too_large(limit: u64) -> ProviderError {
+    let mut e = ProviderError::new(
+        ErrorKind::Protocol,
+        format!("upstream response exceeded {limit} bytes (the fleet's maxResponseBytes)"),
+    );
+    e.code = Some(crate::error::UPSTREAM_TOO_LARGE.to_owned());
+    e
+}
+
+/// Reads a body frame by frame by `deadline`, at most `limit` bytes: memory stays bounded
+/// whatever the upstream sends, and a body that announces more than `limit` is not read at all.
+async fn read_capped(body: UpstreamBody, limit: usize, deadline: Instant) -> Result<Read, ProviderError> {
+    use http_body::Body as _;
     use http_body_util::BodyExt;
-    match tokio::time::timeout_at(deadline, body.collect()).await {
-        Ok(collected) => Ok(collected?.to_bytes()),
+    let announced = body.size_hint().lower();
+    if !usize::try_from(announced).is_ok_and(|n| n <= limit) {
+        return Ok(Read::Cut(Bytes::new()));
+    }
+    let read = async move {
+        let mut body = body;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue; // trailers
+            };
+            if buf.len() + data.len() > limit {
+                let room = limit - buf.len();
+                buf.extend_from_slice(&data[..room]);
+                return Ok(Read::Cut(buf.freeze()));
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(Read::Whole(buf.freeze()))
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(read) => read,
         Err(_) => Err(ProviderError::new(
             ErrorKind::Timeout,
             "the upstream did not finish its answer in time",

@@ -95,10 +95,15 @@ impl Memory {
         }
         if let Some((bucket, delta)) = rel.tokens {
             let sec = rel.now_ms.div_euclid(1000);
-            if bucket > sec - WINDOW_MS / 1000 {
-                *scope.tpm.entry(bucket).or_default() += delta;
-            } else if delta > 0 {
-                *scope.tpm.entry(sec).or_default() += delta;
+            // Saturating: `delta` follows the upstream's reported usage, any number it likes.
+            let at = if bucket > sec - WINDOW_MS / 1000 {
+                Some(bucket)
+            } else {
+                (delta > 0).then_some(sec)
+            };
+            if let Some(at) = at {
+                let n = scope.tpm.entry(at).or_default();
+                *n = n.saturating_add(delta);
             }
         }
         let settle = rel.settle.as_ref()?;
@@ -213,7 +218,8 @@ fn decide(scope: &mut Scope, req: &Acquire) -> Verdict {
         *scope.rpm.entry(sec).or_default() += 1;
     }
     if req.tpm.is_some() {
-        *scope.tpm.entry(sec).or_default() += i64::try_from(req.tokens).unwrap_or(i64::MAX);
+        let n = scope.tpm.entry(sec).or_default();
+        *n = n.saturating_add(i64::try_from(req.tokens).unwrap_or(i64::MAX));
     }
     if req.max_parallel.is_some() {
         scope.leases.insert(req.lease.clone(), now + req.lease_ttl_ms);

@@ -374,7 +374,7 @@ pub(crate) fn check_window(
 ) -> WindowCheck {
     let sec = now_ms.div_euclid(1000);
     buckets.retain(|b, _| *b > sec - WINDOW_MS / 1000);
-    let used: i64 = buckets.values().sum::<i64>().max(0);
+    let used: i64 = buckets.values().fold(0i64, |a, b| a.saturating_add(*b)).max(0);
     let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
     let cost_i = i64::try_from(cost).unwrap_or(i64::MAX);
     let until_empty = |newest: i64| (newest + WINDOW_MS / 1000) * 1000 - now_ms;
@@ -391,7 +391,7 @@ pub(crate) fn check_window(
     let mut retry_ms = WINDOW_MS;
     if cost_i <= limit_i {
         for (b, v) in buckets.iter() {
-            freed += *v;
+            freed = freed.saturating_add(*v);
             if freed >= need {
                 retry_ms = until_empty(*b);
                 break;

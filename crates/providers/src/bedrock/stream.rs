@@ -281,7 +281,14 @@ impl StreamTranslator for ConverseStream {
             // corrupt one now rather than buffer up to 4 GiB waiting for it.
             if self.at_frame_start && self.buf.len() >= 12 {
                 let total = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-                if !(FRAME_OVERHEAD..=MAX_FRAME).contains(&total) {
+                if total > MAX_FRAME {
+                    let mut e = protocol(format!(
+                        "upstream event-stream frame of {total} bytes exceeds {MAX_FRAME} bytes"
+                    ));
+                    e.code = Some(crate::sse::EVENT_TOO_LARGE.to_owned());
+                    return Err(self.fail(e));
+                }
+                if total < FRAME_OVERHEAD {
                     let e = protocol(format!("upstream sent a corrupt event-stream frame (length {total})"));
                     return Err(self.fail(e));
                 }

@@ -499,6 +499,31 @@ fn a_flipped_byte_fails_the_crc() {
     }
 }
 
+/// A frame's prelude announces its length; one over AWS's 16 MiB maximum is refused from its
+/// first 12 bytes, before anything of it is buffered, so an upstream cannot make the gateway
+/// wait for (and hold) up to 4 GiB.
+#[test]
+fn a_frame_over_the_cap_is_refused_from_its_prelude() {
+    let frame = event_frame("messageStart", &json!({"role": "assistant"}));
+    for total in [MAX_FRAME as u32 + 1, u32::MAX] {
+        let mut prelude = total.to_be_bytes().to_vec();
+        prelude.extend_from_slice(&frame[4..12]);
+        let mut s = translator();
+        let mut out = Vec::new();
+        s.feed(Bytes::copy_from_slice(&frame), &mut out).unwrap();
+        // The 12 bytes of the prelude are enough to refuse it.
+        let e = s.feed(Bytes::from(prelude), &mut out).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Protocol, "{}", e.message);
+        assert_eq!(e.code.as_deref(), Some(crate::sse::EVENT_TOO_LARGE), "{}", e.message);
+        assert!(e.message.contains("exceeds 16777216 bytes"), "{}", e.message);
+    }
+    // A frame of exactly the cap is waited for (and a real one that size would be decoded).
+    let mut prelude = (MAX_FRAME as u32).to_be_bytes().to_vec();
+    prelude.extend_from_slice(&[0; 8]);
+    let mut s = translator();
+    assert!(s.feed(Bytes::from(prelude), &mut Vec::new()).is_ok());
+}
+
 #[test]
 fn stream_exceptions_map_to_error_kinds() {
     let start = event_frame("messageStart", &json!({"role": "assistant"}));
