@@ -134,6 +134,7 @@ fn context(client: Client, gw: &LLMGateway) -> Arc<Context> {
         image: "switchyard:test".into(),
         pacing: Pacing::default(),
         status_writers: StatusWriters::default(),
+        cleanup_deadline: std::time::Duration::from_secs(60),
     })
 }
 

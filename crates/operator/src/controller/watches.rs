@@ -18,6 +18,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::Resource;
 use switchyard_api::{LLMGateway, LLMRoute, Provider, VirtualKey};
+use switchyard_config::source::WatchBackoff;
 use tokio::sync::{mpsc, watch};
 
 use super::stopped;
@@ -167,7 +168,7 @@ pub(super) fn fleet_controller(
     let (gateways, gateways_w) = reflector::store::<LLMGateway>();
     let gateway_events = spec_changes(
         watcher(Api::<LLMGateway>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim)
             .reflect(gateways_w),
     );
@@ -182,19 +183,19 @@ pub(super) fn fleet_controller(
 
     let provider_events = spec_changes(
         watcher(Api::<Provider>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim)
             .reflect(providers_w),
     );
     let route_events = spec_changes(
         watcher(Api::<LLMRoute>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim)
             .reflect(routes_w),
     );
     let key_events = spec_changes(
         watcher(Api::<VirtualKey>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim)
             .reflect(keys_w),
     );
@@ -205,12 +206,12 @@ pub(super) fn fleet_controller(
             .labels(&format!("!{CONFIG_GENERATION}"))
             .fields("type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token"),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim)
     .reflect(secrets_w)
     .touched_objects();
     let namespace_events = watcher(Api::<Namespace>::all(client.clone()), cfg())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|n: &mut Namespace| {
             slim(n);
             n.spec = None;
@@ -219,7 +220,7 @@ pub(super) fn fleet_controller(
         .reflect(namespaces_w)
         .touched_objects();
     let pod_events = watcher(Api::<Pod>::all(client.clone()), cfg().labels(&fleet_selector))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|p: &mut Pod| {
             slim(p);
             p.spec = None;
@@ -230,7 +231,7 @@ pub(super) fn fleet_controller(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         cfg().labels(&format!("{LABEL_FLEET},{CONFIG_GENERATION}")),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects();
 
     let controller = {
@@ -320,7 +321,7 @@ pub(super) fn key_controller(
     // every VirtualKey must not each cost a key reconcile (and a GET of its Secret).
     let (vk_store, vk_writer) = reflector::store::<VirtualKey>();
     let vk_specs = watcher(Api::<VirtualKey>::all(client.clone()), cfg())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim)
         .reflect(vk_writer)
         .applied_objects()
