@@ -339,3 +339,65 @@ async fn spend_is_merge_patched_alone_so_conditions_are_never_dropped() {
     );
     call.await.expect("join").expect("patch");
 }
+
+/// A reflector store holding `objects`.
+fn store<K>(objects: Vec<K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = kube::runtime::reflector::store();
+    for o in objects {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(o));
+    }
+    store
+}
+
+fn secret_meta(rv: &str) -> kube::core::PartialObjectMeta<Secret> {
+    use kube::core::PartialObjectMetaExt;
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some("creds".into()),
+        namespace: Some("apps".into()),
+        resource_version: Some(rv.into()),
+        ..Default::default()
+    }
+    .into_response_partial::<Secret>()
+}
+
+#[tokio::test]
+async fn a_secret_is_read_by_name_only_when_named_and_again_once_it_changed() {
+    use kube::runtime::watcher::Event;
+    let (client, mut api) = client();
+    let (others, mut others_w) = kube::runtime::reflector::store();
+    others_w.apply_watcher_event(&Event::Apply(secret_meta("1")));
+    let cache = crate::controller::SecretCache::new(store(vec![]), others, Some(client));
+    // Known by its metadata only: no data until a fleet names it.
+    assert!(cache.get("apps", "creds").is_none());
+    assert!(cache.unread("apps", "creds"));
+    assert!(
+        !cache.unread("apps", "absent"),
+        "a Secret that does not exist is not read"
+    );
+
+    let reader = cache.clone();
+    let read = tokio::spawn(async move { reader.read(vec![("apps".into(), "creds".into())]).await });
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "creds", "namespace": "apps", "resourceVersion": "1"},
+                        "data": {"apiKey": "c2stMQ=="}});
+    let (m, uri, _) = expect(&mut api, 200, secret).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (Method::GET, "/api/v1/namespaces/apps/secrets/creds")
+    );
+    read.await.expect("join").expect("read");
+    let got = cache.get("apps", "creds").expect("read");
+    assert_eq!(got.data.as_ref().expect("data")["apiKey"].0, b"sk-1");
+    assert!(!cache.unread("apps", "creds"));
+
+    // A new version (seen by the metadata watch): what was read serves until it is read again.
+    others_w.apply_watcher_event(&Event::Apply(secret_meta("2")));
+    assert!(cache.unread("apps", "creds"));
+    assert!(cache.get("apps", "creds").is_some());
+    // Gone: nothing is served.
+    others_w.apply_watcher_event(&Event::Delete(secret_meta("2")));
+    assert!(cache.get("apps", "creds").is_none());
+}

@@ -45,6 +45,8 @@ pub(crate) use fleet_reconcile::reconcile_fleet;
 pub(crate) use fleet_reconcile::Pacing;
 pub(crate) use status_writer::StatusWriters;
 pub(crate) use watches::Caches;
+#[cfg(test)]
+pub(crate) use watches::SecretCache;
 
 /// Retry delay after a failed reconcile.
 const RETRY: Duration = Duration::from_secs(15);

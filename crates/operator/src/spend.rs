@@ -431,6 +431,7 @@ pub(crate) async fn report(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut failing: BTreeSet<FleetId> = BTreeSet::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -443,10 +444,18 @@ pub(crate) async fn report(
         fleets.retain(&live);
         let now_ms = Timestamp::now().as_millisecond();
         let SpendReading { usage, failures } = fleets.read(now_ms).await;
+        // Other fleets are reported as usual; a failing one's keys keep their last figures.
+        // Said when a fleet's Redis starts failing and when it recovers, not every interval.
+        let now_failing: BTreeSet<FleetId> = failures.iter().flat_map(|f| f.fleets.iter().cloned()).collect();
         for f in &failures {
-            // Other fleets are reported as usual; this one's keys keep their last figures.
-            tracing::warn!(fleets = ?f.fleets, error = %f.error, "reading spend from a fleet's Redis failed; retrying next interval");
+            if f.fleets.iter().any(|id| !failing.contains(id)) {
+                tracing::warn!(fleets = ?f.fleets, error = %f.error, "reading spend from a fleet's Redis failed; its keys' spend is not updated until it answers");
+            }
         }
+        for id in failing.difference(&now_failing) {
+            tracing::info!(fleet = ?id, "reading spend from the fleet's Redis works again");
+        }
+        failing = now_failing;
         let mut written = 0usize;
         for k in keys.state() {
             let id = (crate::fleet::ns(&*k), k.name_any());
@@ -586,15 +595,19 @@ mod tests {
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
                 .expect("a free port");
-            let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no"])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("this test needs redis-server on PATH (Debian: apt-get install redis-server)");
+            // Killed and waited for on drop, whatever happens next.
+            let server = Self(
+                std::process::Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                    .args(["--appendonly", "no"])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("this test needs redis-server on PATH (Debian: apt-get install redis-server)"),
+                port,
+            );
             for _ in 0..100 {
                 if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                    return Self(child, port);
+                    return server;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -22,7 +22,7 @@ use switchyard_api::{LLMGateway, LLMRoute, Provider, VirtualKey};
 use tokio::sync::watch;
 
 use super::{client, ApiHandle};
-use crate::controller::{reconcile_fleet, Caches, Context, Pacing, StatusWriters};
+use crate::controller::{reconcile_fleet, Caches, Context, Pacing, SecretCache, StatusWriters};
 use crate::metrics::Metrics;
 use crate::spend::FleetRedis;
 use crate::{ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, LABEL_FLEET, MANAGER};
@@ -125,7 +125,7 @@ fn context(client: Client, gw: &LLMGateway) -> Arc<Context> {
             providers: store(vec![provider()]),
             routes: store(vec![route()]),
             keys: store(vec![key()]),
-            secrets: store(vec![key_secret()]),
+            secrets: SecretCache::new(store(vec![key_secret()]), store(vec![]), None),
             namespaces: store(vec![]),
             pods: store(vec![]),
             synced,
