@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 from controlplane import ControlPlane
-from operator_setup import SYSTEM_NS, install_crds_and_rbac, start_operator
+from operator_setup import SYSTEM_NS, Api, install_crds_and_rbac, start_operator
 
 
 def is_leader(port):
@@ -129,9 +129,12 @@ def audited_writes(log_path, user):
 
 def test_a_frozen_leader_writes_nothing_once_resumed(tmp_path):
     """Issue 16, defect 5. The leader is frozen (SIGSTOP) past the lease; the standby takes
-    over and publishes edits made meanwhile; the old leader is resumed with those edits waiting
-    on its watches. On the API server's audit log (each replica has its own ServiceAccount, so
-    every write names its author), nothing it sends after it is resumed is a write."""
+    over and publishes edits made meanwhile; the old leader is resumed with edits of several
+    fleets waiting on its watches. On the API server's audit log (each replica has its own
+    ServiceAccount, so every write names its author), nothing it sends after it is resumed is a
+    write. (The binary before the fix also passed this in two runs: on waking, its renewal's
+    read of the Lease happened to end it before a reconcile wrote; nothing made that so. Now the
+    write gate does. The clock test below is the one that fails on that binary.)"""
     policy = tmp_path / "audit-policy.yaml"
     policy.write_text(AUDIT_POLICY)
     audit_log = tmp_path / "audit.log"
@@ -216,3 +219,47 @@ def still_leads(proc_port):
         return is_leader(port)
     except OSError:
         return False
+
+
+def micro_time(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_holder_whose_clock_lags_keeps_the_lease_while_it_renews(tmp_path):
+    """Issue 16, defect 5: expiry must not compare the holder's renewTime with the local clock.
+    A holder whose clock runs 60 s behind renews every 2 s (its renewTime always a minute old by
+    our clock); a candidate must leave it the Lease while the record keeps changing, and take it
+    only once the record has stayed the same for the lease duration, counted on its own clock.
+    (The old code took it at once: two leaders.)"""
+    with ControlPlane(controller_manager=False) as cp:
+        install_crds_and_rbac(cp)
+        api = Api(cp)
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM_NS}/leases/switchyard-operator"
+        lag = datetime.timedelta(seconds=60)
+        acquired = datetime.datetime.now(datetime.timezone.utc) - lag
+
+        def renew():
+            api.apply(path, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                             "metadata": {"name": "switchyard-operator", "namespace": SYSTEM_NS},
+                             "spec": {"holderIdentity": "lagging-leader", "leaseDurationSeconds": 15,
+                                      "acquireTime": micro_time(acquired),
+                                      "renewTime": micro_time(datetime.datetime.now(datetime.timezone.utc) - lag)}})
+        renew()
+        proc, port = start_operator(cp, tmp_path, args=("--leader-elect",), env={"POD_NAME": "candidate"})
+        try:
+            until = time.monotonic() + 25
+            while time.monotonic() < until:
+                renew()
+                assert not is_leader(port), "took the Lease from a holder that renews"
+                time.sleep(2)
+            lease = api.get(path)
+            assert lease["spec"]["holderIdentity"] == "lagging-leader", lease["spec"]
+            stopped = time.monotonic()
+            cp.wait_for("the candidate takes the Lease once the holder stops", lambda: is_leader(port), 40)
+            waited = time.monotonic() - stopped
+            print(f"the candidate took the Lease {waited:.1f} s after the holder's last renewal")
+            assert waited >= 14, f"took the Lease {waited:.1f} s after the holder's last renewal"
+            assert api.get(path)["spec"]["holderIdentity"] == "candidate"
+        finally:
+            proc.stop()
+            print(proc.output()[-3000:])
