@@ -21,8 +21,8 @@ from operator_setup import Api, start_operator
 # Seconds kube-apiserver stays down.
 DOWN = 20
 # From the edit (accepted by the restarted API server) to the first answer that uses it. The
-# watches retry at most every 2 s (`WatchBackoff`): the operator's re-list, its publish, and the
-# gateway's re-list each fit in that, with room for a loaded machine.
+# watches retry at least every second (`WatchBackoff`): the operator's re-list and publish, then
+# the gateway's re-list, each within a second or two, with room for a loaded machine.
 BOUND = 6.0
 
 

@@ -85,7 +85,7 @@ pub struct Secrets {
 
 impl Secrets {
     /// The shards of fleet `fleet` in `namespace`. The watches reconnect with a backoff capped
-    /// at two seconds ([`WatchBackoff`]) when the API server goes away.
+    /// at a second ([`WatchBackoff`]) when the API server goes away.
     pub fn new(client: kube::Client, namespace: String, fleet: String, pod: Option<String>) -> Self {
         let mut secrets = Secrets {
             client,

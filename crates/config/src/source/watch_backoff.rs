@@ -6,8 +6,8 @@
 //! outage the next wait is already ~25 s; the first answer of the restarted server is then
 //! `410 Gone` (the watch's resourceVersion is older than its new watch cache), which is one
 //! more error, and the re-list came ~50 s after the server was back (measured). Capped at
-//! [`MAX`], a re-list follows within about two seconds of the server answering again; the
-//! cost is one request per watch every two seconds while it is down.
+//! [`MAX`], a re-list follows within about a second of the server answering again; the cost
+//! is one request per watch every second while it is down.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use kube::runtime::utils::Backoff;
 /// First wait after an error.
 pub const MIN: Duration = Duration::from_millis(200);
 /// Longest wait between two attempts.
-pub const MAX: Duration = Duration::from_secs(2);
+pub const MAX: Duration = Duration::from_secs(1);
 
 /// Exponential from [`MIN`], doubling, capped at [`MAX`], with up to a quarter taken off at
 /// random (so that many watches do not reconnect in step); reset by any successful event.
@@ -57,16 +57,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn doubles_up_to_two_seconds_and_resets() {
+    fn doubles_up_to_a_second_and_resets() {
         let mut b = WatchBackoff::default();
         let waits: Vec<Duration> = b.by_ref().take(12).collect();
         for (i, w) in waits.iter().enumerate() {
-            let nominal = (MIN * 2u32.pow(u32::try_from(i.min(4)).unwrap_or(4))).min(MAX);
+            let nominal = (MIN * 2u32.pow(u32::try_from(i.min(3)).unwrap_or(3))).min(MAX);
             assert!(*w <= nominal && *w >= nominal * 3 / 4, "wait {i}: {w:?} vs {nominal:?}");
         }
-        // After 20 s of failures the next wait is at most two seconds, not half a minute.
+        // After 20 s of failures the next wait is at most a second, not half a minute.
         let total: Duration = waits.iter().sum();
-        assert!(total >= Duration::from_secs(12), "{total:?}");
+        assert!(total >= Duration::from_secs(7), "{total:?}");
         assert!(waits.iter().all(|w| *w <= MAX));
         b.reset();
         assert!(b.next().is_some_and(|w| w <= MIN));
