@@ -364,9 +364,13 @@ pub(super) fn fleet_controller(
         let (p_for_others, k_for_others) = (providers.clone(), keys.clone());
         let (g6, n6) = (gateways.clone(), namespaces.clone());
         controller
-            .owns(
-                Api::<Deployment>::all(client.clone()),
-                cfg().labels(&format!("{LABEL_NAME}={GATEWAY_APP}")),
+            .owns_stream(
+                watcher(
+                    Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+                    cfg().labels(&format!("{LABEL_NAME}={GATEWAY_APP}")),
+                )
+                .backoff(WatchBackoff::default())
+                .touched_objects(),
             )
             .watches_stream(provider_events, move |p: Provider| {
                 fleet::fleets_for_provider(&p, g1.state().iter().map(|g| &**g), &n1)
@@ -389,7 +393,7 @@ pub(super) fn fleet_controller(
             .watches_stream(pod_events, |p: Pod| fleet::fleet_of_labelled(&p))
             .watches_stream(shard_events, |s| fleet::fleet_of_labelled(&s))
             // Each watch backs off on its own; one failing watch must not pause all triggers.
-            .trigger_backoff(BriefPause)
+            .trigger_backoff(NoPause)
             .graceful_shutdown_on(stopped(stop))
     };
 
@@ -456,23 +460,32 @@ pub(super) fn key_controller(
             kube::runtime::PredicateConfig::default(),
         );
     Controller::for_stream(vk_specs, vk_store)
-        .owns(Api::<Secret>::all(client.clone()), cfg().labels(LABEL_VIRTUAL_KEY))
+        .owns_stream(
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                cfg().labels(LABEL_VIRTUAL_KEY),
+            )
+            .backoff(WatchBackoff::default())
+            .touched_objects(),
+        )
         .reconcile_on(newly_served)
-        .trigger_backoff(BriefPause)
+        .trigger_backoff(NoPause)
         .graceful_shutdown_on(stopped(stop))
 }
 
-/// The controller-wide pause after a trigger stream error: short and constant, since every
-/// watch has its own exponential backoff.
-struct BriefPause;
+/// The controller-wide pause after a trigger stream error: none, since every watch has its
+/// own backoff ([`WatchBackoff`]). A pause here stops every trigger: after an API server
+/// restart each of the nine watches reports `410 Gone` once, and a 250 ms pause per error
+/// delayed the first reconcile by two seconds (measured).
+struct NoPause;
 
-impl Iterator for BriefPause {
+impl Iterator for NoPause {
     type Item = Duration;
     fn next(&mut self) -> Option<Duration> {
-        Some(Duration::from_millis(250))
+        Some(Duration::ZERO)
     }
 }
 
-impl kube::runtime::utils::Backoff for BriefPause {
+impl kube::runtime::utils::Backoff for NoPause {
     fn reset(&mut self) {}
 }
