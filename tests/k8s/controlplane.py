@@ -358,8 +358,19 @@ class ControlPlane:
         self._wait_http(p, f"{self.etcd_url}/health", "etcd",
                         ok=lambda s, b: s == 200 and '"health":"true"' in b.replace(" ", ""))
 
-    def _start_apiserver(self) -> None:
-        port = free_port()
+    def stop_apiserver(self) -> None:
+        """Stops kube-apiserver (SIGTERM, as a control-plane upgrade does); etcd and the rest
+        keep running. `start_apiserver` brings it back on the same address."""
+        for p in [p for p in self._procs if p.name == "kube-apiserver"]:
+            p.stop()
+            self._procs.remove(p)
+
+    def start_apiserver(self) -> None:
+        """Starts kube-apiserver again on the address it had; returns once it is ready."""
+        self._start_apiserver(port=int(self.server.rsplit(":", 1)[1]))
+
+    def _start_apiserver(self, port: int | None = None) -> None:
+        port = port or free_port()
         self.server = f"https://127.0.0.1:{port}"
         pki = self.pki
         args = [

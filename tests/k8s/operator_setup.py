@@ -38,11 +38,13 @@ def install_crds_and_rbac(cp):
     cp.kubectl("apply", "-n", SYSTEM_NS, "-f", "-", input=rendered, check=True)
 
 
-def start_operator(cp, workdir, log_filter="info,switchyard_operator=debug", args=(), env=None):
-    """The operator (`switchyard operator ... ARGS`) as a local process with the chart's
-    ServiceAccount token; returns `(process, metrics_port)` once it answers /healthz."""
+def start_operator(cp, workdir, log_filter="info,switchyard_operator=debug", args=(), env=None,
+                   service_account="sy-switchyard"):
+    """The operator (`switchyard operator ... ARGS`) as a local process with the token of
+    `service_account` (by default the chart's); returns `(process, metrics_port)` once it
+    answers /healthz."""
     install_crds_and_rbac(cp)
-    token = cp.kubectl("create", "token", "sy-switchyard", "-n", SYSTEM_NS, "--duration=2h", check=True).stdout.strip()
+    token = cp.kubectl("create", "token", service_account, "-n", SYSTEM_NS, "--duration=2h", check=True).stdout.strip()
     kubeconfig = cp.token_kubeconfig(token, workdir / "kubeconfig", user="operator", namespace=SYSTEM_NS)
     port = free_port()
     proc = Process([binary(), "operator", "--metrics-addr", f"127.0.0.1:{port}",

@@ -21,6 +21,8 @@ mod folder;
 #[cfg(feature = "kubernetes")]
 mod secrets;
 pub mod shards;
+#[cfg(feature = "kubernetes")]
+pub mod watch_backoff;
 
 #[cfg(feature = "folder")]
 pub use folder::{Folder, RedisOverride};
@@ -31,6 +33,8 @@ pub use shards::{
     ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARD, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, CONFIG_KEY,
     GATEWAY_MANAGER, LABEL_FLEET, SHARD_BYTES,
 };
+#[cfg(feature = "kubernetes")]
+pub use watch_backoff::WatchBackoff;
 
 /// Where a gateway's config comes from. The swap loop waits on [`ConfigSource::changed`] (cheap:
 /// file events, watch events), runs [`ConfigSource::load`] on its low-priority config thread

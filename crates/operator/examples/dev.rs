@@ -36,6 +36,7 @@ async fn main() -> ExitCode {
                 leader_election: rest.contains(&"--leader"),
                 lease_namespace: "default".into(),
                 spend_interval: std::time::Duration::from_secs(30),
+                key_cleanup_deadline: std::time::Duration::from_secs(60),
             };
             switchyard_operator::run(client, opts).await
         }

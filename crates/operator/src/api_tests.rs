@@ -3,6 +3,7 @@
 //! it takes the answers (404, 409) — without a cluster.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Method, Request, Response};
 use k8s_openapi::api::core::v1::Secret;
@@ -19,6 +20,9 @@ use crate::spend::{FleetRedis, FINALIZER};
 mod fleet;
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+/// How long a deleted key's counters are retried in these tests (the operator's default).
+const DEADLINE: Duration = Duration::from_secs(60);
 
 fn client() -> (Client, ApiHandle) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
@@ -159,7 +163,7 @@ async fn a_key_served_with_redis_gets_the_finalizer_by_a_guarded_json_patch() {
     let (client, mut api) = client();
     let fleets = redis_fleet("team-a");
     let key = vk(0);
-    let call = tokio::spawn(async move { keys::finalize(&key, &client, &fleets).await });
+    let call = tokio::spawn(async move { keys::finalize(&key, &client, &fleets, DEADLINE).await });
 
     let (m, uri, sent) = expect(&mut api, 200, serde_json::to_value(vk(0)).expect("vk")).await;
     assert_eq!(m, Method::PATCH);
@@ -174,7 +178,7 @@ async fn a_key_served_with_redis_gets_the_finalizer_by_a_guarded_json_patch() {
         ])
     );
     assert!(
-        call.await.expect("join").expect("finalize"),
+        matches!(call.await.expect("join").expect("finalize"), keys::Finalize::Live),
         "a live key goes on to reconcile"
     );
 }
@@ -186,11 +190,11 @@ async fn keys_no_redis_fleet_serves_are_left_without_a_finalizer() {
     // A request would wait for an answer the mock never gives.
     let live = tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        keys::finalize(&vk(0), &client, &fleets),
+        keys::finalize(&vk(0), &client, &fleets, DEADLINE),
     )
     .await
     .expect("finalize sent a request");
-    assert!(live.expect("finalize"));
+    assert!(matches!(live.expect("finalize"), keys::Finalize::Live));
     drop(api);
 }
 
@@ -205,7 +209,7 @@ async fn a_deleted_key_lets_go_of_its_finalizer_once_cleaned() {
     key.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
     ));
-    let call = tokio::spawn(async move { keys::finalize(&key, &client, &fleets).await });
+    let call = tokio::spawn(async move { keys::finalize(&key, &client, &fleets, DEADLINE).await });
     let (m, _, sent) = expect(&mut api, 200, serde_json::to_value(vk(0)).expect("vk")).await;
     assert_eq!(m, Method::PATCH);
     assert_eq!(
@@ -215,7 +219,73 @@ async fn a_deleted_key_lets_go_of_its_finalizer_once_cleaned() {
             {"op": "remove", "path": "/metadata/finalizers/1"},
         ])
     );
-    assert!(!call.await.expect("join").expect("finalize"), "a deleted key is done");
+    assert!(
+        matches!(call.await.expect("join").expect("finalize"), keys::Finalize::Deleted),
+        "a deleted key is done"
+    );
+}
+
+/// A key being deleted since `ago`, holding the cleanup finalizer.
+fn deleted_key(ago: Duration) -> VirtualKey {
+    let mut key = vk(0);
+    key.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let at = k8s_openapi::jiff::Timestamp::now()
+        .checked_sub(k8s_openapi::jiff::SignedDuration::try_from(ago).expect("duration"))
+        .expect("a time");
+    key.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
+    key
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_retried_without_touching_the_key_until_the_deadline() {
+    let (client, api) = client();
+    // Port 1 refuses connections: the fleet's Redis is down.
+    let fleets = redis_fleet("team-a");
+    // Deleted 10 s ago, 60 s allowed: retry later; no request (the mock would never answer one).
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        keys::finalize(&deleted_key(Duration::from_secs(10)), &client, &fleets, DEADLINE),
+    )
+    .await
+    .expect("finalize sent a request or hung");
+    match r.expect("finalize") {
+        keys::Finalize::Retry(failures) => {
+            assert_eq!(failures.len(), 1);
+            assert_eq!(failures[0].fleets, vec![("llm".to_owned(), "gw".to_owned())]);
+            let said = failures[0].to_string();
+            assert!(said.starts_with("the Redis of LLMGateway llm/gw: redis: "), "{said}");
+            assert!(!said.contains("127.0.0.1"), "never the URL: {said}");
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    drop(api);
+}
+
+#[tokio::test]
+async fn past_the_deadline_the_key_is_let_go_without_its_counters() {
+    let (client, mut api) = client();
+    let fleets = redis_fleet("team-a");
+    let key = deleted_key(Duration::from_secs(61));
+    let r = keys::finalize(&key, &client, &fleets, DEADLINE)
+        .await
+        .expect("finalize");
+    let keys::Finalize::GiveUp(failures) = r else {
+        panic!("expected to give up, got {r:?}");
+    };
+    assert_eq!(failures[0].fleets, vec![("llm".to_owned(), "gw".to_owned())]);
+    // The caller (after its Warning event) removes the finalizer, guarded as always.
+    let call = tokio::spawn(async move { keys::drop_finalizer(&key, &client).await });
+    let (m, uri, sent) = expect(&mut api, 200, serde_json::to_value(vk(0)).expect("vk")).await;
+    assert_eq!(m, Method::PATCH);
+    assert_eq!(uri, "/apis/switchyard.dev/v1alpha1/namespaces/apps/virtualkeys/team-a?");
+    assert_eq!(
+        sent["body"],
+        json!([
+            {"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+            {"op": "remove", "path": "/metadata/finalizers/0"},
+        ])
+    );
+    call.await.expect("join").expect("patch");
 }
 
 #[tokio::test]
@@ -268,4 +338,66 @@ async fn spend_is_merge_patched_alone_so_conditions_are_never_dropped() {
         json!({"status": {"spend": {"amount": 0.5}, "lastUsed": null}})
     );
     call.await.expect("join").expect("patch");
+}
+
+/// A reflector store holding `objects`.
+fn store<K>(objects: Vec<K>) -> kube::runtime::reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = kube::runtime::reflector::store();
+    for o in objects {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(o));
+    }
+    store
+}
+
+fn secret_meta(rv: &str) -> kube::core::PartialObjectMeta<Secret> {
+    use kube::core::PartialObjectMetaExt;
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some("creds".into()),
+        namespace: Some("apps".into()),
+        resource_version: Some(rv.into()),
+        ..Default::default()
+    }
+    .into_response_partial::<Secret>()
+}
+
+#[tokio::test]
+async fn a_secret_is_read_by_name_only_when_named_and_again_once_it_changed() {
+    use kube::runtime::watcher::Event;
+    let (client, mut api) = client();
+    let (others, mut others_w) = kube::runtime::reflector::store();
+    others_w.apply_watcher_event(&Event::Apply(secret_meta("1")));
+    let cache = crate::controller::SecretCache::new(store(vec![]), others, Some(client));
+    // Known by its metadata only: no data until a fleet names it.
+    assert!(cache.get("apps", "creds").is_none());
+    assert!(cache.unread("apps", "creds"));
+    assert!(
+        !cache.unread("apps", "absent"),
+        "a Secret that does not exist is not read"
+    );
+
+    let reader = cache.clone();
+    let read = tokio::spawn(async move { reader.read(vec![("apps".into(), "creds".into())]).await });
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "creds", "namespace": "apps", "resourceVersion": "1"},
+                        "data": {"apiKey": "c2stMQ=="}});
+    let (m, uri, _) = expect(&mut api, 200, secret).await;
+    assert_eq!(
+        (m, uri.as_str()),
+        (Method::GET, "/api/v1/namespaces/apps/secrets/creds")
+    );
+    read.await.expect("join").expect("read");
+    let got = cache.get("apps", "creds").expect("read");
+    assert_eq!(got.data.as_ref().expect("data")["apiKey"].0, b"sk-1");
+    assert!(!cache.unread("apps", "creds"));
+
+    // A new version (seen by the metadata watch): what was read serves until it is read again.
+    others_w.apply_watcher_event(&Event::Apply(secret_meta("2")));
+    assert!(cache.unread("apps", "creds"));
+    assert!(cache.get("apps", "creds").is_some());
+    // Gone: nothing is served.
+    others_w.apply_watcher_event(&Event::Delete(secret_meta("2")));
+    assert!(cache.get("apps", "creds").is_none());
 }

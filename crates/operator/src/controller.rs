@@ -45,9 +45,14 @@ pub(crate) use fleet_reconcile::reconcile_fleet;
 pub(crate) use fleet_reconcile::Pacing;
 pub(crate) use status_writer::StatusWriters;
 pub(crate) use watches::Caches;
+#[cfg(test)]
+pub(crate) use watches::SecretCache;
 
 /// Retry delay after a failed reconcile.
 const RETRY: Duration = Duration::from_secs(15);
+/// Retry delay of a deleted key whose counters some fleet's Redis could not delete (until
+/// [`Options::key_cleanup_deadline`](crate::Options)).
+const CLEANUP_RETRY: Duration = Duration::from_secs(5);
 
 /// What every reconcile shares.
 pub(crate) struct Context {
@@ -65,11 +70,25 @@ pub(crate) struct Context {
     pub(crate) pacing: Pacing,
     /// The per-fleet writers of object statuses.
     pub(crate) status_writers: StatusWriters,
+    /// How long a deleted key's counters are retried before it is let go without them.
+    pub(crate) cleanup_deadline: Duration,
 }
 
 impl Context {
-    /// Publishes an event about `reference`, unless its namespace is being deleted.
+    /// Publishes an event about `reference` from a compile, unless its namespace is being deleted.
     async fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        self.publish_action(reference, type_, reason, "Compile", note).await;
+    }
+
+    /// Publishes an event about `reference` from `action`, unless its namespace is being deleted.
+    async fn publish_action(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         if reference
             .namespace
             .as_deref()
@@ -82,7 +101,7 @@ impl Context {
             type_,
             reason: reason.to_owned(),
             note: Some(note),
-            action: "Compile".into(),
+            action: action.into(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, reference).await {
@@ -159,6 +178,11 @@ async fn lead(client: kube::Client, opts: Options, metrics: Metrics, stop: watch
         }
     }
     metrics.leader.set(1);
+    // Behind the Lease, every write of the controllers passes the leadership gate.
+    let client = match &elector {
+        Some(e) => crate::leader::gated(client, e.leadership()),
+        None => client,
+    };
     let controllers = controllers(client, &opts, metrics.clone(), stop);
     let result = match &elector {
         Some(e) => tokio::select! {
@@ -198,6 +222,7 @@ async fn controllers(
         image: opts.image.clone(),
         pacing: Pacing::default(),
         status_writers: StatusWriters::default(),
+        cleanup_deadline: opts.key_cleanup_deadline,
     });
 
     let fleets = fleet_controller
@@ -284,10 +309,69 @@ async fn reconcile_key(vk: Arc<VirtualKey>, ctx: Arc<Context>) -> Result<Action,
         // deletion (finalizer included) is handled then.
         return Ok(Action::await_change());
     }
-    if !keys::finalize(&vk, &ctx.client, &ctx.redis).await? {
-        return Ok(Action::await_change());
+    match keys::finalize(&vk, &ctx.client, &ctx.redis, ctx.cleanup_deadline).await? {
+        keys::Finalize::Live => {}
+        keys::Finalize::Deleted => return Ok(Action::await_change()),
+        keys::Finalize::Retry(failures) => {
+            for f in &failures {
+                tracing::warn!(namespace = ?vk.metadata.namespace, virtual_key = %vk.name_any(), %f,
+                    "deleting a deleted key's counters failed; retrying in {CLEANUP_RETRY:?}");
+            }
+            return Ok(Action::requeue(CLEANUP_RETRY));
+        }
+        keys::Finalize::GiveUp(failures) => {
+            give_up_cleanup(&vk, &failures, &ctx).await;
+            keys::drop_finalizer(&vk, &ctx.client).await?;
+            return Ok(Action::await_change());
+        }
     }
     keys::reconcile(vk, ctx.client.clone()).await
+}
+
+/// Says that a deleted key goes without its counters deleted from some fleets' Redis: a
+/// Warning event on the key (unless its namespace is being deleted, which refuses events) and
+/// one on each fleet whose Redis failed (naming no key: a fleet may not serve it).
+async fn give_up_cleanup(vk: &VirtualKey, failures: &[crate::spend::ServerFailure], ctx: &Context) {
+    let what: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    tracing::warn!(namespace = ?vk.metadata.namespace, virtual_key = %vk.name_any(), failures = ?what,
+        "giving up deleting the key's counters after {:?}; the key is let go", ctx.cleanup_deadline);
+    let note = format!(
+        "Deleting the key's counters failed for {:?} ({}); the key is deleted without it: {}.",
+        ctx.cleanup_deadline,
+        what.join("; "),
+        keys::ABANDONED_COUNTERS
+    );
+    ctx.publish_action(
+        &vk.object_ref(&()),
+        EventType::Warning,
+        "RedisCleanupAbandoned",
+        "Cleanup",
+        note,
+    )
+    .await;
+    for f in failures {
+        for (ns, name) in &f.fleets {
+            let Some(gw) = ctx
+                .caches
+                .gateways
+                .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+            else {
+                continue;
+            };
+            let note = format!(
+                "A deleted VirtualKey's counters could not be deleted from this fleet's Redis for {:?} ({}); they are left to expire.",
+                ctx.cleanup_deadline, f.error
+            );
+            ctx.publish_action(
+                &gw.object_ref(&()),
+                EventType::Warning,
+                "RedisCleanupAbandoned",
+                "Cleanup",
+                note,
+            )
+            .await;
+        }
+    }
 }
 
 /// Writes an object's status with server-side apply under [`MANAGER`].

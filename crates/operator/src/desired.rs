@@ -201,7 +201,8 @@ pub fn rbac_rules() -> Vec<PolicyRule> {
                 "budgets/status",
                 "llmgateways/status",
             ],
-            &["get", "patch", "update"],
+            // Server-side apply and merge patches only: no `update`.
+            &["get", "patch"],
         ),
         // Provider credentials and key Secrets are read; config shards and generated keys written.
         rule(

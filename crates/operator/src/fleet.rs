@@ -210,14 +210,14 @@ pub fn gateway_secret_name(gw: &LLMGateway) -> Option<&str> {
 
 /// Fleets to re-reconcile when a Secret changes: the fleets of every Provider, VirtualKey and
 /// LLMGateway that reads it. Secrets nobody reads map to nothing.
-pub fn fleets_for_secret(
-    secret: &Secret,
+pub fn fleets_for_secret<S: Resource>(
+    secret: &S,
     gateways: &[&LLMGateway],
     providers: &[&Provider],
     keys: &[&VirtualKey],
     namespaces: &dyn NamespaceLabels,
 ) -> Vec<ObjectRef<LLMGateway>> {
-    let (sns, sname) = (ns(secret), secret.name_any());
+    let (sns, sname) = (ns(secret), secret.meta().name.clone().unwrap_or_default());
     let readers_p: Vec<&&Provider> = providers
         .iter()
         .filter(|p| ns(**p) == sns && provider_secret_name(p) == Some(sname.as_str()))

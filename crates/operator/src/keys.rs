@@ -18,7 +18,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use switchyard_api::{parse_duration_ms, VirtualKey};
 
-use crate::spend::{FleetRedis, FINALIZER};
+use crate::spend::{FleetRedis, ServerFailure, FINALIZER};
 use crate::{Error, ANNOTATION_ROTATION_GENERATION, LABEL_VIRTUAL_KEY, MANAGER};
 
 /// Prefix of every generated key.
@@ -131,29 +131,57 @@ pub fn plan(vk: &VirtualKey, existing: Option<&Secret>) -> KeyPlan {
     }
 }
 
+/// Where a VirtualKey stands with the cleanup finalizer.
+#[derive(Debug)]
+pub enum Finalize {
+    /// The key is live (the finalizer was added if a fleet with Redis serves it): go on.
+    Live,
+    /// The key is being deleted and holds nothing back any more.
+    Deleted,
+    /// Some fleets' Redis could not be cleaned; retry soon (the deadline is not reached).
+    Retry(Vec<ServerFailure>),
+    /// Some fleets' Redis could not be cleaned within the deadline: the caller says so in a
+    /// Warning event, then lets the key go with [`drop_finalizer`].
+    GiveUp(Vec<ServerFailure>),
+}
+
 /// Keeps the cleanup finalizer on a key that a fleet with Redis serves and, when the key is
-/// being deleted, deletes its counters from the fleets' Redis before letting it go. Returns
-/// `false` when the key is being deleted (nothing else to do).
-pub async fn finalize(vk: &VirtualKey, client: &kube::Client, redis: &FleetRedis) -> Result<bool, Error> {
+/// being deleted, deletes its counters from the fleets' Redis before letting it go.
+///
+/// A Redis that cannot be cleaned is retried until `give_up_after` has passed since the key's
+/// `deletionTimestamp` (read from the object, so a restarted operator does not start over);
+/// then [`Finalize::GiveUp`]. Waiting longer would wedge the deletion of the key (and of its
+/// namespace) on one fleet's Redis, while the counters left behind expire on their own (see
+/// [`ABANDONED_COUNTERS`]).
+pub async fn finalize(
+    vk: &VirtualKey,
+    client: &kube::Client,
+    redis: &FleetRedis,
+    give_up_after: std::time::Duration,
+) -> Result<Finalize, Error> {
     let ns = vk
         .namespace()
         .ok_or_else(|| Error::Incomplete(format!("VirtualKey {}", vk.name_any()), "namespace"))?;
     let name = vk.name_any();
     let api: Api<VirtualKey> = Api::namespaced(client.clone(), &ns);
     let has = vk.finalizers().iter().any(|f| f == FINALIZER);
-    if vk.metadata.deletion_timestamp.is_some() {
+    if let Some(deleted) = &vk.metadata.deletion_timestamp {
         if has {
-            let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-            redis.clean_up(&ns, &name, now_ms).await?;
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Json::<()>(finalizer_patch(vk, false)?),
-            )
-            .await?;
+            let now = k8s_openapi::jiff::Timestamp::now();
+            let failures = redis.clean_up(&ns, &name, now.as_millisecond()).await;
+            if !failures.is_empty() {
+                let waited_ms = now.as_millisecond().saturating_sub(deleted.0.as_millisecond());
+                let limit_ms = i64::try_from(give_up_after.as_millis()).unwrap_or(i64::MAX);
+                return Ok(if waited_ms >= limit_ms {
+                    Finalize::GiveUp(failures)
+                } else {
+                    Finalize::Retry(failures)
+                });
+            }
+            drop_finalizer(vk, client).await?;
             tracing::info!(namespace = %ns, virtual_key = %name, "deleted the key's counters from Redis");
         }
-        return Ok(false);
+        return Ok(Finalize::Deleted);
     }
     if !has && redis.serves_with_redis(&ns, &name) {
         api.patch(
@@ -163,7 +191,29 @@ pub async fn finalize(vk: &VirtualKey, client: &kube::Client, redis: &FleetRedis
         )
         .await?;
     }
-    Ok(true)
+    Ok(Finalize::Live)
+}
+
+/// What is left behind when a deleted key's counters could not be deleted, and when it goes:
+/// said in the Warning event and in the docs.
+pub const ABANDONED_COUNTERS: &str = "its rate windows and concurrency slots expire within minutes, \
+its last use and the spend of each daily, weekly or monthly period 35 days after the period ends; \
+a `total` budget's spend does not expire, and a VirtualKey created again under this name in this \
+namespace would start from it";
+
+/// Removes [`FINALIZER`] from a key being deleted, so the API server lets it go.
+pub async fn drop_finalizer(vk: &VirtualKey, client: &kube::Client) -> Result<(), Error> {
+    let ns = vk
+        .namespace()
+        .ok_or_else(|| Error::Incomplete(format!("VirtualKey {}", vk.name_any()), "namespace"))?;
+    let api: Api<VirtualKey> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        &vk.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(finalizer_patch(vk, false)?),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A JSON patch adding or removing [`FINALIZER`], guarded by a test of the finalizer list

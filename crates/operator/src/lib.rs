@@ -59,6 +59,9 @@ pub struct Options {
     pub lease_namespace: String,
     /// How often VirtualKey spend and last use are read from the fleets' Redis.
     pub spend_interval: std::time::Duration,
+    /// How long after a VirtualKey's deletion its Redis counters are retried when a fleet's
+    /// Redis cannot be reached; then the key goes without (a Warning event says so).
+    pub key_cleanup_deadline: std::time::Duration,
 }
 
 /// Errors of the operator.
@@ -87,6 +90,9 @@ pub enum Error {
     /// Another replica took the leader Lease; this one must stop reconciling.
     #[error("lost the leader election lease {0}")]
     LeaseLost(String),
+    /// A request about the leader Lease took longer than allowed.
+    #[error("leader election request timed out after {0:?}")]
+    LeaseTimeout(std::time::Duration),
     /// A watched object lacks a field the API server always sets.
     #[error("{0} has no {1}")]
     Incomplete(String, &'static str),
@@ -122,6 +128,7 @@ impl Error {
             Error::Metrics(_) => "Metrics",
             Error::Serve { .. } => "Serve",
             Error::LeaseLost(_) => "LeaseLost",
+            Error::LeaseTimeout(_) => "LeaseTimeout",
             Error::Incomplete(..) => "IncompleteObject",
             Error::StoreStopped(_) => "CacheStopped",
         }

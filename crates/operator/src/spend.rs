@@ -8,10 +8,14 @@
 //! different Redis servers reports the sum of their spend and the latest use. Fleets without
 //! Redis keep spend in each pod's memory, which the operator does not read.
 //!
+//! Fleets are isolated from each other: every Redis server is read (and cleaned) on its own,
+//! all at once, each call bounded by [`TIMEOUT`], so an unreachable Redis costs its own fleets
+//! their spend reporting and nothing more.
+//!
 //! The fleet reconcile records what it compiled ([`FleetRedis::update`]); this module does not
 //! compile, list or watch anything itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -179,14 +183,21 @@ impl FleetRedis {
         self.snapshot().iter().any(|f| f.keys.contains_key(&key))
     }
 
-    /// The distinct Redis servers of all fleets.
-    fn servers(&self) -> Vec<RedisConfig> {
-        let mut seen: BTreeMap<String, RedisConfig> = BTreeMap::new();
-        for f in self.snapshot() {
-            seen.entry(f.redis.url.expose().to_owned())
-                .or_insert_with(|| f.redis.clone());
+    /// The distinct Redis servers of all fleets, each with the fleets that name it and the keys
+    /// they serve.
+    fn servers(&self) -> Vec<Server> {
+        let mut by_url: BTreeMap<String, Server> = BTreeMap::new();
+        let fleets = self.fleets.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (id, f) in fleets {
+            let s = by_url.entry(f.redis.url.expose().to_owned()).or_insert_with(|| Server {
+                redis: f.redis.clone(),
+                fleets: Vec::new(),
+                keys: BTreeMap::new(),
+            });
+            s.fleets.push(id);
+            s.keys.extend(f.keys.iter().map(|(k, p)| (k.clone(), *p)));
         }
-        seen.into_values().collect()
+        by_url.into_values().collect()
     }
 
     async fn conn(&self, cfg: &RedisConfig) -> Result<Conn, Error> {
@@ -217,48 +228,39 @@ impl FleetRedis {
         }
     }
 
-    /// Reads spend and last use of every key every fleet serves, summed per VirtualKey.
-    pub async fn read(&self, now_ms: i64) -> Result<BTreeMap<(String, String), Usage>, Error> {
-        let mut by_server: BTreeMap<String, (RedisConfig, KeyPeriods)> = BTreeMap::new();
-        for f in self.snapshot() {
-            let e = by_server
-                .entry(f.redis.url.expose().to_owned())
-                .or_insert_with(|| (f.redis.clone(), BTreeMap::new()));
-            e.1.extend(f.keys.iter().map(|(k, p)| (k.clone(), *p)));
-        }
+    /// Reads spend and last use of every key every fleet serves, summed per VirtualKey. The
+    /// servers are read at once, each call bounded by [`TIMEOUT`]; a server that fails is
+    /// reported in [`SpendReading::failures`] and the keys it serves are left out (their status
+    /// keeps its last figures rather than a partial sum), while every other fleet's keys are
+    /// reported as usual.
+    pub async fn read(&self, now_ms: i64) -> SpendReading {
+        let servers = self.servers();
+        let results = futures::future::join_all(servers.iter().map(|s| self.read_server(s, now_ms))).await;
         let mut readings = Vec::new();
-        for (cfg, keys) in by_server.into_values() {
-            let keys: Vec<_> = keys.into_iter().collect();
-            for chunk in keys.chunks(BATCH) {
-                let mut pipe = redis::pipe();
-                for ((ns, name), period) in chunk {
-                    let scope = key_scope(ns, name);
-                    let p = Period::of(*period, now_ms);
-                    pipe.get(redis_keys::spend(&scope, &p.id))
-                        .get(redis_keys::last_used(&scope));
-                }
-                let values: Vec<Option<String>> = self.run(&cfg, &pipe).await?;
-                for (i, ((ns, name), period)) in chunk.iter().enumerate() {
-                    let spend = values.get(2 * i).cloned().flatten();
-                    let last = values.get(2 * i + 1).cloned().flatten();
-                    readings.push(Reading {
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                        period: Period::of(*period, now_ms),
-                        spend: spend.and_then(|s| s.parse().ok()),
-                        last_used_ms: last.and_then(|s| s.parse().ok()),
+        let mut unknown = BTreeSet::new();
+        let mut failures = Vec::new();
+        for (server, result) in servers.into_iter().zip(results) {
+            match result {
+                Ok(r) => readings.extend(r),
+                Err(error) => {
+                    unknown.extend(server.keys.into_keys());
+                    failures.push(ServerFailure {
+                        fleets: server.fleets,
+                        error,
                     });
                 }
             }
         }
-        Ok(fold(readings))
+        let mut usage = fold(readings);
+        usage.retain(|k, _| !unknown.contains(k));
+        SpendReading { usage, failures }
     }
 
-    /// Reads the spend of every Budget every fleet serves, summed per Budget over servers.
-    pub async fn read_budgets(
-        &self,
-        now_ms: i64,
-    ) -> Result<BTreeMap<(String, String), crate::budgets::BudgetUsage>, Error> {
+    /// Reads the spend of every Budget every fleet serves, summed per Budget over servers. The
+    /// servers are read at once, each call bounded by [`TIMEOUT`]; the Budgets a failing server
+    /// counts are left out (their status keeps its last figures, like keys' do), and every other
+    /// Budget is reported as usual.
+    pub async fn read_budgets(&self, now_ms: i64) -> BTreeMap<(String, String), crate::budgets::BudgetUsage> {
         let mut by_server: BTreeMap<String, (RedisConfig, BudgetPeriods)> = BTreeMap::new();
         for f in self.snapshot() {
             let e = by_server
@@ -269,45 +271,153 @@ impl FleetRedis {
                 entry.2 = entry.2.max(*keys);
             }
         }
+        let servers: Vec<_> = by_server.into_values().collect();
+        let results = futures::future::join_all(
+            servers
+                .iter()
+                .map(|(cfg, budgets)| self.read_server_budgets(cfg, budgets, now_ms)),
+        )
+        .await;
         let mut readings = Vec::new();
-        for (cfg, budgets) in by_server.into_values() {
-            let budgets: Vec<_> = budgets.into_iter().collect();
-            for chunk in budgets.chunks(BATCH) {
-                let mut pipe = redis::pipe();
-                for ((ns, name), (period, _, _)) in chunk {
-                    let p = Period::of(*period, now_ms);
-                    pipe.get(redis_keys::spend(&budget_scope(ns, name), &p.id));
-                }
-                let values: Vec<Option<String>> = self.run(&cfg, &pipe).await?;
-                for (i, (id, (period, max_spend, keys))) in chunk.iter().enumerate() {
-                    let amount = values.get(i).cloned().flatten().and_then(|s| s.parse().ok());
-                    readings.push((
-                        id.clone(),
-                        crate::budgets::BudgetUsage {
-                            keys: *keys,
-                            max_spend: *max_spend,
-                            period: Period::of(*period, now_ms),
-                            amount: amount.unwrap_or(0.0),
-                        },
-                    ));
+        let mut unknown = BTreeSet::new();
+        for ((_, budgets), result) in servers.into_iter().zip(results) {
+            match result {
+                Ok(r) => readings.extend(r),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading Budget spend from a fleet's Redis failed");
+                    unknown.extend(budgets.into_keys());
                 }
             }
         }
-        Ok(crate::budgets::fold(readings))
+        let mut usage = crate::budgets::fold(readings);
+        usage.retain(|k, _| !unknown.contains(k));
+        usage
     }
 
-    /// Deletes a key's counters from every fleet's Redis.
-    pub async fn clean_up(&self, namespace: &str, name: &str, now_ms: i64) -> Result<(), Error> {
+    /// The Budget readings of one server; its first failure ends it.
+    async fn read_server_budgets(
+        &self,
+        cfg: &RedisConfig,
+        budgets: &BudgetPeriods,
+        now_ms: i64,
+    ) -> Result<Vec<((String, String), crate::budgets::BudgetUsage)>, Error> {
+        let budgets: Vec<_> = budgets.iter().collect();
+        let mut readings = Vec::with_capacity(budgets.len());
+        for chunk in budgets.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for ((ns, name), (period, _, _)) in chunk {
+                let p = Period::of(*period, now_ms);
+                pipe.get(redis_keys::spend(&budget_scope(ns, name), &p.id));
+            }
+            let values: Vec<Option<String>> = self.run(cfg, &pipe).await?;
+            for (i, (id, (period, max_spend, keys))) in chunk.iter().enumerate() {
+                let amount = values.get(i).cloned().flatten().and_then(|s| s.parse().ok());
+                readings.push((
+                    (*id).clone(),
+                    crate::budgets::BudgetUsage {
+                        keys: *keys,
+                        max_spend: *max_spend,
+                        period: Period::of(*period, now_ms),
+                        amount: amount.unwrap_or(0.0),
+                    },
+                ));
+            }
+        }
+        Ok(readings)
+    }
+
+    /// The readings of one server; its first failure ends it.
+    async fn read_server(&self, server: &Server, now_ms: i64) -> Result<Vec<Reading>, Error> {
+        let keys: Vec<_> = server.keys.iter().collect();
+        let mut readings = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for ((ns, name), period) in chunk {
+                let scope = key_scope(ns, name);
+                let p = Period::of(**period, now_ms);
+                pipe.get(redis_keys::spend(&scope, &p.id))
+                    .get(redis_keys::last_used(&scope));
+            }
+            let values: Vec<Option<String>> = self.run(&server.redis, &pipe).await?;
+            for (i, ((ns, name), period)) in chunk.iter().enumerate() {
+                let spend = values.get(2 * i).cloned().flatten();
+                let last = values.get(2 * i + 1).cloned().flatten();
+                readings.push(Reading {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    period: Period::of(**period, now_ms),
+                    spend: spend.and_then(|s| s.parse().ok()),
+                    last_used_ms: last.and_then(|s| s.parse().ok()),
+                });
+            }
+        }
+        Ok(readings)
+    }
+
+    /// Deletes a key's counters from every fleet's Redis, all servers at once, each call
+    /// bounded by [`TIMEOUT`]. Returns the failures of the servers whose fleets serve the key
+    /// (none: done). A server whose fleets do not serve the key is cleaned too (they may have
+    /// served it before) but its failure is only logged: what it may hold expires like what
+    /// an abandoned cleanup leaves, and a broken fleet must not hold up the deletion of keys
+    /// it has nothing to do with.
+    pub async fn clean_up(&self, namespace: &str, name: &str, now_ms: i64) -> Vec<ServerFailure> {
+        let id = (namespace.to_owned(), name.to_owned());
         let scope = key_scope(namespace, name);
         let keys = redis_keys::all(&scope, now_ms);
-        for cfg in self.servers() {
+        let servers = self.servers();
+        let results = futures::future::join_all(servers.iter().map(|s| {
             let mut pipe = redis::pipe();
             // One slot (the keys share a hash tag), so one DEL works in Redis Cluster too.
             pipe.del(&keys).ignore();
-            self.run::<()>(&cfg, &pipe).await?;
+            async move { self.run::<()>(&s.redis, &pipe).await }
+        }))
+        .await;
+        let mut failures = Vec::new();
+        for (s, r) in servers.into_iter().zip(results) {
+            let Err(error) = r else { continue };
+            let failure = ServerFailure {
+                fleets: s.fleets,
+                error,
+            };
+            if s.keys.contains_key(&id) {
+                failures.push(failure);
+            } else {
+                tracing::debug!(namespace, virtual_key = name, %failure, "not cleaned where the key is not served");
+            }
         }
-        Ok(())
+        failures
     }
+}
+
+/// One Redis server: the fleets that name it and the keys they serve.
+struct Server {
+    redis: RedisConfig,
+    fleets: Vec<FleetId>,
+    keys: KeyPeriods,
+}
+
+/// A Redis server that could not be read or written, and the fleets that use it.
+#[derive(Debug)]
+pub(crate) struct ServerFailure {
+    pub fleets: Vec<FleetId>,
+    pub error: Error,
+}
+
+impl std::fmt::Display for ServerFailure {
+    /// The fleets (never the URL: it may carry a password) and the error.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fleets: Vec<String> = self.fleets.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+        write!(f, "the Redis of LLMGateway {}: {}", fleets.join(", "), self.error)
+    }
+}
+
+/// What one round of reading spend found.
+#[derive(Debug, Default)]
+pub(crate) struct SpendReading {
+    /// Per VirtualKey, from every server that serves it; keys a failed server serves are left out.
+    pub usage: BTreeMap<(String, String), Usage>,
+    /// The servers that failed.
+    pub failures: Vec<ServerFailure>,
 }
 
 fn redis_error(e: redis::RedisError) -> Error {
@@ -408,6 +518,7 @@ pub(crate) async fn report(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut failing: BTreeSet<FleetId> = BTreeSet::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -419,13 +530,19 @@ pub(crate) async fn report(
         let live: Vec<FleetId> = gateways.state().iter().map(|g| crate::fleet::fleet_id(g)).collect();
         fleets.retain(&live);
         let now_ms = Timestamp::now().as_millisecond();
-        let usage = match fleets.read(now_ms).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading spend from the fleets' Redis failed; retrying next interval");
-                continue;
+        let SpendReading { usage, failures } = fleets.read(now_ms).await;
+        // Other fleets are reported as usual; a failing one's keys keep their last figures.
+        // Said when a fleet's Redis starts failing and when it recovers, not every interval.
+        let now_failing: BTreeSet<FleetId> = failures.iter().flat_map(|f| f.fleets.iter().cloned()).collect();
+        for f in &failures {
+            if f.fleets.iter().any(|id| !failing.contains(id)) {
+                tracing::warn!(fleets = ?f.fleets, error = %f.error, "reading spend from a fleet's Redis failed; its keys' spend is not updated until it answers");
             }
-        };
+        }
+        for id in failing.difference(&now_failing) {
+            tracing::info!(fleet = ?id, "reading spend from the fleet's Redis works again");
+        }
+        failing = now_failing;
         let mut written = 0usize;
         for k in keys.state() {
             let id = (crate::fleet::ns(&*k), k.name_any());
@@ -451,13 +568,8 @@ async fn report_budgets(
     fleets: &FleetRedis,
     now_ms: i64,
 ) {
-    let usage = match fleets.read_budgets(now_ms).await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading Budget spend from the fleets' Redis failed; retrying next interval");
-            return;
-        }
-    };
+    // A failing fleet's Budgets keep their last figures (its failure is logged with its keys').
+    let usage = fleets.read_budgets(now_ms).await;
     let now = Time(Timestamp::from_millisecond(now_ms).unwrap_or_else(|_| Timestamp::now()));
     for b in budgets.state() {
         let id = (crate::fleet::ns(&*b), b.name_any());
@@ -580,5 +692,150 @@ mod tests {
         assert!(rx.try_recv().is_err());
         f.remove(&fleet);
         assert!(!f.serves_with_redis("apps", "a"));
+    }
+
+    /// A `redis-server` on a free port without persistence, killed on drop. Fails the test
+    /// when it cannot run: the Redis tests are part of the suite.
+    struct RedisServer(std::process::Child, u16);
+
+    impl RedisServer {
+        async fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            // Killed and waited for on drop, whatever happens next.
+            let server = Self(
+                std::process::Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                    .args(["--appendonly", "no"])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("this test needs redis-server on PATH (Debian: apt-get install redis-server)"),
+                port,
+            );
+            for _ in 0..100 {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    return server;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("redis-server did not start on {port}");
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn fleet_config(url: &str, keys: &[&str]) -> GatewayConfig {
+        let mut cfg = GatewayConfig {
+            keys: keys
+                .iter()
+                .map(|k| {
+                    serde_json::from_value(serde_json::json!({"namespace": "apps", "name": k, "hashes": []}))
+                        .expect("key")
+                })
+                .collect(),
+            ..GatewayConfig::default()
+        };
+        cfg.settings.redis = Some(RedisConfig {
+            url: switchyard_config::SecretString::new(url),
+            cluster: false,
+            fail_mode: switchyard_config::FailMode::Open,
+        });
+        cfg
+    }
+
+    /// A healthy fleet and two broken ones (a refused port, and a server that accepts and never
+    /// answers): the healthy fleet's spend is read and its key cleaned, within one call
+    /// timeout, and the broken ones are reported each with their fleet.
+    #[tokio::test]
+    async fn one_broken_redis_does_not_stop_the_other_fleets() {
+        let healthy = RedisServer::start().await;
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let silent_port = silent.local_addr().expect("addr").port();
+        // Accepts connections and holds them without a byte.
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((c, _)) = silent.accept().await {
+                held.push(c);
+            }
+        });
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let f = FleetRedis::new(tx);
+        let good: FleetId = ("team-a".into(), "good".into());
+        let refused: FleetId = ("team-b".into(), "refused".into());
+        let hung: FleetId = ("team-c".into(), "hung".into());
+        f.update(
+            &good,
+            &fleet_config(&format!("redis://127.0.0.1:{}/", healthy.1), &["a", "shared"]),
+        );
+        f.update(&refused, &fleet_config("redis://127.0.0.1:1/", &["b", "shared"]));
+        f.update(
+            &hung,
+            &fleet_config(&format!("redis://127.0.0.1:{silent_port}/"), &["c"]),
+        );
+
+        let now = Timestamp::now().as_millisecond();
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", healthy.1)).expect("client");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+        let period = Period::of(BudgetPeriod::Monthly, now);
+        for (k, v) in [("a", "0.25"), ("shared", "1.5")] {
+            let _: () = redis::cmd("SET")
+                .arg(redis_keys::spend(&key_scope("apps", k), &period.id))
+                .arg(v)
+                .query_async(&mut conn)
+                .await
+                .expect("set");
+        }
+
+        let started = std::time::Instant::now();
+        let reading = f.read(now).await;
+        assert!(
+            started.elapsed() < TIMEOUT + Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let a = &reading.usage[&("apps".to_owned(), "a".to_owned())];
+        assert!((a.amount - 0.25).abs() < 1e-12);
+        // A key a broken fleet also serves is left out rather than reported short.
+        assert!(!reading.usage.contains_key(&("apps".to_owned(), "shared".to_owned())));
+        assert!(!reading.usage.contains_key(&("apps".to_owned(), "b".to_owned())));
+        assert!(!reading.usage.contains_key(&("apps".to_owned(), "c".to_owned())));
+        let mut failed: Vec<FleetId> = reading.failures.iter().flat_map(|x| x.fleets.clone()).collect();
+        failed.sort();
+        assert_eq!(failed, vec![refused.clone(), hung.clone()]);
+
+        // A key only the healthy fleet serves: cleaned, whatever the other servers answer.
+        let started = std::time::Instant::now();
+        assert!(f.clean_up("apps", "a", now).await.is_empty());
+        assert!(
+            started.elapsed() < TIMEOUT + Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // A key a broken fleet serves too: cleaned where possible, the broken fleet reported.
+        let failures = f.clean_up("apps", "shared", now).await;
+        let failed: Vec<FleetId> = failures.iter().flat_map(|x| x.fleets.clone()).collect();
+        assert_eq!(failed, vec![refused]);
+        for k in ["a", "shared"] {
+            let left: Option<String> = redis::cmd("GET")
+                .arg(redis_keys::spend(&key_scope("apps", k), &period.id))
+                .query_async(&mut conn)
+                .await
+                .expect("get");
+            assert_eq!(left, None, "the healthy fleet's Redis was cleaned of {k}");
+        }
+        let left: Option<String> = redis::cmd("GET")
+            .arg(redis_keys::spend(&key_scope("apps", "a"), &period.id))
+            .query_async(&mut conn)
+            .await
+            .expect("get");
+        assert_eq!(left, None, "the healthy fleet's Redis was cleaned");
+        hold.abort();
     }
 }

@@ -94,6 +94,11 @@ enum Command {
         /// Seconds between readings of VirtualKey spend and last use from the fleets' Redis.
         #[arg(long, default_value_t = 30.0)]
         spend_interval: f64,
+        /// Seconds after a VirtualKey's deletion during which deleting its counters from an
+        /// unreachable fleet Redis is retried; then the key goes without (a Warning event says
+        /// what is left behind and when it expires).
+        #[arg(long, default_value_t = 60.0)]
+        key_cleanup_deadline: f64,
     },
     /// Print the RBAC rules the operator needs (the Helm chart's ClusterRole is generated from them).
     OperatorRbac,
@@ -237,6 +242,7 @@ fn main() -> ExitCode {
             leader_elect,
             lease_namespace,
             spend_interval,
+            key_cleanup_deadline,
         } => run_async(async move {
             let client = kube::Client::try_default().await?;
             let opts = switchyard_operator::Options {
@@ -245,6 +251,7 @@ fn main() -> ExitCode {
                 leader_election: leader_elect,
                 lease_namespace,
                 spend_interval: std::time::Duration::from_secs_f64(spend_interval.clamp(0.1, 86_400.0)),
+                key_cleanup_deadline: std::time::Duration::from_secs_f64(key_cleanup_deadline.clamp(0.0, 86_400.0)),
             };
             switchyard_operator::run(client, opts)
                 .await

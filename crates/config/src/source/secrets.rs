@@ -23,7 +23,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 
 use super::shards::{assemble_config, shard_count, shard_name, CONFIG_GENERATION, GATEWAY_MANAGER};
-use super::{ConfigSource, Refused, Update};
+use super::{ConfigSource, Refused, Update, WatchBackoff};
 
 /// One event of a shard watch.
 type WatchEvent = Result<Event<Secret>, watcher::Error>;
@@ -84,8 +84,8 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// The shards of fleet `fleet` in `namespace`. The watches reconnect with backoff when the
-    /// API server goes away.
+    /// The shards of fleet `fleet` in `namespace`. The watches reconnect with a backoff capped
+    /// at a second ([`WatchBackoff`]) when the API server goes away.
     pub fn new(client: kube::Client, namespace: String, fleet: String, pod: Option<String>) -> Self {
         let mut secrets = Secrets {
             client,
@@ -102,7 +102,7 @@ impl Secrets {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let name = shard_name(&self.fleet, index);
         let events = watcher::watcher(api, watcher::Config::default().fields(&format!("metadata.name={name}")))
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .fuse()
             .boxed();
         self.watches.insert(

@@ -22,7 +22,7 @@ use switchyard_api::{LLMGateway, LLMRoute, Provider, VirtualKey};
 use tokio::sync::watch;
 
 use super::{client, ApiHandle};
-use crate::controller::{reconcile_fleet, Caches, Context, Pacing, StatusWriters};
+use crate::controller::{reconcile_fleet, Caches, Context, Pacing, SecretCache, StatusWriters};
 use crate::metrics::Metrics;
 use crate::spend::FleetRedis;
 use crate::{ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, LABEL_FLEET, MANAGER};
@@ -126,7 +126,7 @@ fn context(client: Client, gw: &LLMGateway) -> Arc<Context> {
             routes: store(vec![route()]),
             keys: store(vec![key()]),
             budgets: store(vec![]),
-            secrets: store(vec![key_secret()]),
+            secrets: SecretCache::new(store(vec![key_secret()]), store(vec![]), None),
             namespaces: store(vec![]),
             pods: store(vec![]),
             synced,
@@ -135,6 +135,7 @@ fn context(client: Client, gw: &LLMGateway) -> Arc<Context> {
         image: "switchyard:test".into(),
         pacing: Pacing::default(),
         status_writers: StatusWriters::default(),
+        cleanup_deadline: std::time::Duration::from_secs(60),
     })
 }
 

@@ -19,7 +19,6 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -90,17 +89,7 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
     let started = Instant::now();
 
     let compiled = {
-        let caches = &ctx.caches;
-        let secret = |sns: &str, sname: &str| caches.secrets.get(&ObjectRef::new(sname).within(sns));
-        let mut m = fleet::fleet_manifests(
-            &gw,
-            &caches.providers.state(),
-            &caches.routes.state(),
-            &caches.keys.state(),
-            &secret,
-            &caches.namespaces,
-        );
-        fleet::add_budgets(&mut m, &caches.budgets.state(), &secret);
+        let m = manifests_with_secrets(&gw, &ctx).await?;
         compile(
             &m,
             &CompileOptions {
@@ -357,6 +346,40 @@ pub(crate) fn observe_pods(
         ready_pods: i32::try_from(ready.len()).unwrap_or(i32::MAX),
         programmed_pods: i32::try_from(programmed).unwrap_or(i32::MAX),
     }
+}
+
+/// The fleet's manifests, with the Secrets they name read first when their data is not cached
+/// at their current version (`SecretCache` keeps only the data of named Secrets). A Secret
+/// rewritten after the read is read again by the reconcile its change triggers.
+async fn manifests_with_secrets(gw: &LLMGateway, ctx: &Context) -> Result<switchyard_config::Manifests, Error> {
+    let (m, unread) = manifests_now(gw, ctx);
+    if unread.is_empty() {
+        return Ok(m);
+    }
+    ctx.caches.secrets.read(unread).await?;
+    Ok(manifests_now(gw, ctx).0)
+}
+
+/// The fleet's manifests from the caches, and the Secrets they name whose data is not read.
+fn manifests_now(gw: &LLMGateway, ctx: &Context) -> (switchyard_config::Manifests, Vec<(String, String)>) {
+    let caches = &ctx.caches;
+    let unread = std::cell::RefCell::new(Vec::new());
+    let secret = |sns: &str, sname: &str| {
+        if caches.secrets.unread(sns, sname) {
+            unread.borrow_mut().push((sns.to_owned(), sname.to_owned()));
+        }
+        caches.secrets.get(sns, sname)
+    };
+    let mut m = fleet::fleet_manifests(
+        gw,
+        &caches.providers.state(),
+        &caches.routes.state(),
+        &caches.keys.state(),
+        &secret,
+        &caches.namespaces,
+    );
+    fleet::add_budgets(&mut m, &caches.budgets.state(), &secret);
+    (m, unread.into_inner())
 }
 
 #[cfg(test)]

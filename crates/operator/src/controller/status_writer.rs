@@ -129,7 +129,7 @@ const STATUS_WRITES: usize = 8;
 /// returns how many were written.
 async fn write_object_statuses(ctx: &Context, work: &StatusWork, now: &Time) -> Result<usize, Error> {
     let caches = &ctx.caches;
-    let secret = |sns: &str, sname: &str| caches.secrets.get(&ObjectRef::new(sname).within(sns));
+    let secret = |sns: &str, sname: &str| caches.secrets.get(sns, sname);
     let updates = status::object_statuses(
         work,
         &Cached {

@@ -6,9 +6,10 @@
 //! dropped, and the caches keep no field the reconciles never read.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, PartialObjectMeta};
@@ -18,6 +19,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::Resource;
 use switchyard_api::{LLMGateway, LLMRoute, Provider, TeamBudget, VirtualKey};
+use switchyard_config::source::WatchBackoff;
 use tokio::sync::{mpsc, watch};
 
 use super::stopped;
@@ -35,7 +37,7 @@ pub(crate) struct Caches {
     /// Budgets over groups of keys.
     pub(crate) budgets: Store<TeamBudget>,
     /// Secrets that Providers, keys and LLMGateways read (no config shards).
-    pub(crate) secrets: Store<Secret>,
+    pub(crate) secrets: SecretCache,
     pub(crate) namespaces: Store<Namespace>,
     /// The fleets' pods.
     pub(crate) pods: Store<Pod>,
@@ -63,6 +65,102 @@ impl Caches {
     }
 }
 
+/// Secrets read one by one, by (namespace, name).
+type ReadSecrets = HashMap<(String, String), Arc<Secret>>;
+
+/// The Secrets the fleets read, without caching the rest of the cluster's: the generated key
+/// Secrets (label `switchyard.dev/virtual-key`, the operator's own) are watched whole; every
+/// other Secret (but config shards, Helm releases and ServiceAccount tokens) is watched by its
+/// metadata only, and the data of one is read from the API server (a targeted GET) only when a
+/// Provider, VirtualKey or LLMGateway that a fleet compiles names it, read again when its
+/// resourceVersion changes, and dropped when it goes. Credentials nobody names never enter the
+/// operator's memory.
+#[derive(Clone)]
+pub(crate) struct SecretCache {
+    pub(crate) generated: Store<Secret>,
+    pub(crate) others: Store<PartialObjectMeta<Secret>>,
+    /// Secrets read, by (namespace, name), as of the resourceVersion they carry.
+    read: Arc<Mutex<ReadSecrets>>,
+    client: Option<kube::Client>,
+}
+
+impl SecretCache {
+    /// A cache over these stores, reading data with `client` (`None`: never reads).
+    pub(crate) fn new(
+        generated: Store<Secret>,
+        others: Store<PartialObjectMeta<Secret>>,
+        client: Option<kube::Client>,
+    ) -> Self {
+        Self {
+            generated,
+            others,
+            read: Arc::default(),
+            client,
+        }
+    }
+
+    /// The Secret with its data, when it exists and its data was read (perhaps at an older
+    /// version: [`SecretCache::unread`] says when to read it again).
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        if let Some(s) = self.generated.get(&ObjectRef::new(name).within(namespace)) {
+            return Some(s);
+        }
+        self.others.get(&ObjectRef::new(name).within(namespace))?;
+        self.read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Whether the Secret exists but its data was not read at its current version.
+    pub(crate) fn unread(&self, namespace: &str, name: &str) -> bool {
+        let Some(meta) = self.others.get(&ObjectRef::new(name).within(namespace)) else {
+            return false;
+        };
+        self.read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .is_none_or(|s| s.metadata.resource_version != meta.metadata.resource_version)
+    }
+
+    /// Reads these Secrets from the API server, a few at once.
+    pub(crate) async fn read(&self, names: Vec<(String, String)>) -> Result<(), Error> {
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
+        let mut results = futures::stream::iter(names)
+            .map(|(ns, name)| {
+                let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+                async move { (api.get_opt(&name).await, ns, name) }
+            })
+            .buffer_unordered(8);
+        while let Some((result, ns, name)) = results.next().await {
+            let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+            match result? {
+                Some(mut s) => {
+                    slim(&mut s);
+                    read.insert((ns, name), Arc::new(s));
+                }
+                None => {
+                    read.remove(&(ns, name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the data of a Secret that was deleted.
+    fn forget(&self, meta: &PartialObjectMeta<Secret>) {
+        let key = (
+            meta.metadata.namespace.clone().unwrap_or_default(),
+            meta.metadata.name.clone().unwrap_or_default(),
+        );
+        self.read.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
+    }
+}
+
 /// Waits for every store once and announces it on `tx`. This is the only waiter of these
 /// stores: `Store::wait_until_ready` (kube 5) wakes only the last of concurrent waiters, so
 /// reconciles must not each wait on them (one would never wake). The LLMGateway store is left
@@ -73,7 +171,8 @@ async fn announce_synced(tx: watch::Sender<bool>, caches: Caches, metrics: Metri
         wait_store("LLMRoute", &caches.routes).await?;
         wait_store("VirtualKey", &caches.keys).await?;
         wait_store("Budget", &caches.budgets).await?;
-        wait_store("Secret", &caches.secrets).await?;
+        wait_store("Secret", &caches.secrets.generated).await?;
+        wait_store("Secret metadata", &caches.secrets.others).await?;
         wait_store("Namespace", &caches.namespaces).await?;
         wait_store("Pod", &caches.pods).await
     };
@@ -170,7 +269,7 @@ pub(super) fn fleet_controller(
     let (gateways, gateways_w) = reflector::store::<LLMGateway>();
     let gateway_events = spec_changes(
         watcher(Api::<LLMGateway>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim)
             .reflect(gateways_w),
     );
@@ -180,47 +279,61 @@ pub(super) fn fleet_controller(
     let (routes, routes_w) = reflector::store::<LLMRoute>();
     let (keys, keys_w) = reflector::store::<VirtualKey>();
     let (budgets, budgets_w) = reflector::store::<TeamBudget>();
-    let (secrets, secrets_w) = reflector::store::<Secret>();
+    let (generated, generated_w) = reflector::store::<Secret>();
+    let (others, others_w) = reflector::store::<PartialObjectMeta<Secret>>();
     let (namespaces, namespaces_w) = reflector::store::<Namespace>();
     let (pods, pods_w) = reflector::store::<Pod>();
 
     let provider_events = spec_changes(
         watcher(Api::<Provider>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim)
             .reflect(providers_w),
     );
     let route_events = spec_changes(
         watcher(Api::<LLMRoute>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim)
             .reflect(routes_w),
     );
     let key_events = spec_changes(
         watcher(Api::<VirtualKey>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim)
             .reflect(keys_w),
     );
     let budget_events = spec_changes(
         watcher(Api::<TeamBudget>::all(client.clone()), cfg())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(slim)
             .reflect(budgets_w),
     );
-    // Config shards, Helm releases and service account tokens are never read from here.
-    let secret_events = watcher(
-        Api::<Secret>::all(client.clone()),
+    // The generated key Secrets, whole; every other Secret by its metadata (config shards,
+    // Helm releases and service account tokens left out), its data read only when named.
+    let generated_events = watcher(Api::<Secret>::all(client.clone()), cfg().labels(LABEL_VIRTUAL_KEY))
+        .backoff(WatchBackoff::default())
+        .modify(slim)
+        .reflect(generated_w)
+        .touched_objects();
+    let secrets = SecretCache::new(generated, others, Some(client.clone()));
+    let forget = secrets.clone();
+    let other_secret_events = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         cfg()
-            .labels(&format!("!{CONFIG_GENERATION}"))
+            .labels(&format!("!{CONFIG_GENERATION},!{LABEL_VIRTUAL_KEY}"))
             .fields("type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token"),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(slim)
-    .reflect(secrets_w)
+    .reflect(others_w)
+    .inspect_ok(move |event| {
+        if let watcher::Event::Delete(m) = event {
+            forget.forget(m);
+        }
+    })
     .touched_objects();
     let namespace_events = watcher(Api::<Namespace>::all(client.clone()), cfg())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|n: &mut Namespace| {
             slim(n);
             n.spec = None;
@@ -229,7 +342,7 @@ pub(super) fn fleet_controller(
         .reflect(namespaces_w)
         .touched_objects();
     let pod_events = watcher(Api::<Pod>::all(client.clone()), cfg().labels(&fleet_selector))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|p: &mut Pod| {
             slim(p);
             p.spec = None;
@@ -240,7 +353,7 @@ pub(super) fn fleet_controller(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         cfg().labels(&format!("{LABEL_FLEET},{CONFIG_GENERATION}")),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .touched_objects();
 
     let controller = {
@@ -259,10 +372,17 @@ pub(super) fn fleet_controller(
             namespaces.clone(),
         );
         let (p_for_secrets, k_for_secrets) = (providers.clone(), keys.clone());
+        let (p_for_others, k_for_others) = (providers.clone(), keys.clone());
+        let (g6, n6) = (gateways.clone(), namespaces.clone());
+        let g7 = gateways.clone();
         controller
-            .owns(
-                Api::<Deployment>::all(client.clone()),
-                cfg().labels(&format!("{LABEL_NAME}={GATEWAY_APP}")),
+            .owns_stream(
+                watcher(
+                    Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
+                    cfg().labels(&format!("{LABEL_NAME}={GATEWAY_APP}")),
+                )
+                .backoff(WatchBackoff::default())
+                .touched_objects(),
             )
             .watches_stream(provider_events, move |p: Provider| {
                 fleet::fleets_for_provider(&p, g1.state().iter().map(|g| &**g), &n1)
@@ -273,30 +393,16 @@ pub(super) fn fleet_controller(
             .watches_stream(key_events, move |k: VirtualKey| {
                 fleet::fleets_for_key(&k, g3.state().iter().map(|g| &**g), &n3)
             })
-            .watches_stream(secret_events, move |s: Secret| {
-                // Only the readers of this Secret: with 10,000 keys, cloning and scanning every
-                // key for each of their 10,000 Secrets was the operator's largest CPU cost.
-                // Compared in place: this runs for every key of a namespace when it is deleted.
-                let (sns, sname) = (
-                    s.metadata.namespace.as_deref(),
-                    s.metadata.name.as_deref().unwrap_or_default(),
-                );
-                let gws = g4.state();
-                let ps = p_for_secrets.state_filter(|p| p.metadata.namespace.as_deref() == sns);
-                let ks = k_for_secrets
-                    .state_filter(|k| k.metadata.namespace.as_deref() == sns && fleet::key_reads_secret(k, sname));
-                fleet::fleets_for_secret(
-                    &s,
-                    &gws.iter().map(|g| &**g).collect::<Vec<_>>(),
-                    &ps.iter().map(|p| &**p).collect::<Vec<_>>(),
-                    &ks.iter().map(|k| &**k).collect::<Vec<_>>(),
-                    &n4,
-                )
+            .watches_stream(generated_events, move |s: Secret| {
+                fleets_for_secret(&s, &g4, &p_for_secrets, &k_for_secrets, &n4)
+            })
+            .watches_stream(other_secret_events, move |s: PartialObjectMeta<Secret>| {
+                fleets_for_secret(&s, &g6, &p_for_others, &k_for_others, &n6)
             })
             // Budgets are few and change rarely: every fleet recompiles (a fleet serving none of
             // the Budget's keys compiles the same config and writes nothing).
             .watches_stream(budget_events, move |_: TeamBudget| {
-                fleet::fleets_for_namespace(g6.state().iter().map(|g| &**g))
+                fleet::fleets_for_namespace(g7.state().iter().map(|g| &**g))
             })
             .watches_stream(namespace_events, move |_: Namespace| {
                 fleet::fleets_for_namespace(g5.state().iter().map(|g| &**g))
@@ -304,7 +410,7 @@ pub(super) fn fleet_controller(
             .watches_stream(pod_events, |p: Pod| fleet::fleet_of_labelled(&p))
             .watches_stream(shard_events, |s| fleet::fleet_of_labelled(&s))
             // Each watch backs off on its own; one failing watch must not pause all triggers.
-            .trigger_backoff(BriefPause)
+            .trigger_backoff(NoPause)
             .graceful_shutdown_on(stopped(stop))
     };
 
@@ -324,6 +430,32 @@ pub(super) fn fleet_controller(
     (controller, caches)
 }
 
+/// The fleets that read Secret `s`: only the readers of this Secret are looked at. With 10,000
+/// keys, cloning and scanning every key for each of their 10,000 Secrets was the operator's
+/// largest CPU cost. Compared in place: this runs for every key of a namespace when it is deleted.
+fn fleets_for_secret<S: Resource>(
+    s: &S,
+    gateways: &Store<LLMGateway>,
+    providers: &Store<Provider>,
+    keys: &Store<VirtualKey>,
+    namespaces: &Store<Namespace>,
+) -> Vec<ObjectRef<LLMGateway>> {
+    let (sns, sname) = (
+        s.meta().namespace.as_deref(),
+        s.meta().name.as_deref().unwrap_or_default(),
+    );
+    let gws = gateways.state();
+    let ps = providers.state_filter(|p| p.metadata.namespace.as_deref() == sns);
+    let ks = keys.state_filter(|k| k.metadata.namespace.as_deref() == sns && fleet::key_reads_secret(k, sname));
+    fleet::fleets_for_secret(
+        s,
+        &gws.iter().map(|g| &**g).collect::<Vec<_>>(),
+        &ps.iter().map(|p| &**p).collect::<Vec<_>>(),
+        &ks.iter().map(|k| &**k).collect::<Vec<_>>(),
+        namespaces,
+    )
+}
+
 /// The VirtualKey controller (generated keys), triggered by spec changes, by its Secrets, and
 /// by keys a fleet with Redis starts serving (`newly_served`: they get the cleanup finalizer).
 pub(super) fn key_controller(
@@ -337,7 +469,7 @@ pub(super) fn key_controller(
     // every VirtualKey must not each cost a key reconcile (and a GET of its Secret).
     let (vk_store, vk_writer) = reflector::store::<VirtualKey>();
     let vk_specs = watcher(Api::<VirtualKey>::all(client.clone()), cfg())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim)
         .reflect(vk_writer)
         .applied_objects()
@@ -346,23 +478,32 @@ pub(super) fn key_controller(
             kube::runtime::PredicateConfig::default(),
         );
     Controller::for_stream(vk_specs, vk_store)
-        .owns(Api::<Secret>::all(client.clone()), cfg().labels(LABEL_VIRTUAL_KEY))
+        .owns_stream(
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                cfg().labels(LABEL_VIRTUAL_KEY),
+            )
+            .backoff(WatchBackoff::default())
+            .touched_objects(),
+        )
         .reconcile_on(newly_served)
-        .trigger_backoff(BriefPause)
+        .trigger_backoff(NoPause)
         .graceful_shutdown_on(stopped(stop))
 }
 
-/// The controller-wide pause after a trigger stream error: short and constant, since every
-/// watch has its own exponential backoff.
-struct BriefPause;
+/// The controller-wide pause after a trigger stream error: none, since every watch has its
+/// own backoff ([`WatchBackoff`]). A pause here stops every trigger: after an API server
+/// restart each of the nine watches reports `410 Gone` once, and a 250 ms pause per error
+/// delayed the first reconcile by two seconds (measured).
+struct NoPause;
 
-impl Iterator for BriefPause {
+impl Iterator for NoPause {
     type Item = Duration;
     fn next(&mut self) -> Option<Duration> {
-        Some(Duration::from_millis(250))
+        Some(Duration::ZERO)
     }
 }
 
-impl kube::runtime::utils::Backoff for BriefPause {
+impl kube::runtime::utils::Backoff for NoPause {
     fn reset(&mut self) {}
 }

@@ -350,6 +350,22 @@ fn operator_rules_cover_what_it_writes() {
         }
     }
     assert!(!allows("", "secrets", "deletecollection"));
+    // Statuses are patched (server-side apply, merge patch), never replaced; children are
+    // collected by their owner references, not deleted one by one.
+    assert!(!allows("switchyard.dev", "virtualkeys/status", "update"));
+    for (g, r) in [
+        ("", "services"),
+        ("", "serviceaccounts"),
+        ("apps", "deployments"),
+        ("policy", "poddisruptionbudgets"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+    ] {
+        assert!(
+            !allows(g, r, "delete"),
+            "{g} {r} delete: garbage collection deletes them"
+        );
+    }
     assert!(!rules.iter().any(|r| r.verbs.iter().any(|v| v == "*")));
 }
 
