@@ -50,6 +50,10 @@
 //!
 //! Usage: prompt tokens = whitespace-separated words across all input text (at least 1),
 //! completion tokens = words in the reply (2 for a tool call). Streams send one chunk per word.
+//! A chat completion (OpenAI, Azure) for a model whose name contains `o200k` counts as OpenAI
+//! counts gpt-4o's instead: tiktoken's `o200k_base` over the text, plus 3 tokens a message and 3
+//! priming the reply, and streams one chunk per token (the soak compares the gateway's own
+//! counts with these).
 //!
 //! `GET /mock/ledger` lists every chat completion request (OpenAI and Azure) in arrival order:
 //! its id (`x-request-id`, else the body's `user`), model, whether it streamed, status, outcome
