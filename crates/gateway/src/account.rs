@@ -397,7 +397,35 @@ fn tokens(u: &Usage) -> switchyard_config::Tokens {
         completion: u.completion_tokens,
         cached: u.cached_tokens,
         cache_write: u.cache_write_tokens,
-        cache_write_1h: 0,
+        cache_write_1h: u.cache_write_1h_tokens,
         reasoning: u.reasoning_tokens,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Anthropic's 1-hour cache writes are billed at their own price (2x input, where 5-minute
+    /// writes are 1.25x): the usage's split reaches `Price::cost_of`.
+    #[test]
+    fn one_hour_cache_writes_are_priced_apart() {
+        // Claude Sonnet 4.5, USD per million tokens.
+        let price: switchyard_config::Price = serde_json::from_value(serde_json::json!({
+            "input": 3.0, "output": 15.0, "cachedInput": 0.3, "cacheWrite": 3.75, "cacheWrite1h": 6.0
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        // The usage of crates/providers/testdata/anthropic/cache_1h_usage_response.json.
+        let usage = Usage {
+            prompt_tokens: 2048 + 1800 + 248,
+            completion_tokens: 503,
+            cached_tokens: 1800,
+            cache_write_tokens: 248,
+            cache_write_1h_tokens: 100,
+            reasoning_tokens: 0,
+        };
+        let expected = (2048.0 * 3.0 + 1800.0 * 0.3 + 148.0 * 3.75 + 100.0 * 6.0 + 503.0 * 15.0) / 1e6;
+        let billed = price.cost_of(&tokens(&usage));
+        assert!((billed - expected).abs() < 1e-12, "{billed} vs {expected}");
     }
 }
