@@ -74,7 +74,9 @@ impl Lookup {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .map_or(route_ttl, |secs| Duration::from_secs_f64(secs.min(route_ttl.as_secs_f64())));
+            .map_or(route_ttl, |secs| {
+                Duration::from_secs_f64(secs.min(route_ttl.as_secs_f64()))
+            });
         Some(Self {
             key: key(
                 route,
@@ -411,26 +413,26 @@ mod tests {
         let r = route("default");
         let body = req(r#"{"messages":[]}"#);
         let mut h = HeaderMap::new();
-        let l =
-            Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
         assert!(l.read && l.ttl == Some(Duration::from_secs(60)));
         h.insert("cache-control", HeaderValue::from_static("no-cache"));
         h.insert("x-switchyard-cache-ttl", HeaderValue::from_static("5"));
-        let l =
-            Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
         assert!(!l.read && l.ttl == Some(Duration::from_secs(5)));
         // A client cannot keep an entry longer than the route does (a year asked: 60 s).
         h.insert("x-switchyard-cache-ttl", HeaderValue::from_static("31536000"));
-        let l =
-            Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
         assert_eq!(l.ttl, Some(Duration::from_secs(60)));
         h.insert("x-switchyard-cache-ttl", HeaderValue::from_static("0"));
-        let l =
-            Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
         assert!(l.fill().is_none());
         h.insert("cache-control", HeaderValue::from_static("no-store"));
-        let l =
-            Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
         assert!(l.read && l.fill().is_none());
         let mut no_cache = r.clone();
         no_cache.cache = None;
@@ -450,9 +452,16 @@ mod tests {
         let mut r = route("shared-models");
         let body = req(r#"{"messages":[{"role":"user","content":"what did the others ask?"}]}"#);
         let key_of = |r: &RouteConfig, ns: &str| {
-            Lookup::new(r, &HeaderMap::new(), ns, &BTreeMap::new(), "openai", &chat(&body, false))
-                .unwrap_or_else(|| panic!("cache on"))
-                .key
+            Lookup::new(
+                r,
+                &HeaderMap::new(),
+                ns,
+                &BTreeMap::new(),
+                "openai",
+                &chat(&body, false),
+            )
+            .unwrap_or_else(|| panic!("cache on"))
+            .key
         };
         assert_ne!(key_of(&r, "team-a"), key_of(&r, "team-b"));
         assert_eq!(key_of(&r, "team-a"), key_of(&r, "team-a"));
@@ -467,8 +476,15 @@ mod tests {
         let state: Arc<dyn SharedState> = Arc::new(Memory::new());
         let r = route("default");
         let body = req(r#"{"messages":[{"role":"user","content":"x"}]}"#);
-        let l = Lookup::new(&r, &HeaderMap::new(), "default", &BTreeMap::new(), "openai", &chat(&body, true))
-            .unwrap_or_else(|| panic!("on"));
+        let l = Lookup::new(
+            &r,
+            &HeaderMap::new(),
+            "default",
+            &BTreeMap::new(),
+            "openai",
+            &chat(&body, true),
+        )
+        .unwrap_or_else(|| panic!("on"));
         assert!(l.get(state.as_ref()).await.is_none());
         let mut fill = l.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from_static(b"data: {\"a\":1}\n\n"));
@@ -487,16 +503,30 @@ mod tests {
         );
         // Over maxBodyBytes (64): not stored.
         let big = req(r#"{"messages":[{"role":"user","content":"big"}]}"#);
-        let l = Lookup::new(&r, &HeaderMap::new(), "default", &BTreeMap::new(), "openai", &chat(&big, false))
-            .unwrap_or_else(|| panic!("on"));
+        let l = Lookup::new(
+            &r,
+            &HeaderMap::new(),
+            "default",
+            &BTreeMap::new(),
+            "openai",
+            &chat(&big, false),
+        )
+        .unwrap_or_else(|| panic!("on"));
         let mut fill = l.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from(vec![b'x'; 65]));
         fill.store(state.clone());
         // A small entry stored after it is seen first: stores run in order on this test's
         // single-threaded runtime, so the big one's would have run by then.
         let marker = req(r#"{"messages":[{"role":"user","content":"after"}]}"#);
-        let after = Lookup::new(&r, &HeaderMap::new(), "default", &BTreeMap::new(), "openai", &chat(&marker, false))
-            .unwrap_or_else(|| panic!("on"));
+        let after = Lookup::new(
+            &r,
+            &HeaderMap::new(),
+            "default",
+            &BTreeMap::new(),
+            "openai",
+            &chat(&marker, false),
+        )
+        .unwrap_or_else(|| panic!("on"));
         let mut fill = after.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from_static(b"{}"));
         fill.store(state.clone());

@@ -929,9 +929,18 @@ mod idempotence {
             r.inner.flush_pending().await.unwrap_or_else(|e| panic!("{e}"));
             assert!(r.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
             // Another request's release (another token) still counts.
-            assert_eq!(r.inner.release_redis(&rel, "t2").await.unwrap_or_else(|e| panic!("{e}")), Some(0.5));
+            assert_eq!(
+                r.inner
+                    .release_redis(&rel, "t2")
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+                Some(0.5)
+            );
             // Without a token (local grants' queued spend) every write counts.
-            assert_eq!(r.inner.release_redis(&rel, "").await.unwrap_or_else(|e| panic!("{e}")), Some(0.75));
+            assert_eq!(
+                r.inner.release_redis(&rel, "").await.unwrap_or_else(|e| panic!("{e}")),
+                Some(0.75)
+            );
         }
     }
 }

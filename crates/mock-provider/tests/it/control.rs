@@ -306,7 +306,9 @@ async fn ledger_records_tokens_written_per_request_id() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    assert!(entries.iter().all(|e| now_ms - 60_000 < e.received_ms && e.received_ms <= now_ms));
+    assert!(entries
+        .iter()
+        .all(|e| now_ms - 60_000 < e.received_ms && e.received_ms <= now_ms));
     let abandoned = by_id("abandoned");
     assert_eq!(abandoned.outcome, Outcome::Cancelled, "{abandoned:?}");
     assert!(
@@ -329,7 +331,12 @@ async fn o200k_models_count_tokenizer_tokens_and_stream_one_a_chunk() {
     let mut body = chat("soak-gpt-o200k", true);
     body["stream_options"] = json!({"include_usage": true});
     body["user"] = json!("tok");
-    let text = mock.post_bearer("/v1/chat/completions", &body).await.text().await.unwrap();
+    let text = mock
+        .post_bearer("/v1/chat/completions", &body)
+        .await
+        .text()
+        .await
+        .unwrap();
     let mut contents = Vec::new();
     let mut usage = Value::Null;
     for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {

@@ -971,7 +971,13 @@ fn one_hour_cache_writes_are_read_and_carried_to_both_client_formats() {
     let out = parse("cache_1h_usage_response.json");
     let u = out.usage.unwrap();
     assert_eq!(
-        (u.prompt_tokens, u.cached_tokens, u.cache_write_tokens, u.cache_write_1h_tokens, u.completion_tokens),
+        (
+            u.prompt_tokens,
+            u.cached_tokens,
+            u.cache_write_tokens,
+            u.cache_write_1h_tokens,
+            u.completion_tokens
+        ),
         (2048 + 1800 + 248, 1800, 248, 100, 503)
     );
     // Through the gateway's OpenAI-shaped body (its extension fields) and back to an Anthropic
@@ -1013,7 +1019,12 @@ fn a_streams_one_hour_cache_writes_are_read_from_message_start() {
     r.unwrap();
     let u = s.usage().unwrap();
     assert_eq!(
-        (u.prompt_tokens, u.cache_write_tokens, u.cache_write_1h_tokens, u.completion_tokens),
+        (
+            u.prompt_tokens,
+            u.cache_write_tokens,
+            u.cache_write_1h_tokens,
+            u.completion_tokens
+        ),
         (4096, 248, 100, 503)
     );
 }
