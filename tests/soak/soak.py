@@ -578,9 +578,11 @@ def check(res: Result) -> None:
         if s.status >= 500 or (s.status == 0 and s.error):
             entries = ledger_by_id.get(s.id, [])
             explained = entries and not any(e["outcome"] == "completed" for e in entries)
-            # Refused while the gateway had Redis marked down (failMode closed).
-            explained = explained or any(a.get("status") == 503 and "shared state unreachable" in (a.get("error") or "")
-                                         for a in log_by_id.get(s.id, []))
+            # Refused, before any upstream attempt, while its gateway had Redis marked down
+            # (failMode closed: a key's limits or a Provider's quota could not be checked).
+            explained = explained or any(
+                a.get("status") == 503 and not a.get("attempts") and down_during(res.redis_outages, a)
+                for a in log_by_id.get(s.id, []))
             if not explained:
                 problems.append(f"unexplained failure of {s.id} ({s.mode}, {s.route}): status {s.status} "
                                 f"{s.error}; mock: {[(e['model'], e['outcome']) for e in entries]}")
@@ -592,6 +594,24 @@ def check(res: Result) -> None:
                             f"({after[-1] / after[0] - 1:.1%}) after warm-up")
     if not res.sent or not any(s.status == 200 for s in res.sent):
         problems.append("no request succeeded: the soak did not run")
+
+
+def down_during(outages: list[str], a: dict) -> bool:
+    """Whether the gateway of access-log line `a` had Redis marked down while it served it."""
+    start, end = a["_ts"] - a.get("latency_ms", 0) / 1000, a["_ts"]
+    down = None
+    for o in outages:
+        m = re.match(r"gateway (\d+) (\S+): (.*)", o)
+        if not m or int(m.group(1)) != a["_gw"]:
+            continue
+        t = parse_ts(m.group(2))
+        if "unreachable" in m.group(3):
+            down = t
+        elif down is not None:
+            if down <= end and start <= t:
+                return True
+            down = None
+    return down is not None and down <= end
 
 
 def pct(billed: float, truth: float) -> str:
