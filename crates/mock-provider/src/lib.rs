@@ -57,7 +57,8 @@
 //!
 //! `GET /mock/ledger` lists every chat completion request (OpenAI and Azure) in arrival order:
 //! its id (`x-request-id`, else the body's `user`), model, whether it streamed, status, outcome
-//! (`pending`, `completed`, `cut`, `cancelled`, `error`), prompt tokens, the completion tokens
+//! (`pending`, `completed`, `cut`, `cancelled`, `error`), when it arrived (`received_ms`, Unix
+//! milliseconds), prompt tokens, the completion tokens
 //! actually written (a cut or abandoned stream: the token frames sent before it ended; a cut whole
 //! body: none), the planned completion tokens, and whether the usage reached the wire. The soak
 //! (`tests/soak`) prices it to check the gateway's spend ledger.
