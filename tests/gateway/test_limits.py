@@ -454,6 +454,12 @@ def test_cache_hits_are_identical_streams_included_and_free(tmp_path, gateway_on
     assert post(a, "sk-cache", {"model": "cached", "messages": short}).headers["x-switchyard-cache"] == "hit"
     wait_for(lambda: redis.cmd("EXISTS", entry) == 0, what="the short-lived entry to expire")
     assert post(a, "sk-cache", {"model": "cached", "messages": short}).headers["x-switchyard-cache"] == "miss"
+    # A client cannot keep an entry longer than the route does: a year asked, the route's 10 m kept.
+    before = cache_entries(redis)
+    year = [{"role": "user", "content": "keep this a year"}]
+    post(a, "sk-cache", {"model": "cached", "messages": year}, headers={"x-switchyard-cache-ttl": "31536000"})
+    entry = stored(before, "the entry asked to live a year")
+    assert 590_000 < redis.cmd("PTTL", entry) <= 600_000
 
 
 # --- Redis outages --------------------------------------------------------------------------
@@ -582,3 +588,41 @@ def test_tenants_see_their_own_routes_and_only_what_is_shared(tmp_path, gateway_
     # Sharing is one way.
     with pytest.raises(openai.NotFoundError):
         say(b, "team-a/chat")
+
+
+
+def test_a_route_shared_across_namespaces_caches_per_tenant_unless_it_opts_in(tmp_path, gateway_on):
+    """One tenant must not be answered from another's cache entry (it would learn what the other
+    asked), unless the route says `cache.shared: true`."""
+    config = tmp_path / "cfg"
+    write_config(config, ns="team-a", keys=[("alice", "sk-team-a", "")])
+    write_config(config, ns="team-b", keys=[("bob", "sk-team-b", "")],
+                 routes=[("chat", "  sharedWith: [team-a]\n  cache: {enabled: true, ttl: 10m}\n")])
+    gw = gateway_on(config)
+    secret = {"messages": [{"role": "user", "content": "our merger with ACME closes friday"}]}
+
+    def ask(key, model):
+        r = post(gw, key, {"model": model, **secret})
+        assert r.status_code == 200, r.text
+        return r.headers["x-switchyard-cache"]
+
+    assert ask("sk-team-b", "chat") == "miss"
+    assert wait_value(lambda: ask("sk-team-b", "chat"), lambda v: v == "hit", "bob's answer cached") == "hit"
+    # Alice asks the same on the same route: a miss, her own entry from now on.
+    assert ask("sk-team-a", "team-b/chat") == "miss"
+    assert wait_value(lambda: ask("sk-team-a", "team-b/chat"), lambda v: v == "hit", "alice's own entry") == "hit"
+
+    routes = config / "team-b-routes.yaml"
+    routes.write_text(routes.read_text().replace("ttl: 10m}", "ttl: 10m, shared: true}"))
+    asked = iter(range(1000))
+
+    def alice_gets_bobs_answer():
+        # A new question each time, until the edited route is loaded: bob's answer, once cached,
+        # is alice's hit.
+        q = {"messages": [{"role": "user", "content": f"a question for everyone, take {next(asked)}"}]}
+        assert post(gw, "sk-team-b", {"model": "chat", **q}).headers["x-switchyard-cache"] == "miss"
+        wait_value(lambda: post(gw, "sk-team-b", {"model": "chat", **q}).headers["x-switchyard-cache"],
+                   lambda v: v == "hit", "bob's answer cached")
+        return post(gw, "sk-team-a", {"model": "team-b/chat", **q}).headers["x-switchyard-cache"] == "hit"
+
+    wait_for(alice_gets_bobs_answer, what="alice answered from bob's entry once the cache is shared")

@@ -142,6 +142,21 @@ def test_bad_requests(client, quickstart):
     assert "could not parse the JSON body" in json.loads(e.value.read())["error"]["message"]
 
 
+def test_the_mock_refuses_the_responses_api_clearly_streamed_or_not(client):
+    """The quickstart's `mock` provider serves chat completions: a Responses request, streamed
+    or not, is a 400 that says so (it once streamed chat-completion chunks the SDK could not
+    read as Responses events)."""
+    for stream in (True, False):
+        with pytest.raises(openai.BadRequestError) as e:
+            r = client.responses.create(model="demo-chat", input="Hello", stream=stream)
+            if stream:
+                list(r)
+        assert "serves chat completions and embeddings, not the Responses API" in e.value.message, e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        list(client.completions.create(model="demo-chat", prompt="Hello", stream=True))
+    assert "not legacy completions" in e.value.message
+
+
 def test_body_too_large(client):
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(

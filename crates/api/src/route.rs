@@ -333,6 +333,11 @@ pub struct CachePolicy {
     /// Largest response body cached, in bytes. Default 1 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// One cache for every namespace that uses the route (`sharedWith`): a tenant's identical
+    /// request is then answered with what another tenant was told, which tells it what the other
+    /// asked. Default false: entries are kept per caller namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// Hedged requests.

@@ -893,6 +893,7 @@ impl<'a> Compiler<'a> {
                     Some(CacheConfig {
                         ttl_ms,
                         max_body_bytes: c.max_body_bytes.unwrap_or(1024 * 1024),
+                        shared: c.shared,
                     })
                 })
             }

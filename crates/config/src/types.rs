@@ -816,6 +816,10 @@ pub struct CacheConfig {
     pub ttl_ms: u64,
     /// Largest cached body.
     pub max_body_bytes: u64,
+    /// Entries are shared by every namespace that uses the route; else kept per caller
+    /// namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// One virtual key.

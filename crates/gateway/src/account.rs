@@ -10,7 +10,7 @@
 //!
 //! A stream that ended without its provider's usage (the client left, the upstream cut or went
 //! silent, or it never sent any) is billed what it consumed, estimated: the prompt
-//! ([`Prompt::rough`], unless the provider already reported it) and the completion tokens the
+//! ([`StreamPrompt`], unless the provider already reported it) and the completion tokens the
 //! client was sent ([`Delivered`]); never less than any usage the provider did report. Its
 //! access log line says `usage_estimated=true`. docs/limits.md, "What is charged when".
 
@@ -21,9 +21,7 @@ use bytes::Bytes;
 use switchyard_providers::{ProviderError, Usage};
 
 use crate::error::GatewayError;
-use crate::estimate::Delivered;
-#[cfg(doc)]
-use crate::estimate::Prompt;
+use crate::estimate::{Delivered, StreamPrompt};
 use crate::metrics::status_class;
 use crate::request::Request;
 use crate::route::Outcome;
@@ -234,8 +232,9 @@ impl Account {
     }
 
     /// Hands the request's span to a stream, to end when the stream does. `prompt`: the
-    /// request's prompt tokens, estimated; `delivered` counts the completion the client is sent.
-    pub(crate) fn stream(mut self, span: RequestSpan, prompt: u64, delivered: Delivered) -> StreamAccount {
+    /// request's prompt, counted if the provider does not; `delivered` counts the completion the
+    /// client is sent.
+    pub(crate) fn stream(mut self, span: RequestSpan, prompt: StreamPrompt, delivered: Delivered) -> StreamAccount {
         self.span = span;
         StreamAccount {
             account: self,
@@ -259,8 +258,8 @@ pub(crate) struct StreamAccount {
     first: bool,
     /// The upstream's stream ended with its terminal event: its usage, if any, is final.
     completed: bool,
-    /// The prompt's tokens, estimated: billed when the provider did not report them.
-    prompt: u64,
+    /// The prompt, counted when the provider did not report its tokens.
+    prompt: StreamPrompt,
     /// Completion tokens sent to the client.
     delivered: Delivered,
 }
@@ -332,7 +331,7 @@ impl StreamAccount {
             reported => {
                 let mut u = reported.unwrap_or_default();
                 if u.prompt_tokens == 0 {
-                    u.prompt_tokens = self.prompt;
+                    u.prompt_tokens = self.prompt.tokens();
                 }
                 u.completion_tokens = u.completion_tokens.max(delivered);
                 let estimated = reported.is_none_or(|r| r != u);
@@ -398,7 +397,35 @@ fn tokens(u: &Usage) -> switchyard_config::Tokens {
         completion: u.completion_tokens,
         cached: u.cached_tokens,
         cache_write: u.cache_write_tokens,
-        cache_write_1h: 0,
+        cache_write_1h: u.cache_write_1h_tokens,
         reasoning: u.reasoning_tokens,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Anthropic's 1-hour cache writes are billed at their own price (2x input, where 5-minute
+    /// writes are 1.25x): the usage's split reaches `Price::cost_of`.
+    #[test]
+    fn one_hour_cache_writes_are_priced_apart() {
+        // Claude Sonnet 4.5, USD per million tokens.
+        let price: switchyard_config::Price = serde_json::from_value(serde_json::json!({
+            "input": 3.0, "output": 15.0, "cachedInput": 0.3, "cacheWrite": 3.75, "cacheWrite1h": 6.0
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        // The usage of crates/providers/testdata/anthropic/cache_1h_usage_response.json.
+        let usage = Usage {
+            prompt_tokens: 2048 + 1800 + 248,
+            completion_tokens: 503,
+            cached_tokens: 1800,
+            cache_write_tokens: 248,
+            cache_write_1h_tokens: 100,
+            reasoning_tokens: 0,
+        };
+        let expected = (2048.0 * 3.0 + 1800.0 * 0.3 + 148.0 * 3.75 + 100.0 * 6.0 + 503.0 * 15.0) / 1e6;
+        let billed = price.cost_of(&tokens(&usage));
+        assert!((billed - expected).abs() < 1e-12, "{billed} vs {expected}");
     }
 }

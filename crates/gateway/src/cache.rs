@@ -1,7 +1,8 @@
 //! The response cache: exact match on a normalised request, per route.
 //!
-//! The key is SHA-256 over the route (`namespace/model`, so two tenants never share entries),
-//! the endpoint, the client's API shape, whether it streams, the headers and key labels the
+//! The key is SHA-256 over the route (`namespace/model`), the caller's namespace (the key's:
+//! on a route other namespaces may use (`sharedWith`) one tenant must not be answered with what
+//! another asked, unless the route's `cache.shared` says it may), the endpoint, the client's API shape, whether it streams, the headers and key labels the
 //! route's rules match on (a rule may send them elsewhere), and the request's JSON with its
 //! object keys sorted and the fields that do not change the output left out (`model`, which
 //! the route replaces, `user`, `store`, `stream`, `service_tier`). Streamed responses are stored
@@ -10,7 +11,8 @@
 //!
 //! Per request: `cache-control: no-cache` skips the lookup (the fresh answer is still
 //! stored), `cache-control: no-store` does not store, `x-switchyard-cache-ttl: <seconds>`
-//! sets the entry's time to live (0 does not store). Hits cost nothing: the request's budget
+//! shortens the entry's time to live (0 does not store; never longer than the route's `ttl`, so
+//! a client cannot pin entries for a year). Hits cost nothing: the request's budget
 //! reservation is released at zero and no tokens are counted.
 
 use std::collections::BTreeMap;
@@ -43,9 +45,11 @@ pub(crate) struct Lookup {
 
 impl Lookup {
     /// The lookup for a request on a route with a cache; `None` when the route has none.
+    /// `namespace` and `key_labels`: the calling key's.
     pub(crate) fn new(
         route: &RouteConfig,
         headers: &HeaderMap,
+        namespace: &str,
         key_labels: &BTreeMap<String, String>,
         format: &'static str,
         request: &Request,
@@ -64,21 +68,22 @@ impl Lookup {
                 _ => {}
             }
         }
-        let mut ttl = Duration::from_millis(cfg.ttl_ms);
-        if let Some(secs) = headers
+        let route_ttl = Duration::from_millis(cfg.ttl_ms);
+        let ttl = headers
             .get("x-switchyard-cache-ttl")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
-        {
-            ttl = Duration::from_secs_f64(secs.min(365.0 * 86_400.0));
-        }
+            .map_or(route_ttl, |secs| {
+                Duration::from_secs_f64(secs.min(route_ttl.as_secs_f64()))
+            });
         Some(Self {
             key: key(
                 route,
                 &Context {
                     format,
                     headers,
+                    namespace: (!cfg.shared).then_some(namespace),
                     key_labels,
                 },
                 request,
@@ -118,6 +123,8 @@ struct Context<'a> {
     /// The client's format (`Codec::name`).
     format: &'static str,
     headers: &'a HeaderMap,
+    /// The caller's namespace, unless the route's cache is shared by every namespace.
+    namespace: Option<&'a str>,
     key_labels: &'a BTreeMap<String, String>,
 }
 
@@ -139,6 +146,11 @@ fn key(route: &RouteConfig, cx: &Context<'_>, request: &Request) -> [u8; 32] {
         if request.stream { "stream" } else { "full" },
     ] {
         h.update(part.as_bytes());
+        h.update([0]);
+    }
+    if let Some(ns) = cx.namespace {
+        h.update(b"caller:");
+        h.update(ns.as_bytes());
         h.update([0]);
     }
     // Rules choose backends or routes by header and key label: those values select the answer.
@@ -340,6 +352,7 @@ mod tests {
         let cx = Context {
             format: "openai",
             headers: &headers,
+            namespace: Some(r.namespace.as_str()),
             key_labels: &labels,
         };
         key(r, &cx, &chat(request, stream))
@@ -400,23 +413,33 @@ mod tests {
         let r = route("default");
         let body = req(r#"{"messages":[]}"#);
         let mut h = HeaderMap::new();
-        let l =
-            Lookup::new(&r, &h, &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
         assert!(l.read && l.ttl == Some(Duration::from_secs(60)));
         h.insert("cache-control", HeaderValue::from_static("no-cache"));
         h.insert("x-switchyard-cache-ttl", HeaderValue::from_static("5"));
-        let l =
-            Lookup::new(&r, &h, &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
         assert!(!l.read && l.ttl == Some(Duration::from_secs(5)));
+        // A client cannot keep an entry longer than the route does (a year asked: 60 s).
+        h.insert("x-switchyard-cache-ttl", HeaderValue::from_static("31536000"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
+        assert_eq!(l.ttl, Some(Duration::from_secs(60)));
+        h.insert("x-switchyard-cache-ttl", HeaderValue::from_static("0"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
+        assert!(l.fill().is_none());
         h.insert("cache-control", HeaderValue::from_static("no-store"));
-        let l =
-            Lookup::new(&r, &h, &BTreeMap::new(), "openai", &chat(&body, false)).unwrap_or_else(|| panic!("cache on"));
+        let l = Lookup::new(&r, &h, "default", &BTreeMap::new(), "openai", &chat(&body, false))
+            .unwrap_or_else(|| panic!("cache on"));
         assert!(l.read && l.fill().is_none());
         let mut no_cache = r.clone();
         no_cache.cache = None;
         assert!(Lookup::new(
             &no_cache,
             &HeaderMap::new(),
+            "default",
             &BTreeMap::new(),
             "openai",
             &chat(&body, false)
@@ -424,13 +447,44 @@ mod tests {
         .is_none());
     }
 
+    #[test]
+    fn callers_in_other_namespaces_get_their_own_entries_unless_the_cache_is_shared() {
+        let mut r = route("shared-models");
+        let body = req(r#"{"messages":[{"role":"user","content":"what did the others ask?"}]}"#);
+        let key_of = |r: &RouteConfig, ns: &str| {
+            Lookup::new(
+                r,
+                &HeaderMap::new(),
+                ns,
+                &BTreeMap::new(),
+                "openai",
+                &chat(&body, false),
+            )
+            .unwrap_or_else(|| panic!("cache on"))
+            .key
+        };
+        assert_ne!(key_of(&r, "team-a"), key_of(&r, "team-b"));
+        assert_eq!(key_of(&r, "team-a"), key_of(&r, "team-a"));
+        if let Some(c) = r.cache.as_mut() {
+            c.shared = true;
+        }
+        assert_eq!(key_of(&r, "team-a"), key_of(&r, "team-b"));
+    }
+
     #[tokio::test]
     async fn streams_round_trip_chunk_by_chunk_and_big_bodies_are_skipped() {
         let state: Arc<dyn SharedState> = Arc::new(Memory::new());
         let r = route("default");
         let body = req(r#"{"messages":[{"role":"user","content":"x"}]}"#);
-        let l = Lookup::new(&r, &HeaderMap::new(), &BTreeMap::new(), "openai", &chat(&body, true))
-            .unwrap_or_else(|| panic!("on"));
+        let l = Lookup::new(
+            &r,
+            &HeaderMap::new(),
+            "default",
+            &BTreeMap::new(),
+            "openai",
+            &chat(&body, true),
+        )
+        .unwrap_or_else(|| panic!("on"));
         assert!(l.get(state.as_ref()).await.is_none());
         let mut fill = l.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from_static(b"data: {\"a\":1}\n\n"));
@@ -449,16 +503,30 @@ mod tests {
         );
         // Over maxBodyBytes (64): not stored.
         let big = req(r#"{"messages":[{"role":"user","content":"big"}]}"#);
-        let l = Lookup::new(&r, &HeaderMap::new(), &BTreeMap::new(), "openai", &chat(&big, false))
-            .unwrap_or_else(|| panic!("on"));
+        let l = Lookup::new(
+            &r,
+            &HeaderMap::new(),
+            "default",
+            &BTreeMap::new(),
+            "openai",
+            &chat(&big, false),
+        )
+        .unwrap_or_else(|| panic!("on"));
         let mut fill = l.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from(vec![b'x'; 65]));
         fill.store(state.clone());
         // A small entry stored after it is seen first: stores run in order on this test's
         // single-threaded runtime, so the big one's would have run by then.
         let marker = req(r#"{"messages":[{"role":"user","content":"after"}]}"#);
-        let after = Lookup::new(&r, &HeaderMap::new(), &BTreeMap::new(), "openai", &chat(&marker, false))
-            .unwrap_or_else(|| panic!("on"));
+        let after = Lookup::new(
+            &r,
+            &HeaderMap::new(),
+            "default",
+            &BTreeMap::new(),
+            "openai",
+            &chat(&marker, false),
+        )
+        .unwrap_or_else(|| panic!("on"));
         let mut fill = after.fill().unwrap_or_else(|| panic!("store"));
         fill.push(&Bytes::from_static(b"{}"));
         fill.store(state.clone());

@@ -9,8 +9,9 @@
 //! so a prompt whose bytes fit the smallest window is never tokenized.
 //!
 //! A stream that ends before its usage event (the client left, the upstream cut or went silent)
-//! is billed from what it delivered: [`Delivered`] tokenizes (`o200k_base`, as [`count`]) the
-//! completion text of every chunk the client was sent.
+//! is billed from what it consumed: its prompt counted with `o200k_base` ([`StreamPrompt`], kept
+//! for that and counted only then) and the completion text of every chunk the client was sent
+//! ([`Delivered`], tokenized the same way).
 //!
 //! Completions have two defaults, because they answer two questions: what a request will
 //! probably cost ([`DEFAULT_COMPLETION`], for ranking backends by price) and what it can cost
@@ -124,6 +125,37 @@ fn walk(v: &Value, bytes: &mut u64, ids: &mut u64) {
         Value::Array(a) => a.iter().for_each(|x| walk(x, bytes, ids)),
         Value::Object(o) => o.values().for_each(|x| walk(x, bytes, ids)),
         Value::Bool(_) | Value::Null => {}
+    }
+}
+
+/// A streamed request's prompt, for a stream that ends without the provider's prompt count: the
+/// prompt fields are moved out of the request (not copied) when the stream starts, and counted
+/// with `o200k_base` ([`count`]'s count) only if the stream ends without usage. A prompt over
+/// [`BLOCKING_BYTES`] is not kept (not tokenized on an async worker, and not held for the life of
+/// a stream): it is billed its rough estimate, which errs high.
+#[derive(Debug)]
+pub struct StreamPrompt {
+    op: Operation,
+    fields: Option<Json>,
+    measured: Prompt,
+}
+
+impl StreamPrompt {
+    /// Takes the prompt fields of `raw`, which is not read again.
+    pub fn take(op: Operation, raw: &mut Json) -> Self {
+        let measured = Prompt::measure(raw);
+        let fields = (measured.bytes <= BLOCKING_BYTES)
+            .then(|| PROMPT_FIELDS.iter().filter_map(|f| raw.remove_entry(*f)).collect());
+        StreamPrompt { op, fields, measured }
+    }
+
+    /// The prompt's tokens: counted with `o200k_base` (as [`count`]), or the rough estimate of a
+    /// prompt too large to keep.
+    pub fn tokens(&self) -> u64 {
+        match &self.fields {
+            Some(fields) => count_now(self.op, fields, &self.measured),
+            None => self.measured.rough(),
+        }
     }
 }
 
@@ -279,6 +311,29 @@ mod tests {
             Value::Object(m) => m,
             _ => Json::new(),
         }
+    }
+
+    #[test]
+    fn a_stream_prompt_is_counted_with_the_tokenizer_unless_it_is_too_large() {
+        let body = serde_json::json!({
+            "model": "x",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "hello world, how are you today?"}
+            ]
+        });
+        let mut raw = json(body.clone());
+        let p = StreamPrompt::take(Operation::Chat, &mut raw);
+        assert!(raw.get("messages").is_none(), "moved, not copied");
+        assert_eq!(p.tokens(), 4 + 8 + 11);
+        assert!(p.tokens() < Prompt::measure(&json(body)).rough());
+
+        let big = "word ".repeat(BLOCKING_BYTES as usize / 5 + 1);
+        let mut raw = json(serde_json::json!({"messages": [{"role": "user", "content": big}]}));
+        let rough = Prompt::measure(&raw).rough();
+        let p = StreamPrompt::take(Operation::Chat, &mut raw);
+        assert!(raw.get("messages").is_some(), "a large prompt is left where it is");
+        assert_eq!(p.tokens(), rough);
     }
 
     #[tokio::test]

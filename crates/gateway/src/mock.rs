@@ -1,6 +1,10 @@
 //! The in-gateway `mock` provider: OpenAI-shaped responses generated in process, with the
 //! configured latency, time to first token and streaming speed. No network, so the quickstart
 //! runs anywhere.
+//!
+//! It serves chat completions (whole and streamed) and embeddings. Legacy completions and the
+//! Responses API are refused with a 400 that says so, streamed or not: answering them with
+//! chat-completion chunks would be a stream no client of those APIs can read.
 
 use std::time::Duration;
 
@@ -46,15 +50,33 @@ pub async fn complete(
                 usage: Some(usage),
             })
         }
-        Operation::Completions | Operation::Responses => Err(ProviderError::new(
-            ErrorKind::BadRequest,
-            "the mock provider serves chat completions and embeddings",
-        )),
+        Operation::Completions | Operation::Responses => Err(unserved(op)),
     }
 }
 
-/// A streamed response: OpenAI SSE bytes, paced as configured.
-pub fn stream(request: &Json, model: &str, cfg: &MockConfig) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+/// The refusal of an operation the mock does not serve.
+fn unserved(op: Operation) -> ProviderError {
+    let what = match op {
+        Operation::Responses => "the Responses API (/v1/responses)",
+        _ => "legacy completions (/v1/completions)",
+    };
+    ProviderError::new(
+        ErrorKind::BadRequest,
+        format!("The mock provider serves chat completions and embeddings, not {what}; use /v1/chat/completions."),
+    )
+}
+
+/// A streamed chat completion: OpenAI SSE bytes, paced as configured. Other operations are
+/// refused before anything is sent.
+pub fn stream(
+    op: Operation,
+    request: &Json,
+    model: &str,
+    cfg: &MockConfig,
+) -> Result<BoxStream<'static, Result<Bytes, ProviderError>>, ProviderError> {
+    if op != Operation::Chat {
+        return Err(unserved(op));
+    }
     let text = mock::reply(request, cfg);
     let usage = mock::usage(request, &text);
     let include_usage = request
@@ -82,12 +104,31 @@ pub fn stream(request: &Json, model: &str, cfg: &MockConfig) -> BoxStream<'stati
     let _ = include_usage;
     events.push((Duration::ZERO, mock::usage_chunk(&id, &model, created, &usage)));
     events.push((Duration::ZERO, Bytes::from_static(sse::DONE)));
-    stream::iter(events)
+    Ok(stream::iter(events)
         .then(|(delay, bytes)| async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             Ok(bytes)
         })
-        .boxed()
+        .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_of_other_apis_are_refused_not_answered_in_chat_chunks() {
+        let request = Json::new();
+        let cfg = MockConfig::default();
+        for op in [Operation::Responses, Operation::Completions] {
+            let Err(e) = stream(op, &request, "m", &cfg) else {
+                panic!("{op:?} streamed");
+            };
+            assert_eq!(e.kind, ErrorKind::BadRequest);
+            assert!(e.message.contains("chat completions"), "{}", e.message);
+        }
+        assert!(stream(Operation::Chat, &request, "m", &cfg).is_ok());
+    }
 }

@@ -106,7 +106,14 @@ async fn serve(
     let rate = admission.headers().clone();
 
     // Cache (crate::cache): exact match; a hit is replayed (a stream as a stream) and costs nothing.
-    let cache = cache::Lookup::new(&route.config, headers, &key.config.labels, codec.name(), &req);
+    let cache = cache::Lookup::new(
+        &route.config,
+        headers,
+        &key.config.namespace,
+        &key.config.labels,
+        codec.name(),
+        &req,
+    );
     if let Some(hit) = cache::hit(cache.as_ref(), gw.state().as_ref()).await {
         account::cache_hit(gw, labels, admission, start);
         labels.backend = "cache".into();
@@ -137,7 +144,7 @@ async fn serve(
     // is known: now for a whole body, when it ends for a stream.
     let fill = cache.as_ref().and_then(cache::Lookup::fill);
     let account = Account::new(gw.clone(), labels.clone(), &outcome, start, admission, fill);
-    let (body, stream) = respond::answer(codec, &req, upstream, account, &outcome, labels, span)?;
+    let (body, stream) = respond::answer(codec, req, upstream, account, &outcome, labels, span)?;
     let overhead = start.elapsed().saturating_sub(outcome.upstream_elapsed);
     account::overhead(gw, labels, overhead);
     let looked_up = cache.is_some().then_some(requested.as_str());

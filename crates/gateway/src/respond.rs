@@ -17,7 +17,7 @@ use switchyard_providers::{ErrorKind, ProviderError, StreamTranslator};
 
 use crate::account::{Account, Labels, StreamAccount};
 use crate::error::GatewayError;
-use crate::estimate::{Delivered, Prompt};
+use crate::estimate::{Delivered, StreamPrompt};
 use crate::ingress::{Codec, Egress};
 use crate::limits::{RateHeaders, Refused};
 use crate::request::Request;
@@ -132,7 +132,7 @@ pub(crate) fn refused(codec: &dyn Codec, refused: Refused) -> Response {
 /// accounted now; a stream when it ends, and it takes the request's span along.
 pub(crate) fn answer(
     codec: &'static dyn Codec,
-    request: &Request,
+    mut request: Request,
     upstream: Upstream,
     mut account: Account,
     outcome: &Outcome,
@@ -144,7 +144,7 @@ pub(crate) fn answer(
             account.record(translated.usage.as_ref());
             span.response(&translated.body, translated.usage.as_ref());
             let body = codec
-                .body(translated.body, request)
+                .body(translated.body, &request)
                 .map_err(|e| GatewayError::upstream(&e, &labels.backend))?;
             account.observe(&body);
             account.complete();
@@ -154,9 +154,10 @@ pub(crate) fn answer(
             let idle = Duration::from_millis(outcome.provider.timeouts.stream_idle_ms);
             span.served(&labels.route, &labels.backend, labels.attempts, labels.fallback_depth);
             span.status(200, None);
-            let prompt = Prompt::measure(&request.raw).rough();
+            let egress = codec.stream(&request);
+            let prompt = StreamPrompt::take(request.op, &mut request.raw);
             let account = account.stream(std::mem::take(span), prompt, Delivered::new(request.op));
-            let body = forward(chunks, translator, codec.stream(request), codec, account, idle);
+            let body = forward(chunks, translator, egress, codec, account, idle);
             Ok((Body::from_stream(body), true))
         }
     }
@@ -282,19 +283,20 @@ mod tests {
         upstream: futures::channel::mpsc::UnboundedReceiver<Result<Bytes, ProviderError>>,
     ) -> (Arc<Gateway>, ClientBody) {
         let gw = Gateway::new(GatewayConfig::default(), 1).unwrap_or_else(|e| panic!("{e}"));
-        let request = Request::parse(Operation::Chat, PROMPT).unwrap_or_else(|e| panic!("{e}"));
+        let mut request = Request::parse(Operation::Chat, PROMPT).unwrap_or_else(|e| panic!("{e}"));
         let mut labels = Labels::new("r".into());
         labels.route = "ns/m".into();
         labels.team = "t".into();
         let account = Account::unadmitted(gw.clone(), labels, Some(price()));
-        let prompt = Prompt::measure(&request.raw).rough();
+        let codec: &'static dyn Codec = &crate::ingress::OPENAI;
+        let egress = codec.stream(&request);
+        let prompt = StreamPrompt::take(Operation::Chat, &mut request.raw);
         let account = account.stream(RequestSpan::default(), prompt, Delivered::new(Operation::Chat));
         let translator: Box<dyn StreamTranslator> = Box::<switchyard_providers::openai::Passthrough>::default();
-        let codec: &'static dyn Codec = &crate::ingress::OPENAI;
         let body = forward(
             upstream.boxed(),
             translator,
-            codec.stream(&request),
+            egress,
             codec,
             account,
             Duration::from_secs(5),
@@ -306,14 +308,15 @@ mod tests {
         gw.metrics.spend.with_label_values(&["ns/m", "t"]).get()
     }
 
-    /// What a stream that ended without usage must be billed: the prompt's estimate and the
-    /// completion tokens of the chunks sent.
+    /// What a stream that ended without usage must be billed: the prompt counted with the
+    /// tokenizer and the completion tokens of the chunks sent.
     fn estimated_cost(sent: &[Bytes]) -> f64 {
         let mut delivered = Delivered::new(Operation::Chat);
         sent.iter().for_each(|c| delivered.add(c));
         assert!(delivered.tokens() > 0);
-        let request = Request::parse(Operation::Chat, PROMPT).unwrap_or_else(|e| panic!("{e}"));
-        price().cost(Prompt::measure(&request.raw).rough(), delivered.tokens(), 0)
+        let mut request = Request::parse(Operation::Chat, PROMPT).unwrap_or_else(|e| panic!("{e}"));
+        let prompt = StreamPrompt::take(Operation::Chat, &mut request.raw).tokens();
+        price().cost(prompt, delivered.tokens(), 0)
     }
 
     #[tokio::test]

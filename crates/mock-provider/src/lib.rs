@@ -50,10 +50,15 @@
 //!
 //! Usage: prompt tokens = whitespace-separated words across all input text (at least 1),
 //! completion tokens = words in the reply (2 for a tool call). Streams send one chunk per word.
+//! A chat completion (OpenAI, Azure) for a model whose name contains `o200k` counts as OpenAI
+//! counts gpt-4o's instead: tiktoken's `o200k_base` over the text, plus 3 tokens a message and 3
+//! priming the reply, and streams one chunk per token (the soak compares the gateway's own
+//! counts with these).
 //!
 //! `GET /mock/ledger` lists every chat completion request (OpenAI and Azure) in arrival order:
 //! its id (`x-request-id`, else the body's `user`), model, whether it streamed, status, outcome
-//! (`pending`, `completed`, `cut`, `cancelled`, `error`), prompt tokens, the completion tokens
+//! (`pending`, `completed`, `cut`, `cancelled`, `error`), when it arrived (`received_ms`, Unix
+//! milliseconds), prompt tokens, the completion tokens
 //! actually written (a cut or abandoned stream: the token frames sent before it ended; a cut whole
 //! body: none), the planned completion tokens, and whether the usage reached the wire. The soak
 //! (`tests/soak`) prices it to check the gateway's spend ledger.

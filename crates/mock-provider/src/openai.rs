@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::scenario::{
-    self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENTS, TOOL_ARGUMENT_DELTAS, TOOL_NAME,
+    self, Act, Answer, Behaviour, Counting, Fault, Plan, Prompt, Reply, TOOL_ARGUMENTS, TOOL_ARGUMENT_DELTAS, TOOL_NAME,
 };
 use crate::state::{MockState, Outcome, Provider, Served};
 use crate::wire::{self, hv, name, Frame, Pacing};
@@ -464,6 +464,7 @@ fn content_texts(raw: Option<&RawValue>) -> Vec<Cow<'_, str>> {
 }
 
 async fn chat(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, body: &Bytes) -> Response<Body> {
+    let received_ms = wire::unix_ms();
     let req: ChatRequest<'_> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return bad_request(&format!("We could not parse the JSON body of your request. ({e})")),
@@ -473,7 +474,7 @@ async fn chat(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, body: 
         Flavor::Azure { deployment } => (Behaviour::from_models(&[deployment, &req.model]), deployment),
     };
     let plan = Plan::decide(state, behaviour, model_key, headers).await;
-    let mut prompt = Prompt::default();
+    let mut prompt = Prompt::counted(Counting::from_model(model_key));
     for m in &req.messages {
         let texts = content_texts(m.content);
         prompt.add(m.role == "user", texts.iter().map(|t| &**t));
@@ -496,6 +497,7 @@ async fn chat(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, body: 
         stream,
         status,
         outcome,
+        received_ms,
         prompt_tokens: prompt.tokens(),
         completion_tokens: 0,
         planned_completion_tokens: planned,
@@ -623,7 +625,7 @@ fn chat_stream_frames(
                 json!({"role": "assistant", "content": "", "refusal": null}),
                 None,
             )));
-            for piece in scenario::pieces(answer.text()) {
+            for piece in answer.pieces() {
                 frames.push(Frame::token(chunk(json!({"content": piece}), None)));
             }
             "stop"

@@ -205,23 +205,82 @@ fn header_f64(headers: &HeaderMap, name: &str) -> Option<f64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// Tokens OpenAI counts for each chat message besides its text, and for priming the reply
+/// (gpt-4o and later: OpenAI's cookbook "How to count tokens with tiktoken").
+const O200K_PER_MESSAGE: u32 = 3;
+const O200K_REPLY_PRIMING: u32 = 3;
+
+/// How the mock counts the tokens its usage reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Counting {
+    /// A token a word, one stream chunk a word: numbers a test predicts by eye.
+    #[default]
+    Words,
+    /// As OpenAI counts gpt-4o's: tiktoken's `o200k_base` over the text, 3 tokens a message and
+    /// 3 priming the reply; one stream chunk a token. `o200k` in the model name (OpenAI chat
+    /// completions), for checks that compare a gateway's own token counts with the provider's.
+    O200k,
+}
+
+impl Counting {
+    pub fn from_model(model: &str) -> Counting {
+        if model.contains("o200k") {
+            Counting::O200k
+        } else {
+            Counting::Words
+        }
+    }
+
+    /// Tokens of a piece of text.
+    pub fn count(self, text: &str) -> u32 {
+        match self {
+            Counting::Words => count_words(text),
+            Counting::O200k => {
+                u32::try_from(tiktoken_rs::o200k_base_singleton().count_ordinary(text)).unwrap_or(u32::MAX)
+            }
+        }
+    }
+
+    /// `text` cut into one stream chunk per token; the pieces concatenate back to `text`.
+    pub fn pieces(self, text: &str) -> Vec<String> {
+        match self {
+            Counting::Words => pieces(text).into_iter().map(str::to_owned).collect(),
+            Counting::O200k => tiktoken_rs::o200k_base_singleton()
+                .split_by_token_ordinary(text)
+                .unwrap_or_else(|_| vec![text.to_owned()]),
+        }
+    }
+}
+
 /// The input side of a request, reduced to what the mock needs.
 #[derive(Debug, Default)]
 pub struct Prompt {
-    /// Whitespace-separated words across every input message.
-    words: u32,
+    counting: Counting,
+    /// Tokens of the text of every input message, as `counting` counts them.
+    text_tokens: u32,
+    /// Messages added (`add`).
+    messages: u32,
     /// Text of the last user message (its text parts joined with a space).
     pub last_user: String,
 }
 
 impl Prompt {
+    /// An empty prompt whose tokens are counted by `counting`.
+    pub fn counted(counting: Counting) -> Self {
+        Prompt {
+            counting,
+            ..Prompt::default()
+        }
+    }
+
     /// Adds one message's text parts.
     pub fn add<'a>(&mut self, is_user: bool, texts: impl IntoIterator<Item = &'a str>) {
+        self.messages += 1;
         if is_user {
             self.last_user.clear();
         }
         for (i, text) in texts.into_iter().enumerate() {
-            self.words += count_words(text);
+            self.text_tokens += self.counting.count(text);
             if is_user {
                 if i > 0 {
                     self.last_user.push(' ');
@@ -233,12 +292,16 @@ impl Prompt {
 
     /// Adds text that counts toward usage but is not a user message (system prompts).
     pub fn add_other(&mut self, text: &str) {
-        self.words += count_words(text);
+        self.text_tokens += self.counting.count(text);
     }
 
-    /// Prompt tokens: the word count, at least 1.
+    /// Prompt tokens: the word count, at least 1; with `o200k`, the text's tokens and each
+    /// message's and the reply's overhead.
     pub fn tokens(&self) -> u32 {
-        self.words.max(1)
+        match self.counting {
+            Counting::Words => self.text_tokens.max(1),
+            Counting::O200k => self.text_tokens + O200K_PER_MESSAGE * self.messages + O200K_REPLY_PRIMING,
+        }
     }
 }
 
@@ -258,6 +321,7 @@ pub enum Reply {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub reply: Reply,
+    counting: Counting,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
 }
@@ -276,13 +340,15 @@ impl Answer {
                 Reply::Text(text)
             }
         };
+        let counting = prompt.counting;
         let completion_tokens = match &reply {
-            Reply::Text(t) => count_words(t),
+            Reply::Text(t) => counting.count(t),
             Reply::Tool => TOOL_TOKENS,
-            Reply::Refusal => count_words(REFUSAL_TEXT),
+            Reply::Refusal => counting.count(REFUSAL_TEXT),
         };
         Answer {
             reply,
+            counting,
             prompt_tokens: prompt.tokens(),
             completion_tokens,
         }
@@ -290,6 +356,11 @@ impl Answer {
 
     pub fn total_tokens(&self) -> u32 {
         self.prompt_tokens + self.completion_tokens
+    }
+
+    /// The reply text cut into stream chunks, one a completion token.
+    pub fn pieces(&self) -> Vec<String> {
+        self.counting.pieces(self.text())
     }
 
     /// The reply text ("" for a tool call; the refusal text for a refusal).
@@ -429,5 +500,22 @@ mod tests {
         assert_eq!(p.tokens(), 8);
         assert_eq!(p.last_user, "what is up");
         assert_eq!(Prompt::default().tokens(), 1);
+    }
+
+    #[test]
+    fn o200k_counts_as_openai_does_and_streams_a_chunk_a_token() {
+        assert_eq!(Counting::from_model("soak-gpt-a-o200k-tps-40"), Counting::O200k);
+        assert_eq!(Counting::from_model("mock-gpt"), Counting::Words);
+        let mut p = Prompt::counted(Counting::O200k);
+        p.add(false, ["You are terse."]);
+        p.add(true, ["hello world, how are you today?"]);
+        // "You are terse." = 4 tokens, the question = 8; 2 messages x 3, 3 priming the reply.
+        assert_eq!(p.tokens(), 4 + 8 + 6 + 3);
+        let answer = Answer::new(Act::Reply, &p, b"");
+        assert_eq!(answer.text(), "Hello! You said: hello world, how are you today?");
+        let pieces = answer.pieces();
+        assert_eq!(pieces.concat(), answer.text());
+        assert_eq!(pieces.len() as u32, answer.completion_tokens);
+        assert_eq!(&pieces[..3], ["Hello", "!", " You"]);
     }
 }

@@ -107,6 +107,10 @@ pub struct Served {
     pub stream: bool,
     pub status: u16,
     pub outcome: Outcome,
+    /// When the request arrived (Unix milliseconds, this machine's clock): a gateway admitted
+    /// it before then (the soak places rate windows with it).
+    #[serde(default)]
+    pub received_ms: u64,
     /// Prompt tokens of the request (the mock's count, as its usage reports it).
     pub prompt_tokens: u32,
     /// Completion tokens written: for a stream, the token frames sent before it ended, was cut

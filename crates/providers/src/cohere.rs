@@ -464,6 +464,7 @@ impl WireUsage {
             completion_tokens: count(|u| u.output_tokens),
             cached_tokens: self.cached_tokens.map_or(0, |n| n.max(0.0) as u64),
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0,
         }
     }

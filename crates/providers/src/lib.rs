@@ -83,6 +83,11 @@ pub struct Usage {
     /// Bedrock's `cacheWriteInputTokens`).
     #[serde(default, alias = "cache_creation_tokens")]
     pub cache_write_tokens: u64,
+    /// The part of `cache_write_tokens` kept an hour rather than five minutes (Anthropic's
+    /// `cache_creation.ephemeral_1h_input_tokens`, Bedrock's `cacheDetails` with `ttl: 1h`),
+    /// billed at its own price.
+    #[serde(default)]
+    pub cache_write_1h_tokens: u64,
     /// Completion tokens spent on reasoning (OpenAI's `reasoning_tokens`, Gemini's
     /// `thoughtsTokenCount`).
     #[serde(default)]
@@ -98,11 +103,15 @@ impl Usage {
     /// OpenAI's `usage` object: `prompt_tokens_details.cached_tokens` always, and the details
     /// OpenAI's shape has no field for or that are zero only when there are some:
     /// `prompt_tokens_details.cache_write_tokens` (a gateway extension, as OpenAI reports no cache
-    /// writes) and `completion_tokens_details.reasoning_tokens`.
+    /// writes; `cache_write_1h_tokens` the part of them kept an hour) and
+    /// `completion_tokens_details.reasoning_tokens`.
     pub fn openai_json(&self) -> serde_json::Value {
         let mut prompt = serde_json::json!({"cached_tokens": self.cached_tokens});
         if self.cache_write_tokens > 0 {
             prompt["cache_write_tokens"] = self.cache_write_tokens.into();
+        }
+        if self.cache_write_1h_tokens > 0 {
+            prompt["cache_write_1h_tokens"] = self.cache_write_1h_tokens.into();
         }
         let mut v = serde_json::json!({
             "prompt_tokens": self.prompt_tokens,

@@ -64,6 +64,7 @@ pub fn usage(request: &Json, reply: &str) -> Usage {
         completion_tokens: words(reply).max(1),
         cached_tokens: 0,
         cache_write_tokens: 0,
+        cache_write_1h_tokens: 0,
         reasoning_tokens: 0,
     }
 }

@@ -233,9 +233,11 @@ pub struct WireUsage {
 struct PromptDetails {
     #[serde(default)]
     cached_tokens: u64,
-    /// Not OpenAI's: the gateway's own responses carry it (see [`Usage::openai_json`]).
+    /// Not OpenAI's: the gateway's own responses carry them (see [`Usage::openai_json`]).
     #[serde(default)]
     cache_write_tokens: u64,
+    #[serde(default)]
+    cache_write_1h_tokens: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -251,6 +253,7 @@ impl From<WireUsage> for Usage {
             completion_tokens: u.completion_tokens,
             cached_tokens: u.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens),
             cache_write_tokens: u.prompt_tokens_details.as_ref().map_or(0, |d| d.cache_write_tokens),
+            cache_write_1h_tokens: u.prompt_tokens_details.as_ref().map_or(0, |d| d.cache_write_1h_tokens),
             reasoning_tokens: u.completion_tokens_details.map_or(0, |d| d.reasoning_tokens),
         }
     }

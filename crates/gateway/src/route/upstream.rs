@@ -107,7 +107,7 @@ impl HttpDispatch {
             let cfg = provider.mock.clone().unwrap_or_default();
             return Ok(if stream {
                 Upstream::Stream(
-                    mock::stream(request, model, &cfg),
+                    mock::stream(op, request, model, &cfg)?,
                     Box::new(providers::openai::Passthrough::default()),
                 )
             } else {

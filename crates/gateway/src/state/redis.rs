@@ -6,6 +6,10 @@
 //! process's own limits ([`Memory`], seeded with the last spend Redis reported), `closed`
 //! refuses. Spend is never dropped: what cannot be written is queued and written when Redis
 //! answers again. A background task probes Redis and switches back when it does.
+//!
+//! Spend is never counted twice either: a call that timed out may still have run in Redis, so a
+//! release that adds spend carries a token the script marks as applied ([`SETTLED_TTL_MS`]), and
+//! the queued retry of a release that ran is a no-op.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,9 +127,18 @@ end
 return out(0, 0)
 ";
 
+/// How long a release's token stays marked as applied: longer than any retry of a timed-out
+/// release waits for Redis to answer, short enough not to fill it (one key per priced request).
+const SETTLED_TTL_MS: u64 = 10 * 60 * 1000;
+
 /// Frees a slot, corrects the token window, drops a reservation, adds spend and records when the
-/// key was last used (kept 35 days, for the operator).
+/// key was last used (kept 35 days, for the operator). With a token (ARGV[9]), does nothing if a
+/// release with that token already ran (KEYS[6] marks it), so a retry cannot add spend twice.
 const RELEASE: &str = r"
+if ARGV[9] ~= '' and not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[10]) then
+  if ARGV[6] == '' then return false end
+  return redis.call('GET', KEYS[3]) or '0'
+end
 local now = tonumber(ARGV[1])
 if ARGV[8] ~= '1' then
   local t = redis.call('TIME')
@@ -229,8 +242,9 @@ enum Connector {
     Cluster(Box<redis::cluster::ClusterClient>),
 }
 
-/// Spend not yet written: (scope, period) -> (USD, keep ms).
-type Pending = HashMap<(String, String), (f64, Option<i64>)>;
+/// Spend not yet written: (scope, period, token of the release that failed, "" for local
+/// grants) -> (USD, keep ms).
+type Pending = HashMap<(String, String, String), (f64, Option<i64>)>;
 
 struct Inner {
     conn: ArcSwapOption<Conn>,
@@ -412,7 +426,8 @@ impl Inner {
         })
     }
 
-    async fn release_redis(&self, rel: &Release) -> Result<Option<f64>, StateError> {
+    /// Runs a release; `token` (non-empty) makes it apply once however often it is sent.
+    async fn release_redis(&self, rel: &Release, token: &str) -> Result<Option<f64>, StateError> {
         let mut conn = self.conn()?;
         let settle = rel.settle.as_ref();
         let period = settle.map_or("", |s| s.period.as_str());
@@ -423,6 +438,7 @@ impl Inner {
             .key(keys::spend(&rel.scope, period))
             .key(keys::holds(&rel.scope, period))
             .key(keys::last_used(&rel.scope))
+            .key(keys::scoped(&rel.scope, &format!("settled:{token}")))
             .arg(rel.now_ms)
             .arg(rel.lease.as_deref().unwrap_or(""))
             .arg(bucket)
@@ -430,7 +446,9 @@ impl Inner {
             .arg(settle.and_then(|s| s.member.as_deref()).unwrap_or(""))
             .arg(settle.map_or(String::new(), |s| fmt_usd(s.cost)))
             .arg(settle.and_then(|s| s.keep_ms).unwrap_or(-1))
-            .arg(self.clock_flag());
+            .arg(self.clock_flag())
+            .arg(token)
+            .arg(SETTLED_TTL_MS);
         let spend: Option<String> = self.call(inv.invoke_async(&mut conn)).await?;
         let spend = spend.and_then(|s| s.parse::<f64>().ok());
         if let (Some(s), Some(v)) = (settle, spend) {
@@ -439,14 +457,15 @@ impl Inner {
         Ok(spend)
     }
 
-    fn queue(&self, rel: &Release) {
+    /// Queues a release's spend; `token`: the one its failed Redis call carried ("" if none).
+    fn queue(&self, rel: &Release, token: &str) {
         let Some(s) = &rel.settle else { return };
         if s.cost <= 0.0 {
             return;
         }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let e = pending
-            .entry((rel.scope.clone(), s.period.clone()))
+            .entry((rel.scope.clone(), s.period.clone(), token.to_owned()))
             .or_insert((0.0, s.keep_ms));
         e.0 += s.cost;
         e.1 = s.keep_ms;
@@ -480,7 +499,7 @@ impl Inner {
     async fn flush_pending(&self) -> Result<(), StateError> {
         let orphans: Vec<Release> = std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
         for (i, rel) in orphans.iter().enumerate() {
-            if let Err(e) = self.release_redis(rel).await {
+            if let Err(e) = self.release_redis(rel, "").await {
                 let mut left = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
                 left.extend(orphans[i..].iter().cloned());
                 return Err(e);
@@ -491,7 +510,7 @@ impl Inner {
             pending.drain().collect()
         };
         let mut result = Ok(());
-        for ((scope, period), (cost, keep_ms)) in batch {
+        for ((scope, period, token), (cost, keep_ms)) in batch {
             let rel = Release {
                 scope,
                 settle: Some(super::Settle {
@@ -503,7 +522,7 @@ impl Inner {
                 ..Release::default()
             };
             if result.is_ok() {
-                match self.release_redis(&rel).await {
+                match self.release_redis(&rel, &token).await {
                     Ok(_) => {
                         tracing::info!(scope = %rel.scope, usd = cost, "queued spend written to redis");
                         continue;
@@ -511,7 +530,7 @@ impl Inner {
                     Err(e) => result = Err(e),
                 }
             }
-            self.queue(&rel);
+            self.queue(&rel, &token);
         }
         result
     }
@@ -707,8 +726,14 @@ impl SharedState for Redis {
     fn release<'a>(&'a self, rel: &'a Release) -> BoxFuture<'a, Result<Option<f64>, StateError>> {
         Box::pin(async move {
             let inner = &self.inner;
+            // Only spend is not idempotent (slots and reservations are removed by name; a
+            // queued retry carries no token-window correction).
+            let token = match &rel.settle {
+                Some(s) if s.cost > 0.0 && !rel.local => format!("{:032x}", rand::random::<u128>()),
+                _ => String::new(),
+            };
             if !rel.local {
-                if let Ok(spend) = inner.release_redis(rel).await {
+                if let Ok(spend) = inner.release_redis(rel, &token).await {
                     return Ok(spend);
                 }
             }
@@ -728,7 +753,7 @@ impl SharedState for Redis {
                 }
             };
             let spend = inner.local.release_now(&local);
-            inner.queue(rel);
+            inner.queue(rel, &token);
             if !rel.local {
                 inner.orphan(rel);
             }
@@ -855,5 +880,67 @@ impl SharedState for Redis {
                 tracing::error!(error = %e, scopes = left, "spend could not be written to redis at shutdown");
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod idempotence {
+    use switchyard_config::SecretString;
+
+    use super::*;
+    use crate::state::tests::RedisServer;
+    use crate::state::Settle;
+
+    /// A release whose call timed out on the gateway's side but ran in Redis is queued and sent
+    /// again when Redis answers: its spend must count once (a loaded machine made the soak count
+    /// such a request twice).
+    #[tokio::test]
+    async fn a_release_retried_from_the_queue_adds_its_spend_once() {
+        for cluster in [false, true] {
+            let server = RedisServer::start(cluster).await;
+            let cfg = RedisConfig {
+                url: SecretString::new(server.url()),
+                cluster,
+                fail_mode: FailMode::Open,
+            };
+            let r = Redis::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+            let rel = Release {
+                scope: "k:default/x".into(),
+                settle: Some(Settle {
+                    period: "total".into(),
+                    member: None,
+                    cost: 0.25,
+                    keep_ms: None,
+                }),
+                ..Release::default()
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let first = loop {
+                match r.inner.release_redis(&rel, "t1").await {
+                    Ok(v) => break v,
+                    // A cluster is connected by the health probe, a moment after start.
+                    Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert_eq!(first, Some(0.25));
+            // The gateway saw a timeout: the same release, token and all, is queued and flushed.
+            r.inner.queue(&rel, "t1");
+            r.inner.flush_pending().await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(r.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
+            // Another request's release (another token) still counts.
+            assert_eq!(
+                r.inner
+                    .release_redis(&rel, "t2")
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+                Some(0.5)
+            );
+            // Without a token (local grants' queued spend) every write counts.
+            assert_eq!(
+                r.inner.release_redis(&rel, "").await.unwrap_or_else(|e| panic!("{e}")),
+                Some(0.75)
+            );
+        }
     }
 }

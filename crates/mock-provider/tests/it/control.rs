@@ -302,6 +302,13 @@ async fn ledger_records_tokens_written_per_request_id() {
         (failed.outcome, failed.status, failed.completion_tokens),
         (Outcome::Error, 503, 0)
     );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(entries
+        .iter()
+        .all(|e| now_ms - 60_000 < e.received_ms && e.received_ms <= now_ms));
     let abandoned = by_id("abandoned");
     assert_eq!(abandoned.outcome, Outcome::Cancelled, "{abandoned:?}");
     assert!(
@@ -312,4 +319,55 @@ async fn ledger_records_tokens_written_per_request_id() {
 
     mock.http.post(mock.url("/mock/reset")).send().await.unwrap();
     assert!(ledger().await.is_empty());
+}
+
+/// A model named `o200k` counts as OpenAI counts gpt-4o's and streams a chunk per token: the
+/// usage, the chunks and the ledger agree.
+#[tokio::test]
+async fn o200k_models_count_tokenizer_tokens_and_stream_one_a_chunk() {
+    use switchyard_mock_provider::Served;
+
+    let mock = spawn().await;
+    let mut body = chat("soak-gpt-o200k", true);
+    body["stream_options"] = json!({"include_usage": true});
+    body["user"] = json!("tok");
+    let text = mock
+        .post_bearer("/v1/chat/completions", &body)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let mut contents = Vec::new();
+    let mut usage = Value::Null;
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if line == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line).unwrap();
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            if !c.is_empty() {
+                contents.push(c.to_owned());
+            }
+        }
+        if !v["usage"].is_null() {
+            usage = v["usage"].clone();
+        }
+    }
+    // "one two three four": 4 tokens, one message (3) and the reply's priming (3).
+    assert_eq!(usage["prompt_tokens"], 10, "{usage}");
+    // "Hello" "!" " You" " said" ":" " one" " two" " three" " four".
+    assert_eq!(contents.concat(), "Hello! You said: one two three four");
+    assert_eq!(contents.len(), 9);
+    assert_eq!(usage["completion_tokens"], 9, "{usage}");
+    let entries = mock
+        .http
+        .get(mock.url("/mock/ledger"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Vec<Served>>()
+        .await
+        .unwrap();
+    let e = entries.iter().find(|e| e.id.as_deref() == Some("tok")).unwrap();
+    assert_eq!((e.prompt_tokens, e.completion_tokens), (10, 9));
 }

@@ -418,9 +418,11 @@ struct PromptDetails {
     #[serde(default)]
     cached_tokens: u64,
     /// The gateway's own extension (see [`Usage::openai_json`]): cache writes of an Anthropic or
-    /// Bedrock backend.
+    /// Bedrock backend, and the part of them kept an hour.
     #[serde(default)]
     cache_write_tokens: u64,
+    #[serde(default)]
+    cache_write_1h_tokens: u64,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -436,19 +438,29 @@ impl From<WireUsage> for Usage {
             completion_tokens: u.completion_tokens,
             cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
             cache_write_tokens: u.prompt_tokens_details.map_or(0, |d| d.cache_write_tokens),
+            cache_write_1h_tokens: u.prompt_tokens_details.map_or(0, |d| d.cache_write_1h_tokens),
             reasoning_tokens: u.completion_tokens_details.map_or(0, |d| d.reasoning_tokens),
         }
     }
 }
 
-/// Anthropic's usage object: its `input_tokens` exclude cache reads, OpenAI's include them.
+/// Anthropic's usage object: its `input_tokens` exclude cache reads, OpenAI's include them. Cache
+/// writes are split by duration (`cache_creation`) when there are any.
 fn anthropic_usage(u: &Usage) -> Value {
-    json!({
+    let mut v = json!({
         "input_tokens": u.prompt_tokens.saturating_sub(u.cached_tokens.saturating_add(u.cache_write_tokens)),
         "cache_creation_input_tokens": u.cache_write_tokens,
         "cache_read_input_tokens": u.cached_tokens,
         "output_tokens": u.completion_tokens,
-    })
+    });
+    if u.cache_write_tokens > 0 {
+        let hour = u.cache_write_1h_tokens.min(u.cache_write_tokens);
+        v["cache_creation"] = json!({
+            "ephemeral_5m_input_tokens": u.cache_write_tokens - hour,
+            "ephemeral_1h_input_tokens": hour,
+        });
+    }
+    v
 }
 
 /// Anthropic's `stop_reason` for OpenAI's `finish_reason`.

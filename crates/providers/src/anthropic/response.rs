@@ -20,6 +20,17 @@ pub struct WireUsage {
     cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     cache_creation_input_tokens: Option<u64>,
+    /// The cache writes split by how long they are kept (`cache_creation_input_tokens` is their
+    /// sum); a 1-hour write costs 2x input, a 5-minute one 1.25x.
+    #[serde(default)]
+    cache_creation: Option<WireCacheCreation>,
+}
+
+/// Anthropic's `usage.cache_creation`.
+#[derive(Deserialize, Default, Clone, Copy, Debug)]
+pub struct WireCacheCreation {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 /// Running token counts of one response.
@@ -29,6 +40,7 @@ pub(super) struct Counts {
     output: u64,
     cache_read: u64,
     cache_write: u64,
+    cache_write_1h: u64,
 }
 
 impl Counts {
@@ -46,6 +58,9 @@ impl Counts {
         if let Some(v) = u.cache_creation_input_tokens {
             self.cache_write = v;
         }
+        if let Some(v) = u.cache_creation.and_then(|c| c.ephemeral_1h_input_tokens) {
+            self.cache_write_1h = v;
+        }
     }
 
     pub(super) fn usage(&self) -> Usage {
@@ -57,6 +72,7 @@ impl Counts {
             completion_tokens: self.output,
             cached_tokens: self.cache_read,
             cache_write_tokens: self.cache_write,
+            cache_write_1h_tokens: self.cache_write_1h.min(self.cache_write),
             reasoning_tokens: 0,
         }
     }

@@ -332,6 +332,7 @@ fn text_response_is_translated() {
             completion_tokens: 503,
             cached_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0
         })
     );
@@ -363,6 +364,7 @@ fn cache_usage_counts_in_prompt_tokens() {
             completion_tokens: 393,
             cached_tokens: 188_086,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0
         })
     );
@@ -428,6 +430,7 @@ fn text_stream_is_translated() {
             completion_tokens: 15,
             cached_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0
         })
     );
@@ -965,6 +968,70 @@ fn cache_writes_and_reasoning_reach_both_client_formats() {
         serde_json::from_slice(&ingress::response_from_openai(openai.to_string().as_bytes(), "m").unwrap()).unwrap();
     assert_eq!(
         native["usage"],
-        json!({"input_tokens": 50, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 2000, "output_tokens": 30})
+        json!({"input_tokens": 50, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 2000, "output_tokens": 30,
+               "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 0}})
+    );
+}
+
+#[test]
+fn one_hour_cache_writes_are_read_and_carried_to_both_client_formats() {
+    let out = parse("cache_1h_usage_response.json");
+    let u = out.usage.unwrap();
+    assert_eq!(
+        (
+            u.prompt_tokens,
+            u.cached_tokens,
+            u.cache_write_tokens,
+            u.cache_write_1h_tokens,
+            u.completion_tokens
+        ),
+        (2048 + 1800 + 248, 1800, 248, 100, 503)
+    );
+    // Through the gateway's OpenAI-shaped body (its extension fields) and back to an Anthropic
+    // client: the split survives.
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(
+        body["usage"]["prompt_tokens_details"],
+        json!({"cached_tokens": 1800, "cache_write_tokens": 248, "cache_write_1h_tokens": 100})
+    );
+    let mut openai = json!({
+        "id": "c", "object": "chat.completion", "created": 0, "model": "claude",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    });
+    openai["usage"] = body["usage"].clone();
+    let native: Value =
+        serde_json::from_slice(&ingress::response_from_openai(openai.to_string().as_bytes(), "m").unwrap()).unwrap();
+    assert_eq!(
+        native["usage"],
+        json!({"input_tokens": 2048, "cache_creation_input_tokens": 248, "cache_read_input_tokens": 1800, "output_tokens": 503,
+               "cache_creation": {"ephemeral_5m_input_tokens": 148, "ephemeral_1h_input_tokens": 100}})
+    );
+}
+
+#[test]
+fn a_streams_one_hour_cache_writes_are_read_from_message_start() {
+    let events = concat!(
+        "event: message_start\n",
+        r#"data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":2048,"cache_creation_input_tokens":248,"cache_read_input_tokens":1800,"cache_creation":{"ephemeral_5m_input_tokens":148,"ephemeral_1h_input_tokens":100},"output_tokens":1}}}"#,
+        "\n\n",
+        "event: message_delta\n",
+        r#"data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":503}}"#,
+        "\n\n",
+        "event: message_stop\n",
+        r#"data: {"type":"message_stop"}"#,
+        "\n\n",
+    );
+    let mut s = StreamToOpenAi::new(NOW);
+    let (_, r) = run(&mut s, events.as_bytes(), 5);
+    r.unwrap();
+    let u = s.usage().unwrap();
+    assert_eq!(
+        (
+            u.prompt_tokens,
+            u.cache_write_tokens,
+            u.cache_write_1h_tokens,
+            u.completion_tokens
+        ),
+        (4096, 248, 100, 503)
     );
 }

@@ -70,7 +70,7 @@ struct ReasoningText {
 }
 
 /// Bedrock's `TokenUsage`: `inputTokens` excludes the cache reads and writes reported beside it.
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct TokenUsage {
     #[serde(default)]
@@ -81,6 +81,19 @@ pub(super) struct TokenUsage {
     cache_read_input_tokens: u64,
     #[serde(default)]
     cache_write_input_tokens: u64,
+    /// The cache writes by how long they are kept (`ttl`: `5m` or `1h`).
+    #[serde(default)]
+    cache_details: Vec<CacheDetail>,
+}
+
+/// Bedrock's `CacheDetail`.
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct CacheDetail {
+    #[serde(default)]
+    ttl: String,
+    #[serde(default)]
+    input_tokens: u64,
 }
 
 impl From<TokenUsage> for Usage {
@@ -93,6 +106,12 @@ impl From<TokenUsage> for Usage {
             completion_tokens: u.output_tokens,
             cached_tokens: u.cache_read_input_tokens,
             cache_write_tokens: u.cache_write_input_tokens,
+            cache_write_1h_tokens: u
+                .cache_details
+                .iter()
+                .filter(|d| d.ttl == "1h")
+                .fold(0u64, |n, d| n.saturating_add(d.input_tokens))
+                .min(u.cache_write_input_tokens),
             reasoning_tokens: 0,
         }
     }

@@ -349,6 +349,7 @@ fn text_response_is_translated() {
             completion_tokens: 16,
             cached_tokens: 100,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0
         })
     );
@@ -860,6 +861,7 @@ fn cache_writes_are_read() {
             completion_tokens: 5,
             cached_tokens: 500,
             cache_write_tokens: 1000,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0
         })
     );
@@ -882,4 +884,35 @@ fn cache_writes_are_read() {
     let text = run(&mut s, &chunks).unwrap();
     assert!(text.contains("\"cache_write_tokens\":1000"), "{text}");
     assert_eq!(s.usage().map(|u| u.cache_write_tokens), Some(1000));
+}
+
+#[test]
+fn one_hour_cache_writes_are_read_from_cache_details() {
+    // TokenUsage.cacheDetails from the Amazon Bedrock API reference, "TokenUsage" and
+    // "CacheDetail" (`ttl`: `5m` | `1h`, `inputTokens`; sorted 1h before 5m).
+    let usage = json!({"inputTokens": 10, "outputTokens": 5, "totalTokens": 1515, "cacheReadInputTokens": 500,
+                       "cacheWriteInputTokens": 1000,
+                       "cacheDetails": [{"ttl": "1h", "inputTokens": 400}, {"ttl": "5m", "inputTokens": 600}]});
+    let body = json!({"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
+                      "stopReason": "end_turn", "usage": usage, "metrics": {"latencyMs": 1}});
+    let p = provider(None);
+    let out = BEDROCK
+        .parse(Operation::Chat, body.to_string().as_bytes(), &target(&p, CLAUDE))
+        .unwrap();
+    let u = out.usage.unwrap();
+    assert_eq!((u.cache_write_tokens, u.cache_write_1h_tokens), (1000, 400));
+    let v: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"],
+        json!({"cached_tokens": 500, "cache_write_tokens": 1000, "cache_write_1h_tokens": 400})
+    );
+    let mut s = translator();
+    let frames = [
+        event_frame("messageStart", &json!({"role": "assistant"})),
+        event_frame("messageStop", &json!({"stopReason": "end_turn"})),
+        event_frame("metadata", &json!({"usage": usage, "metrics": {"latencyMs": 1}})),
+    ];
+    let chunks: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    run(&mut s, &chunks).unwrap();
+    assert_eq!(s.usage().map(|u| u.cache_write_1h_tokens), Some(400));
 }

@@ -216,6 +216,7 @@ fn text_response() {
             completion_tokens: 24,
             cached_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0
         })
     );
@@ -285,6 +286,7 @@ fn text_stream() {
             completion_tokens: 9,
             cached_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0
         })
     );

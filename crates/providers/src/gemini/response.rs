@@ -94,6 +94,7 @@ impl UsageMetadata {
             completion_tokens: self.candidates_token_count.saturating_add(self.thoughts_token_count),
             cached_tokens: self.cached_content_token_count,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: self.thoughts_token_count,
         }
     }

@@ -351,6 +351,7 @@ fn text_response() {
             completion_tokens: 83,
             cached_tokens: 1024,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 52
         })
     );
@@ -440,6 +441,7 @@ fn text_stream() {
             completion_tokens: 7,
             cached_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0
         })
     );
@@ -684,6 +686,7 @@ fn thoughts_are_reasoning_tokens() {
             completion_tokens: 24,
             cached_tokens: 6,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 20
         })
     );

@@ -95,6 +95,7 @@ fn response_usage_is_read_and_bytes_pass_through() {
             completion_tokens: 10,
             cached_tokens: 0,
             cache_write_tokens: 0,
+            cache_write_1h_tokens: 0,
             reasoning_tokens: 0
         })
     );
@@ -204,6 +205,7 @@ fn usage_details_are_read_from_responses_and_streams() {
         completion_tokens: 300,
         cached_tokens: 1920,
         cache_write_tokens: 0,
+        cache_write_1h_tokens: 0,
         reasoning_tokens: 192,
     };
     let p = provider(ProviderKind::Openai, "https://api.openai.com/v1");
