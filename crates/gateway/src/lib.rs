@@ -68,8 +68,16 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/responses", endpoint(Operation::Responses, &OPENAI))
         .route("/v1/models", get(endpoints::models))
         .route("/v1/messages", endpoint(Operation::Chat, &ANTHROPIC))
+        // LiteLLM serves the OpenAI endpoints without the `/v1` prefix too; clients moved over
+        // from it keep their base URL.
+        .route("/chat/completions", endpoint(Operation::Chat, &OPENAI))
+        .route("/completions", endpoint(Operation::Completions, &OPENAI))
+        .route("/embeddings", endpoint(Operation::Embeddings, &OPENAI))
+        .route("/responses", endpoint(Operation::Responses, &OPENAI))
+        .route("/models", get(endpoints::models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))
+        .merge(litellm_health())
         .fallback(endpoints::not_found)
         .with_state(gw)
 }
@@ -82,7 +90,20 @@ pub fn admin_router(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(endpoints::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))
+        .merge(litellm_health())
         .with_state(gw)
+}
+
+/// The health paths LiteLLM's users point their probes at: `/health` and
+/// `/health/liveliness` (its spelling; `/health/liveness` too) answer like `/healthz`,
+/// `/health/readiness` like `/readyz`. Unlike LiteLLM's `/health`, none of them calls an
+/// upstream: a probe must not spend money or trip a provider's rate limit.
+fn litellm_health() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/health", get(endpoints::health))
+        .route("/health/liveliness", get(endpoints::health))
+        .route("/health/liveness", get(endpoints::health))
+        .route("/health/readiness", get(endpoints::readyz))
 }
 
 /// How the server stops.
