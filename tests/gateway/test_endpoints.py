@@ -27,7 +27,25 @@ def route(name, provider, model, **spec):
     }
 
 
-EXTRA = []
+def key(name, value, **spec):
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-key", "namespace": "default"},
+         "stringData": {"key": value}},
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "VirtualKey",
+         "metadata": {"name": name, "namespace": "default"},
+         "spec": {"secretRef": {"name": f"{name}-key"}, **spec}},
+    ]
+
+
+BUDGET = {"maxSpend": 10.0, "period": "daily", "action": "block"}
+EXTRA = [
+    # 2. Wildcards: any `openai/<model>`; `openai/gpt-4o-*` is longer and wins for its models.
+    route("openai/*", "openai", "*"),
+    route("openai/gpt-4o-*", "groq", "*"),
+    *key("wild-only", "sk-wild-only", allowedRoutes=["openai/*"]),
+    *key("one-model", "sk-one-model", allowedRoutes=["openai/gpt-4.1"]),
+    *key("budgeted", "sk-budgeted", budget=BUDGET),
+]
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +115,58 @@ def test_unknown_paths_name_what_is_served(env):
     assert e.value.code == 404
     message = json.loads(e.value.read())["error"]["message"]
     assert "/v1/chat/completions" in message and "without the /v1 prefix" in message
+
+
+# --- 2. Wildcard routes --------------------------------------------------------------------
+
+
+def last_model(mock, provider="openai"):
+    with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider={provider}") as r:
+        return json.loads(r.read())["model"]
+
+
+def test_a_wildcard_route_forwards_the_suffix(env, oai):
+    gw, mock = env
+    r = oai.chat.completions.create(model="openai/gpt-4.1", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == "Hello! You said: hi"
+    assert last_model(mock) == "gpt-4.1"
+    # The longest prefix wins: `openai/gpt-4o-*` sends to its own backend (groq here).
+    stream = oai.chat.completions.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x y"}], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello! You said: x y"
+    assert last_model(mock) == "mini"
+    # Listed as written.
+    assert {"openai/*", "openai/gpt-4o-*"} <= {m.id for m in oai.models.list()}
+    # Metrics name the wildcard route, not each model.
+    with urllib.request.urlopen(gw.metrics_url + "/metrics") as m:
+        text = m.read().decode()
+    assert 'route="default/openai/*"' in text
+
+
+def test_allowed_routes_name_the_wildcard_or_the_model(env):
+    url = env[0].url + "/v1"
+    wild = openai.OpenAI(base_url=url, api_key="sk-wild-only", max_retries=0)
+    assert wild.chat.completions.create(model="openai/o3", messages=[{"role": "user", "content": "a"}]).choices
+    with pytest.raises(openai.PermissionDeniedError):
+        wild.chat.completions.create(model="openai-chat", messages=[{"role": "user", "content": "a"}])
+    one = openai.OpenAI(base_url=url, api_key="sk-one-model", max_retries=0)
+    assert one.chat.completions.create(model="openai/gpt-4.1", messages=[{"role": "user", "content": "a"}]).choices
+    with pytest.raises(openai.PermissionDeniedError):
+        one.chat.completions.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "a"}])
+
+
+def test_a_budget_prices_the_model_the_wildcard_serves(env):
+    gw, mock = env
+    budgeted = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-budgeted", max_retries=0)
+    # Priced from the table (gpt-4o: $2.50 / $10 per million tokens): spend is counted.
+    r = budgeted.chat.completions.with_raw_response.create(
+        model="openai/gpt-4o", messages=[{"role": "user", "content": "one two three"}], max_tokens=50)
+    assert r.parse().usage.prompt_tokens == 3
+    with urllib.request.urlopen(gw.metrics_url + "/metrics") as m:
+        text = m.read().decode()
+    spend = [l for l in text.splitlines() if l.startswith("switchyard_spend_usd_total") and 'route="default/openai/*"' in l]
+    assert spend and float(spend[0].rsplit(" ", 1)[1]) > 0, spend
+    # A model nobody priced cannot be reserved against a budget: refused, naming the route.
+    with pytest.raises(openai.BadRequestError) as e:
+        budgeted.chat.completions.create(model="openai/unpriced-model-xyz", messages=[{"role": "user", "content": "a"}])
+    assert "openai/*" in e.value.message and "no known price" in e.value.message

@@ -129,6 +129,8 @@ fn key(route: &RouteConfig, cx: &Context<'_>, request: &Request) -> [u8; 32] {
         Operation::Embeddings => "embeddings",
         Operation::Completions => "completions",
         Operation::Responses => "responses",
+        Operation::Moderations => "moderations",
+        Operation::Rerank => "rerank",
     };
     for part in [
         "switchyard-cache-v1",

@@ -233,6 +233,8 @@ fn count_now(op: Operation, request: &Json, prompt: &Prompt) -> u64 {
         Operation::Chat => &["messages", "tools"],
         Operation::Completions => &["prompt"],
         Operation::Embeddings | Operation::Responses => &["input", "instructions"],
+        Operation::Moderations => &["input"],
+        Operation::Rerank => &["query", "documents"],
     };
     for k in keys {
         if let Some(v) = request.get(*k) {

@@ -32,6 +32,7 @@ mod ingress;
 pub mod limits;
 pub mod metrics;
 mod mock;
+mod mock_extra;
 mod pipeline;
 pub mod reload;
 pub mod request;
@@ -68,12 +69,18 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/responses", endpoint(Operation::Responses, &OPENAI))
         .route("/v1/models", get(endpoints::models))
         .route("/v1/messages", endpoint(Operation::Chat, &ANTHROPIC))
+        .route("/v1/moderations", endpoint(Operation::Moderations, &OPENAI))
+        // Rerank in Cohere's shape: Cohere's SDKs call /v1/rerank (v1 client) or /v2/rerank.
+        .route("/v1/rerank", endpoint(Operation::Rerank, &OPENAI))
+        .route("/v2/rerank", endpoint(Operation::Rerank, &OPENAI))
         // LiteLLM serves the OpenAI endpoints without the `/v1` prefix too; clients moved over
         // from it keep their base URL.
         .route("/chat/completions", endpoint(Operation::Chat, &OPENAI))
         .route("/completions", endpoint(Operation::Completions, &OPENAI))
         .route("/embeddings", endpoint(Operation::Embeddings, &OPENAI))
         .route("/responses", endpoint(Operation::Responses, &OPENAI))
+        .route("/moderations", endpoint(Operation::Moderations, &OPENAI))
+        .route("/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/models", get(endpoints::models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))

@@ -46,9 +46,10 @@ pub async fn complete(
                 usage: Some(usage),
             })
         }
+        Operation::Moderations | Operation::Rerank => Ok(crate::mock_extra::answer(op, request, model)),
         Operation::Completions | Operation::Responses => Err(ProviderError::new(
             ErrorKind::BadRequest,
-            "the mock provider serves chat completions and embeddings",
+            "the mock provider serves chat completions, embeddings, moderations and rerank",
         )),
     }
 }

@@ -22,10 +22,11 @@ pub enum Provider {
     Gemini,
     Vertex,
     Cohere,
+    Voyage,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 7] = [
+    pub const ALL: [Provider; 8] = [
         Provider::OpenAi,
         Provider::Azure,
         Provider::Anthropic,
@@ -33,6 +34,7 @@ impl Provider {
         Provider::Gemini,
         Provider::Vertex,
         Provider::Cohere,
+        Provider::Voyage,
     ];
 
     /// The name used by `GET /mock/last-request?provider=`.
@@ -45,6 +47,7 @@ impl Provider {
             Provider::Gemini => "gemini",
             Provider::Vertex => "vertex",
             Provider::Cohere => "cohere",
+            Provider::Voyage => "voyage",
         }
     }
 

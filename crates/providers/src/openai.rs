@@ -33,6 +33,8 @@ pub enum Auth {
 pub struct OpenAi {
     /// Provider name in messages.
     pub name: &'static str,
+    /// The provider type it speaks for.
+    pub kind: ProviderKind,
     /// Auth style.
     pub auth: Auth,
     /// Azure-style deployment paths (`/openai/deployments/{model}/...?api-version=`).
@@ -44,10 +46,11 @@ pub struct OpenAi {
 }
 
 macro_rules! preset {
-    ($ident:ident, $name:expr, stream_usage = $su:expr, responses = $resp:expr) => {
+    ($ident:ident, $kind:ident, $name:expr, stream_usage = $su:expr, responses = $resp:expr) => {
         #[doc = concat!("The `", $name, "` preset.")]
         pub static $ident: OpenAi = OpenAi {
             name: $name,
+            kind: ProviderKind::$kind,
             auth: Auth::Bearer,
             azure_paths: false,
             stream_usage_option: $su,
@@ -56,21 +59,22 @@ macro_rules! preset {
     };
 }
 
-preset!(OPENAI, "openai", stream_usage = true, responses = true);
-preset!(MISTRAL, "mistral", stream_usage = false, responses = false);
-preset!(GROQ, "groq", stream_usage = true, responses = true);
-preset!(XAI, "xai", stream_usage = true, responses = true);
-preset!(DEEPSEEK, "deepseek", stream_usage = true, responses = false);
-preset!(TOGETHER, "together", stream_usage = true, responses = false);
-preset!(FIREWORKS, "fireworks", stream_usage = true, responses = false);
-preset!(OPENROUTER, "openrouter", stream_usage = true, responses = false);
-preset!(OLLAMA, "ollama", stream_usage = true, responses = false);
-preset!(VLLM, "vllm", stream_usage = true, responses = true);
-preset!(COMPATIBLE, "openai-compatible", stream_usage = true, responses = true);
+preset!(OPENAI, Openai, "openai", stream_usage = true, responses = true);
+preset!(MISTRAL, Mistral, "mistral", stream_usage = false, responses = false);
+preset!(GROQ, Groq, "groq", stream_usage = true, responses = true);
+preset!(XAI, Xai, "xai", stream_usage = true, responses = true);
+preset!(DEEPSEEK, Deepseek, "deepseek", stream_usage = true, responses = false);
+preset!(TOGETHER, Together, "together", stream_usage = true, responses = false);
+preset!(FIREWORKS, Fireworks, "fireworks", stream_usage = true, responses = false);
+preset!(OPENROUTER, Openrouter, "openrouter", stream_usage = true, responses = false);
+preset!(OLLAMA, Ollama, "ollama", stream_usage = true, responses = false);
+preset!(VLLM, Vllm, "vllm", stream_usage = true, responses = true);
+preset!(COMPATIBLE, OpenaiCompatible, "openai-compatible", stream_usage = true, responses = true);
 
 /// Azure OpenAI.
 pub static AZURE: OpenAi = OpenAi {
     name: "azure-openai",
+    kind: ProviderKind::AzureOpenai,
     auth: Auth::ApiKeyHeader,
     azure_paths: true,
     stream_usage_option: true,
@@ -110,6 +114,19 @@ impl OpenAi {
                     ));
                 }
                 "responses"
+            }
+            Operation::Moderations | Operation::Rerank => {
+                if !crate::serves(self.kind, op) {
+                    return Err(ProviderError::new(
+                        ErrorKind::BadRequest,
+                        format!("{} backends do not serve {}", self.name, op.path()),
+                    ));
+                }
+                if op == Operation::Moderations {
+                    "moderations"
+                } else {
+                    "rerank"
+                }
             }
         };
         Ok(if self.azure_paths {
@@ -186,6 +203,9 @@ impl Adapter for OpenAi {
     }
 
     fn parse(&self, op: Operation, body: &[u8], _target: &Target<'_>) -> Result<Translated, ProviderError> {
+        if op == Operation::Moderations && self.name == MISTRAL.name {
+            return crate::moderations::mistral_response(body);
+        }
         let usage = parse_usage(op, body)?;
         Ok(Translated {
             body: Bytes::copy_from_slice(body),
