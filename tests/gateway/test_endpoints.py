@@ -38,6 +38,30 @@ def key(name, value, **spec):
 
 
 BUDGET = {"maxSpend": 10.0, "period": "daily", "action": "block"}
+
+
+def provider(name, type_, base_url, **spec):
+    return {
+        "apiVersion": "switchyard.dev/v1alpha1", "kind": "Provider",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"type": type_, "baseUrl": base_url,
+                 "credentials": {"secretRef": {"name": "provider-keys", "key": "apiKey"}}, **spec},
+    }
+
+
+def extra(mock_port):
+    mock = f"http://127.0.0.1:{mock_port}"
+    return EXTRA + [
+        # 4. Voyage (the mock serves Voyage's /v1 under /voyage), and an OpenAI account whose
+        # quota is one request a minute.
+        provider("voyage", "voyage", f"{mock}/voyage/v1"),
+        provider("openai-small-quota", "openai", f"{mock}/v1", quota={"rpm": 1}),
+        route("voyage-embed", "voyage", "voyage-3.5", mode="embeddings"),
+        route("text-embedding-3-small", "openai-small-quota", "text-embedding-3-small", mode="embeddings",
+              fallbacks=[{"route": "voyage-embed"}]),
+    ]
+
+
 EXTRA = [
     # 2. Wildcards: any `openai/<model>`; `openai/gpt-4o-*` is longer and wins for its models.
     route("openai/*", "openai", "*"),
@@ -45,6 +69,20 @@ EXTRA = [
     *key("wild-only", "sk-wild-only", allowedRoutes=["openai/*"]),
     *key("one-model", "sk-one-model", allowedRoutes=["openai/gpt-4.1"]),
     *key("budgeted", "sk-budgeted", budget=BUDGET),
+    # 3. Moderations: OpenAI's API, Mistral's (translated), the in-gateway mock; Groq has none.
+    route("openai-moderation", "openai", "omni-moderation-latest", mode="moderation"),
+    route("mistral-moderation", "mistral", "mistral-moderation-latest", mode="moderation"),
+    route("mock-moderation", "mock", "mock-moderation", mode="moderation"),
+    route("groq-moderation", "groq", "llama-guard", mode="moderation"),
+    route("flaky-moderation", "openai", "omni-moderation-mock-429", mode="moderation",
+          fallbacks=[{"route": "openai-moderation"}]),
+    # 4. Rerank: Cohere (its shape), Voyage and vLLM (translated), the mock; OpenAI has none.
+    route("cohere-rerank", "cohere", "rerank-v3.5", mode="rerank"),
+    route("voyage-rerank", "voyage", "rerank-2", mode="rerank"),
+    route("vllm-rerank", "vllm", "BAAI/bge-reranker-v2-m3", mode="rerank"),
+    route("mock-rerank", "mock", "mock-rerank", mode="rerank"),
+    route("openai-rerank", "openai", "gpt-4o", mode="rerank"),
+    route("flaky-rerank", "cohere", "rerank-mock-429", mode="rerank", fallbacks=[{"route": "voyage-rerank"}]),
 ]
 
 
@@ -54,7 +92,7 @@ def env(tmp_path_factory):
     config = tmp_path_factory.mktemp("endpoints")
     for f in (REPO / "examples" / "providers").glob("*.yaml"):
         (config / f.name).write_text(f.read_text().replace("127.0.0.1:9999", f"127.0.0.1:{mock.port}"))
-    (config / "extra.yaml").write_text(yaml.safe_dump_all(EXTRA))
+    (config / "extra.yaml").write_text(yaml.safe_dump_all(extra(mock.port)))
     gw = Gateway(config)
     yield gw, mock
     gw.stop()
@@ -170,3 +208,124 @@ def test_a_budget_prices_the_model_the_wildcard_serves(env):
     with pytest.raises(openai.BadRequestError) as e:
         budgeted.chat.completions.create(model="openai/unpriced-model-xyz", messages=[{"role": "user", "content": "a"}])
     assert "openai/*" in e.value.message and "no known price" in e.value.message
+
+
+# --- 3. Moderations ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route_name", ["openai-moderation", "mistral-moderation", "mock-moderation"])
+def test_moderations_through_the_sdk(oai, route_name):
+    r = oai.moderations.create(model=route_name, input=["a kind word", "I will hurt you"])
+    assert [x.flagged for x in r.results] == [False, True]
+    assert r.results[1].categories.violence is True
+    assert r.results[1].category_scores.violence > 0.5
+
+
+def test_mistral_moderations_are_translated(env, oai):
+    gw, mock = env
+    r = oai.moderations.create(model="mistral-moderation", input="I will hurt you")
+    with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider=openai") as got:
+        sent = json.loads(got.read())
+    assert sent == {"model": "mistral-moderation-latest", "input": "I will hurt you"}
+    # Mistral's own category names stay beside OpenAI's.
+    assert r.results[0].model_dump()["categories"]["violence_and_threats"] is True
+
+
+def test_moderations_are_refused_where_the_provider_has_none(oai):
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.moderations.create(model="groq-moderation", input="x")
+    message = e.value.message
+    assert "default/groq-moderation" in message and "default/groq" in message and "/v1/moderations" in message
+    # A chat route is not a moderation route.
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.moderations.create(model="openai-chat", input="x")
+    assert "chat route" in e.value.message
+
+
+def test_moderations_fall_back_and_are_counted(env, oai):
+    gw, _ = env
+    r = oai.moderations.with_raw_response.create(model="flaky-moderation", input="fine")
+    assert r.headers["x-switchyard-route"] == "default/openai-moderation"
+    assert r.headers["x-switchyard-fallback-depth"] == "1"
+    assert r.parse().results[0].flagged is False
+    with urllib.request.urlopen(gw.metrics_url + "/metrics") as m:
+        text = m.read().decode()
+    assert any(l.startswith("switchyard_requests_total") and 'route="default/openai-moderation"' in l
+               for l in text.splitlines()), text
+
+
+# --- 4. Rerank and Voyage ------------------------------------------------------------------
+
+DOCS = [
+    "Carson City is the capital city of the American state of Nevada.",
+    "Washington, D.C. is the capital of the United States.",
+    "Capital punishment has existed in the United States since before it was a country.",
+]
+
+
+@pytest.fixture
+def co(env):
+    import cohere
+
+    return cohere.ClientV2(api_key=KEY, base_url=env[0].url)
+
+
+@pytest.mark.parametrize("route_name", ["cohere-rerank", "voyage-rerank", "vllm-rerank", "mock-rerank"])
+def test_rerank_through_the_cohere_sdk(co, route_name):
+    r = co.rerank(model=route_name, query="capital of the United States", documents=DOCS, top_n=2)
+    assert [x.index for x in r.results] == [1, 2]
+    assert r.results[0].relevance_score >= r.results[1].relevance_score
+
+
+def test_rerank_is_translated_for_voyage(env, co):
+    gw, mock = env
+    co.rerank(model="voyage-rerank", query="capital", documents=DOCS, top_n=1)
+    with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider=voyage") as got:
+        sent = json.loads(got.read())
+    assert sent == {"model": "rerank-2", "query": "capital", "documents": DOCS, "top_k": 1}
+
+
+def test_rerank_is_refused_where_the_provider_has_none(co):
+    import cohere
+
+    with pytest.raises(cohere.errors.BadRequestError) as e:
+        co.rerank(model="openai-rerank", query="q", documents=["d"])
+    message = json.dumps(e.value.body)
+    assert "default/openai-rerank" in message and "default/openai" in message and "/v1/rerank" in message
+
+
+def test_rerank_falls_back_from_cohere_to_voyage(co):
+    r = co.rerank(model="flaky-rerank", query="capital of the United States", documents=DOCS, top_n=1)
+    assert r.results[0].index == 1
+
+
+def test_rerank_paths_for_each_client(env):
+    """Cohere's v1 client calls /v1/rerank, LiteLLM's users /rerank: the same endpoint."""
+    body = json.dumps({"model": "cohere-rerank", "query": "capital", "documents": DOCS}).encode()
+    for path in ("/v1/rerank", "/v2/rerank", "/rerank"):
+        req = urllib.request.Request(env[0].url + path, data=body,
+                                     headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"})
+        with urllib.request.urlopen(req) as r:
+            assert len(json.loads(r.read())["results"]) == 3, path
+
+
+def test_voyage_embeddings_through_the_openai_sdk(env, oai):
+    gw, mock = env
+    e = oai.embeddings.create(model="voyage-embed", input=["one", "two"], dimensions=16)
+    assert [len(d.embedding) for d in e.data] == [16, 16]
+    assert e.usage.prompt_tokens == 2
+    with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider=voyage") as got:
+        sent = json.loads(got.read())
+    # OpenAI's names become Voyage's; the SDK's base64 encoding is Voyage's too.
+    assert sent == {"model": "voyage-3.5", "input": ["one", "two"], "output_dimension": 16,
+                    "encoding_format": "base64"}
+
+
+def test_embeddings_fall_back_to_voyage_when_the_openai_quota_is_spent(env, oai):
+    """The seed's example: text-embedding-3-small -> voyage fallback when quota is exhausted."""
+    first = oai.embeddings.with_raw_response.create(model="text-embedding-3-small", input="hello")
+    assert first.headers["x-switchyard-route"] == "default/text-embedding-3-small"
+    second = oai.embeddings.with_raw_response.create(model="text-embedding-3-small", input="hello")
+    assert second.headers["x-switchyard-route"] == "default/voyage-embed"
+    assert second.headers["x-switchyard-fallback-depth"] == "1"
+    assert len(second.parse().data[0].embedding) == 8

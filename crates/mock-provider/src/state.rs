@@ -138,7 +138,7 @@ struct Inner {
     streams_cancelled: AtomicU64,
     streams_cut: AtomicU64,
     flaky: Mutex<HashMap<String, u64>>,
-    last: Mutex<[Option<LastRequest>; 7]>,
+    last: Mutex<[Option<LastRequest>; Provider::ALL.len()]>,
     ids: AtomicU64,
     ledger: Mutex<Ledger>,
 }
