@@ -83,7 +83,14 @@ EXTRA = [
     route("mock-rerank", "mock", "mock-rerank", mode="rerank"),
     route("openai-rerank", "openai", "gpt-4o", mode="rerank"),
     route("flaky-rerank", "cohere", "rerank-mock-429", mode="rerank", fallbacks=[{"route": "voyage-rerank"}]),
+    # 5. Images: OpenAI and Azure; DALL-E priced per image by the backend's pricing.
+    route("openai-image", "openai", "gpt-image-1", mode="image-generation"),
+    route("dalle", "openai", "dall-e-3", mode="image-generation", fallbacks=[{"route": "azure-image"}]),
+    route("azure-image", "azure-openai", "dall-e-3", mode="image-generation"),
+    route("flaky-image", "openai", "dall-e-3-mock-429", mode="image-generation", fallbacks=[{"route": "azure-image"}]),
+    route("anthropic-image", "anthropic", "claude-sonnet-4-5", mode="image-generation"),
 ]
+EXTRA[-4]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
 
 
 @pytest.fixture(scope="module")
@@ -329,3 +336,48 @@ def test_embeddings_fall_back_to_voyage_when_the_openai_quota_is_spent(env, oai)
     assert second.headers["x-switchyard-route"] == "default/voyage-embed"
     assert second.headers["x-switchyard-fallback-depth"] == "1"
     assert len(second.parse().data[0].embedding) == 8
+
+
+# --- 5. Images -----------------------------------------------------------------------------
+
+
+def test_images_through_the_sdk(env, oai):
+    gw, mock = env
+    r = oai.images.generate(model="openai-image", prompt="a lighthouse at dusk", n=2, size="1024x1024")
+    assert len(r.data) == 2 and r.data[0].b64_json
+    assert r.usage.input_tokens == 4
+    with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider=openai") as got:
+        assert json.loads(got.read())["model"] == "gpt-image-1"
+    r = oai.images.with_raw_response.generate(model="dalle", prompt="a red fox", response_format="url")
+    img = r.parse()
+    assert img.data[0].url.endswith(".png") and img.data[0].revised_prompt == "A picture of: a red fox"
+    # Azure's deployment path, and a fallback to it on a 429.
+    assert oai.images.generate(model="azure-image", prompt="x").data[0].url
+    r = oai.images.with_raw_response.generate(model="flaky-image", prompt="y")
+    assert r.headers["x-switchyard-route"] == "default/azure-image"
+    with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider=azure") as got:
+        assert "/openai/deployments/dall-e-3/images/generations?api-version=" in got.headers["x-mock-path"]
+
+
+def dalle_spend(gw):
+    with urllib.request.urlopen(gw.metrics_url + "/metrics") as m:
+        text = m.read().decode()
+    spend = [l for l in text.splitlines() if l.startswith("switchyard_spend_usd_total") and 'route="default/dalle"' in l]
+    return float(spend[0].rsplit(" ", 1)[1]) if spend else 0.0
+
+
+def test_dalle_images_are_priced_per_image(env, oai):
+    gw, _ = env
+    before = dalle_spend(gw)
+    oai.images.generate(model="dalle", prompt="one image")
+    # $0.04 an image: the backend's pricing.output is per million images.
+    assert abs(dalle_spend(gw) - before - 0.04) < 1e-9
+
+
+def test_images_are_refused_where_the_provider_has_none(oai):
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="anthropic-image", prompt="x")
+    assert "default/anthropic-image" in e.value.message and "default/anthropic" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="openai-chat", prompt="x")
+    assert "chat route" in e.value.message

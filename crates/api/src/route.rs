@@ -124,6 +124,8 @@ pub enum RouteMode {
     Moderation,
     /// Reranking documents against a query (`/v1/rerank`, `/v2/rerank`, in Cohere's shape).
     Rerank,
+    /// Image generation (`/v1/images/generations`).
+    ImageGeneration,
 }
 
 /// How a backend is chosen among the available ones of the best priority tier.

@@ -729,32 +729,65 @@ impl<'a> Compiler<'a> {
         let mut bad = Vec::new();
         let wildcard = wildcard_prefix(&s.model).is_some();
         if s.model.contains('*') && !wildcard {
-            bad.push(("spec.model".to_owned(), format!("model {:?} has a `*` before its end; a wildcard route's model ends in its only `*` (`openai/*`)", s.model)));
+            bad.push((
+                "spec.model".to_owned(),
+                format!(
+                    "model {:?} has a `*` before its end; a wildcard route's model ends in its only `*` (`openai/*`)",
+                    s.model
+                ),
+            ));
         } else if s.model.contains('/') && !wildcard {
             bad.push(("spec.model".to_owned(), format!("model {:?} holds a `/`, which only a wildcard model (ending in `*`) may; clients address shared routes as `<namespace>/<model>`", s.model)));
         }
         for (i, a) in s.aliases.iter().enumerate() {
             if a.contains('*') {
-                bad.push((format!("spec.aliases[{i}]"), format!("alias {a:?} holds a `*`; only the model of a route may be a wildcard")));
+                bad.push((
+                    format!("spec.aliases[{i}]"),
+                    format!("alias {a:?} holds a `*`; only the model of a route may be a wildcard"),
+                ));
             }
         }
         for (i, b) in s.backends.iter().enumerate() {
             let trailing = wildcard_prefix(&b.model).is_some();
             if b.model.contains('*') && !(trailing && wildcard) {
-                let why = if trailing { "only a wildcard route's backends may end in `*`" } else { "a `*` may only end it" };
-                bad.push((format!("spec.backends[{i}].model"), format!("backend model {:?}: {why}", b.model)));
+                let why = if trailing {
+                    "only a wildcard route's backends may end in `*`"
+                } else {
+                    "a `*` may only end it"
+                };
+                bad.push((
+                    format!("spec.backends[{i}].model"),
+                    format!("backend model {:?}: {why}", b.model),
+                ));
             }
         }
-        let targets = s.fallbacks.iter().enumerate().map(|(i, f)| (format!("spec.fallbacks[{i}].route"), &f.route));
-        let rules = s.rules.iter().enumerate().filter_map(|(i, rule)| rule.action.route.as_ref().map(|t| (format!("spec.rules[{i}].action.route"), t)));
+        let targets = s
+            .fallbacks
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("spec.fallbacks[{i}].route"), &f.route));
+        let rules = s.rules.iter().enumerate().filter_map(|(i, rule)| {
+            rule.action
+                .route
+                .as_ref()
+                .map(|t| (format!("spec.rules[{i}].action.route"), t))
+        });
         for (field, t) in targets.chain(rules) {
             if t.contains('*') {
-                bad.push((field, format!("{t:?} is a wildcard; fallbacks and rules must name an exact route")));
+                bad.push((
+                    field,
+                    format!("{t:?} is a wildcard; fallbacks and rules must name an exact route"),
+                ));
             }
         }
         let ok = bad.is_empty();
         for (field, message) in bad {
-            self.diags.push(Diagnostic::error(id, &field, "InvalidWildcard", format!("{message}; the route is left out")));
+            self.diags.push(Diagnostic::error(
+                id,
+                &field,
+                "InvalidWildcard",
+                format!("{message}; the route is left out"),
+            ));
         }
         ok
     }
@@ -1020,6 +1053,7 @@ impl<'a> Compiler<'a> {
                 api::RouteMode::Completions => RouteMode::Completions,
                 api::RouteMode::Moderation => RouteMode::Moderation,
                 api::RouteMode::Rerank => RouteMode::Rerank,
+                api::RouteMode::ImageGeneration => RouteMode::ImageGeneration,
             },
             backends,
             strategy: strategy(s.strategy),

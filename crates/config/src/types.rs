@@ -424,6 +424,8 @@ pub enum RouteMode {
     Moderation,
     /// Rerank.
     Rerank,
+    /// Image generation.
+    ImageGeneration,
 }
 
 /// Backend selection strategy.

@@ -73,6 +73,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         // Rerank in Cohere's shape: Cohere's SDKs call /v1/rerank (v1 client) or /v2/rerank.
         .route("/v1/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/v2/rerank", endpoint(Operation::Rerank, &OPENAI))
+        .route("/v1/images/generations", endpoint(Operation::Images, &OPENAI))
         // LiteLLM serves the OpenAI endpoints without the `/v1` prefix too; clients moved over
         // from it keep their base URL.
         .route("/chat/completions", endpoint(Operation::Chat, &OPENAI))
@@ -81,6 +82,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/responses", endpoint(Operation::Responses, &OPENAI))
         .route("/moderations", endpoint(Operation::Moderations, &OPENAI))
         .route("/rerank", endpoint(Operation::Rerank, &OPENAI))
+        .route("/images/generations", endpoint(Operation::Images, &OPENAI))
         .route("/models", get(endpoints::models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))

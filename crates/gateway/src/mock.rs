@@ -47,7 +47,7 @@ pub async fn complete(
             })
         }
         Operation::Moderations | Operation::Rerank => Ok(crate::mock_extra::answer(op, request, model)),
-        Operation::Completions | Operation::Responses => Err(ProviderError::new(
+        Operation::Completions | Operation::Responses | Operation::Images => Err(ProviderError::new(
             ErrorKind::BadRequest,
             "the mock provider serves chat completions, embeddings, moderations and rerank",
         )),

@@ -104,8 +104,15 @@ mod tests {
             .filter_map(|r| r["index"].as_u64())
             .collect();
         assert_eq!(order, [1, 2]);
-        let req: Json = serde_json::from_value(json!({"model": "m", "input": ["fine", "I will hurt you"]})).unwrap_or_default();
+        let req: Json =
+            serde_json::from_value(json!({"model": "m", "input": ["fine", "I will hurt you"]})).unwrap_or_default();
         let v: Value = serde_json::from_slice(&answer(Operation::Moderations, &req, "m").body).unwrap_or_default();
-        assert_eq!((v["results"][0]["flagged"].as_bool(), v["results"][1]["flagged"].as_bool()), (Some(false), Some(true)));
+        assert_eq!(
+            (
+                v["results"][0]["flagged"].as_bool(),
+                v["results"][1]["flagged"].as_bool()
+            ),
+            (Some(false), Some(true))
+        );
     }
 }

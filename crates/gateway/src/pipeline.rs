@@ -208,6 +208,7 @@ fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayEr
             RouteMode::Completions => "completions",
             RouteMode::Moderation => "moderation",
             RouteMode::Rerank => "rerank",
+            RouteMode::ImageGeneration => "image generation",
         };
         Err(GatewayError::bad_request(
             format!("model `{model}` is a {mode} route and does not serve this endpoint"),

@@ -101,7 +101,13 @@ fn require(op: Operation, raw: &Json) -> Result<(), GatewayError> {
             }
         }
         Operation::Embeddings | Operation::Responses | Operation::Moderations => "input",
-        Operation::Completions => "prompt",
+        Operation::Images if raw.get("stream").and_then(Value::as_bool) == Some(true) => {
+            return Err(GatewayError::bad_request(
+                "streamed image generation (`stream: true`) is not supported; ask for the whole response",
+                Some("stream"),
+            ))
+        }
+        Operation::Completions | Operation::Images => "prompt",
         Operation::Rerank => {
             return match (raw.get("query"), raw.get("documents")) {
                 (Some(Value::String(_)), Some(Value::Array(_))) => Ok(()),

@@ -19,7 +19,7 @@ use crate::error::GatewayError;
 
 /// Whether a route in `mode` serves `op`: chat routes serve chat, responses and completions;
 /// completion routes completions; embedding routes embeddings; moderation routes moderations;
-/// rerank routes rerank.
+/// rerank routes rerank; image generation routes images.
 pub fn serves(mode: RouteMode, op: Operation) -> bool {
     matches!(
         (op, mode),
@@ -28,6 +28,7 @@ pub fn serves(mode: RouteMode, op: Operation) -> bool {
             | (Operation::Completions, RouteMode::Completions | RouteMode::Chat)
             | (Operation::Moderations, RouteMode::Moderation)
             | (Operation::Rerank, RouteMode::Rerank)
+            | (Operation::Images, RouteMode::ImageGeneration)
     )
 }
 
@@ -582,8 +583,12 @@ mod tests {
         assert_eq!(served("other", "openai/gpt-4o"), Err(403));
         assert_eq!(rt.models_for(&key("pattern")), vec!["openai/*"]);
         // The concrete model is priced from the table, and the reservation counts that price.
-        let route = rt.route_for(&key(all), "openai/gpt-4o").unwrap_or_else(|e| panic!("{e}"));
-        let price = route.config.backends[0].price.unwrap_or_else(|| panic!("gpt-4o is priced"));
+        let route = rt
+            .route_for(&key(all), "openai/gpt-4o")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let price = route.config.backends[0]
+            .price
+            .unwrap_or_else(|| panic!("gpt-4o is priced"));
         assert_eq!((price.input, price.output), (2.5, 10.0));
         assert!(route.reachable.iter().any(|(p, _)| *p == price));
         assert_eq!(route.index, rt.wildcards[1].index, "state stays the wildcard route's");

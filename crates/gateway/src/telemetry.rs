@@ -118,6 +118,7 @@ fn operation_name(op: Operation) -> &'static str {
         Operation::Embeddings => "embeddings",
         Operation::Moderations => "moderation",
         Operation::Rerank => "rerank",
+        Operation::Images => "image_generation",
     }
 }
 

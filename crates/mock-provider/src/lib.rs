@@ -9,9 +9,9 @@
 //!
 //! | Provider | Paths | Auth |
 //! |---|---|---|
-//! | OpenAI | `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/moderations` (Mistral's shape for `mistral-moderation*` models); `GET /v1/models`, `/v1/models/{model}` | `Authorization: Bearer` |
+//! | OpenAI | `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/moderations` (Mistral's shape for `mistral-moderation*` models), `/v1/images/generations`; `GET /v1/models`, `/v1/models/{model}` | `Authorization: Bearer` |
 //! | vLLM | `POST /v1/rerank` (Cohere/Jina-compatible) | none |
-//! | Azure OpenAI | `POST /openai/deployments/{deployment}/chat/completions`, `/completions`, `/embeddings` with `?api-version=` | `api-key` (or Bearer) |
+//! | Azure OpenAI | `POST /openai/deployments/{deployment}/chat/completions`, `/completions`, `/embeddings`, `/images/generations` with `?api-version=` | `api-key` (or Bearer) |
 //! | Anthropic | `POST /v1/messages` | `x-api-key` (or Bearer, as newer SDKs send it) + `anthropic-version` |
 //! | Bedrock | `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke`, `/invoke-with-response-stream` | SigV4, service `bedrock`, key `AKIDSWITCHYARDTEST` / `switchyard-test-secret` |
 //! | Gemini | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent[?alt=sse]`, `:embedContent`, `:batchEmbedContents`, `:countTokens` (also under `/v1/models/`) | `x-goog-api-key` or `?key=` |
@@ -71,6 +71,7 @@ mod anthropic;
 mod bedrock;
 mod cohere;
 mod google;
+mod images;
 mod moderations;
 mod openai;
 mod rerank;
@@ -137,6 +138,7 @@ pub fn router(state: MockState) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/responses", post(openai::responses))
         .route("/v1/moderations", post(moderations::moderations))
+        .route("/v1/images/generations", post(images::openai))
         // vLLM's Cohere-compatible rerank (OpenAI itself has none).
         .route("/v1/rerank", post(rerank::vllm))
         .route("/v1/models", get(openai::list_models))
@@ -154,6 +156,10 @@ pub fn router(state: MockState) -> Router {
         .route(
             "/openai/deployments/{deployment}/embeddings",
             post(openai::azure_embeddings),
+        )
+        .route(
+            "/openai/deployments/{deployment}/images/generations",
+            post(images::azure),
         )
         // Anthropic
         .route("/v1/messages", post(anthropic::messages))

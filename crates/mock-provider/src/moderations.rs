@@ -62,7 +62,9 @@ pub async fn moderations(State(state): State<MockState>, uri: Uri, headers: Head
         Ok(v) => v,
         Err(e) => return bad_request(&format!("We could not parse the JSON body of your request. ({e})")),
     };
-    let mistral = req["model"].as_str().is_some_and(|m| m.starts_with("mistral-moderation"));
+    let mistral = req["model"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("mistral-moderation"));
     let model = match req.get("model") {
         None if !mistral => "omni-moderation-latest",
         Some(Value::String(m)) if !m.is_empty() => m.as_str(),

@@ -190,7 +190,7 @@ pub(crate) fn openai_auth(headers: &HeaderMap) -> Result<(), Response<Body>> {
     }
 }
 
-fn azure_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), Response<Body>> {
+pub(crate) fn azure_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), Response<Body>> {
     let key = wire::header_str(headers, "api-key").or_else(|| wire::bearer(headers));
     match key {
         Some(k) if !wire::is_rejected_key(k) => {}

@@ -103,14 +103,26 @@ pub async fn cohere(State(state): State<MockState>, uri: Uri, headers: HeaderMap
         Err(e) => return err(StatusCode::BAD_REQUEST, &format!("invalid request: {e}")),
     };
     if req.get("return_documents").is_some() {
-        return err(StatusCode::BAD_REQUEST, "invalid request: return_documents is not a valid field for v2 rerank");
+        return err(
+            StatusCode::BAD_REQUEST,
+            "invalid request: return_documents is not a valid field for v2 rerank",
+        );
     }
-    let (Some(model), Some(query), Some(docs)) = (req["model"].as_str(), req["query"].as_str(), strings(&req["documents"])) else {
-        return err(StatusCode::BAD_REQUEST, "invalid request: model, query and documents (strings) are required");
+    let (Some(model), Some(query), Some(docs)) =
+        (req["model"].as_str(), req["query"].as_str(), strings(&req["documents"]))
+    else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "invalid request: model, query and documents (strings) are required",
+        );
     };
     let plan = Plan::decide(&state, Behaviour::from_model(model), model, &headers).await;
     if let Act::Fail(fault) = plan.act {
-        let status = if fault == scenario::Fault::RateLimited { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::INTERNAL_SERVER_ERROR };
+        let status = if fault == scenario::Fault::RateLimited {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
         return err(status, "mock fault");
     }
     let top = req["top_n"].as_u64().map_or(docs.len(), |n| n as usize);
@@ -131,8 +143,14 @@ pub async fn cohere(State(state): State<MockState>, uri: Uri, headers: HeaderMap
 pub async fn vllm(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
     state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
     let req: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let (Some(model), Some(query), Some(docs)) = (req["model"].as_str(), req["query"].as_str(), strings(&req["documents"])) else {
-        return wire::json(StatusCode::BAD_REQUEST, &[], &json!({"object": "error", "message": "model, query and documents are required", "type": "BadRequestError", "code": 400}));
+    let (Some(model), Some(query), Some(docs)) =
+        (req["model"].as_str(), req["query"].as_str(), strings(&req["documents"]))
+    else {
+        return wire::json(
+            StatusCode::BAD_REQUEST,
+            &[],
+            &json!({"object": "error", "message": "model, query and documents are required", "type": "BadRequestError", "code": 400}),
+        );
     };
     let _ = headers;
     let top = req["top_n"].as_u64().map_or(docs.len(), |n| n as usize);
@@ -149,7 +167,12 @@ pub async fn vllm(State(state): State<MockState>, uri: Uri, headers: HeaderMap, 
     )
 }
 
-pub async fn voyage_rerank(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
+pub async fn voyage_rerank(
+    State(state): State<MockState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     state.record(Provider::Voyage, uri.path(), uri.query(), &body);
     if let Err(r) = voyage_auth(&headers) {
         return r;
@@ -168,10 +191,16 @@ pub async fn voyage_rerank(State(state): State<MockState>, uri: Uri, headers: He
         return r;
     }
     let (Some(query), Some(docs)) = (req["query"].as_str(), strings(&req["documents"])) else {
-        return voyage_error(StatusCode::BAD_REQUEST, "query must be a string and documents a list of strings");
+        return voyage_error(
+            StatusCode::BAD_REQUEST,
+            "query must be a string and documents a list of strings",
+        );
     };
     let with_docs = req.get("return_documents").and_then(Value::as_bool).unwrap_or(false);
-    let top = req.get("top_k").and_then(Value::as_u64).map_or(docs.len(), |n| n as usize);
+    let top = req
+        .get("top_k")
+        .and_then(Value::as_u64)
+        .map_or(docs.len(), |n| n as usize);
     let data: Vec<Value> = scored(query, &docs)
         .into_iter()
         .take(top)
@@ -190,14 +219,27 @@ pub async fn voyage_rerank(State(state): State<MockState>, uri: Uri, headers: He
     )
 }
 
-pub async fn voyage_embeddings(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
+pub async fn voyage_embeddings(
+    State(state): State<MockState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     state.record(Provider::Voyage, uri.path(), uri.query(), &body);
     if let Err(r) = voyage_auth(&headers) {
         return r;
     }
     let req = match voyage_body(
         &body,
-        &["input", "model", "input_type", "truncation", "output_dimension", "output_dtype", "encoding_format"],
+        &[
+            "input",
+            "model",
+            "input_type",
+            "truncation",
+            "output_dimension",
+            "output_dtype",
+            "encoding_format",
+        ],
         &["input", "model"],
     ) {
         Ok(r) => r,
@@ -212,13 +254,23 @@ pub async fn voyage_embeddings(State(state): State<MockState>, uri: Uri, headers
         Value::String(s) => vec![s.clone()],
         other => match strings(other) {
             Some(v) if !v.is_empty() => v,
-            _ => return voyage_error(StatusCode::BAD_REQUEST, "input must be a string or a non-empty list of strings"),
+            _ => {
+                return voyage_error(
+                    StatusCode::BAD_REQUEST,
+                    "input must be a string or a non-empty list of strings",
+                )
+            }
         },
     };
     let base64 = match req.get("encoding_format") {
         None | Some(Value::Null) => false,
         Some(Value::String(s)) if s == "base64" => true,
-        Some(other) => return voyage_error(StatusCode::BAD_REQUEST, &format!("encoding_format must be null or 'base64', not {other}")),
+        Some(other) => {
+            return voyage_error(
+                StatusCode::BAD_REQUEST,
+                &format!("encoding_format must be null or 'base64', not {other}"),
+            )
+        }
     };
     let dims = scenario::dimensions(req.get("output_dimension").and_then(Value::as_u64));
     let data: Vec<Value> = inputs

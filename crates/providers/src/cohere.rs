@@ -85,7 +85,10 @@ impl Adapter for Cohere {
         let (url, body) = match op {
             Operation::Chat => (url(target, "chat"), encode(&chat_request(request, target, stream)?)?),
             Operation::Embeddings => (url(target, "embed"), encode(&embed_request(request, target)?)?),
-            Operation::Rerank => (url(target, "rerank"), encode(&crate::rerank::cohere_request(request, target)?)?),
+            Operation::Rerank => (
+                url(target, "rerank"),
+                encode(&crate::rerank::cohere_request(request, target)?)?,
+            ),
             _ => {
                 return Err(bad(
                     "cohere backends serve /v1/chat/completions, /v1/embeddings and /v1/rerank only",

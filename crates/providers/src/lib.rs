@@ -41,6 +41,8 @@ pub enum Operation {
     Moderations,
     /// `/v1/rerank` and `/v2/rerank`, in Cohere's shape.
     Rerank,
+    /// `/v1/images/generations`.
+    Images,
 }
 
 impl Operation {
@@ -53,6 +55,7 @@ impl Operation {
             Self::Responses => "/v1/responses",
             Self::Moderations => "/v1/moderations",
             Self::Rerank => "/v1/rerank",
+            Self::Images => "/v1/images/generations",
         }
     }
 }
@@ -70,6 +73,8 @@ pub fn serves(kind: ProviderKind, op: Operation) -> bool {
         Operation::Moderations => matches!(kind, K::Openai | K::Mistral | K::OpenaiCompatible | K::Mock),
         // Cohere's /v2/rerank, Voyage's /v1/rerank, vLLM's Cohere-compatible /v1/rerank.
         Operation::Rerank => matches!(kind, K::Cohere | K::Voyage | K::Vllm | K::OpenaiCompatible | K::Mock),
+        // OpenAI's and Azure OpenAI's image generation (DALL-E, GPT Image).
+        Operation::Images => matches!(kind, K::Openai | K::AzureOpenai | K::OpenaiCompatible),
     }
 }
 

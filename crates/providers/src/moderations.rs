@@ -73,7 +73,10 @@ mod tests {
         let t = mistral_response(body).unwrap_or_else(|e| panic!("{e}"));
         let v: Value = serde_json::from_slice(&t.body).unwrap_or_default();
         let r = &v["results"];
-        assert_eq!((r[0]["flagged"].as_bool(), r[1]["flagged"].as_bool()), (Some(true), Some(false)));
+        assert_eq!(
+            (r[0]["flagged"].as_bool(), r[1]["flagged"].as_bool()),
+            (Some(true), Some(false))
+        );
         assert_eq!(r[0]["categories"]["violence"], true);
         assert_eq!(r[0]["categories"]["violence_and_threats"], true, "Mistral's names stay");
         assert_eq!(r[0]["category_scores"]["violence"], 0.97);

@@ -65,11 +65,29 @@ preset!(GROQ, Groq, "groq", stream_usage = true, responses = true);
 preset!(XAI, Xai, "xai", stream_usage = true, responses = true);
 preset!(DEEPSEEK, Deepseek, "deepseek", stream_usage = true, responses = false);
 preset!(TOGETHER, Together, "together", stream_usage = true, responses = false);
-preset!(FIREWORKS, Fireworks, "fireworks", stream_usage = true, responses = false);
-preset!(OPENROUTER, Openrouter, "openrouter", stream_usage = true, responses = false);
+preset!(
+    FIREWORKS,
+    Fireworks,
+    "fireworks",
+    stream_usage = true,
+    responses = false
+);
+preset!(
+    OPENROUTER,
+    Openrouter,
+    "openrouter",
+    stream_usage = true,
+    responses = false
+);
 preset!(OLLAMA, Ollama, "ollama", stream_usage = true, responses = false);
 preset!(VLLM, Vllm, "vllm", stream_usage = true, responses = true);
-preset!(COMPATIBLE, OpenaiCompatible, "openai-compatible", stream_usage = true, responses = true);
+preset!(
+    COMPATIBLE,
+    OpenaiCompatible,
+    "openai-compatible",
+    stream_usage = true,
+    responses = true
+);
 
 /// Azure OpenAI.
 pub static AZURE: OpenAi = OpenAi {
@@ -115,17 +133,17 @@ impl OpenAi {
                 }
                 "responses"
             }
-            Operation::Moderations | Operation::Rerank => {
+            Operation::Moderations | Operation::Rerank | Operation::Images => {
                 if !crate::serves(self.kind, op) {
                     return Err(ProviderError::new(
                         ErrorKind::BadRequest,
                         format!("{} backends do not serve {}", self.name, op.path()),
                     ));
                 }
-                if op == Operation::Moderations {
-                    "moderations"
-                } else {
-                    "rerank"
+                match op {
+                    Operation::Moderations => "moderations",
+                    Operation::Rerank => "rerank",
+                    _ => "images/generations",
                 }
             }
         };
@@ -206,6 +224,9 @@ impl Adapter for OpenAi {
         if op == Operation::Moderations && self.name == MISTRAL.name {
             return crate::moderations::mistral_response(body);
         }
+        if op == Operation::Images {
+            return images_response(body);
+        }
         let usage = parse_usage(op, body)?;
         Ok(Translated {
             body: Bytes::copy_from_slice(body),
@@ -274,6 +295,31 @@ impl From<WireUsage> for Usage {
             reasoning_tokens: u.completion_tokens_details.map_or(0, |d| d.reasoning_tokens),
         }
     }
+}
+
+/// An image generation answer, passed through. GPT Image models report token usage; DALL-E
+/// models bill per image and report none, so each image is counted as one completion token: a
+/// DALL-E backend's `pricing.output` is the price of a million images.
+fn images_response(body: &[u8]) -> Result<Translated, ProviderError> {
+    #[derive(Deserialize)]
+    struct Images {
+        #[serde(default)]
+        data: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+    let parsed: Images = serde_json::from_slice(body).map_err(crate::wire::unreadable)?;
+    let usage = match parsed.usage {
+        Some(u) => Usage::from(u),
+        None => Usage {
+            completion_tokens: parsed.data.len() as u64,
+            ..Usage::default()
+        },
+    };
+    Ok(Translated {
+        body: Bytes::copy_from_slice(body),
+        usage: Some(usage),
+    })
 }
 
 fn parse_usage(op: Operation, body: &[u8]) -> Result<Option<Usage>, ProviderError> {

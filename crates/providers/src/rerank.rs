@@ -9,8 +9,10 @@
 //!
 //! Usage: Cohere bills rerank by search (a query over up to 100 documents) and reports
 //! `meta.billed_units.search_units`; that count is reported as prompt tokens, so a rerank
-//! backend's `pricing.input` on Cohere is the price of a million searches. Voyage bills tokens
-//! (`usage.total_tokens`), which are prompt tokens as for embeddings.
+//! backend's `pricing.input` on Cohere is the price of a million searches (the built-in table
+//! lists Cohere's per-search prices that way: $2,000 for rerank-v3.5's $2 per 1,000). A Cohere
+//! answer without search units is counted by its `billed_units.input_tokens`. Voyage bills
+//! tokens (`usage.total_tokens`), which are prompt tokens as for embeddings.
 //!
 //! References: Cohere API reference v2 "Rerank" (`POST /v2/rerank`, `V2RerankResponse`); Voyage AI
 //! API reference "Rerankers" (`POST /v1/rerank`: `query`, `documents`, `model`, `top_k`,
@@ -32,7 +34,11 @@ fn documents(request: &Json) -> Result<Vec<Value>, ProviderError> {
         .iter()
         .map(|d| match d {
             Value::String(_) => d.clone(),
-            Value::Object(o) => o.get("text").filter(|t| t.is_string()).cloned().unwrap_or_else(|| d.to_string().into()),
+            Value::Object(o) => o
+                .get("text")
+                .filter(|t| t.is_string())
+                .cloned()
+                .unwrap_or_else(|| d.to_string().into()),
             other => other.to_string().into(),
         })
         .collect())
@@ -63,7 +69,9 @@ pub fn cohere_response(body: &[u8]) -> Result<Translated, ProviderError> {
     if !v["results"].is_array() {
         return Err(unreadable("a rerank response without `results`"));
     }
-    let searches = v["meta"]["billed_units"]["search_units"].as_f64();
+    // Per search where Cohere bills searches (rerank v3.5 and v4), else per input token.
+    let billed = &v["meta"]["billed_units"];
+    let searches = billed["search_units"].as_f64().or_else(|| billed["input_tokens"].as_f64());
     Ok(Translated {
         body: Bytes::copy_from_slice(body),
         usage: searches.map(|n| Usage {
@@ -158,15 +166,27 @@ mod tests {
         let c = cohere_request(&request(), &target).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c["model"], "rerank-v3.5");
         assert_eq!(c["top_n"], 2);
-        assert_eq!(c["documents"][1], "Washington, D.C. is the capital of the United States.");
+        assert_eq!(
+            c["documents"][1],
+            "Washington, D.C. is the capital of the United States."
+        );
         assert_eq!(c["documents"][2], r#"{"title":"Saipan"}"#);
         assert!(c.get("return_documents").is_none(), "v2 has no return_documents");
         let v = voyage_request(&request(), &target).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((v["top_k"].as_u64(), v["return_documents"].as_bool()), (Some(2), Some(true)));
+        assert_eq!(
+            (v["top_k"].as_u64(), v["return_documents"].as_bool()),
+            (Some(2), Some(true))
+        );
         assert!(v.get("top_n").is_none());
         let mut no_query = request();
         no_query.remove("query");
-        assert_eq!(cohere_request(&no_query, &target).err().and_then(|e| e.param).as_deref(), Some("query"));
+        assert_eq!(
+            cohere_request(&no_query, &target)
+                .err()
+                .and_then(|e| e.param)
+                .as_deref(),
+            Some("query")
+        );
     }
 
     /// Cohere's example response (API reference v2 "Rerank") and Voyage's (API reference

@@ -18,8 +18,8 @@ use switchyard_config::CredentialsConfig;
 
 use crate::wire::{bad, encode, unreadable};
 use crate::{
-    kind_for_status, openai, rerank, retry_after, Adapter, ErrorKind, Json, Operation, ProviderError,
-    StreamTranslator, Target, Translated, UpstreamRequest, Usage,
+    kind_for_status, openai, rerank, retry_after, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator,
+    Target, Translated, UpstreamRequest, Usage,
 };
 
 /// The Voyage adapter.
@@ -102,7 +102,10 @@ impl Adapter for Voyage {
             Operation::Rerank => {
                 let id = format!(
                     "rerank-{:x}",
-                    target.now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+                    target
+                        .now
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos())
                 );
                 rerank::voyage_response(body, &id)
             }
@@ -180,6 +183,9 @@ mod tests {
         let chat = VOYAGE.build(Operation::Chat, &req, &target, false);
         assert!(chat.is_err_and(|e| e.message.contains("/v1/chat/completions")));
         let e = VOYAGE.error(429, &HeaderMap::new(), br#"{"detail":"Rate limit exceeded"}"#);
-        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::RateLimit, "Rate limit exceeded"));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::RateLimit, "Rate limit exceeded")
+        );
     }
 }

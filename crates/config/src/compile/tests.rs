@@ -608,9 +608,15 @@ spec:
     );
     assert_eq!(c.config.routes.len(), 1);
     let wild = &c.config.routes[0];
-    assert_eq!((wild.model.as_str(), wild.wildcard_prefix()), ("openai/*", Some("openai/")));
+    assert_eq!(
+        (wild.model.as_str(), wild.wildcard_prefix()),
+        ("openai/*", Some("openai/"))
+    );
     assert_eq!(wild.backends[0].model, "*");
-    assert_eq!(wild.backends[0].price, None, "priced per request, by the model it serves");
+    assert_eq!(
+        wild.backends[0].price, None,
+        "priced per request, by the model it serves"
+    );
     assert_eq!(wild.backends[1].price.map(|p| p.input), Some(2.5));
     assert_eq!(fill_wildcard("*", "gpt-4o"), "gpt-4o");
     assert_eq!(fill_wildcard("accounts/x/models/*", "m"), "accounts/x/models/m");
