@@ -56,7 +56,15 @@ pub async fn azure(
     if let Err(res) = azure_auth(&headers, uri.query()) {
         return res;
     }
-    generate(&state, Flavor::Azure { deployment: &deployment }, &headers, &body).await
+    generate(
+        &state,
+        Flavor::Azure {
+            deployment: &deployment,
+        },
+        &headers,
+        &body,
+    )
+    .await
 }
 
 async fn generate(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, body: &Bytes) -> Response<Body> {
@@ -90,7 +98,9 @@ async fn generate(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, bo
     };
     if let Some(size) = req.get("size") {
         if !size.as_str().is_some_and(|s| sizes.contains(&s)) {
-            return bad_request(&format!("Invalid value for 'size': {size}. Supported values are: {sizes:?}."));
+            return bad_request(&format!(
+                "Invalid value for 'size': {size}. Supported values are: {sizes:?}."
+            ));
         }
     }
     let b64 = match req.get("response_format").and_then(Value::as_str) {

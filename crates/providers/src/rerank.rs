@@ -71,7 +71,9 @@ pub fn cohere_response(body: &[u8]) -> Result<Translated, ProviderError> {
     }
     // Per search where Cohere bills searches (rerank v3.5 and v4), else per input token.
     let billed = &v["meta"]["billed_units"];
-    let searches = billed["search_units"].as_f64().or_else(|| billed["input_tokens"].as_f64());
+    let searches = billed["search_units"]
+        .as_f64()
+        .or_else(|| billed["input_tokens"].as_f64());
     Ok(Translated {
         body: Bytes::copy_from_slice(body),
         usage: searches.map(|n| Usage {
