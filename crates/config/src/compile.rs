@@ -1126,9 +1126,16 @@ impl<'a> Compiler<'a> {
             seen_hashes.insert(hashes[0].sha256.clone(), id.clone());
             for (i, allowed) in s.allowed_routes.iter().enumerate() {
                 let (rns, model) = allowed.split_once('/').unwrap_or((ns.as_str(), allowed.as_str()));
-                let exists = routes
-                    .iter()
-                    .any(|r| r.namespace == rns && (r.model == model || r.aliases.iter().any(|a| a == model)));
+                // A wildcard route is named as written (`openai/*`), or by a model it serves.
+                let wildcard = |r: &RouteConfig| {
+                    r.namespace == ns
+                        && (r.model == *allowed
+                            || r.wildcard_prefix()
+                                .is_some_and(|p| allowed.len() > p.len() && allowed.starts_with(p)))
+                };
+                let exists = routes.iter().any(|r| {
+                    (r.namespace == rns && (r.model == model || r.aliases.iter().any(|a| a == model))) || wildcard(r)
+                });
                 if !exists {
                     self.diags.push(Diagnostic::warning(
                         &id,

@@ -52,10 +52,10 @@ fn query(request: &Json) -> Result<Value, ProviderError> {
 }
 
 /// Cohere's `/v2/rerank` body. v2 takes strings only and has no `return_documents` (the
-/// documents come back by index).
+/// documents come back by index); `priority` passes through.
 pub fn cohere_request(request: &Json, target: &Target<'_>) -> Result<Value, ProviderError> {
     let mut body = json!({"model": target.model, "query": query(request)?, "documents": documents(request)?});
-    for field in ["top_n", "max_tokens_per_doc"] {
+    for field in ["top_n", "max_tokens_per_doc", "priority"] {
         if let Some(v) = request.get(field) {
             body[field] = v.clone();
         }

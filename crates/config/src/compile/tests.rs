@@ -595,11 +595,30 @@ spec:
     - providerRef: {name: openai}
       model: gpt-4o
 "#;
-    let m = load(&[("providers.yaml", PROVIDERS), ("routes.yaml", routes)]);
+    // Keys name a wildcard route as written, or a model it serves: no "no route serves" warning.
+    let keys = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: VirtualKey
+metadata: {name: wild}
+spec:
+  secretRef: {name: wild-key}
+  allowedRoutes: ["openai/*", "openai/gpt-4.1", "anthropic/claude"]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: wild-key}
+stringData: {key: sk-wild}
+"#;
+    let m = load(&[
+        ("providers.yaml", PROVIDERS),
+        ("routes.yaml", routes),
+        ("keys.yaml", keys),
+    ]);
     let c = compile(&m, &CompileOptions::default());
     assert_eq!(
         messages(&c),
         vec![
+            r#"keys.yaml:7: warning: VirtualKey/wild: spec.allowedRoutes[2]: no route serves "anthropic/claude" (yet)"#,
             r#"routes.yaml:18: LLMRoute/middle: spec.model: model "gpt-*-mini" has a `*` before its end; a wildcard route's model ends in its only `*` (`openai/*`); the route is left out"#,
             r#"routes.yaml:30: LLMRoute/exact-star: spec.backends[0].model: backend model "*": only a wildcard route's backends may end in `*`; the route is left out"#,
             r#"routes.yaml:41: LLMRoute/to-wildcard: spec.fallbacks[0].route: "openai/*" is a wildcard; fallbacks and rules must name an exact route; the route is left out"#,
