@@ -52,11 +52,9 @@ def provider(name, type_, base_url, **spec):
 def extra(mock_port):
     mock = f"http://127.0.0.1:{mock_port}"
     return EXTRA + [
-        # 4. Voyage (the mock serves Voyage's /v1 under /voyage), and an OpenAI account whose
-        # quota is one request a minute.
-        provider("voyage", "voyage", f"{mock}/voyage/v1"),
+        # 4. An OpenAI account whose quota is one request a minute, falling back to Voyage
+        # (examples/providers has the `voyage` Provider and `voyage-embed`).
         provider("openai-small-quota", "openai", f"{mock}/v1", quota={"rpm": 1}),
-        route("voyage-embed", "voyage", "voyage-3.5", mode="embeddings"),
         route("text-embedding-3-small", "openai-small-quota", "text-embedding-3-small", mode="embeddings",
               fallbacks=[{"route": "voyage-embed"}]),
     ]
@@ -77,8 +75,7 @@ EXTRA = [
     route("flaky-moderation", "openai", "omni-moderation-mock-429", mode="moderation",
           fallbacks=[{"route": "openai-moderation"}]),
     # 4. Rerank: Cohere (its shape), Voyage and vLLM (translated), the mock; OpenAI has none.
-    route("cohere-rerank", "cohere", "rerank-v3.5", mode="rerank"),
-    route("voyage-rerank", "voyage", "rerank-2", mode="rerank"),
+    # (`cohere-rerank` and `voyage-rerank` are examples/providers'.)
     route("vllm-rerank", "vllm", "BAAI/bge-reranker-v2-m3", mode="rerank"),
     route("mock-rerank", "mock", "mock-rerank", mode="rerank"),
     route("openai-rerank", "openai", "gpt-4o", mode="rerank"),
