@@ -6,7 +6,7 @@ list that the `litellm` package ships (model_prices_and_context_window_backup.js
     python3 scripts/gen-prices.py --version 1.111.0    # another version (then update PINNED)
     python3 scripts/gen-prices.py --json FILE          # a local copy of the JSON (no download)
 
-Keeps the chat, completion, responses and embedding models of the providers Switchyard speaks to
+Keeps the chat, completion, responses, embedding and rerank models of the providers Switchyard speaks to
 (see PROVIDERS), names each by the model id its provider's API takes (`gemini-2.5-pro`, not
 `gemini/gemini-2.5-pro`), and writes one row per (provider type, model) with prices in USD per
 million tokens. Standard library only.
@@ -34,7 +34,7 @@ JSON_IN_WHEEL = (
 )
 OUT = pathlib.Path(__file__).resolve().parent.parent / "crates/config/data/prices.tsv"
 EXCERPT = OUT.parent.parent / "testdata/litellm-excerpt.json"
-MODES = {"chat", "completion", "responses", "embedding"}
+MODES = {"chat", "completion", "responses", "embedding", "rerank"}
 
 # Entries copied verbatim into EXCERPT, for the Rust tests to check table rows against their
 # source (crates/config/src/prices/tests.rs lists the same keys).
@@ -85,6 +85,7 @@ PROVIDERS = [
     ("fireworks_ai-embedding-models", "fireworks", "fireworks_ai/", True),
     ("openrouter", "openrouter", "openrouter/", True),
     ("ollama", "ollama", "ollama/", True),
+    ("voyage", "voyage", "voyage/", False),
 ]
 
 COLUMNS = [
@@ -179,6 +180,11 @@ MOCK_ROWS = [
 
 def row(kind: str, model: str, e: dict) -> dict | None:
     inp = per_million(e.get("input_cost_per_token"))
+    per_query = per_million(e.get("input_cost_per_query"))
+    if e.get("mode") == "rerank" and per_query:
+        # Billed per search (Cohere, Bedrock): the gateway counts a search unit as a prompt
+        # token, so the price of a million searches is the input price.
+        inp = per_query
     if inp is None:
         return None  # priced per second, character or image: not a token model
     out = per_million(e.get("output_cost_per_token")) or decimal.Decimal(0)

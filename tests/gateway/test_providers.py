@@ -18,7 +18,7 @@ CHAT = [
     "openai", "azure-openai", "anthropic", "bedrock", "vertex", "gemini", "mistral", "groq", "xai",
     "deepseek", "cohere", "together", "fireworks", "openrouter", "ollama", "vllm", "openai-compatible",
 ]
-EMBED = ["openai", "azure-openai", "bedrock", "gemini", "cohere", "mock"]
+EMBED = ["openai", "azure-openai", "bedrock", "gemini", "cohere", "voyage", "mock"]
 FAULTS = {"tool": "mock-tool", "429": "mock-429", "400": "mock-context-length", "slow": "mock-slow", "cut": "mock-cut"}
 
 

@@ -151,7 +151,7 @@ def test_the_mock_refuses_the_responses_api_clearly_streamed_or_not(client):
             r = client.responses.create(model="demo-chat", input="Hello", stream=stream)
             if stream:
                 list(r)
-        assert "serves chat completions and embeddings, not the Responses API" in e.value.message, e.value.message
+        assert "serves chat completions, embeddings, moderations and rerank, not the Responses API" in e.value.message, e.value.message
     with pytest.raises(openai.BadRequestError) as e:
         list(client.completions.create(model="demo-chat", prompt="Hello", stream=True))
     assert "not legacy completions" in e.value.message

@@ -41,7 +41,9 @@ pub struct VirtualKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
     /// Routes (model names, or `<namespace>/<model>` for routes shared from another namespace)
-    /// this key may use. Empty means every route its namespace may use.
+    /// this key may use. Empty means every route its namespace may use. A wildcard route is
+    /// named as it is written (`openai/*`), which allows every model it serves; a model it
+    /// serves may also be named alone (`openai/gpt-4o`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub allowed_routes: Vec<String>,

@@ -33,8 +33,10 @@ pub enum ProviderType {
     Xai,
     /// DeepSeek (OpenAI-compatible).
     Deepseek,
-    /// Cohere chat v2 and embed.
+    /// Cohere chat v2, embed and rerank.
     Cohere,
+    /// Voyage AI embeddings and rerank (api.voyageai.com).
+    Voyage,
     /// Together AI (OpenAI-compatible).
     Together,
     /// Fireworks AI (OpenAI-compatible).
@@ -53,7 +55,7 @@ pub enum ProviderType {
 
 impl ProviderType {
     /// Every provider type, in declaration order.
-    pub const ALL: [ProviderType; 18] = [
+    pub const ALL: [ProviderType; 19] = [
         Self::Openai,
         Self::AzureOpenai,
         Self::Anthropic,
@@ -65,6 +67,7 @@ impl ProviderType {
         Self::Xai,
         Self::Deepseek,
         Self::Cohere,
+        Self::Voyage,
         Self::Together,
         Self::Fireworks,
         Self::Openrouter,
@@ -88,6 +91,7 @@ impl ProviderType {
             Self::Xai => "xai",
             Self::Deepseek => "deepseek",
             Self::Cohere => "cohere",
+            Self::Voyage => "voyage",
             Self::Together => "together",
             Self::Fireworks => "fireworks",
             Self::Openrouter => "openrouter",

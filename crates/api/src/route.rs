@@ -45,7 +45,13 @@ pub struct LLMRouteSpec {
     /// The model name clients send (`model` in the request body). Unique among the routes a
     /// gateway serves in one namespace; clients of other namespaces it is shared with address it
     /// as `<namespace>/<model>`.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[^/\s]+$"))]
+    ///
+    /// A name ending in `*` (`openai/*`, `claude-*`) is a wildcard route: it serves every model
+    /// name that starts with the part before the `*` and has more after it, and a backend whose
+    /// `model` ends in `*` gets that rest in its place (`model: "*"` forwards it as is). An exact
+    /// route wins over a wildcard, and the longest prefix wins among wildcards. `*` may appear
+    /// only once, at the end; only a wildcard name may hold a `/`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^([^/\s*]+|[^\s*]*\*)$"))]
     pub model: String,
     /// Other names clients may use for this route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -114,6 +120,12 @@ pub enum RouteMode {
     Embeddings,
     /// Legacy text completions (`/v1/completions`).
     Completions,
+    /// Content moderation (`/v1/moderations`).
+    Moderation,
+    /// Reranking documents against a query (`/v1/rerank`, `/v2/rerank`, in Cohere's shape).
+    Rerank,
+    /// Image generation (`/v1/images/generations`).
+    ImageGeneration,
 }
 
 /// How a backend is chosen among the available ones of the best priority tier.
@@ -147,7 +159,8 @@ pub struct Backend {
     pub name: String,
     /// The Provider (same namespace) that serves this backend.
     pub provider_ref: LocalRef,
-    /// The upstream model name (for Azure the deployment name, for Bedrock the model id).
+    /// The upstream model name (for Azure the deployment name, for Bedrock the model id). In a
+    /// wildcard route, a trailing `*` stands for the rest of the model name the client sent.
     #[schemars(length(min = 1, max = 253))]
     pub model: String,
     /// Share of traffic relative to the other backends of the same priority tier. Default 1;

@@ -725,6 +725,78 @@ impl<'a> Compiler<'a> {
         out
     }
 
+    /// Wildcards (`openai/*`): in a route's model only, once and at its end (only then may
+    /// the name hold a `/`); in a backend model only at its end, and only in a wildcard route;
+    /// never in an alias, nor in a fallback or rule target (a wildcard route serves the name
+    /// a client sent, and a fallback has no name of its own to send).
+    fn check_wildcards(&mut self, r: &api::LLMRoute, id: &ObjectId) -> bool {
+        let s = &r.spec;
+        let mut bad = Vec::new();
+        let wildcard = wildcard_prefix(&s.model).is_some();
+        if s.model.contains('*') && !wildcard {
+            bad.push((
+                "spec.model".to_owned(),
+                format!(
+                    "model {:?} has a `*` before its end; a wildcard route's model ends in its only `*` (`openai/*`)",
+                    s.model
+                ),
+            ));
+        } else if s.model.contains('/') && !wildcard {
+            bad.push(("spec.model".to_owned(), format!("model {:?} holds a `/`, which only a wildcard model (ending in `*`) may; clients address shared routes as `<namespace>/<model>`", s.model)));
+        }
+        for (i, a) in s.aliases.iter().enumerate() {
+            if a.contains('*') {
+                bad.push((
+                    format!("spec.aliases[{i}]"),
+                    format!("alias {a:?} holds a `*`; only the model of a route may be a wildcard"),
+                ));
+            }
+        }
+        for (i, b) in s.backends.iter().enumerate() {
+            let trailing = wildcard_prefix(&b.model).is_some();
+            if b.model.contains('*') && !(trailing && wildcard) {
+                let why = if trailing {
+                    "only a wildcard route's backends may end in `*`"
+                } else {
+                    "a `*` may only end it"
+                };
+                bad.push((
+                    format!("spec.backends[{i}].model"),
+                    format!("backend model {:?}: {why}", b.model),
+                ));
+            }
+        }
+        let targets = s
+            .fallbacks
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("spec.fallbacks[{i}].route"), &f.route));
+        let rules = s.rules.iter().enumerate().filter_map(|(i, rule)| {
+            rule.action
+                .route
+                .as_ref()
+                .map(|t| (format!("spec.rules[{i}].action.route"), t))
+        });
+        for (field, t) in targets.chain(rules) {
+            if t.contains('*') {
+                bad.push((
+                    field,
+                    format!("{t:?} is a wildcard; fallbacks and rules must name an exact route"),
+                ));
+            }
+        }
+        let ok = bad.is_empty();
+        for (field, message) in bad {
+            self.diags.push(Diagnostic::error(
+                id,
+                &field,
+                "InvalidWildcard",
+                format!("{message}; the route is left out"),
+            ));
+        }
+        ok
+    }
+
     fn route(
         &mut self,
         r: &api::LLMRoute,
@@ -734,7 +806,8 @@ impl<'a> Compiler<'a> {
         let s = &r.spec;
         let ns = ns_of(r);
         let mut backends = Vec::new();
-        let mut ok = true;
+        let mut ok = self.check_wildcards(r, id);
+        let wildcard = wildcard_prefix(&s.model).is_some();
         let mut names = BTreeSet::new();
         for (i, b) in s.backends.iter().enumerate() {
             let field = format!("spec.backends[{i}].providerRef.name");
@@ -777,7 +850,12 @@ impl<'a> Compiler<'a> {
                 name = format!("{name}-{i}");
             }
             names.insert(name.clone());
-            let info = prices::lookup_for(provider.kind, &b.model);
+            // A wildcard backend's model is known per request; the gateway prices it then.
+            let info = if wildcard && b.model.ends_with('*') {
+                None
+            } else {
+                prices::lookup_for(provider.kind, &b.model)
+            };
             let provider_price = self
                 .m
                 .providers
@@ -979,6 +1057,9 @@ impl<'a> Compiler<'a> {
                 api::RouteMode::Chat => RouteMode::Chat,
                 api::RouteMode::Embeddings => RouteMode::Embeddings,
                 api::RouteMode::Completions => RouteMode::Completions,
+                api::RouteMode::Moderation => RouteMode::Moderation,
+                api::RouteMode::Rerank => RouteMode::Rerank,
+                api::RouteMode::ImageGeneration => RouteMode::ImageGeneration,
             },
             backends,
             strategy: strategy(s.strategy),
@@ -1059,11 +1140,19 @@ impl<'a> Compiler<'a> {
                 let (rns, model) = allowed.split_once('/').unwrap_or((ns.as_str(), allowed.as_str()));
                 // A route of another namespace that is not shared with this one is reported like
                 // a missing one: the key cannot use it, and its namespace's route names are not
-                // this namespace's to learn.
+                // this namespace's to learn. A wildcard route is named as written (`openai/*`),
+                // or by a model it serves.
+                let wildcard = |r: &RouteConfig| {
+                    r.namespace == ns
+                        && (r.model == *allowed
+                            || r.wildcard_prefix()
+                                .is_some_and(|p| allowed.len() > p.len() && allowed.starts_with(p)))
+                };
                 let exists = routes.iter().any(|r| {
-                    r.namespace == rns
+                    (r.namespace == rns
                         && (r.model == model || r.aliases.iter().any(|a| a == model))
-                        && (rns == ns.as_str() || r.shared_with.iter().any(|s| *s == ns || s == "*"))
+                        && (rns == ns.as_str() || r.shared_with.iter().any(|s| *s == ns || s == "*")))
+                        || wildcard(r)
                 });
                 if !exists {
                     self.diags.push(Diagnostic::warning(
@@ -1231,6 +1320,7 @@ pub fn provider_kind(t: api::ProviderType) -> ProviderKind {
         T::Xai => ProviderKind::Xai,
         T::Deepseek => ProviderKind::Deepseek,
         T::Cohere => ProviderKind::Cohere,
+        T::Voyage => ProviderKind::Voyage,
         T::Together => ProviderKind::Together,
         T::Fireworks => ProviderKind::Fireworks,
         T::Openrouter => ProviderKind::Openrouter,

@@ -222,6 +222,8 @@ pub enum ProviderKind {
     Deepseek,
     /// Cohere.
     Cohere,
+    /// Voyage AI (embeddings and rerank).
+    Voyage,
     /// Together AI.
     Together,
     /// Fireworks AI.
@@ -253,6 +255,7 @@ impl ProviderKind {
             Self::Xai => "xai",
             Self::Deepseek => "deepseek",
             Self::Cohere => "cohere",
+            Self::Voyage => "voyage",
             Self::Together => "together",
             Self::Fireworks => "fireworks",
             Self::Openrouter => "openrouter",
@@ -274,6 +277,7 @@ impl ProviderKind {
             Self::Xai => "https://api.x.ai/v1",
             Self::Deepseek => "https://api.deepseek.com/v1",
             Self::Cohere => "https://api.cohere.com",
+            Self::Voyage => "https://api.voyageai.com/v1",
             Self::Together => "https://api.together.xyz/v1",
             Self::Fireworks => "https://api.fireworks.ai/inference/v1",
             Self::Openrouter => "https://openrouter.ai/api/v1",
@@ -441,6 +445,12 @@ pub enum RouteMode {
     Embeddings,
     /// Text completions.
     Completions,
+    /// Moderations.
+    Moderation,
+    /// Rerank.
+    Rerank,
+    /// Image generation.
+    ImageGeneration,
 }
 
 /// Backend selection strategy.
@@ -507,6 +517,28 @@ pub struct RouteConfig {
     /// Other namespaces that may use this route as `namespace/model` (`*` for all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared_with: Vec<String>,
+}
+
+impl RouteConfig {
+    /// The prefix a wildcard route serves (`openai/` for `openai/*`); `None` for an exact route.
+    pub fn wildcard_prefix(&self) -> Option<&str> {
+        wildcard_prefix(&self.model)
+    }
+}
+
+/// The prefix of a wildcard model name: the part before a `*` that ends it and is its only `*`
+/// (`openai/*` -> `openai/`, `*` -> ``); `None` for any other name.
+pub fn wildcard_prefix(model: &str) -> Option<&str> {
+    model.strip_suffix('*').filter(|p| !p.contains('*'))
+}
+
+/// A backend model of a wildcard route with the client's model suffix in place of its trailing
+/// `*` (`*` + `gpt-4o` -> `gpt-4o`); a model without one is sent as it is.
+pub fn fill_wildcard(backend_model: &str, suffix: &str) -> String {
+    match backend_model.strip_suffix('*') {
+        Some(head) => format!("{head}{suffix}"),
+        None => backend_model.to_owned(),
+    }
 }
 
 /// One upstream of a route.

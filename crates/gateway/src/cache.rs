@@ -136,6 +136,9 @@ fn key(route: &RouteConfig, cx: &Context<'_>, request: &Request) -> [u8; 32] {
         Operation::Embeddings => "embeddings",
         Operation::Completions => "completions",
         Operation::Responses => "responses",
+        Operation::Moderations => "moderations",
+        Operation::Rerank => "rerank",
+        Operation::Images => "images",
     };
     for part in [
         "switchyard-cache-v1",

@@ -50,6 +50,17 @@ pub(crate) async fn metrics(State(gw): Gw) -> Response {
         .into_response()
 }
 
+/// `/health`: the process is up, as `/healthz` says, in a JSON body like LiteLLM's liveness
+/// answer so its users' probes and dashboards read it.
+pub(crate) async fn health() -> Response {
+    axum::Json(serde_json::json!({"status": "healthy"})).into_response()
+}
+
 pub(crate) async fn not_found() -> Response {
-    GatewayError::not_found("Unknown path. Switchyard serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and /v1/models.").into_response()
+    GatewayError::not_found(
+        "Unknown path. Switchyard serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, \
+         /v1/moderations, /v1/rerank (and /v2/rerank), /v1/images/generations, /v1/messages and /v1/models (and the same without the /v1 \
+         prefix, as LiteLLM does).",
+    )
+    .into_response()
 }

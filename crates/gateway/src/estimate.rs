@@ -266,8 +266,10 @@ fn count_now(op: Operation, request: &Json, prompt: &Prompt) -> u64 {
     let mut add = |s: &str| tokens += bpe.count_ordinary(s) as u64;
     let keys: &[&str] = match op {
         Operation::Chat => &["messages", "tools"],
-        Operation::Completions => &["prompt"],
+        Operation::Completions | Operation::Images => &["prompt"],
         Operation::Embeddings | Operation::Responses => &["input", "instructions"],
+        Operation::Moderations => &["input"],
+        Operation::Rerank => &["query", "documents"],
     };
     for k in keys {
         if let Some(v) = request.get(*k) {

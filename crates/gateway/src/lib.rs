@@ -34,6 +34,7 @@ mod ingress;
 pub mod limits;
 pub mod metrics;
 mod mock;
+mod mock_extra;
 mod pipeline;
 pub mod reload;
 pub mod request;
@@ -70,8 +71,24 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/responses", endpoint(Operation::Responses, &OPENAI))
         .route("/v1/models", get(endpoints::models))
         .route("/v1/messages", endpoint(Operation::Chat, &ANTHROPIC))
+        .route("/v1/moderations", endpoint(Operation::Moderations, &OPENAI))
+        // Rerank in Cohere's shape: Cohere's SDKs call /v1/rerank (v1 client) or /v2/rerank.
+        .route("/v1/rerank", endpoint(Operation::Rerank, &OPENAI))
+        .route("/v2/rerank", endpoint(Operation::Rerank, &OPENAI))
+        .route("/v1/images/generations", endpoint(Operation::Images, &OPENAI))
+        // LiteLLM serves the OpenAI endpoints without the `/v1` prefix too; clients moved over
+        // from it keep their base URL.
+        .route("/chat/completions", endpoint(Operation::Chat, &OPENAI))
+        .route("/completions", endpoint(Operation::Completions, &OPENAI))
+        .route("/embeddings", endpoint(Operation::Embeddings, &OPENAI))
+        .route("/responses", endpoint(Operation::Responses, &OPENAI))
+        .route("/moderations", endpoint(Operation::Moderations, &OPENAI))
+        .route("/rerank", endpoint(Operation::Rerank, &OPENAI))
+        .route("/images/generations", endpoint(Operation::Images, &OPENAI))
+        .route("/models", get(endpoints::models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))
+        .merge(litellm_health())
         .fallback(endpoints::not_found)
         .with_state(gw)
 }
@@ -84,7 +101,20 @@ pub fn admin_router(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(endpoints::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))
+        .merge(litellm_health())
         .with_state(gw)
+}
+
+/// The health paths LiteLLM's users point their probes at: `/health` and
+/// `/health/liveliness` (its spelling; `/health/liveness` too) answer like `/healthz`,
+/// `/health/readiness` like `/readyz`. Unlike LiteLLM's `/health`, none of them calls an
+/// upstream: a probe must not spend money or trip a provider's rate limit.
+fn litellm_health() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/health", get(endpoints::health))
+        .route("/health/liveliness", get(endpoints::health))
+        .route("/health/liveness", get(endpoints::health))
+        .route("/health/readiness", get(endpoints::readyz))
 }
 
 /// How the server stops.

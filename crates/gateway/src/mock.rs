@@ -50,7 +50,8 @@ pub async fn complete(
                 usage: Some(usage),
             })
         }
-        Operation::Completions | Operation::Responses => Err(unserved(op)),
+        Operation::Moderations | Operation::Rerank => Ok(crate::mock_extra::answer(op, request, model)),
+        Operation::Completions | Operation::Responses | Operation::Images => Err(unserved(op)),
     }
 }
 
@@ -58,11 +59,14 @@ pub async fn complete(
 fn unserved(op: Operation) -> ProviderError {
     let what = match op {
         Operation::Responses => "the Responses API (/v1/responses)",
+        Operation::Images => "image generation (/v1/images/generations)",
         _ => "legacy completions (/v1/completions)",
     };
     ProviderError::new(
         ErrorKind::BadRequest,
-        format!("The mock provider serves chat completions and embeddings, not {what}; use /v1/chat/completions."),
+        format!(
+            "The mock provider serves chat completions, embeddings, moderations and rerank, not {what}; use /v1/chat/completions."
+        ),
     )
 }
 

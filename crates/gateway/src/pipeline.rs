@@ -95,6 +95,7 @@ async fn serve(
     span.routed(req.op, &req.model);
     labels.route = format!("{}/{}", route.config.namespace, route.config.model);
     check_mode(req.op, &route, &req.model)?;
+    check_backends(&rt, req.op, &route)?;
 
     // Limits (crate::limits): the key's rpm, tpm, slots in flight and budget reservation, taken
     // in one atomic step once the route (and so the prices) is known. Refusals are 429s with
@@ -213,11 +214,38 @@ fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayEr
             RouteMode::Chat => "chat",
             RouteMode::Embeddings => "embeddings",
             RouteMode::Completions => "completions",
+            RouteMode::Moderation => "moderation",
+            RouteMode::Rerank => "rerank",
+            RouteMode::ImageGeneration => "image generation",
         };
         Err(GatewayError::bad_request(
             format!("model `{model}` is a {mode} route and does not serve this endpoint"),
             Some("model"),
         ))
+    }
+}
+
+/// A route with a backend whose provider's API lacks the endpoint (moderations on Groq, rerank
+/// on OpenAI) is refused before any attempt, naming the route, the backend and its provider.
+fn check_backends(rt: &Runtime, op: Operation, route: &Route) -> Result<(), GatewayError> {
+    let lacking = route.config.backends.iter().find_map(|b| {
+        let p = rt.provider(&b.provider)?;
+        (!switchyard_providers::serves(p.kind, op)).then_some((b, p))
+    });
+    match lacking {
+        None => Ok(()),
+        Some((b, p)) => Err(GatewayError::bad_request(
+            format!(
+                "route `{}/{}` cannot serve {}: its backend `{}` is on provider `{}` of type {}, whose API has no such endpoint",
+                route.config.namespace,
+                route.config.model,
+                op.path(),
+                b.name,
+                p.id,
+                p.kind.as_str()
+            ),
+            Some("model"),
+        )),
     }
 }
 

@@ -18,7 +18,7 @@ pub struct Request {
     pub op: Operation,
     /// `model`, as the client sent it (a route name or alias, maybe `namespace/name`).
     pub model: String,
-    /// `stream`, never for embeddings.
+    /// `stream`, never for embeddings, moderations or rerank.
     pub stream: bool,
     /// `stream_options.include_usage`: the client wants the usage-only chunk of a stream.
     pub include_usage: bool,
@@ -53,7 +53,8 @@ impl Request {
             }
         };
         require(op, &raw)?;
-        let stream = op != Operation::Embeddings && raw.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let streams = matches!(op, Operation::Chat | Operation::Completions | Operation::Responses);
+        let stream = streams && raw.get("stream").and_then(Value::as_bool).unwrap_or(false);
         let include_usage = raw
             .get("stream_options")
             .and_then(|o| o.get("include_usage"))
@@ -99,8 +100,27 @@ fn require(op: Operation, raw: &Json) -> Result<(), GatewayError> {
                 )),
             }
         }
-        Operation::Embeddings | Operation::Responses => "input",
-        Operation::Completions => "prompt",
+        Operation::Embeddings | Operation::Responses | Operation::Moderations => "input",
+        Operation::Images if raw.get("stream").and_then(Value::as_bool) == Some(true) => {
+            return Err(GatewayError::bad_request(
+                "streamed image generation (`stream: true`) is not supported; ask for the whole response",
+                Some("stream"),
+            ))
+        }
+        Operation::Completions | Operation::Images => "prompt",
+        Operation::Rerank => {
+            return match (raw.get("query"), raw.get("documents")) {
+                (Some(Value::String(_)), Some(Value::Array(_))) => Ok(()),
+                (Some(Value::String(_)), _) => Err(GatewayError::bad_request(
+                    "'documents' is a required property and must be an array",
+                    Some("documents"),
+                )),
+                _ => Err(GatewayError::bad_request(
+                    "'query' is a required property and must be a string",
+                    Some("query"),
+                )),
+            }
+        }
     };
     if raw.contains_key(field) {
         Ok(())

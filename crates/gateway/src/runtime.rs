@@ -19,13 +19,17 @@ use crate::budget::TeamBudget;
 use crate::error::GatewayError;
 
 /// Whether a route in `mode` serves `op`: chat routes serve chat, responses and completions;
-/// completion routes completions; embedding routes embeddings.
+/// completion routes completions; embedding routes embeddings; moderation routes moderations;
+/// rerank routes rerank; image generation routes images.
 pub fn serves(mode: RouteMode, op: Operation) -> bool {
     matches!(
         (op, mode),
         (Operation::Chat | Operation::Responses, RouteMode::Chat)
             | (Operation::Embeddings, RouteMode::Embeddings)
             | (Operation::Completions, RouteMode::Completions | RouteMode::Chat)
+            | (Operation::Moderations, RouteMode::Moderation)
+            | (Operation::Rerank, RouteMode::Rerank)
+            | (Operation::Images, RouteMode::ImageGeneration)
     )
 }
 
@@ -84,9 +88,16 @@ impl Key {
             && (self.config.allowed_routes.is_empty()
                 || self.config.allowed_routes.iter().any(|a| {
                     let (ans, aname) = a.split_once('/').unwrap_or((own.as_str(), a.as_str()));
-                    ans == route.namespace && (aname == route.model || route.aliases.iter().any(|x| x == aname))
+                    (ans == route.namespace && (aname == route.model || route.aliases.iter().any(|x| x == aname)))
+                        || names_wildcard(a, own, route)
                 }))
     }
+}
+
+/// Whether an allowed-routes entry names the wildcard route `route` of the key's namespace as
+/// it is written (`openai/*` holds a `/` without naming a namespace).
+fn names_wildcard(entry: &str, own: &str, route: &RouteConfig) -> bool {
+    route.namespace == own && entry == route.model && route.wildcard_prefix().is_some()
 }
 
 /// The priced backends reachable from each route (see [`Route::reachable`]): rule targets cost
@@ -153,6 +164,9 @@ pub struct Runtime {
     /// The generation the control plane gave it.
     pub generation: u64,
     routes: HashMap<(String, String), Arc<Route>>,
+    /// Wildcard routes (`openai/*`), longest prefix first: asked only when no route has the
+    /// model's exact name.
+    wildcards: Vec<Arc<Route>>,
     keys: HashMap<[u8; 32], (Arc<Key>, Option<i64>)>,
     providers: HashMap<String, Arc<ProviderConfig>>,
 }
@@ -162,6 +176,7 @@ impl Runtime {
     pub fn new(config: GatewayConfig, generation: u64) -> Self {
         let hash = config.hash();
         let mut routes = HashMap::new();
+        let mut wildcards = Vec::new();
         let mut reach = reachable(&config.routes).into_iter();
         for (index, r) in config.routes.iter().enumerate() {
             let route = Arc::new(Route {
@@ -169,6 +184,10 @@ impl Runtime {
                 index,
                 reachable: reach.next().unwrap_or_default(),
             });
+            if r.wildcard_prefix().is_some() {
+                wildcards.push(route);
+                continue;
+            }
             for name in std::iter::once(&r.model).chain(r.aliases.iter()) {
                 routes.insert((r.namespace.clone(), name.clone()), route.clone());
             }
@@ -198,6 +217,7 @@ impl Runtime {
                 }
             }
         }
+        wildcards.sort_by_key(|w: &Arc<Route>| std::cmp::Reverse(w.config.model.len()));
         let providers = config
             .providers
             .iter()
@@ -209,6 +229,7 @@ impl Runtime {
             hash,
             generation,
             routes,
+            wildcards,
             keys,
             providers,
         }
@@ -257,7 +278,7 @@ impl Runtime {
             _ => (own.as_str(), model, false),
         };
         let Some(route) = self.routes.get(&(ns.to_owned(), name.to_owned())) else {
-            return Err(GatewayError::model_not_found(model));
+            return self.wildcard_for(key, model);
         };
         if qualified && ns != own && !route.config.shared_with.iter().any(|s| s == own || s == "*") {
             return Err(GatewayError::model_not_found(model));
@@ -268,6 +289,35 @@ impl Runtime {
             )));
         }
         Ok(route.clone())
+    }
+
+    /// The wildcard route serving `model` (the key's namespace's, else a shared one addressed as
+    /// `namespace/model`), made concrete for it: see [`concrete`].
+    fn wildcard_for(&self, key: &Key, model: &str) -> Result<Arc<Route>, GatewayError> {
+        let own = key.config.namespace.as_str();
+        let mut asked = vec![(own, model, false)];
+        if let Some((ns, name)) = model.split_once('/').filter(|(ns, _)| *ns != own) {
+            asked.push((ns, name, true));
+        }
+        for (ns, name, qualified) in asked {
+            let found = self.wildcards.iter().find_map(|w| {
+                let prefix = w.config.wildcard_prefix()?;
+                let suffix = name.strip_prefix(prefix)?;
+                (w.config.namespace == ns && !suffix.is_empty() && !suffix.contains('*')).then_some((w, suffix))
+            });
+            let Some((wild, suffix)) = found else { continue };
+            if qualified && !wild.config.shared_with.iter().any(|s| s == own || s == "*") {
+                continue;
+            }
+            let named = key.config.allowed_routes.iter().any(|a| a == model);
+            if !named && !key.allows(&wild.config) {
+                return Err(GatewayError::forbidden(format!(
+                    "This API key is not allowed to use model `{model}`."
+                )));
+            }
+            return concrete(self, wild, suffix, key.config.budget.is_some(), model);
+        }
+        Err(GatewayError::model_not_found(model))
     }
 
     /// Routes a key may use, as clients name them.
@@ -288,7 +338,7 @@ impl Runtime {
                 let allowed = key.config.allowed_routes.is_empty()
                     || key.config.allowed_routes.iter().any(|a| {
                         let (ans, aname) = a.split_once('/').unwrap_or((own.as_str(), a.as_str()));
-                        ans == r.namespace && aname == r.model
+                        (ans == r.namespace && aname == r.model) || names_wildcard(a, own, r)
                     });
                 allowed.then_some(name)
             })
@@ -306,6 +356,46 @@ impl Runtime {
     pub fn route(&self, namespace: &str, model: &str) -> Option<&Arc<Route>> {
         self.routes.get(&(namespace.to_owned(), model.to_owned()))
     }
+}
+
+/// A wildcard route made concrete for one model: each backend whose model ends in `*` gets the
+/// client's `suffix` in its place, and the price, context window and output limit of that model
+/// (the backend's own `pricing` first, else the built-in table by the provider's type), which
+/// the budget reservation then counts among the route's reachable prices. Balancing, cooldowns
+/// and quotas stay the wildcard route's (same index, same backend names). With a budget to
+/// keep, a model no price is known for is refused: it could not be reserved nor charged.
+fn concrete(rt: &Runtime, wild: &Route, suffix: &str, budgeted: bool, model: &str) -> Result<Arc<Route>, GatewayError> {
+    let mut config = wild.config.clone();
+    let mut reachable = wild.reachable.clone();
+    for b in config.backends.iter_mut().filter(|b| b.model.ends_with('*')) {
+        b.model = switchyard_config::fill_wildcard(&b.model, suffix);
+        let info = rt
+            .provider(&b.provider)
+            .and_then(|p| switchyard_config::prices::lookup_for(p.kind, &b.model));
+        b.price = b.price.or(info.map(|i| i.price));
+        b.context_window = b.context_window.or(info.map(|i| i.context_window).filter(|c| *c > 0));
+        b.max_output_tokens = b.max_output_tokens.or(info.map(|i| i.max_output).filter(|m| *m > 0));
+        match b.price {
+            Some(p) if !reachable.contains(&(p, b.max_output_tokens)) => reachable.push((p, b.max_output_tokens)),
+            Some(_) => {}
+            None if budgeted => {
+                return Err(GatewayError::bad_request(
+                    format!(
+                        "model `{model}` has no known price, and this API key has a budget: the wildcard route `{}` \
+                         serves it on backend `{}` only with a `pricing` for it",
+                        wild.config.model, b.name
+                    ),
+                    Some("model"),
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(Arc::new(Route {
+        config,
+        index: wild.index,
+        reachable,
+    }))
 }
 
 #[cfg(test)]
@@ -439,6 +529,96 @@ mod tests {
             (alice.id.as_str(), alice.scope.as_str()),
             ("team-a/alice", "k:team-a/alice")
         );
+    }
+
+    /// `openai/*` serves any `openai/<model>` the exact routes do not; the suffix reaches the
+    /// backend, priced from the table for the budget; keys allowed the pattern or the model
+    /// pass, others are refused.
+    #[test]
+    fn wildcard_routes_serve_the_suffix_by_the_longest_prefix() {
+        let provider: ProviderConfig = serde_json::from_value(serde_json::json!({
+            "id": "default/p", "kind": "openai", "baseUrl": "http://x/v1",
+            "timeouts": {"connectMs": 1, "requestMs": 1, "streamIdleMs": 1},
+            "circuitBreaker": {"consecutiveFailures": 1, "cooldownMs": 1},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let wild = |model: &str, backend: &str| {
+            let mut r = tenant_route("default", model, &[]);
+            r.backends[0].model = backend.into();
+            r
+        };
+        let mut shared = wild("team/*", "*");
+        shared.namespace = "team-b".into();
+        shared.shared_with = vec!["default".into()];
+        let mut budgeted = tenant_key("default", "budgeted", &[]);
+        budgeted.budget = Some(
+            serde_json::from_value(
+                serde_json::json!({"maxSpend": 1.0, "period": "monthly", "action": "block", "alertThresholds": []}),
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let cfg = GatewayConfig {
+            version: SCHEMA_VERSION,
+            providers: vec![provider],
+            routes: vec![
+                wild("openai/*", "*"),
+                wild("openai/gpt-4o-*", "fixed-*"),
+                tenant_route("default", "openai/exact", &[]),
+                shared,
+            ],
+            keys: vec![
+                tenant_key("default", "all", &[]),
+                tenant_key("default", "pattern", &["openai/*"]),
+                tenant_key("default", "one", &["openai/gpt-4o"]),
+                tenant_key("default", "other", &["chat"]),
+                budgeted,
+            ],
+            ..Default::default()
+        };
+        let rt = Runtime::new(cfg, 1);
+        let key = |name: &str| {
+            rt.authenticate(&format!("sk-default-{name}"), 0)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let served = |k: &str, model: &str| {
+            rt.route_for(&key(k), model)
+                .map(|r| (r.config.model.clone(), r.config.backends[0].model.clone()))
+                .map_err(|e| e.status.as_u16())
+        };
+        let all = "all";
+        assert_eq!(served(all, "openai/gpt-4o"), Ok(("openai/*".into(), "gpt-4o".into())));
+        // The longest prefix wins; an exact route wins over both.
+        assert_eq!(
+            served(all, "openai/gpt-4o-mini"),
+            Ok(("openai/gpt-4o-*".into(), "fixed-mini".into()))
+        );
+        assert_eq!(served(all, "openai/exact"), Ok(("openai/exact".into(), "m".into())));
+        // Nothing after the prefix, or another `*`, is no model.
+        assert_eq!(served(all, "openai/"), Err(404));
+        assert_eq!(served(all, "openai/*"), Err(404));
+        assert_eq!(served(all, "anthropic/claude"), Err(404));
+        // A shared wildcard is reached as `namespace/model`.
+        assert_eq!(served(all, "team-b/team/x"), Ok(("team/*".into(), "x".into())));
+        // Allowed routes: the pattern as written, or the model itself.
+        assert_eq!(served("pattern", "openai/gpt-4o").map(|r| r.1), Ok("gpt-4o".into()));
+        assert_eq!(served("one", "openai/gpt-4o").map(|r| r.1), Ok("gpt-4o".into()));
+        assert_eq!(served("one", "openai/gpt-4.1"), Err(403));
+        assert_eq!(served("other", "openai/gpt-4o"), Err(403));
+        assert_eq!(rt.models_for(&key("pattern")), vec!["openai/*"]);
+        // The concrete model is priced from the table, and the reservation counts that price.
+        let route = rt
+            .route_for(&key(all), "openai/gpt-4o")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let price = route.config.backends[0]
+            .price
+            .unwrap_or_else(|| panic!("gpt-4o is priced"));
+        assert_eq!((price.input, price.output), (2.5, 10.0));
+        assert!(route.reachable.iter().any(|(p, _)| *p == price));
+        assert_eq!(route.index, rt.wildcards[1].index, "state stays the wildcard route's");
+        // A key with a budget cannot use a model nobody priced.
+        assert!(served(all, "openai/no-such-model-xyz").is_ok());
+        assert_eq!(served("budgeted", "openai/no-such-model-xyz"), Err(400));
+        assert!(served("budgeted", "openai/gpt-4o").is_ok());
     }
 
     #[test]

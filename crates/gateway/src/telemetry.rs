@@ -116,6 +116,9 @@ fn operation_name(op: Operation) -> &'static str {
         Operation::Chat | Operation::Responses => "chat",
         Operation::Completions => "text_completion",
         Operation::Embeddings => "embeddings",
+        Operation::Moderations => "moderation",
+        Operation::Rerank => "rerank",
+        Operation::Images => "image_generation",
     }
 }
 
@@ -236,10 +239,7 @@ impl RequestSpan {
         };
         let route = match (anthropic, op) {
             (true, _) => "/v1/messages",
-            (false, Operation::Chat) => "/v1/chat/completions",
-            (false, Operation::Completions) => "/v1/completions",
-            (false, Operation::Embeddings) => "/v1/embeddings",
-            (false, Operation::Responses) => "/v1/responses",
+            (false, op) => op.path(),
         };
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
         let name = operation_name(op);

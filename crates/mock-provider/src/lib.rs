@@ -9,15 +9,17 @@
 //!
 //! | Provider | Paths | Auth |
 //! |---|---|---|
-//! | OpenAI | `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`; `GET /v1/models`, `/v1/models/{model}` | `Authorization: Bearer` |
-//! | Azure OpenAI | `POST /openai/deployments/{deployment}/chat/completions`, `/completions`, `/embeddings` with `?api-version=` | `api-key` (or Bearer) |
+//! | OpenAI | `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/moderations` (Mistral's shape for `mistral-moderation*` models), `/v1/images/generations`; `GET /v1/models`, `/v1/models/{model}` | `Authorization: Bearer` |
+//! | vLLM | `POST /v1/rerank` (Cohere/Jina-compatible) | none |
+//! | Azure OpenAI | `POST /openai/deployments/{deployment}/chat/completions`, `/completions`, `/embeddings`, `/images/generations` with `?api-version=` | `api-key` (or Bearer) |
 //! | Anthropic | `POST /v1/messages` | `x-api-key` (or Bearer, as newer SDKs send it) + `anthropic-version` |
 //! | Bedrock | `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke`, `/invoke-with-response-stream` | SigV4, service `bedrock`, key `AKIDSWITCHYARDTEST` / `switchyard-test-secret` |
 //! | Gemini | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent[?alt=sse]`, `:embedContent`, `:batchEmbedContents`, `:countTokens` (also under `/v1/models/`) | `x-goog-api-key` or `?key=` |
 //! | Vertex AI | `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`, `:streamGenerateContent`, `:predict`, `:embedContent`; `.../publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict` (also under `/v1beta1/`) | `Authorization: Bearer` |
 //! | Google OAuth | `POST /token` (JWT-bearer grant) → `{"access_token","expires_in":3599,"token_type":"Bearer"}` | — |
-//! | Cohere | `POST /v2/chat` (stream and not), `POST /v2/embed` | `Authorization: Bearer` |
-//! | Control | `GET /mock/stats`, `GET /mock/ledger`, `POST /mock/reset`, `GET /mock/last-request?provider=openai\|azure\|anthropic\|bedrock\|gemini\|vertex\|cohere`, `GET /healthz` | — |
+//! | Cohere | `POST /v2/chat` (stream and not), `POST /v2/embed`, `POST /v2/rerank` | `Authorization: Bearer` |
+//! | Voyage AI | `POST /voyage/v1/embeddings`, `/voyage/v1/rerank` (Voyage's `/v1` paths under `/voyage`: base URL `http://HOST/voyage/v1`) | `Authorization: Bearer` |
+//! | Control | `GET /mock/stats`, `GET /mock/ledger`, `POST /mock/reset`, `GET /mock/last-request?provider=openai\|azure\|anthropic\|bedrock\|gemini\|vertex\|cohere\|voyage`, `GET /healthz` | — |
 //!
 //! A missing key gets the provider's own authentication error; so does any key starting with
 //! `invalid` (Bedrock instead checks the signature for real).
@@ -74,7 +76,10 @@ mod anthropic;
 mod bedrock;
 mod cohere;
 mod google;
+mod images;
+mod moderations;
 mod openai;
+mod rerank;
 mod scenario;
 pub mod sigv4;
 mod state;
@@ -137,6 +142,10 @@ pub fn router(state: MockState) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/responses", post(openai::responses))
+        .route("/v1/moderations", post(moderations::moderations))
+        .route("/v1/images/generations", post(images::openai))
+        // vLLM's Cohere-compatible rerank (OpenAI itself has none).
+        .route("/v1/rerank", post(rerank::vllm))
         .route("/v1/models", get(openai::list_models))
         // `GET` is OpenAI's model lookup; `POST` is the Gemini API's v1 `{model}:{method}`.
         .route("/v1/models/{model}", get(openai::retrieve_model).post(google::gemini))
@@ -152,6 +161,10 @@ pub fn router(state: MockState) -> Router {
         .route(
             "/openai/deployments/{deployment}/embeddings",
             post(openai::azure_embeddings),
+        )
+        .route(
+            "/openai/deployments/{deployment}/images/generations",
+            post(images::azure),
         )
         // Anthropic
         .route("/v1/messages", post(anthropic::messages))
@@ -177,6 +190,10 @@ pub fn router(state: MockState) -> Router {
         // Cohere
         .route("/v2/chat", post(cohere::chat))
         .route("/v2/embed", post(cohere::embed))
+        .route("/v2/rerank", post(rerank::cohere))
+        // Voyage AI: its /v1 paths, under /voyage since OpenAI's share them.
+        .route("/voyage/v1/embeddings", post(rerank::voyage_embeddings))
+        .route("/voyage/v1/rerank", post(rerank::voyage_rerank))
         // Control
         .route("/mock/stats", get(stats))
         .route("/mock/reset", post(reset))

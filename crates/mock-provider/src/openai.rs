@@ -26,7 +26,7 @@ use crate::wire::{self, hv, name, Frame, Pacing};
 
 /// Which flavour of the OpenAI API a request came through.
 #[derive(Clone, Copy)]
-enum Flavor<'a> {
+pub(crate) enum Flavor<'a> {
     OpenAi,
     Azure { deployment: &'a str },
 }
@@ -165,7 +165,7 @@ pub async fn retrieve_model(Path(model): Path<String>, headers: HeaderMap) -> Re
 // ---------------------------------------------------------------------------------------------
 // Auth and errors
 
-fn openai_auth(headers: &HeaderMap) -> Result<(), Response<Body>> {
+pub(crate) fn openai_auth(headers: &HeaderMap) -> Result<(), Response<Body>> {
     match wire::bearer(headers) {
         None => Err(error_body(
             StatusCode::UNAUTHORIZED,
@@ -190,7 +190,7 @@ fn openai_auth(headers: &HeaderMap) -> Result<(), Response<Body>> {
     }
 }
 
-fn azure_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), Response<Body>> {
+pub(crate) fn azure_auth(headers: &HeaderMap, query: Option<&str>) -> Result<(), Response<Body>> {
     let key = wire::header_str(headers, "api-key").or_else(|| wire::bearer(headers));
     match key {
         Some(k) if !wire::is_rejected_key(k) => {}
@@ -232,7 +232,7 @@ fn request_id(state: &MockState) -> String {
 }
 
 /// The error response for a fault, in the flavour's shape.
-fn fault_response(flavor: Flavor<'_>, fault: Fault, model: &str, prompt_tokens: u32) -> Response<Body> {
+pub(crate) fn fault_response(flavor: Flavor<'_>, fault: Fault, model: &str, prompt_tokens: u32) -> Response<Body> {
     match (flavor, fault) {
         (Flavor::OpenAi, Fault::RateLimited) => error_body(
             StatusCode::TOO_MANY_REQUESTS,
@@ -321,7 +321,7 @@ fn refusal_response(flavor: Flavor<'_>) -> Response<Body> {
     }
 }
 
-fn bad_request(message: &str) -> Response<Body> {
+pub(crate) fn bad_request(message: &str) -> Response<Body> {
     error_body(
         StatusCode::BAD_REQUEST,
         &[],
@@ -333,7 +333,7 @@ fn bad_request(message: &str) -> Response<Body> {
 }
 
 /// Headers a successful OpenAI (or Azure) response carries.
-fn success_headers(state: &MockState, flavor: Flavor<'_>) -> Vec<(HeaderName, HeaderValue)> {
+pub(crate) fn success_headers(state: &MockState, flavor: Flavor<'_>) -> Vec<(HeaderName, HeaderValue)> {
     let id = request_id(state);
     match flavor {
         Flavor::OpenAi => vec![

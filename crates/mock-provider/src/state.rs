@@ -22,10 +22,11 @@ pub enum Provider {
     Gemini,
     Vertex,
     Cohere,
+    Voyage,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 7] = [
+    pub const ALL: [Provider; 8] = [
         Provider::OpenAi,
         Provider::Azure,
         Provider::Anthropic,
@@ -33,6 +34,7 @@ impl Provider {
         Provider::Gemini,
         Provider::Vertex,
         Provider::Cohere,
+        Provider::Voyage,
     ];
 
     /// The name used by `GET /mock/last-request?provider=`.
@@ -45,6 +47,7 @@ impl Provider {
             Provider::Gemini => "gemini",
             Provider::Vertex => "vertex",
             Provider::Cohere => "cohere",
+            Provider::Voyage => "voyage",
         }
     }
 
@@ -139,7 +142,7 @@ struct Inner {
     streams_cancelled: AtomicU64,
     streams_cut: AtomicU64,
     flaky: Mutex<HashMap<String, u64>>,
-    last: Mutex<[Option<LastRequest>; 7]>,
+    last: Mutex<[Option<LastRequest>; Provider::ALL.len()]>,
     ids: AtomicU64,
     ledger: Mutex<Ledger>,
 }

@@ -85,9 +85,13 @@ impl Adapter for Cohere {
         let (url, body) = match op {
             Operation::Chat => (url(target, "chat"), encode(&chat_request(request, target, stream)?)?),
             Operation::Embeddings => (url(target, "embed"), encode(&embed_request(request, target)?)?),
-            Operation::Completions | Operation::Responses => {
+            Operation::Rerank => (
+                url(target, "rerank"),
+                encode(&crate::rerank::cohere_request(request, target)?)?,
+            ),
+            _ => {
                 return Err(bad(
-                    "cohere backends serve /v1/chat/completions and /v1/embeddings only",
+                    "cohere backends serve /v1/chat/completions, /v1/embeddings and /v1/rerank only",
                 ))
             }
         };
@@ -103,8 +107,9 @@ impl Adapter for Cohere {
         match op {
             Operation::Chat => chat_response(body, target),
             Operation::Embeddings => embed_response(body, target),
-            Operation::Completions | Operation::Responses => Err(bad(
-                "cohere backends serve /v1/chat/completions and /v1/embeddings only",
+            Operation::Rerank => crate::rerank::cohere_response(body),
+            _ => Err(bad(
+                "cohere backends serve /v1/chat/completions, /v1/embeddings and /v1/rerank only",
             )),
         }
     }

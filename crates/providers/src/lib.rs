@@ -10,8 +10,11 @@ pub mod bedrock;
 pub mod cohere;
 pub mod gemini;
 pub mod mock;
+pub mod moderations;
 pub mod openai;
+pub mod rerank;
 pub mod sse;
+pub mod voyage;
 
 use std::time::Duration;
 
@@ -34,6 +37,45 @@ pub enum Operation {
     Completions,
     /// `/v1/responses`.
     Responses,
+    /// `/v1/moderations`.
+    Moderations,
+    /// `/v1/rerank` and `/v2/rerank`, in Cohere's shape.
+    Rerank,
+    /// `/v1/images/generations`.
+    Images,
+}
+
+impl Operation {
+    /// The endpoint's path, for messages.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "/v1/chat/completions",
+            Self::Embeddings => "/v1/embeddings",
+            Self::Completions => "/v1/completions",
+            Self::Responses => "/v1/responses",
+            Self::Moderations => "/v1/moderations",
+            Self::Rerank => "/v1/rerank",
+            Self::Images => "/v1/images/generations",
+        }
+    }
+}
+
+/// Whether a provider type's API has an endpoint for `op`, for the endpoints some APIs lack
+/// entirely (moderations, rerank); the gateway refuses a request before any attempt when a
+/// route's backend cannot serve it. Chat, completions, embeddings and responses answer `true`:
+/// their adapters refuse what they cannot translate themselves.
+pub fn serves(kind: ProviderKind, op: Operation) -> bool {
+    use ProviderKind as K;
+    match op {
+        Operation::Chat | Operation::Embeddings | Operation::Completions | Operation::Responses => true,
+        // OpenAI's /v1/moderations, and Mistral's of the same request shape; Azure OpenAI
+        // filters content inside its chat API and has no moderation endpoint.
+        Operation::Moderations => matches!(kind, K::Openai | K::Mistral | K::OpenaiCompatible | K::Mock),
+        // Cohere's /v2/rerank, Voyage's /v1/rerank, vLLM's Cohere-compatible /v1/rerank.
+        Operation::Rerank => matches!(kind, K::Cohere | K::Voyage | K::Vllm | K::OpenaiCompatible | K::Mock),
+        // OpenAI's and Azure OpenAI's image generation (DALL-E, GPT Image).
+        Operation::Images => matches!(kind, K::Openai | K::AzureOpenai | K::OpenaiCompatible),
+    }
 }
 
 /// Who the request goes to.
@@ -254,6 +296,7 @@ pub fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
         ProviderKind::Gemini => &gemini::GEMINI,
         ProviderKind::Vertex => &gemini::VERTEX,
         ProviderKind::Cohere => &cohere::COHERE,
+        ProviderKind::Voyage => &voyage::VOYAGE,
         // Native adapters of the other providers register here as they are added; until then
         // they speak their OpenAI-compatible endpoints.
         _ => openai::preset(kind),

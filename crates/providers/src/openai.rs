@@ -33,6 +33,8 @@ pub enum Auth {
 pub struct OpenAi {
     /// Provider name in messages.
     pub name: &'static str,
+    /// The provider type it speaks for.
+    pub kind: ProviderKind,
     /// Auth style.
     pub auth: Auth,
     /// Azure-style deployment paths (`/openai/deployments/{model}/...?api-version=`).
@@ -44,10 +46,11 @@ pub struct OpenAi {
 }
 
 macro_rules! preset {
-    ($ident:ident, $name:expr, stream_usage = $su:expr, responses = $resp:expr) => {
+    ($ident:ident, $kind:ident, $name:expr, stream_usage = $su:expr, responses = $resp:expr) => {
         #[doc = concat!("The `", $name, "` preset.")]
         pub static $ident: OpenAi = OpenAi {
             name: $name,
+            kind: ProviderKind::$kind,
             auth: Auth::Bearer,
             azure_paths: false,
             stream_usage_option: $su,
@@ -56,21 +59,40 @@ macro_rules! preset {
     };
 }
 
-preset!(OPENAI, "openai", stream_usage = true, responses = true);
-preset!(MISTRAL, "mistral", stream_usage = false, responses = false);
-preset!(GROQ, "groq", stream_usage = true, responses = true);
-preset!(XAI, "xai", stream_usage = true, responses = true);
-preset!(DEEPSEEK, "deepseek", stream_usage = true, responses = false);
-preset!(TOGETHER, "together", stream_usage = true, responses = false);
-preset!(FIREWORKS, "fireworks", stream_usage = true, responses = false);
-preset!(OPENROUTER, "openrouter", stream_usage = true, responses = false);
-preset!(OLLAMA, "ollama", stream_usage = true, responses = false);
-preset!(VLLM, "vllm", stream_usage = true, responses = true);
-preset!(COMPATIBLE, "openai-compatible", stream_usage = true, responses = true);
+preset!(OPENAI, Openai, "openai", stream_usage = true, responses = true);
+preset!(MISTRAL, Mistral, "mistral", stream_usage = false, responses = false);
+preset!(GROQ, Groq, "groq", stream_usage = true, responses = true);
+preset!(XAI, Xai, "xai", stream_usage = true, responses = true);
+preset!(DEEPSEEK, Deepseek, "deepseek", stream_usage = true, responses = false);
+preset!(TOGETHER, Together, "together", stream_usage = true, responses = false);
+preset!(
+    FIREWORKS,
+    Fireworks,
+    "fireworks",
+    stream_usage = true,
+    responses = false
+);
+preset!(
+    OPENROUTER,
+    Openrouter,
+    "openrouter",
+    stream_usage = true,
+    responses = false
+);
+preset!(OLLAMA, Ollama, "ollama", stream_usage = true, responses = false);
+preset!(VLLM, Vllm, "vllm", stream_usage = true, responses = true);
+preset!(
+    COMPATIBLE,
+    OpenaiCompatible,
+    "openai-compatible",
+    stream_usage = true,
+    responses = true
+);
 
 /// Azure OpenAI.
 pub static AZURE: OpenAi = OpenAi {
     name: "azure-openai",
+    kind: ProviderKind::AzureOpenai,
     auth: Auth::ApiKeyHeader,
     azure_paths: true,
     stream_usage_option: true,
@@ -110,6 +132,19 @@ impl OpenAi {
                     ));
                 }
                 "responses"
+            }
+            Operation::Moderations | Operation::Rerank | Operation::Images => {
+                if !crate::serves(self.kind, op) {
+                    return Err(ProviderError::new(
+                        ErrorKind::BadRequest,
+                        format!("{} backends do not serve {}", self.name, op.path()),
+                    ));
+                }
+                match op {
+                    Operation::Moderations => "moderations",
+                    Operation::Rerank => "rerank",
+                    _ => "images/generations",
+                }
             }
         };
         Ok(if self.azure_paths {
@@ -186,6 +221,12 @@ impl Adapter for OpenAi {
     }
 
     fn parse(&self, op: Operation, body: &[u8], _target: &Target<'_>) -> Result<Translated, ProviderError> {
+        if op == Operation::Moderations && self.name == MISTRAL.name {
+            return crate::moderations::mistral_response(body);
+        }
+        if op == Operation::Images {
+            return images_response(body);
+        }
         let usage = parse_usage(op, body)?;
         Ok(Translated {
             body: Bytes::copy_from_slice(body),
@@ -257,6 +298,31 @@ impl From<WireUsage> for Usage {
             reasoning_tokens: u.completion_tokens_details.map_or(0, |d| d.reasoning_tokens),
         }
     }
+}
+
+/// An image generation answer, passed through. GPT Image models report token usage; DALL-E
+/// models bill per image and report none, so each image is counted as one completion token: a
+/// DALL-E backend's `pricing.output` is the price of a million images.
+fn images_response(body: &[u8]) -> Result<Translated, ProviderError> {
+    #[derive(Deserialize)]
+    struct Images {
+        #[serde(default)]
+        data: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+    let parsed: Images = serde_json::from_slice(body).map_err(crate::wire::unreadable)?;
+    let usage = match parsed.usage {
+        Some(u) => Usage::from(u),
+        None => Usage {
+            completion_tokens: parsed.data.len() as u64,
+            ..Usage::default()
+        },
+    };
+    Ok(Translated {
+        body: Bytes::copy_from_slice(body),
+        usage: Some(usage),
+    })
 }
 
 fn parse_usage(op: Operation, body: &[u8]) -> Result<Option<Usage>, ProviderError> {

@@ -756,3 +756,107 @@ spec:
         vec!["typo.yaml:6: Budget/typo: spec.limit: unknown field".to_owned()]
     );
 }
+
+/// `openai/*` is a wildcard route: accepted with its backends' `*` models unpriced (the gateway
+/// prices each request's model); a `*` anywhere else is refused with the file and line.
+#[test]
+fn wildcard_routes_are_accepted_and_misplaced_stars_refused() {
+    let routes = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: openai-any}
+spec:
+  model: openai/*
+  backends:
+    - providerRef: {name: openai}
+      model: "*"
+    - providerRef: {name: openai}
+      model: gpt-4o
+      name: fixed
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: middle}
+spec:
+  model: "gpt-*-mini"
+  backends:
+    - providerRef: {name: openai}
+      model: gpt-4o
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: exact-star}
+spec:
+  model: exact
+  backends:
+    - providerRef: {name: openai}
+      model: "*"
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: to-wildcard}
+spec:
+  model: to-wildcard
+  backends:
+    - providerRef: {name: openai}
+      model: gpt-4o
+  fallbacks:
+    - route: openai/*
+---
+apiVersion: switchyard.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: slash}
+spec:
+  model: team/model
+  backends:
+    - providerRef: {name: openai}
+      model: gpt-4o
+"#;
+    // Keys name a wildcard route as written, or a model it serves: no "no route serves" warning.
+    let keys = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: VirtualKey
+metadata: {name: wild}
+spec:
+  secretRef: {name: wild-key}
+  allowedRoutes: ["openai/*", "openai/gpt-4.1", "anthropic/claude"]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: wild-key}
+stringData: {key: sk-wild}
+"#;
+    let m = load(&[
+        ("providers.yaml", PROVIDERS),
+        ("routes.yaml", routes),
+        ("keys.yaml", keys),
+    ]);
+    let c = compile(&m, &CompileOptions::default());
+    assert_eq!(
+        messages(&c),
+        vec![
+            r#"keys.yaml:7: warning: VirtualKey/wild: spec.allowedRoutes[2]: no route serves "anthropic/claude" (yet)"#,
+            r#"routes.yaml:18: LLMRoute/middle: spec.model: model "gpt-*-mini" has a `*` before its end; a wildcard route's model ends in its only `*` (`openai/*`); the route is left out"#,
+            r#"routes.yaml:30: LLMRoute/exact-star: spec.backends[0].model: backend model "*": only a wildcard route's backends may end in `*`; the route is left out"#,
+            r#"routes.yaml:41: LLMRoute/to-wildcard: spec.fallbacks[0].route: "openai/*" is a wildcard; fallbacks and rules must name an exact route; the route is left out"#,
+            r#"routes.yaml:47: LLMRoute/slash: spec.model: model "team/model" holds a `/`, which only a wildcard model (ending in `*`) may; clients address shared routes as `<namespace>/<model>`; the route is left out"#,
+        ]
+    );
+    assert_eq!(c.config.routes.len(), 1);
+    let wild = &c.config.routes[0];
+    assert_eq!(
+        (wild.model.as_str(), wild.wildcard_prefix()),
+        ("openai/*", Some("openai/"))
+    );
+    assert_eq!(wild.backends[0].model, "*");
+    assert_eq!(
+        wild.backends[0].price, None,
+        "priced per request, by the model it serves"
+    );
+    assert_eq!(wild.backends[1].price.map(|p| p.input), Some(2.5));
+    assert_eq!(fill_wildcard("*", "gpt-4o"), "gpt-4o");
+    assert_eq!(fill_wildcard("accounts/x/models/*", "m"), "accounts/x/models/m");
+    assert_eq!(fill_wildcard("gpt-4o", "m"), "gpt-4o");
+    assert_eq!(wildcard_prefix("*"), Some(""));
+    assert_eq!(wildcard_prefix("a*b*"), None);
+}

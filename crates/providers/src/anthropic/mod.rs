@@ -94,15 +94,12 @@ impl Adapter for Anthropic {
 }
 
 fn chat_only(op: Operation) -> Result<(), ProviderError> {
-    let path = match op {
-        Operation::Chat => return Ok(()),
-        Operation::Embeddings => "/v1/embeddings",
-        Operation::Completions => "/v1/completions",
-        Operation::Responses => "/v1/responses",
-    };
+    if op == Operation::Chat {
+        return Ok(());
+    }
     Err(ProviderError::new(
         ErrorKind::BadRequest,
-        format!("anthropic backends serve only /v1/chat/completions, not {path}"),
+        format!("anthropic backends serve only /v1/chat/completions, not {}", op.path()),
     ))
 }
 

@@ -64,7 +64,7 @@ impl Adapter for Bedrock {
                 converse_request(request, target)?,
             ),
             Operation::Embeddings => ("invoke", embeddings_request(request, target)?),
-            Operation::Completions | Operation::Responses => {
+            _ => {
                 return Err(ProviderError::new(
                     ErrorKind::BadRequest,
                     "bedrock backends serve /v1/chat/completions and /v1/embeddings only",

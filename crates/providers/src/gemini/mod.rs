@@ -244,7 +244,7 @@ impl Adapter for Google {
                 let (method, body) = embed_request(self, request, target)?;
                 (self.url(target, "google", method, false)?, encode(&body)?)
             }
-            Operation::Completions | Operation::Responses => {
+            _ => {
                 return Err(bad(format!(
                     "{} backends serve /v1/chat/completions and /v1/embeddings only",
                     self.name
@@ -266,7 +266,7 @@ impl Adapter for Google {
             }
             Operation::Chat => chat_response(body, target),
             Operation::Embeddings => embed_response(body, target),
-            Operation::Completions | Operation::Responses => Err(bad(format!(
+            _ => Err(bad(format!(
                 "{} backends serve /v1/chat/completions and /v1/embeddings only",
                 self.name
             ))),

@@ -1,0 +1,291 @@
+//! Rerank in three providers' shapes, and Voyage AI's embeddings.
+//!
+//! - Cohere `POST /v2/rerank` (API reference v2 "Rerank"): `model`, `query` and `documents`
+//!   (strings) required, `top_n`, `max_tokens_per_doc`; v2 refuses `return_documents`. Answer:
+//!   `{"id", "results": [{"index", "relevance_score"}], "meta": {"api_version", "billed_units":
+//!   {"search_units": 1}}}`.
+//! - Voyage `POST /voyage/v1/rerank` and `/voyage/v1/embeddings`: Voyage's `/v1` paths, served
+//!   under `/voyage` because OpenAI's share them (point a `voyage` Provider's `baseUrl` at
+//!   `http://HOST/voyage/v1`). API reference "Rerankers" (`query`, `documents`, `model`
+//!   required; `top_k`, `return_documents`, `truncation`) and "Text embedding models" (`input`,
+//!   `model` required; `input_type` `query`|`document`|null, `output_dimension`,
+//!   `encoding_format` null|`base64`, `truncation`, `output_dtype`); any other field is refused
+//!   with 400 `{"detail": ...}`, as Voyage does, so a request in OpenAI's names fails here.
+//! - vLLM `POST /v1/rerank` (its Cohere/Jina-compatible server): `{"id", "model", "usage":
+//!   {"total_tokens"}, "results": [{"index", "document": {"text"}, "relevance_score"}]}`.
+//!
+//! Scores: the share of the query's words a document holds, best first, ties by index.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Response, StatusCode, Uri};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::openai::f32_base64;
+use crate::scenario::{self, Act, Behaviour, Plan};
+use crate::state::{MockState, Provider};
+use crate::wire;
+
+fn voyage_error(status: StatusCode, detail: &str) -> Response<Body> {
+    wire::json(status, &[], &json!({"detail": detail}))
+}
+
+fn voyage_auth(headers: &HeaderMap) -> Result<(), Response<Body>> {
+    match wire::bearer(headers) {
+        Some(k) if !wire::is_rejected_key(k) => Ok(()),
+        _ => Err(voyage_error(
+            StatusCode::UNAUTHORIZED,
+            "Provided API key is invalid. Please check your API key and try again.",
+        )),
+    }
+}
+
+fn voyage_fault(act: Act) -> Option<Response<Body>> {
+    match act {
+        Act::Fail(scenario::Fault::RateLimited) => Some(wire::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &[(wire::name("retry-after"), wire::hv(1))],
+            &json!({"detail": "You have exceeded your rate limit (TPM or RPM) for this model."}),
+        )),
+        Act::Fail(_) => Some(voyage_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")),
+        _ => None,
+    }
+}
+
+/// The request's fields, or Voyage's 400 naming the first it does not take.
+fn voyage_body(body: &Bytes, allowed: &[&str], required: &[&str]) -> Result<Map<String, Value>, Response<Body>> {
+    let req: Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| voyage_error(StatusCode::BAD_REQUEST, &format!("Invalid JSON body: {e}")))?;
+    if let Some(k) = req.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(voyage_error(
+            StatusCode::BAD_REQUEST,
+            &format!("Request body has an unexpected argument: {k}"),
+        ));
+    }
+    if let Some(k) = required.iter().find(|k| !req.contains_key(**k)) {
+        return Err(voyage_error(StatusCode::BAD_REQUEST, &format!("Field required: {k}")));
+    }
+    Ok(req)
+}
+
+fn scored(query: &str, docs: &[String]) -> Vec<(usize, f64)> {
+    let words: Vec<String> = query.split_whitespace().map(str::to_ascii_lowercase).collect();
+    let mut out: Vec<(usize, f64)> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let d = d.to_ascii_lowercase();
+            let hits = words.iter().filter(|w| d.contains(w.as_str())).count();
+            (i, hits as f64 / words.len().max(1) as f64)
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    v.as_array()?.iter().map(|d| d.as_str().map(str::to_owned)).collect()
+}
+
+fn tokens(query: &str, docs: &[String]) -> u32 {
+    scenario::count_words(query) + docs.iter().map(|d| scenario::count_words(d)).sum::<u32>()
+}
+
+pub async fn cohere(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    state.record(Provider::Cohere, uri.path(), uri.query(), &body);
+    let err = |status, message: &str| wire::json(status, &[], &json!({"id": "mock-error", "message": message}));
+    if wire::bearer(&headers).is_none_or(wire::is_rejected_key) {
+        return err(StatusCode::UNAUTHORIZED, "invalid api token");
+    }
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return err(StatusCode::BAD_REQUEST, &format!("invalid request: {e}")),
+    };
+    if req.get("return_documents").is_some() {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "invalid request: return_documents is not a valid field for v2 rerank",
+        );
+    }
+    let (Some(model), Some(query), Some(docs)) =
+        (req["model"].as_str(), req["query"].as_str(), strings(&req["documents"]))
+    else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "invalid request: model, query and documents (strings) are required",
+        );
+    };
+    let plan = Plan::decide(&state, Behaviour::from_model(model), model, &headers).await;
+    if let Act::Fail(fault) = plan.act {
+        let status = if fault == scenario::Fault::RateLimited {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        return err(status, "mock fault");
+    }
+    let top = req["top_n"].as_u64().map_or(docs.len(), |n| n as usize);
+    let results: Vec<Value> = scored(query, &docs)
+        .into_iter()
+        .take(top)
+        .map(|(index, score)| json!({"index": index, "relevance_score": score}))
+        .collect();
+    let id = format!("mock-rerank-{:016x}", state.next_id());
+    wire::json(
+        StatusCode::OK,
+        &[(wire::name("x-request-id"), wire::hv(&id))],
+        &json!({"id": id, "results": results,
+                "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}}),
+    )
+}
+
+pub async fn vllm(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
+    let req: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (Some(model), Some(query), Some(docs)) =
+        (req["model"].as_str(), req["query"].as_str(), strings(&req["documents"]))
+    else {
+        return wire::json(
+            StatusCode::BAD_REQUEST,
+            &[],
+            &json!({"object": "error", "message": "model, query and documents are required", "type": "BadRequestError", "code": 400}),
+        );
+    };
+    let _ = headers;
+    let top = req["top_n"].as_u64().map_or(docs.len(), |n| n as usize);
+    let results: Vec<Value> = scored(query, &docs)
+        .into_iter()
+        .take(top)
+        .map(|(index, score)| json!({"index": index, "document": {"text": docs[index]}, "relevance_score": score}))
+        .collect();
+    wire::json(
+        StatusCode::OK,
+        &[],
+        &json!({"id": format!("rerank-{:016x}", state.next_id()), "model": model,
+                "usage": {"total_tokens": tokens(query, &docs)}, "results": results}),
+    )
+}
+
+pub async fn voyage_rerank(
+    State(state): State<MockState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    state.record(Provider::Voyage, uri.path(), uri.query(), &body);
+    if let Err(r) = voyage_auth(&headers) {
+        return r;
+    }
+    let req = match voyage_body(
+        &body,
+        &["query", "documents", "model", "top_k", "return_documents", "truncation"],
+        &["query", "documents", "model"],
+    ) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let model = req["model"].as_str().unwrap_or("");
+    let plan = Plan::decide(&state, Behaviour::from_model(model), model, &headers).await;
+    if let Some(r) = voyage_fault(plan.act) {
+        return r;
+    }
+    let (Some(query), Some(docs)) = (req["query"].as_str(), strings(&req["documents"])) else {
+        return voyage_error(
+            StatusCode::BAD_REQUEST,
+            "query must be a string and documents a list of strings",
+        );
+    };
+    let with_docs = req.get("return_documents").and_then(Value::as_bool).unwrap_or(false);
+    let top = req
+        .get("top_k")
+        .and_then(Value::as_u64)
+        .map_or(docs.len(), |n| n as usize);
+    let data: Vec<Value> = scored(query, &docs)
+        .into_iter()
+        .take(top)
+        .map(|(index, score)| {
+            let mut r = json!({"relevance_score": score, "index": index});
+            if with_docs {
+                r["document"] = docs[index].clone().into();
+            }
+            r
+        })
+        .collect();
+    wire::json(
+        StatusCode::OK,
+        &[],
+        &json!({"object": "list", "data": data, "model": model, "usage": {"total_tokens": tokens(query, &docs)}}),
+    )
+}
+
+pub async fn voyage_embeddings(
+    State(state): State<MockState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    state.record(Provider::Voyage, uri.path(), uri.query(), &body);
+    if let Err(r) = voyage_auth(&headers) {
+        return r;
+    }
+    let req = match voyage_body(
+        &body,
+        &[
+            "input",
+            "model",
+            "input_type",
+            "truncation",
+            "output_dimension",
+            "output_dtype",
+            "encoding_format",
+        ],
+        &["input", "model"],
+    ) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let model = req["model"].as_str().unwrap_or("");
+    let plan = Plan::decide(&state, Behaviour::from_model(model), model, &headers).await;
+    if let Some(r) = voyage_fault(plan.act) {
+        return r;
+    }
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        other => match strings(other) {
+            Some(v) if !v.is_empty() => v,
+            _ => {
+                return voyage_error(
+                    StatusCode::BAD_REQUEST,
+                    "input must be a string or a non-empty list of strings",
+                )
+            }
+        },
+    };
+    let base64 = match req.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "base64" => true,
+        Some(other) => {
+            return voyage_error(
+                StatusCode::BAD_REQUEST,
+                &format!("encoding_format must be null or 'base64', not {other}"),
+            )
+        }
+    };
+    let dims = scenario::dimensions(req.get("output_dimension").and_then(Value::as_u64));
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let v = scenario::embedding(text, dims);
+            let embedding = if base64 { json!(f32_base64(&v)) } else { json!(v) };
+            json!({"object": "embedding", "embedding": embedding, "index": index})
+        })
+        .collect();
+    let total: u32 = inputs.iter().map(|t| scenario::count_words(t)).sum::<u32>().max(1);
+    wire::json(
+        StatusCode::OK,
+        &[],
+        &json!({"object": "list", "data": data, "model": model, "usage": {"total_tokens": total}}),
+    )
+}
