@@ -402,8 +402,32 @@ impl Inner {
             .arg(member)
             .arg(resets)
             .arg(self.clock_flag());
-        let (code, retry, rr, rreset, tr, treset, spend, at_ms): (i64, i64, i64, i64, i64, i64, String, i64) =
-            self.call(inv.invoke_async(&mut conn)).await?;
+        let answer: Result<(i64, i64, i64, i64, i64, i64, String, i64), _> =
+            self.call(inv.invoke_async(&mut conn)).await;
+        let (code, retry, rr, rreset, tr, treset, spend, at_ms) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                // Sent but not answered (a timeout, a connection cut): Redis may still run it
+                // and take a slot and a reservation that nobody would give back for a lease's
+                // 15 minutes. Their removal is queued like a failed release's: by name, so it
+                // is harmless when the call never ran, and sent on the same connection once
+                // Redis answers again, so it runs after the call if the call runs at all.
+                self.orphan(&Release {
+                    scope: req.scope.clone(),
+                    now_ms: req.now_ms,
+                    lease: req.max_parallel.is_some().then(|| req.lease.clone()),
+                    tokens: None,
+                    settle: req.budget.as_ref().filter(|b| b.enforce).map(|b| super::Settle {
+                        period: b.period.clone(),
+                        member: Some(b.member(&req.lease)),
+                        cost: 0.0,
+                        keep_ms: None,
+                    }),
+                    local: false,
+                });
+                return Err(e);
+            }
+        };
         let spend: f64 = spend.parse().unwrap_or(0.0);
         if let Some(b) = &req.budget {
             self.local.seed_spend(&req.scope, &b.period, spend);

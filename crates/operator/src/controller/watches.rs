@@ -357,8 +357,7 @@ pub(super) fn fleet_controller(
     .touched_objects();
 
     let controller = {
-        let (g1, g2, g3, g4, g5, g6) = (
-            gateways.clone(),
+        let (g1, g2, g3, g4, g5) = (
             gateways.clone(),
             gateways.clone(),
             gateways.clone(),

@@ -332,6 +332,8 @@ fn cache(cx: &mut Context<'_>, e: &Entry, params: Option<&Entry>, r: &mut Resili
         enabled: true,
         ttl: None,
         max_body_bytes: None,
+        // Every route imported is of one namespace: its callers are that namespace's keys.
+        shared: false,
     };
     let Some(params) = params else {
         cx.note(
