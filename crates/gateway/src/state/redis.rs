@@ -127,6 +127,10 @@ end
 return out(0, 0)
 ";
 
+/// What ACQUIRE returns: code, retry-after ms, requests remaining and reset, tokens remaining
+/// and reset, the period's spend, and Redis' time.
+type AcquireAnswer = (i64, i64, i64, i64, i64, i64, String, i64);
+
 /// How long a release's token stays marked as applied: longer than any retry of a timed-out
 /// release waits for Redis to answer, short enough not to fill it (one key per priced request).
 const SETTLED_TTL_MS: u64 = 10 * 60 * 1000;
@@ -402,8 +406,7 @@ impl Inner {
             .arg(member)
             .arg(resets)
             .arg(self.clock_flag());
-        let answer: Result<(i64, i64, i64, i64, i64, i64, String, i64), _> =
-            self.call(inv.invoke_async(&mut conn)).await;
+        let answer: Result<AcquireAnswer, _> = self.call(inv.invoke_async(&mut conn)).await;
         let (code, retry, rr, rreset, tr, treset, spend, at_ms) = match answer {
             Ok(a) => a,
             Err(e) => {
