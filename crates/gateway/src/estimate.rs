@@ -246,6 +246,11 @@ fn text_tokens(text: &[u8]) -> u64 {
     }
 }
 
+/// Loads the `o200k_base` tokenizer (once per process; later calls return at once).
+pub fn warm() {
+    let _ = tiktoken_rs::o200k_base_singleton();
+}
+
 /// Counts a request's prompt tokens with `o200k_base`. Large prompts are counted on a blocking
 /// thread.
 pub async fn count(op: Operation, request: &Json, prompt: &Prompt) -> u64 {

@@ -131,6 +131,10 @@ pub async fn run(
     metrics: Metrics,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    // The tokenizer that counts prompts and streamed completions loads in about a second (more
+    // in debug builds): loaded now, beside the first connections, rather than inside the first
+    // request that counts tokens.
+    tokio::task::spawn_blocking(crate::estimate::warm);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
