@@ -453,7 +453,10 @@ def test_cache_hits_are_identical_streams_included_and_free(tmp_path, gateway_on
     assert 0 < redis.cmd("PTTL", entry) <= 1000
     assert post(a, "sk-cache", {"model": "cached", "messages": short}).headers["x-switchyard-cache"] == "hit"
     wait_for(lambda: redis.cmd("EXISTS", entry) == 0, what="the short-lived entry to expire")
+    before = cache_entries(redis)
     assert post(a, "sk-cache", {"model": "cached", "messages": short}).headers["x-switchyard-cache"] == "miss"
+    # Stored again (after the response): waited for, so it is not taken for the next entry.
+    stored(before, "the short-lived answer stored again")
     # A client cannot keep an entry longer than the route does: a year asked, the route's 10 m kept.
     before = cache_entries(redis)
     year = [{"role": "user", "content": "keep this a year"}]

@@ -246,9 +246,18 @@ fn text_tokens(text: &[u8]) -> u64 {
     }
 }
 
+/// Whether the tokenizer is loaded ([`warm`] returned).
+static WARM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Loads the `o200k_base` tokenizer (once per process; later calls return at once).
 pub fn warm() {
     let _ = tiktoken_rs::o200k_base_singleton();
+    WARM.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Whether the tokenizer is loaded: until then a request that counts tokens waits for it.
+pub fn warmed() -> bool {
+    WARM.load(std::sync::atomic::Ordering::Acquire)
 }
 
 /// Counts a request's prompt tokens with `o200k_base`. Large prompts are counted on a blocking

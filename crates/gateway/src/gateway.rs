@@ -170,8 +170,10 @@ impl Gateway {
     }
 
     /// Whether the gateway has a config and is not draining.
+    /// Ready: a config loaded, the tokenizer loaded (else the first requests would wait a second
+    /// for it) and not draining.
     pub(crate) fn ready(&self) -> bool {
-        self.loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+        self.loaded.load(Ordering::Acquire) && crate::estimate::warmed() && !self.draining.load(Ordering::Acquire)
     }
 }
 

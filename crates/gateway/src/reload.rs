@@ -227,6 +227,7 @@ mod tests {
         tx.send(Step::Nothing).unwrap();
         tx.send(Step::Config(config("a"), Some(4))).unwrap();
         settle(&gw, generation, 4).await;
+        crate::estimate::warm();
         assert!(gw.ready());
         assert_eq!(failures(&gw), 0);
         // The same generation seen again (a re-list): not swapped or reported again.
