@@ -100,7 +100,14 @@ impl Conn {
             Ok(Conn::Cluster(client.get_async_connection().await?))
         } else {
             let client = redis::Client::open(url)?;
-            Ok(Conn::Single(client.get_multiplexed_async_connection().await?))
+            // redis-rs gives up on an answer after 500 ms by default: under load that failed
+            // whole spend passes. The operator's own deadline is [`TIMEOUT`].
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(TIMEOUT))
+                .set_response_timeout(Some(TIMEOUT));
+            Ok(Conn::Single(
+                client.get_multiplexed_async_connection_with_config(&config).await?,
+            ))
         }
     }
 
@@ -421,8 +428,15 @@ pub(crate) struct SpendReading {
 }
 
 fn redis_error(e: redis::RedisError) -> Error {
-    // Never the URL: it may carry a password.
-    Error::Redis(format!("{:?}: {}", e.kind(), e.detail().unwrap_or("")))
+    // Never the URL: it may carry a password. An I/O error has no detail: its cause is named.
+    let detail = match (e.detail(), e.kind()) {
+        (Some(d), _) => d.to_owned(),
+        (None, _) if e.is_timeout() => "timed out".to_owned(),
+        (None, _) if e.is_connection_refusal() => "connection refused".to_owned(),
+        (None, _) if e.is_connection_dropped() => "connection dropped".to_owned(),
+        (None, _) => String::new(),
+    };
+    Error::Redis(format!("{:?}: {detail}", e.kind()))
 }
 
 /// One key's figures in one Redis.
