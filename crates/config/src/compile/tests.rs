@@ -872,6 +872,12 @@ metadata: {name: elsewhere, namespace: team-b}
 spec:
   type: openai
   baseUrl: http://127.0.0.1:9999/v1
+  credentials: {secretRef: {name: openai}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: openai, namespace: team-b}
+stringData: {apiKey: sk-team-b}
 "#;
     let keys = r#"
 apiVersion: switchyard.dev/v1alpha1
