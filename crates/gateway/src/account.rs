@@ -210,7 +210,15 @@ impl Account {
     /// [`Account::record`], saying whether `usage` is the gateway's estimate.
     fn record_usage(&mut self, usage: Option<&Usage>, estimated: bool) {
         self.span.usage(usage);
-        let cost = count(&self.gw, &self.labels, 200, self.start, usage, self.price.as_ref(), estimated);
+        let cost = count(
+            &self.gw,
+            &self.labels,
+            200,
+            self.start,
+            usage,
+            self.price.as_ref(),
+            estimated,
+        );
         if let Some(a) = self.admission.take() {
             a.settle(cost.unwrap_or(0.0), usage.map(Usage::total));
         }

@@ -481,7 +481,10 @@ mod tests {
     #[test]
     fn urls_join_the_base_and_keep_the_query() {
         let u = upstream_url("https://api.openai.com/v1/", "files/f-1/content", Some("a=1&b=%20"));
-        assert_eq!(u.ok().as_deref(), Some("https://api.openai.com/v1/files/f-1/content?a=1&b=%20"));
+        assert_eq!(
+            u.ok().as_deref(),
+            Some("https://api.openai.com/v1/files/f-1/content?a=1&b=%20")
+        );
         let u = upstream_url("https://x.example/v1", "", None);
         assert_eq!(u.ok().as_deref(), Some("https://x.example/v1/"));
     }
@@ -604,7 +607,10 @@ mod tests {
 
     #[test]
     fn only_plain_json_answers_are_read_for_usage() {
-        assert!(is_plain_json(&map(&[("content-type", "application/json; charset=utf-8")])));
+        assert!(is_plain_json(&map(&[(
+            "content-type",
+            "application/json; charset=utf-8"
+        )])));
         assert!(is_plain_json(&map(&[("content-type", "application/problem+json")])));
         assert!(!is_plain_json(&map(&[("content-type", "text/event-stream")])));
         assert!(!is_plain_json(&map(&[
