@@ -255,11 +255,13 @@ def test_keys_reach_only_the_providers_they_name(env):
 
 def test_the_keys_rpm_applies(env):
     gw, _, _ = env
-    codes = [call(gw, LIMITED, "GET", "/passthrough/echo/v1/anything").status_code for _ in range(3)]
-    assert codes == [201, 201, 429], codes
+    rs = [call(gw, LIMITED, "GET", "/passthrough/echo/v1/anything") for _ in range(3)]
+    assert [r.status_code for r in rs] == [201, 201, 429], [r.text for r in rs]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in rs] == ["1", "0", "0"]
     r = call(gw, LIMITED, "GET", "/passthrough/echo/v1/anything")
     assert r.json()["error"]["code"] == "rate_limit_exceeded"
     assert r.headers["x-ratelimit-limit-requests"] == "2"
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
 
 
 def test_a_spent_budget_refuses_pass_through(env):

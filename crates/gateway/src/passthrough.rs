@@ -150,7 +150,11 @@ async fn serve(
     // The answer, as it comes; accounted when it ends (`Forward`).
     let (mut parts, upstream) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    admission.headers().apply(&mut parts.headers);
+    if key.config.limits.rpm.is_some() || key.config.limits.tpm.is_some() {
+        // The key's limits are what its client is held to: the provider account's would mislead.
+        drop_rate_headers(&mut parts.headers);
+        admission.headers().apply(&mut parts.headers);
+    }
     let status = parts.status.as_u16();
     let keep = (200..300).contains(&status) && is_plain_json(&parts.headers);
     let cap = usize::try_from(rt.config.settings.max_response_bytes).unwrap_or(usize::MAX);
@@ -271,6 +275,18 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         h.remove(n);
     }
     for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+/// Drops `x-ratelimit-*` headers.
+fn drop_rate_headers(h: &mut HeaderMap) {
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-ratelimit-"))
+        .cloned()
+        .collect();
+    for n in names {
         h.remove(n);
     }
 }
@@ -603,6 +619,14 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type", "openai-processing-ms"]);
+        let mut h = map(&[
+            ("x-ratelimit-limit-requests", "10000"),
+            ("x-ratelimit-remaining-tokens", "99"),
+            ("x-request-id", "req-1"),
+        ]);
+        drop_rate_headers(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-request-id"]);
     }
 
     #[test]
