@@ -438,8 +438,8 @@ pub(crate) async fn admit(
 
 /// [`admit`] for a pass-through request, counted under `label`: it has no model and so no
 /// price to reserve, nor tokens to estimate. It reserves nothing, and a blocking budget
-/// (the key's or a Budget's over it) refuses it only once spent; what it cost is charged when
-/// its response says.
+/// (the key's or a Budget's over it) refuses it only once spent (or all of it is reserved by
+/// requests in flight); what it cost is charged when its response says.
 pub(crate) async fn admit_passthrough(limits: &Arc<Limits>, key: &Arc<Key>, label: &str) -> Result<Admission, Refused> {
     admit_with(limits, key, || label.to_owned(), |_| (0, 0.0)).await
 }
