@@ -47,6 +47,14 @@ pub struct VirtualKeySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub allowed_routes: Vec<String>,
+    /// Providers of the key's own namespace this key may reach through
+    /// `/passthrough/{provider}/...`: requests forwarded as they are, with the Provider's
+    /// credentials, to APIs the gateway does not model. Empty (the default) means none:
+    /// pass-through bypasses routes, their rules and model-level controls, so each Provider is
+    /// named. The key's limits, expiry and budget still apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_passthrough: Vec<String>,
     /// Request, token and concurrency limits of this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,

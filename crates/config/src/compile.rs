@@ -250,10 +250,15 @@ impl<'a> Compiler<'a> {
                 ));
             }
         }
-        let used: BTreeSet<&str> = routes
+        // The Providers routes use, and those keys may reach through pass-through.
+        let mut used: BTreeSet<String> = routes
             .iter()
-            .flat_map(|r| r.backends.iter().map(|b| b.provider.as_str()))
+            .flat_map(|r| r.backends.iter().map(|b| b.provider.clone()))
             .collect();
+        used.extend(
+            keys.iter()
+                .flat_map(|k| k.allowed_passthrough.iter().map(|p| format!("{}/{p}", k.namespace))),
+        );
         let providers = providers
             .into_iter()
             .filter_map(|(id, p)| p.ok().filter(|_| used.contains(id.as_str())))
@@ -1163,6 +1168,17 @@ impl<'a> Compiler<'a> {
                     ));
                 }
             }
+            for (i, name) in s.allowed_passthrough.iter().enumerate() {
+                // Own namespace only: pass-through never reaches another namespace's Provider.
+                if !m.providers.iter().any(|p| ns_of(p) == ns && p.name_any() == *name) {
+                    self.diags.push(Diagnostic::warning(
+                        &id,
+                        &format!("spec.allowedPassthrough[{i}]"),
+                        "ProviderNotFound",
+                        format!("no Provider {name:?} in namespace {ns:?} (yet); pass-through reaches only Providers of the key's namespace"),
+                    ));
+                }
+            }
             let budget = match &s.budget {
                 None => None,
                 Some(b) => {
@@ -1200,11 +1216,15 @@ impl<'a> Compiler<'a> {
             let mut allowed_routes = s.allowed_routes.clone();
             allowed_routes.sort();
             allowed_routes.dedup();
+            let mut allowed_passthrough = s.allowed_passthrough.clone();
+            allowed_passthrough.sort();
+            allowed_passthrough.dedup();
             out.push(KeyConfig {
                 namespace: ns,
                 name: k.name_any(),
                 hashes,
                 allowed_routes,
+                allowed_passthrough,
                 limits: s
                     .limits
                     .as_ref()

@@ -868,6 +868,10 @@ pub struct KeyConfig {
     /// Allowed routes; empty means all the namespace may use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_routes: Vec<String>,
+    /// Names of the Providers of its namespace the key may reach through pass-through; empty
+    /// means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_passthrough: Vec<String>,
     /// Limits.
     #[serde(default, skip_serializing_if = "LimitsConfig::is_unlimited")]
     pub limits: LimitsConfig,

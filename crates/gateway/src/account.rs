@@ -63,6 +63,9 @@ pub(crate) struct Labels {
     pub(crate) accounted: bool,
     /// Trace id of the request's span, when traces are on: joins the log line to the trace.
     pub(crate) trace_id: Option<String>,
+    /// `passthrough` for pass-through requests (`crate::passthrough`); none for the LLM
+    /// endpoints.
+    pub(crate) operation: Option<&'static str>,
 }
 
 impl Labels {
@@ -79,6 +82,7 @@ impl Labels {
             trace_id: None,
             fallback_depth: 0,
             accounted: false,
+            operation: None,
         }
     }
 
@@ -205,27 +209,16 @@ impl Account {
 
     /// [`Account::record`], saying whether `usage` is the gateway's estimate.
     fn record_usage(&mut self, usage: Option<&Usage>, estimated: bool) {
-        let cost = usage.zip(self.price.as_ref()).map(|(u, p)| p.cost_of(&tokens(u)));
         self.span.usage(usage);
-        let elapsed = self.start.elapsed();
-        access_log(&self.labels, 200, elapsed, usage, cost, estimated, None);
-        let m = &self.gw.metrics;
-        let route = self.labels.route.as_str();
-        m.latency.with_label_values(&[route]).observe(elapsed.as_secs_f64());
-        if let Some(u) = usage {
-            m.tokens.with_label_values(&[route, "input"]).inc_by(u.prompt_tokens);
-            m.tokens
-                .with_label_values(&[route, "output"])
-                .inc_by(u.completion_tokens);
-            if u.cached_tokens > 0 {
-                m.tokens.with_label_values(&[route, "cached"]).inc_by(u.cached_tokens);
-            }
-        }
-        if let Some(cost) = cost {
-            m.spend
-                .with_label_values(&[route, self.labels.team.as_str()])
-                .inc_by(cost);
-        }
+        let cost = count(
+            &self.gw,
+            &self.labels,
+            200,
+            self.start,
+            usage,
+            self.price.as_ref(),
+            estimated,
+        );
         if let Some(a) = self.admission.take() {
             a.settle(cost.unwrap_or(0.0), usage.map(Usage::total));
         }
@@ -246,6 +239,55 @@ impl Account {
             delivered,
         }
     }
+}
+
+/// Counts a request that reached an upstream, with its `usage` at `price`: the access log line,
+/// latency, token and spend metrics. Returns its cost, when both are known.
+fn count(
+    gw: &Gateway,
+    labels: &Labels,
+    status: u16,
+    start: Instant,
+    usage: Option<&Usage>,
+    price: Option<&switchyard_config::Price>,
+    estimated: bool,
+) -> Option<f64> {
+    let cost = usage.zip(price).map(|(u, p)| p.cost_of(&tokens(u)));
+    let elapsed = start.elapsed();
+    access_log(labels, status, elapsed, usage, cost, estimated, None);
+    let m = &gw.metrics;
+    let route = labels.route.as_str();
+    m.latency.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    if let Some(u) = usage {
+        m.tokens.with_label_values(&[route, "input"]).inc_by(u.prompt_tokens);
+        m.tokens
+            .with_label_values(&[route, "output"])
+            .inc_by(u.completion_tokens);
+        if u.cached_tokens > 0 {
+            m.tokens.with_label_values(&[route, "cached"]).inc_by(u.cached_tokens);
+        }
+    }
+    if let Some(cost) = cost {
+        m.spend.with_label_values(&[route, labels.team.as_str()]).inc_by(cost);
+    }
+    cost
+}
+
+/// A pass-through request's response ended (or its client left): counted like any request
+/// that reached an upstream, with the upstream's `status` and the `usage` its body reported
+/// (none when it reported none the adapter reads), priced at `price`; the admission is settled
+/// with the cost, zero when it is unknown.
+pub(crate) fn passthrough(
+    gw: &Gateway,
+    labels: &Labels,
+    status: u16,
+    start: Instant,
+    usage: Option<&Usage>,
+    price: Option<&switchyard_config::Price>,
+    admission: limits::Admission,
+) {
+    let cost = count(gw, labels, status, start, usage, price, false);
+    admission.settle(cost.unwrap_or(0.0), usage.map(Usage::total));
 }
 
 /// A stream's accounting. Records usage exactly once: at the end of the stream, or on drop
@@ -385,6 +427,9 @@ fn access_log(
         cost_usd = cost,
         usage_estimated,
         error,
+        operation = l.operation,
+        // Pass-through lines say when no price or usage was found for them.
+        cost_unknown = l.operation.map(|_| cost.is_none()),
         "request"
     );
 }

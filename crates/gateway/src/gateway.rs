@@ -42,6 +42,8 @@ pub struct Gateway {
     pub(crate) routing: Routing,
     /// Key limits and budgets.
     pub(crate) limits: Arc<Limits>,
+    /// Provider calls, for pass-through (routing calls through the same client).
+    pub(crate) upstream: Arc<upstream_client::UpstreamClient>,
     /// Metrics.
     pub metrics: Metrics,
     loaded: AtomicBool,
@@ -76,7 +78,7 @@ impl Gateway {
     /// A gateway serving `config`.
     pub fn new(config: GatewayConfig, generation: u64) -> Result<Arc<Self>, Error> {
         let client = http_client()?;
-        let upstream = upstream_client::UpstreamClient::new(client.clone())?;
+        let upstream = Arc::new(upstream_client::UpstreamClient::new(client.clone())?);
         let metrics = Metrics::new()?;
         metrics.config_generation.set(generation as i64);
         let state = Arc::new(Slot::default());
@@ -87,11 +89,12 @@ impl Gateway {
         let clock = Clock::from_env();
         let budgets = Arc::new(BudgetGauges::default());
         let alerts = Arc::new(Alerts::new(client.clone(), clock, budgets.clone(), metrics.clone()));
-        let dispatch = HttpDispatch::new(client, upstream, tokens::Tokens::default());
+        let dispatch = HttpDispatch::new(client, upstream.clone(), tokens::Tokens::default());
         Ok(Arc::new(Self {
             runtime: ArcSwap::from_pointee(Runtime::new(config, generation)),
             routing: Routing::new(Arc::new(dispatch), cooldowns.clone(), metrics.clone()).with_state(state.clone()),
             limits: Arc::new(Limits::new(state.clone(), clock, alerts, metrics.clone())),
+            upstream,
             metrics,
             loaded: AtomicBool::new(true),
             draining: AtomicBool::new(false),

@@ -7,7 +7,7 @@
 //!
 //! Module map, in the order of a request; imports point down this list, never back up
 //! (`scripts/module-cycles.sh` checks it). `pipeline` (with `ingress` codecs, `request`, `respond`,
-//! `account` and `endpoints`) runs the request path and is the only part that sees the whole [`Gateway`] (`gateway`: the process, which builds the
+//! `account` and `endpoints`; `passthrough` beside it for what the gateway does not model) runs the request path and is the only part that sees the whole [`Gateway`] (`gateway`: the process, which builds the
 //! handles below and swaps configs); every other module gets a narrow handle. `runtime` is the
 //! config indexed for lookups (keys, routes, providers), pure. `limits` takes a key's limits and
 //! budget reservation ([`limits::Limits`]: shared state + clock + `alerts`, which follow spend
@@ -35,6 +35,7 @@ pub mod limits;
 pub mod metrics;
 mod mock;
 mod mock_extra;
+mod passthrough;
 mod pipeline;
 pub mod reload;
 pub mod request;
@@ -86,6 +87,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/images/generations", endpoint(Operation::Images, &OPENAI))
         .route("/models", get(endpoints::models))
+        // What the gateway does not model, forwarded to a Provider as it is (docs/passthrough.md).
+        .route("/passthrough/{*path}", passthrough::endpoint())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))
         .merge(litellm_health())

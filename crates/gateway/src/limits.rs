@@ -424,6 +424,34 @@ pub(crate) async fn admit(
     route: &Route,
     request: &Json,
 ) -> Result<Admission, Refused> {
+    let label = || format!("{}/{}", route.config.namespace, route.config.model);
+    let measure = |reserve: bool| {
+        let measured = Prompt::measure(request);
+        let prompt = measured.rough();
+        let cap = measured.max_completion;
+        // Saturating: `max_tokens` is the client's number; a wrapped sum would shrink the estimate.
+        let tokens = prompt.saturating_add(cap.unwrap_or(0));
+        (tokens, if reserve { worst_cost(route, prompt, cap) } else { 0.0 })
+    };
+    admit_with(limits, key, label, measure).await
+}
+
+/// [`admit`] for a pass-through request, counted under `label`: it has no model and so no
+/// price to reserve, nor tokens to estimate. It reserves nothing, and a blocking budget
+/// (the key's or a Budget's over it) refuses it only once spent (or all of it is reserved by
+/// requests in flight); what it cost is charged when its response says.
+pub(crate) async fn admit_passthrough(limits: &Arc<Limits>, key: &Arc<Key>, label: &str) -> Result<Admission, Refused> {
+    admit_with(limits, key, || label.to_owned(), |_| (0, 0.0)).await
+}
+
+/// [`admit`], with the request's metric label (`label`, made only when a limit applies) and
+/// its size (`measure(reserve)`: the token estimate, and the cost to reserve when `reserve`).
+async fn admit_with(
+    limits: &Arc<Limits>,
+    key: &Arc<Key>,
+    label: impl FnOnce() -> String,
+    measure: impl FnOnce(bool) -> (u64, f64),
+) -> Result<Admission, Refused> {
     let cfg = &key.config;
     let now_ms = limits.clock.now_ms();
     let budget = cfg.budget.as_ref();
@@ -462,18 +490,9 @@ pub(crate) async fn admit(
     if !own_limits && !teams_enforce {
         return Ok(admission);
     }
-    let measured = Prompt::measure(request);
-    let prompt = measured.rough();
-    let cap = measured.max_completion;
-    // Saturating: `max_tokens` is the client's number; a wrapped sum would shrink the estimate.
-    let tokens = prompt.saturating_add(cap.unwrap_or(0));
+    let (tokens, reserve) = measure(enforce || teams_enforce);
     let lease = format!("{:016x}", rand::random::<u64>());
-    let reserve = if enforce || teams_enforce {
-        worst_cost(route, prompt, cap)
-    } else {
-        0.0
-    };
-    let route_label = format!("{}/{}", route.config.namespace, route.config.model);
+    let route_label = label();
     for i in 0..admission.teams.len() {
         let t = &admission.teams[i];
         if !t.budget.enforces() {
@@ -877,6 +896,7 @@ mod tests {
             name: name.into(),
             hashes: vec![],
             allowed_routes: vec![],
+            allowed_passthrough: Vec::new(),
             limits,
             budget: budget.map(|max_spend| switchyard_config::BudgetConfig {
                 max_spend,

@@ -250,7 +250,7 @@ fn check_backends(rt: &Runtime, op: Operation, route: &Route) -> Result<(), Gate
 }
 
 /// The request id: the client's `x-request-id` when it is short printable ASCII, else a new one.
-fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())

@@ -36,6 +36,9 @@ pub const POOL_PER_HOST: usize = 1024;
 /// Sends requests to providers.
 pub struct UpstreamClient {
     direct: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The same, for bodies forwarded as they arrive (pass-through); a pool of its own, so the
+    /// LLM endpoints' client keeps its plain body type.
+    streamed: Client<HttpsConnector<HttpConnector>, axum::body::Body>,
     proxied: reqwest::Client,
     /// The environment's proxy settings; `None` when it names no proxy.
     proxies: Option<Matcher>,
@@ -62,14 +65,17 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let direct = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_PER_HOST)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
+            .timer(TokioTimer::new());
+        let direct = builder.build(https.clone());
+        let streamed = builder.build(https);
         Ok(Self {
             direct,
+            streamed,
             proxied,
             proxies: proxy_env_set().then(Matcher::from_env),
         })
@@ -104,6 +110,36 @@ impl UpstreamClient {
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         let resp = self.direct.request(req).await.map_err(|e| client_error(&e))?;
+        Ok(resp.map(UpstreamBody::Direct))
+    }
+}
+
+impl UpstreamClient {
+    /// Sends one request whose body is forwarded as it arrives; resolves once the response
+    /// headers arrived.
+    pub async fn send_streamed(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: axum::body::Body,
+    ) -> Result<Response<UpstreamBody>, ProviderError> {
+        if self.proxied(&uri) {
+            let resp = self
+                .proxied
+                .request(method, uri.to_string())
+                .headers(headers)
+                .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+                .send()
+                .await
+                .map_err(|e| reqwest_error(&e))?;
+            return Ok(http::Response::from(resp).map(UpstreamBody::Proxied));
+        }
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let resp = self.streamed.request(req).await.map_err(|e| client_error(&e))?;
         Ok(resp.map(UpstreamBody::Direct))
     }
 }

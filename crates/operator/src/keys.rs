@@ -306,6 +306,7 @@ pub(crate) mod tests {
             VirtualKeySpec {
                 secret_ref: None,
                 allowed_routes: vec![],
+                allowed_passthrough: Vec::new(),
                 limits: None,
                 budget: None,
                 expires_at: None,

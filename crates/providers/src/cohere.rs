@@ -121,6 +121,10 @@ impl Adapter for Cohere {
     fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         cohere_error(status, headers, body)
     }
+
+    fn credentials(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        headers(target)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -285,6 +285,18 @@ pub trait Adapter: Send + Sync {
     fn passthrough(&self) -> bool {
         false
     }
+
+    /// The headers every request to the provider carries, set as [`Adapter::build`] sets them:
+    /// its credentials and the Provider's extra headers (a `content-type` among them is the
+    /// caller's to keep or drop). For the gateway's pass-through, which forwards requests it
+    /// does not translate. Providers whose requests are signed over their body, or that need
+    /// a token the adapter cannot get alone (Bedrock's SigV4, Vertex AI's OAuth), refuse.
+    fn credentials(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        Err(wire::bad(format!(
+            "pass-through does not serve providers of type {}: their requests are signed per request",
+            target.provider.kind.as_str()
+        )))
+    }
 }
 
 /// The adapter for a provider kind.

@@ -249,6 +249,10 @@ impl Adapter for OpenAi {
     fn passthrough(&self) -> bool {
         true
     }
+
+    fn credentials(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        self.headers(target)
+    }
 }
 
 #[derive(Deserialize)]

@@ -118,6 +118,10 @@ impl Adapter for Voyage {
         Box::new(openai::Passthrough::default())
     }
 
+    fn credentials(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        headers(target)
+    }
+
     fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         let message = serde_json::from_slice::<Value>(body)
             .ok()

@@ -860,3 +860,51 @@ stringData: {key: sk-wild}
     assert_eq!(wildcard_prefix("*"), Some(""));
     assert_eq!(wildcard_prefix("a*b*"), None);
 }
+
+/// A Provider no route uses is served when a key may pass through to it; an entry naming no
+/// Provider of the key's namespace is a warning, and never reaches another namespace's.
+#[test]
+fn pass_through_keeps_the_providers_keys_name() {
+    let other = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: Provider
+metadata: {name: elsewhere, namespace: team-b}
+spec:
+  type: openai
+  baseUrl: http://127.0.0.1:9999/v1
+  credentials: {secretRef: {name: openai}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: openai, namespace: team-b}
+stringData: {apiKey: sk-team-b}
+"#;
+    let keys = r#"
+apiVersion: switchyard.dev/v1alpha1
+kind: VirtualKey
+metadata: {name: batch}
+spec:
+  secretRef: {name: batch-key}
+  allowedPassthrough: [openai, elsewhere, openai]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: batch-key}
+stringData: {key: sk-batch}
+"#;
+    let m = load(&[
+        ("providers.yaml", PROVIDERS),
+        ("other.yaml", other),
+        ("keys.yaml", keys),
+    ]);
+    let c = compile(&m, &CompileOptions::default());
+    assert_eq!(
+        messages(&c),
+        vec![
+            r#"keys.yaml:7: warning: VirtualKey/batch: spec.allowedPassthrough[1]: no Provider "elsewhere" in namespace "default" (yet); pass-through reaches only Providers of the key's namespace"#
+        ]
+    );
+    let ids: Vec<&str> = c.config.providers.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["default/openai"], "no route uses it; the key's pass-through does");
+    assert_eq!(c.config.keys[0].allowed_passthrough, ["elsewhere", "openai"]);
+}

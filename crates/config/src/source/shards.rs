@@ -216,6 +216,7 @@ mod tests {
                         not_after: None,
                     }],
                     allowed_routes: Vec::new(),
+                    allowed_passthrough: Vec::new(),
                     limits: crate::LimitsConfig::default(),
                     budget: None,
                     expires_at: None,

@@ -53,6 +53,7 @@ fn runtime(team_max: f64, own: &[(&str, Option<f64>, LimitsConfig)]) -> Runtime 
                 not_after: None,
             }],
             allowed_routes: vec![],
+            allowed_passthrough: Vec::new(),
             limits: limits.clone(),
             budget: max.map(budget),
             expires_at: None,

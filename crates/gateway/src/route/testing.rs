@@ -122,6 +122,7 @@ pub(crate) fn key(pairs: &[(&str, &str)]) -> Key {
         name: "k".into(),
         hashes: vec![],
         allowed_routes: vec![],
+        allowed_passthrough: Vec::new(),
         limits: LimitsConfig::default(),
         budget: None,
         expires_at: None,

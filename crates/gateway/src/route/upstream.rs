@@ -65,15 +65,15 @@ pub trait Dispatch: Send + Sync {
 pub struct HttpDispatch {
     /// Token endpoints and provider calls that go through a proxy.
     client: reqwest::Client,
-    /// Provider calls.
-    upstream: UpstreamClient,
+    /// Provider calls (shared with pass-through).
+    upstream: Arc<UpstreamClient>,
     /// OAuth tokens of providers that need them.
     tokens: Tokens,
 }
 
 impl HttpDispatch {
     /// Calls through `upstream`; OAuth tokens are fetched with `client`.
-    pub fn new(client: reqwest::Client, upstream: UpstreamClient, tokens: Tokens) -> Self {
+    pub fn new(client: reqwest::Client, upstream: Arc<UpstreamClient>, tokens: Tokens) -> Self {
         Self {
             client,
             upstream,

@@ -58,6 +58,7 @@ fn big_config() -> Compiled {
                 not_after: None,
             }],
             allowed_routes: vec!["gpt-4o".into()],
+            allowed_passthrough: Vec::new(),
             limits: Default::default(),
             budget: None,
             expires_at: None,

@@ -91,6 +91,10 @@ impl Adapter for Anthropic {
     fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         anthropic_error(status, headers, body)
     }
+
+    fn credentials(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        headers(target)
+    }
 }
 
 fn chat_only(op: Operation) -> Result<(), ProviderError> {

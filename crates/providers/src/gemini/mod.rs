@@ -280,6 +280,16 @@ impl Adapter for Google {
         Box::new(GeminiStream::new(target))
     }
 
+    fn credentials(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        match self.front {
+            Front::GeminiApi => self.headers(target),
+            // Vertex AI wants an OAuth access token, which the gateway's routing fetches.
+            Front::Vertex => Err(crate::wire::bad(
+                "pass-through does not serve providers of type vertex: their requests need an OAuth access token",
+            )),
+        }
+    }
+
     fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         // Claude on Vertex answers in Anthropic's error shape once the request reaches the model;
         // Vertex's own front (auth, quota) answers in Google's.

@@ -653,6 +653,7 @@ fn master_key(cx: &mut Context<'_>, e: &Entry) {
                 key: Some(key),
             }),
             allowed_routes: Vec::new(),
+            allowed_passthrough: Vec::new(),
             limits: None,
             budget: None,
             expires_at: None,

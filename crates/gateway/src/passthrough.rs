@@ -1,0 +1,646 @@
+//! Pass-through: `/passthrough/{provider}/{path}` forwards a request the gateway does not model
+//! (any method, query string kept) to `{baseUrl}/{path}` of a Provider of the key's namespace,
+//! with the Provider's credentials set as its adapter sets them, and streams the answer back
+//! with its status and headers. docs/passthrough.md.
+//!
+//! In order, in [`serve`]: auth (the virtual key) -> the Provider, which the key must name in
+//! `allowedPassthrough` -> limits (`crate::limits::admit_passthrough`: rpm, parallel, a spent
+//! budget; nothing reserved) -> upstream -> the answer, forwarded frame by frame ([`Forward`])
+//! -> account (`crate::account::passthrough`) when it ends, with the usage of a JSON answer
+//! when the adapter reads one.
+//!
+//! Bodies are never held whole either way: the request streams to the provider as it arrives,
+//! the response to the client as it comes. Only a JSON answer is also kept, up to the fleet's
+//! `maxResponseBytes`, to read its usage at the end. The client's credentials and hop-by-hop
+//! headers never reach the provider; hop-by-hop headers of the answer never reach the client.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, MethodRouter};
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use http_body::{Frame, SizeHint};
+use switchyard_config::{Price, ProviderConfig, ProviderKind};
+use switchyard_providers::{self as providers, ErrorKind, Operation, ProviderError, Target, Usage};
+
+use crate::account::{self, InFlight, Labels};
+use crate::error::GatewayError;
+use crate::ingress::OPENAI;
+use crate::limits::{self, Admission};
+use crate::pipeline::{authenticate, request_id};
+use crate::runtime::{Key, Runtime};
+use crate::upstream_client::UpstreamBody;
+use crate::{respond, Gateway};
+
+/// The route label of pass-through requests in metrics and access log lines (their backend
+/// label is the Provider, `namespace/name`).
+pub(crate) const OPERATION: &str = "passthrough";
+
+/// The route of `/passthrough/{*path}`, every method.
+pub(crate) fn endpoint() -> MethodRouter<Arc<Gateway>> {
+    any(
+        // The router is not nested: the request's URI is the one the client sent.
+        |State(gw): State<Arc<Gateway>>, method: Method, uri: http::Uri, headers: HeaderMap, body: Body| {
+            handle(gw, method, uri, headers, body)
+        },
+    )
+}
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded in either direction; nor are
+/// the ones a `connection` header names.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Where clients put a key (the virtual key, here): the gateway's own two, and the headers
+/// provider SDKs send theirs in. None of them is forwarded; the Provider's credentials are set.
+const CLIENT_CREDENTIALS: [&str; 4] = ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+
+async fn handle(gw: Arc<Gateway>, method: Method, uri: http::Uri, headers: HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let _in_flight = InFlight::new(&gw.metrics.in_flight);
+    let mut labels = Labels::new(request_id(&headers));
+    labels.route = OPERATION.into();
+    labels.operation = Some(OPERATION);
+    let result = serve(&gw, method, &uri, headers, body, start, &mut labels).await;
+    let (mut response, error) = match result {
+        Ok(r) => (r, None),
+        Err(e) => {
+            let message = e.message.clone();
+            (e.into_response(), Some(message))
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&labels.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    account::finish(&gw, &labels, response.status().as_u16(), start, error.as_deref());
+    response
+}
+
+/// The stages, in order.
+async fn serve(
+    gw: &Arc<Gateway>,
+    method: Method,
+    uri: &http::Uri,
+    headers: HeaderMap,
+    body: Body,
+    start: Instant,
+    labels: &mut Labels,
+) -> Result<Response, GatewayError> {
+    // Auth: the virtual key.
+    let rt = gw.runtime();
+    let key = authenticate(&rt, &headers)?;
+    labels.team.clone_from(&key.team);
+    labels.key = format!("{}/{}", key.config.namespace, key.config.name);
+
+    // The Provider: of the key's namespace, named in its allowedPassthrough, one whose
+    // credentials its adapter can set alone.
+    let (name, rest) = split(uri.path()).ok_or_else(|| unknown_provider(""))?;
+    let provider = provider_for(&rt, &key, name)?;
+    labels.backend.clone_from(&provider.id);
+    labels.provider = provider.kind.as_str();
+    let credentials = credentials(&provider)?;
+    let url = upstream_url(&provider.base_url, rest, uri.query())?;
+    let uri = crate::urls::parse(&url).map_err(|e| GatewayError::bad_request(e, None))?;
+    let limit = rt.config.settings.max_request_bytes;
+    if content_length(&headers).is_some_and(|n| n > limit) {
+        return Err(GatewayError::too_large(limit));
+    }
+
+    // Limits: rpm, requests in flight, a budget already spent; nothing reserved.
+    let admission = match limits::admit_passthrough(&gw.limits, &key, OPERATION).await {
+        Ok(a) => a,
+        Err(refused) => return Ok(respond::refused(&OPENAI, refused)),
+    };
+
+    // Upstream: the body streams as it arrives, at most maxRequestBytes of it.
+    let mut up_headers = request_headers(&headers, &credentials);
+    if let Ok(v) = HeaderValue::from_str(&labels.request_id) {
+        up_headers.insert("x-request-id", v);
+    }
+    let body = Body::new(http_body_util::Limited::new(
+        body,
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    ));
+    let wait = Duration::from_millis(provider.timeouts.request_ms);
+    let sent = gw.upstream.send_streamed(method, uri, up_headers, body);
+    let resp = match tokio::time::timeout(wait, sent).await {
+        Err(_) => {
+            let e = ProviderError::new(ErrorKind::Timeout, "the upstream did not answer in time");
+            return Err(GatewayError::upstream(&e, &provider.id));
+        }
+        Ok(Err(e)) => return Err(GatewayError::upstream(&e, &provider.id)),
+        Ok(Ok(r)) => r,
+    };
+
+    // The answer, as it comes; accounted when it ends (`Forward`).
+    let (mut parts, upstream) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if key.config.limits.rpm.is_some() || key.config.limits.tpm.is_some() {
+        // The key's limits are what its client is held to: the provider account's would mislead.
+        drop_rate_headers(&mut parts.headers);
+        admission.headers().apply(&mut parts.headers);
+    }
+    let status = parts.status.as_u16();
+    let keep = (200..300).contains(&status) && is_plain_json(&parts.headers);
+    let cap = usize::try_from(rt.config.settings.max_response_bytes).unwrap_or(usize::MAX);
+    labels.accounted = true;
+    let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
+    let forward = Forward {
+        body: upstream,
+        idle,
+        timer: Box::pin(tokio::time::sleep(idle)),
+        seen: keep.then(BytesMut::new),
+        cap,
+        end: Some(End {
+            gw: gw.clone(),
+            labels: labels.clone(),
+            status,
+            start,
+            admission,
+            provider,
+        }),
+    };
+    Ok(Response::from_parts(parts, Body::new(forward)))
+}
+
+/// The Provider name and the rest of a `/passthrough/{provider}/{path}` path, as the client
+/// wrote it (percent-encoding kept).
+fn split(path: &str) -> Option<(&str, &str)> {
+    let tail = path.strip_prefix("/passthrough/")?;
+    let (name, rest) = tail.split_once('/').unwrap_or((tail, ""));
+    (!name.is_empty()).then_some((name, rest))
+}
+
+fn unknown_provider(name: &str) -> GatewayError {
+    GatewayError::not_found(format!(
+        "Provider `{name}` not found. Pass-through reaches the Providers of the API key's namespace by name: \
+         /passthrough/{{provider}}/{{path}}."
+    ))
+}
+
+/// The Provider `name` of the key's namespace, if the key may pass through to it: 404 when the
+/// namespace has none of that name (whatever other namespaces have), 403 when the key does not
+/// name it in `allowedPassthrough`.
+fn provider_for(rt: &Runtime, key: &Key, name: &str) -> Result<Arc<ProviderConfig>, GatewayError> {
+    if name.contains('/') {
+        return Err(unknown_provider(name));
+    }
+    let Some(provider) = rt.provider(&format!("{}/{name}", key.config.namespace)) else {
+        return Err(unknown_provider(name));
+    };
+    if !key.config.allowed_passthrough.iter().any(|a| a == name) {
+        return Err(GatewayError::forbidden(format!(
+            "This API key may not pass through to provider `{name}`: its VirtualKey does not name it in spec.allowedPassthrough."
+        )));
+    }
+    Ok(provider.clone())
+}
+
+/// The headers the Provider's adapter sets on every request (credentials, the Provider's
+/// extra headers); 400 for a provider type whose requests the adapter must sign or that has
+/// no HTTP API (the in-gateway mock).
+fn credentials(provider: &ProviderConfig) -> Result<HeaderMap, GatewayError> {
+    if provider.kind == ProviderKind::Mock || provider.base_url.is_empty() {
+        return Err(GatewayError::bad_request(
+            format!(
+                "pass-through does not serve provider `{}`: providers of type {} have no HTTP API to forward to",
+                provider.id,
+                provider.kind.as_str()
+            ),
+            None,
+        ));
+    }
+    let target = Target {
+        provider,
+        model: "",
+        drop_unsupported_params: false,
+        now: SystemTime::now(),
+        bearer: None,
+    };
+    providers::adapter(provider.kind)
+        .credentials(&target)
+        .map_err(|e| GatewayError::upstream(&e, &provider.id))
+}
+
+/// `{base}/{rest}?{query}`. Dot segments (`.`, `..`, percent-encoded too) are refused: a path
+/// must not climb out of the Provider's base URL.
+fn upstream_url(base: &str, rest: &str, query: Option<&str>) -> Result<String, GatewayError> {
+    let climbs = rest.split('/').any(|seg| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == "." || seg == ".."
+    });
+    if climbs {
+        return Err(GatewayError::bad_request(
+            "pass-through paths may not hold `.` or `..` segments",
+            None,
+        ));
+    }
+    let mut url = format!("{}/{rest}", base.trim_end_matches('/'));
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    Ok(url)
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Drops hop-by-hop headers and those the `connection` header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+/// Drops `x-ratelimit-*` headers.
+fn drop_rate_headers(h: &mut HeaderMap) {
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-ratelimit-"))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
+/// The client's headers as they go upstream: without hop-by-hop headers, `host` (the
+/// Provider's), `accept-encoding` (a compressed answer's usage could not be read; the client
+/// gets it uncompressed) and the client's credentials; with the Provider's `credentials`,
+/// except their `content-type` (the client's body is forwarded as it is) and an
+/// `anthropic-version` the client chose.
+fn request_headers(client: &HeaderMap, credentials: &HeaderMap) -> HeaderMap {
+    let mut out = client.clone();
+    strip_hop_by_hop(&mut out);
+    for n in CLIENT_CREDENTIALS {
+        out.remove(n);
+    }
+    out.remove(header::HOST);
+    out.remove(header::ACCEPT_ENCODING);
+    for (name, value) in credentials {
+        if name == header::CONTENT_TYPE || (name == "anthropic-version" && out.contains_key(name)) {
+            continue;
+        }
+        out.insert(name.clone(), value.clone());
+    }
+    out
+}
+
+/// A JSON answer the gateway can read: `application/json` (or `+json`), not compressed.
+fn is_plain_json(h: &HeaderMap) -> bool {
+    let json = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            let t = t.trim().to_ascii_lowercase();
+            t == "application/json" || t.ends_with("+json")
+        });
+    let plain = h
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
+    json && plain
+}
+
+/// A JSON answer's usage, as the Provider's adapter reads a chat answer (OpenAI's `usage`, and
+/// each native format's), and its price: the price of a backend on this Provider serving the
+/// answer's `model`, else the built-in table's for the Provider's type.
+fn usage_and_price(rt: &Runtime, provider: &ProviderConfig, body: &[u8]) -> (Option<Usage>, Option<Price>) {
+    #[derive(serde::Deserialize)]
+    struct Model {
+        #[serde(default)]
+        model: Option<String>,
+        /// Gemini's.
+        #[serde(default, rename = "modelVersion")]
+        model_version: Option<String>,
+    }
+    let target = Target {
+        provider,
+        model: "",
+        drop_unsupported_params: false,
+        now: SystemTime::now(),
+        bearer: None,
+    };
+    let usage = providers::adapter(provider.kind)
+        .parse(Operation::Chat, body, &target)
+        .ok()
+        .and_then(|t| t.usage);
+    let Some(usage) = usage else {
+        return (None, None);
+    };
+    let model = serde_json::from_slice::<Model>(body)
+        .ok()
+        .and_then(|m| m.model.or(m.model_version));
+    let price = model.and_then(|model| {
+        rt.config
+            .routes
+            .iter()
+            .flat_map(|r| &r.backends)
+            .find(|b| b.provider == provider.id && b.model == model && b.price.is_some())
+            .and_then(|b| b.price)
+            .or_else(|| switchyard_config::prices::lookup_for(provider.kind, &model).map(|i| i.price))
+    });
+    (Some(usage), price)
+}
+
+/// The upstream's answer on its way to the client, frame by frame: an idle timeout per
+/// frame, a JSON body kept (up to `cap` bytes) for its usage, and the request accounted once,
+/// when the body ends, fails, or the client goes away.
+struct Forward {
+    body: UpstreamBody,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The body so far, while it is one whose usage can be read and under `cap`.
+    seen: Option<BytesMut>,
+    cap: usize,
+    end: Option<End>,
+}
+
+/// What accounting a pass-through request needs when its answer ends.
+struct End {
+    gw: Arc<Gateway>,
+    labels: Labels,
+    status: u16,
+    start: Instant,
+    admission: Admission,
+    provider: Arc<ProviderConfig>,
+}
+
+impl Forward {
+    /// Accounts the request, once; `complete`: the whole body went by.
+    fn finish(&mut self, complete: bool) {
+        let Some(end) = self.end.take() else { return };
+        let seen = self.seen.take().filter(|_| complete);
+        let (usage, price) = match seen {
+            Some(body) => usage_and_price(&end.gw.runtime(), &end.provider, &body),
+            None => (None, None),
+        };
+        account::passthrough(
+            &end.gw,
+            &end.labels,
+            end.status,
+            end.start,
+            usage.as_ref(),
+            price.as_ref(),
+            end.admission,
+        );
+    }
+}
+
+impl http_body::Body for Forward {
+    type Data = Bytes;
+    type Error = ProviderError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProviderError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                if let (Some(data), Some(seen)) = (frame.data_ref(), this.seen.as_mut()) {
+                    if seen.len() + data.len() > this.cap {
+                        // Too large to read for usage: forwarded all the same, cost unknown.
+                        this.seen = None;
+                    } else {
+                        seen.extend_from_slice(data);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(false);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if std::future::Future::poll(this.timer.as_mut(), cx).is_ready() {
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(ProviderError::new(
+                        ErrorKind::Timeout,
+                        "the upstream went silent",
+                    ))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        // The server stops polling once a body of known length is all sent: that is complete.
+        let complete = http_body::Body::is_end_stream(&self.body);
+        self.finish(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn paths_name_the_provider_and_keep_the_rest_as_written() {
+        assert_eq!(split("/passthrough/openai/v1/files"), Some(("openai", "v1/files")));
+        assert_eq!(split("/passthrough/openai/v1/a%2Fb"), Some(("openai", "v1/a%2Fb")));
+        assert_eq!(split("/passthrough/openai"), Some(("openai", "")));
+        assert_eq!(split("/passthrough/"), None);
+        assert_eq!(split("/v1/chat/completions"), None);
+    }
+
+    #[test]
+    fn urls_join_the_base_and_keep_the_query() {
+        let u = upstream_url("https://api.openai.com/v1/", "files/f-1/content", Some("a=1&b=%20"));
+        assert_eq!(
+            u.ok().as_deref(),
+            Some("https://api.openai.com/v1/files/f-1/content?a=1&b=%20")
+        );
+        let u = upstream_url("https://x.example/v1", "", None);
+        assert_eq!(u.ok().as_deref(), Some("https://x.example/v1/"));
+    }
+
+    #[test]
+    fn paths_may_not_climb_out_of_the_base_url() {
+        for rest in ["../admin", "v1/./x", "v1/%2e%2E/secrets", "v1/.."] {
+            let e = upstream_url("https://x.example/tenant/v1", rest, None).err();
+            assert_eq!(e.map(|e| e.status), Some(http::StatusCode::BAD_REQUEST), "{rest}");
+        }
+        assert!(upstream_url("https://x.example/v1", "files/..hidden", None).is_ok());
+    }
+
+    #[test]
+    fn the_clients_key_never_goes_upstream_and_the_providers_does() {
+        let client = map(&[
+            ("authorization", "Bearer sk-virtual"),
+            ("x-api-key", "sk-virtual"),
+            ("api-key", "sk-virtual"),
+            ("x-goog-api-key", "sk-virtual"),
+            ("host", "gateway.example"),
+            ("connection", "keep-alive, x-drop-me"),
+            ("x-drop-me", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("accept-encoding", "gzip"),
+            ("content-type", "multipart/form-data; boundary=x"),
+            ("content-length", "42"),
+            ("anthropic-version", "2023-01-01"),
+            ("anthropic-beta", "files-api-2025-04-14"),
+            ("openai-beta", "assistants=v2"),
+        ]);
+        let mut creds = map(&[
+            ("content-type", "application/json"),
+            ("anthropic-version", "2023-06-01"),
+            ("x-provider-extra", "yes"),
+        ]);
+        creds.insert("x-api-key", HeaderValue::from_static("sk-provider"));
+        let out = request_headers(&client, &creds);
+        assert_eq!(out["x-api-key"], "sk-provider");
+        for gone in [
+            "authorization",
+            "api-key",
+            "x-goog-api-key",
+            "host",
+            "connection",
+            "x-drop-me",
+            "keep-alive",
+            "transfer-encoding",
+            "accept-encoding",
+        ] {
+            assert!(!out.contains_key(gone), "{gone} was forwarded");
+        }
+        // The client's body type, version and other headers stay; the Provider's extras join.
+        assert_eq!(out["content-type"], "multipart/form-data; boundary=x");
+        assert_eq!(out["content-length"], "42");
+        assert_eq!(out["anthropic-version"], "2023-01-01");
+        assert_eq!(out["anthropic-beta"], "files-api-2025-04-14");
+        assert_eq!(out["openai-beta"], "assistants=v2");
+        assert_eq!(out["x-provider-extra"], "yes");
+        // Without the client's, the adapter's version is sent.
+        let out = request_headers(&map(&[]), &creds);
+        assert_eq!(out["anthropic-version"], "2023-06-01");
+    }
+
+    #[test]
+    fn each_provider_type_gets_its_own_credential_header() {
+        use switchyard_config::{CredentialsConfig, SecretString};
+        let provider = |kind: ProviderKind| ProviderConfig {
+            id: "ns/p".into(),
+            kind,
+            base_url: "https://upstream.example".into(),
+            credentials: Some(CredentialsConfig::ApiKey {
+                key: SecretString::new("sk-provider"),
+            }),
+            region: None,
+            api_version: None,
+            project: None,
+            headers: Default::default(),
+            quota: Default::default(),
+            timeouts: Default::default(),
+            circuit_breaker: Default::default(),
+            mock: None,
+        };
+        let header_of = |kind| credentials(&provider(kind)).map_err(|e| e.message);
+        let h = header_of(ProviderKind::Openai).unwrap();
+        assert_eq!(h["authorization"], "Bearer sk-provider");
+        let h = header_of(ProviderKind::Groq).unwrap();
+        assert_eq!(h["authorization"], "Bearer sk-provider");
+        let h = header_of(ProviderKind::AzureOpenai).unwrap();
+        assert_eq!(h["api-key"], "sk-provider");
+        let h = header_of(ProviderKind::Anthropic).unwrap();
+        assert_eq!(h["x-api-key"], "sk-provider");
+        assert!(h.contains_key("anthropic-version"));
+        let h = header_of(ProviderKind::Gemini).unwrap();
+        assert_eq!(h["x-goog-api-key"], "sk-provider");
+        for kind in [ProviderKind::Cohere, ProviderKind::Voyage] {
+            assert_eq!(header_of(kind).unwrap()["authorization"], "Bearer sk-provider");
+        }
+        for kind in [ProviderKind::Bedrock, ProviderKind::Vertex, ProviderKind::Mock] {
+            let e = credentials(&provider(kind)).err().unwrap();
+            assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(kind.as_str()), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_of_the_answer_are_dropped() {
+        let mut h = map(&[
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "text/event-stream"),
+            ("openai-processing-ms", "12"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "openai-processing-ms"]);
+        let mut h = map(&[
+            ("x-ratelimit-limit-requests", "10000"),
+            ("x-ratelimit-remaining-tokens", "99"),
+            ("x-request-id", "req-1"),
+        ]);
+        drop_rate_headers(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-request-id"]);
+    }
+
+    #[test]
+    fn only_plain_json_answers_are_read_for_usage() {
+        assert!(is_plain_json(&map(&[(
+            "content-type",
+            "application/json; charset=utf-8"
+        )])));
+        assert!(is_plain_json(&map(&[("content-type", "application/problem+json")])));
+        assert!(!is_plain_json(&map(&[("content-type", "text/event-stream")])));
+        assert!(!is_plain_json(&map(&[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip")
+        ])));
+        assert!(!is_plain_json(&map(&[])));
+    }
+}
