@@ -83,6 +83,7 @@ mod rerank;
 mod scenario;
 pub mod sigv4;
 mod state;
+mod strict;
 mod wire;
 
 use std::net::SocketAddr;
