@@ -283,11 +283,6 @@ fn check_object(obj: &Value, schema: &Schema, at: &Path) -> Result<(), Violation
             .iter()
             .find(|f| f.name == key || (schema.proto && f.name == camel(key)))
     };
-    if schema.closed {
-        if let Some(key) = map.keys().find(|k| find(k).is_none()) {
-            return Err(Violation::Unknown(at.push(Step::Key(key.clone()))));
-        }
-    }
     for f in schema.fields {
         let value = map.get(f.name).or_else(|| {
             schema
@@ -308,6 +303,11 @@ fn check_object(obj: &Value, schema: &Schema, at: &Path) -> Result<(), Violation
             continue;
         };
         check_value(v, f, &path)?;
+    }
+    if schema.closed {
+        if let Some(key) = map.keys().find(|k| find(k).is_none()) {
+            return Err(Violation::Unknown(at.push(Step::Key(key.clone()))));
+        }
     }
     Ok(())
 }
@@ -927,7 +927,7 @@ pub fn pydantic_words(v: &Violation) -> String {
                 Ty::Any => "value",
             }
         ),
-        Violation::Enum { path, got, allowed } if path.leaf() == "type" => format!(
+        Violation::Enum { path, got, allowed } if path.leaf() == "type" && allowed.len() > 1 => format!(
             "Input tag '{got}' found using 'type' does not match any of the expected tags: {}",
             quoted_list(allowed, "or", false).replace(" or ", ", ")
         ),
