@@ -630,12 +630,14 @@ macro_rules! anthropic_fields {
             field("cache_control", Ty::Obj).nullable(),
             field("container", Ty::Any),
             field("context_management", Ty::Obj).nullable(),
+            field("diagnostics", Ty::Obj).nullable(),
             field("inference_geo", Ty::Str).nullable(),
             field("mcp_servers", Ty::Arr),
             field("metadata", Ty::Obj),
             field("output_config", Ty::Obj),
             field("output_format", Ty::Obj).nullable(),
             field("service_tier", Ty::Str).one_of(&["auto", "standard_only"]),
+            field("speed", Ty::Str),
             field("stop_sequences", Ty::Arr),
             field("stream", Ty::Bool),
             field("system", Ty::StrOrArr).of(&ANTHROPIC_SYSTEM_BLOCK),
@@ -645,6 +647,8 @@ macro_rules! anthropic_fields {
             field("tools", Ty::Arr),
             field("top_k", Ty::Int).at_least(0.0),
             field("top_p", Ty::Num).range(0.0, 1.0),
+            field("user_profile_id", Ty::Str),
+            field("workspace_id", Ty::Str),
         ]
     };
 }
@@ -877,7 +881,7 @@ pub const COHERE_CHAT: Schema = Schema {
         field("safety_mode", Ty::Str).one_of(&["CONTEXTUAL", "STRICT", "OFF"]),
         field("max_tokens", Ty::Int).at_least(1.0),
         field("stop_sequences", Ty::Arr),
-        field("temperature", Ty::Num).range(0.0, 1.0),
+        field("temperature", Ty::Num).at_least(0.0),
         field("seed", Ty::Int),
         field("frequency_penalty", Ty::Num).range(0.0, 1.0),
         field("presence_penalty", Ty::Num).range(0.0, 1.0),

@@ -276,7 +276,11 @@ fn chat_request(request: &Json, target: &Target<'_>, stream: bool) -> Result<Jso
             | "service_tier"
             | "tools" => {}
             "temperature" => set("temperature"),
-            "top_p" | "p" => set("p"),
+            // Cohere's `p` is 0.01..=0.99: OpenAI's default `top_p: 1` would be refused.
+            "top_p" | "p" => {
+                let p = crate::wire::clamped(value, 0.01, 0.99).unwrap_or_else(|| value.clone());
+                body.insert("p".into(), p);
+            }
             "top_k" | "k" => set("k"),
             "seed" => set("seed"),
             "frequency_penalty" => set("frequency_penalty"),
