@@ -41,9 +41,16 @@ fn refuse(v: &Violation, state: &MockState) -> Response<Body> {
         Violation::Unknown(_) => format!("unknown field: parameter {path} is not a valid field"),
         Violation::Type { expected, .. } => format!("{path} must be {}", expected.word()),
         Violation::Enum { path, got, allowed } if path.leaf() == "role" => {
-            format!("invalid role '{got}' in {}: must be one of {}", path.dotted(), allowed.join(", "))
+            format!(
+                "invalid role '{got}' in {}: must be one of {}",
+                path.dotted(),
+                allowed.join(", ")
+            )
         }
-        Violation::Enum { got, allowed, .. } => format!("invalid value '{got}' for {path}: must be one of {}", allowed.join(", ")),
+        Violation::Enum { got, allowed, .. } => format!(
+            "invalid value '{got}' for {path}: must be one of {}",
+            allowed.join(", ")
+        ),
         Violation::Below { min, .. } => format!("{path} must be at least {}", strict::num(*min)),
         Violation::Above { max, .. } => format!("{path} must be at most {}", strict::num(*max)),
         Violation::Empty(_) => format!("{path} must not be empty"),

@@ -224,7 +224,10 @@ async fn dispatch(
     };
     if matches!(method, "generateContent" | "streamGenerateContent") {
         if let Err(v) = strict::check(&req, &strict::GEMINI_GENERATE) {
-            return refuse(&v, method == "streamGenerateContent" && wire::query_param(uri.query(), "alt").as_deref() != Some("sse"));
+            return refuse(
+                &v,
+                method == "streamGenerateContent" && wire::query_param(uri.query(), "alt").as_deref() != Some("sse"),
+            );
         }
     }
     match method {
@@ -280,7 +283,10 @@ fn refuse(v: &Violation, in_array: bool) -> Response<Body> {
     let message = match v {
         Violation::NotObject => "Invalid JSON payload received. Expected an object.".to_owned(),
         Violation::Unknown(_) if parent.is_empty() => {
-            format!("Invalid JSON payload received. Unknown name \"{}\": Cannot find field.", path.leaf())
+            format!(
+                "Invalid JSON payload received. Unknown name \"{}\": Cannot find field.",
+                path.leaf()
+            )
         }
         Violation::Unknown(_) => format!(
             "Invalid JSON payload received. Unknown name \"{}\" at '{parent}': Cannot find field.",
@@ -323,7 +329,14 @@ fn refuse(v: &Violation, in_array: bool) -> Response<Body> {
         "@type": "type.googleapis.com/google.rpc.BadRequest",
         "fieldViolations": [{"field": field, "description": message}]
     }]);
-    error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message, Some(details), &[], in_array)
+    error(
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        &message,
+        Some(details),
+        &[],
+        in_array,
+    )
 }
 
 /// Word counts over `systemInstruction` and `contents`; a content without a role is the user's.

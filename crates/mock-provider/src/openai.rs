@@ -62,9 +62,7 @@ pub async fn azure_chat_completions(
     if let Err(res) = azure_auth(&headers, uri.query()) {
         return res;
     }
-    if let Err(res) =
-        validate(&body, &strict::AZURE_CHAT).and_then(|req| azure_refuses_developer(&req, uri.query()))
-    {
+    if let Err(res) = validate(&body, &strict::AZURE_CHAT).and_then(|req| azure_refuses_developer(&req, uri.query())) {
         return res;
     }
     chat(
@@ -416,7 +414,14 @@ pub(crate) fn refuse(v: &strict::Violation) -> Response<Body> {
             Some("empty_array"),
         ),
     };
-    error_body(StatusCode::BAD_REQUEST, &[], &message, "invalid_request_error", param, code)
+    error_body(
+        StatusCode::BAD_REQUEST,
+        &[],
+        &message,
+        "invalid_request_error",
+        param,
+        code,
+    )
 }
 
 /// Checks a body against an OpenAI schema; the refusal is OpenAI's 400.

@@ -123,7 +123,10 @@ impl Field {
         Field { min: Some(min), ..self }
     }
     pub const fn non_empty(self) -> Field {
-        Field { non_empty: true, ..self }
+        Field {
+            non_empty: true,
+            ..self
+        }
     }
     pub const fn of(self, schema: &'static Schema) -> Field {
         Field {
@@ -228,10 +231,26 @@ pub enum Violation {
     NotObject,
     Missing(Path),
     Unknown(Path),
-    Type { path: Path, expected: Ty, got: Value },
-    Enum { path: Path, got: String, allowed: &'static [&'static str] },
-    Below { path: Path, min: f64, got: f64 },
-    Above { path: Path, max: f64, got: f64 },
+    Type {
+        path: Path,
+        expected: Ty,
+        got: Value,
+    },
+    Enum {
+        path: Path,
+        got: String,
+        allowed: &'static [&'static str],
+    },
+    Below {
+        path: Path,
+        min: f64,
+        got: f64,
+    },
+    Above {
+        path: Path,
+        max: f64,
+        got: f64,
+    },
     Empty(Path),
 }
 
@@ -406,10 +425,7 @@ const OPENAI_MESSAGE: Schema = Schema {
 };
 
 const OPENAI_STREAM_OPTIONS: Schema = Schema {
-    fields: &[
-        field("include_usage", Ty::Bool),
-        field("include_obfuscation", Ty::Bool),
-    ],
+    fields: &[field("include_usage", Ty::Bool), field("include_obfuscation", Ty::Bool)],
     closed: true,
     proto: false,
 };
@@ -417,48 +433,50 @@ const OPENAI_STREAM_OPTIONS: Schema = Schema {
 macro_rules! openai_chat_fields {
     ($model:expr) => {
         &[
-        $model,
-        field("messages", Ty::Arr).required().non_empty().of(&OPENAI_MESSAGE),
-        field("audio", Ty::Obj).nullable(),
-        field("frequency_penalty", Ty::Num).nullable().range(-2.0, 2.0),
-        field("function_call", Ty::Any),
-        field("functions", Ty::Arr),
-        field("logit_bias", Ty::Obj).nullable(),
-        field("logprobs", Ty::Bool).nullable(),
-        field("max_completion_tokens", Ty::Int).nullable().at_least(1.0),
-        field("max_tokens", Ty::Int).nullable().at_least(1.0),
-        field("metadata", Ty::Obj).nullable(),
-        field("modalities", Ty::Arr).nullable(),
-        field("n", Ty::Int).nullable().range(1.0, 128.0),
-        field("parallel_tool_calls", Ty::Bool),
-        field("prediction", Ty::Obj).nullable(),
-        field("presence_penalty", Ty::Num).nullable().range(-2.0, 2.0),
-        field("prompt_cache_key", Ty::Str),
-        field("prompt_cache_retention", Ty::Str).nullable(),
-        field("reasoning_effort", Ty::Str)
-            .nullable()
-            .one_of(&["none", "minimal", "low", "medium", "high", "xhigh"]),
-        field("response_format", Ty::Obj),
-        field("safety_identifier", Ty::Str),
-        field("seed", Ty::Int).nullable(),
-        field("service_tier", Ty::Str)
-            .nullable()
-            .one_of(&["auto", "default", "flex", "scale", "priority"]),
-        field("stop", Ty::StrOrArr).nullable(),
-        field("store", Ty::Bool).nullable(),
-        field("stream", Ty::Bool).nullable(),
-        field("stream_options", Ty::Obj).nullable().of(&OPENAI_STREAM_OPTIONS),
-        field("temperature", Ty::Num).nullable().range(0.0, 2.0),
-        field("tool_choice", Ty::Any),
-        field("tools", Ty::Arr),
-        field("top_logprobs", Ty::Int).nullable().range(0.0, 20.0),
-        field("top_p", Ty::Num).nullable().range(0.0, 1.0),
-        field("user", Ty::Str),
-        field("verbosity", Ty::Str).nullable().one_of(&["low", "medium", "high"]),
-        field("web_search_options", Ty::Obj),
-        // Azure OpenAI's own additions ("On your data", user security context).
-        field("data_sources", Ty::Arr),
-        field("user_security_context", Ty::Obj),
+            $model,
+            field("messages", Ty::Arr).required().non_empty().of(&OPENAI_MESSAGE),
+            field("audio", Ty::Obj).nullable(),
+            field("frequency_penalty", Ty::Num).nullable().range(-2.0, 2.0),
+            field("function_call", Ty::Any),
+            field("functions", Ty::Arr),
+            field("logit_bias", Ty::Obj).nullable(),
+            field("logprobs", Ty::Bool).nullable(),
+            field("max_completion_tokens", Ty::Int).nullable().at_least(1.0),
+            field("max_tokens", Ty::Int).nullable().at_least(1.0),
+            field("metadata", Ty::Obj).nullable(),
+            field("modalities", Ty::Arr).nullable(),
+            field("n", Ty::Int).nullable().range(1.0, 128.0),
+            field("parallel_tool_calls", Ty::Bool),
+            field("prediction", Ty::Obj).nullable(),
+            field("presence_penalty", Ty::Num).nullable().range(-2.0, 2.0),
+            field("prompt_cache_key", Ty::Str),
+            field("prompt_cache_retention", Ty::Str).nullable(),
+            field("reasoning_effort", Ty::Str)
+                .nullable()
+                .one_of(&["none", "minimal", "low", "medium", "high", "xhigh"]),
+            field("response_format", Ty::Obj),
+            field("safety_identifier", Ty::Str),
+            field("seed", Ty::Int).nullable(),
+            field("service_tier", Ty::Str)
+                .nullable()
+                .one_of(&["auto", "default", "flex", "scale", "priority"]),
+            field("stop", Ty::StrOrArr).nullable(),
+            field("store", Ty::Bool).nullable(),
+            field("stream", Ty::Bool).nullable(),
+            field("stream_options", Ty::Obj).nullable().of(&OPENAI_STREAM_OPTIONS),
+            field("temperature", Ty::Num).nullable().range(0.0, 2.0),
+            field("tool_choice", Ty::Any),
+            field("tools", Ty::Arr),
+            field("top_logprobs", Ty::Int).nullable().range(0.0, 20.0),
+            field("top_p", Ty::Num).nullable().range(0.0, 1.0),
+            field("user", Ty::Str),
+            field("verbosity", Ty::Str)
+                .nullable()
+                .one_of(&["low", "medium", "high"]),
+            field("web_search_options", Ty::Obj),
+            // Azure OpenAI's own additions ("On your data", user security context).
+            field("data_sources", Ty::Arr),
+            field("user_security_context", Ty::Obj),
         ]
     };
 }
@@ -797,7 +815,10 @@ const GEMINI_CONTENT: Schema = Schema {
 };
 
 const GEMINI_SYSTEM: Schema = Schema {
-    fields: &[field("role", Ty::Str), field("parts", Ty::Arr).required().of(&GEMINI_PART)],
+    fields: &[
+        field("role", Ty::Str),
+        field("parts", Ty::Arr).required().of(&GEMINI_PART),
+    ],
     closed: true,
     proto: true,
 };
@@ -977,6 +998,9 @@ mod tests {
         let ok = json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]});
         assert_eq!(bedrock_bad_block(&ok), None);
         let two = json!({"messages": [{"role": "user", "content": [{"text": "hi", "image": {}}]}]});
-        assert_eq!(bedrock_bad_block(&two).map(|(p, n)| (p.aws(), n)), Some(("messages.1.member.content.1.member".to_owned(), 2)));
+        assert_eq!(
+            bedrock_bad_block(&two).map(|(p, n)| (p.aws(), n)),
+            Some(("messages.1.member.content.1.member".to_owned(), 2))
+        );
     }
 }

@@ -29,7 +29,9 @@ async fn send(mock: &Mock, api: Api, body: &Value) -> (u16, Value) {
         Api::OpenAiEmbeddings => mock.post_bearer("/v1/embeddings", body).await,
         Api::OpenAiResponses => mock.post_bearer("/v1/responses", body).await,
         Api::AzureChat(version) => http
-            .post(mock.url(&format!("/openai/deployments/gpt4o/chat/completions?api-version={version}")))
+            .post(mock.url(&format!(
+                "/openai/deployments/gpt4o/chat/completions?api-version={version}"
+            )))
             .header("api-key", "k")
             .json(body)
             .send()
@@ -72,8 +74,12 @@ fn valid(api: Api) -> Value {
             {"role": "developer", "content": "be brief"},
             {"role": "user", "content": [{"type": "text", "text": "hi"}]}
         ], "temperature": 2, "stream_options": null}),
-        Api::AzureChat(_) => json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}),
-        Api::OpenAiEmbeddings => json!({"model": "text-embedding-3-small", "input": ["a", "b"], "encoding_format": "float"}),
+        Api::AzureChat(_) => {
+            json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
+        }
+        Api::OpenAiEmbeddings => {
+            json!({"model": "text-embedding-3-small", "input": ["a", "b"], "encoding_format": "float"})
+        }
         Api::OpenAiResponses => json!({"model": "gpt-4o", "input": "hi", "instructions": "be brief"}),
         Api::Anthropic => json!({"model": "claude", "max_tokens": 10, "system": [{"type": "text", "text": "be brief"}],
             // Two user turns in a row: the API no longer asks roles to alternate.
@@ -85,7 +91,9 @@ fn valid(api: Api) -> Value {
             "system": [{"text": "be brief"}], "inferenceConfig": {"maxTokens": 10, "temperature": 0.5}}),
         Api::Gemini => json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
             "system_instruction": {"parts": [{"text": "be brief"}]}, "generationConfig": {"maxOutputTokens": 10}}),
-        Api::Cohere => json!({"model": "command-r", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}),
+        Api::Cohere => {
+            json!({"model": "command-r", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
+        }
     }
 }
 
@@ -121,8 +129,22 @@ struct Case {
     says: &'static str,
 }
 
-fn case(api: Api, path: &'static str, value: Option<Value>, status: u16, pointer: &'static str, says: &'static str) -> Case {
-    Case { api, path, value, status, pointer, says }
+fn case(
+    api: Api,
+    path: &'static str,
+    value: Option<Value>,
+    status: u16,
+    pointer: &'static str,
+    says: &'static str,
+) -> Case {
+    Case {
+        api,
+        path,
+        value,
+        status,
+        pointer,
+        says,
+    }
 }
 
 #[tokio::test]
@@ -206,18 +228,33 @@ async fn each_api_refuses_what_its_provider_refuses() {
         let body = edit(valid(c.api), c.path, c.value);
         let (status, answer) = send(&mock, c.api, &body).await;
         assert_eq!(status, c.status, "{} -> {answer}", c.path);
-        assert_eq!(answer.pointer(c.pointer).and_then(Value::as_str), Some(c.says), "{} -> {answer}", c.path);
+        assert_eq!(
+            answer.pointer(c.pointer).and_then(Value::as_str),
+            Some(c.says),
+            "{} -> {answer}",
+            c.path
+        );
     }
 }
 
 #[tokio::test]
 async fn refusals_keep_each_providers_error_shape() {
     let mock = spawn().await;
-    let (_, openai) = send(&mock, Api::OpenAiChat, &edit(valid(Api::OpenAiChat), "messages.0.role", Some(json!("bot")))).await;
+    let (_, openai) = send(
+        &mock,
+        Api::OpenAiChat,
+        &edit(valid(Api::OpenAiChat), "messages.0.role", Some(json!("bot"))),
+    )
+    .await;
     assert_eq!(openai["error"]["type"], "invalid_request_error");
     assert_eq!(openai["error"]["param"], "messages[0].role");
     assert_eq!(openai["error"]["code"], "invalid_value");
-    let (_, unknown) = send(&mock, Api::OpenAiChat, &edit(valid(Api::OpenAiChat), "foo", Some(json!(1)))).await;
+    let (_, unknown) = send(
+        &mock,
+        Api::OpenAiChat,
+        &edit(valid(Api::OpenAiChat), "foo", Some(json!(1))),
+    )
+    .await;
     assert_eq!(unknown["error"]["param"], Value::Null);
     assert_eq!(unknown["error"]["code"], Value::Null);
 
@@ -226,9 +263,15 @@ async fn refusals_keep_each_providers_error_shape() {
     assert_eq!(anthropic["error"]["type"], "invalid_request_error");
 
     let res = mock
-        .bedrock_ok("/model/amazon.nova-lite-v1:0/converse", &json!({"messages": [{"role": "bot", "content": []}]}))
+        .bedrock_ok(
+            "/model/amazon.nova-lite-v1:0/converse",
+            &json!({"messages": [{"role": "bot", "content": []}]}),
+        )
         .await;
-    assert_eq!(res.headers()["x-amzn-errortype"].to_str().unwrap().split(':').next(), Some("ValidationException"));
+    assert_eq!(
+        res.headers()["x-amzn-errortype"].to_str().unwrap().split(':').next(),
+        Some("ValidationException")
+    );
 
     let (_, gemini) = send(&mock, Api::Gemini, &json!({"contents": []})).await;
     assert_eq!(gemini["error"]["status"], "INVALID_ARGUMENT");
