@@ -149,12 +149,13 @@ def test_sampling_numbers_are_brought_into_each_providers_range(env, oai):
     sent = {
         "anthropic": lambda b: (b["temperature"], b["top_p"]),
         "bedrock": lambda b: (b["inferenceConfig"]["temperature"], b["inferenceConfig"]["topP"]),
-        "cohere": lambda b: (b["temperature"], b["p"]),
+        "cohere": lambda b: (b["temperature"], b["p"], b["frequency_penalty"]),
     }
-    expected = {"anthropic": (1, 1), "bedrock": (1, 1), "cohere": (1.5, 0.99)}
+    expected = {"anthropic": (1, 1), "bedrock": (1, 1), "cohere": (1.5, 0.99, 0)}
     for provider, read in sent.items():
+        penalty = {"frequency_penalty": -0.5} if provider == "cohere" else {}
         oai.chat.completions.create(model=f"{provider}-chat", messages=[{"role": "user", "content": "hi"}],
-                                    temperature=1.5, top_p=1)
+                                    temperature=1.5, top_p=1, **penalty)
         body = httpx.get(f"{mock.url}/mock/last-request", params={"provider": provider}).json()
         assert read(body) == expected[provider], (provider, body)
 

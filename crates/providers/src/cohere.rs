@@ -283,8 +283,11 @@ fn chat_request(request: &Json, target: &Target<'_>, stream: bool) -> Result<Jso
             }
             "top_k" | "k" => set("k"),
             "seed" => set("seed"),
-            "frequency_penalty" => set("frequency_penalty"),
-            "presence_penalty" => set("presence_penalty"),
+            // Cohere's penalties are 0..=1, OpenAI's -2..=2.
+            "frequency_penalty" | "presence_penalty" => {
+                let v = crate::wire::clamped(value, 0.0, 1.0).unwrap_or_else(|| value.clone());
+                body.insert(key.clone(), v);
+            }
             // Log probabilities are not translated back.
             "logprobs" if value == &Value::Bool(false) => {}
             // Cohere's own fields, passed through.
