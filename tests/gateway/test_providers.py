@@ -184,6 +184,22 @@ def test_a_full_claude_conversation_reaches_every_provider(claude, provider):
     assert "and tomorrow?" in m.content[0].text
 
 
+@pytest.mark.parametrize("provider", ["openai", "azure-openai", "mistral", "groq", "xai"])
+def test_claude_only_parameters_are_refused_by_the_gateway_for_strict_openai_apis(claude, provider):
+    """`top_k` and `thinking` are Claude's; OpenAI, Azure, Mistral, Groq and xAI refuse fields they
+    do not know. The gateway says so itself (naming dropUnsupportedParams) instead of sending them."""
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.create(model=f"{provider}-chat", max_tokens=100, extra_body={"top_k": 5},
+                               messages=[{"role": "user", "content": "hi"}])
+    assert "top_k" in str(e.value) and "dropUnsupportedParams" in str(e.value)
+
+
+def test_claude_only_parameters_reach_claude(claude):
+    m = claude.messages.create(model="anthropic-chat", max_tokens=2048, messages=[{"role": "user", "content": "hi"}],
+                               extra_body={"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}})
+    assert "hi" in m.content[0].text
+
+
 @pytest.mark.parametrize("provider", CHAT)
 def test_openai_sdk_error_classes(oai, provider):
     with pytest.raises(openai.RateLimitError):

@@ -158,6 +158,17 @@ impl OpenAi {
         })
     }
 
+    /// Whether the API refuses request fields it does not know (OpenAI answers `Unrecognized
+    /// request argument supplied`, Azure the same, Mistral 422 `Extra inputs are not permitted`,
+    /// Groq and xAI 400). The others (vLLM, Together, Fireworks, OpenRouter, Ollama, DeepSeek,
+    /// any compatible server) take or ignore extra sampling fields such as `top_k`.
+    fn refuses_unknown_params(&self) -> bool {
+        matches!(
+            self.kind,
+            ProviderKind::Openai | ProviderKind::AzureOpenai | ProviderKind::Mistral | ProviderKind::Groq | ProviderKind::Xai
+        )
+    }
+
     fn headers(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
         let mut h = HeaderMap::with_capacity(4 + target.provider.headers.len());
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -181,6 +192,10 @@ impl OpenAi {
         Ok(h)
     }
 }
+
+/// Parameters of Anthropic's Messages API that the Anthropic ingress keeps in the OpenAI-shaped
+/// request (see `anthropic::ingress`) and OpenAI's chat completions API does not have.
+const CLAUDE_ONLY_PARAMS: &[&str] = &["top_k", "thinking"];
 
 /// The Azure OpenAI `api-version` a target is called with.
 fn azure_api_version<'a>(target: &'a Target<'_>) -> &'a str {
@@ -219,6 +234,19 @@ impl Adapter for OpenAi {
         stream: bool,
     ) -> Result<UpstreamRequest, ProviderError> {
         let mut body = request.clone();
+        if op == Operation::Chat && self.refuses_unknown_params() {
+            // Claude's own parameters, which an Anthropic-format request carries on for Claude
+            // backends: refused here like any parameter a translating adapter cannot send,
+            // rather than by the provider.
+            for param in CLAUDE_ONLY_PARAMS {
+                if body.contains_key(*param) {
+                    if !target.drop_unsupported_params {
+                        return Err(ProviderError::unsupported_param(self.name, param));
+                    }
+                    body.remove(*param);
+                }
+            }
+        }
         if self.azure_paths {
             // Azure takes the deployment from the path.
             body.remove("model");

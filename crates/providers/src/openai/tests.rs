@@ -114,6 +114,45 @@ fn azure_developer_role_follows_the_api_version() {
 }
 
 #[test]
+fn claude_only_parameters_are_unsupported_where_the_api_refuses_unknown_fields() {
+    let mut req = request();
+    req.insert("top_k".into(), 40.into());
+    req.insert("thinking".into(), serde_json::json!({"type": "enabled", "budget_tokens": 1024}));
+    for (kind, preset, base) in [
+        (ProviderKind::Openai, &OPENAI, "https://api.openai.com/v1"),
+        (ProviderKind::AzureOpenai, &AZURE, "https://contoso.openai.azure.com"),
+    ] {
+        let p = provider(kind, base);
+        let mut t = Target {
+            provider: &p,
+            model: "gpt-4o",
+            drop_unsupported_params: false,
+            now: std::time::UNIX_EPOCH,
+            bearer: None,
+        };
+        let err = preset.build(Operation::Chat, &req, &t, false).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(err.message.contains("`top_k`") || err.message.contains("`thinking`"), "{}", err.message);
+        t.drop_unsupported_params = true;
+        let body: serde_json::Value =
+            serde_json::from_slice(&preset.build(Operation::Chat, &req, &t, false).unwrap().body).unwrap();
+        assert!(body.get("top_k").is_none() && body.get("thinking").is_none());
+    }
+    // vLLM takes top_k: passed on.
+    let p = provider(ProviderKind::Vllm, "http://vllm:8000/v1");
+    let t = Target {
+        provider: &p,
+        model: "llama",
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
+    let body: serde_json::Value =
+        serde_json::from_slice(&VLLM.build(Operation::Chat, &req, &t, false).unwrap().body).unwrap();
+    assert_eq!(body["top_k"], 40);
+}
+
+#[test]
 fn response_usage_is_read_and_bytes_pass_through() {
     let p = provider(ProviderKind::Openai, "https://api.openai.com/v1");
     let t = Target {
