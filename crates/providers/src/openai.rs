@@ -165,7 +165,11 @@ impl OpenAi {
     fn refuses_unknown_params(&self) -> bool {
         matches!(
             self.kind,
-            ProviderKind::Openai | ProviderKind::AzureOpenai | ProviderKind::Mistral | ProviderKind::Groq | ProviderKind::Xai
+            ProviderKind::Openai
+                | ProviderKind::AzureOpenai
+                | ProviderKind::Mistral
+                | ProviderKind::Groq
+                | ProviderKind::Xai
         )
     }
 

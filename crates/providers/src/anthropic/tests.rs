@@ -1050,5 +1050,8 @@ fn sampling_numbers_are_brought_into_claudes_range() {
         "model": "m", "temperature": 0.3, "messages": [{"role": "user", "content": "hi"}]
     }))
     .unwrap();
-    assert_eq!(request_body(&req, "claude-sonnet-4-5", false, false).unwrap()["temperature"], json!(0.3));
+    assert_eq!(
+        request_body(&req, "claude-sonnet-4-5", false, false).unwrap()["temperature"],
+        json!(0.3)
+    );
 }

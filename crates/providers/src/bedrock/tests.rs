@@ -924,7 +924,11 @@ fn sampling_numbers_are_brought_into_converses_range() {
     let mut req = chat(json!([{"role": "user", "content": "hi"}]));
     req.insert("temperature".into(), json!(1.5));
     req.insert("top_p".into(), json!(0.5));
-    let body = body_of(&BEDROCK.build(Operation::Chat, &req, &target(&p, CLAUDE), false).unwrap());
+    let body = body_of(
+        &BEDROCK
+            .build(Operation::Chat, &req, &target(&p, CLAUDE), false)
+            .unwrap(),
+    );
     assert_eq!(body["inferenceConfig"]["temperature"], json!(1.0));
     assert_eq!(body["inferenceConfig"]["topP"], json!(0.5));
 }

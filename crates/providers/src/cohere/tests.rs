@@ -399,7 +399,9 @@ fn sampling_numbers_are_brought_into_cohere_ranges() {
         "messages": [{"role": "user", "content": "hi"}]
     }))
     .unwrap();
-    let out = COHERE.build(Operation::Chat, &req, &target(&p, "command-a-03-2025"), false).unwrap();
+    let out = COHERE
+        .build(Operation::Chat, &req, &target(&p, "command-a-03-2025"), false)
+        .unwrap();
     let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
     assert_eq!(body["p"], serde_json::json!(0.99));
     assert_eq!(body["temperature"], serde_json::json!(1.5));

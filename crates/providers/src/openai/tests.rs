@@ -117,7 +117,10 @@ fn azure_developer_role_follows_the_api_version() {
 fn claude_only_parameters_are_unsupported_where_the_api_refuses_unknown_fields() {
     let mut req = request();
     req.insert("top_k".into(), 40.into());
-    req.insert("thinking".into(), serde_json::json!({"type": "enabled", "budget_tokens": 1024}));
+    req.insert(
+        "thinking".into(),
+        serde_json::json!({"type": "enabled", "budget_tokens": 1024}),
+    );
     for (kind, preset, base) in [
         (ProviderKind::Openai, &OPENAI, "https://api.openai.com/v1"),
         (ProviderKind::AzureOpenai, &AZURE, "https://contoso.openai.azure.com"),
@@ -132,7 +135,11 @@ fn claude_only_parameters_are_unsupported_where_the_api_refuses_unknown_fields()
         };
         let err = preset.build(Operation::Chat, &req, &t, false).unwrap_err();
         assert_eq!(err.kind, ErrorKind::BadRequest);
-        assert!(err.message.contains("`top_k`") || err.message.contains("`thinking`"), "{}", err.message);
+        assert!(
+            err.message.contains("`top_k`") || err.message.contains("`thinking`"),
+            "{}",
+            err.message
+        );
         t.drop_unsupported_params = true;
         let body: serde_json::Value =
             serde_json::from_slice(&preset.build(Operation::Chat, &req, &t, false).unwrap().body).unwrap();
