@@ -438,7 +438,7 @@ macro_rules! openai_chat_fields {
             field("audio", Ty::Obj).nullable(),
             field("frequency_penalty", Ty::Num).nullable().range(-2.0, 2.0),
             field("function_call", Ty::Any),
-            field("functions", Ty::Arr),
+            field("functions", Ty::Arr).nullable(),
             field("logit_bias", Ty::Obj).nullable(),
             field("logprobs", Ty::Bool).nullable(),
             field("max_completion_tokens", Ty::Int).nullable().at_least(1.0),
@@ -446,16 +446,16 @@ macro_rules! openai_chat_fields {
             field("metadata", Ty::Obj).nullable(),
             field("modalities", Ty::Arr).nullable(),
             field("n", Ty::Int).nullable().range(1.0, 128.0),
-            field("parallel_tool_calls", Ty::Bool),
+            field("parallel_tool_calls", Ty::Bool).nullable(),
             field("prediction", Ty::Obj).nullable(),
             field("presence_penalty", Ty::Num).nullable().range(-2.0, 2.0),
-            field("prompt_cache_key", Ty::Str),
+            field("prompt_cache_key", Ty::Str).nullable(),
             field("prompt_cache_retention", Ty::Str).nullable(),
             field("reasoning_effort", Ty::Str)
                 .nullable()
                 .one_of(&["none", "minimal", "low", "medium", "high", "xhigh"]),
-            field("response_format", Ty::Obj),
-            field("safety_identifier", Ty::Str),
+            field("response_format", Ty::Obj).nullable(),
+            field("safety_identifier", Ty::Str).nullable(),
             field("seed", Ty::Int).nullable(),
             field("service_tier", Ty::Str)
                 .nullable()
@@ -469,11 +469,11 @@ macro_rules! openai_chat_fields {
             field("tools", Ty::Arr),
             field("top_logprobs", Ty::Int).nullable().range(0.0, 20.0),
             field("top_p", Ty::Num).nullable().range(0.0, 1.0),
-            field("user", Ty::Str),
+            field("user", Ty::Str).nullable(),
             field("verbosity", Ty::Str)
                 .nullable()
                 .one_of(&["low", "medium", "high"]),
-            field("web_search_options", Ty::Obj),
+            field("web_search_options", Ty::Obj).nullable(),
             // Azure OpenAI's own additions ("On your data", user security context).
             field("data_sources", Ty::Arr),
             field("user_security_context", Ty::Obj),
