@@ -7,6 +7,7 @@ provider, routes whose upstream model names select the mock's fault models."""
 import time
 
 import anthropic
+import httpx
 import openai
 import pytest
 import yaml
@@ -110,6 +111,93 @@ def test_openai_sdk_tool_call(oai, provider):
                 args += tc.function.arguments or ""
     assert name == "get_weather"
     assert "Paris" in args
+
+
+# A whole conversation with the parameters most clients send, in OpenAI's ranges: the mock refuses
+# what each real API refuses, so every translation must turn this into a request its provider takes.
+CONVERSATION = [
+    {"role": "developer", "content": "Answer briefly."},
+    {"role": "system", "content": [{"type": "text", "text": "Use metric units."}]},
+    {"role": "user", "content": "weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"},
+    {"role": "user", "content": [{"type": "text", "text": "and tomorrow?"}]},
+]
+WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("provider", CHAT)
+def test_a_full_conversation_reaches_every_provider(oai, provider, stream):
+    r = oai.chat.completions.create(
+        model=f"{provider}-chat", messages=CONVERSATION, tools=WEATHER, tool_choice="auto",
+        temperature=1.5, top_p=1, max_tokens=200, stop=["END"], user="user-42", stream=stream,
+    )
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in r if c.choices)
+    else:
+        text = r.choices[0].message.content
+    assert "and tomorrow?" in text
+
+
+def test_sampling_numbers_are_brought_into_each_providers_range(env, oai):
+    """OpenAI takes temperature up to 2; Claude and Bedrock Converse up to 1, Cohere's `p` up to
+    0.99. The gateway sends the nearest value the provider takes instead of a refused request."""
+    mock = env[1]
+    sent = {
+        "anthropic": lambda b: (b["temperature"], b["top_p"]),
+        "bedrock": lambda b: (b["inferenceConfig"]["temperature"], b["inferenceConfig"]["topP"]),
+        "cohere": lambda b: (b["temperature"], b["p"], b["frequency_penalty"]),
+    }
+    expected = {"anthropic": (1, 1), "bedrock": (1, 1), "cohere": (1.5, 0.99, 0)}
+    for provider, read in sent.items():
+        penalty = {"frequency_penalty": -0.5} if provider == "cohere" else {}
+        oai.chat.completions.create(model=f"{provider}-chat", messages=[{"role": "user", "content": "hi"}],
+                                    temperature=1.5, top_p=1, **penalty)
+        body = httpx.get(f"{mock.url}/mock/last-request", params={"provider": provider}).json()
+        assert read(body) == expected[provider], (provider, body)
+
+
+CLAUDE_CONVERSATION = [
+    {"role": "user", "content": "weather in Paris?"},
+    {"role": "assistant", "content": [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+    {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C and sunny"},
+        {"type": "text", "text": "and tomorrow?"}]},
+]
+
+
+@pytest.mark.parametrize("provider", CHAT)
+def test_a_full_claude_conversation_reaches_every_provider(claude, provider):
+    m = claude.messages.create(
+        model=f"{provider}-chat", max_tokens=200, system=[{"type": "text", "text": "Answer briefly."}],
+        messages=CLAUDE_CONVERSATION, extra_body={"temperature": 0.7, "top_p": 0.9}, stop_sequences=["END"],
+        metadata={"user_id": "user-42"},
+        tools=[{"name": "get_weather", "description": "Weather by city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        tool_choice={"type": "auto"},
+    )
+    assert "and tomorrow?" in m.content[0].text
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure-openai", "mistral", "groq", "xai"])
+def test_claude_only_parameters_are_refused_by_the_gateway_for_strict_openai_apis(claude, provider):
+    """`top_k` and `thinking` are Claude's; OpenAI, Azure, Mistral, Groq and xAI refuse fields they
+    do not know. The gateway says so itself (naming dropUnsupportedParams) instead of sending them."""
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.create(model=f"{provider}-chat", max_tokens=100, extra_body={"top_k": 5},
+                               messages=[{"role": "user", "content": "hi"}])
+    assert "top_k" in str(e.value) and "dropUnsupportedParams" in str(e.value)
+
+
+def test_claude_only_parameters_reach_claude(claude):
+    m = claude.messages.create(model="anthropic-chat", max_tokens=2048, messages=[{"role": "user", "content": "hi"}],
+                               extra_body={"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}})
+    assert "hi" in m.content[0].text
 
 
 @pytest.mark.parametrize("provider", CHAT)

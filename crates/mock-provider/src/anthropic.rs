@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::scenario::{self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENT_DELTAS, TOOL_NAME};
 use crate::state::{MockState, Provider};
+use crate::strict;
 use crate::wire::{self, hv, name, Frame, Pacing};
 
 /// Where a Messages request came from; decides auth and where the model name lives.
@@ -73,6 +74,9 @@ pub async fn messages(State(state): State<MockState>, uri: Uri, headers: HeaderM
             )
         }
     };
+    if let Err(v) = strict::check(&req, &strict::ANTHROPIC_MESSAGES) {
+        return refuse(&v, &state);
+    }
     let model = req["model"].as_str().unwrap_or("").to_owned();
     let stream = req["stream"].as_bool().unwrap_or(false);
     let mode = if stream { Mode::Sse } else { Mode::Json };
@@ -100,14 +104,13 @@ pub async fn respond(
     body: &Bytes,
     mode: Mode,
 ) -> Response<Body> {
-    if flavor != Flavor::Direct && req["anthropic_version"].as_str().is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &[],
-            "invalid_request_error",
-            "anthropic_version: Field required",
-            state,
-        );
+    if flavor != Flavor::Direct {
+        if let Err(v) = strict::check(req, &strict::ANTHROPIC_HOSTED) {
+            return match flavor {
+                Flavor::Bedrock => crate::bedrock::refuse_claude(&v, state),
+                _ => refuse(&v, state),
+            };
+        }
     }
     let plan = Plan::decide(state, Behaviour::from_model(model), model, headers).await;
     let prompt = prompt(req);
@@ -322,6 +325,18 @@ pub fn stream_events(id: &str, model: &str, answer: &Answer) -> Vec<(&'static st
     ));
     events.push(("message_stop", json!({"type": "message_stop"}), false));
     events
+}
+
+/// Anthropic's 400 for a body its schema refuses: `messages.0.role: Input should be 'user' or
+/// 'assistant'`.
+pub fn refuse(v: &strict::Violation, state: &MockState) -> Response<Body> {
+    let path = v.path().dotted();
+    let message = if path.is_empty() {
+        strict::pydantic_words(v)
+    } else {
+        format!("{path}: {}", strict::pydantic_words(v))
+    };
+    error(StatusCode::BAD_REQUEST, &[], "invalid_request_error", &message, state)
 }
 
 /// `{"type":"error","error":{"type":..,"message":..},"request_id":..}`

@@ -22,6 +22,7 @@ use crate::anthropic;
 use crate::scenario::{self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_ARGUMENT_DELTAS, TOOL_NAME};
 use crate::sigv4::{self, SigError};
 use crate::state::{MockState, Provider};
+use crate::strict::{self, Violation};
 use crate::wire::{self, hv, name, Frame, Pacing};
 
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("application/vnd.amazon.eventstream");
@@ -96,6 +97,99 @@ fn validation(message: &str, state: &MockState) -> Response<Body> {
         &[],
         state,
     )
+}
+
+/// Bedrock's `ValidationException` for a Converse body its schema refuses, in the words of its
+/// request validation (`1 validation error detected: Value 'system' at 'messages.1.member.role'
+/// failed to satisfy constraint: ...`).
+fn refuse(v: &Violation, state: &MockState) -> Response<Body> {
+    let path = v.path().aws();
+    let leaf = v.path().leaf().to_owned();
+    let message = match v {
+        Violation::NotObject => "Malformed input request, please reformat your input and try again.".to_owned(),
+        Violation::Missing(_) => format!(
+            "1 validation error detected: Value null at '{path}' failed to satisfy constraint: Member must not be null"
+        ),
+        Violation::Unknown(_) => format!(
+            "Malformed input request: extraneous key [{leaf}] is not permitted, please reformat your input and try again."
+        ),
+        Violation::Type { expected, got, .. } => format!(
+            "Malformed input request: #/{}: expected type: {}, found: {}, please reformat your input and try again.",
+            path.replace('.', "/"),
+            json_schema_type(*expected),
+            json_schema_type_of(got)
+        ),
+        Violation::Enum { got, allowed, .. } => format!(
+            "1 validation error detected: Value '{got}' at '{path}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            allowed.join(", ")
+        ),
+        Violation::Below { min, got, .. } => format!(
+            "1 validation error detected: Value '{}' at '{path}' failed to satisfy constraint: Member must have value greater than or equal to {}",
+            strict::num(*got),
+            strict::num(*min)
+        ),
+        Violation::Above { max, got, .. } => format!(
+            "1 validation error detected: Value '{}' at '{path}' failed to satisfy constraint: Member must have value less than or equal to {}",
+            strict::num(*got),
+            strict::num(*max)
+        ),
+        Violation::Empty(_) => format!(
+            "1 validation error detected: Value '[]' at '{path}' failed to satisfy constraint: Member must have length greater than or equal to 1"
+        ),
+    };
+    validation(&message, state)
+}
+
+/// Claude's Messages body on `InvokeModel` refused as Bedrock words it: its JSON-schema check
+/// (`#: required key [max_tokens] not found`), else Anthropic's own message.
+pub fn refuse_claude(v: &Violation, state: &MockState) -> Response<Body> {
+    let leaf = v.path().leaf().to_owned();
+    let message = match v {
+        Violation::Missing(p) if p.0.len() == 1 => format!("Malformed input request: #: required key [{leaf}] not found, please reformat your input and try again."),
+        Violation::Unknown(p) if p.0.len() == 1 => format!("Malformed input request: #: extraneous key [{leaf}] is not permitted, please reformat your input and try again."),
+        _ => format!("{}: {}", v.path().dotted(), strict::pydantic_words(v)),
+    };
+    validation(&message, state)
+}
+
+fn json_schema_type(t: strict::Ty) -> &'static str {
+    match t {
+        strict::Ty::Str | strict::Ty::StrOrArr => "String",
+        strict::Ty::Int => "Integer",
+        strict::Ty::Num => "Number",
+        strict::Ty::Bool => "Boolean",
+        strict::Ty::Obj => "JSONObject",
+        strict::Ty::Arr => "JSONArray",
+        strict::Ty::Any => "Any",
+    }
+}
+
+fn json_schema_type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "Null",
+        Value::Bool(_) => "Boolean",
+        Value::Number(n) if n.is_f64() => "BigDecimal",
+        Value::Number(_) => "Integer",
+        Value::String(_) => "String",
+        Value::Array(_) => "JSONArray",
+        Value::Object(_) => "JSONObject",
+    }
+}
+
+/// Checks a Converse body: its schema, then that each content block sets one union member.
+fn check_converse(req: &Value, state: &MockState) -> Result<(), Response<Body>> {
+    strict::check(req, &strict::BEDROCK_CONVERSE).map_err(|v| refuse(&v, state))?;
+    match strict::bedrock_bad_block(req) {
+        None => Ok(()),
+        Some((path, _)) => Err(validation(
+            &format!(
+                "1 validation error detected: Value at '{}' failed to satisfy constraint: Member must set exactly one of [{}]",
+                path.aws(),
+                strict::BEDROCK_BLOCK_MEMBERS.join(", ")
+            ),
+            state,
+        )),
+    }
 }
 
 /// Checks the SigV4 signature; a refusal is Bedrock's 403 in the matching error type.
@@ -201,6 +295,9 @@ pub async fn converse(
         Ok(v) => v,
         Err(res) => return res,
     };
+    if let Err(res) = check_converse(&req, &state) {
+        return res;
+    }
     let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
     if let Act::Fail(fault) = plan.act {
         return fault_response(fault, &state);
@@ -268,6 +365,9 @@ pub async fn converse_stream(
         Ok(v) => v,
         Err(res) => return res,
     };
+    if let Err(res) = check_converse(&req, &state) {
+        return res;
+    }
     let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
     if let Act::Fail(fault) = plan.act {
         return fault_response(fault, &state);

@@ -17,6 +17,7 @@ use crate::scenario::{
     TOOL_NAME,
 };
 use crate::state::{MockState, Provider};
+use crate::strict::{self, Violation};
 use crate::wire::{self, hv, name, Frame, Pacing};
 
 const TOOL_PLAN: &str = "I will look up the weather in Paris.";
@@ -28,6 +29,33 @@ fn id(state: &MockState) -> String {
 
 fn error(status: StatusCode, message: &str, extra: &[(HeaderName, HeaderValue)], state: &MockState) -> Response<Body> {
     wire::json(status, extra, &json!({"id": id(state), "message": message}))
+}
+
+/// Cohere's 400 `invalid request: ...` for a chat body its schema refuses.
+fn refuse(v: &Violation, state: &MockState) -> Response<Body> {
+    let path = v.path().dotted();
+    let what = match v {
+        Violation::NotObject => "the request body must be a JSON object".to_owned(),
+        Violation::Missing(_) if path == "messages" => "messages must not be empty".to_owned(),
+        Violation::Missing(_) => format!("{path} is required"),
+        Violation::Unknown(_) => format!("unknown field: parameter {path} is not a valid field"),
+        Violation::Type { expected, .. } => format!("{path} must be {}", expected.word()),
+        Violation::Enum { path, got, allowed } if path.leaf() == "role" => {
+            format!(
+                "invalid role '{got}' in {}: must be one of {}",
+                path.dotted(),
+                allowed.join(", ")
+            )
+        }
+        Violation::Enum { got, allowed, .. } => format!(
+            "invalid value '{got}' for {path}: must be one of {}",
+            allowed.join(", ")
+        ),
+        Violation::Below { min, .. } => format!("{path} must be at least {}", strict::num(*min)),
+        Violation::Above { max, .. } => format!("{path} must be at most {}", strict::num(*max)),
+        Violation::Empty(_) => format!("{path} must not be empty"),
+    };
+    error(StatusCode::BAD_REQUEST, &format!("invalid request: {what}"), &[], state)
 }
 
 fn authorize(headers: &HeaderMap, state: &MockState) -> Result<(), Response<Body>> {
@@ -100,6 +128,9 @@ pub async fn chat(State(state): State<MockState>, uri: Uri, headers: HeaderMap, 
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid request: {e}"), &[], &state),
     };
+    if let Err(v) = strict::check(&req, &strict::COHERE_CHAT) {
+        return refuse(&v, &state);
+    }
     let model = req["model"].as_str().unwrap_or("");
     let plan = Plan::decide(&state, Behaviour::from_model(model), model, &headers).await;
     let prompt = chat_prompt(&req);

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::anthropic;
 use crate::scenario::{self, Act, Answer, Behaviour, Fault, Plan, Prompt, Reply, TOOL_NAME};
 use crate::state::{MockState, Provider};
+use crate::strict::{self, Step, Violation};
 use crate::wire::{self, name, Frame, Pacing};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -221,6 +222,14 @@ async fn dispatch(
             )
         }
     };
+    if matches!(method, "generateContent" | "streamGenerateContent") {
+        if let Err(v) = strict::check(&req, &strict::GEMINI_GENERATE) {
+            return refuse(
+                &v,
+                method == "streamGenerateContent" && wire::query_param(uri.query(), "alt").as_deref() != Some("sse"),
+            );
+        }
+    }
     match method {
         "generateContent" => generate(state, flavor, model, headers, &req, body, None).await,
         "streamGenerateContent" => {
@@ -238,6 +247,96 @@ async fn dispatch(
         "embedContent" | "batchEmbedContents" | "predict" => embed(state, model, method, headers, &req).await,
         other => not_found(other),
     }
+}
+
+/// `generationConfig.maxOutputTokens` → `generation_config.max_output_tokens`, with `[i]` indices:
+/// how Google's errors name a field.
+fn proto_path(path: &strict::Path) -> String {
+    let mut out = String::new();
+    for step in &path.0 {
+        match step {
+            Step::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                for c in k.chars() {
+                    if c.is_ascii_uppercase() {
+                        out.push('_');
+                        out.push(c.to_ascii_lowercase());
+                    } else {
+                        out.push(c);
+                    }
+                }
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Google's 400 `INVALID_ARGUMENT` for a `GenerateContentRequest` its schema refuses, with the
+/// `BadRequest` field violation in `details`.
+fn refuse(v: &Violation, in_array: bool) -> Response<Body> {
+    let path = v.path();
+    let field = proto_path(&path);
+    let parent = proto_path(&strict::Path(path.0[..path.0.len().saturating_sub(1)].to_vec()));
+    let message = match v {
+        Violation::NotObject => "Invalid JSON payload received. Expected an object.".to_owned(),
+        Violation::Unknown(_) if parent.is_empty() => {
+            format!(
+                "Invalid JSON payload received. Unknown name \"{}\": Cannot find field.",
+                path.leaf()
+            )
+        }
+        Violation::Unknown(_) => format!(
+            "Invalid JSON payload received. Unknown name \"{}\" at '{parent}': Cannot find field.",
+            path.leaf()
+        ),
+        Violation::Missing(_) | Violation::Empty(_) if field == "contents" => {
+            "* GenerateContentRequest.contents: contents is not specified\n".to_owned()
+        }
+        Violation::Missing(_) | Violation::Empty(_) => {
+            format!("* GenerateContentRequest.{field}: {} must not be empty\n", path.leaf())
+        }
+        Violation::Type { expected, got, .. } => format!(
+            "Invalid value at '{field}' ({}), {got}",
+            match expected {
+                strict::Ty::Str | strict::Ty::StrOrArr => "TYPE_STRING",
+                strict::Ty::Int => "TYPE_INT32",
+                strict::Ty::Num => "TYPE_FLOAT",
+                strict::Ty::Bool => "TYPE_BOOL",
+                strict::Ty::Obj | strict::Ty::Arr | strict::Ty::Any => "TYPE_MESSAGE",
+            }
+        ),
+        Violation::Enum { path, allowed, .. } if path.leaf() == "role" => {
+            format!("Please use a valid role: {}.", allowed[..2].join(", "))
+        }
+        Violation::Enum { got, .. } => format!("Invalid value at '{field}', \"{got}\""),
+        Violation::Below { min, got, .. } => format!(
+            "* GenerateContentRequest.{field}: {} must be at least {} (got {})\n",
+            path.leaf(),
+            strict::num(*min),
+            strict::num(*got)
+        ),
+        Violation::Above { max, got, .. } => format!(
+            "* GenerateContentRequest.{field}: {} must be at most {} (got {})\n",
+            path.leaf(),
+            strict::num(*max),
+            strict::num(*got)
+        ),
+    };
+    let details = json!([{
+        "@type": "type.googleapis.com/google.rpc.BadRequest",
+        "fieldViolations": [{"field": field, "description": message}]
+    }]);
+    error(
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        &message,
+        Some(details),
+        &[],
+        in_array,
+    )
 }
 
 /// Word counts over `systemInstruction` and `contents`; a content without a role is the user's.

@@ -5,6 +5,10 @@
 //! event-stream framing, usage) so that each provider's official SDK, pointed at it, parses what
 //! it sends. It must not grow gateway logic and it depends on no other Switchyard crate.
 //!
+//! It is as strict as the real APIs: each request body is checked against its API's table in
+//! `strict.rs` (required fields, types, enums, ranges, unknown fields) and refused in that
+//! provider's error shape, so a translation the real provider would refuse fails a test.
+//!
 //! # Paths
 //!
 //! | Provider | Paths | Auth |
@@ -83,6 +87,7 @@ mod rerank;
 mod scenario;
 pub mod sigv4;
 mod state;
+mod strict;
 mod wire;
 
 use std::net::SocketAddr;

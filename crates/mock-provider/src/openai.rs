@@ -22,6 +22,7 @@ use crate::scenario::{
     self, Act, Answer, Behaviour, Counting, Fault, Plan, Prompt, Reply, TOOL_ARGUMENTS, TOOL_ARGUMENT_DELTAS, TOOL_NAME,
 };
 use crate::state::{MockState, Outcome, Provider, Served};
+use crate::strict;
 use crate::wire::{self, hv, name, Frame, Pacing};
 
 /// Which flavour of the OpenAI API a request came through.
@@ -44,6 +45,9 @@ pub async fn chat_completions(
     if let Err(res) = openai_auth(&headers) {
         return res;
     }
+    if let Err(res) = validate(&body, &strict::OPENAI_CHAT) {
+        return res;
+    }
     chat(&state, Flavor::OpenAi, &headers, &body).await
 }
 
@@ -56,6 +60,9 @@ pub async fn azure_chat_completions(
 ) -> Response<Body> {
     state.record(Provider::Azure, uri.path(), uri.query(), &body);
     if let Err(res) = azure_auth(&headers, uri.query()) {
+        return res;
+    }
+    if let Err(res) = validate(&body, &strict::AZURE_CHAT).and_then(|req| azure_refuses_developer(&req, uri.query())) {
         return res;
     }
     chat(
@@ -74,6 +81,9 @@ pub async fn completions(State(state): State<MockState>, uri: Uri, headers: Head
     if let Err(res) = openai_auth(&headers) {
         return res;
     }
+    if let Err(res) = validate(&body, &strict::OPENAI_COMPLETIONS) {
+        return res;
+    }
     legacy_completions(&state, Flavor::OpenAi, &headers, &body).await
 }
 
@@ -86,6 +96,9 @@ pub async fn azure_completions(
 ) -> Response<Body> {
     state.record(Provider::Azure, uri.path(), uri.query(), &body);
     if let Err(res) = azure_auth(&headers, uri.query()) {
+        return res;
+    }
+    if let Err(res) = validate(&body, &strict::OPENAI_COMPLETIONS) {
         return res;
     }
     legacy_completions(
@@ -104,6 +117,9 @@ pub async fn embeddings(State(state): State<MockState>, uri: Uri, headers: Heade
     if let Err(res) = openai_auth(&headers) {
         return res;
     }
+    if let Err(res) = validate(&body, &strict::OPENAI_EMBEDDINGS) {
+        return res;
+    }
     embed(&state, Flavor::OpenAi, &headers, &body).await
 }
 
@@ -116,6 +132,9 @@ pub async fn azure_embeddings(
 ) -> Response<Body> {
     state.record(Provider::Azure, uri.path(), uri.query(), &body);
     if let Err(res) = azure_auth(&headers, uri.query()) {
+        return res;
+    }
+    if let Err(res) = validate(&body, &strict::AZURE_EMBEDDINGS) {
         return res;
     }
     embed(
@@ -132,6 +151,9 @@ pub async fn azure_embeddings(
 pub async fn responses(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
     state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
     if let Err(res) = openai_auth(&headers) {
+        return res;
+    }
+    if let Err(res) = validate(&body, &strict::OPENAI_RESPONSES) {
         return res;
     }
     responses_api(&state, &headers, &body).await
@@ -330,6 +352,114 @@ pub(crate) fn bad_request(message: &str) -> Response<Body> {
         None,
         None,
     )
+}
+
+/// OpenAI's 400 for a request its schema refuses (Azure answers the same body).
+pub(crate) fn refuse(v: &strict::Violation) -> Response<Body> {
+    use strict::Violation as V;
+    let path = v.path().brackets();
+    let (message, param, code): (String, Option<&str>, Option<&str>) = match v {
+        V::NotObject => (
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)".to_owned(),
+            None,
+            None,
+        ),
+        V::Missing(_) => (
+            format!("Missing required parameter: '{path}'."),
+            Some(&path),
+            Some("missing_required_parameter"),
+        ),
+        V::Unknown(p) if p.0.len() == 1 => (format!("Unrecognized request argument supplied: {path}"), None, None),
+        V::Unknown(_) => (format!("Unknown parameter: '{path}'."), Some(&path), Some("unknown_parameter")),
+        V::Type { expected, got, .. } => (
+            format!(
+                "Invalid type for '{path}': expected {}, but got {} instead.",
+                expected.word(),
+                strict::type_word(got)
+            ),
+            Some(&path),
+            Some("invalid_type"),
+        ),
+        V::Enum { got, allowed, .. } => (
+            format!(
+                "Invalid value: '{got}'. Supported values are: {}.",
+                strict::quoted_list(allowed, "and", true)
+            ),
+            Some(&path),
+            Some("invalid_value"),
+        ),
+        V::Below { min, got, .. } => (
+            format!(
+                "Invalid '{path}': {kind} below minimum value. Expected a value >= {}, but got {} instead.",
+                strict::num(*min),
+                strict::num(*got),
+                kind = if got.fract() == 0.0 { "integer" } else { "decimal" }
+            ),
+            Some(&path),
+            Some(if got.fract() == 0.0 { "integer_below_min_value" } else { "decimal_below_min_value" }),
+        ),
+        V::Above { max, got, .. } => (
+            format!(
+                "Invalid '{path}': {kind} above maximum value. Expected a value <= {}, but got {} instead.",
+                strict::num(*max),
+                strict::num(*got),
+                kind = if got.fract() == 0.0 { "integer" } else { "decimal" }
+            ),
+            Some(&path),
+            Some(if got.fract() == 0.0 { "integer_above_max_value" } else { "decimal_above_max_value" }),
+        ),
+        V::Empty(_) => (
+            format!("Invalid '{path}': empty array. Expected an array with minimum length 1, but got an empty array instead."),
+            Some(&path),
+            Some("empty_array"),
+        ),
+    };
+    error_body(
+        StatusCode::BAD_REQUEST,
+        &[],
+        &message,
+        "invalid_request_error",
+        param,
+        code,
+    )
+}
+
+/// Checks a body against an OpenAI schema; the refusal is OpenAI's 400.
+pub(crate) fn validate(body: &Bytes, schema: &strict::Schema) -> Result<Value, Response<Body>> {
+    let req: Value = serde_json::from_slice(body)
+        .map_err(|e| bad_request(&format!("We could not parse the JSON body of your request. ({e})")))?;
+    strict::check(&req, schema).map_err(|v| refuse(&v))?;
+    Ok(req)
+}
+
+/// Whether an Azure OpenAI `api-version` takes `developer` messages: they came with o1 in
+/// `2024-12-01-preview`; every version dated before it (the `2024-10-21` GA among them) answers
+/// `Invalid value: 'developer'`. Undated versions (`preview`, `latest` of the v1 API) are newer.
+pub(crate) fn azure_takes_developer(api_version: &str) -> bool {
+    match api_version.get(..10) {
+        Some(date) if date.as_bytes().first().is_some_and(u8::is_ascii_digit) => date >= "2024-12-01",
+        _ => true,
+    }
+}
+
+/// Azure's refusal of a `developer` message on an `api-version` that predates it.
+fn azure_refuses_developer(req: &Value, query: Option<&str>) -> Result<(), Response<Body>> {
+    let version = wire::query_param(query, "api-version").unwrap_or_default();
+    if azure_takes_developer(&version) {
+        return Ok(());
+    }
+    let messages = req["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
+    match messages.iter().position(|m| m["role"] == "developer") {
+        None => Ok(()),
+        Some(i) => Err(error_body(
+            StatusCode::BAD_REQUEST,
+            &[],
+            "Invalid value: 'developer'. Supported values are: 'system', 'assistant', 'user', 'function', and 'tool'.",
+            "invalid_request_error",
+            Some(&format!("messages[{i}].role")),
+            Some("invalid_value"),
+        )),
+    }
 }
 
 /// Headers a successful OpenAI (or Azure) response carries.

@@ -280,11 +280,18 @@ fn chat_request(request: &Json, target: &Target<'_>, stream: bool) -> Result<Jso
             | "service_tier"
             | "tools" => {}
             "temperature" => set("temperature"),
-            "top_p" | "p" => set("p"),
+            // Cohere's `p` is 0.01..=0.99: OpenAI's default `top_p: 1` would be refused.
+            "top_p" | "p" => {
+                let p = crate::wire::clamped(value, 0.01, 0.99).unwrap_or_else(|| value.clone());
+                body.insert("p".into(), p);
+            }
             "top_k" | "k" => set("k"),
             "seed" => set("seed"),
-            "frequency_penalty" => set("frequency_penalty"),
-            "presence_penalty" => set("presence_penalty"),
+            // Cohere's penalties are 0..=1, OpenAI's -2..=2.
+            "frequency_penalty" | "presence_penalty" => {
+                let v = crate::wire::clamped(value, 0.0, 1.0).unwrap_or_else(|| value.clone());
+                body.insert(key.clone(), v);
+            }
             // Log probabilities are not translated back.
             "logprobs" if value == &Value::Bool(false) => {}
             // Cohere's own fields, passed through.

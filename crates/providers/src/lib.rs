@@ -342,6 +342,19 @@ pub(crate) mod wire {
         )
     }
 
+    /// A sampling number brought into the provider's range. OpenAI takes `temperature` up to 2
+    /// and `top_p` up to 1 inclusive; Claude, Bedrock Converse and Cohere's `p` take less, and
+    /// refuse the request outright. The nearest value they take means what the client asked
+    /// (as random as the provider allows), so a fallback from an OpenAI backend does not fail
+    /// on a number it took. Not a number: `None`, for the caller's own error.
+    pub fn clamped(value: &serde_json::Value, min: f64, max: f64) -> Option<serde_json::Value> {
+        let n = value.as_f64()?;
+        if (min..=max).contains(&n) {
+            return Some(value.clone());
+        }
+        Some(serde_json::Value::from(n.clamp(min, max)))
+    }
+
     /// JSON bytes of a request body.
     pub fn encode(v: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
         serde_json::to_vec(v)

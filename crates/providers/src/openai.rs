@@ -148,7 +148,7 @@ impl OpenAi {
             }
         };
         Ok(if self.azure_paths {
-            let version = target.provider.api_version.as_deref().unwrap_or("2024-10-21");
+            let version = azure_api_version(target);
             format!(
                 "{base}/openai/deployments/{}/{tail}?api-version={version}",
                 target.model
@@ -156,6 +156,21 @@ impl OpenAi {
         } else {
             format!("{base}/{tail}")
         })
+    }
+
+    /// Whether the API refuses request fields it does not know (OpenAI answers `Unrecognized
+    /// request argument supplied`, Azure the same, Mistral 422 `Extra inputs are not permitted`,
+    /// Groq and xAI 400). The others (vLLM, Together, Fireworks, OpenRouter, Ollama, DeepSeek,
+    /// any compatible server) take or ignore extra sampling fields such as `top_k`.
+    fn refuses_unknown_params(&self) -> bool {
+        matches!(
+            self.kind,
+            ProviderKind::Openai
+                | ProviderKind::AzureOpenai
+                | ProviderKind::Mistral
+                | ProviderKind::Groq
+                | ProviderKind::Xai
+        )
     }
 
     fn headers(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
@@ -182,6 +197,38 @@ impl OpenAi {
     }
 }
 
+/// Parameters of Anthropic's Messages API that the Anthropic ingress keeps in the OpenAI-shaped
+/// request (see `anthropic::ingress`) and OpenAI's chat completions API does not have.
+const CLAUDE_ONLY_PARAMS: &[&str] = &["top_k", "thinking"];
+
+/// The Azure OpenAI `api-version` a target is called with.
+fn azure_api_version<'a>(target: &'a Target<'_>) -> &'a str {
+    target.provider.api_version.as_deref().unwrap_or("2024-10-21")
+}
+
+/// Whether an Azure OpenAI `api-version` takes `developer` messages. They came with o1 in
+/// `2024-12-01-preview` (Azure OpenAI reasoning models, "API & feature support"); versions dated
+/// before it, the `2024-10-21` GA among them, answer 400 `Invalid value: 'developer'`. Undated
+/// versions (the v1 API's `preview`, `latest`) are newer.
+pub fn azure_takes_developer(api_version: &str) -> bool {
+    match api_version.get(..10) {
+        Some(date) if date.as_bytes().first().is_some_and(u8::is_ascii_digit) => date >= "2024-12-01",
+        _ => true,
+    }
+}
+
+/// Sends `developer` messages as `system` ones, which is what they replace.
+fn developer_as_system(body: &mut Json) {
+    let Some(messages) = body.get_mut("messages").and_then(serde_json::Value::as_array_mut) else {
+        return;
+    };
+    for m in messages {
+        if let Some(role) = m.get_mut("role").filter(|r| *r == "developer") {
+            *role = "system".into();
+        }
+    }
+}
+
 impl Adapter for OpenAi {
     fn build(
         &self,
@@ -191,9 +238,25 @@ impl Adapter for OpenAi {
         stream: bool,
     ) -> Result<UpstreamRequest, ProviderError> {
         let mut body = request.clone();
+        if op == Operation::Chat && self.refuses_unknown_params() {
+            // Claude's own parameters, which an Anthropic-format request carries on for Claude
+            // backends: refused here like any parameter a translating adapter cannot send,
+            // rather than by the provider.
+            for param in CLAUDE_ONLY_PARAMS {
+                if body.contains_key(*param) {
+                    if !target.drop_unsupported_params {
+                        return Err(ProviderError::unsupported_param(self.name, param));
+                    }
+                    body.remove(*param);
+                }
+            }
+        }
         if self.azure_paths {
             // Azure takes the deployment from the path.
             body.remove("model");
+            if op == Operation::Chat && !azure_takes_developer(azure_api_version(target)) {
+                developer_as_system(&mut body);
+            }
         } else {
             body.insert("model".into(), target.model.into());
         }

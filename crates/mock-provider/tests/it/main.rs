@@ -10,3 +10,4 @@ mod cohere;
 mod control;
 mod google;
 mod openai;
+mod strict;

@@ -34,12 +34,12 @@ pub fn request_body(request: &Json, model: &str, drop_unsupported: bool, stream:
             "model" | "messages" | "stream" | "stream_options" => {}
             "max_tokens" => max_tokens = opt_u64(value, key)?,
             "max_completion_tokens" => max_completion_tokens = opt_u64(value, key)?,
+            // Claude takes both in 0..=1 (OpenAI's temperature goes to 2).
             "temperature" | "top_p" => {
                 if !value.is_null() {
-                    if !value.is_number() {
-                        return Err(bad(format!("`{key}` must be a number"), key));
-                    }
-                    out.insert(key.clone(), value.clone());
+                    let v = crate::wire::clamped(value, 0.0, 1.0)
+                        .ok_or_else(|| bad(format!("`{key}` must be a number"), key))?;
+                    out.insert(key.clone(), v);
                 }
             }
             "stop" => stop = stop_sequences(value)?,

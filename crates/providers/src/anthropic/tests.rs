@@ -1035,3 +1035,23 @@ fn a_streams_one_hour_cache_writes_are_read_from_message_start() {
         (4096, 248, 100, 503)
     );
 }
+
+#[test]
+fn sampling_numbers_are_brought_into_claudes_range() {
+    // OpenAI takes temperature up to 2; Claude refuses anything above 1.
+    let req: Json = serde_json::from_value(json!({
+        "model": "m", "temperature": 1.5, "top_p": 1, "messages": [{"role": "user", "content": "hi"}]
+    }))
+    .unwrap();
+    let out = request_body(&req, "claude-sonnet-4-5", false, false).unwrap();
+    assert_eq!(out["temperature"], json!(1.0));
+    assert_eq!(out["top_p"], json!(1));
+    let req: Json = serde_json::from_value(json!({
+        "model": "m", "temperature": 0.3, "messages": [{"role": "user", "content": "hi"}]
+    }))
+    .unwrap();
+    assert_eq!(
+        request_body(&req, "claude-sonnet-4-5", false, false).unwrap()["temperature"],
+        json!(0.3)
+    );
+}

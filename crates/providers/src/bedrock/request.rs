@@ -179,6 +179,10 @@ fn number(key: &str, value: &Value) -> Result<Value, ProviderError> {
     }
 }
 
+fn unit_interval(key: &str, value: &Value) -> Result<Value, ProviderError> {
+    crate::wire::clamped(value, 0.0, 1.0).ok_or_else(|| bad(format!("`{key}` must be a number"), key))
+}
+
 /// The Converse body of an OpenAI chat request.
 pub(super) fn converse_request(request: &Json, target: &Target<'_>) -> Result<Value, ProviderError> {
     let mut body = Json::new();
@@ -198,11 +202,12 @@ pub(super) fn converse_request(request: &Json, target: &Target<'_>) -> Result<Va
                     .ok_or_else(|| bad(format!("`{key}` must be a positive integer"), key.as_str()))?;
                 inference.insert("maxTokens".into(), n.into());
             }
+            // Converse takes both in 0..=1 (OpenAI's temperature goes to 2).
             "temperature" => {
-                inference.insert("temperature".into(), number(key, value)?);
+                inference.insert("temperature".into(), unit_interval(key, value)?);
             }
             "top_p" => {
-                inference.insert("topP".into(), number(key, value)?);
+                inference.insert("topP".into(), unit_interval(key, value)?);
             }
             "stop" => {
                 let stops = match value {

@@ -916,3 +916,19 @@ fn one_hour_cache_writes_are_read_from_cache_details() {
     run(&mut s, &chunks).unwrap();
     assert_eq!(s.usage().map(|u| u.cache_write_1h_tokens), Some(400));
 }
+
+#[test]
+fn sampling_numbers_are_brought_into_converses_range() {
+    // Converse takes temperature and topP in 0..=1; OpenAI's temperature goes to 2.
+    let p = provider(None);
+    let mut req = chat(json!([{"role": "user", "content": "hi"}]));
+    req.insert("temperature".into(), json!(1.5));
+    req.insert("top_p".into(), json!(0.5));
+    let body = body_of(
+        &BEDROCK
+            .build(Operation::Chat, &req, &target(&p, CLAUDE), false)
+            .unwrap(),
+    );
+    assert_eq!(body["inferenceConfig"]["temperature"], json!(1.0));
+    assert_eq!(body["inferenceConfig"]["topP"], json!(0.5));
+}

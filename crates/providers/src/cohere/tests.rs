@@ -389,3 +389,23 @@ fn errors_are_classified() {
         (ErrorKind::Server, "upstream answered HTTP 503")
     );
 }
+
+#[test]
+fn sampling_numbers_are_brought_into_cohere_ranges() {
+    // Cohere's `p` is 0.01..=0.99: OpenAI's default `top_p: 1` would be refused.
+    let p = provider();
+    let req: Json = serde_json::from_value(serde_json::json!({
+        "model": "m", "top_p": 1, "temperature": 1.5, "frequency_penalty": -0.5, "presence_penalty": 1.5,
+        "messages": [{"role": "user", "content": "hi"}]
+    }))
+    .unwrap();
+    let out = COHERE
+        .build(Operation::Chat, &req, &target(&p, "command-a-03-2025"), false)
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(body["p"], serde_json::json!(0.99));
+    assert_eq!(body["temperature"], serde_json::json!(1.5));
+    // Its penalties are 0..=1, OpenAI's -2..=2.
+    assert_eq!(body["frequency_penalty"], serde_json::json!(0.0));
+    assert_eq!(body["presence_penalty"], serde_json::json!(1.0));
+}

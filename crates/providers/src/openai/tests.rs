@@ -76,6 +76,90 @@ fn azure_chat_request() {
 }
 
 #[test]
+fn azure_developer_role_follows_the_api_version() {
+    let role_sent = |version: &str| {
+        let mut p = provider(ProviderKind::AzureOpenai, "https://contoso.openai.azure.com");
+        p.api_version = Some(version.into());
+        let t = Target {
+            provider: &p,
+            model: "my-o1-deployment",
+            drop_unsupported_params: false,
+            now: std::time::UNIX_EPOCH,
+            bearer: None,
+        };
+        let req = AZURE.build(Operation::Chat, &request(), &t, false).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        body["messages"][0]["role"].as_str().unwrap().to_owned()
+    };
+    // Before 2024-12-01-preview Azure refuses `developer`: it goes as `system`.
+    assert_eq!(role_sent("2024-10-21"), "system");
+    assert_eq!(role_sent("2024-10-01-preview"), "system");
+    assert_eq!(role_sent("2024-06-01"), "system");
+    // From it on, and on the undated v1 versions, it goes as it came.
+    assert_eq!(role_sent("2024-12-01-preview"), "developer");
+    assert_eq!(role_sent("2025-04-01-preview"), "developer");
+    assert_eq!(role_sent("preview"), "developer");
+    // OpenAI itself takes it.
+    let p = provider(ProviderKind::Openai, "https://api.openai.com/v1");
+    let t = Target {
+        provider: &p,
+        model: "o1",
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
+    let req = OPENAI.build(Operation::Chat, &request(), &t, false).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(body["messages"][0]["role"], "developer");
+}
+
+#[test]
+fn claude_only_parameters_are_unsupported_where_the_api_refuses_unknown_fields() {
+    let mut req = request();
+    req.insert("top_k".into(), 40.into());
+    req.insert(
+        "thinking".into(),
+        serde_json::json!({"type": "enabled", "budget_tokens": 1024}),
+    );
+    for (kind, preset, base) in [
+        (ProviderKind::Openai, &OPENAI, "https://api.openai.com/v1"),
+        (ProviderKind::AzureOpenai, &AZURE, "https://contoso.openai.azure.com"),
+    ] {
+        let p = provider(kind, base);
+        let mut t = Target {
+            provider: &p,
+            model: "gpt-4o",
+            drop_unsupported_params: false,
+            now: std::time::UNIX_EPOCH,
+            bearer: None,
+        };
+        let err = preset.build(Operation::Chat, &req, &t, false).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        assert!(
+            err.message.contains("`top_k`") || err.message.contains("`thinking`"),
+            "{}",
+            err.message
+        );
+        t.drop_unsupported_params = true;
+        let body: serde_json::Value =
+            serde_json::from_slice(&preset.build(Operation::Chat, &req, &t, false).unwrap().body).unwrap();
+        assert!(body.get("top_k").is_none() && body.get("thinking").is_none());
+    }
+    // vLLM takes top_k: passed on.
+    let p = provider(ProviderKind::Vllm, "http://vllm:8000/v1");
+    let t = Target {
+        provider: &p,
+        model: "llama",
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
+    let body: serde_json::Value =
+        serde_json::from_slice(&VLLM.build(Operation::Chat, &req, &t, false).unwrap().body).unwrap();
+    assert_eq!(body["top_k"], 40);
+}
+
+#[test]
 fn response_usage_is_read_and_bytes_pass_through() {
     let p = provider(ProviderKind::Openai, "https://api.openai.com/v1");
     let t = Target {
