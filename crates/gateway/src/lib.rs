@@ -21,6 +21,7 @@
 
 mod account;
 mod alerts;
+mod audio;
 pub mod background;
 pub mod budget;
 mod cache;
@@ -76,6 +77,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/v2/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/v1/images/generations", endpoint(Operation::Images, &OPENAI))
+        .route("/v1/audio/transcriptions", audio::endpoint(Operation::Transcriptions))
+        .route("/v1/audio/translations", audio::endpoint(Operation::Translations))
+        .route("/v1/audio/speech", audio::endpoint(Operation::Speech))
         // LiteLLM serves the OpenAI endpoints without the `/v1` prefix too; clients moved over
         // from it keep their base URL.
         .route("/chat/completions", endpoint(Operation::Chat, &OPENAI))
@@ -85,6 +89,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/moderations", endpoint(Operation::Moderations, &OPENAI))
         .route("/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/images/generations", endpoint(Operation::Images, &OPENAI))
+        .route("/audio/transcriptions", audio::endpoint(Operation::Transcriptions))
+        .route("/audio/translations", audio::endpoint(Operation::Translations))
+        .route("/audio/speech", audio::endpoint(Operation::Speech))
         .route("/models", get(endpoints::models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))
