@@ -31,7 +31,10 @@ pub fn serves(mode: RouteMode, op: Operation) -> bool {
             | (Operation::Moderations, RouteMode::Moderation)
             | (Operation::Rerank, RouteMode::Rerank)
             | (Operation::Images, RouteMode::ImageGeneration)
-            | (Operation::Transcriptions | Operation::Translations, RouteMode::AudioTranscription)
+            | (
+                Operation::Transcriptions | Operation::Translations,
+                RouteMode::AudioTranscription
+            )
             | (Operation::Speech, RouteMode::AudioSpeech)
     )
 }

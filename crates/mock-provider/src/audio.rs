@@ -41,7 +41,15 @@ const UPLOAD_FIELDS: [&str; 11] = [
     "known_speaker_names[]",
 ];
 
-const SPEECH_FIELDS: [&str; 7] = ["model", "input", "voice", "instructions", "response_format", "speed", "stream_format"];
+const SPEECH_FIELDS: [&str; 7] = [
+    "model",
+    "input",
+    "voice",
+    "instructions",
+    "response_format",
+    "speed",
+    "stream_format",
+];
 
 /// The audio routes, OpenAI's, Groq's and Azure's.
 pub fn routes() -> Router<MockState> {
@@ -55,7 +63,12 @@ pub fn routes() -> Router<MockState> {
     r.route("/openai/deployments/{deployment}/audio/{what}", post(azure))
 }
 
-async fn openai_transcriptions(State(s): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
+async fn openai_transcriptions(
+    State(s): State<MockState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     openai_upload(&s, &uri, &headers, &body, false)
 }
 
@@ -94,12 +107,19 @@ async fn azure(
         "transcriptions" => transcribe(&headers, &body, Some(&deployment), false),
         "translations" => transcribe(&headers, &body, Some(&deployment), true),
         "speech" => speak(&body, Some(&deployment)),
-        _ => wire::json(StatusCode::NOT_FOUND, &[], &json!({"error": {"code": "404", "message": "Resource not found"}})),
+        _ => wire::json(
+            StatusCode::NOT_FOUND,
+            &[],
+            &json!({"error": {"code": "404", "message": "Resource not found"}}),
+        ),
     }
 }
 
 fn transcribe(headers: &HeaderMap, body: &[u8], deployment: Option<&str>, translate: bool) -> Response<Body> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let Some(parts) = parts(content_type, body) else {
         return bad_request("Invalid multipart/form-data body.");
     };
@@ -125,7 +145,8 @@ fn transcribe(headers: &HeaderMap, body: &[u8], deployment: Option<&str>, transl
     };
     let text = |ct: &'static str, body: String| {
         let mut r = Response::new(Body::from(body));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         r
     };
     match format.as_str() {
@@ -145,8 +166,20 @@ fn transcribe(headers: &HeaderMap, body: &[u8], deployment: Option<&str>, transl
             }),
         ),
         "text" => text("text/plain; charset=utf-8", format!("{TRANSCRIPT}\n")),
-        "srt" => text("text/plain; charset=utf-8", format!("1\n00:00:00,000 --> 00:00:{:02},000\n{TRANSCRIPT}\n\n", seconds.ceil() as u64)),
-        "vtt" => text("text/plain; charset=utf-8", format!("WEBVTT\n\n00:00:00.000 --> 00:00:{:02}.000\n{TRANSCRIPT}\n\n", seconds.ceil() as u64)),
+        "srt" => text(
+            "text/plain; charset=utf-8",
+            format!(
+                "1\n00:00:00,000 --> 00:00:{:02},000\n{TRANSCRIPT}\n\n",
+                seconds.ceil() as u64
+            ),
+        ),
+        "vtt" => text(
+            "text/plain; charset=utf-8",
+            format!(
+                "WEBVTT\n\n00:00:00.000 --> 00:00:{:02}.000\n{TRANSCRIPT}\n\n",
+                seconds.ceil() as u64
+            ),
+        ),
         other => bad_request(&format!("Invalid value for response_format: {other}")),
     }
 }
@@ -182,7 +215,8 @@ fn speak(body: &[u8], deployment: Option<&str>) -> Response<Body> {
         }
     };
     let mut r = Response::new(Body::from_stream(chunks));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 
@@ -222,7 +256,10 @@ fn wav_seconds(file: &[u8]) -> Option<f64> {
 
 /// The parts of a whole `multipart/form-data` body: (name, content), in order.
 fn parts<'a>(content_type: &str, body: &'a [u8]) -> Option<Vec<(String, &'a [u8])>> {
-    let boundary = content_type.split(';').find_map(|p| p.trim().strip_prefix("boundary="))?.trim_matches('"');
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))?
+        .trim_matches('"');
     let delimiter = format!("--{boundary}");
     let mut out = Vec::new();
     let mut rest = body.strip_prefix(delimiter.as_bytes())?;

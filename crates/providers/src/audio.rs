@@ -128,14 +128,18 @@ mod tests {
 
     #[test]
     fn transcriptions_bill_tokens_then_duration_then_the_estimate() {
-        let tokens = br#"{"text":"hi","usage":{"type":"tokens","input_tokens":14,"output_tokens":45,"total_tokens":59}}"#;
+        let tokens =
+            br#"{"text":"hi","usage":{"type":"tokens","input_tokens":14,"output_tokens":45,"total_tokens":59}}"#;
         let u = transcription_usage(tokens, Some(3.0)).unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (14, 45));
         let duration = br#"{"text":"hi","usage":{"type":"duration","seconds":2.2}}"#;
         assert_eq!(transcription_usage(duration, None).unwrap().prompt_tokens, 3);
         let verbose = br#"{"task":"transcribe","language":"english","duration":8.47,"text":"hi"}"#;
         assert_eq!(transcription_usage(verbose, Some(1.0)).unwrap().prompt_tokens, 9);
-        assert_eq!(transcription_usage(b"hello there\n", Some(4.5)).unwrap().prompt_tokens, 5);
+        assert_eq!(
+            transcription_usage(b"hello there\n", Some(4.5)).unwrap().prompt_tokens,
+            5
+        );
         assert_eq!(transcription_usage(br#"{"text":"hi"}"#, None), None);
     }
 

@@ -202,8 +202,12 @@ impl OpenAi {
     ) -> Result<(String, HeaderMap), ProviderError> {
         let url = self.url(op, target)?;
         let mut headers = self.headers(target)?;
-        let value = HeaderValue::from_str(content_type)
-            .map_err(|_| ProviderError::new(ErrorKind::BadRequest, "the request's content-type is not a valid header"))?;
+        let value = HeaderValue::from_str(content_type).map_err(|_| {
+            ProviderError::new(
+                ErrorKind::BadRequest,
+                "the request's content-type is not a valid header",
+            )
+        })?;
         headers.insert(http::header::CONTENT_TYPE, value);
         Ok((url, headers))
     }

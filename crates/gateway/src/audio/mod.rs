@@ -113,7 +113,10 @@ async fn upload(
             None => None,
         };
         let Some(chunk) = chunk else {
-            return Err(GatewayError::bad_request("you must provide a model parameter", Some("model")));
+            return Err(GatewayError::bad_request(
+                "you must provide a model parameter",
+                Some("model"),
+            ));
         };
         if spool.len() + chunk.len() > cap {
             return Err(GatewayError::too_large(limit));
@@ -123,7 +126,10 @@ async fn upload(
     let at = scan.model.clone().unwrap_or_default();
     let model = std::str::from_utf8(&spool[at.clone()]).unwrap_or("").trim().to_owned();
     if model.is_empty() {
-        return Err(GatewayError::bad_request("you must provide a model parameter", Some("model")));
+        return Err(GatewayError::bad_request(
+            "you must provide a model parameter",
+            Some("model"),
+        ));
     }
     let mut raw = Json::new();
     raw.insert("model".into(), model.clone().into());
@@ -221,7 +227,8 @@ async fn speech(
     } else {
         raw.insert("model".into(), a.backend(&a.route).model.clone().into());
     }
-    let json = serde_json::to_vec(&raw).map_err(|e| GatewayError::bad_request(format!("cannot encode request: {e}"), None))?;
+    let json =
+        serde_json::to_vec(&raw).map_err(|e| GatewayError::bad_request(format!("cannot encode request: {e}"), None))?;
     let (url, up_headers) = a.head(Operation::Speech, "application/json")?;
     let provider = a.outcome.provider.clone();
     let sent = gw.audio_client.post(url).headers(up_headers).body(json).send();

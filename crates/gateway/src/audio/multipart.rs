@@ -142,11 +142,16 @@ fn part_name(headers: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(headers).ok()?;
     let disposition = text
         .split("\r\n")
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition")))?
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition"))
+        })?
         .1;
     disposition.split(';').find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("name").then(|| v.trim().trim_matches('"').to_owned())
+        k.trim()
+            .eq_ignore_ascii_case("name")
+            .then(|| v.trim().trim_matches('"').to_owned())
     })
 }
 
@@ -177,7 +182,10 @@ mod tests {
     #[test]
     fn the_boundary_comes_from_the_content_type() {
         assert_eq!(boundary("multipart/form-data; boundary=XyZ"), Some("XyZ"));
-        assert_eq!(boundary("Multipart/Form-Data; charset=utf-8; boundary=\"a b\""), Some("a b"));
+        assert_eq!(
+            boundary("Multipart/Form-Data; charset=utf-8; boundary=\"a b\""),
+            Some("a b")
+        );
         assert_eq!(boundary("application/json"), None);
         assert_eq!(boundary("multipart/form-data"), None);
     }
