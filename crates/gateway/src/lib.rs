@@ -18,6 +18,8 @@
 //! I/O. `estimate` sizes a request for `limits` and `route`. `state` is the shared state (memory
 //! or Redis; cooldowns and circuits included); `telemetry` traces; `metrics` the Prometheus
 //! registry; `error` the one error type clients see; `server` and `background` run the process.
+//! `audio` runs the audio endpoints' path beside `pipeline`, with the same stages and its own
+//! I/O (multipart uploads and audio streamed through).
 
 mod account;
 mod alerts;
