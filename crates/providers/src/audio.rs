@@ -60,8 +60,16 @@ pub fn transcription_usage(body: &[u8], estimate: Option<f64>) -> Option<Usage> 
         #[serde(default)]
         seconds: Option<f64>,
     }
-    // Text, SRT and VTT answers are not JSON: the estimate is all there is.
-    let answer: Option<Answer> = serde_json::from_slice(body).ok();
+    // A streamed answer (`stream: true`) carries its usage in its last event,
+    // `transcript.text.done`; text, SRT and VTT answers are not JSON: the estimate is all there is.
+    let answer: Option<Answer> = serde_json::from_slice(body).ok().or_else(|| {
+        let text = std::str::from_utf8(body).ok()?;
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Answer>(d.trim()).ok())
+            .filter(|a| a.usage.is_some())
+            .last()
+    });
     let (usage, duration) = answer.map_or((None, None), |a| (a.usage, a.duration));
     if let Some(u) = usage.as_ref().filter(|u| u.kind == "tokens") {
         return Some(Usage {
@@ -141,6 +149,9 @@ mod tests {
             5
         );
         assert_eq!(transcription_usage(br#"{"text":"hi"}"#, None), None);
+        // A stream's usage is in its last event.
+        let sse = b"data: {\"type\":\"transcript.text.delta\",\"delta\":\"hi\"}\n\ndata: {\"type\":\"transcript.text.done\",\"text\":\"hi\",\"usage\":{\"type\":\"tokens\",\"input_tokens\":7,\"output_tokens\":2}}\n\n";
+        assert_eq!(transcription_usage(sse, Some(9.0)).unwrap().prompt_tokens, 7);
     }
 
     #[test]
