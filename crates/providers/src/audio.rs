@@ -65,10 +65,10 @@ pub fn transcription_usage(body: &[u8], estimate: Option<f64>) -> Option<Usage> 
     let answer: Option<Answer> = serde_json::from_slice(body).ok().or_else(|| {
         let text = std::str::from_utf8(body).ok()?;
         text.lines()
+            .rev()
             .filter_map(|l| l.strip_prefix("data:"))
             .filter_map(|d| serde_json::from_str::<Answer>(d.trim()).ok())
-            .filter(|a| a.usage.is_some())
-            .last()
+            .find(|a| a.usage.is_some())
     });
     let (usage, duration) = answer.map_or((None, None), |a| (a.usage, a.duration));
     if let Some(u) = usage.as_ref().filter(|u| u.kind == "tokens") {
