@@ -6,10 +6,11 @@ list that the `litellm` package ships (model_prices_and_context_window_backup.js
     python3 scripts/gen-prices.py --version 1.111.0    # another version (then update PINNED)
     python3 scripts/gen-prices.py --json FILE          # a local copy of the JSON (no download)
 
-Keeps the chat, completion, responses, embedding and rerank models of the providers Switchyard speaks to
-(see PROVIDERS), names each by the model id its provider's API takes (`gemini-2.5-pro`, not
+Keeps the chat, completion, responses, embedding, rerank and audio models of the providers Switchyard
+speaks to (see PROVIDERS), names each by the model id its provider's API takes (`gemini-2.5-pro`, not
 `gemini/gemini-2.5-pro`), and writes one row per (provider type, model) with prices in USD per
-million tokens. Standard library only.
+million tokens (per million seconds of audio for transcription models billed by duration, per
+million characters for speech models billed by character). Standard library only.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ JSON_IN_WHEEL = (
 )
 OUT = pathlib.Path(__file__).resolve().parent.parent / "crates/config/data/prices.tsv"
 EXCERPT = OUT.parent.parent / "testdata/litellm-excerpt.json"
-MODES = {"chat", "completion", "responses", "embedding", "rerank"}
+MODES = {"chat", "completion", "responses", "embedding", "rerank", "audio_transcription", "audio_speech"}
 
 # Entries copied verbatim into EXCERPT, for the Rust tests to check table rows against their
 # source (crates/config/src/prices/tests.rs lists the same keys).
@@ -178,7 +179,28 @@ MOCK_ROWS = [
 ]
 
 
+def audio_row(kind: str, model: str, e: dict) -> dict | None:
+    """An audio model, in the units the gateway counts (crates/providers/src/audio.rs): a
+    transcription model that reports token usage (GPT-4o transcribe) by its audio input and
+    output tokens; one billed by duration (Whisper) by seconds, counted as prompt tokens; a
+    speech model by input characters, counted the same way. Speech billed by tokens is left out:
+    the gateway counts characters."""
+    if e.get("mode") == "audio_transcription":
+        audio_tokens = per_million(e.get("input_cost_per_audio_token"))
+        if audio_tokens is not None and per_million(e.get("output_cost_per_token")) is not None:
+            inp, out = audio_tokens, per_million(e.get("output_cost_per_token"))
+        else:
+            inp, out = per_million(e.get("input_cost_per_second")), decimal.Decimal(0)
+    else:
+        inp, out = per_million(e.get("input_cost_per_character")), decimal.Decimal(0)
+    if inp is None:
+        return None
+    return {"provider": kind, "model": model, "input": inp, "output": out}
+
+
 def row(kind: str, model: str, e: dict) -> dict | None:
+    if e.get("mode") in ("audio_transcription", "audio_speech"):
+        return audio_row(kind, model, e)
     inp = per_million(e.get("input_cost_per_token"))
     per_query = per_million(e.get("input_cost_per_query"))
     if e.get("mode") == "rerank" and per_query:
@@ -290,7 +312,9 @@ def main() -> None:
         f"# source: PyPI package litellm=={args.version}, file {source_path}",
         f"# source sha256: {hashlib.sha256(raw).hexdigest()}",
         f"# generated: {args.date}",
-        "# Prices are USD per million tokens. An empty cell is unknown or the default: cached_input,",
+        "# Prices are USD per million tokens (audio: per million seconds for transcription models",
+        "# billed by duration, per million characters for speech). An empty cell is unknown or the",
+        "# default: cached_input,",
         "# cache_write and cache_write_1h default to input (cache_write_1h to cache_write), reasoning",
         "# to output; the tier_* prices apply to the whole request when its prompt has more than",
         "# tier_above tokens, each empty one defaulting to the base price of its kind.",

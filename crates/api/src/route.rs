@@ -126,6 +126,10 @@ pub enum RouteMode {
     Rerank,
     /// Image generation (`/v1/images/generations`).
     ImageGeneration,
+    /// Speech to text (`/v1/audio/transcriptions`, `/v1/audio/translations`).
+    AudioTranscription,
+    /// Text to speech (`/v1/audio/speech`).
+    AudioSpeech,
 }
 
 /// How a backend is chosen among the available ones of the best priority tier.

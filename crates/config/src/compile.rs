@@ -1065,6 +1065,8 @@ impl<'a> Compiler<'a> {
                 api::RouteMode::Moderation => RouteMode::Moderation,
                 api::RouteMode::Rerank => RouteMode::Rerank,
                 api::RouteMode::ImageGeneration => RouteMode::ImageGeneration,
+                api::RouteMode::AudioTranscription => RouteMode::AudioTranscription,
+                api::RouteMode::AudioSpeech => RouteMode::AudioSpeech,
             },
             backends,
             strategy: strategy(s.strategy),

@@ -451,6 +451,10 @@ pub enum RouteMode {
     Rerank,
     /// Image generation.
     ImageGeneration,
+    /// Audio transcription and translation.
+    AudioTranscription,
+    /// Text to speech.
+    AudioSpeech,
 }
 
 /// Backend selection strategy.

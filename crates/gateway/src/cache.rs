@@ -139,6 +139,9 @@ fn key(route: &RouteConfig, cx: &Context<'_>, request: &Request) -> [u8; 32] {
         Operation::Moderations => "moderations",
         Operation::Rerank => "rerank",
         Operation::Images => "images",
+        Operation::Transcriptions => "transcriptions",
+        Operation::Translations => "translations",
+        Operation::Speech => "speech",
     };
     for part in [
         "switchyard-cache-v1",

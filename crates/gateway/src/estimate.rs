@@ -284,6 +284,8 @@ fn count_now(op: Operation, request: &Json, prompt: &Prompt) -> u64 {
         Operation::Embeddings | Operation::Responses => &["input", "instructions"],
         Operation::Moderations => &["input"],
         Operation::Rerank => &["query", "documents"],
+        Operation::Speech => &["input"],
+        Operation::Transcriptions | Operation::Translations => &["prompt"],
     };
     for k in keys {
         if let Some(v) = request.get(*k) {

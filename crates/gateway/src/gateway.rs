@@ -57,6 +57,8 @@ pub struct Gateway {
     pub(crate) budgets: Arc<BudgetGauges>,
     /// Traces, when an OTLP endpoint is configured; set once at start-up.
     tracing: std::sync::OnceLock<telemetry::Tracing>,
+    /// Audio calls (`crate::audio`), whose bodies stream both ways.
+    pub(crate) audio_client: reqwest::Client,
 }
 
 /// The HTTP client for token endpoints, alert webhooks, and provider calls that go through a
@@ -89,6 +91,7 @@ impl Gateway {
         let clock = Clock::from_env();
         let budgets = Arc::new(BudgetGauges::default());
         let alerts = Arc::new(Alerts::new(client.clone(), clock, budgets.clone(), metrics.clone()));
+        let audio_client = client.clone();
         let dispatch = HttpDispatch::new(client, upstream.clone(), tokens::Tokens::default());
         Ok(Arc::new(Self {
             runtime: ArcSwap::from_pointee(Runtime::new(config, generation)),
@@ -103,6 +106,7 @@ impl Gateway {
             clock,
             budgets,
             tracing: std::sync::OnceLock::new(),
+            audio_client,
         }))
     }
 

@@ -18,9 +18,12 @@
 //! I/O. `estimate` sizes a request for `limits` and `route`. `state` is the shared state (memory
 //! or Redis; cooldowns and circuits included); `telemetry` traces; `metrics` the Prometheus
 //! registry; `error` the one error type clients see; `server` and `background` run the process.
+//! `audio` runs the audio endpoints' path beside `pipeline`, with the same stages and its own
+//! I/O (multipart uploads and audio streamed through).
 
 mod account;
 mod alerts;
+mod audio;
 pub mod background;
 pub mod budget;
 mod cache;
@@ -77,6 +80,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/v2/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/v1/images/generations", endpoint(Operation::Images, &OPENAI))
+        .route("/v1/audio/transcriptions", audio::endpoint(Operation::Transcriptions))
+        .route("/v1/audio/translations", audio::endpoint(Operation::Translations))
+        .route("/v1/audio/speech", audio::endpoint(Operation::Speech))
         // LiteLLM serves the OpenAI endpoints without the `/v1` prefix too; clients moved over
         // from it keep their base URL.
         .route("/chat/completions", endpoint(Operation::Chat, &OPENAI))
@@ -86,6 +92,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/moderations", endpoint(Operation::Moderations, &OPENAI))
         .route("/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/images/generations", endpoint(Operation::Images, &OPENAI))
+        .route("/audio/transcriptions", audio::endpoint(Operation::Transcriptions))
+        .route("/audio/translations", audio::endpoint(Operation::Translations))
+        .route("/audio/speech", audio::endpoint(Operation::Speech))
         .route("/models", get(endpoints::models))
         // What the gateway does not model, forwarded to a Provider as it is (docs/passthrough.md).
         .route("/passthrough/{*path}", passthrough::endpoint())

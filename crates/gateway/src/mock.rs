@@ -51,7 +51,12 @@ pub async fn complete(
             })
         }
         Operation::Moderations | Operation::Rerank => Ok(crate::mock_extra::answer(op, request, model)),
-        Operation::Completions | Operation::Responses | Operation::Images => Err(unserved(op)),
+        Operation::Completions
+        | Operation::Responses
+        | Operation::Images
+        | Operation::Transcriptions
+        | Operation::Translations
+        | Operation::Speech => Err(unserved(op)),
     }
 }
 
@@ -60,6 +65,7 @@ fn unserved(op: Operation) -> ProviderError {
     let what = match op {
         Operation::Responses => "the Responses API (/v1/responses)",
         Operation::Images => "image generation (/v1/images/generations)",
+        Operation::Transcriptions | Operation::Translations | Operation::Speech => "audio",
         _ => "legacy completions (/v1/completions)",
     };
     ProviderError::new(

@@ -188,7 +188,7 @@ fn presented_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
 }
 
 /// The body, at most `limit` bytes, parsed by the client's codec.
-async fn read(body: Body, op: Operation, codec: &dyn Codec, limit: u64) -> Result<Request, GatewayError> {
+pub(crate) async fn read(body: Body, op: Operation, codec: &dyn Codec, limit: u64) -> Result<Request, GatewayError> {
     // The bytes are dropped here, parsed: the body shares hyper's 8 KiB read buffer, and a
     // `Bytes` kept until the response ended would hold that buffer for as long as a stream stays
     // open (hyper reads into a new one meanwhile): 8 KiB more per open stream.
@@ -206,7 +206,7 @@ async fn read(body: Body, op: Operation, codec: &dyn Codec, limit: u64) -> Resul
     codec.parse(op, &bytes)
 }
 
-fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayError> {
+pub(crate) fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayError> {
     if crate::runtime::serves(route.config.mode, op) {
         Ok(())
     } else {
@@ -217,6 +217,8 @@ fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayEr
             RouteMode::Moderation => "moderation",
             RouteMode::Rerank => "rerank",
             RouteMode::ImageGeneration => "image generation",
+            RouteMode::AudioTranscription => "audio transcription",
+            RouteMode::AudioSpeech => "audio speech",
         };
         Err(GatewayError::bad_request(
             format!("model `{model}` is a {mode} route and does not serve this endpoint"),
@@ -227,7 +229,7 @@ fn check_mode(op: Operation, route: &Route, model: &str) -> Result<(), GatewayEr
 
 /// A route with a backend whose provider's API lacks the endpoint (moderations on Groq, rerank
 /// on OpenAI) is refused before any attempt, naming the route, the backend and its provider.
-fn check_backends(rt: &Runtime, op: Operation, route: &Route) -> Result<(), GatewayError> {
+pub(crate) fn check_backends(rt: &Runtime, op: Operation, route: &Route) -> Result<(), GatewayError> {
     let lacking = route.config.backends.iter().find_map(|b| {
         let p = rt.provider(&b.provider)?;
         (!switchyard_providers::serves(p.kind, op)).then_some((b, p))
@@ -262,7 +264,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
 /// header values as slices of the connection's 8 KiB read buffer, so headers kept for a whole
 /// request keep that buffer alive while hyper reads on into a new one: 8 KiB more per request
 /// in flight, i.e. per open stream (massif, bench/results/profiling.md).
-fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+pub(crate) fn owned_headers(headers: &HeaderMap) -> HeaderMap {
     let size = headers.values().map(HeaderValue::len).sum();
     let mut values = BytesMut::with_capacity(size);
     for v in headers.values() {

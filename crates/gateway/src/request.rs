@@ -100,7 +100,9 @@ fn require(op: Operation, raw: &Json) -> Result<(), GatewayError> {
                 )),
             }
         }
-        Operation::Embeddings | Operation::Responses | Operation::Moderations => "input",
+        Operation::Embeddings | Operation::Responses | Operation::Moderations | Operation::Speech => "input",
+        // Multipart uploads: the `audio` module reads them, not this parser.
+        Operation::Transcriptions | Operation::Translations => "file",
         Operation::Images if raw.get("stream").and_then(Value::as_bool) == Some(true) => {
             return Err(GatewayError::bad_request(
                 "streamed image generation (`stream: true`) is not supported; ask for the whole response",

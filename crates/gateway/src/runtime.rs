@@ -20,7 +20,8 @@ use crate::error::GatewayError;
 
 /// Whether a route in `mode` serves `op`: chat routes serve chat, responses and completions;
 /// completion routes completions; embedding routes embeddings; moderation routes moderations;
-/// rerank routes rerank; image generation routes images.
+/// rerank routes rerank; image generation routes images; audio transcription routes
+/// transcriptions and translations; audio speech routes speech.
 pub fn serves(mode: RouteMode, op: Operation) -> bool {
     matches!(
         (op, mode),
@@ -30,6 +31,11 @@ pub fn serves(mode: RouteMode, op: Operation) -> bool {
             | (Operation::Moderations, RouteMode::Moderation)
             | (Operation::Rerank, RouteMode::Rerank)
             | (Operation::Images, RouteMode::ImageGeneration)
+            | (
+                Operation::Transcriptions | Operation::Translations,
+                RouteMode::AudioTranscription
+            )
+            | (Operation::Speech, RouteMode::AudioSpeech)
     )
 }
 

@@ -119,6 +119,9 @@ fn operation_name(op: Operation) -> &'static str {
         Operation::Moderations => "moderation",
         Operation::Rerank => "rerank",
         Operation::Images => "image_generation",
+        Operation::Transcriptions => "transcription",
+        Operation::Translations => "translation",
+        Operation::Speech => "speech",
     }
 }
 

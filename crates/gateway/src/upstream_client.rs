@@ -242,7 +242,7 @@ fn body_error(e: &hyper::Error) -> ProviderError {
     ProviderError::new(kind, format!("upstream response failed: {}", chain(e)))
 }
 
-fn reqwest_error(e: &reqwest::Error) -> ProviderError {
+pub(crate) fn reqwest_error(e: &reqwest::Error) -> ProviderError {
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
     } else if e.is_connect() {

@@ -77,6 +77,7 @@
 #![allow(clippy::result_large_err)]
 
 mod anthropic;
+mod audio;
 mod bedrock;
 mod cohere;
 mod google;
@@ -204,6 +205,7 @@ pub fn router(state: MockState) -> Router {
         .route("/mock/reset", post(reset))
         .route("/mock/ledger", get(ledger))
         .route("/mock/last-request", get(last_request))
+        .merge(audio::routes())
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

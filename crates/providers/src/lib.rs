@@ -6,6 +6,7 @@
 //! [`openai::OpenAi`], not copies.
 
 pub mod anthropic;
+pub mod audio;
 pub mod bedrock;
 pub mod cohere;
 pub mod gemini;
@@ -43,6 +44,12 @@ pub enum Operation {
     Rerank,
     /// `/v1/images/generations`.
     Images,
+    /// `/v1/audio/transcriptions` (multipart upload; the gateway's `audio` module does the I/O).
+    Transcriptions,
+    /// `/v1/audio/translations` (multipart upload, like transcriptions).
+    Translations,
+    /// `/v1/audio/speech`: JSON in, audio bytes out.
+    Speech,
 }
 
 impl Operation {
@@ -56,6 +63,9 @@ impl Operation {
             Self::Moderations => "/v1/moderations",
             Self::Rerank => "/v1/rerank",
             Self::Images => "/v1/images/generations",
+            Self::Transcriptions => "/v1/audio/transcriptions",
+            Self::Translations => "/v1/audio/translations",
+            Self::Speech => "/v1/audio/speech",
         }
     }
 }
@@ -75,6 +85,12 @@ pub fn serves(kind: ProviderKind, op: Operation) -> bool {
         Operation::Rerank => matches!(kind, K::Cohere | K::Voyage | K::Vllm | K::OpenaiCompatible | K::Mock),
         // OpenAI's and Azure OpenAI's image generation (DALL-E, GPT Image).
         Operation::Images => matches!(kind, K::Openai | K::AzureOpenai | K::OpenaiCompatible),
+        // Whisper and GPT-4o transcription at OpenAI and Azure OpenAI, Whisper at Groq.
+        Operation::Transcriptions | Operation::Translations => {
+            matches!(kind, K::Openai | K::AzureOpenai | K::Groq | K::OpenaiCompatible)
+        }
+        // OpenAI's and Azure OpenAI's text to speech (tts-1, gpt-4o-mini-tts).
+        Operation::Speech => matches!(kind, K::Openai | K::AzureOpenai | K::OpenaiCompatible),
     }
 }
 

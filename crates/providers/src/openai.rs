@@ -133,7 +133,12 @@ impl OpenAi {
                 }
                 "responses"
             }
-            Operation::Moderations | Operation::Rerank | Operation::Images => {
+            Operation::Moderations
+            | Operation::Rerank
+            | Operation::Images
+            | Operation::Transcriptions
+            | Operation::Translations
+            | Operation::Speech => {
                 if !crate::serves(self.kind, op) {
                     return Err(ProviderError::new(
                         ErrorKind::BadRequest,
@@ -143,6 +148,9 @@ impl OpenAi {
                 match op {
                     Operation::Moderations => "moderations",
                     Operation::Rerank => "rerank",
+                    Operation::Transcriptions => "audio/transcriptions",
+                    Operation::Translations => "audio/translations",
+                    Operation::Speech => "audio/speech",
                     _ => "images/generations",
                 }
             }
@@ -226,6 +234,29 @@ fn developer_as_system(body: &mut Json) {
         if let Some(role) = m.get_mut("role").filter(|r| *r == "developer") {
             *role = "system".into();
         }
+    }
+}
+
+impl OpenAi {
+    /// The URL and headers of an audio call (`op` one of the audio operations) whose body the
+    /// gateway streams itself: a multipart upload (`content_type` with its boundary) or speech
+    /// JSON. Refused for a provider type without the endpoint.
+    pub fn audio_head(
+        &self,
+        op: Operation,
+        target: &Target<'_>,
+        content_type: &str,
+    ) -> Result<(String, HeaderMap), ProviderError> {
+        let url = self.url(op, target)?;
+        let mut headers = self.headers(target)?;
+        let value = HeaderValue::from_str(content_type).map_err(|_| {
+            ProviderError::new(
+                ErrorKind::BadRequest,
+                "the request's content-type is not a valid header",
+            )
+        })?;
+        headers.insert(http::header::CONTENT_TYPE, value);
+        Ok((url, headers))
     }
 }
 

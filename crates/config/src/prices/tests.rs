@@ -168,6 +168,18 @@ fn known_prices() {
 }
 
 #[test]
+fn audio_prices_are_in_the_units_the_gateway_counts() {
+    // whisper-1: $0.006 a minute, i.e. $100 per million seconds.
+    assert_eq!(info(ProviderKind::Openai, "whisper-1").price.input, 100.0);
+    assert_eq!(info(ProviderKind::Groq, "whisper-large-v3").price.input, 30.83);
+    // GPT-4o transcribe reports tokens: its audio input and text output token prices.
+    let t = info(ProviderKind::AzureOpenai, "gpt-4o-transcribe").price;
+    assert_eq!((t.input, t.output), (6.0, 10.0));
+    // tts-1: $15 per million characters.
+    assert_eq!(info(ProviderKind::Openai, "tts-1").price.input, 15.0);
+}
+
+#[test]
 fn the_table_is_large_sane_and_says_where_it_came_from() {
     let t = table();
     let data_lines = TEXT

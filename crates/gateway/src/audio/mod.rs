@@ -1,0 +1,409 @@
+//! The audio endpoints: `/v1/audio/transcriptions` and `/v1/audio/translations` (multipart
+//! uploads) and `/v1/audio/speech` (JSON in, audio bytes out), with the request path of the
+//! other endpoints (auth -> route -> limits -> upstream -> account) but their own I/O: bodies
+//! stream through both ways and are never held whole.
+//!
+//! An upload is read only up to its `model` part (which picks the route); what came before it
+//! is held, at most the gateway's body limit (`maxRequestBytes`, 10 MiB by default), since
+//! clients may send the file first. The rest streams to the upstream as it arrives, the whole
+//! body still bounded by the same limit. The upstream model replaces the client's in the
+//! `model` part. Speech audio streams back chunk by chunk.
+//!
+//! Each request goes to the route's first backend in one attempt: an upload already streamed
+//! cannot be sent again, so there are no retries, fallbacks or hedges here, and no cache.
+//! Billing (see `switchyard_providers::audio`): transcriptions by the provider's token usage or
+//! the audio's seconds (the answer's, else the WAV header's), speech by input characters.
+
+mod multipart;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{post, MethodRouter};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use http::{header, HeaderMap, HeaderValue};
+use serde_json::Value;
+use switchyard_providers::{self as providers, audio as wire, ErrorKind, Json, Operation, ProviderError, Target};
+
+use crate::account::{self, Account, InFlight, Labels};
+use crate::error::GatewayError;
+use crate::ingress::{Codec, OPENAI};
+use crate::limits::{self, Admission};
+use crate::respond::{self, Served};
+use crate::route::Outcome;
+use crate::runtime::{Key, Route, Runtime};
+use crate::upstream_client::reqwest_error;
+use crate::{pipeline, Gateway};
+
+/// How much of an upload's start is kept to read the WAV header from.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// How much of an upstream error body is read.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The route of an audio endpoint.
+pub(crate) fn endpoint(op: Operation) -> MethodRouter<Arc<Gateway>> {
+    post(move |State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body| handle(gw, op, headers, body))
+}
+
+async fn handle(gw: Arc<Gateway>, op: Operation, headers: HeaderMap, body: Body) -> Response {
+    let start = Instant::now();
+    let headers = pipeline::owned_headers(&headers);
+    let _in_flight = InFlight::new(&gw.metrics.in_flight);
+    let mut labels = Labels::new(pipeline::request_id(&headers));
+    let result = if op == Operation::Speech {
+        speech(&gw, &headers, body, start, &mut labels).await
+    } else {
+        upload(&gw, op, &headers, body, start, &mut labels).await
+    };
+    let (mut response, error) = match result {
+        Ok(r) => (r, None),
+        Err(e) => {
+            let message = e.message.clone();
+            (OPENAI.error(e), Some(message))
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&labels.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    account::finish(&gw, &labels, response.status().as_u16(), start, error.as_deref());
+    response
+}
+
+/// A transcription or translation: the upload read up to its `model`, then streamed upstream.
+async fn upload(
+    gw: &Arc<Gateway>,
+    op: Operation,
+    headers: &HeaderMap,
+    body: Body,
+    start: Instant,
+    labels: &mut Labels,
+) -> Result<Response, GatewayError> {
+    let rt = gw.runtime();
+    let key = authenticate(&rt, headers, labels)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multipart::boundary(content_type)
+        .ok_or_else(|| GatewayError::bad_request("audio uploads must be multipart/form-data (with a boundary)", None))?
+        .to_owned();
+    let limit = rt.config.settings.max_request_bytes;
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+
+    // Read up to the end of the `model` part.
+    let mut chunks = body.into_data_stream();
+    let mut spool = BytesMut::new();
+    let mut scan = multipart::Scan::new(&boundary);
+    while !scan.advance(&spool)? {
+        let chunk = match chunks.next().await {
+            _ if scan.ended => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                return Err(GatewayError::bad_request(
+                    format!("could not read the request body: {e}"),
+                    None,
+                ))
+            }
+            None => None,
+        };
+        let Some(chunk) = chunk else {
+            return Err(GatewayError::bad_request(
+                "you must provide a model parameter",
+                Some("model"),
+            ));
+        };
+        if spool.len() + chunk.len() > cap {
+            return Err(GatewayError::too_large(limit));
+        }
+        spool.extend_from_slice(&chunk);
+    }
+    let at = scan.model.clone().unwrap_or_default();
+    let model = std::str::from_utf8(&spool[at.clone()]).unwrap_or("").trim().to_owned();
+    if model.is_empty() {
+        return Err(GatewayError::bad_request(
+            "you must provide a model parameter",
+            Some("model"),
+        ));
+    }
+    let mut raw = Json::new();
+    raw.insert("model".into(), model.clone().into());
+    let mut a = match admit(gw, &rt, &key, op, &model, &raw, labels).await? {
+        Ok(a) => a,
+        Err(refused) => return Ok(refused),
+    };
+
+    // The upstream body: what was read, with the upstream model, then the rest as it comes.
+    let spool = spool.freeze();
+    let backend = a.backend(&a.route);
+    let mut prefix = BytesMut::with_capacity(spool.len() + backend.model.len());
+    prefix.extend_from_slice(&spool[..at.start]);
+    prefix.extend_from_slice(backend.model.as_bytes());
+    prefix.extend_from_slice(&spool[at.end..]);
+    let probe = Arc::new(Probe {
+        head: Mutex::new(spool[..spool.len().min(PROBE_BYTES)].to_vec()),
+        too_large: AtomicBool::new(false),
+    });
+    let seen = spool.len() as u64;
+    let tap = probe.clone();
+    let rest = async_stream::stream! {
+        yield Ok::<Bytes, std::io::Error>(prefix.freeze());
+        let mut seen = seen;
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(c) => {
+                    seen += c.len() as u64;
+                    if seen > limit {
+                        tap.too_large.store(true, Ordering::Relaxed);
+                        yield Err(std::io::Error::other("the upload exceeded the body limit"));
+                        break;
+                    }
+                    tap.keep(&c);
+                    yield Ok(c);
+                }
+                Err(e) => {
+                    yield Err(std::io::Error::other(e.to_string()));
+                    break;
+                }
+            }
+        }
+    };
+    let (url, up_headers) = a.head(op, content_type)?;
+    let timeout = Duration::from_millis(a.outcome.provider.timeouts.request_ms);
+    let sent = gw
+        .audio_client
+        .post(url)
+        .headers(up_headers)
+        .body(reqwest::Body::wrap_stream(rest))
+        .timeout(timeout)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(_) if probe.too_large.load(Ordering::Relaxed) => return Err(GatewayError::too_large(limit)),
+        Err(e) => return Err(GatewayError::upstream(&reqwest_error(&e), &a.outcome.backend)),
+    };
+    let resp = a.check(resp).await?;
+    let answer_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let body = read_capped(resp, rt.config.settings.max_response_bytes)
+        .await
+        .map_err(|e| GatewayError::upstream(&e, &a.outcome.backend))?;
+    let seconds = {
+        let head = probe.head.lock().unwrap_or_else(|p| p.into_inner());
+        multipart::file_start(&boundary, &head).and_then(|at| wire::wav_seconds(&head[at..]))
+    };
+    let usage = wire::transcription_usage(&body, seconds);
+    Ok(a.answer(gw, start, labels, usage, Body::from(body), answer_type))
+}
+
+/// Text to speech: the JSON request forwarded, the audio streamed back.
+async fn speech(
+    gw: &Arc<Gateway>,
+    headers: &HeaderMap,
+    body: Body,
+    start: Instant,
+    labels: &mut Labels,
+) -> Result<Response, GatewayError> {
+    let rt = gw.runtime();
+    let key = authenticate(&rt, headers, labels)?;
+    let req = pipeline::read(body, Operation::Speech, &OPENAI, rt.config.settings.max_request_bytes).await?;
+    let Some(input) = req.raw.get("input").and_then(Value::as_str) else {
+        return Err(GatewayError::bad_request("'input' must be a string", Some("input")));
+    };
+    let usage = wire::speech_usage(input);
+    let mut a = match admit(gw, &rt, &key, Operation::Speech, &req.model, &req.raw, labels).await? {
+        Ok(a) => a,
+        Err(refused) => return Ok(refused),
+    };
+    let mut raw = req.raw;
+    if a.outcome.provider.kind == switchyard_config::ProviderKind::AzureOpenai {
+        // Azure takes the deployment from the path.
+        raw.remove("model");
+    } else {
+        raw.insert("model".into(), a.backend(&a.route).model.clone().into());
+    }
+    let json =
+        serde_json::to_vec(&raw).map_err(|e| GatewayError::bad_request(format!("cannot encode request: {e}"), None))?;
+    let (url, up_headers) = a.head(Operation::Speech, "application/json")?;
+    let provider = a.outcome.provider.clone();
+    let sent = gw.audio_client.post(url).headers(up_headers).body(json).send();
+    let resp = match tokio::time::timeout(Duration::from_millis(provider.timeouts.request_ms), sent).await {
+        Err(_) => {
+            let e = ProviderError::new(ErrorKind::Timeout, "the upstream did not answer in time");
+            return Err(GatewayError::upstream(&e, &a.outcome.backend));
+        }
+        Ok(Err(e)) => return Err(GatewayError::upstream(&reqwest_error(&e), &a.outcome.backend)),
+        Ok(Ok(r)) => r,
+    };
+    let resp = a.check(resp).await?;
+    let answer_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    // Billed on the input, which the provider bills whole once it answered.
+    let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
+    let mut audio = resp.bytes_stream();
+    let body = async_stream::stream! {
+        loop {
+            match tokio::time::timeout(idle, audio.next()).await {
+                Ok(Some(Ok(c))) => yield Ok::<Bytes, std::io::Error>(c),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    yield Err(std::io::Error::other(e.to_string()));
+                    break;
+                }
+                Err(_) => {
+                    yield Err(std::io::Error::other("the upstream stream went silent"));
+                    break;
+                }
+            }
+        }
+    };
+    Ok(a.answer(gw, start, labels, Some(usage), Body::from_stream(body), answer_type))
+}
+
+fn authenticate(rt: &Runtime, headers: &HeaderMap, labels: &mut Labels) -> Result<Arc<Key>, GatewayError> {
+    let key = pipeline::authenticate(rt, headers)?;
+    labels.team.clone_from(&key.team);
+    labels.key = format!("{}/{}", key.config.namespace, key.config.name);
+    Ok(key)
+}
+
+/// The start of an upload, for its WAV header, and whether it outgrew the body limit.
+struct Probe {
+    head: Mutex<Vec<u8>>,
+    too_large: AtomicBool,
+}
+
+impl Probe {
+    fn keep(&self, chunk: &[u8]) {
+        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let room = PROBE_BYTES.saturating_sub(head.len());
+        head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+}
+
+/// A request routed and admitted, with the backend it goes to.
+struct Admitted {
+    route: Arc<Route>,
+    admission: Admission,
+    outcome: Outcome,
+    sent: Instant,
+}
+
+/// Route, mode and backend checks, then the key's limits: a refusal is the response.
+async fn admit(
+    gw: &Gateway,
+    rt: &Runtime,
+    key: &Arc<Key>,
+    op: Operation,
+    model: &str,
+    raw: &Json,
+    labels: &mut Labels,
+) -> Result<Result<Admitted, Response>, GatewayError> {
+    let route = rt.route_for(key, model)?;
+    labels.route = format!("{}/{}", route.config.namespace, route.config.model);
+    pipeline::check_mode(op, &route, model)?;
+    pipeline::check_backends(rt, op, &route)?;
+    let (backend, provider) = route
+        .config
+        .backends
+        .first()
+        .and_then(|b| Some((b, rt.provider(&b.provider)?.clone())))
+        .ok_or_else(|| GatewayError::unavailable(format!("route `{}` has no backend to serve it", labels.route)))?;
+    let admission = match limits::admit(&gw.limits, key, &route, raw).await {
+        Ok(a) => a,
+        Err(refused) => return Ok(Err(respond::refused(&OPENAI, refused))),
+    };
+    let outcome = Outcome {
+        route: labels.route.clone(),
+        backend: backend.name.clone(),
+        provider,
+        price: backend.price,
+        attempts: 1,
+        fallback_depth: 0,
+        upstream_elapsed: Duration::ZERO,
+    };
+    Ok(Ok(Admitted {
+        route,
+        admission,
+        outcome,
+        sent: Instant::now(),
+    }))
+}
+
+impl Admitted {
+    fn backend<'r>(&self, route: &'r Route) -> &'r switchyard_config::BackendConfig {
+        &route.config.backends[0]
+    }
+
+    /// The upstream URL and headers; the clock of the upstream call starts.
+    fn head(&mut self, op: Operation, content_type: &str) -> Result<(String, HeaderMap), GatewayError> {
+        let provider = &self.outcome.provider;
+        let target = Target {
+            provider,
+            model: &self.route.config.backends[0].model,
+            drop_unsupported_params: false,
+            now: SystemTime::now(),
+            bearer: None,
+        };
+        self.sent = Instant::now();
+        providers::openai::preset(provider.kind)
+            .audio_head(op, &target, content_type)
+            .map_err(|e| GatewayError::upstream(&e, &self.outcome.backend))
+    }
+
+    /// The upstream's answer when it succeeded, else its error mapped.
+    async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response, GatewayError> {
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let headers = resp.headers().clone();
+        let body = read_capped(resp, ERROR_BODY_BYTES as u64).await.unwrap_or_default();
+        let e = providers::adapter(self.outcome.provider.kind).error(status, &headers, &body);
+        Err(GatewayError::upstream(&e, &self.outcome.backend))
+    }
+
+    /// Accounts for `usage` and answers with `body`, in the upstream's content type.
+    fn answer(
+        mut self,
+        gw: &Arc<Gateway>,
+        start: Instant,
+        labels: &mut Labels,
+        usage: Option<providers::Usage>,
+        body: Body,
+        content_type: Option<HeaderValue>,
+    ) -> Response {
+        self.outcome.upstream_elapsed = self.sent.elapsed();
+        labels.served(&self.outcome);
+        let rate = self.admission.headers().clone();
+        let mut account = Account::new(gw.clone(), labels.clone(), &self.outcome, start, self.admission, None);
+        account.record(usage.as_ref());
+        let overhead = start.elapsed().saturating_sub(self.outcome.upstream_elapsed);
+        account::overhead(gw, labels, overhead);
+        let served = Served::upstream(false, &labels.route, overhead, &rate, None, &self.outcome);
+        let mut r = respond::response(gw, body, &served);
+        if let Some(ct) = content_type {
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        r
+    }
+}
+
+/// A whole upstream body, at most `limit` bytes.
+async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Bytes, ProviderError> {
+    let mut buf = BytesMut::new();
+    while let Some(c) = resp.chunk().await.map_err(|e| reqwest_error(&e))? {
+        if (buf.len() + c.len()) as u64 > limit {
+            return Err(ProviderError::new(
+                ErrorKind::Protocol,
+                format!("upstream response exceeded {limit} bytes (the fleet's maxResponseBytes)"),
+            ));
+        }
+        buf.extend_from_slice(&c);
+    }
+    Ok(buf.freeze())
+}
