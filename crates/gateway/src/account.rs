@@ -63,6 +63,8 @@ pub(crate) struct Labels {
     pub(crate) accounted: bool,
     /// Trace id of the request's span, when traces are on: joins the log line to the trace.
     pub(crate) trace_id: Option<String>,
+    /// The endpoint family, for the requests that are not LLM calls (`files`, `batches`).
+    pub(crate) operation: Option<&'static str>,
 }
 
 impl Labels {
@@ -79,6 +81,7 @@ impl Labels {
             trace_id: None,
             fallback_depth: 0,
             accounted: false,
+            operation: None,
         }
     }
 
@@ -370,6 +373,7 @@ fn access_log(
         target: "switchyard::access",
         request_id = %l.request_id,
         trace_id = l.trace_id.as_deref(),
+        operation = l.operation,
         route = %l.route,
         backend = %l.backend,
         provider = l.provider,

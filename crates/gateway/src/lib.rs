@@ -29,6 +29,7 @@ mod edge_tests;
 mod endpoints;
 mod error;
 mod estimate;
+mod files;
 mod gateway;
 mod ingress;
 pub mod limits;
@@ -86,6 +87,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/rerank", endpoint(Operation::Rerank, &OPENAI))
         .route("/images/generations", endpoint(Operation::Images, &OPENAI))
         .route("/models", get(endpoints::models))
+        // OpenAI's Files and Batch APIs, on OpenAI and Azure OpenAI backends.
+        .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))
         .merge(litellm_health())
