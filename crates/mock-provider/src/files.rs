@@ -96,12 +96,23 @@ fn parts(content_type: &str, body: &[u8]) -> Vec<(String, Option<String>, Vec<u8
     };
     while let Some(start) = find(text, at, boundary.as_bytes()) {
         let head_start = start + boundary.len() + 2;
-        let Some(head_end) = find(text, head_start, b"\r\n\r\n") else { break };
-        let Some(next) = find(text, head_end, format!("\r\n{boundary}").as_bytes()) else { break };
+        let Some(head_end) = find(text, head_start, b"\r\n\r\n") else {
+            break;
+        };
+        let Some(next) = find(text, head_end, format!("\r\n{boundary}").as_bytes()) else {
+            break;
+        };
         let head = String::from_utf8_lossy(&text[head_start..head_end]).to_string();
         let attr = |n: &str| {
-            head.split(';')
-                .find_map(|p| p.trim().strip_prefix(&format!("{n}=\"")).map(|v| v.trim_end_matches(['"', '\r', '\n']).split('"').next().unwrap_or("").to_owned()))
+            head.split(';').find_map(|p| {
+                p.trim().strip_prefix(&format!("{n}=\"")).map(|v| {
+                    v.trim_end_matches(['"', '\r', '\n'])
+                        .split('"')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+            })
         };
         if let Some(name) = attr("name") {
             out.push((name, attr("filename"), text[head_end + 4..next].to_vec()));
@@ -115,11 +126,17 @@ async fn upload(State(store): State<Store>, headers: HeaderMap, body: Bytes) -> 
     if let Err(r) = authorized(&headers) {
         return r;
     }
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let parts = parts(ct, &body);
     let field = |n: &str| parts.iter().find(|p| p.0 == n);
     let (Some(file), Some(purpose)) = (field("file"), field("purpose")) else {
-        return error(StatusCode::BAD_REQUEST, "a multipart body with `file` and `purpose` is required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a multipart body with `file` and `purpose` is required",
+        );
     };
     let purpose = String::from_utf8_lossy(&purpose.2).to_string();
     let mut s = store.lock();
@@ -137,7 +154,11 @@ async fn list_files(State(store): State<Store>, headers: HeaderMap) -> Response<
         return r;
     }
     let data: Vec<Value> = store.lock().files.values().map(|f| f.0.clone()).collect();
-    wire::json(StatusCode::OK, &[], &json!({"object": "list", "data": data, "has_more": false}))
+    wire::json(
+        StatusCode::OK,
+        &[],
+        &json!({"object": "list", "data": data, "has_more": false}),
+    )
 }
 
 async fn retrieve_file(State(store): State<Store>, headers: HeaderMap, Path(id): Path<String>) -> Response<Body> {
@@ -155,7 +176,11 @@ async fn delete_file(State(store): State<Store>, headers: HeaderMap, Path(id): P
         return r;
     }
     match store.lock().files.remove(&id) {
-        Some(_) => wire::json(StatusCode::OK, &[], &json!({"id": id, "object": "file", "deleted": true})),
+        Some(_) => wire::json(
+            StatusCode::OK,
+            &[],
+            &json!({"id": id, "object": "file", "deleted": true}),
+        ),
         None => not_found("File", &id),
     }
 }
@@ -167,8 +192,10 @@ async fn content(State(store): State<Store>, headers: HeaderMap, Path(id): Path<
     match store.lock().files.get(&id) {
         Some(f) => {
             let mut r = Response::new(Body::from(f.1.clone()));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/octet-stream"),
+            );
             r
         }
         None => not_found("File", &id),
@@ -248,7 +275,11 @@ async fn list_batches(State(store): State<Store>, headers: HeaderMap) -> Respons
         return r;
     }
     let data: Vec<Value> = store.lock().batches.values().cloned().collect();
-    wire::json(StatusCode::OK, &[], &json!({"object": "list", "data": data, "has_more": false}))
+    wire::json(
+        StatusCode::OK,
+        &[],
+        &json!({"object": "list", "data": data, "has_more": false}),
+    )
 }
 
 async fn retrieve_batch(State(store): State<Store>, headers: HeaderMap, Path(id): Path<String>) -> Response<Body> {

@@ -266,7 +266,10 @@ async fn send(
     let base = p.base_url.trim_end_matches('/');
     let mut query = query.to_vec();
     let url = if p.kind == ProviderKind::AzureOpenai {
-        query.push(("api-version", p.api_version.clone().unwrap_or_else(|| "2024-10-21".into())));
+        query.push((
+            "api-version",
+            p.api_version.clone().unwrap_or_else(|| "2024-10-21".into()),
+        ));
         format!("{base}/openai/{tail}")
     } else {
         format!("{base}/{tail}")
@@ -315,7 +318,9 @@ async fn relay(
         let chunk = chunk.map_err(|e| GatewayError::unavailable(format!("the upstream answer broke off: {e}")))?;
         body.extend_from_slice(&chunk);
         if body.len() as u64 > limit {
-            return Err(GatewayError::unavailable("the upstream answer is larger than maxResponseBytes"));
+            return Err(GatewayError::unavailable(
+                "the upstream answer is larger than maxResponseBytes",
+            ));
         }
     }
     if !status.is_success() {
@@ -337,14 +342,22 @@ fn owner_mark(ns: &str, provider: &str, upstream: &str) -> String {
 
 /// Remembers that namespace `ns` owns `upstream`, so that lists show it.
 async fn own(gw: &Gateway, ns: &str, t: &Target, upstream: &str) {
-    if let Err(e) = gw.state().mark(&owner_mark(ns, &t.provider.id, upstream), REMEMBER).await {
+    if let Err(e) = gw
+        .state()
+        .mark(&owner_mark(ns, &t.provider.id, upstream), REMEMBER)
+        .await
+    {
         tracing::warn!(error = %e, "could not record who owns {upstream}; lists will not show it");
     }
 }
 
 /// Rewrites a file object's id; `kind`: what the id names.
 fn file_out(v: &mut Value, t: &Target, ns: &str, kind: Kind) {
-    let kind = if v["purpose"] == "batch_output" { Kind::Output } else { kind };
+    let kind = if v["purpose"] == "batch_output" {
+        Kind::Output
+    } else {
+        kind
+    };
     if let Some(up) = v["id"].as_str() {
         v["id"] = t.handle(kind, ns, up).into();
     }
@@ -369,7 +382,11 @@ async fn batch_out(gw: &Gateway, v: &mut Value, t: &Target, ns: &str) {
 
 /// An upstream id as it may appear in a path.
 fn path_safe(upstream: &str) -> Result<&str, GatewayError> {
-    if !upstream.is_empty() && upstream.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if !upstream.is_empty()
+        && upstream
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         Ok(upstream)
     } else {
         Err(GatewayError::not_found("No such object"))
@@ -409,12 +426,16 @@ async fn upload(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
         }
         let ns = key.config.namespace.clone();
         let r = match sent {
-            Ok(resp) => relay(resp, turn.rt.config.settings.max_response_bytes, async |v: &mut Value| {
-                if let Some(up) = v["id"].as_str().map(str::to_owned) {
-                    own(&gw, &ns, &t, &up).await;
-                }
-                file_out(v, &t, &ns, Kind::File);
-            })
+            Ok(resp) => relay(
+                resp,
+                turn.rt.config.settings.max_response_bytes,
+                async |v: &mut Value| {
+                    if let Some(up) = v["id"].as_str().map(str::to_owned) {
+                        own(&gw, &ns, &t, &up).await;
+                    }
+                    file_out(v, &t, &ns, Kind::File);
+                },
+            )
             .await
             .map_err(err),
             Err(e) => Err(err(e)),
@@ -477,8 +498,15 @@ async fn list_out(gw: &Gateway, v: &mut Value, t: &Target, ns: &str, batches: bo
     let mut kept = Vec::new();
     if let Some(data) = v["data"].as_array_mut() {
         for mut item in std::mem::take(data) {
-            let Some(up) = item["id"].as_str().map(str::to_owned) else { continue };
-            if !gw.state().marked(&owner_mark(ns, &t.provider.id, &up)).await.unwrap_or(false) {
+            let Some(up) = item["id"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            if !gw
+                .state()
+                .marked(&owner_mark(ns, &t.provider.id, &up))
+                .await
+                .unwrap_or(false)
+            {
                 continue;
             }
             if batches {
@@ -500,7 +528,12 @@ async fn list_out(gw: &Gateway, v: &mut Value, t: &Target, ns: &str, batches: bo
     }
 }
 
-async fn list(gw: Arc<Gateway>, op: &'static str, headers: HeaderMap, q: std::collections::HashMap<String, String>) -> Response {
+async fn list(
+    gw: Arc<Gateway>,
+    op: &'static str,
+    headers: HeaderMap,
+    q: std::collections::HashMap<String, String>,
+) -> Response {
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut turn = Turn::new(&gw, op, &headers);
     let result = async {
@@ -510,9 +543,13 @@ async fn list(gw: Arc<Gateway>, op: &'static str, headers: HeaderMap, q: std::co
         let query = list_query(&turn, &q);
         let ns = key.config.namespace.clone();
         let r = match send(&t, Method::GET, op, &query, HeaderMap::new(), None).await {
-            Ok(resp) => relay(resp, turn.rt.config.settings.max_response_bytes, async |v: &mut Value| {
-                list_out(&gw, v, &t, &ns, op == BATCHES).await;
-            })
+            Ok(resp) => relay(
+                resp,
+                turn.rt.config.settings.max_response_bytes,
+                async |v: &mut Value| {
+                    list_out(&gw, v, &t, &ns, op == BATCHES).await;
+                },
+            )
             .await
             .map_err(err),
             Err(e) => Err(err(e)),
@@ -524,7 +561,11 @@ async fn list(gw: Arc<Gateway>, op: &'static str, headers: HeaderMap, q: std::co
     turn.end(result)
 }
 
-async fn list_files(State(gw): Gw, headers: HeaderMap, Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
+async fn list_files(
+    State(gw): Gw,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
     list(gw, FILES, headers, q).await
 }
 
@@ -538,24 +579,39 @@ async fn list_batches(
 
 /// A call on one object named by its id: `tail` after the provider's id, the answer's ids
 /// rewritten.
-async fn on_object(gw: Arc<Gateway>, op: &'static str, method: Method, headers: HeaderMap, presented: String, tail: &str) -> Response {
+async fn on_object(
+    gw: Arc<Gateway>,
+    op: &'static str,
+    method: Method,
+    headers: HeaderMap,
+    presented: String,
+    tail: &str,
+) -> Response {
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut turn = Turn::new(&gw, op, &headers);
     let result = async {
         let key = turn.key(&headers).map_err(err)?;
-        let kinds: &[Kind] = if op == BATCHES { &[Kind::Batch] } else { &[Kind::File, Kind::Output] };
+        let kinds: &[Kind] = if op == BATCHES {
+            &[Kind::Batch]
+        } else {
+            &[Kind::File, Kind::Output]
+        };
         let (h, t) = turn.open(&key, &presented, kinds).map_err(err)?;
         let up = path_safe(&h.upstream).map_err(err)?;
         let admission = turn.admit(&key, &t).await?;
         let ns = key.config.namespace.clone();
         let r = match send(&t, method, &format!("{op}/{up}{tail}"), &[], HeaderMap::new(), None).await {
-            Ok(resp) => relay(resp, turn.rt.config.settings.max_response_bytes, async |v: &mut Value| {
-                if op == BATCHES {
-                    batch_out(&gw, v, &t, &ns).await;
-                } else {
-                    file_out(v, &t, &ns, h.kind);
-                }
-            })
+            Ok(resp) => relay(
+                resp,
+                turn.rt.config.settings.max_response_bytes,
+                async |v: &mut Value| {
+                    if op == BATCHES {
+                        batch_out(&gw, v, &t, &ns).await;
+                    } else {
+                        file_out(v, &t, &ns, h.kind);
+                    }
+                },
+            )
             .await
             .map_err(err),
             Err(e) => Err(err(e)),
@@ -593,7 +649,16 @@ async fn file_content(State(gw): Gw, headers: HeaderMap, Path(presented): Path<S
         let (h, t) = turn.open(&key, &presented, &[Kind::File, Kind::Output]).map_err(err)?;
         let up = path_safe(&h.upstream).map_err(err)?;
         let admission = turn.admit(&key, &t).await?;
-        let resp = match send(&t, Method::GET, &format!("files/{up}/content"), &[], HeaderMap::new(), None).await {
+        let resp = match send(
+            &t,
+            Method::GET,
+            &format!("files/{up}/content"),
+            &[],
+            HeaderMap::new(),
+            None,
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) => {
                 admission.settle(0.0, None);
@@ -688,7 +753,9 @@ fn bill(gw: Arc<Gateway>, resp: reqwest::Response, mut account: Account, billed:
 
 /// Adds the usage of one batch output line (`response.body.usage`).
 fn add_line(total: &mut Usage, line: &[u8]) {
-    let Ok(v) = serde_json::from_slice::<Value>(line) else { return };
+    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+        return;
+    };
     let u = &v["response"]["body"]["usage"];
     let n = |v: &Value| v.as_u64().unwrap_or(0);
     total.prompt_tokens += n(&u["prompt_tokens"]);
@@ -718,7 +785,12 @@ async fn create_batch(State(gw): Gw, headers: HeaderMap, body: Body) -> Response
         let input = req
             .get("input_file_id")
             .and_then(Value::as_str)
-            .ok_or_else(|| err(GatewayError::bad_request("'input_file_id' is a required property", Some("input_file_id"))))?
+            .ok_or_else(|| {
+                err(GatewayError::bad_request(
+                    "'input_file_id' is a required property",
+                    Some("input_file_id"),
+                ))
+            })?
             .to_owned();
         let (h, t) = turn.open(&key, &input, &[Kind::File]).map_err(err)?;
         req.insert("input_file_id".into(), h.upstream.clone().into());
@@ -728,12 +800,16 @@ async fn create_batch(State(gw): Gw, headers: HeaderMap, body: Body) -> Response
         let body = serde_json::to_vec(&req).unwrap_or_default();
         let ns = key.config.namespace.clone();
         let r = match send(&t, Method::POST, "batches", &[], up, Some(body.into())).await {
-            Ok(resp) => relay(resp, turn.rt.config.settings.max_response_bytes, async |v: &mut Value| {
-                if let Some(up) = v["id"].as_str().map(str::to_owned) {
-                    own(&gw, &ns, &t, &up).await;
-                }
-                batch_out(&gw, v, &t, &ns).await;
-            })
+            Ok(resp) => relay(
+                resp,
+                turn.rt.config.settings.max_response_bytes,
+                async |v: &mut Value| {
+                    if let Some(up) = v["id"].as_str().map(str::to_owned) {
+                        own(&gw, &ns, &t, &up).await;
+                    }
+                    batch_out(&gw, v, &t, &ns).await;
+                },
+            )
             .await
             .map_err(err),
             Err(e) => Err(err(e)),
@@ -761,10 +837,18 @@ mod tests {
             br#"{"id":"r2","custom_id":"b","response":{"status_code":200,"body":{"usage":{"prompt_tokens":5,"completion_tokens":1,"completion_tokens_details":{"reasoning_tokens":1}}}},"error":null}"#,
         );
         // A failed request has no response body; an empty line is nothing.
-        add_line(&mut u, br#"{"id":"r3","custom_id":"c","response":null,"error":{"code":"x"}}"#);
+        add_line(
+            &mut u,
+            br#"{"id":"r3","custom_id":"c","response":null,"error":{"code":"x"}}"#,
+        );
         add_line(&mut u, b"");
         assert_eq!(
-            (u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens),
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.cached_tokens,
+                u.reasoning_tokens
+            ),
             (15, 5, 2, 1)
         );
     }
