@@ -18,6 +18,7 @@
 //! I/O. `estimate` sizes a request for `limits` and `route`. `state` is the shared state (memory
 //! or Redis; cooldowns and circuits included); `telemetry` traces; `metrics` the Prometheus
 //! registry; `error` the one error type clients see; `server` and `background` run the process.
+//! `files` serves OpenAI's Files and Batch APIs beside the pipeline, with its limits and accounts.
 
 mod account;
 mod alerts;
