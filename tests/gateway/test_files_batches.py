@@ -14,6 +14,7 @@ from harness import Gateway, MockProvider
 KEY = "sk-batches-main"
 OTHER_NS_KEY = "sk-batches-other-ns"
 ONLY_B_KEY = "sk-batches-only-b"
+ONE_RPM_KEY = "sk-batches-one-rpm"
 # USD per million tokens of the route `batch-a`.
 PRICE = {"input": 1000.0, "output": 2000.0}
 
@@ -61,6 +62,7 @@ def env(tmp_path_factory):
         *key("main", "default", KEY),
         *key("only-b", "default", ONLY_B_KEY, allowedRoutes=["batch-b"]),
         *key("other", "other", OTHER_NS_KEY),
+        *key("one-rpm", "default", ONE_RPM_KEY, limits={"rpm": 1}),
     ]
     (config / "all.yaml").write_text(yaml.safe_dump_all(docs))
     gw = Gateway(config)
@@ -179,3 +181,11 @@ def test_uploads_need_a_key(env):
     gw, _, _ = env
     with pytest.raises(openai.AuthenticationError):
         client(gw, key="sk-nobody").files.create(file=("in.jsonl", JSONL), purpose="batch")
+
+
+def test_file_calls_count_against_the_keys_limits(env):
+    gw, _, _ = env
+    oai = client(gw, key=ONE_RPM_KEY, route="batch-b")
+    oai.files.list()
+    with pytest.raises(openai.RateLimitError):
+        oai.files.create(file=("in.jsonl", JSONL), purpose="batch")
