@@ -189,3 +189,26 @@ def test_file_calls_count_against_the_keys_limits(env):
     oai.files.list()
     with pytest.raises(openai.RateLimitError):
         oai.files.create(file=("in.jsonl", JSONL), purpose="batch")
+
+
+def test_uploads_past_max_request_bytes_are_refused_whether_sized_or_streamed(env):
+    import httpx
+
+    gw, _, _ = env
+    big = b"x" * (11 * 1024 * 1024)  # past the default maxRequestBytes (10 MiB)
+    with pytest.raises(openai.APIStatusError) as e:
+        client(gw, route="batch-b").files.create(file=("big.jsonl", big), purpose="batch")
+    assert e.value.status_code == 413
+
+    # Chunked, with no length to refuse up front: cut off while it streams to the provider.
+    def body():
+        yield b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
+        for _ in range(11):
+            yield b"x" * (1024 * 1024)
+        yield b"\r\n--b--\r\n"
+
+    r = httpx.post(gw.url + "/v1/files", content=body(), timeout=30,
+                   headers={"authorization": f"Bearer {KEY}", "x-switchyard-route": "batch-b",
+                            "content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413, r.text
