@@ -667,7 +667,7 @@ async fn file_content(State(gw): Gw, headers: HeaderMap, Path(presented): Path<S
         };
         if !resp.status().is_success() || h.kind != Kind::Output {
             admission.settle(0.0, None);
-            return relay_raw(resp);
+            return Ok(relay_raw(resp));
         }
         // Billed when the stream ends: its access log line is written then.
         turn.labels.accounted = true;
@@ -690,7 +690,7 @@ async fn file_content(State(gw): Gw, headers: HeaderMap, Path(presented): Path<S
 }
 
 /// A provider's answer passed through as it streams.
-fn relay_raw(resp: reqwest::Response) -> Result<Response, Response> {
+fn relay_raw(resp: reqwest::Response) -> Response {
     let status = resp.status();
     let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
     let mut r = Response::new(Body::from_stream(resp.bytes_stream()));
@@ -698,7 +698,7 @@ fn relay_raw(resp: reqwest::Response) -> Result<Response, Response> {
     if let Some(ct) = content_type {
         r.headers_mut().insert(http::header::CONTENT_TYPE, ct);
     }
-    Ok(r)
+    r
 }
 
 /// Streams a batch output file to the client, summing the usage of its lines; once the last
