@@ -193,13 +193,23 @@ impl Turn {
         if h.namespace != key.config.namespace || !kinds.contains(&h.kind) {
             return Err(missing());
         }
+        // The route as the key names it (wildcard routes made concrete, shared routes
+        // qualified), asked as a request for that model would: `allowedRoutes` apply.
         let (ns, model) = h.route.split_once('/').ok_or_else(missing)?;
-        let route = rt.route(ns, model).cloned().ok_or_else(missing)?;
-        if !key.allows(&route.config) {
-            return Err(GatewayError::forbidden(format!(
-                "This API key is not allowed to use model `{model}`, which holds {presented}."
-            )));
-        }
+        let name = if ns == key.config.namespace {
+            model
+        } else {
+            h.route.as_str()
+        };
+        let route = rt.route_for(key, name).map_err(|e| {
+            if e.status == StatusCode::FORBIDDEN {
+                GatewayError::forbidden(format!(
+                    "This API key is not allowed to use model `{name}`, which holds {presented}."
+                ))
+            } else {
+                missing()
+            }
+        })?;
         let provider = rt.provider(&h.provider).cloned().ok_or_else(missing)?;
         let backend = route
             .config
