@@ -63,8 +63,8 @@ pub(crate) struct Labels {
     pub(crate) accounted: bool,
     /// Trace id of the request's span, when traces are on: joins the log line to the trace.
     pub(crate) trace_id: Option<String>,
-    /// `passthrough` for pass-through requests (`crate::passthrough`); none for the LLM
-    /// endpoints.
+    /// The endpoint family, for the requests that are not LLM calls: `passthrough`
+    /// (`crate::passthrough`), `files`, `batches`; none for the LLM endpoints.
     pub(crate) operation: Option<&'static str>,
 }
 
@@ -412,6 +412,7 @@ fn access_log(
         target: "switchyard::access",
         request_id = %l.request_id,
         trace_id = l.trace_id.as_deref(),
+        operation = l.operation,
         route = %l.route,
         backend = %l.backend,
         provider = l.provider,

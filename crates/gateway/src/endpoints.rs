@@ -59,8 +59,8 @@ pub(crate) async fn health() -> Response {
 pub(crate) async fn not_found() -> Response {
     GatewayError::not_found(
         "Unknown path. Switchyard serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, \
-         /v1/moderations, /v1/rerank (and /v2/rerank), /v1/images/generations, /v1/messages and /v1/models (and the same without the /v1 \
-         prefix, as LiteLLM does), and /passthrough/{provider}/{path} for keys allowed to use it.",
+         /v1/moderations, /v1/rerank (and /v2/rerank), /v1/images/generations, /v1/audio/transcriptions, /v1/audio/translations, /v1/audio/speech, /v1/messages and /v1/models (and the same without the /v1 \
+         prefix, as LiteLLM does), /v1/files and /v1/batches, and /passthrough/{provider}/{path} for keys allowed to use it.",
     )
     .into_response()
 }

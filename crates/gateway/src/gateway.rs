@@ -63,7 +63,7 @@ pub struct Gateway {
 
 /// The HTTP client for token endpoints, alert webhooks, and provider calls that go through a
 /// proxy.
-fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         // Never follow a redirect: reqwest keeps custom headers (x-api-key, api-key,
         // x-goog-api-key) on a cross-host redirect, which would hand a provider's key to

@@ -20,6 +20,7 @@
 //! registry; `error` the one error type clients see; `server` and `background` run the process.
 //! `audio` runs the audio endpoints' path beside `pipeline`, with the same stages and its own
 //! I/O (multipart uploads and audio streamed through).
+//! `files` serves OpenAI's Files and Batch APIs beside the pipeline, with its limits and accounts.
 
 mod account;
 mod alerts;
@@ -32,6 +33,7 @@ mod edge_tests;
 mod endpoints;
 mod error;
 mod estimate;
+mod files;
 mod gateway;
 mod ingress;
 pub mod limits;
@@ -98,6 +100,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/models", get(endpoints::models))
         // What the gateway does not model, forwarded to a Provider as it is (docs/passthrough.md).
         .route("/passthrough/{*path}", passthrough::endpoint())
+        // OpenAI's Files and Batch APIs, on OpenAI and Azure OpenAI backends.
+        .merge(files::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(endpoints::readyz))
         .merge(litellm_health())

@@ -23,6 +23,7 @@
 //! | Google OAuth | `POST /token` (JWT-bearer grant) → `{"access_token","expires_in":3599,"token_type":"Bearer"}` | — |
 //! | Cohere | `POST /v2/chat` (stream and not), `POST /v2/embed`, `POST /v2/rerank` | `Authorization: Bearer` |
 //! | Voyage AI | `POST /voyage/v1/embeddings`, `/voyage/v1/rerank` (Voyage's `/v1` paths under `/voyage`: base URL `http://HOST/voyage/v1`) | `Authorization: Bearer` |
+//! | Files and batches | OpenAI's `/v1/files`, `/v1/files/{id}`, `/v1/files/{id}/content`, `/v1/batches`, `/v1/batches/{id}`, `/v1/batches/{id}/cancel`; Azure's the same under `/openai/` (see `files`) | `Authorization: Bearer` or `api-key` |
 //! | Control | `GET /mock/stats`, `GET /mock/ledger`, `POST /mock/reset`, `GET /mock/last-request?provider=openai\|azure\|anthropic\|bedrock\|gemini\|vertex\|cohere\|voyage`, `GET /healthz` | — |
 //!
 //! A missing key gets the provider's own authentication error; so does any key starting with
@@ -80,6 +81,7 @@ mod anthropic;
 mod audio;
 mod bedrock;
 mod cohere;
+mod files;
 mod google;
 mod images;
 mod moderations;
@@ -200,6 +202,7 @@ pub fn router(state: MockState) -> Router {
         // Voyage AI: its /v1 paths, under /voyage since OpenAI's share them.
         .route("/voyage/v1/embeddings", post(rerank::voyage_embeddings))
         .route("/voyage/v1/rerank", post(rerank::voyage_rerank))
+        .merge(files::router())
         // Control
         .route("/mock/stats", get(stats))
         .route("/mock/reset", post(reset))
