@@ -82,7 +82,8 @@ impl Alerts {
         let Some(budget) = key.config.budget.as_ref() else {
             return;
         };
-        self.budgets.observe(key, period, spend);
+        self.budgets
+            .observe(&key.scope, &key.team, budget.max_spend, period, spend);
         let body = {
             let (key, budget, period) = (key.clone(), budget.clone(), period.clone());
             move |threshold| alert_body(&key, &budget, &period, threshold, spend)

@@ -100,27 +100,25 @@ struct Tracked {
 }
 
 impl BudgetGauges {
-    /// Records a key's spend in its current period.
-    pub(crate) fn observe(&self, key: &crate::runtime::Key, period: &Period, spend: f64) {
-        let Some(budget) = key.config.budget.as_ref() else {
-            return;
-        };
+    /// Records the spend of key `scope` (of team `team`, with a budget of `max_spend`) in its
+    /// current period.
+    pub(crate) fn observe(&self, scope: &str, team: &str, max_spend: f64, period: &Period, spend: f64) {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        match keys.get_mut(&key.scope) {
+        match keys.get_mut(scope) {
             Some(t) => {
-                t.max_spend = budget.max_spend;
+                t.max_spend = max_spend;
                 t.spend = spend;
                 t.period_end_ms = period.end_ms;
-                if t.team != key.team {
-                    t.team.clone_from(&key.team);
+                if t.team != team {
+                    team.clone_into(&mut t.team);
                 }
             }
             None => {
                 keys.insert(
-                    key.scope.clone(),
+                    scope.to_owned(),
                     Tracked {
-                        team: key.team.clone(),
-                        max_spend: budget.max_spend,
+                        team: team.to_owned(),
+                        max_spend,
                         spend,
                         period_end_ms: period.end_ms,
                     },
@@ -185,6 +183,11 @@ impl BudgetGauges {
 mod tests {
     use super::*;
 
+    fn observe_key(g: &BudgetGauges, k: &crate::runtime::Key, period: &Period, spend: f64) {
+        let max = k.config.budget.as_ref().map_or(0.0, |b| b.max_spend);
+        g.observe(&k.scope, &k.team, max, period, spend);
+    }
+
     fn key(name: &str, team: &str, max_spend: f64) -> crate::runtime::Key {
         let cfg: switchyard_config::KeyConfig = serde_json::from_value(serde_json::json!({
             "namespace": "apps", "name": name, "hashes": [],
@@ -201,9 +204,9 @@ mod tests {
         let g = BudgetGauges::default();
         let now = 1_795_614_310_000;
         let today = Period::of(switchyard_config::BudgetPeriod::Daily, now);
-        g.observe(&key("a", "search", 10.0), &today, 9.0);
-        g.observe(&key("b", "search", 5.0), &today, 1.0);
-        g.observe(&key("c", "ads", 2.0), &today, 2.5);
+        observe_key(&g, &key("a", "search", 10.0), &today, 9.0);
+        observe_key(&g, &key("b", "search", 5.0), &today, 1.0);
+        observe_key(&g, &key("c", "ads", 2.0), &today, 2.5);
         g.publish(&metrics, now);
         let get = |m: &prometheus::GaugeVec, team: &str| m.with_label_values(&[team]).get();
         assert!((get(&metrics.budget_remaining, "search") - 5.0).abs() < 1e-9);
@@ -212,7 +215,7 @@ mod tests {
         assert!(get(&metrics.budget_remaining, "ads").abs() < 1e-9);
         assert!((get(&metrics.budget_used, "ads") - 1.25).abs() < 1e-9);
         // A later settlement replaces the key's figure.
-        g.observe(&key("a", "search", 10.0), &today, 9.5);
+        observe_key(&g, &key("a", "search", 10.0), &today, 9.5);
         g.publish(&metrics, now);
         assert!((get(&metrics.budget_used, "search") - 0.95).abs() < 1e-9);
         // The next day the period is over: the series go until the keys spend again.
