@@ -14,9 +14,9 @@ use axum::http::{HeaderMap, Response, StatusCode, Uri};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::openai::{azure_auth, bad_request, fault_response, openai_auth, success_headers, Flavor};
+use crate::openai::{bad_request, fault_response, received_azure, received_openai, success_headers, Flavor};
 use crate::scenario::{self, Act, Behaviour, Plan};
-use crate::state::{MockState, Provider};
+use crate::state::MockState;
 use crate::wire;
 
 /// A transparent 1x1 PNG.
@@ -38,8 +38,7 @@ const FIELDS: [&str; 12] = [
 ];
 
 pub async fn openai(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
-    state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
-    if let Err(res) = openai_auth(&headers) {
+    if let Err(res) = received_openai(&state, &uri, &headers, &body) {
         return res;
     }
     generate(&state, Flavor::OpenAi, &headers, &body).await
@@ -52,8 +51,7 @@ pub async fn azure(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    state.record(Provider::Azure, uri.path(), uri.query(), &body);
-    if let Err(res) = azure_auth(&headers, uri.query()) {
+    if let Err(res) = received_azure(&state, &uri, &headers, &body) {
         return res;
     }
     generate(

@@ -18,9 +18,9 @@ use axum::http::{HeaderMap, Response, StatusCode, Uri};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::openai::{bad_request, fault_response, openai_auth, success_headers, Flavor};
+use crate::openai::{bad_request, fault_response, received_openai, success_headers, Flavor};
 use crate::scenario::{self, Act, Behaviour, Plan};
-use crate::state::{MockState, Provider};
+use crate::state::MockState;
 use crate::wire;
 
 /// OpenAI's moderation categories, in the reference's order.
@@ -54,8 +54,7 @@ const MISTRAL_CATEGORIES: [&str; 9] = [
 ];
 
 pub async fn moderations(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
-    state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
-    if let Err(res) = openai_auth(&headers) {
+    if let Err(res) = received_openai(&state, &uri, &headers, &body) {
         return res;
     }
     let req: Value = match serde_json::from_slice(&body) {

@@ -41,8 +41,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
-    if let Err(res) = openai_auth(&headers) {
+    if let Err(res) = received_openai(&state, &uri, &headers, &body) {
         return res;
     }
     if let Err(res) = validate(&body, &strict::OPENAI_CHAT) {
@@ -58,8 +57,7 @@ pub async fn azure_chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    state.record(Provider::Azure, uri.path(), uri.query(), &body);
-    if let Err(res) = azure_auth(&headers, uri.query()) {
+    if let Err(res) = received_azure(&state, &uri, &headers, &body) {
         return res;
     }
     if let Err(res) = validate(&body, &strict::AZURE_CHAT).and_then(|req| azure_refuses_developer(&req, uri.query())) {
@@ -77,8 +75,7 @@ pub async fn azure_chat_completions(
 }
 
 pub async fn completions(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
-    state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
-    if let Err(res) = openai_auth(&headers) {
+    if let Err(res) = received_openai(&state, &uri, &headers, &body) {
         return res;
     }
     if let Err(res) = validate(&body, &strict::OPENAI_COMPLETIONS) {
@@ -94,8 +91,7 @@ pub async fn azure_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    state.record(Provider::Azure, uri.path(), uri.query(), &body);
-    if let Err(res) = azure_auth(&headers, uri.query()) {
+    if let Err(res) = received_azure(&state, &uri, &headers, &body) {
         return res;
     }
     if let Err(res) = validate(&body, &strict::OPENAI_COMPLETIONS) {
@@ -113,8 +109,7 @@ pub async fn azure_completions(
 }
 
 pub async fn embeddings(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
-    state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
-    if let Err(res) = openai_auth(&headers) {
+    if let Err(res) = received_openai(&state, &uri, &headers, &body) {
         return res;
     }
     if let Err(res) = validate(&body, &strict::OPENAI_EMBEDDINGS) {
@@ -130,8 +125,7 @@ pub async fn azure_embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    state.record(Provider::Azure, uri.path(), uri.query(), &body);
-    if let Err(res) = azure_auth(&headers, uri.query()) {
+    if let Err(res) = received_azure(&state, &uri, &headers, &body) {
         return res;
     }
     if let Err(res) = validate(&body, &strict::AZURE_EMBEDDINGS) {
@@ -149,8 +143,7 @@ pub async fn azure_embeddings(
 }
 
 pub async fn responses(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
-    state.record(Provider::OpenAi, uri.path(), uri.query(), &body);
-    if let Err(res) = openai_auth(&headers) {
+    if let Err(res) = received_openai(&state, &uri, &headers, &body) {
         return res;
     }
     if let Err(res) = validate(&body, &strict::OPENAI_RESPONSES) {
@@ -186,6 +179,28 @@ pub async fn retrieve_model(Path(model): Path<String>, headers: HeaderMap) -> Re
 
 // ---------------------------------------------------------------------------------------------
 // Auth and errors
+
+/// Records an OpenAI request and checks its key: the start of every OpenAI endpoint.
+pub(crate) fn received_openai(
+    state: &MockState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(), Response<Body>> {
+    state.record(Provider::OpenAi, uri.path(), uri.query(), body);
+    openai_auth(headers)
+}
+
+/// Records an Azure OpenAI request and checks its key: the start of every Azure endpoint.
+pub(crate) fn received_azure(
+    state: &MockState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(), Response<Body>> {
+    state.record(Provider::Azure, uri.path(), uri.query(), body);
+    azure_auth(headers, uri.query())
+}
 
 pub(crate) fn openai_auth(headers: &HeaderMap) -> Result<(), Response<Body>> {
     match wire::bearer(headers) {
