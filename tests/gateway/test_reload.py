@@ -173,6 +173,11 @@ def test_reload_under_load_swaps_mid_flight_and_drops_nothing(tmp_path, gateway_
     for t in threads:
         t.start()
     first_chunk.wait(timeout=10)  # every stream has its first chunk
+    # and some ordinary request was answered before the edit (the clients may start late under load)
+    deadline = time.monotonic() + 10
+    while not ordinary:
+        assert time.monotonic() < deadline, "no ordinary request answered"
+        time.sleep(0.01)
     edited = time.monotonic()
     routes = config / "routes.yaml"
     routes.write_text(routes.read_text().replace("model: mock-model", "model: mock-model-v2"))
