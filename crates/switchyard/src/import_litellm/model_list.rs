@@ -9,6 +9,8 @@ use switchyard_api::{
     ProviderType, RouteMode, SecretKeyRef, Strategy, VertexSettings,
 };
 
+use switchyard_config::wildcard_prefix;
+
 use super::providers::{self, Mapping};
 use super::settings::Resilience;
 use super::yaml::{Entry, Node};
@@ -88,10 +90,16 @@ fn deployment(cx: &mut Context<'_>, path: &str, item: &Node) {
     };
     let model = model_e.value.as_text().unwrap_or_default();
     let skip = |cx: &mut Context<'_>, why: String| cx.not_carried(model_e.line, &format!("{params_path}.model"), why);
-    if model_name.contains('*') || model.contains('*') {
+    // Wildcards: `model_name: "openai/*"` with `model: "openai/*"` serves every model the client
+    // names under the prefix, as a Switchyard wildcard route does (its backend's `*` gets the
+    // rest of the client's name). A `*` only in the upstream model has no route to fill it.
+    let name_wildcard = wildcard_prefix(&model_name).is_some();
+    if (model_name.contains('*') && !name_wildcard)
+        || (model.contains('*') && !(name_wildcard && wildcard_prefix(&model).is_some()))
+    {
         skip(
             cx,
-            format!("wildcard deployment {model_name:?} -> {model:?}: a Switchyard route serves one model name; declare a route per model"),
+            format!("wildcard deployment {model_name:?} -> {model:?}: a Switchyard wildcard route is a model name ending in its only `*` (`openai/*`), its backends' models too when they take the client's name"),
         );
         return;
     }
@@ -211,7 +219,8 @@ fn deployment(cx: &mut Context<'_>, path: &str, item: &Node) {
 
 /// A route's `model` must have no `/` or whitespace (a `/` names another namespace's route).
 fn route_model(cx: &mut Context<'_>, model_name: &str, line: usize, path: &str) -> String {
-    if !model_name.is_empty() && !model_name.contains('/') && !model_name.chars().any(char::is_whitespace) {
+    let plain = !model_name.contains('/') || wildcard_prefix(model_name).is_some();
+    if !model_name.is_empty() && plain && !model_name.chars().any(char::is_whitespace) {
         return model_name.to_owned();
     }
     let renamed: String = model_name
@@ -252,12 +261,20 @@ fn model_info(cx: &mut Context<'_>, path: &str, node: &Node, info: &mut Info) ->
             "chat" | "responses" => Some(RouteMode::Chat),
             "embedding" => Some(RouteMode::Embeddings),
             "completion" => Some(RouteMode::Completions),
+            "moderation" => Some(RouteMode::Moderation),
+            "rerank" => Some(RouteMode::Rerank),
+            "image_generation" => Some(RouteMode::ImageGeneration),
+            "audio_transcription" => Some(RouteMode::AudioTranscription),
+            "audio_speech" => Some(RouteMode::AudioSpeech),
             _ => {
-                cx.not_carried(
-                    e.line,
-                    &f.at("mode"),
-                    format!("mode {mode:?}: Switchyard routes serve chat, embeddings and completions; deployment not carried"),
-                );
+                let why = match mode.as_str() {
+                    "batch" => "batches are not a route: clients call /v1/files and /v1/batches on a chat route's backend".to_owned(),
+                    "realtime" => "the Realtime API (WebSocket) is not served".to_owned(),
+                    _ => format!(
+                        "mode {mode:?}: Switchyard routes serve chat, embedding, completion, moderation, rerank, image_generation, audio_transcription and audio_speech"
+                    ),
+                };
+                cx.not_carried(e.line, &f.at("mode"), format!("{why}; deployment not carried"));
                 return false;
             }
         };
@@ -737,7 +754,11 @@ pub(crate) fn routes(cx: &mut Context<'_>, r: &Resilience) -> Vec<LLMRoute> {
                 }
             })
             .collect();
-        let base = k8s_name(&g.model);
+        let base = match wildcard_prefix(&g.model) {
+            Some("") => "wildcard".to_owned(),
+            Some(prefix) => format!("{}-wildcard", k8s_name(prefix)),
+            None => k8s_name(&g.model),
+        };
         let mut name = base.clone();
         let mut n = 1;
         while names.contains(&name) {

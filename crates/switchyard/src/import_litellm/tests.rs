@@ -211,6 +211,21 @@ model_list:
   - model_name: images
     litellm_params: {model: openai/dall-e-3}
     model_info: {mode: image_generation}
+  - model_name: whisper
+    litellm_params: {model: groq/whisper-large-v3}
+    model_info: {mode: audio_transcription}
+  - model_name: tts
+    litellm_params: {model: openai/tts-1}
+    model_info: {mode: audio_speech}
+  - model_name: rerank
+    litellm_params: {model: cohere/rerank-v3.5}
+    model_info: {mode: rerank}
+  - model_name: moderation
+    litellm_params: {model: openai/omni-moderation-latest}
+    model_info: {mode: moderation}
+  - model_name: batch
+    litellm_params: {model: openai/gpt-4o}
+    model_info: {mode: batch}
 "#);
     let b = &i.routes[0].spec.backends[0];
     assert_eq!(b.name, "gpt-4o-primary");
@@ -219,12 +234,26 @@ model_list:
     let p = b.pricing.as_ref().unwrap();
     assert_eq!((p.input, p.output), (Some(2.5), Some(10.0)));
     assert_eq!(i.routes[1].spec.mode, RouteMode::Embeddings);
-    assert_eq!(i.routes.len(), 2, "the image route is not carried");
+    let modes: Vec<_> = i.routes.iter().map(|r| (r.spec.model.as_str(), r.spec.mode)).collect();
+    assert_eq!(
+        modes,
+        vec![
+            ("chat", RouteMode::Chat),
+            ("embed", RouteMode::Embeddings),
+            ("images", RouteMode::ImageGeneration),
+            ("whisper", RouteMode::AudioTranscription),
+            ("tts", RouteMode::AudioSpeech),
+            ("rerank", RouteMode::Rerank),
+            ("moderation", RouteMode::Moderation),
+        ],
+        "every mode Switchyard serves is carried; batch is not a route"
+    );
+    assert_eq!(i.routes[3].spec.backends[0].model, "whisper-large-v3");
     assert_eq!(
         missing(&i),
         vec![
             "5: model_list[0].model_info.base_model",
-            "10: model_list[2].model_info.mode",
+            "25: model_list[7].model_info.mode",
             "1: general_settings.master_key"
         ]
     );
@@ -240,18 +269,46 @@ model_list:
     litellm_params: {model: huggingface/bigcode/starcoder}
   - model_name: openai/gpt-4o
     litellm_params: {model: openai/gpt-4o}
+  - model_name: "anthropic/*"
+    litellm_params: {model: "anthropic/*"}
+  - model_name: "gpt-*"
+    litellm_params: {model: "openai/gpt-4o-mini"}
+  - model_name: fixed
+    litellm_params: {model: "openai/*"}
+  - model_name: "a*b*"
+    litellm_params: {model: "openai/*"}
 "#);
     assert_eq!(
         missing(&i),
         vec![
-            "4: model_list[0].litellm_params.model",
             "6: model_list[1].litellm_params.model",
             "7: model_list[2].model_name",
+            "14: model_list[5].litellm_params.model",
+            "16: model_list[6].litellm_params.model",
             "1: general_settings.master_key"
         ]
     );
-    assert_eq!(i.routes.len(), 1);
-    assert_eq!(i.routes[0].spec.model, "openai-gpt-4o");
+    // `*` -> `openai/*`: every model no other route names goes to OpenAI under its own name.
+    let routes: Vec<_> = i
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.metadata.name.as_deref().unwrap(),
+                r.spec.model.as_str(),
+                r.spec.backends[0].model.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        vec![
+            ("wildcard", "*", "*"),
+            ("openai-gpt-4o", "openai-gpt-4o", "gpt-4o"),
+            ("anthropic-wildcard", "anthropic/*", "*"),
+            ("gpt-wildcard", "gpt-*", "gpt-4o-mini"),
+        ]
+    );
 }
 
 #[test]
