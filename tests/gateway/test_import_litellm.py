@@ -271,6 +271,8 @@ PARITY = {
         # LiteLLM spends its retries on order 1 before moving to order 2 (the importer writes
         # order 2 as a fallback route for that reason).
         ("tiered", [("tier1-mock-500", 500)] * 3 + [("tier2-model", 200)], 200),
+        # A wildcard route fills the upstream model with the rest of the client's.
+        ("wild/any-model", [("any-model", 200)], 200),
     ],
     "parity_fallbacks.yaml": [
         ("primary-500", [("primary-mock-500", 500)] * 2 + [("backup-model", 200)], 200),
