@@ -43,6 +43,14 @@ def extra(mock_port):
         route("azure-tts", "azure-openai", "tts", mode="audio-speech"),
         route("chat-only", "openai", "gpt-4o"),
         *key("audio-rpm", "sk-audio-rpm", limits={"rpm": 1}),
+        # Speech retries on the route's other backends: the first always fails with a 500.
+        priced(route("tts-failover", "openai", "tts-1-mock-500", mode="audio-speech",
+                     retries={"attempts": 2, "backoff": "10ms"}), input=15, output=0),
+        route("tts-broken", "openai", "tts-1-mock-429", mode="audio-speech",
+              retries={"attempts": 1, "backoff": "10ms"}),
+        # 5 chunks of 1 KiB a second: "Hello world" (4,400 bytes) takes about a second.
+        route("tts-slow", "openai", "tts-1-tps-5", mode="audio-speech"),
+        *key("audio-one", "sk-audio-one", limits={"maxParallel": 1}),
     ]
 
 
@@ -52,7 +60,11 @@ def env(tmp_path_factory):
     config = tmp_path_factory.mktemp("audio")
     for f in (REPO / "examples" / "providers").glob("*.yaml"):
         (config / f.name).write_text(f.read_text().replace("127.0.0.1:9999", f"127.0.0.1:{mock.port}"))
-    (config / "extra.yaml").write_text(yaml.safe_dump_all(extra(mock.port)))
+    objects = extra(mock.port)
+    failover = next(o for o in objects if o["metadata"]["name"] == "tts-failover")
+    failover["spec"]["backends"].append({"name": "second", "providerRef": {"name": "openai"}, "model": "tts-1",
+                                         "pricing": {"input": 30, "output": 0}})
+    (config / "extra.yaml").write_text(yaml.safe_dump_all(objects))
     gw = Gateway(config)
     yield gw, mock
     gw.stop()
@@ -169,6 +181,51 @@ def test_speech_streams_audio_back_billed_per_character(env, oai):
     assert mp3.content.startswith(b"ID3")
     path, body = last_request(mock, "azure")
     assert path.startswith("/openai/deployments/tts/audio/speech?api-version=") and "model" not in json.loads(body)
+
+
+def speech_calls(mock):
+    with urllib.request.urlopen(mock.url + "/mock/stats") as r:
+        return json.loads(r.read())["requests"].get("/v1/audio/speech", 0)
+
+
+def reset(mock):
+    urllib.request.urlopen(urllib.request.Request(mock.url + "/mock/reset", method="POST")).read()
+
+
+def test_speech_retries_on_the_routes_other_backend(env, oai):
+    # The audio is the second backend's, billed once at its price; the failed attempt costs nothing.
+    gw, mock = env
+    reset(mock)
+    before = spend(gw, "tts-failover")
+    r = oai.audio.speech.with_raw_response.create(model="tts-failover", voice="alloy", input="Hello world",
+                                                  response_format="wav")
+    assert r.http_response.status_code == 200 and r.http_response.content[:4] == b"RIFF"
+    assert speech_calls(mock) == 2
+    assert json.loads(last_request(mock)[1])["model"] == "tts-1"
+    assert abs(spend(gw, "tts-failover") - before - 11 * 30 / 1e6) < 1e-12
+    # Every attempt failing: the provider's error after the route's retries, nothing billed.
+    reset(mock)
+    with pytest.raises(openai.APIStatusError) as e:
+        oai.audio.speech.create(model="tts-broken", voice="alloy", input="x")
+    assert e.value.status_code == 429
+    assert speech_calls(mock) == 2
+    assert spend(gw, "tts-broken") == 0.0
+
+
+def test_speech_holds_the_keys_slot_until_the_audio_is_delivered(env):
+    # maxParallel 1: while one speech's audio is still coming, a second request is refused;
+    # once it is read to its end, the slot is free again.
+    one = openai.OpenAI(base_url=env[0].url + "/v1", api_key="sk-audio-one", max_retries=0)
+    with one.audio.speech.with_streaming_response.create(model="tts-slow", voice="alloy", input="Hello world",
+                                                         response_format="wav") as r:
+        chunks = r.iter_bytes(1024)
+        first = next(chunks)
+        assert first[:4] == b"RIFF"
+        with pytest.raises(openai.RateLimitError):
+            one.audio.speech.create(model="tts", voice="alloy", input="x")
+        rest = b"".join(chunks)
+    assert len(first) + len(rest) == 44 + 11 * 400
+    assert one.audio.speech.create(model="tts", voice="alloy", input="x").content[:3] == b"ID3"
 
 
 def test_audio_is_refused_where_the_provider_has_none(oai):

@@ -10,7 +10,9 @@
 //! (0 for anything else): verbose_json's `duration`, and `usage` of type `duration` (Whisper
 //! models) or `tokens` (models named `gpt-4o*`: 1 token per 100 ms of audio, 10 output
 //! tokens). Speech answers a WAV (`response_format: wav`) or MP3-looking bytes, 400 bytes per
-//! input character, streamed in 1 KiB chunks.
+//! input character, streamed in 1 KiB chunks. Speech honours the fault models of the model (or
+//! Azure deployment) name (`mock-429`, `mock-500`, `mock-503`, `mock-flaky-N`) in OpenAI's or
+//! Azure's error shape, and `tps-N` in the name paces the chunks at N a second.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -20,7 +22,8 @@ use axum::Router;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::openai::{azure_auth, bad_request, openai_auth};
+use crate::openai::{azure_auth, bad_request, fault_response, openai_auth, Flavor};
+use crate::scenario::{Act, Behaviour, Plan};
 use crate::state::{MockState, Provider};
 use crate::wire;
 
@@ -89,7 +92,7 @@ async fn openai_speech(State(s): State<MockState>, uri: Uri, headers: HeaderMap,
     if let Err(res) = openai_auth(&headers) {
         return res;
     }
-    speak(&body, None)
+    speak(&s, &headers, &body, None).await
 }
 
 async fn azure(
@@ -106,7 +109,7 @@ async fn azure(
     match what.as_str() {
         "transcriptions" => transcribe(&headers, &body, Some(&deployment), false),
         "translations" => transcribe(&headers, &body, Some(&deployment), true),
-        "speech" => speak(&body, Some(&deployment)),
+        "speech" => speak(&s, &headers, &body, Some(&deployment)).await,
         _ => wire::json(
             StatusCode::NOT_FOUND,
             &[],
@@ -184,7 +187,7 @@ fn transcribe(headers: &HeaderMap, body: &[u8], deployment: Option<&str>, transl
     }
 }
 
-fn speak(body: &[u8], deployment: Option<&str>) -> Response<Body> {
+async fn speak(state: &MockState, headers: &HeaderMap, body: &[u8], deployment: Option<&str>) -> Response<Body> {
     let req: serde_json::Map<String, Value> = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return bad_request(&format!("We could not parse the JSON body of your request. ({e})")),
@@ -198,6 +201,15 @@ fn speak(body: &[u8], deployment: Option<&str>) -> Response<Body> {
     let (Some(input), Some(_)) = (req.get("input").and_then(Value::as_str), req.get("voice")) else {
         return bad_request("'input' and 'voice' are required properties");
     };
+    let model = deployment
+        .or_else(|| req.get("model").and_then(Value::as_str))
+        .unwrap_or_default();
+    let plan = Plan::decide(state, Behaviour::from_model(model), model, headers).await;
+    if let Act::Fail(fault) = plan.act {
+        let flavor = deployment.map_or(Flavor::OpenAi, |deployment| Flavor::Azure { deployment });
+        return fault_response(flavor, fault, model, 0);
+    }
+    let pause = plan.token_interval;
     let format = req.get("response_format").and_then(Value::as_str).unwrap_or("mp3");
     let samples = input.chars().count() * 400;
     let (ct, audio) = if format == "wav" {
@@ -211,7 +223,10 @@ fn speak(body: &[u8], deployment: Option<&str>) -> Response<Body> {
     let chunks = async_stream::stream! {
         for start in (0..audio.len()).step_by(1024) {
             yield Ok::<Bytes, std::io::Error>(audio.slice(start..audio.len().min(start + 1024)));
-            tokio::task::yield_now().await;
+            match pause {
+                Some(p) => tokio::time::sleep(p).await,
+                None => tokio::task::yield_now().await,
+            }
         }
     };
     let mut r = Response::new(Body::from_stream(chunks));

@@ -9,8 +9,10 @@
 //! body still bounded by the same limit. The upstream model replaces the client's in the
 //! `model` part. Speech audio streams back chunk by chunk.
 //!
-//! Each request goes to the route's first backend in one attempt: an upload already streamed
-//! cannot be sent again, so there are no retries, fallbacks or hedges here, and no cache.
+//! An upload goes to the route's best-priority backend in one attempt: an upload already
+//! streamed cannot be sent again. Speech is retried by the route's `retries` policy across the
+//! route's backends (before any audio reached the client), and holds the key's slot until its
+//! audio is delivered. No fallback routes, hedges or cache here.
 //! Billing (see `switchyard_providers::audio`): transcriptions by the provider's token usage or
 //! the audio's seconds (the answer's, else the WAV header's), speech by input characters.
 
@@ -35,7 +37,7 @@ use crate::error::GatewayError;
 use crate::ingress::{Codec, OPENAI};
 use crate::limits::{self, Admission};
 use crate::respond::{self, Served};
-use crate::route::Outcome;
+use crate::route::{retry_class, Outcome};
 use crate::runtime::{Key, Route, Runtime};
 use crate::upstream_client::reqwest_error;
 use crate::{pipeline, Gateway};
@@ -198,7 +200,7 @@ async fn upload(
         multipart::file_start(&boundary, &head).and_then(|at| wire::wav_seconds(&head[at..]))
     };
     let usage = wire::transcription_usage(&body, seconds);
-    Ok(a.answer(gw, start, labels, usage, Body::from(body), answer_type))
+    Ok(a.answer(gw, start, labels, usage, Reply::Whole(body), answer_type))
 }
 
 /// Text to speech: the JSON request forwarded, the audio streamed back.
@@ -220,30 +222,34 @@ async fn speech(
         Ok(a) => a,
         Err(refused) => return Ok(refused),
     };
-    let mut raw = req.raw;
-    if a.outcome.provider.kind == switchyard_config::ProviderKind::AzureOpenai {
-        // Azure takes the deployment from the path.
-        raw.remove("model");
-    } else {
-        raw.insert("model".into(), a.backend(&a.route).model.clone().into());
-    }
-    let json =
-        serde_json::to_vec(&raw).map_err(|e| GatewayError::bad_request(format!("cannot encode request: {e}"), None))?;
-    let (url, up_headers) = a.head(Operation::Speech, "application/json")?;
-    let provider = a.outcome.provider.clone();
-    let sent = gw.audio_client.post(url).headers(up_headers).body(json).send();
-    let resp = match tokio::time::timeout(Duration::from_millis(provider.timeouts.request_ms), sent).await {
-        Err(_) => {
-            let e = ProviderError::new(ErrorKind::Timeout, "the upstream did not answer in time");
-            return Err(GatewayError::upstream(&e, &a.outcome.backend));
+    let route = a.route.clone();
+    let retries = &route.config.retries;
+    let order = backend_order(&a.route);
+    let tries = (retries.attempts as usize).saturating_add(1);
+    let mut n = 0;
+    let resp = loop {
+        let index = order[n % order.len()];
+        if n >= order.len() {
+            // Every backend tried: back off before the next round, as routes do.
+            let round = u32::try_from(n / order.len() - 1).unwrap_or(u32::MAX).min(16);
+            let wait = retries
+                .backoff_ms
+                .saturating_mul(1 << round)
+                .min(retries.max_backoff_ms);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
         }
-        Ok(Err(e)) => return Err(GatewayError::upstream(&reqwest_error(&e), &a.outcome.backend)),
-        Ok(Ok(r)) => r,
+        n += 1;
+        a.select(&rt, index)?;
+        match a.speak(gw, &req.raw).await {
+            Ok(resp) => break resp,
+            Err(e) if n < tries && retry_class(e.kind).is_some_and(|c| retries.on.contains(&c)) => {
+                tracing::debug!(backend = %a.outcome.backend, error = %e.message, "speech attempt failed; retrying");
+            }
+            Err(e) => return Err(GatewayError::upstream(&e, &a.outcome.backend)),
+        }
     };
-    let resp = a.check(resp).await?;
     let answer_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    // Billed on the input, which the provider bills whole once it answered.
-    let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
+    let idle = Duration::from_millis(a.outcome.provider.timeouts.stream_idle_ms);
     let mut audio = resp.bytes_stream();
     let body = async_stream::stream! {
         loop {
@@ -261,7 +267,24 @@ async fn speech(
             }
         }
     };
-    Ok(a.answer(gw, start, labels, Some(usage), Body::from_stream(body), answer_type))
+    // Billed on the input, which the provider bills whole once it answered; the key's slot is
+    // held until the audio is delivered (or the client leaves).
+    Ok(a.answer(
+        gw,
+        start,
+        labels,
+        Some(usage),
+        Reply::Stream(Box::pin(body)),
+        answer_type,
+    ))
+}
+
+/// The backends of a route in the order speech tries them: best priority tier first, the
+/// route's order within a tier.
+fn backend_order(route: &Route) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..route.config.backends.len()).collect();
+    order.sort_by_key(|&i| route.config.backends[i].priority);
+    order
 }
 
 fn authenticate(rt: &Runtime, headers: &HeaderMap, labels: &mut Labels) -> Result<Arc<Key>, GatewayError> {
@@ -288,9 +311,32 @@ impl Probe {
 /// A request routed and admitted, with the backend it goes to.
 struct Admitted {
     route: Arc<Route>,
+    /// The backend (index in the route) the request goes to.
+    backend: usize,
     admission: Admission,
     outcome: Outcome,
     sent: Instant,
+    /// Upstream calls made.
+    tried: u32,
+}
+
+/// What an audio request answers: a whole body, or audio streamed as the upstream sends it.
+enum Reply {
+    Whole(Bytes),
+    Stream(futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>),
+}
+
+/// Settles a streamed answer's account when the stream ends or is dropped (the client left):
+/// the key's slot and reservation are held while the audio is delivered.
+struct Settle {
+    account: Account,
+    usage: Option<providers::Usage>,
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        self.account.record(self.usage.as_ref());
+    }
 }
 
 /// Route, mode and backend checks, then the key's limits: a refusal is the response.
@@ -307,10 +353,9 @@ async fn admit(
     labels.route = format!("{}/{}", route.config.namespace, route.config.model);
     pipeline::check_mode(op, &route, model)?;
     pipeline::check_backends(rt, op, &route)?;
-    let (backend, provider) = route
-        .config
-        .backends
-        .first()
+    let index = backend_order(&route).first().copied();
+    let (backend, provider) = index
+        .and_then(|i| route.config.backends.get(i))
         .and_then(|b| Some((b, rt.provider(&b.provider)?.clone())))
         .ok_or_else(|| GatewayError::unavailable(format!("route `{}` has no backend to serve it", labels.route)))?;
     let admission = match limits::admit(&gw.limits, key, &route, raw).await {
@@ -327,24 +372,69 @@ async fn admit(
         upstream_elapsed: Duration::ZERO,
     };
     Ok(Ok(Admitted {
+        backend: index.unwrap_or(0),
         route,
         admission,
         outcome,
         sent: Instant::now(),
+        tried: 0,
     }))
 }
 
 impl Admitted {
     fn backend<'r>(&self, route: &'r Route) -> &'r switchyard_config::BackendConfig {
-        &route.config.backends[0]
+        &route.config.backends[self.backend]
+    }
+
+    /// Sends the next attempt to backend `index` of the route.
+    fn select(&mut self, rt: &Runtime, index: usize) -> Result<(), GatewayError> {
+        let b = &self.route.config.backends[index];
+        let provider = rt
+            .provider(&b.provider)
+            .ok_or_else(|| GatewayError::unavailable(format!("backend `{}` has no provider", b.name)))?;
+        self.backend = index;
+        self.outcome.backend.clone_from(&b.name);
+        self.outcome.provider = provider.clone();
+        self.outcome.price = b.price;
+        Ok(())
+    }
+
+    /// One speech call to the selected backend: its answer once it succeeded.
+    async fn speak(&mut self, gw: &Gateway, raw: &Json) -> Result<reqwest::Response, ProviderError> {
+        let mut raw = raw.clone();
+        if self.outcome.provider.kind == switchyard_config::ProviderKind::AzureOpenai {
+            // Azure takes the deployment from the path.
+            raw.remove("model");
+        } else {
+            raw.insert("model".into(), self.backend(&self.route).model.clone().into());
+        }
+        let json = serde_json::to_vec(&raw)
+            .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode request: {e}")))?;
+        let (url, up_headers) = self
+            .head(Operation::Speech, "application/json")
+            .map_err(|e| ProviderError::new(ErrorKind::Server, e.message))?;
+        let provider = self.outcome.provider.clone();
+        let sent = gw.audio_client.post(url).headers(up_headers).body(json).send();
+        let resp = match tokio::time::timeout(Duration::from_millis(provider.timeouts.request_ms), sent).await {
+            Err(_) => {
+                return Err(ProviderError::new(
+                    ErrorKind::Timeout,
+                    "the upstream did not answer in time",
+                ))
+            }
+            Ok(Err(e)) => return Err(reqwest_error(&e)),
+            Ok(Ok(r)) => r,
+        };
+        self.answered(resp).await
     }
 
     /// The upstream URL and headers; the clock of the upstream call starts.
     fn head(&mut self, op: Operation, content_type: &str) -> Result<(String, HeaderMap), GatewayError> {
         let provider = &self.outcome.provider;
+        self.tried += 1;
         let target = Target {
             provider,
-            model: &self.route.config.backends[0].model,
+            model: &self.route.config.backends[self.backend].model,
             drop_unsupported_params: false,
             now: SystemTime::now(),
             bearer: None,
@@ -357,14 +447,20 @@ impl Admitted {
 
     /// The upstream's answer when it succeeded, else its error mapped.
     async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response, GatewayError> {
+        self.answered(resp)
+            .await
+            .map_err(|e| GatewayError::upstream(&e, &self.outcome.backend))
+    }
+
+    /// The upstream's answer when it succeeded, else the provider's error.
+    async fn answered(&self, resp: reqwest::Response) -> Result<reqwest::Response, ProviderError> {
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(resp);
         }
         let headers = resp.headers().clone();
         let body = read_capped(resp, ERROR_BODY_BYTES as u64).await.unwrap_or_default();
-        let e = providers::adapter(self.outcome.provider.kind).error(status, &headers, &body);
-        Err(GatewayError::upstream(&e, &self.outcome.backend))
+        Err(providers::adapter(self.outcome.provider.kind).error(status, &headers, &body))
     }
 
     /// Accounts for `usage` and answers with `body`, in the upstream's content type.
@@ -374,14 +470,29 @@ impl Admitted {
         start: Instant,
         labels: &mut Labels,
         usage: Option<providers::Usage>,
-        body: Body,
+        reply: Reply,
         content_type: Option<HeaderValue>,
     ) -> Response {
         self.outcome.upstream_elapsed = self.sent.elapsed();
+        self.outcome.attempts = self.tried.max(1);
         labels.served(&self.outcome);
         let rate = self.admission.headers().clone();
         let mut account = Account::new(gw.clone(), labels.clone(), &self.outcome, start, self.admission, None);
-        account.record(usage.as_ref());
+        let body = match reply {
+            Reply::Whole(bytes) => {
+                account.record(usage.as_ref());
+                Body::from(bytes)
+            }
+            Reply::Stream(mut audio) => {
+                let settle = Settle { account, usage };
+                Body::from_stream(async_stream::stream! {
+                    let _settle = settle;
+                    while let Some(c) = audio.next().await {
+                        yield c;
+                    }
+                })
+            }
+        };
         let overhead = start.elapsed().saturating_sub(self.outcome.upstream_elapsed);
         account::overhead(gw, labels, overhead);
         let served = Served::upstream(false, &labels.route, overhead, &rate, None, &self.outcome);

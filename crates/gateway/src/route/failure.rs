@@ -67,20 +67,7 @@ impl Failure {
         let Failure::Upstream { error, .. } = self else {
             return false;
         };
-        let class = match error.kind {
-            ErrorKind::RateLimit => RetryOn::RateLimit,
-            ErrorKind::Server | ErrorKind::Protocol => RetryOn::ServerError,
-            ErrorKind::Timeout => RetryOn::Timeout,
-            ErrorKind::Connect => RetryOn::ConnectError,
-            // Client faults never succeed on retry; a provider's 401/403/404 is configuration.
-            ErrorKind::BadRequest
-            | ErrorKind::ContextWindow
-            | ErrorKind::ContentPolicy
-            | ErrorKind::Auth
-            | ErrorKind::PermissionDenied
-            | ErrorKind::NotFound => return false,
-        };
-        on.contains(&class)
+        retry_class(error.kind).is_some_and(|class| on.contains(&class))
     }
 
     pub(super) fn retry_after(&self) -> Duration {
@@ -106,6 +93,23 @@ impl Failure {
                 "No backend of route `{route}` may serve this request: {reason}."
             )),
         }
+    }
+}
+
+/// The retry class of an upstream failure (`retries.on`); `None` for those a retry never helps.
+pub(crate) fn retry_class(kind: ErrorKind) -> Option<RetryOn> {
+    match kind {
+        ErrorKind::RateLimit => Some(RetryOn::RateLimit),
+        ErrorKind::Server | ErrorKind::Protocol => Some(RetryOn::ServerError),
+        ErrorKind::Timeout => Some(RetryOn::Timeout),
+        ErrorKind::Connect => Some(RetryOn::ConnectError),
+        // Client faults never succeed on retry; a provider's 401/403/404 is configuration.
+        ErrorKind::BadRequest
+        | ErrorKind::ContextWindow
+        | ErrorKind::ContentPolicy
+        | ErrorKind::Auth
+        | ErrorKind::PermissionDenied
+        | ErrorKind::NotFound => None,
     }
 }
 

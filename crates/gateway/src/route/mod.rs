@@ -59,6 +59,7 @@ use switchyard_config::{Price, ProviderConfig};
 use switchyard_providers::{Json, Operation};
 
 pub use context::Routing;
+pub(crate) use failure::retry_class;
 pub use meters::Meters;
 pub use strategy::Balance;
 pub use switchyard_config::MAX_FALLBACK_DEPTH;
