@@ -6,6 +6,7 @@ input character."""
 
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 import wave
@@ -35,6 +36,9 @@ def extra(mock_port):
         priced(route("gpt-4o-transcribe", "openai", "gpt-4o-transcribe", mode="audio-transcription"),
                input=6, output=10),
         route("azure-whisper", "azure-openai", "whisper", mode="audio-transcription"),
+        # Its stream paced at 4 events a second.
+        priced(route("gpt-4o-transcribe-slow", "openai", "gpt-4o-transcribe-tps-4", mode="audio-transcription"),
+               input=6, output=10),
         provider("groq-audio", "groq", f"{mock}/openai/v1"),
         route("groq-whisper", "groq-audio", "whisper-large-v3", mode="audio-transcription"),
         route("anthropic-audio", "anthropic", "claude-sonnet-4-5", mode="audio-transcription"),
@@ -161,6 +165,27 @@ def test_token_billed_transcription_models_are_billed_by_tokens(env, oai):
     r = oai.audio.transcriptions.create(model="gpt-4o-transcribe", file=("a.wav", wav_bytes(2.5), "audio/wav"))
     assert r.usage.input_tokens == 25 and r.usage.output_tokens == 10
     assert abs(spend(gw, "gpt-4o-transcribe") - before - (25 * 6 + 10 * 10) / 1e6) < 1e-12
+
+
+def test_a_streamed_transcription_is_relayed_as_it_comes_and_billed_by_its_last_event(env, oai):
+    gw, _ = env
+    before = spend(gw, "gpt-4o-transcribe-slow")
+    started = time.monotonic()
+    events = []
+    for e in oai.audio.transcriptions.create(model="gpt-4o-transcribe-slow", file=("a.wav", wav_bytes(2.5)),
+                                             stream=True):
+        events.append((time.monotonic() - started, e))
+    types = [e.type for _, e in events]
+    assert types == ["transcript.text.delta"] * 9 + ["transcript.text.done"], types
+    assert "".join(e.delta for _, e in events[:-1]) == TRANSCRIPT
+    done = events[-1][1]
+    assert done.text == TRANSCRIPT and done.usage.input_tokens == 25 and done.usage.output_tokens == 10
+    # Relayed, not held: the first event came long before the upstream's last (9 pauses of 250 ms).
+    assert events[-1][0] - events[0][0] > 1.0, [t for t, _ in events]
+    assert abs(spend(gw, "gpt-4o-transcribe-slow") - before - (25 * 6 + 10 * 10) / 1e6) < 1e-12
+    # Whisper models do not stream: the provider's 400 reaches the client.
+    with pytest.raises(openai.BadRequestError):
+        oai.audio.transcriptions.create(model="whisper", file=("a.wav", wav_bytes(0.5)), stream=True)
 
 
 def test_speech_streams_audio_back_billed_per_character(env, oai):

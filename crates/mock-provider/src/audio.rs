@@ -12,7 +12,9 @@
 //! tokens). Speech answers a WAV (`response_format: wav`) or MP3-looking bytes, 400 bytes per
 //! input character, streamed in 1 KiB chunks. Speech honours the fault models of the model (or
 //! Azure deployment) name (`mock-429`, `mock-500`, `mock-503`, `mock-flaky-N`) in OpenAI's or
-//! Azure's error shape, and `tps-N` in the name paces the chunks at N a second.
+//! Azure's error shape, and `tps-N` in the name paces the chunks at N a second. A transcription
+//! with `stream=true` (GPT-4o models only, as at OpenAI) answers one `transcript.text.delta`
+//! event a word, then `transcript.text.done` with the text and usage (paced by `tps-N` too).
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -152,6 +154,34 @@ fn transcribe(headers: &HeaderMap, body: &[u8], deployment: Option<&str>, transl
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         r
     };
+    if field("stream").is_some_and(|v| v == b"true") {
+        if !model.starts_with("gpt-4o") {
+            return bad_request(&format!("Streaming is not supported for the {model} model."));
+        }
+        // One `transcript.text.delta` a word, then `transcript.text.done` with the whole text
+        // and the usage; no `[DONE]`.
+        let mut events: Vec<Bytes> = TRANSCRIPT
+            .split_inclusive(' ')
+            .map(|w| sse(&json!({"type": "transcript.text.delta", "delta": w})))
+            .collect();
+        events.push(sse(
+            &json!({"type": "transcript.text.done", "text": TRANSCRIPT, "usage": usage}),
+        ));
+        let pause = crate::scenario::name_tokens_per_second(&model)
+            .filter(|tps| *tps > 0.0)
+            .map(|tps| std::time::Duration::from_secs_f64(1.0 / tps));
+        let mut r = Response::new(Body::from_stream(async_stream::stream! {
+            for e in events {
+                yield Ok::<Bytes, std::io::Error>(e);
+                if let Some(p) = pause {
+                    tokio::time::sleep(p).await;
+                }
+            }
+        }));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        return r;
+    }
     match format.as_str() {
         "json" => wire::json(StatusCode::OK, &[], &json!({"text": TRANSCRIPT, "usage": usage})),
         "verbose_json" => wire::json(
@@ -185,6 +215,11 @@ fn transcribe(headers: &HeaderMap, body: &[u8], deployment: Option<&str>, transl
         ),
         other => bad_request(&format!("Invalid value for response_format: {other}")),
     }
+}
+
+/// One server-sent event of `value`.
+fn sse(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
 }
 
 async fn speak(state: &MockState, headers: &HeaderMap, body: &[u8], deployment: Option<&str>) -> Response<Body> {

@@ -190,7 +190,7 @@ impl Plan {
 
 /// `tps-N` in a model name: N token frames a second, as `x-mock-tokens-per-second: N` (which
 /// wins when both are given). For clients that cannot set the mock's headers (behind a gateway).
-fn name_tokens_per_second(model: &str) -> Option<f64> {
+pub(crate) fn name_tokens_per_second(model: &str) -> Option<f64> {
     let start = model.find("tps-")? + 4;
     let rest = &model[start..];
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();

@@ -67,7 +67,14 @@ async fn handle(gw: Arc<Gateway>, op: Operation, headers: HeaderMap, body: Body)
         Ok(r) => (r, None),
         Err(e) => {
             let message = e.message.clone();
-            (OPENAI.error(e), Some(message))
+            let mut r = OPENAI.error(e);
+            if op != Operation::Speech {
+                // The upload may not have been read to its end: the connection cannot carry
+                // another request, and the client must not try.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            (r, Some(message))
         }
     };
     if let Ok(v) = HeaderValue::from_str(&labels.request_id) {
@@ -192,15 +199,88 @@ async fn upload(
     };
     let resp = a.check(resp).await?;
     let answer_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = read_capped(resp, rt.config.settings.max_response_bytes)
-        .await
-        .map_err(|e| GatewayError::upstream(&e, &a.outcome.backend))?;
-    let seconds = {
+    let seconds = move || {
         let head = probe.head.lock().unwrap_or_else(|p| p.into_inner());
         multipart::file_start(&boundary, &head).and_then(|at| wire::wav_seconds(&head[at..]))
     };
-    let usage = wire::transcription_usage(&body, seconds);
-    Ok(a.answer(gw, start, labels, usage, Reply::Whole(body), answer_type))
+    let events = answer_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    if events {
+        // `stream: true`: the events go to the client as they come; the usage is in the last
+        // (`transcript.text.done`), read from the tail kept of the stream.
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let keep = tail.clone();
+        let idle = Duration::from_millis(a.outcome.provider.timeouts.stream_idle_ms);
+        let chunks = resp.bytes_stream().inspect(move |c| {
+            if let Ok(c) = c {
+                keep.lock().unwrap_or_else(|p| p.into_inner()).keep(c);
+            }
+        });
+        // A client that leaves early is billed as the provider bills: the whole upload.
+        let usage = move || {
+            let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+            wire::transcription_usage(tail.bytes(), seconds())
+        };
+        let body = relay(chunks, idle);
+        return Ok(a.answer(gw, start, labels, Reply::Stream(body, Box::new(usage)), answer_type));
+    }
+    let body = read_capped(resp, rt.config.settings.max_response_bytes)
+        .await
+        .map_err(|e| GatewayError::upstream(&e, &a.outcome.backend))?;
+    let usage = wire::transcription_usage(&body, seconds());
+    Ok(a.answer(gw, start, labels, Reply::Whole(body, usage), answer_type))
+}
+
+/// The end of an event stream, at most [`TAIL_BYTES`] (twice that while it grows), from a line
+/// start: where a transcription stream's usage is.
+#[derive(Default)]
+struct Tail(Vec<u8>);
+
+/// How much of a streamed transcription's end is kept to read its usage from.
+const TAIL_BYTES: usize = 256 * 1024;
+
+impl Tail {
+    fn keep(&mut self, chunk: &[u8]) {
+        self.0.extend_from_slice(chunk);
+        if self.0.len() > 2 * TAIL_BYTES {
+            let cut = self.0.len() - TAIL_BYTES;
+            let line = self.0[cut..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.0.len(), |i| cut + i + 1);
+            self.0.drain(..line);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// An upstream body relayed chunk by chunk, cut with an error when the upstream goes silent
+/// for `idle`.
+fn relay(
+    mut chunks: impl futures::Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
+    idle: Duration,
+) -> futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> {
+    Box::pin(async_stream::stream! {
+        loop {
+            match tokio::time::timeout(idle, chunks.next()).await {
+                Ok(Some(Ok(c))) => yield Ok::<Bytes, std::io::Error>(c),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    yield Err(std::io::Error::other(e.to_string()));
+                    break;
+                }
+                Err(_) => {
+                    yield Err(std::io::Error::other("the upstream stream went silent"));
+                    break;
+                }
+            }
+        }
+    })
 }
 
 /// Text to speech: the JSON request forwarded, the audio streamed back.
@@ -250,33 +330,11 @@ async fn speech(
     };
     let answer_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     let idle = Duration::from_millis(a.outcome.provider.timeouts.stream_idle_ms);
-    let mut audio = resp.bytes_stream();
-    let body = async_stream::stream! {
-        loop {
-            match tokio::time::timeout(idle, audio.next()).await {
-                Ok(Some(Ok(c))) => yield Ok::<Bytes, std::io::Error>(c),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    yield Err(std::io::Error::other(e.to_string()));
-                    break;
-                }
-                Err(_) => {
-                    yield Err(std::io::Error::other("the upstream stream went silent"));
-                    break;
-                }
-            }
-        }
-    };
+    let body = relay(resp.bytes_stream(), idle);
     // Billed on the input, which the provider bills whole once it answered; the key's slot is
     // held until the audio is delivered (or the client leaves).
-    Ok(a.answer(
-        gw,
-        start,
-        labels,
-        Some(usage),
-        Reply::Stream(Box::pin(body)),
-        answer_type,
-    ))
+    let usage = move || Some(usage);
+    Ok(a.answer(gw, start, labels, Reply::Stream(body, Box::new(usage)), answer_type))
 }
 
 /// The backends of a route in the order speech tries them: best priority tier first, the
@@ -320,22 +378,30 @@ struct Admitted {
     tried: u32,
 }
 
-/// What an audio request answers: a whole body, or audio streamed as the upstream sends it.
+/// The usage of a streamed answer, known when its stream ends (or is dropped).
+type LateUsage = Box<dyn FnOnce() -> Option<providers::Usage> + Send>;
+
+/// What an audio request answers: a whole body and its usage, or a body streamed as the
+/// upstream sends it.
 enum Reply {
-    Whole(Bytes),
-    Stream(futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>),
+    Whole(Bytes, Option<providers::Usage>),
+    Stream(
+        futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>,
+        LateUsage,
+    ),
 }
 
 /// Settles a streamed answer's account when the stream ends or is dropped (the client left):
 /// the key's slot and reservation are held while the audio is delivered.
 struct Settle {
     account: Account,
-    usage: Option<providers::Usage>,
+    usage: Option<LateUsage>,
 }
 
 impl Drop for Settle {
     fn drop(&mut self) {
-        self.account.record(self.usage.as_ref());
+        let usage = self.usage.take().and_then(|f| f());
+        self.account.record(usage.as_ref());
     }
 }
 
@@ -463,13 +529,13 @@ impl Admitted {
         Err(providers::adapter(self.outcome.provider.kind).error(status, &headers, &body))
     }
 
-    /// Accounts for `usage` and answers with `body`, in the upstream's content type.
+    /// Accounts for the reply's usage (a stream's once it ends) and answers with it, in the
+    /// upstream's content type.
     fn answer(
         mut self,
         gw: &Arc<Gateway>,
         start: Instant,
         labels: &mut Labels,
-        usage: Option<providers::Usage>,
         reply: Reply,
         content_type: Option<HeaderValue>,
     ) -> Response {
@@ -479,12 +545,15 @@ impl Admitted {
         let rate = self.admission.headers().clone();
         let mut account = Account::new(gw.clone(), labels.clone(), &self.outcome, start, self.admission, None);
         let body = match reply {
-            Reply::Whole(bytes) => {
+            Reply::Whole(bytes, usage) => {
                 account.record(usage.as_ref());
                 Body::from(bytes)
             }
-            Reply::Stream(mut audio) => {
-                let settle = Settle { account, usage };
+            Reply::Stream(mut audio, usage) => {
+                let settle = Settle {
+                    account,
+                    usage: Some(usage),
+                };
                 Body::from_stream(async_stream::stream! {
                     let _settle = settle;
                     while let Some(c) = audio.next().await {
