@@ -108,12 +108,13 @@ def manifests(mock_port, echo_port):
     echo = f"http://127.0.0.1:{echo_port}/base"
     docs = [
         provider("mock", "openai", f"http://127.0.0.1:{mock_port}/v1"),
+        provider("mockclaude", "anthropic", f"http://127.0.0.1:{mock_port}"),
         provider("echo", "openai", echo),
         provider("claude", "anthropic", echo),
         provider("azure", "azure-openai", echo),
         provider("hidden", "openai", echo, ns="other", secret="other-keys"),
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "provider-keys", "namespace": "default"},
-         "stringData": {"mock": "sk-provider-mock", "echo": "sk-provider-echo",
+         "stringData": {"mock": "sk-provider-mock", "mockclaude": "sk-provider-mockclaude", "echo": "sk-provider-echo",
                         "claude": "sk-provider-claude", "azure": "sk-provider-azure"}},
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other-keys", "namespace": "other"},
          "stringData": {"hidden": "sk-provider-hidden"}},
@@ -122,8 +123,12 @@ def manifests(mock_port, echo_port):
          "metadata": {"name": "chat", "namespace": "default"},
          "spec": {"model": "chat", "backends": [{"providerRef": {"name": "mock"}, "model": "mock-gpt",
                                                   "pricing": {"input": 1000, "output": 1000}}]}},
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
+         "metadata": {"name": "claude", "namespace": "default"},
+         "spec": {"model": "claude", "backends": [{"providerRef": {"name": "mockclaude"}, "model": "mock-claude",
+                                                    "pricing": {"input": 1000, "output": 2000}}]}},
     ]
-    docs += key("allowed", ALLOWED, {"allowedPassthrough": ["mock", "echo", "claude", "azure", "hidden"]})
+    docs += key("allowed", ALLOWED, {"allowedPassthrough": ["mock", "mockclaude", "echo", "claude", "azure", "hidden"]})
     docs += key("denied", DENIED, {})
     docs += key("limited", LIMITED, {"allowedPassthrough": ["echo"], "limits": {"rpm": 2}})
     docs += key("budgeted", BUDGETED, {"allowedPassthrough": ["mock", "echo"],
@@ -191,6 +196,49 @@ def test_usage_of_a_json_answer_is_charged(env):
     text = metrics(gw)
     assert 'switchyard_requests_total{backend="default/mock",provider="openai",route="passthrough",status="2xx"}' in text
     assert 'switchyard_spend_usd_total{route="passthrough",team="pt"}' in text
+
+
+def access_line(gw, request_id):
+    deadline = time.monotonic() + 5
+    while True:
+        line = next((l for l in access_lines(gw) if l["request_id"] == request_id), None)
+        if line or time.monotonic() > deadline:
+            return line
+        time.sleep(0.02)
+
+
+def sse_events(gw, path, body, request_id, headers=None):
+    with httpx.stream("POST", gw.url + path, json=body, timeout=30,
+                      headers={"authorization": f"Bearer {ALLOWED}", "x-request-id": request_id, **(headers or {})}) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        return [json.loads(l[5:]) for l in r.iter_lines() if l.startswith("data:") and l.strip() != "data: [DONE]"]
+
+
+def test_usage_of_an_event_stream_is_charged(env):
+    gw, _, _ = env
+    # OpenAI's chunks: the usage comes in the last one (stream_options.include_usage).
+    events = sse_events(gw, "/passthrough/mock/chat/completions",
+                        {"model": "mock-gpt", "messages": MSG, "stream": True, "stream_options": {"include_usage": True}},
+                        "pt-stream-1")
+    u = events[-1]["usage"]
+    line = access_line(gw, "pt-stream-1")
+    assert line["prompt_tokens"] == u["prompt_tokens"] and line["completion_tokens"] == u["completion_tokens"], line
+    assert abs(line["cost_usd"] - (u["prompt_tokens"] + u["completion_tokens"]) * 0.001) < 1e-9
+    # Anthropic's Messages stream: input tokens in message_start, output in message_delta.
+    events = sse_events(gw, "/passthrough/mockclaude/v1/messages",
+                        {"model": "mock-claude", "max_tokens": 50, "messages": MSG, "stream": True},
+                        "pt-stream-2", {"anthropic-version": "2023-06-01"})
+    prompt = next(e for e in events if e["type"] == "message_start")["message"]["usage"]["input_tokens"]
+    completion = [e for e in events if e["type"] == "message_delta"][-1]["usage"]["output_tokens"]
+    line = access_line(gw, "pt-stream-2")
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (prompt, completion), line
+    assert abs(line["cost_usd"] - (prompt * 0.001 + completion * 0.002)) < 1e-9
+    # Without the usage chunk: nothing to read, the cost is unknown (never guessed as zero).
+    sse_events(gw, "/passthrough/mock/chat/completions", {"model": "mock-gpt", "messages": MSG, "stream": True},
+               "pt-stream-3")
+    line = access_line(gw, "pt-stream-3")
+    assert line["cost_unknown"] is True and "cost_usd" not in line, line
 
 
 def test_an_answer_without_usage_has_an_unknown_cost(env):

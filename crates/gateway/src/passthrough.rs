@@ -6,12 +6,14 @@
 //! In order, in [`serve`]: auth (the virtual key) -> the Provider, which the key must name in
 //! `allowedPassthrough` -> limits (`crate::limits::admit_passthrough`: rpm, parallel, a spent
 //! budget; nothing reserved) -> upstream -> the answer, forwarded frame by frame ([`Forward`])
-//! -> account (`crate::account::passthrough`) when it ends, with the usage of a JSON answer
-//! when the adapter reads one.
+//! -> account (`crate::account::passthrough`) when it ends, with the usage of a JSON answer or
+//! an event stream when the adapter reads one.
 //!
 //! Bodies are never held whole either way: the request streams to the provider as it arrives,
 //! the response to the client as it comes. Only a JSON answer is also kept, up to the fleet's
-//! `maxResponseBytes`, to read its usage at the end. The client's credentials and hop-by-hop
+//! `maxResponseBytes`, to read its usage at the end; an event stream (`text/event-stream`) goes
+//! through the Provider's stream translator on its way (its output dropped) for its usage, and
+//! its first 16 KiB are kept for the model it names. The client's credentials and hop-by-hop
 //! headers never reach the provider; hop-by-hop headers of the answer never reach the client.
 
 use std::pin::Pin;
@@ -156,7 +158,9 @@ async fn serve(
         admission.headers().apply(&mut parts.headers);
     }
     let status = parts.status.as_u16();
-    let keep = (200..300).contains(&status) && is_plain_json(&parts.headers);
+    let ok = (200..300).contains(&status);
+    let keep = ok && is_plain_json(&parts.headers);
+    let events = (ok && is_plain_events(&parts.headers)).then(|| Events::new(&provider, stream_operation(rest)));
     let cap = usize::try_from(rt.config.settings.max_response_bytes).unwrap_or(usize::MAX);
     labels.accounted = true;
     let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
@@ -166,6 +170,7 @@ async fn serve(
         timer: Box::pin(tokio::time::sleep(idle)),
         seen: keep.then(BytesMut::new),
         cap,
+        events,
         end: Some(End {
             gw: gw.clone(),
             labels: labels.clone(),
@@ -313,21 +318,96 @@ fn request_headers(client: &HeaderMap, credentials: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// A JSON answer the gateway can read: `application/json` (or `+json`), not compressed.
-fn is_plain_json(h: &HeaderMap) -> bool {
-    let json = h
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| {
-            let t = t.trim().to_ascii_lowercase();
-            t == "application/json" || t.ends_with("+json")
-        });
+/// The media type of an answer the gateway can read (lowercase, without parameters): `None`
+/// when it has none or is compressed.
+fn plain_media_type(h: &HeaderMap) -> Option<String> {
     let plain = h
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
-    json && plain
+    let t = h.get(header::CONTENT_TYPE)?.to_str().ok()?.split(';').next()?;
+    plain.then(|| t.trim().to_ascii_lowercase())
+}
+
+/// A JSON answer the gateway can read: `application/json` (or `+json`), not compressed.
+fn is_plain_json(h: &HeaderMap) -> bool {
+    plain_media_type(h).is_some_and(|t| t == "application/json" || t.ends_with("+json"))
+}
+
+/// A stream of server-sent events the gateway can read, not compressed.
+fn is_plain_events(h: &HeaderMap) -> bool {
+    plain_media_type(h).is_some_and(|t| t == "text/event-stream")
+}
+
+/// The operation whose stream format a pass-through path answers in: OpenAI's Responses and
+/// legacy completions by their path, anything else read as a chat stream (each provider's own).
+fn stream_operation(rest: &str) -> Operation {
+    let path = rest.split('?').next().unwrap_or(rest).trim_end_matches('/');
+    if path.ends_with("/responses") || path == "responses" {
+        Operation::Responses
+    } else if path.ends_with("/completions") && !path.ends_with("/chat/completions") || path == "completions" {
+        Operation::Completions
+    } else {
+        Operation::Chat
+    }
+}
+
+/// How much of an event stream's start is kept to find the model it names.
+const EVENTS_HEAD_BYTES: usize = 16 * 1024;
+
+/// An event stream read on its way through for its usage: the Provider's own stream
+/// translator (its output is dropped), and the stream's start, for the model.
+struct Events {
+    translator: Box<dyn providers::StreamTranslator>,
+    scratch: Vec<Bytes>,
+    head: BytesMut,
+}
+
+impl Events {
+    fn new(provider: &ProviderConfig, op: Operation) -> Self {
+        let target = Target {
+            provider,
+            model: "",
+            drop_unsupported_params: false,
+            now: SystemTime::now(),
+            bearer: None,
+        };
+        Self {
+            translator: providers::adapter(provider.kind).stream(op, &target),
+            scratch: Vec::new(),
+            head: BytesMut::new(),
+        }
+    }
+
+    /// Reads one chunk; `false` once the stream cannot be read (it is forwarded all the same).
+    fn feed(&mut self, data: &Bytes) -> bool {
+        let room = EVENTS_HEAD_BYTES.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&data[..data.len().min(room)]);
+        let ok = self.translator.feed(data.clone(), &mut self.scratch).is_ok();
+        self.scratch.clear();
+        ok
+    }
+
+    /// The model the stream names in its first events: `model` (OpenAI-style chunks),
+    /// `message.model` (Anthropic's `message_start`), `response.model` (Responses), or
+    /// `modelVersion` (Gemini).
+    fn model(&self) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.head);
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
+            .find_map(|v| {
+                [
+                    v.get("model"),
+                    v.pointer("/message/model"),
+                    v.pointer("/response/model"),
+                    v.get("modelVersion"),
+                ]
+                .into_iter()
+                .flatten()
+                .find_map(|m| m.as_str().map(str::to_owned))
+            })
+    }
 }
 
 /// A JSON answer's usage, as the Provider's adapter reads a chat answer (OpenAI's `usage`, and
@@ -359,16 +439,19 @@ fn usage_and_price(rt: &Runtime, provider: &ProviderConfig, body: &[u8]) -> (Opt
     let model = serde_json::from_slice::<Model>(body)
         .ok()
         .and_then(|m| m.model.or(m.model_version));
-    let price = model.and_then(|model| {
-        rt.config
-            .routes
-            .iter()
-            .flat_map(|r| &r.backends)
-            .find(|b| b.provider == provider.id && b.model == model && b.price.is_some())
-            .and_then(|b| b.price)
-            .or_else(|| switchyard_config::prices::lookup_for(provider.kind, &model).map(|i| i.price))
-    });
-    (Some(usage), price)
+    (Some(usage), model.and_then(|m| price_of(rt, provider, &m)))
+}
+
+/// The price of `model` on `provider`: a backend's on this Provider serving that model, else the
+/// built-in table's for the Provider's type.
+fn price_of(rt: &Runtime, provider: &ProviderConfig, model: &str) -> Option<Price> {
+    rt.config
+        .routes
+        .iter()
+        .flat_map(|r| &r.backends)
+        .find(|b| b.provider == provider.id && b.model == model && b.price.is_some())
+        .and_then(|b| b.price)
+        .or_else(|| switchyard_config::prices::lookup_for(provider.kind, model).map(|i| i.price))
 }
 
 /// The upstream's answer on its way to the client, frame by frame: an idle timeout per
@@ -381,6 +464,8 @@ struct Forward {
     /// The body so far, while it is one whose usage can be read and under `cap`.
     seen: Option<BytesMut>,
     cap: usize,
+    /// An event stream, read for its usage while it can be.
+    events: Option<Events>,
     end: Option<End>,
 }
 
@@ -399,9 +484,20 @@ impl Forward {
     fn finish(&mut self, complete: bool) {
         let Some(end) = self.end.take() else { return };
         let seen = self.seen.take().filter(|_| complete);
-        let (usage, price) = match seen {
-            Some(body) => usage_and_price(&end.gw.runtime(), &end.provider, &body),
-            None => (None, None),
+        let (usage, price) = match (seen, self.events.take()) {
+            (Some(body), _) => usage_and_price(&end.gw.runtime(), &end.provider, &body),
+            // A stream's usage as far as it went: a stream cut before its usage event costs
+            // what its events reported (Anthropic's input tokens come first), else nothing known.
+            (None, Some(events)) => match events.translator.usage() {
+                Some(usage) => {
+                    let price = events
+                        .model()
+                        .and_then(|m| price_of(&end.gw.runtime(), &end.provider, &m));
+                    (Some(usage), price)
+                }
+                None => (None, None),
+            },
+            (None, None) => (None, None),
         };
         account::passthrough(
             &end.gw,
@@ -431,6 +527,12 @@ impl http_body::Body for Forward {
                         this.seen = None;
                     } else {
                         seen.extend_from_slice(data);
+                    }
+                }
+                if let (Some(data), Some(events)) = (frame.data_ref(), this.events.as_mut()) {
+                    if !events.feed(data) {
+                        // Not the Provider's event format: forwarded all the same, cost unknown.
+                        this.events = None;
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
