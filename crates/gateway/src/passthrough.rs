@@ -732,6 +732,29 @@ mod tests {
     }
 
     #[test]
+    fn event_streams_are_read_in_the_format_their_path_names() {
+        assert_eq!(stream_operation("v1/chat/completions"), Operation::Chat);
+        assert_eq!(stream_operation("v1/responses"), Operation::Responses);
+        assert_eq!(stream_operation("responses?x=1"), Operation::Responses);
+        assert_eq!(stream_operation("v1/completions"), Operation::Completions);
+        assert_eq!(stream_operation("v1/messages"), Operation::Chat);
+    }
+
+    #[test]
+    fn an_event_stream_names_its_model_in_its_first_events() {
+        let provider = crate::route::testing::provider("p");
+        let mut e = Events::new(&provider, Operation::Chat);
+        assert!(e.feed(&Bytes::from_static(
+            b"event: message_start\ndata: {\"type\":\"message_start\","
+        )));
+        let _ = e.feed(&Bytes::from_static(b"\"message\":{\"model\":\"claude-x\"}}\n\n"));
+        assert_eq!(e.model().as_deref(), Some("claude-x"));
+        let mut e = Events::new(&provider, Operation::Chat);
+        let _ = e.feed(&Bytes::from_static(b"data: {\"modelVersion\":\"gemini-2.5-pro\"}\n\n"));
+        assert_eq!(e.model().as_deref(), Some("gemini-2.5-pro"));
+    }
+
+    #[test]
     fn only_plain_json_answers_are_read_for_usage() {
         assert!(is_plain_json(&map(&[(
             "content-type",
