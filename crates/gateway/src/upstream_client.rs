@@ -4,13 +4,21 @@
 //! more per request (its redirect layer runs even with redirects off) and adds a layer of boxed
 //! futures (bench/results/profiling.md).
 //!
+//! HTTP/2 carries every request to a host on one connection, and a server takes at most its
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` at once (100 at Google, 128-256 at others): hyper's pool
+//! keeps one HTTP/2 connection per host and queues the requests beyond that limit until a stream
+//! ends, which for LLM streams means minutes. So requests go out on [`Lanes`]: clients with pools
+//! of their own, each carrying at most [`LANE_STREAMS`] requests before the next lane (a new
+//! connection to an HTTP/2 host) is used. For HTTP/1.1 hosts a lane is one more pool.
+//!
 //! Destinations the environment sends through a proxy (`HTTPS_PROXY`, `HTTP_PROXY`,
 //! `ALL_PROXY`, less `NO_PROXY`, read once at start-up as reqwest does) go through reqwest, which
 //! speaks to proxies: CONNECT tunnels for https, absolute-form requests for http, proxy
 //! credentials from the proxy URL.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,13 +40,18 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const POOL_IDLE: Duration = Duration::from_secs(90);
 /// Idle connections kept per provider host.
 pub const POOL_PER_HOST: usize = 1024;
+/// Requests one lane carries at once before the next is used: below the HTTP/2 stream limits
+/// providers advertise, so no request waits for another's stream to end.
+pub const LANE_STREAMS: usize = 64;
+/// Most lanes of one client: `LANE_STREAMS * MAX_LANES` requests at once before they share.
+pub const MAX_LANES: usize = 64;
 
 /// Sends requests to providers.
 pub struct UpstreamClient {
-    direct: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    /// The same, for bodies forwarded as they arrive (pass-through); a pool of its own, so the
+    direct: Lanes<Full<Bytes>>,
+    /// The same, for bodies forwarded as they arrive (pass-through); lanes of their own, so the
     /// LLM endpoints' client keeps its plain body type.
-    streamed: Client<HttpsConnector<HttpConnector>, axum::body::Body>,
+    streamed: Lanes<axum::body::Body>,
     proxied: reqwest::Client,
     /// The environment's proxy settings; `None` when it names no proxy.
     proxies: Option<Matcher>,
@@ -48,31 +61,15 @@ impl UpstreamClient {
     /// A client with the proxy settings of this process's environment. `proxied` serves the
     /// destinations a proxy applies to (it reads the same variables).
     pub fn new(proxied: reqwest::Client) -> Result<Self, rustls::Error> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+        let https = connector()?;
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_PER_HOST)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
-        let direct = builder.build(https.clone());
-        let streamed = builder.build(https);
+        let direct = Lanes::new(builder.clone(), https.clone(), LANE_STREAMS);
+        let streamed = Lanes::new(builder, https, LANE_STREAMS);
         Ok(Self {
             direct,
             streamed,
@@ -80,7 +77,31 @@ impl UpstreamClient {
             proxies: proxy_env_set().then(Matcher::from_env),
         })
     }
+}
 
+/// TCP (no delay, connect timeout) and TLS (webpki roots; HTTP/2 or HTTP/1.1 by ALPN).
+fn connector() -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(https)
+}
+
+impl UpstreamClient {
     /// Whether requests to `uri` go through a proxy.
     fn proxied(&self, uri: &Uri) -> bool {
         self.proxies.as_ref().is_some_and(|m| m.intercept(uri).is_some())
@@ -109,8 +130,7 @@ impl UpstreamClient {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        let resp = self.direct.request(req).await.map_err(|e| client_error(&e))?;
-        Ok(resp.map(UpstreamBody::Direct))
+        self.direct.request(req).await
     }
 }
 
@@ -139,8 +159,107 @@ impl UpstreamClient {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        let resp = self.streamed.request(req).await.map_err(|e| client_error(&e))?;
-        Ok(resp.map(UpstreamBody::Direct))
+        self.streamed.request(req).await
+    }
+}
+
+/// Clients with pools of their own; a request takes the first with fewer than `per_lane`
+/// requests in flight (a response's body counts until it is dropped), a new lane when all are
+/// that busy, up to [`MAX_LANES`], else the least busy.
+pub struct Lanes<B> {
+    lanes: RwLock<Vec<Arc<Lane<B>>>>,
+    builder: hyper_util::client::legacy::Builder,
+    connector: HttpsConnector<HttpConnector>,
+    per_lane: usize,
+}
+
+struct Lane<B> {
+    client: Client<HttpsConnector<HttpConnector>, B>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One request's hold on its lane, released when its response (body included) is dropped.
+pub struct LaneHold(Arc<AtomicUsize>);
+
+impl Drop for LaneHold {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<B> Lanes<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Lanes built by `builder` over `connector`, `per_lane` requests each; one to start with.
+    pub fn new(
+        builder: hyper_util::client::legacy::Builder,
+        connector: HttpsConnector<HttpConnector>,
+        per_lane: usize,
+    ) -> Self {
+        let first = Arc::new(Lane {
+            client: builder.build(connector.clone()),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        });
+        Self {
+            lanes: RwLock::new(vec![first]),
+            builder,
+            connector,
+            per_lane: per_lane.max(1),
+        }
+    }
+
+    /// How many lanes there are now.
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.lanes.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The lane for the next request, held.
+    fn take(&self) -> (Arc<Lane<B>>, LaneHold) {
+        let lane = self.pick().unwrap_or_else(|| self.grow());
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        let hold = LaneHold(lane.in_flight.clone());
+        (lane, hold)
+    }
+
+    fn pick(&self) -> Option<Arc<Lane<B>>> {
+        let lanes = self.lanes.read().unwrap_or_else(|p| p.into_inner());
+        lanes
+            .iter()
+            .find(|l| l.in_flight.load(Ordering::Relaxed) < self.per_lane)
+            .cloned()
+    }
+
+    fn grow(&self) -> Arc<Lane<B>> {
+        let mut lanes = self.lanes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = lanes
+            .iter()
+            .find(|l| l.in_flight.load(Ordering::Relaxed) < self.per_lane)
+        {
+            return l.clone();
+        }
+        if lanes.len() < MAX_LANES {
+            let lane = Arc::new(Lane {
+                client: self.builder.build(self.connector.clone()),
+                in_flight: Arc::new(AtomicUsize::new(0)),
+            });
+            lanes.push(lane.clone());
+            return lane;
+        }
+        lanes
+            .iter()
+            .min_by_key(|l| l.in_flight.load(Ordering::Relaxed))
+            .cloned()
+            .unwrap_or_else(|| unreachable!("lanes are never empty"))
+    }
+
+    /// Sends `req` on a lane; resolves once the response headers arrived.
+    pub async fn request(&self, req: Request<B>) -> Result<Response<UpstreamBody>, ProviderError> {
+        let (lane, hold) = self.take();
+        let resp = lane.client.request(req).await.map_err(|e| client_error(&e))?;
+        Ok(resp.map(|body| UpstreamBody::Direct(body, hold)))
     }
 }
 
@@ -160,8 +279,8 @@ fn proxy_env_set() -> bool {
 
 /// A provider's response body, from either path.
 pub enum UpstreamBody {
-    /// Straight from hyper.
-    Direct(Incoming),
+    /// Straight from hyper, holding its lane.
+    Direct(Incoming, LaneHold),
     /// Through reqwest (a proxy).
     Proxied(reqwest::Body),
 }
@@ -172,21 +291,21 @@ impl Body for UpstreamBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ProviderError>>> {
         match self.get_mut() {
-            UpstreamBody::Direct(b) => Pin::new(b).poll_frame(cx).map_err(|e| body_error(&e)),
+            UpstreamBody::Direct(b, _) => Pin::new(b).poll_frame(cx).map_err(|e| body_error(&e)),
             UpstreamBody::Proxied(b) => Pin::new(b).poll_frame(cx).map_err(|e| reqwest_error(&e)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Direct(b) => b.is_end_stream(),
+            UpstreamBody::Direct(b, _) => b.is_end_stream(),
             UpstreamBody::Proxied(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Direct(b) => b.size_hint(),
+            UpstreamBody::Direct(b, _) => b.size_hint(),
             UpstreamBody::Proxied(b) => b.size_hint(),
         }
     }
@@ -252,4 +371,87 @@ pub(crate) fn reqwest_error(e: &reqwest::Error) -> ProviderError {
     };
     // reqwest's Display includes the URL, which never carries credentials here.
     ProviderError::new(kind, format!("upstream request failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// An HTTP/2 (h2c) server taking at most 8 streams per connection, whose requests wait
+    /// until `want` are in flight at once (or 5 s); returns its address and the peak.
+    async fn h2_server(want: usize) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let active = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (p, c) = (peak.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                c.fetch_add(1, Ordering::Relaxed);
+                let (active, peak) = (active.clone(), p.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| {
+                        let (active, peak) = (active.clone(), peak.clone());
+                        async move {
+                            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                            while active.load(Ordering::SeqCst) < want && tokio::time::Instant::now() < deadline {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            active.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        }
+                    });
+                    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    b.max_concurrent_streams(8);
+                    let _ = b.serve_connection(TokioIo::new(sock), svc).await;
+                });
+            }
+        });
+        (addr, peak, connections)
+    }
+
+    async fn get(lanes: &Lanes<Full<Bytes>>, addr: std::net::SocketAddr) -> Result<(), ProviderError> {
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = format!("http://{addr}/").parse().unwrap();
+        let resp = lanes.request(req).await?;
+        let _ = resp.into_body().collect().await;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_beyond_a_connections_stream_limit_take_another_connection() {
+        // 32 requests at once to an HTTP/2 server that takes 8 streams a connection: one
+        // connection would queue 24 of them until others end; lanes of 4 run all 32 together.
+        let (addr, peak, connections) = h2_server(32).await;
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.http2_only(true).timer(TokioTimer::new());
+        let lanes = Arc::new(Lanes::<Full<Bytes>>::new(builder, connector().unwrap(), 4));
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let lanes = lanes.clone();
+                tokio::spawn(async move { get(&lanes, addr).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 32, "every request was in flight at once");
+        assert_eq!(lanes.count(), 8);
+        assert!(connections.load(Ordering::SeqCst) >= 8);
+        // Every hold released with its response: the next request takes the first lane.
+        let (lane, _hold) = lanes.take();
+        assert!(Arc::ptr_eq(&lane, &lanes.lanes.read().unwrap()[0]));
+    }
 }
