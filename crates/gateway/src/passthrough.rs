@@ -230,16 +230,21 @@ fn credentials(provider: &ProviderConfig) -> Result<HeaderMap, GatewayError> {
             None,
         ));
     }
-    let target = Target {
+    let target = any_model(provider);
+    providers::adapter(provider.kind)
+        .credentials(&target)
+        .map_err(|e| GatewayError::upstream(&e, &provider.id))
+}
+
+/// The Provider as a target with no model: pass-through names none.
+fn any_model(provider: &ProviderConfig) -> Target<'_> {
+    Target {
         provider,
         model: "",
         drop_unsupported_params: false,
         now: SystemTime::now(),
         bearer: None,
-    };
-    providers::adapter(provider.kind)
-        .credentials(&target)
-        .map_err(|e| GatewayError::upstream(&e, &provider.id))
+    }
 }
 
 /// `{base}/{rest}?{query}`. Dot segments (`.`, `..`, percent-encoded too) are refused: a path
@@ -365,13 +370,7 @@ struct Events {
 
 impl Events {
     fn new(provider: &ProviderConfig, op: Operation) -> Self {
-        let target = Target {
-            provider,
-            model: "",
-            drop_unsupported_params: false,
-            now: SystemTime::now(),
-            bearer: None,
-        };
+        let target = any_model(provider);
         Self {
             translator: providers::adapter(provider.kind).stream(op, &target),
             scratch: Vec::new(),
@@ -422,13 +421,7 @@ fn usage_and_price(rt: &Runtime, provider: &ProviderConfig, body: &[u8]) -> (Opt
         #[serde(default, rename = "modelVersion")]
         model_version: Option<String>,
     }
-    let target = Target {
-        provider,
-        model: "",
-        drop_unsupported_params: false,
-        now: SystemTime::now(),
-        bearer: None,
-    };
+    let target = any_model(provider);
     let usage = providers::adapter(provider.kind)
         .parse(Operation::Chat, body, &target)
         .ok()
