@@ -87,6 +87,7 @@ PROVIDERS = [
     ("openrouter", "openrouter", "openrouter/", True),
     ("ollama", "ollama", "ollama/", True),
     ("voyage", "voyage", "voyage/", False),
+    ("jina_ai", "jina", "jina_ai/", False),
 ]
 
 COLUMNS = [

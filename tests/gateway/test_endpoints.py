@@ -57,6 +57,10 @@ def extra(mock_port):
         provider("openai-small-quota", "openai", f"{mock}/v1", quota={"rpm": 1}),
         route("text-embedding-3-small", "openai-small-quota", "text-embedding-3-small", mode="embeddings",
               fallbacks=[{"route": "voyage-embed"}]),
+        # 4. Jina AI: its /v1 paths, which the mock serves under /jina.
+        provider("jina", "jina", f"{mock}/jina/v1"),
+        route("jina-rerank", "jina", "jina-reranker-v2-base-multilingual", mode="rerank"),
+        route("jina-embed", "jina", "jina-embeddings-v3", mode="embeddings"),
     ]
 
 
@@ -80,6 +84,9 @@ EXTRA = [
     route("mock-rerank", "mock", "mock-rerank", mode="rerank"),
     route("openai-rerank", "openai", "gpt-4o", mode="rerank"),
     route("flaky-rerank", "cohere", "rerank-mock-429", mode="rerank", fallbacks=[{"route": "voyage-rerank"}]),
+    # Bedrock's rerank models, through the Agents for Amazon Bedrock Runtime's Rerank.
+    route("bedrock-rerank", "bedrock", "amazon.rerank-v1:0", mode="rerank"),
+    route("bedrock-cohere-rerank", "bedrock", "cohere.rerank-v3-5:0", mode="rerank"),
     # 5. Images: OpenAI and Azure; DALL-E priced per image by the backend's pricing.
     route("openai-image", "openai", "gpt-image-1", mode="image-generation"),
     route("dalle", "openai", "dall-e-3", mode="image-generation", fallbacks=[{"route": "azure-image"}]),
@@ -274,7 +281,8 @@ def co(env):
     return cohere.ClientV2(api_key=KEY, base_url=env[0].url)
 
 
-@pytest.mark.parametrize("route_name", ["cohere-rerank", "voyage-rerank", "vllm-rerank", "mock-rerank"])
+@pytest.mark.parametrize("route_name", ["cohere-rerank", "voyage-rerank", "vllm-rerank", "mock-rerank", "jina-rerank",
+                                        "bedrock-rerank", "bedrock-cohere-rerank"])
 def test_rerank_through_the_cohere_sdk(co, route_name):
     r = co.rerank(model=route_name, query="capital of the United States", documents=DOCS, top_n=2)
     assert [x.index for x in r.results] == [1, 2]
@@ -287,6 +295,62 @@ def test_rerank_is_translated_for_voyage(env, co):
     with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider=voyage") as got:
         sent = json.loads(got.read())
     assert sent == {"model": "rerank-2", "query": "capital", "documents": DOCS, "top_k": 1}
+
+
+def last_request(mock, provider):
+    with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider={provider}") as got:
+        return got.headers["x-mock-path"], json.loads(got.read())
+
+
+def test_rerank_is_translated_for_jina(env, co):
+    gw, mock = env
+    before = spend(gw, "default/jina-rerank")
+    r = co.rerank(model="jina-rerank", query="capital", documents=DOCS, top_n=1)
+    assert [x.index for x in r.results] == [0]
+    path, sent = last_request(mock, "jina")
+    assert path == "/jina/v1/rerank"
+    assert sent == {"model": "jina-reranker-v2-base-multilingual", "query": "capital", "documents": DOCS,
+                    "top_n": 1, "return_documents": False}
+    # Jina bills tokens (the mock counts words: 1 + 12 + 9 + 14), $0.05 a million for this model.
+    assert abs(spend(gw, "default/jina-rerank") - before - 36 * 0.05e-6) < 1e-12
+
+
+def test_rerank_refuses_cohere_fields_jina_has_no_equivalent_for(co):
+    import cohere
+
+    with pytest.raises(cohere.errors.BadRequestError) as e:
+        co.rerank(model="jina-rerank", query="q", documents=["d"], max_tokens_per_doc=100)
+    assert "max_tokens_per_doc" in json.dumps(e.value.body)
+
+
+def test_rerank_on_bedrock_goes_to_the_agent_runtime_billed_per_query(env, co):
+    gw, mock = env
+    before = spend(gw, "default/bedrock-rerank")
+    r = co.rerank(model="bedrock-rerank", query="capital of the United States", documents=DOCS, top_n=1)
+    assert [x.index for x in r.results] == [1]
+    path, sent = last_request(mock, "bedrock")
+    assert path == "/rerank"
+    assert sent["queries"] == [{"type": "TEXT", "textQuery": {"text": "capital of the United States"}}]
+    assert sent["sources"][1] == {"type": "INLINE", "inlineDocumentSource": {"type": "TEXT",
+                                                                            "textDocument": {"text": DOCS[1]}}}
+    assert sent["rerankingConfiguration"] == {"type": "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": {
+        "modelConfiguration": {"modelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.rerank-v1:0"},
+        "numberOfResults": 1}}
+    # $1 per 1,000 queries; a query covers up to 100 documents, so 150 documents are two.
+    assert abs(spend(gw, "default/bedrock-rerank") - before - 0.001) < 1e-9
+    co.rerank(model="bedrock-rerank", query="capital", documents=[f"document {i}" for i in range(150)], top_n=3)
+    assert abs(spend(gw, "default/bedrock-rerank") - before - 0.003) < 1e-9
+
+
+def test_jina_embeddings_through_the_openai_sdk(env, oai):
+    gw, mock = env
+    e = oai.embeddings.create(model="jina-embed", input=["one", "two"], dimensions=16)
+    assert [len(d.embedding) for d in e.data] == [16, 16]
+    assert e.usage.prompt_tokens == 2
+    _, sent = last_request(mock, "jina")
+    # The SDK's base64 encoding, in Jina's name.
+    assert sent == {"model": "jina-embeddings-v3", "input": ["one", "two"], "dimensions": 16,
+                    "embedding_type": "base64"}
 
 
 def test_rerank_is_refused_where_the_provider_has_none(co):
@@ -356,11 +420,16 @@ def test_images_through_the_sdk(env, oai):
         assert "/openai/deployments/dall-e-3/images/generations?api-version=" in got.headers["x-mock-path"]
 
 
-def dalle_spend(gw):
+def spend(gw, route):
+    """The route's spend so far, in dollars, from /metrics."""
     with urllib.request.urlopen(gw.metrics_url + "/metrics") as m:
         text = m.read().decode()
-    spend = [l for l in text.splitlines() if l.startswith("switchyard_spend_usd_total") and 'route="default/dalle"' in l]
-    return float(spend[0].rsplit(" ", 1)[1]) if spend else 0.0
+    lines = [l for l in text.splitlines() if l.startswith("switchyard_spend_usd_total") and f'route="{route}"' in l]
+    return sum(float(l.rsplit(" ", 1)[1]) for l in lines)
+
+
+def dalle_spend(gw):
+    return spend(gw, "default/dalle")
 
 
 def test_dalle_images_are_priced_per_image(env, oai):

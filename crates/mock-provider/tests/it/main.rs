@@ -10,4 +10,5 @@ mod cohere;
 mod control;
 mod google;
 mod openai;
+mod rerank;
 mod strict;

@@ -932,3 +932,67 @@ fn sampling_numbers_are_brought_into_converses_range() {
     assert_eq!(body["inferenceConfig"]["temperature"], json!(1.0));
     assert_eq!(body["inferenceConfig"]["topP"], json!(0.5));
 }
+
+// --- Rerank ----------------------------------------------------------------------------------
+
+#[test]
+fn rerank_goes_to_the_agent_runtime_signed() {
+    let p = provider(None);
+    let r = json_fixture("rerank_request.json");
+    let req = BEDROCK
+        .build(Operation::Rerank, &r, &target(&p, "amazon.rerank-v1:0"), false)
+        .unwrap();
+    assert_eq!(req.url, "https://bedrock-agent-runtime.us-east-1.amazonaws.com/rerank");
+    insta::assert_json_snapshot!("rerank_request", snapshot(&req));
+    // Cohere's model by its ARN; a base URL that is not Bedrock Runtime's serves both APIs.
+    let mut proxy = provider(None);
+    proxy.base_url = "http://127.0.0.1:9999/".into();
+    let req = BEDROCK
+        .build(Operation::Rerank, &r, &target(&proxy, "cohere.rerank-v3-5:0"), false)
+        .unwrap();
+    assert_eq!(req.url, "http://127.0.0.1:9999/rerank");
+    assert_eq!(
+        body_of(&req)["rerankingConfiguration"]["bedrockRerankingConfiguration"]["modelConfiguration"]["modelArn"],
+        "arn:aws:bedrock:us-east-1::foundation-model/cohere.rerank-v3-5:0"
+    );
+}
+
+#[test]
+fn rerank_refuses_what_bedrock_has_no_field_for() {
+    let p = provider(None);
+    let mut r = json_fixture("rerank_request.json");
+    r.insert("max_tokens_per_doc".into(), json!(512));
+    let e = BEDROCK
+        .build(Operation::Rerank, &r, &target(&p, "amazon.rerank-v1:0"), false)
+        .unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("max_tokens_per_doc"));
+    let mut dropping = target(&p, "amazon.rerank-v1:0");
+    dropping.drop_unsupported_params = true;
+    assert!(BEDROCK.build(Operation::Rerank, &r, &dropping, false).is_ok());
+    r.insert("documents".into(), json!([]));
+    let e = BEDROCK.build(Operation::Rerank, &r, &dropping, false).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("documents"));
+}
+
+#[test]
+fn rerank_response_is_cohere_shaped_and_billed_per_hundred_documents() {
+    let p = provider(None);
+    let t = target(&p, "amazon.rerank-v1:0");
+    let r = json_fixture("rerank_request.json");
+    let out = BEDROCK
+        .parse_for(Operation::Rerank, &r, &fixture("rerank_response.json"), &t)
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.prompt_tokens), Some(1));
+    insta::assert_json_snapshot!("rerank_response", serde_json::from_slice::<Value>(&out.body).unwrap());
+    // 250 documents are three queries; without return_documents none come back.
+    let mut many = r.clone();
+    many.insert("documents".into(), json!(vec!["d"; 250]));
+    many.remove("return_documents");
+    let out = BEDROCK
+        .parse_for(Operation::Rerank, &many, &fixture("rerank_response.json"), &t)
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.prompt_tokens), Some(3));
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert!(body["results"][0].get("document").is_none());
+    assert_eq!(body["results"][0]["relevance_score"], 0.9893);
+}
