@@ -5,6 +5,7 @@ serves them from the mock provider in each provider's wire format.
 The providers and routes come from examples/providers (pointed at a mock provider on a free port),
 plus the routes of EXTRA below."""
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -93,7 +94,15 @@ EXTRA = [
     route("azure-image", "azure-openai", "dall-e-3", mode="image-generation"),
     route("flaky-image", "openai", "dall-e-3-mock-429", mode="image-generation", fallbacks=[{"route": "azure-image"}]),
     route("anthropic-image", "anthropic", "claude-sonnet-4-5", mode="image-generation"),
+    # Imagen on Vertex AI (priced here: the table has no Vertex Imagen row) and Bedrock's Amazon
+    # image models (the table's per-image prices), translated from OpenAI's images API.
+    route("vertex-image", "vertex", "imagen-3.0-generate-002", mode="image-generation"),
+    route("bedrock-image", "bedrock", "amazon.nova-canvas-v1:0", mode="image-generation"),
+    route("titan-image", "bedrock", "amazon.titan-image-generator-v2:0", mode="image-generation"),
+    route("flaky-bedrock-image", "bedrock", "amazon.nova-canvas-mock-429", mode="image-generation",
+          fallbacks=[{"route": "vertex-image"}]),
 ]
+EXTRA[-8]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
 EXTRA[-4]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
 
 
@@ -438,6 +447,48 @@ def test_dalle_images_are_priced_per_image(env, oai):
     oai.images.generate(model="dalle", prompt="one image")
     # $0.04 an image: the backend's pricing.output is per million images.
     assert abs(dalle_spend(gw) - before - 0.04) < 1e-9
+
+
+def test_images_on_vertex_imagen(env, oai):
+    gw, mock = env
+    before = spend(gw, "default/vertex-image")
+    r = oai.images.generate(model="vertex-image", prompt="a lighthouse at dusk", n=2, size="1792x1024")
+    assert len(r.data) == 2 and base64.b64decode(r.data[0].b64_json).startswith(b"\x89PNG")
+    path, sent = last_request(mock, "vertex")
+    assert path.endswith("/publishers/google/models/imagen-3.0-generate-002:predict")
+    # DALL-E 3's widescreen size is Imagen's 16:9.
+    assert sent == {"instances": [{"prompt": "a lighthouse at dusk"}],
+                    "parameters": {"sampleCount": 2, "aspectRatio": "16:9", "outputOptions": {"mimeType": "image/png"}}}
+    # $0.04 an image, from the backend's pricing.
+    assert abs(spend(gw, "default/vertex-image") - before - 0.08) < 1e-9
+
+
+def test_images_on_bedrock_amazon_models(env, oai):
+    gw, mock = env
+    before = spend(gw, "default/bedrock-image")
+    r = oai.images.generate(model="bedrock-image", prompt="a red fox", n=2, size="1792x1024", quality="hd")
+    assert len(r.data) == 2 and r.data[0].b64_json
+    path, sent = last_request(mock, "bedrock")
+    assert path == "/model/amazon.nova-canvas-v1%3A0/invoke"
+    assert sent == {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a red fox"},
+                    "imageGenerationConfig": {"numberOfImages": 2, "width": 1792, "height": 1024, "quality": "premium"}}
+    # Nova Canvas at the table's $0.06 an image.
+    assert abs(spend(gw, "default/bedrock-image") - before - 0.12) < 1e-9
+    # Titan takes a list of sizes: Bedrock's refusal reaches the client as a 400.
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="titan-image", prompt="a red fox", size="1792x1024")
+    assert "1792x1024" in e.value.message
+    assert oai.images.generate(model="titan-image", prompt="a red fox").data[0].b64_json
+    # A throttled Bedrock falls back to Imagen.
+    r = oai.images.with_raw_response.generate(model="flaky-bedrock-image", prompt="z")
+    assert r.headers["x-switchyard-route"] == "default/vertex-image"
+
+
+def test_image_urls_are_refused_where_the_provider_gives_none(oai):
+    for model in ("vertex-image", "bedrock-image"):
+        with pytest.raises(openai.BadRequestError) as e:
+            oai.images.generate(model=model, prompt="x", response_format="url")
+        assert e.value.param == "response_format" and "b64_json" in e.value.message, e.value.message
 
 
 def test_images_are_refused_where_the_provider_has_none(oai):

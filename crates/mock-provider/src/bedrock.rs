@@ -1,7 +1,8 @@
 //! Amazon Bedrock Runtime: `Converse`, `ConverseStream` (binary `application/vnd.amazon.eventstream`
 //! frames with prelude and message CRCs, encoded with aws-smithy-eventstream), `InvokeModel` for
 //! Titan and Cohere embeddings and for Claude's Messages body, and
-//! `InvokeModelWithResponseStream` for Claude. Every request must carry a valid SigV4 signature
+//! `InvokeModelWithResponseStream` for Claude, `InvokeModel` for Amazon's image models (see
+//! `images`). Every request must carry a valid SigV4 signature
 //! (service `bedrock`) made with the test credentials in [`crate::sigv4`].
 //!
 //! Shapes follow the Bedrock API reference (Converse, ConverseStream and its
@@ -463,6 +464,21 @@ pub async fn invoke(
         Ok(v) => v,
         Err(res) => return res,
     };
+    if model_id.contains("amazon.nova-canvas") || model_id.contains("amazon.titan-image-generator") {
+        let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
+        if let Act::Fail(fault) = plan.act {
+            return fault_response(fault, &state);
+        }
+        let res = match crate::images::amazon(&model_id, &req) {
+            Ok(out) => wire::json(
+                StatusCode::OK,
+                &[(name("x-amzn-requestid"), hv(request_id(&state)))],
+                &out,
+            ),
+            Err(message) => validation(&message, &state),
+        };
+        return wire::finish(res, plan.first_token_delay, plan.act == Act::Cut).await;
+    }
     if model_id.contains("embed") {
         let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
         if let Act::Fail(fault) = plan.act {

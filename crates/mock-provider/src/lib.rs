@@ -17,9 +17,9 @@
 //! | vLLM | `POST /v1/rerank` (Cohere/Jina-compatible) | none |
 //! | Azure OpenAI | `POST /openai/deployments/{deployment}/chat/completions`, `/completions`, `/embeddings`, `/images/generations` with `?api-version=` | `api-key` (or Bearer) |
 //! | Anthropic | `POST /v1/messages` | `x-api-key` (or Bearer, as newer SDKs send it) + `anthropic-version` |
-//! | Bedrock | `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke`, `/invoke-with-response-stream`; the Agents for Amazon Bedrock Runtime's `POST /rerank` | SigV4, service `bedrock`, key `AKIDSWITCHYARDTEST` / `switchyard-test-secret` |
+//! | Bedrock | `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke` (Claude, embeddings, Amazon image models), `/invoke-with-response-stream`; the Agents for Amazon Bedrock Runtime's `POST /rerank` | SigV4, service `bedrock`, key `AKIDSWITCHYARDTEST` / `switchyard-test-secret` |
 //! | Gemini | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent[?alt=sse]`, `:embedContent`, `:batchEmbedContents`, `:countTokens` (also under `/v1/models/`) | `x-goog-api-key` or `?key=` |
-//! | Vertex AI | `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`, `:streamGenerateContent`, `:predict`, `:embedContent`; `.../publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict` (also under `/v1beta1/`) | `Authorization: Bearer` |
+//! | Vertex AI | `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`, `:streamGenerateContent`, `:predict` (embeddings; Imagen images), `:embedContent`; `.../publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict` (also under `/v1beta1/`) | `Authorization: Bearer` |
 //! | Google OAuth | `POST /token` (JWT-bearer grant) → `{"access_token","expires_in":3599,"token_type":"Bearer"}` | — |
 //! | Cohere | `POST /v2/chat` (stream and not), `POST /v2/embed`, `POST /v2/rerank` | `Authorization: Bearer` |
 //! | Voyage AI | `POST /voyage/v1/embeddings`, `/voyage/v1/rerank` (Voyage's `/v1` paths under `/voyage`: base URL `http://HOST/voyage/v1`) | `Authorization: Bearer` |

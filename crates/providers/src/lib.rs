@@ -10,6 +10,7 @@ pub mod audio;
 pub mod bedrock;
 pub mod cohere;
 pub mod gemini;
+pub mod images;
 pub mod jina;
 pub mod mock;
 pub mod moderations;
@@ -88,8 +89,12 @@ pub fn serves(kind: ProviderKind, op: Operation) -> bool {
             kind,
             K::Cohere | K::Voyage | K::Jina | K::Bedrock | K::Vllm | K::OpenaiCompatible | K::Mock
         ),
-        // OpenAI's and Azure OpenAI's image generation (DALL-E, GPT Image).
-        Operation::Images => matches!(kind, K::Openai | K::AzureOpenai | K::OpenaiCompatible),
+        // OpenAI's and Azure OpenAI's image generation (DALL-E, GPT Image), Vertex AI's Imagen,
+        // Bedrock's Amazon image models (Nova Canvas, Titan Image Generator).
+        Operation::Images => matches!(
+            kind,
+            K::Openai | K::AzureOpenai | K::OpenaiCompatible | K::Vertex | K::Bedrock
+        ),
         // Whisper and GPT-4o transcription at OpenAI and Azure OpenAI, Whisper at Groq.
         Operation::Transcriptions | Operation::Translations => {
             matches!(kind, K::Openai | K::AzureOpenai | K::Groq | K::OpenaiCompatible)

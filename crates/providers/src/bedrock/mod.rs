@@ -1,5 +1,6 @@
 //! Amazon Bedrock Runtime: chat through `Converse` and `ConverseStream`, embeddings through
-//! `InvokeModel` (Amazon Titan Text Embeddings and Cohere Embed), rerank through the Agents for
+//! `InvokeModel` (Amazon Titan Text Embeddings and Cohere Embed), image generation through
+//! `InvokeModel` (Amazon Nova Canvas, Titan Image Generator; see [`crate::images`]), rerank through the Agents for
 //! Amazon Bedrock Runtime's `Rerank` (amazon.rerank-v1:0, cohere.rerank-v3-5:0; host
 //! `bedrock-agent-runtime.{region}`, see [`crate::rerank`]), every request signed with SigV4
 //! (service `bedrock`, the agent runtime's too).
@@ -23,7 +24,7 @@ mod response;
 mod stream;
 
 use crate::{
-    Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Translated, UpstreamRequest,
+    images, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Translated, UpstreamRequest,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -79,10 +80,22 @@ impl Adapter for Bedrock {
                 converse_request(request, target)?,
             ),
             Operation::Embeddings => ("invoke", embeddings_request(request, target)?),
+            Operation::Images if images::is_amazon_image_model(target.model) => {
+                ("invoke", images::amazon_image_request(request, target)?)
+            }
+            Operation::Images => {
+                return Err(request::bad(
+                    format!(
+                        "bedrock image generation supports amazon.nova-canvas-* and amazon.titan-image-generator-* models, not `{}`",
+                        target.model
+                    ),
+                    "model",
+                ))
+            }
             _ => {
                 return Err(ProviderError::new(
                     ErrorKind::BadRequest,
-                    "bedrock backends serve /v1/chat/completions, /v1/embeddings and /v1/rerank only",
+                    "bedrock backends serve /v1/chat/completions, /v1/embeddings, /v1/rerank and /v1/images/generations only",
                 ))
             }
         };
@@ -105,6 +118,7 @@ impl Adapter for Bedrock {
     fn parse(&self, op: Operation, body: &[u8], target: &Target<'_>) -> Result<Translated, ProviderError> {
         match op {
             Operation::Embeddings => embeddings_response(body, target),
+            Operation::Images => images::amazon_image_response(body, epoch(target).0),
             // Without the request: one query billed, documents as Bedrock returns them.
             Operation::Rerank => self.parse_for(op, &Json::new(), body, target),
             _ => converse_response(body, target),

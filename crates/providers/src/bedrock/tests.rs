@@ -996,3 +996,90 @@ fn rerank_response_is_cohere_shaped_and_billed_per_hundred_documents() {
     assert!(body["results"][0].get("document").is_none());
     assert_eq!(body["results"][0]["relevance_score"], 0.9893);
 }
+
+// --- Images ----------------------------------------------------------------------------------
+
+fn images_request() -> Json {
+    let mut v: Json = serde_json::from_slice(
+        &std::fs::read(format!("{}/testdata/images/request.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+    )
+    .unwrap();
+    v.remove("_source");
+    v
+}
+
+#[test]
+fn nova_canvas_request_is_a_signed_text_image_invoke() {
+    let p = provider(None);
+    let req = BEDROCK
+        .build(
+            Operation::Images,
+            &images_request(),
+            &target(&p, "amazon.nova-canvas-v1:0"),
+            false,
+        )
+        .unwrap();
+    insta::assert_json_snapshot!("nova_canvas_request", snapshot(&req));
+    let mut r = images_request();
+    r.remove("size");
+    r.insert("quality".into(), json!("hd"));
+    r.insert("seed".into(), json!(7));
+    let req = BEDROCK
+        .build(
+            Operation::Images,
+            &r,
+            &target(&p, "amazon.titan-image-generator-v2:0"),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        body_of(&req)["imageGenerationConfig"],
+        json!({"numberOfImages": 2, "width": 1024, "height": 1024, "quality": "premium", "seed": 7})
+    );
+}
+
+#[test]
+fn bedrock_images_refuse_urls_and_other_models() {
+    let p = provider(None);
+    let mut r = images_request();
+    r.insert("response_format".into(), json!("url"));
+    let e = BEDROCK
+        .build(Operation::Images, &r, &target(&p, "amazon.nova-canvas-v1:0"), false)
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.param.as_deref()),
+        (ErrorKind::BadRequest, Some("response_format"))
+    );
+    let e = BEDROCK
+        .build(
+            Operation::Images,
+            &images_request(),
+            &target(&p, "stability.sd3-large-v1:0"),
+            false,
+        )
+        .unwrap_err();
+    assert!(e.message.contains("amazon.nova-canvas"), "{}", e.message);
+    r.insert("response_format".into(), json!("b64_json"));
+    r.insert("n".into(), json!(6));
+    let e = BEDROCK
+        .build(Operation::Images, &r, &target(&p, "amazon.nova-canvas-v1:0"), false)
+        .unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("n"));
+}
+
+#[test]
+fn nova_canvas_response_is_openai_shaped() {
+    let p = provider(None);
+    let t = target(&p, "amazon.nova-canvas-v1:0");
+    let out = BEDROCK
+        .parse(Operation::Images, &fixture("nova_canvas_response.json"), &t)
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.completion_tokens), Some(1));
+    insta::assert_json_snapshot!(
+        "nova_canvas_response",
+        serde_json::from_slice::<Value>(&out.body).unwrap()
+    );
+    let blocked = br#"{"images":[],"error":"This request has been blocked by our content filters."}"#;
+    let e = BEDROCK.parse(Operation::Images, blocked, &t).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ContentPolicy);
+}
