@@ -99,11 +99,12 @@ EXTRA = [
     route("vertex-image", "vertex", "imagen-3.0-generate-002", mode="image-generation"),
     route("bedrock-image", "bedrock", "amazon.nova-canvas-v1:0", mode="image-generation"),
     route("titan-image", "bedrock", "amazon.titan-image-generator-v2:0", mode="image-generation"),
+    route("stability-image", "bedrock", "stability.stable-image-core-v1:1", mode="image-generation"),
     route("flaky-bedrock-image", "bedrock", "amazon.nova-canvas-mock-429", mode="image-generation",
           fallbacks=[{"route": "vertex-image"}]),
 ]
-EXTRA[-8]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
-EXTRA[-4]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
+EXTRA[-9]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
+EXTRA[-5]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
 
 
 @pytest.fixture(scope="module")
@@ -479,6 +480,16 @@ def test_images_on_bedrock_amazon_models(env, oai):
         oai.images.generate(model="titan-image", prompt="a red fox", size="1792x1024")
     assert "1792x1024" in e.value.message
     assert oai.images.generate(model="titan-image", prompt="a red fox").data[0].b64_json
+    # Stability: one image a request, priced at the table's $0.04 for Stable Image Core.
+    before = spend(gw, "default/stability-image")
+    r = oai.images.generate(model="stability-image", prompt="a red fox", size="1536x1024", output_format="jpeg")
+    assert r.data[0].b64_json
+    _, sent = last_request(mock, "bedrock")
+    assert sent == {"prompt": "a red fox", "mode": "text-to-image", "aspect_ratio": "3:2", "output_format": "jpeg"}
+    assert abs(spend(gw, "default/stability-image") - before - 0.04) < 1e-9
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="stability-image", prompt="a red fox", n=2)
+    assert e.value.param == "n"
     # A throttled Bedrock falls back to Imagen.
     r = oai.images.with_raw_response.generate(model="flaky-bedrock-image", prompt="z")
     assert r.headers["x-switchyard-route"] == "default/vertex-image"

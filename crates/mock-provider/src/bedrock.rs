@@ -464,12 +464,18 @@ pub async fn invoke(
         Ok(v) => v,
         Err(res) => return res,
     };
-    if model_id.contains("amazon.nova-canvas") || model_id.contains("amazon.titan-image-generator") {
+    let stability = model_id.contains("stability.sd3") || model_id.contains("stability.stable-image");
+    if stability || model_id.contains("amazon.nova-canvas") || model_id.contains("amazon.titan-image-generator") {
         let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
         if let Act::Fail(fault) = plan.act {
             return fault_response(fault, &state);
         }
-        let res = match crate::images::amazon(&model_id, &req) {
+        let answer = if stability {
+            crate::images::stability(&req)
+        } else {
+            crate::images::amazon(&model_id, &req)
+        };
+        let res = match answer {
             Ok(out) => wire::json(
                 StatusCode::OK,
                 &[(name("x-amzn-requestid"), hv(request_id(&state)))],

@@ -27,6 +27,7 @@
 //!   Bedrock's `ValidationException`. Answer: `{"images": [base64], "error": null}`; a prompt
 //!   holding `blocked` gets `{"images": [], "error": "This request has been blocked by our content
 //!   filters."}`.
+//! - Bedrock's Stability models (`stability.sd3*`, `stability.stable-image*`): see [`stability`].
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -342,4 +343,66 @@ pub fn amazon(model_id: &str, req: &Value) -> Result<Value, String> {
         return Ok(json!({"images": [], "error": "This request has been blocked by our content filters."}));
     }
     Ok(json!({"images": vec![PNG_1X1; n as usize], "error": null}))
+}
+
+/// Bedrock `InvokeModel` on a Stability model (Stable Diffusion 3 and 3.5 Large, Stable Image
+/// Core and Ultra; user guide "Stable Image Ultra request and response"): `prompt` (at most
+/// 10,000 characters), `mode` `text-to-image`, `aspect_ratio` from its nine, `output_format`
+/// `jpeg`|`png`, `seed` 0 to 4,294,967,295, `negative_prompt`. One image; a prompt holding
+/// `blocked` is filtered (`{"finish_reasons": ["Filter reason: prompt"]}`).
+pub fn stability(req: &Value) -> Result<Value, String> {
+    let allowed = [
+        "prompt",
+        "mode",
+        "aspect_ratio",
+        "output_format",
+        "seed",
+        "negative_prompt",
+    ];
+    if let Some(k) = req
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| !allowed.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
+        ));
+    }
+    let Some(prompt) = req["prompt"].as_str().filter(|p| p.chars().count() <= 10_000) else {
+        return Err(
+            "Malformed input request: #: required key [prompt] not found, please reformat your input and try again."
+                .into(),
+        );
+    };
+    let enums: [(&str, &[&str]); 3] = [
+        ("mode", &["text-to-image"]),
+        (
+            "aspect_ratio",
+            &["16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21"],
+        ),
+        ("output_format", &["jpeg", "png"]),
+    ];
+    for (key, values) in enums {
+        if let Some(v) = req.get(key) {
+            if !v.as_str().is_some_and(|v| values.contains(&v)) {
+                return Err(format!(
+                    "Malformed input request: #/{key}: {v} is not a valid enum value, please reformat your input and try again."
+                ));
+            }
+        }
+    }
+    if let Some(seed) = req.get("seed") {
+        if seed.as_u64().is_none_or(|s| s > 4_294_967_295) {
+            return Err("Malformed input request: #/seed: must be an integer from 0 to 4294967295, please reformat your input and try again.".into());
+        }
+    }
+    if prompt.contains("blocked") {
+        return Ok(json!({"finish_reasons": ["Filter reason: prompt"]}));
+    }
+    Ok(
+        json!({"seeds": [req.get("seed").and_then(Value::as_u64).unwrap_or(2_130_420_379)],
+              "finish_reasons": [null], "images": [PNG_1X1]}),
+    )
 }

@@ -1,5 +1,6 @@
 //! `/v1/images/generations` on providers whose image APIs are not OpenAI's: Vertex AI's Imagen
-//! (`:predict`) and Bedrock's Amazon image models (`InvokeModel` with a `TEXT_IMAGE` body). The
+//! (`:predict`), Bedrock's Amazon image models (`InvokeModel` with a `TEXT_IMAGE` body) and
+//! Bedrock's Stability models (`InvokeModel`, one image a request). The
 //! client's request and answer are OpenAI's; this module turns one into each provider's and the
 //! other back. OpenAI and Azure OpenAI pass through (see [`crate::openai`]).
 //!
@@ -26,7 +27,11 @@
 //! block are left out); Amazon Bedrock user guide "Amazon Nova Canvas request and response
 //! reference" and "Amazon Titan Image Generator G1 models" (`taskType: TEXT_IMAGE`,
 //! `textToImageParams.{text, negativeText}`, `imageGenerationConfig.{numberOfImages 1 to 5, width,
-//! height, quality standard|premium, cfgScale, seed}`; answer `{"images": [base64], "error"}`).
+//! height, quality standard|premium, cfgScale, seed}`; answer `{"images": [base64], "error"}`);
+//! Bedrock user guide "Stable Image Ultra request and response", "Stable Image Core ...",
+//! "Stable Diffusion 3.5 Large" (`prompt`, `mode: text-to-image`, `aspect_ratio` `16:9`|`1:1`|
+//! `21:9`|`2:3`|`3:2`|`4:5`|`5:4`|`9:16`|`9:21`, `output_format` jpeg|png, `seed`,
+//! `negative_prompt`; answer `{"seeds", "finish_reasons", "images"}`).
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -117,6 +122,16 @@ fn jpeg(request: &Json, provider: &str) -> Result<bool, ProviderError> {
     }
 }
 
+/// The aspect ratio of `ratios` nearest to `width` over `height` (by their logarithms, so 2:1
+/// and 1:2 are as far from 1:1).
+fn nearest(ratios: &[(&'static str, f64)], width: u32, height: u32) -> &'static str {
+    let ratio = (f64::from(width) / f64::from(height)).ln();
+    ratios
+        .iter()
+        .min_by(|a, b| (a.1.ln() - ratio).abs().total_cmp(&(b.1.ln() - ratio).abs()))
+        .map_or("1:1", |r| r.0)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Vertex AI Imagen
 
@@ -148,12 +163,7 @@ pub fn imagen_request(request: &Json, target: &Target<'_>) -> Result<Value, Prov
     let mut parameters = Map::new();
     parameters.insert("sampleCount".into(), count(request, "vertex", 4)?.into());
     if let Some((w, h)) = size(request)? {
-        let ratio = f64::from(w) / f64::from(h);
-        let nearest = IMAGEN_RATIOS
-            .iter()
-            .min_by(|a, b| (a.1.ln() - ratio.ln()).abs().total_cmp(&(b.1.ln() - ratio.ln()).abs()))
-            .map_or("1:1", |r| r.0);
-        parameters.insert("aspectRatio".into(), nearest.into());
+        parameters.insert("aspectRatio".into(), nearest(&IMAGEN_RATIOS, w, h).into());
     }
     let mut output = Map::new();
     if jpeg(request, "vertex")? {
@@ -200,6 +210,69 @@ pub fn imagen_response(body: &[u8], created: u64) -> Result<Translated, Provider
             image
         })
         .collect();
+    Ok(answer(created, data))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bedrock: Stability AI (Stable Diffusion 3 and 3.5 Large, Stable Image Core and Ultra)
+
+/// Stability's aspect ratios on Bedrock, as width over height.
+const STABILITY_RATIOS: [(&str, f64); 9] = [
+    ("1:1", 1.0),
+    ("16:9", 16.0 / 9.0),
+    ("9:16", 9.0 / 16.0),
+    ("21:9", 21.0 / 9.0),
+    ("9:21", 9.0 / 21.0),
+    ("3:2", 1.5),
+    ("2:3", 2.0 / 3.0),
+    ("5:4", 1.25),
+    ("4:5", 0.8),
+];
+
+/// Whether a Bedrock model takes Stability's text-to-image body (not SDXL's older
+/// `text_prompts` one).
+pub fn is_stability_image_model(model: &str) -> bool {
+    model.contains("stability.sd3") || model.contains("stability.stable-image")
+}
+
+/// The `InvokeModel` body of a Stability model: one image a request (`n` above 1 is refused),
+/// `size` as the nearest aspect ratio it has, `output_format` png or jpeg; `negative_prompt` and
+/// `seed` pass through.
+pub fn stability_request(request: &Json, target: &Target<'_>) -> Result<Value, ProviderError> {
+    check_common(request, "bedrock", target)?;
+    count(request, "bedrock stability", 1)?;
+    let mut body = json!({"prompt": prompt(request)?, "mode": "text-to-image"});
+    if let Some((w, h)) = size(request)? {
+        body["aspect_ratio"] = nearest(&STABILITY_RATIOS, w, h).into();
+    }
+    body["output_format"] = if jpeg(request, "bedrock")? { "jpeg" } else { "png" }.into();
+    for key in ["negative_prompt", "seed"] {
+        if let Some(v) = request.get(key).filter(|v| !v.is_null()) {
+            body[key] = v.clone();
+        }
+    }
+    Ok(body)
+}
+
+/// A Stability answer in OpenAI's shape: a `finish_reasons` entry that is not null is a filter
+/// (a content-policy refusal) or an inference error.
+pub fn stability_response(body: &[u8], created: u64) -> Result<Translated, ProviderError> {
+    let v: Value = serde_json::from_slice(body).map_err(unreadable)?;
+    if let Some(reason) = v["finish_reasons"]
+        .as_array()
+        .and_then(|r| r.iter().find_map(Value::as_str))
+    {
+        let kind = if reason.starts_with("Filter reason") {
+            ErrorKind::ContentPolicy
+        } else {
+            ErrorKind::Server
+        };
+        return Err(ProviderError::new(kind, reason));
+    }
+    let Some(images) = v["images"].as_array() else {
+        return Err(unreadable("an image response without `images`"));
+    };
+    let data = images.iter().map(|b64| json!({"b64_json": b64})).collect();
     Ok(answer(created, data))
 }
 

@@ -72,3 +72,30 @@ async fn nova_canvas_and_titan_check_their_sizes() {
         .await;
     assert_eq!(res.status(), 400);
 }
+
+#[tokio::test]
+async fn stability_answers_one_image_and_refuses_amazon_bodies() {
+    let mock = spawn().await;
+    let path = "/model/stability.sd3-5-large-v1%3A0/invoke";
+    let res = mock
+        .bedrock_ok(
+            path,
+            &json!({"prompt": "a fox", "mode": "text-to-image", "aspect_ratio": "16:9", "output_format": "png"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["images"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["finish_reasons"], json!([null]));
+    for bad in [
+        json!({"prompt": "a fox", "aspect_ratio": "4:3"}),
+        json!({"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a fox"}}),
+    ] {
+        assert_eq!(mock.bedrock_ok(path, &bad).await.status(), 400, "{bad}");
+    }
+    let res = mock.bedrock_ok(path, &json!({"prompt": "blocked"})).await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"finish_reasons": ["Filter reason: prompt"]})
+    );
+}

@@ -1,6 +1,6 @@
 //! Amazon Bedrock Runtime: chat through `Converse` and `ConverseStream`, embeddings through
 //! `InvokeModel` (Amazon Titan Text Embeddings and Cohere Embed), image generation through
-//! `InvokeModel` (Amazon Nova Canvas, Titan Image Generator; see [`crate::images`]), rerank through the Agents for
+//! `InvokeModel` (Amazon Nova Canvas, Titan Image Generator, Stability; see [`crate::images`]), rerank through the Agents for
 //! Amazon Bedrock Runtime's `Rerank` (amazon.rerank-v1:0, cohere.rerank-v3-5:0; host
 //! `bedrock-agent-runtime.{region}`, see [`crate::rerank`]), every request signed with SigV4
 //! (service `bedrock`, the agent runtime's too).
@@ -83,10 +83,13 @@ impl Adapter for Bedrock {
             Operation::Images if images::is_amazon_image_model(target.model) => {
                 ("invoke", images::amazon_image_request(request, target)?)
             }
+            Operation::Images if images::is_stability_image_model(target.model) => {
+                ("invoke", images::stability_request(request, target)?)
+            }
             Operation::Images => {
                 return Err(request::bad(
                     format!(
-                        "bedrock image generation supports amazon.nova-canvas-* and amazon.titan-image-generator-* models, not `{}`",
+                        "bedrock image generation supports amazon.nova-canvas-*, amazon.titan-image-generator-*, stability.sd3-* and stability.stable-image-* models, not `{}`",
                         target.model
                     ),
                     "model",
@@ -118,6 +121,9 @@ impl Adapter for Bedrock {
     fn parse(&self, op: Operation, body: &[u8], target: &Target<'_>) -> Result<Translated, ProviderError> {
         match op {
             Operation::Embeddings => embeddings_response(body, target),
+            Operation::Images if images::is_stability_image_model(target.model) => {
+                images::stability_response(body, epoch(target).0)
+            }
             Operation::Images => images::amazon_image_response(body, epoch(target).0),
             // Without the request: one query billed, documents as Bedrock returns them.
             Operation::Rerank => self.parse_for(op, &Json::new(), body, target),

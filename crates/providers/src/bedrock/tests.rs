@@ -1054,7 +1054,7 @@ fn bedrock_images_refuse_urls_and_other_models() {
         .build(
             Operation::Images,
             &images_request(),
-            &target(&p, "stability.sd3-large-v1:0"),
+            &target(&p, "stability.stable-diffusion-xl-v1"),
             false,
         )
         .unwrap_err();
@@ -1082,4 +1082,41 @@ fn nova_canvas_response_is_openai_shaped() {
     let blocked = br#"{"images":[],"error":"This request has been blocked by our content filters."}"#;
     let e = BEDROCK.parse(Operation::Images, blocked, &t).unwrap_err();
     assert_eq!(e.kind, ErrorKind::ContentPolicy);
+}
+
+#[test]
+fn stability_makes_one_image_a_request() {
+    let p = provider(None);
+    let t = target(&p, "stability.sd3-5-large-v1:0");
+    let e = BEDROCK
+        .build(Operation::Images, &images_request(), &t, false)
+        .unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("n"));
+    let mut r = images_request();
+    r.insert("n".into(), json!(1));
+    r.insert("negative_prompt".into(), json!("blur"));
+    let req = BEDROCK.build(Operation::Images, &r, &t, false).unwrap();
+    insta::assert_json_snapshot!("stability_request", body_of(&req));
+    // Bedrock user guide, "Stable Image Ultra request and response": the answer and a filtered one.
+    let out = BEDROCK
+        .parse(
+            Operation::Images,
+            br#"{"seeds":[2130420379],"finish_reasons":[null],"images":["iVBORw0KGgo="]}"#,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.completion_tokens), Some(1));
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(body["data"], json!([{"b64_json": "iVBORw0KGgo="}]));
+    let e = BEDROCK
+        .parse(
+            Operation::Images,
+            br#"{"finish_reasons":["Filter reason: prompt"]}"#,
+            &t,
+        )
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        (ErrorKind::ContentPolicy, "Filter reason: prompt")
+    );
 }
