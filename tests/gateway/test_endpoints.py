@@ -58,10 +58,6 @@ def extra(mock_port):
         provider("openai-small-quota", "openai", f"{mock}/v1", quota={"rpm": 1}),
         route("text-embedding-3-small", "openai-small-quota", "text-embedding-3-small", mode="embeddings",
               fallbacks=[{"route": "voyage-embed"}]),
-        # 4. Jina AI: its /v1 paths, which the mock serves under /jina.
-        provider("jina", "jina", f"{mock}/jina/v1"),
-        route("jina-rerank", "jina", "jina-reranker-v2-base-multilingual", mode="rerank"),
-        route("jina-embed", "jina", "jina-embeddings-v3", mode="embeddings"),
     ]
 
 
@@ -80,7 +76,7 @@ EXTRA = [
     route("flaky-moderation", "openai", "omni-moderation-mock-429", mode="moderation",
           fallbacks=[{"route": "openai-moderation"}]),
     # 4. Rerank: Cohere (its shape), Voyage and vLLM (translated), the mock; OpenAI has none.
-    # (`cohere-rerank` and `voyage-rerank` are examples/providers'.)
+    # (`cohere-rerank`, `voyage-rerank`, `jina-rerank` and `jina-embed` are examples/providers'.)
     route("vllm-rerank", "vllm", "BAAI/bge-reranker-v2-m3", mode="rerank"),
     route("mock-rerank", "mock", "mock-rerank", mode="rerank"),
     route("openai-rerank", "openai", "gpt-4o", mode="rerank"),
