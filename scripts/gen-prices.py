@@ -6,11 +6,12 @@ list that the `litellm` package ships (model_prices_and_context_window_backup.js
     python3 scripts/gen-prices.py --version 1.111.0    # another version (then update PINNED)
     python3 scripts/gen-prices.py --json FILE          # a local copy of the JSON (no download)
 
-Keeps the chat, completion, responses, embedding, rerank and audio models of the providers Switchyard
+Keeps the chat, completion, responses, embedding, rerank, audio and per-image models of the providers Switchyard
 speaks to (see PROVIDERS), names each by the model id its provider's API takes (`gemini-2.5-pro`, not
 `gemini/gemini-2.5-pro`), and writes one row per (provider type, model) with prices in USD per
 million tokens (per million seconds of audio for transcription models billed by duration, per
-million characters for speech models billed by character). Standard library only.
+million characters for speech models billed by character, per million images for image models
+billed per image). Standard library only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ JSON_IN_WHEEL = (
 )
 OUT = pathlib.Path(__file__).resolve().parent.parent / "crates/config/data/prices.tsv"
 EXCERPT = OUT.parent.parent / "testdata/litellm-excerpt.json"
-MODES = {"chat", "completion", "responses", "embedding", "rerank", "audio_transcription", "audio_speech"}
+MODES = {"chat", "completion", "responses", "embedding", "rerank", "audio_transcription", "audio_speech",
+         "image_generation"}
 
 # Entries copied verbatim into EXCERPT, for the Rust tests to check table rows against their
 # source (crates/config/src/prices/tests.rs lists the same keys).
@@ -87,6 +89,7 @@ PROVIDERS = [
     ("openrouter", "openrouter", "openrouter/", True),
     ("ollama", "ollama", "ollama/", True),
     ("voyage", "voyage", "voyage/", False),
+    ("jina_ai", "jina", "jina_ai/", False),
 ]
 
 COLUMNS = [
@@ -198,9 +201,21 @@ def audio_row(kind: str, model: str, e: dict) -> dict | None:
     return {"provider": kind, "model": model, "input": inp, "output": out}
 
 
+def image_row(kind: str, model: str, e: dict) -> dict | None:
+    """An image model billed per image (Bedrock's Nova Canvas and Titan Image, Imagen): the
+    gateway counts each image as one completion token, so the price of a million images is the
+    output price. Image models billed by tokens or pixels (GPT Image, DALL-E) are left out."""
+    per_image = per_million(e.get("output_cost_per_image"))
+    if per_image is None or e.get("input_cost_per_token") is not None:
+        return None
+    return {"provider": kind, "model": model, "input": decimal.Decimal(0), "output": per_image}
+
+
 def row(kind: str, model: str, e: dict) -> dict | None:
     if e.get("mode") in ("audio_transcription", "audio_speech"):
         return audio_row(kind, model, e)
+    if e.get("mode") == "image_generation":
+        return image_row(kind, model, e)
     inp = per_million(e.get("input_cost_per_token"))
     per_query = per_million(e.get("input_cost_per_query"))
     if e.get("mode") == "rerank" and per_query:

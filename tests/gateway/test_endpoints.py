@@ -5,6 +5,7 @@ serves them from the mock provider in each provider's wire format.
 The providers and routes come from examples/providers (pointed at a mock provider on a free port),
 plus the routes of EXTRA below."""
 
+import base64
 import json
 import urllib.error
 import urllib.request
@@ -75,19 +76,31 @@ EXTRA = [
     route("flaky-moderation", "openai", "omni-moderation-mock-429", mode="moderation",
           fallbacks=[{"route": "openai-moderation"}]),
     # 4. Rerank: Cohere (its shape), Voyage and vLLM (translated), the mock; OpenAI has none.
-    # (`cohere-rerank` and `voyage-rerank` are examples/providers'.)
+    # (`cohere-rerank`, `voyage-rerank`, `jina-rerank` and `jina-embed` are examples/providers'.)
     route("vllm-rerank", "vllm", "BAAI/bge-reranker-v2-m3", mode="rerank"),
     route("mock-rerank", "mock", "mock-rerank", mode="rerank"),
     route("openai-rerank", "openai", "gpt-4o", mode="rerank"),
     route("flaky-rerank", "cohere", "rerank-mock-429", mode="rerank", fallbacks=[{"route": "voyage-rerank"}]),
+    # Bedrock's rerank models, through the Agents for Amazon Bedrock Runtime's Rerank.
+    route("bedrock-rerank", "bedrock", "amazon.rerank-v1:0", mode="rerank"),
+    route("bedrock-cohere-rerank", "bedrock", "cohere.rerank-v3-5:0", mode="rerank"),
     # 5. Images: OpenAI and Azure; DALL-E priced per image by the backend's pricing.
     route("openai-image", "openai", "gpt-image-1", mode="image-generation"),
     route("dalle", "openai", "dall-e-3", mode="image-generation", fallbacks=[{"route": "azure-image"}]),
     route("azure-image", "azure-openai", "dall-e-3", mode="image-generation"),
     route("flaky-image", "openai", "dall-e-3-mock-429", mode="image-generation", fallbacks=[{"route": "azure-image"}]),
     route("anthropic-image", "anthropic", "claude-sonnet-4-5", mode="image-generation"),
+    # Imagen on Vertex AI (priced here: the table has no Vertex Imagen row) and Bedrock's Amazon
+    # image models (the table's per-image prices), translated from OpenAI's images API.
+    route("vertex-image", "vertex", "imagen-3.0-generate-002", mode="image-generation"),
+    route("bedrock-image", "bedrock", "amazon.nova-canvas-v1:0", mode="image-generation"),
+    route("titan-image", "bedrock", "amazon.titan-image-generator-v2:0", mode="image-generation"),
+    route("stability-image", "bedrock", "stability.stable-image-core-v1:1", mode="image-generation"),
+    route("flaky-bedrock-image", "bedrock", "amazon.nova-canvas-mock-429", mode="image-generation",
+          fallbacks=[{"route": "vertex-image"}]),
 ]
-EXTRA[-4]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
+EXTRA[-9]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
+EXTRA[-5]["spec"]["backends"][0]["pricing"] = {"input": 0, "output": 40000}
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +287,8 @@ def co(env):
     return cohere.ClientV2(api_key=KEY, base_url=env[0].url)
 
 
-@pytest.mark.parametrize("route_name", ["cohere-rerank", "voyage-rerank", "vllm-rerank", "mock-rerank"])
+@pytest.mark.parametrize("route_name", ["cohere-rerank", "voyage-rerank", "vllm-rerank", "mock-rerank", "jina-rerank",
+                                        "bedrock-rerank", "bedrock-cohere-rerank"])
 def test_rerank_through_the_cohere_sdk(co, route_name):
     r = co.rerank(model=route_name, query="capital of the United States", documents=DOCS, top_n=2)
     assert [x.index for x in r.results] == [1, 2]
@@ -287,6 +301,62 @@ def test_rerank_is_translated_for_voyage(env, co):
     with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider=voyage") as got:
         sent = json.loads(got.read())
     assert sent == {"model": "rerank-2", "query": "capital", "documents": DOCS, "top_k": 1}
+
+
+def last_request(mock, provider):
+    with urllib.request.urlopen(f"{mock.url}/mock/last-request?provider={provider}") as got:
+        return got.headers["x-mock-path"], json.loads(got.read())
+
+
+def test_rerank_is_translated_for_jina(env, co):
+    gw, mock = env
+    before = spend(gw, "default/jina-rerank")
+    r = co.rerank(model="jina-rerank", query="capital", documents=DOCS, top_n=1)
+    assert [x.index for x in r.results] == [0]
+    path, sent = last_request(mock, "jina")
+    assert path == "/jina/v1/rerank"
+    assert sent == {"model": "jina-reranker-v2-base-multilingual", "query": "capital", "documents": DOCS,
+                    "top_n": 1, "return_documents": False}
+    # Jina bills tokens (the mock counts words: 1 + 12 + 9 + 14), $0.05 a million for this model.
+    assert abs(spend(gw, "default/jina-rerank") - before - 36 * 0.05e-6) < 1e-12
+
+
+def test_rerank_refuses_cohere_fields_jina_has_no_equivalent_for(co):
+    import cohere
+
+    with pytest.raises(cohere.errors.BadRequestError) as e:
+        co.rerank(model="jina-rerank", query="q", documents=["d"], max_tokens_per_doc=100)
+    assert "max_tokens_per_doc" in json.dumps(e.value.body)
+
+
+def test_rerank_on_bedrock_goes_to_the_agent_runtime_billed_per_query(env, co):
+    gw, mock = env
+    before = spend(gw, "default/bedrock-rerank")
+    r = co.rerank(model="bedrock-rerank", query="capital of the United States", documents=DOCS, top_n=1)
+    assert [x.index for x in r.results] == [1]
+    path, sent = last_request(mock, "bedrock")
+    assert path == "/rerank"
+    assert sent["queries"] == [{"type": "TEXT", "textQuery": {"text": "capital of the United States"}}]
+    assert sent["sources"][1] == {"type": "INLINE", "inlineDocumentSource": {"type": "TEXT",
+                                                                            "textDocument": {"text": DOCS[1]}}}
+    assert sent["rerankingConfiguration"] == {"type": "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": {
+        "modelConfiguration": {"modelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.rerank-v1:0"},
+        "numberOfResults": 1}}
+    # $1 per 1,000 queries; a query covers up to 100 documents, so 150 documents are two.
+    assert abs(spend(gw, "default/bedrock-rerank") - before - 0.001) < 1e-9
+    co.rerank(model="bedrock-rerank", query="capital", documents=[f"document {i}" for i in range(150)], top_n=3)
+    assert abs(spend(gw, "default/bedrock-rerank") - before - 0.003) < 1e-9
+
+
+def test_jina_embeddings_through_the_openai_sdk(env, oai):
+    gw, mock = env
+    e = oai.embeddings.create(model="jina-embed", input=["one", "two"], dimensions=16)
+    assert [len(d.embedding) for d in e.data] == [16, 16]
+    assert e.usage.prompt_tokens == 2
+    _, sent = last_request(mock, "jina")
+    # The SDK's base64 encoding, in Jina's name.
+    assert sent == {"model": "jina-embeddings-v3", "input": ["one", "two"], "dimensions": 16,
+                    "embedding_type": "base64"}
 
 
 def test_rerank_is_refused_where_the_provider_has_none(co):
@@ -356,11 +426,16 @@ def test_images_through_the_sdk(env, oai):
         assert "/openai/deployments/dall-e-3/images/generations?api-version=" in got.headers["x-mock-path"]
 
 
-def dalle_spend(gw):
+def spend(gw, route):
+    """The route's spend so far, in dollars, from /metrics."""
     with urllib.request.urlopen(gw.metrics_url + "/metrics") as m:
         text = m.read().decode()
-    spend = [l for l in text.splitlines() if l.startswith("switchyard_spend_usd_total") and 'route="default/dalle"' in l]
-    return float(spend[0].rsplit(" ", 1)[1]) if spend else 0.0
+    lines = [l for l in text.splitlines() if l.startswith("switchyard_spend_usd_total") and f'route="{route}"' in l]
+    return sum(float(l.rsplit(" ", 1)[1]) for l in lines)
+
+
+def dalle_spend(gw):
+    return spend(gw, "default/dalle")
 
 
 def test_dalle_images_are_priced_per_image(env, oai):
@@ -369,6 +444,58 @@ def test_dalle_images_are_priced_per_image(env, oai):
     oai.images.generate(model="dalle", prompt="one image")
     # $0.04 an image: the backend's pricing.output is per million images.
     assert abs(dalle_spend(gw) - before - 0.04) < 1e-9
+
+
+def test_images_on_vertex_imagen(env, oai):
+    gw, mock = env
+    before = spend(gw, "default/vertex-image")
+    r = oai.images.generate(model="vertex-image", prompt="a lighthouse at dusk", n=2, size="1792x1024")
+    assert len(r.data) == 2 and base64.b64decode(r.data[0].b64_json).startswith(b"\x89PNG")
+    path, sent = last_request(mock, "vertex")
+    assert path.endswith("/publishers/google/models/imagen-3.0-generate-002:predict")
+    # DALL-E 3's widescreen size is Imagen's 16:9.
+    assert sent == {"instances": [{"prompt": "a lighthouse at dusk"}],
+                    "parameters": {"sampleCount": 2, "aspectRatio": "16:9", "outputOptions": {"mimeType": "image/png"}}}
+    # $0.04 an image, from the backend's pricing.
+    assert abs(spend(gw, "default/vertex-image") - before - 0.08) < 1e-9
+
+
+def test_images_on_bedrock_amazon_models(env, oai):
+    gw, mock = env
+    before = spend(gw, "default/bedrock-image")
+    r = oai.images.generate(model="bedrock-image", prompt="a red fox", n=2, size="1792x1024", quality="hd")
+    assert len(r.data) == 2 and r.data[0].b64_json
+    path, sent = last_request(mock, "bedrock")
+    assert path == "/model/amazon.nova-canvas-v1%3A0/invoke"
+    assert sent == {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a red fox"},
+                    "imageGenerationConfig": {"numberOfImages": 2, "width": 1792, "height": 1024, "quality": "premium"}}
+    # Nova Canvas at the table's $0.06 an image.
+    assert abs(spend(gw, "default/bedrock-image") - before - 0.12) < 1e-9
+    # Titan takes a list of sizes: Bedrock's refusal reaches the client as a 400.
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="titan-image", prompt="a red fox", size="1792x1024")
+    assert "1792x1024" in e.value.message
+    assert oai.images.generate(model="titan-image", prompt="a red fox").data[0].b64_json
+    # Stability: one image a request, priced at the table's $0.04 for Stable Image Core.
+    before = spend(gw, "default/stability-image")
+    r = oai.images.generate(model="stability-image", prompt="a red fox", size="1536x1024", output_format="jpeg")
+    assert r.data[0].b64_json
+    _, sent = last_request(mock, "bedrock")
+    assert sent == {"prompt": "a red fox", "mode": "text-to-image", "aspect_ratio": "3:2", "output_format": "jpeg"}
+    assert abs(spend(gw, "default/stability-image") - before - 0.04) < 1e-9
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="stability-image", prompt="a red fox", n=2)
+    assert e.value.param == "n"
+    # A throttled Bedrock falls back to Imagen.
+    r = oai.images.with_raw_response.generate(model="flaky-bedrock-image", prompt="z")
+    assert r.headers["x-switchyard-route"] == "default/vertex-image"
+
+
+def test_image_urls_are_refused_where_the_provider_gives_none(oai):
+    for model in ("vertex-image", "bedrock-image"):
+        with pytest.raises(openai.BadRequestError) as e:
+            oai.images.generate(model=model, prompt="x", response_format="url")
+        assert e.value.param == "response_format" and "b64_json" in e.value.message, e.value.message
 
 
 def test_images_are_refused_where_the_provider_has_none(oai):

@@ -145,6 +145,32 @@ def test_an_upload_and_its_batch_stay_on_one_backend_and_are_billed_once(env):
         plain.files.retrieve(uploaded.id)
 
 
+def requests_by_operation(gw, route):
+    import urllib.request
+
+    with urllib.request.urlopen(gw.metrics_url + "/metrics") as r:
+        text = r.read().decode()
+    counts = {}
+    for l in text.splitlines():
+        if l.startswith("switchyard_requests_total{") and f'route="{route}"' in l:
+            op = l.split('operation="', 1)[1].split('"', 1)[0]
+            counts[op] = counts.get(op, 0) + float(l.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_file_and_batch_calls_are_counted_by_operation(env):
+    gw, _, _ = env
+    before = requests_by_operation(gw, "default/batch-a")
+    oai = client(gw, route="batch-a")
+    uploaded = oai.files.create(file=("in.jsonl", JSONL), purpose="batch")
+    oai.files.retrieve(uploaded.id)
+    batch = oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    oai.batches.retrieve(batch.id)
+    after = requests_by_operation(gw, "default/batch-a")
+    assert after.get("files", 0) - before.get("files", 0) == 2
+    assert after.get("batches", 0) - before.get("batches", 0) == 2
+
+
 def test_an_azure_backend_holds_files_and_batches_too(env):
     gw, _, _ = env
     oai = client(gw, route="batch-azure")

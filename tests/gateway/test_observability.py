@@ -159,8 +159,8 @@ def test_metrics_after_known_traffic(scraped):
     def value(prefix):
         return sum(float(l.rsplit(" ", 1)[1]) for l in scraped.splitlines() if l.startswith(prefix))
 
-    assert value('switchyard_requests_total{backend="mock",provider="mock",route="default/demo-chat",status="2xx"}') == 2
-    assert value('switchyard_requests_total{backend="mock",provider="mock",route="default/demo-embed",status="2xx"}') == 1
+    assert value('switchyard_requests_total{backend="mock",operation="chat",provider="mock",route="default/demo-chat",status="2xx"}') == 2
+    assert value('switchyard_requests_total{backend="mock",operation="embeddings",provider="mock",route="default/demo-embed",status="2xx"}') == 1
     assert value('switchyard_request_duration_seconds_count{route="default/demo-chat"}') == 2
     assert value('switchyard_time_to_first_token_seconds_count{route="default/demo-chat"}') == 1
     assert value('switchyard_tokens_total{route="default/demo-chat",type="input"}') == 2

@@ -194,7 +194,7 @@ def test_usage_of_a_json_answer_is_charged(env):
     assert line["prompt_tokens"] == u["prompt_tokens"] and line["completion_tokens"] == u["completion_tokens"]
     assert abs(line["cost_usd"] - cost) < 1e-9 and line["cost_unknown"] is False
     text = metrics(gw)
-    assert 'switchyard_requests_total{backend="default/mock",provider="openai",route="passthrough",status="2xx"}' in text
+    assert 'switchyard_requests_total{backend="default/mock",operation="passthrough",provider="openai",route="passthrough",status="2xx"}' in text
     assert 'switchyard_spend_usd_total{route="passthrough",team="pt"}' in text
 
 

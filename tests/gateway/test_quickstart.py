@@ -190,7 +190,7 @@ def test_metrics_count_requests_and_tokens(client, quickstart):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    ok = 'switchyard_requests_total{backend="mock",provider="mock",route="default/demo-chat",status="2xx"}'
+    ok = 'switchyard_requests_total{backend="mock",operation="chat",provider="mock",route="default/demo-chat",status="2xx"}'
     out = 'switchyard_tokens_total{route="default/demo-chat",type="output"}'
     before = scrape()
     client.chat.completions.create(model="demo-chat", messages=[{"role": "user", "content": "count me"}])

@@ -37,6 +37,8 @@ pub enum ProviderType {
     Cohere,
     /// Voyage AI embeddings and rerank (api.voyageai.com).
     Voyage,
+    /// Jina AI embeddings and rerank (api.jina.ai).
+    Jina,
     /// Together AI (OpenAI-compatible).
     Together,
     /// Fireworks AI (OpenAI-compatible).
@@ -55,7 +57,7 @@ pub enum ProviderType {
 
 impl ProviderType {
     /// Every provider type, in declaration order.
-    pub const ALL: [ProviderType; 19] = [
+    pub const ALL: [ProviderType; 20] = [
         Self::Openai,
         Self::AzureOpenai,
         Self::Anthropic,
@@ -68,6 +70,7 @@ impl ProviderType {
         Self::Deepseek,
         Self::Cohere,
         Self::Voyage,
+        Self::Jina,
         Self::Together,
         Self::Fireworks,
         Self::Openrouter,
@@ -92,6 +95,7 @@ impl ProviderType {
             Self::Deepseek => "deepseek",
             Self::Cohere => "cohere",
             Self::Voyage => "voyage",
+            Self::Jina => "jina",
             Self::Together => "together",
             Self::Fireworks => "fireworks",
             Self::Openrouter => "openrouter",

@@ -1343,6 +1343,7 @@ pub fn provider_kind(t: api::ProviderType) -> ProviderKind {
         T::Deepseek => ProviderKind::Deepseek,
         T::Cohere => ProviderKind::Cohere,
         T::Voyage => ProviderKind::Voyage,
+        T::Jina => ProviderKind::Jina,
         T::Together => ProviderKind::Together,
         T::Fireworks => ProviderKind::Fireworks,
         T::Openrouter => ProviderKind::Openrouter,

@@ -224,6 +224,8 @@ pub enum ProviderKind {
     Cohere,
     /// Voyage AI (embeddings and rerank).
     Voyage,
+    /// Jina AI (embeddings and rerank).
+    Jina,
     /// Together AI.
     Together,
     /// Fireworks AI.
@@ -256,6 +258,7 @@ impl ProviderKind {
             Self::Deepseek => "deepseek",
             Self::Cohere => "cohere",
             Self::Voyage => "voyage",
+            Self::Jina => "jina",
             Self::Together => "together",
             Self::Fireworks => "fireworks",
             Self::Openrouter => "openrouter",
@@ -278,6 +281,7 @@ impl ProviderKind {
             Self::Deepseek => "https://api.deepseek.com/v1",
             Self::Cohere => "https://api.cohere.com",
             Self::Voyage => "https://api.voyageai.com/v1",
+            Self::Jina => "https://api.jina.ai/v1",
             Self::Together => "https://api.together.xyz/v1",
             Self::Fireworks => "https://api.fireworks.ai/inference/v1",
             Self::Openrouter => "https://openrouter.ai/api/v1",

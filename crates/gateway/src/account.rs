@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchyard_providers::{ProviderError, Usage};
+use switchyard_providers::{Operation, ProviderError, Usage};
 
 use crate::error::GatewayError;
 use crate::estimate::{Delivered, StreamPrompt};
@@ -66,6 +66,8 @@ pub(crate) struct Labels {
     /// The endpoint family, for the requests that are not LLM calls: `passthrough`
     /// (`crate::passthrough`), `files`, `batches`; none for the LLM endpoints.
     pub(crate) operation: Option<&'static str>,
+    /// The LLM operation, for the LLM endpoints.
+    pub(crate) llm_operation: Option<Operation>,
 }
 
 impl Labels {
@@ -83,6 +85,18 @@ impl Labels {
             fallback_depth: 0,
             accounted: false,
             operation: None,
+            llm_operation: None,
+        }
+    }
+
+    /// The `operation` label of `switchyard_requests_total`: an LLM operation's GenAI name
+    /// (`chat`, `embeddings`, `rerank`...), else the endpoint family (`files`, `batches`,
+    /// `passthrough`).
+    pub(crate) fn operation_label(&self) -> &'static str {
+        match (self.llm_operation, self.operation) {
+            (Some(op), _) => crate::telemetry::operation_name(op),
+            (None, Some(family)) => family,
+            (None, None) => "-",
         }
     }
 
@@ -111,6 +125,7 @@ pub(crate) fn finish(gw: &Gateway, labels: &Labels, status: u16, start: Instant,
             labels.backend.as_str(),
             labels.provider,
             status_class(status),
+            labels.operation_label(),
         ])
         .inc();
 }
@@ -428,7 +443,6 @@ fn access_log(
         cost_usd = cost,
         usage_estimated,
         error,
-        operation = l.operation,
         // Pass-through lines say when no price or usage was found for them.
         cost_unknown = l.operation.map(|_| cost.is_none()),
         "request"

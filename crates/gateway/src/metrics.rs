@@ -1,5 +1,5 @@
 //! Prometheus metrics. Labels are low-cardinality: route, backend, provider, status class,
-//! key team — never a key, a prompt or a user id.
+//! operation, key team — never a key, a prompt or a user id.
 
 use prometheus::{
     exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -10,7 +10,7 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Requests by route, backend, provider and status class.
+    /// Requests by route, backend, provider, status class and operation.
     pub requests: IntCounterVec,
     /// Total request latency by route.
     pub latency: HistogramVec,
@@ -77,9 +77,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "switchyard_requests_total",
-                "Requests by route, backend, provider and status class.",
+                "Requests by route, backend, provider, status class and operation (chat, embeddings, rerank, files, batches, passthrough...).",
             ),
-            &["route", "backend", "provider", "status"],
+            &["route", "backend", "provider", "status", "operation"],
         )?;
         let latency = HistogramVec::new(
             HistogramOpts::new("switchyard_request_duration_seconds", "Total request latency.")

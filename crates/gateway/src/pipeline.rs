@@ -45,6 +45,7 @@ async fn handle(
     let headers = owned_headers(&headers);
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut labels = Labels::new(request_id(&headers));
+    labels.llm_operation = Some(op);
     let mut span = RequestSpan::start(gw.tracing(), op, codec.name() == ANTHROPIC.name(), &headers);
     labels.trace_id = span.trace_id();
     let result = serve(&gw, op, codec, &headers, body, start, &mut labels, &mut span).await;

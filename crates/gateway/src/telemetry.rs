@@ -110,8 +110,8 @@ fn traces_url(base: &str) -> String {
     format!("{}/v1/traces", base.trim().trim_end_matches('/'))
 }
 
-/// `gen_ai.operation.name`.
-fn operation_name(op: Operation) -> &'static str {
+/// `gen_ai.operation.name` (also the `operation` label of `switchyard_requests_total`).
+pub(crate) fn operation_name(op: Operation) -> &'static str {
     match op {
         Operation::Chat | Operation::Responses => "chat",
         Operation::Completions => "text_completion",

@@ -1,7 +1,8 @@
 //! Amazon Bedrock Runtime: `Converse`, `ConverseStream` (binary `application/vnd.amazon.eventstream`
 //! frames with prelude and message CRCs, encoded with aws-smithy-eventstream), `InvokeModel` for
 //! Titan and Cohere embeddings and for Claude's Messages body, and
-//! `InvokeModelWithResponseStream` for Claude. Every request must carry a valid SigV4 signature
+//! `InvokeModelWithResponseStream` for Claude, `InvokeModel` for Amazon's image models (see
+//! `images`). Every request must carry a valid SigV4 signature
 //! (service `bedrock`) made with the test credentials in [`crate::sigv4`].
 //!
 //! Shapes follow the Bedrock API reference (Converse, ConverseStream and its
@@ -463,6 +464,27 @@ pub async fn invoke(
         Ok(v) => v,
         Err(res) => return res,
     };
+    let stability = model_id.contains("stability.sd3") || model_id.contains("stability.stable-image");
+    if stability || model_id.contains("amazon.nova-canvas") || model_id.contains("amazon.titan-image-generator") {
+        let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
+        if let Act::Fail(fault) = plan.act {
+            return fault_response(fault, &state);
+        }
+        let answer = if stability {
+            crate::images::stability(&req)
+        } else {
+            crate::images::amazon(&model_id, &req)
+        };
+        let res = match answer {
+            Ok(out) => wire::json(
+                StatusCode::OK,
+                &[(name("x-amzn-requestid"), hv(request_id(&state)))],
+                &out,
+            ),
+            Err(message) => validation(&message, &state),
+        };
+        return wire::finish(res, plan.first_token_delay, plan.act == Act::Cut).await;
+    }
     if model_id.contains("embed") {
         let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
         if let Act::Fail(fault) = plan.act {
@@ -598,4 +620,133 @@ fn cohere_embed(state: &MockState, req: &Value) -> Response<Body> {
         (name("x-amzn-bedrock-input-token-count"), hv(tokens)),
     ];
     wire::json(StatusCode::OK, &headers, &out)
+}
+
+/// The Agents for Amazon Bedrock Runtime's `Rerank` (`POST /rerank`; API reference "Rerank",
+/// "RerankQuery", "RerankSource", "RerankingConfiguration"): exactly one TEXT query, 1 to 1,000
+/// INLINE sources (TEXT with `textDocument.text` or JSON with `jsonDocument`), a
+/// `BEDROCK_RERANKING_MODEL` configuration naming a foundation model ARN, `numberOfResults` at
+/// least 1. Answer: `{"results": [{"index", "relevanceScore", "document"}]}`, best first. The
+/// model is the ARN's last part (fault names work there too).
+pub async fn rerank(
+    State(state): State<MockState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let req = match begin(&state, &method, &uri, &headers, &body) {
+        Ok(v) => v,
+        Err(res) => return res,
+    };
+    let (query, documents, model, top) = match check_rerank(&req) {
+        Ok(parts) => parts,
+        Err(message) => return validation(&message, &state),
+    };
+    let plan = Plan::decide(&state, Behaviour::from_model(&model), &model, &headers).await;
+    if let Act::Fail(fault) = plan.act {
+        return fault_response(fault, &state);
+    }
+    let texts: Vec<String> = documents
+        .iter()
+        .map(|d| {
+            d["textDocument"]["text"]
+                .as_str()
+                .map_or_else(|| d["jsonDocument"].to_string(), str::to_owned)
+        })
+        .collect();
+    let results: Vec<Value> = crate::rerank::scored(&query, &texts)
+        .into_iter()
+        .take(top.unwrap_or(texts.len()))
+        .map(|(index, score)| json!({"index": index, "relevanceScore": score, "document": documents[index]}))
+        .collect();
+    let res = wire::json(
+        StatusCode::OK,
+        &[(name("x-amzn-requestid"), hv(request_id(&state)))],
+        &json!({"results": results}),
+    );
+    wire::finish(res, plan.first_token_delay, plan.act == Act::Cut).await
+}
+
+/// The query, the sources' documents, the model id and `numberOfResults` of a Rerank body, or
+/// Bedrock's validation message.
+fn check_rerank(req: &Value) -> Result<(String, Vec<Value>, String, Option<usize>), String> {
+    let null = |path: &str| {
+        format!(
+            "1 validation error detected: Value null at '{path}' failed to satisfy constraint: Member must not be null"
+        )
+    };
+    let Some(obj) = req.as_object() else {
+        return Err("Malformed input request, please reformat your input and try again.".into());
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["queries", "sources", "rerankingConfiguration", "nextToken"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
+        ));
+    }
+    let queries = req["queries"].as_array().ok_or_else(|| null("queries"))?;
+    let [q] = queries.as_slice() else {
+        return Err(format!(
+            "1 validation error detected: Value at 'queries' failed to satisfy constraint: Member must have length less than or equal to 1 and greater than or equal to 1 (got {})",
+            queries.len()
+        ));
+    };
+    if q["type"] != "TEXT" {
+        return Err("1 validation error detected: Value at 'queries.1.member.type' failed to satisfy constraint: Member must satisfy enum value set: [TEXT]".into());
+    }
+    let query = q["textQuery"]["text"]
+        .as_str()
+        .ok_or_else(|| null("queries.1.member.textQuery.text"))?
+        .to_owned();
+    let sources = req["sources"].as_array().ok_or_else(|| null("sources"))?;
+    if sources.is_empty() || sources.len() > 1000 {
+        return Err("1 validation error detected: Value at 'sources' failed to satisfy constraint: Member must have length less than or equal to 1000 and greater than or equal to 1".into());
+    }
+    let mut documents = Vec::with_capacity(sources.len());
+    for (i, s) in sources.iter().enumerate() {
+        let at = format!("sources.{}.member", i + 1);
+        if s["type"] != "INLINE" {
+            return Err(format!("1 validation error detected: Value at '{at}.type' failed to satisfy constraint: Member must satisfy enum value set: [INLINE]"));
+        }
+        let d = &s["inlineDocumentSource"];
+        let ok = match d["type"].as_str() {
+            Some("TEXT") => d["textDocument"]["text"].is_string(),
+            Some("JSON") => d.get("jsonDocument").is_some_and(|j| !j.is_null()),
+            _ => {
+                return Err(format!("1 validation error detected: Value at '{at}.inlineDocumentSource.type' failed to satisfy constraint: Member must satisfy enum value set: [TEXT, JSON]"))
+            }
+        };
+        if !ok {
+            return Err(format!(
+                "The {} document of source {} is missing.",
+                d["type"].as_str().unwrap_or(""),
+                i + 1
+            ));
+        }
+        documents.push(d.clone());
+    }
+    let config = &req["rerankingConfiguration"];
+    if config["type"] != "BEDROCK_RERANKING_MODEL" {
+        return Err("1 validation error detected: Value at 'rerankingConfiguration.type' failed to satisfy constraint: Member must satisfy enum value set: [BEDROCK_RERANKING_MODEL]".into());
+    }
+    let bedrock = &config["bedrockRerankingConfiguration"];
+    let arn = bedrock["modelConfiguration"]["modelArn"]
+        .as_str()
+        .ok_or_else(|| null("rerankingConfiguration.bedrockRerankingConfiguration.modelConfiguration.modelArn"))?;
+    let model = arn
+        .strip_prefix("arn:aws:bedrock:")
+        .and_then(|rest| rest.split_once("::foundation-model/"))
+        .map(|(_, model)| model.to_owned())
+        .ok_or_else(|| format!("The provided model ARN {arn} is not a foundation model ARN."))?;
+    let top = match bedrock.get("numberOfResults") {
+        None | Some(Value::Null) => None,
+        Some(n) => match n.as_u64() {
+            Some(n) if n >= 1 => Some(n as usize),
+            _ => return Err("1 validation error detected: Value at 'rerankingConfiguration.bedrockRerankingConfiguration.numberOfResults' failed to satisfy constraint: Member must have value greater than or equal to 1".into()),
+        },
+    };
+    Ok((query, documents, model, top))
 }

@@ -244,6 +244,23 @@ async fn dispatch(
                 &json!({"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]}),
             )
         }
+        "predict" if flavor == Flavor::Vertex && model.starts_with("imagen") => {
+            let plan = Plan::decide(state, Behaviour::from_model(model), model, headers).await;
+            if let Act::Fail(fault) = plan.act {
+                return fault_response(fault, 1, false);
+            }
+            match crate::images::imagen(&req) {
+                Ok(out) => {
+                    wire::finish(
+                        wire::json(StatusCode::OK, &[], &out),
+                        plan.first_token_delay,
+                        plan.act == Act::Cut,
+                    )
+                    .await
+                }
+                Err(message) => error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &message, None, &[], false),
+            }
+        }
         "embedContent" | "batchEmbedContents" | "predict" => embed(state, model, method, headers, &req).await,
         other => not_found(other),
     }

@@ -7,6 +7,27 @@
 //!
 //! The image is a fixed 1x1 PNG; `dall-e-3` adds a `revised_prompt`. Fault model names behave as
 //! on the chat endpoints.
+//!
+//! Also the image models of two other APIs, called from their providers' modules:
+//!
+//! - Vertex AI Imagen (`:predict` on `publishers/google/models/imagen-*`; "Imagen API"
+//!   reference): exactly one instance with a `prompt`; `parameters.sampleCount` 1 to 4,
+//!   `aspectRatio` `1:1`|`3:4`|`4:3`|`9:16`|`16:9`, `outputOptions.mimeType`
+//!   `image/png`|`image/jpeg` (`compressionQuality` 0 to 100), and `negativePrompt`, `seed`,
+//!   `personGeneration`, `safetySetting`, `addWatermark`, `enhancePrompt`, `sampleImageSize`,
+//!   `includeRaiReason`, `language`, `storageUri`; anything else is Google's 400
+//!   `INVALID_ARGUMENT`. Answer: `{"predictions": [{"bytesBase64Encoded", "mimeType"}]}`; a
+//!   prompt holding `blocked` has every image filtered (`raiFilteredReason` when asked for).
+//! - Bedrock's Amazon Nova Canvas and Titan Image Generator (`InvokeModel`; user guide "Amazon
+//!   Nova Canvas request and response reference", "Amazon Titan Image Generator G1 models"),
+//!   `taskType: TEXT_IMAGE` only: `textToImageParams.text` (1 to 1,024 characters),
+//!   `negativeText`; `imageGenerationConfig.numberOfImages` 1 to 5, `width` and `height` (Nova:
+//!   320 to 4,096, multiples of 16, at most 4,194,304 pixels, sides within 1:4; Titan: its list
+//!   of sizes), `quality` `standard`|`premium`, `cfgScale` 1.1 to 10, `seed`. Anything else is
+//!   Bedrock's `ValidationException`. Answer: `{"images": [base64], "error": null}`; a prompt
+//!   holding `blocked` gets `{"images": [], "error": "This request has been blocked by our content
+//!   filters."}`.
+//! - Bedrock's Stability models (`stability.sd3*`, `stability.stable-image*`): see [`stability`].
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -134,4 +155,254 @@ async fn generate(state: &MockState, flavor: Flavor<'_>, headers: &HeaderMap, bo
     }
     let res = wire::json(StatusCode::OK, &success_headers(state, flavor), &out);
     wire::finish(res, plan.first_token_delay, false).await
+}
+
+/// Imagen's `parameters` fields.
+const IMAGEN_PARAMETERS: [&str; 12] = [
+    "sampleCount",
+    "aspectRatio",
+    "outputOptions",
+    "negativePrompt",
+    "seed",
+    "personGeneration",
+    "safetySetting",
+    "addWatermark",
+    "enhancePrompt",
+    "sampleImageSize",
+    "includeRaiReason",
+    "language",
+];
+
+/// Vertex AI `:predict` on an Imagen model: the predictions, or the reason for Google's 400.
+pub fn imagen(req: &Value) -> Result<Value, String> {
+    let Some([instance]) = req["instances"].as_array().map(Vec::as_slice) else {
+        return Err("Invalid JSON payload: 'instances' must hold exactly one instance.".into());
+    };
+    if let Some(k) = req
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| !["instances", "parameters"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "Invalid JSON payload received. Unknown name \"{k}\": Cannot find field."
+        ));
+    }
+    let Some(prompt) = instance["prompt"].as_str().filter(|p| !p.is_empty()) else {
+        return Err("Invalid JSON payload: 'instances[0].prompt' is required.".into());
+    };
+    let params = req.get("parameters").cloned().unwrap_or_else(|| json!({}));
+    let Some(params) = params.as_object() else {
+        return Err("Invalid JSON payload: 'parameters' must be an object.".into());
+    };
+    if let Some(k) = params
+        .keys()
+        .find(|k| !IMAGEN_PARAMETERS.contains(&k.as_str()) && *k != "storageUri")
+    {
+        return Err(format!(
+            "Invalid JSON payload received. Unknown name \"{k}\" at 'parameters': Cannot find field."
+        ));
+    }
+    let n = match params.get("sampleCount") {
+        None => 4,
+        Some(n) => match n.as_u64() {
+            Some(n @ 1..=4) => n,
+            _ => return Err(format!("sampleCount must be between 1 and 4, got {n}.")),
+        },
+    };
+    if let Some(ratio) = params.get("aspectRatio") {
+        if !ratio
+            .as_str()
+            .is_some_and(|r| ["1:1", "3:4", "4:3", "9:16", "16:9"].contains(&r))
+        {
+            return Err(format!(
+                "Unsupported aspect ratio {ratio}. Supported: 1:1, 3:4, 4:3, 9:16, 16:9."
+            ));
+        }
+    }
+    let mime = params.get("outputOptions").map_or(Some("image/png"), |o| {
+        o.get("mimeType").map_or(Some("image/png"), Value::as_str)
+    });
+    if !mime.is_some_and(|m| ["image/png", "image/jpeg"].contains(&m)) {
+        return Err("outputOptions.mimeType must be image/png or image/jpeg.".into());
+    }
+    if prompt.contains("blocked") {
+        let reason = params.get("includeRaiReason").and_then(Value::as_bool) == Some(true);
+        return Ok(if reason {
+            json!({"predictions": [{"raiFilteredReason": "Your current safety filter threshold filtered out the generated images."}]})
+        } else {
+            json!({})
+        });
+    }
+    let predictions: Vec<Value> = (0..n)
+        .map(|_| json!({"bytesBase64Encoded": PNG_1X1, "mimeType": mime.unwrap_or("image/png")}))
+        .collect();
+    Ok(json!({"predictions": predictions}))
+}
+
+/// Titan Image Generator's sizes (width, height).
+const TITAN_SIZES: [(u64, u64); 25] = [
+    (1024, 1024),
+    (768, 768),
+    (512, 512),
+    (768, 1152),
+    (384, 576),
+    (1152, 768),
+    (576, 384),
+    (768, 1280),
+    (384, 640),
+    (1280, 768),
+    (640, 384),
+    (896, 1152),
+    (448, 576),
+    (1152, 896),
+    (576, 448),
+    (768, 1408),
+    (384, 704),
+    (1408, 768),
+    (704, 384),
+    (640, 1408),
+    (320, 704),
+    (1408, 640),
+    (704, 320),
+    (1152, 640),
+    (1173, 640),
+];
+
+/// Bedrock `InvokeModel` on Nova Canvas or Titan Image Generator (`TEXT_IMAGE`): the answer,
+/// or the message of Bedrock's `ValidationException`.
+pub fn amazon(model_id: &str, req: &Value) -> Result<Value, String> {
+    let malformed = |k: &str| {
+        format!(
+            "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
+        )
+    };
+    let unknown = |v: &Value, allowed: &[&str]| -> Option<String> {
+        v.as_object()?.keys().find(|k| !allowed.contains(&k.as_str())).cloned()
+    };
+    if let Some(k) = unknown(req, &["taskType", "textToImageParams", "imageGenerationConfig"]) {
+        return Err(malformed(&k));
+    }
+    if req["taskType"] != "TEXT_IMAGE" {
+        return Err(format!(
+            "Malformed input request: #/taskType: {} is not a valid enum value (the mock serves TEXT_IMAGE only), please reformat your input and try again.",
+            req["taskType"]
+        ));
+    }
+    let text = &req["textToImageParams"];
+    if let Some(k) = unknown(text, &["text", "negativeText"]) {
+        return Err(malformed(&k));
+    }
+    let Some(prompt) = text["text"]
+        .as_str()
+        .filter(|t| (1..=1024).contains(&t.chars().count()))
+    else {
+        return Err("Malformed input request: #/textToImageParams/text: expected a string of 1 to 1024 characters, please reformat your input and try again.".into());
+    };
+    let config = req.get("imageGenerationConfig").cloned().unwrap_or_else(|| json!({}));
+    if let Some(k) = unknown(
+        &config,
+        &["numberOfImages", "width", "height", "quality", "cfgScale", "seed"],
+    ) {
+        return Err(malformed(&k));
+    }
+    let n = config.get("numberOfImages").map_or(Some(1), Value::as_u64);
+    let Some(n @ 1..=5) = n else {
+        return Err("Malformed input request: #/imageGenerationConfig/numberOfImages: must be 1 to 5, please reformat your input and try again.".into());
+    };
+    let (w, h) = (
+        config.get("width").map_or(Some(1024), Value::as_u64),
+        config.get("height").map_or(Some(1024), Value::as_u64),
+    );
+    let (Some(w), Some(h)) = (w, h) else {
+        return Err("Malformed input request: #/imageGenerationConfig: width and height must be integers, please reformat your input and try again.".into());
+    };
+    let size_ok = if model_id.contains("nova-canvas") {
+        (320..=4096).contains(&w)
+            && (320..=4096).contains(&h)
+            && w % 16 == 0
+            && h % 16 == 0
+            && w * h <= 4_194_304
+            && w <= 4 * h
+            && h <= 4 * w
+    } else {
+        TITAN_SIZES.contains(&(w, h))
+    };
+    if !size_ok {
+        return Err(format!(
+            "The provided image size {w}x{h} is not supported by {model_id}."
+        ));
+    }
+    if let Some(q) = config.get("quality") {
+        if !q.as_str().is_some_and(|q| ["standard", "premium"].contains(&q)) {
+            return Err(format!("Malformed input request: #/imageGenerationConfig/quality: {q} is not a valid enum value, please reformat your input and try again."));
+        }
+    }
+    if prompt.contains("blocked") {
+        return Ok(json!({"images": [], "error": "This request has been blocked by our content filters."}));
+    }
+    Ok(json!({"images": vec![PNG_1X1; n as usize], "error": null}))
+}
+
+/// Bedrock `InvokeModel` on a Stability model (Stable Diffusion 3 and 3.5 Large, Stable Image
+/// Core and Ultra; user guide "Stable Image Ultra request and response"): `prompt` (at most
+/// 10,000 characters), `mode` `text-to-image`, `aspect_ratio` from its nine, `output_format`
+/// `jpeg`|`png`, `seed` 0 to 4,294,967,295, `negative_prompt`. One image; a prompt holding
+/// `blocked` is filtered (`{"finish_reasons": ["Filter reason: prompt"]}`).
+pub fn stability(req: &Value) -> Result<Value, String> {
+    let allowed = [
+        "prompt",
+        "mode",
+        "aspect_ratio",
+        "output_format",
+        "seed",
+        "negative_prompt",
+    ];
+    if let Some(k) = req
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| !allowed.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
+        ));
+    }
+    let Some(prompt) = req["prompt"].as_str().filter(|p| p.chars().count() <= 10_000) else {
+        return Err(
+            "Malformed input request: #: required key [prompt] not found, please reformat your input and try again."
+                .into(),
+        );
+    };
+    let enums: [(&str, &[&str]); 3] = [
+        ("mode", &["text-to-image"]),
+        (
+            "aspect_ratio",
+            &["16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21"],
+        ),
+        ("output_format", &["jpeg", "png"]),
+    ];
+    for (key, values) in enums {
+        if let Some(v) = req.get(key) {
+            if !v.as_str().is_some_and(|v| values.contains(&v)) {
+                return Err(format!(
+                    "Malformed input request: #/{key}: {v} is not a valid enum value, please reformat your input and try again."
+                ));
+            }
+        }
+    }
+    if let Some(seed) = req.get("seed") {
+        if seed.as_u64().is_none_or(|s| s > 4_294_967_295) {
+            return Err("Malformed input request: #/seed: must be an integer from 0 to 4294967295, please reformat your input and try again.".into());
+        }
+    }
+    if prompt.contains("blocked") {
+        return Ok(json!({"finish_reasons": ["Filter reason: prompt"]}));
+    }
+    Ok(
+        json!({"seeds": [req.get("seed").and_then(Value::as_u64).unwrap_or(2_130_420_379)],
+              "finish_reasons": [null], "images": [PNG_1X1]}),
+    )
 }

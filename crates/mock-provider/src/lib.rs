@@ -17,14 +17,15 @@
 //! | vLLM | `POST /v1/rerank` (Cohere/Jina-compatible) | none |
 //! | Azure OpenAI | `POST /openai/deployments/{deployment}/chat/completions`, `/completions`, `/embeddings`, `/images/generations` with `?api-version=` | `api-key` (or Bearer) |
 //! | Anthropic | `POST /v1/messages` | `x-api-key` (or Bearer, as newer SDKs send it) + `anthropic-version` |
-//! | Bedrock | `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke`, `/invoke-with-response-stream` | SigV4, service `bedrock`, key `AKIDSWITCHYARDTEST` / `switchyard-test-secret` |
+//! | Bedrock | `POST /model/{modelId}/converse`, `/converse-stream`, `/invoke` (Claude, embeddings, Amazon image models), `/invoke-with-response-stream`; the Agents for Amazon Bedrock Runtime's `POST /rerank` | SigV4, service `bedrock`, key `AKIDSWITCHYARDTEST` / `switchyard-test-secret` |
 //! | Gemini | `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent[?alt=sse]`, `:embedContent`, `:batchEmbedContents`, `:countTokens` (also under `/v1/models/`) | `x-goog-api-key` or `?key=` |
-//! | Vertex AI | `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`, `:streamGenerateContent`, `:predict`, `:embedContent`; `.../publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict` (also under `/v1beta1/`) | `Authorization: Bearer` |
+//! | Vertex AI | `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`, `:streamGenerateContent`, `:predict` (embeddings; Imagen images), `:embedContent`; `.../publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict` (also under `/v1beta1/`) | `Authorization: Bearer` |
 //! | Google OAuth | `POST /token` (JWT-bearer grant) → `{"access_token","expires_in":3599,"token_type":"Bearer"}` | — |
 //! | Cohere | `POST /v2/chat` (stream and not), `POST /v2/embed`, `POST /v2/rerank` | `Authorization: Bearer` |
 //! | Voyage AI | `POST /voyage/v1/embeddings`, `/voyage/v1/rerank` (Voyage's `/v1` paths under `/voyage`: base URL `http://HOST/voyage/v1`) | `Authorization: Bearer` |
+//! | Jina AI | `POST /jina/v1/embeddings`, `/jina/v1/rerank` (Jina's `/v1` paths under `/jina`: base URL `http://HOST/jina/v1`) | `Authorization: Bearer` |
 //! | Files and batches | OpenAI's `/v1/files`, `/v1/files/{id}`, `/v1/files/{id}/content`, `/v1/batches`, `/v1/batches/{id}`, `/v1/batches/{id}/cancel`; Azure's the same under `/openai/` (see `files`) | `Authorization: Bearer` or `api-key` |
-//! | Control | `GET /mock/stats`, `GET /mock/ledger`, `POST /mock/reset`, `GET /mock/last-request?provider=openai\|azure\|anthropic\|bedrock\|gemini\|vertex\|cohere\|voyage`, `GET /healthz` | — |
+//! | Control | `GET /mock/stats`, `GET /mock/ledger`, `POST /mock/reset`, `GET /mock/last-request?provider=openai\|azure\|anthropic\|bedrock\|gemini\|vertex\|cohere\|voyage\|jina`, `GET /healthz` | — |
 //!
 //! A missing key gets the provider's own authentication error; so does any key starting with
 //! `invalid` (Bedrock instead checks the signature for real).
@@ -202,6 +203,11 @@ pub fn router(state: MockState) -> Router {
         // Voyage AI: its /v1 paths, under /voyage since OpenAI's share them.
         .route("/voyage/v1/embeddings", post(rerank::voyage_embeddings))
         .route("/voyage/v1/rerank", post(rerank::voyage_rerank))
+        // Jina AI: its /v1 paths, under /jina likewise.
+        .route("/jina/v1/embeddings", post(rerank::jina_embeddings))
+        .route("/jina/v1/rerank", post(rerank::jina_rerank))
+        // Agents for Amazon Bedrock Runtime (its own host in AWS; one server here).
+        .route("/rerank", post(bedrock::rerank))
         .merge(files::router())
         // Control
         .route("/mock/stats", get(stats))

@@ -11,6 +11,15 @@
 //!   `model` required; `input_type` `query`|`document`|null, `output_dimension`,
 //!   `encoding_format` null|`base64`, `truncation`, `output_dtype`); any other field is refused
 //!   with 400 `{"detail": ...}`, as Voyage does, so a request in OpenAI's names fails here.
+//! - Jina `POST /jina/v1/rerank` and `/jina/v1/embeddings` (Jina's `/v1` paths under `/jina`,
+//!   base URL `http://HOST/jina/v1`). "Reranker API": `model`, `query`, `documents` required;
+//!   `top_n`, `return_documents` (default true). Answer `{"model", "usage": {"total_tokens"},
+//!   "results": [{"index", "document": {"text"}?, "relevance_score"}]}`. "Embedding API":
+//!   `model`, `input` required; `embedding_type` `float`|`base64`|`binary`|`ubinary`, `task`
+//!   (`retrieval.query`, `retrieval.passage`, `separation`, `classification`, `text-matching`),
+//!   `dimensions`, `late_chunking`, `truncate`, `normalized`. Fields it does not take (OpenAI's
+//!   `encoding_format`, `user`; Cohere's `max_tokens_per_doc`) are refused with a FastAPI 422
+//!   `{"detail": [{"loc", "msg", "type"}]}`, as its server validates.
 //! - vLLM `POST /v1/rerank` (its Cohere/Jina-compatible server): `{"id", "model", "usage":
 //!   {"total_tokens"}, "results": [{"index", "document": {"text"}, "relevance_score"}]}`.
 //!
@@ -69,7 +78,7 @@ fn voyage_body(body: &Bytes, allowed: &[&str], required: &[&str]) -> Result<Map<
     Ok(req)
 }
 
-fn scored(query: &str, docs: &[String]) -> Vec<(usize, f64)> {
+pub(crate) fn scored(query: &str, docs: &[String]) -> Vec<(usize, f64)> {
     let words: Vec<String> = query.split_whitespace().map(str::to_ascii_lowercase).collect();
     let mut out: Vec<(usize, f64)> = docs
         .iter()
@@ -287,5 +296,200 @@ pub async fn voyage_embeddings(
         StatusCode::OK,
         &[],
         &json!({"object": "list", "data": data, "model": model, "usage": {"total_tokens": total}}),
+    )
+}
+
+fn jina_error(status: StatusCode, detail: Value) -> Response<Body> {
+    wire::json(status, &[], &json!({"detail": detail}))
+}
+
+fn jina_invalid(field: &str, msg: &str, kind: &str) -> Response<Body> {
+    jina_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!([{"loc": ["body", field], "msg": msg, "type": kind}]),
+    )
+}
+
+/// Auth, the body's fields (Jina's 422 for one it does not take or a missing one), faults.
+async fn jina_begin(
+    state: &MockState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<Map<String, Value>, Response<Body>> {
+    state.record(Provider::Jina, uri.path(), uri.query(), body);
+    if wire::bearer(headers).is_none_or(wire::is_rejected_key) {
+        return Err(jina_error(
+            StatusCode::UNAUTHORIZED,
+            json!("Unauthorized: the API key is invalid or missing"),
+        ));
+    }
+    let req: Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| jina_invalid("body", &format!("Invalid JSON: {e}"), "value_error.jsondecode"))?;
+    if let Some(k) = req.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(jina_invalid(k, "extra fields not permitted", "value_error.extra"));
+    }
+    if let Some(k) = required.iter().find(|k| !req.contains_key(**k)) {
+        return Err(jina_invalid(k, "field required", "value_error.missing"));
+    }
+    let model = req["model"].as_str().unwrap_or("");
+    let plan = Plan::decide(state, Behaviour::from_model(model), model, headers).await;
+    match plan.act {
+        Act::Fail(scenario::Fault::RateLimited) => Err(wire::json(
+            StatusCode::TOO_MANY_REQUESTS,
+            &[(wire::name("retry-after"), wire::hv(1))],
+            &json!({"detail": "Rate limit exceeded"}),
+        )),
+        Act::Fail(_) => Err(jina_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!("Internal Server Error"),
+        )),
+        _ => Ok(req),
+    }
+}
+
+pub async fn jina_rerank(State(state): State<MockState>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    let req = match jina_begin(
+        &state,
+        &uri,
+        &headers,
+        &body,
+        &["model", "query", "documents", "top_n", "return_documents"],
+        &["model", "query", "documents"],
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(query) = req["query"].as_str() else {
+        return jina_invalid("query", "str type expected", "type_error.str");
+    };
+    let Some(docs) = strings(&req["documents"]) else {
+        return jina_invalid("documents", "value is not a valid list of strings", "type_error.list");
+    };
+    let with_docs = match req.get("return_documents") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return jina_invalid(
+                "return_documents",
+                "value could not be parsed to a boolean",
+                "type_error.bool",
+            )
+        }
+    };
+    let top = match req.get("top_n") {
+        None => docs.len(),
+        Some(n) => match n.as_u64() {
+            Some(n) if n >= 1 => n as usize,
+            _ => {
+                return jina_invalid(
+                    "top_n",
+                    "ensure this value is greater than or equal to 1",
+                    "value_error.number",
+                )
+            }
+        },
+    };
+    let results: Vec<Value> = scored(query, &docs)
+        .into_iter()
+        .take(top)
+        .map(|(index, score)| {
+            let mut r = json!({"index": index, "relevance_score": score});
+            if with_docs {
+                r["document"] = json!({"text": docs[index]});
+            }
+            r
+        })
+        .collect();
+    wire::json(
+        StatusCode::OK,
+        &[],
+        &json!({"model": req["model"], "usage": {"total_tokens": tokens(query, &docs)}, "results": results}),
+    )
+}
+
+pub async fn jina_embeddings(
+    State(state): State<MockState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let req = match jina_begin(
+        &state,
+        &uri,
+        &headers,
+        &body,
+        &[
+            "model",
+            "input",
+            "embedding_type",
+            "task",
+            "dimensions",
+            "late_chunking",
+            "truncate",
+            "normalized",
+        ],
+        &["model", "input"],
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        other => match strings(other) {
+            Some(v) if !v.is_empty() => v,
+            _ => {
+                return jina_invalid(
+                    "input",
+                    "input must be a string or a non-empty list of strings",
+                    "type_error",
+                )
+            }
+        },
+    };
+    let base64 = match req.get("embedding_type") {
+        None => false,
+        Some(Value::String(t)) if t == "float" => false,
+        Some(Value::String(t)) if t == "base64" => true,
+        // Jina's `binary` and `ubinary` packings are not played here.
+        _ => return jina_invalid(
+            "embedding_type",
+            "value is not a valid enumeration member; permitted: 'float', 'base64' (the mock plays no binary packing)",
+            "type_error.enum",
+        ),
+    };
+    if let Some(task) = req.get("task") {
+        let tasks = [
+            "retrieval.query",
+            "retrieval.passage",
+            "separation",
+            "classification",
+            "text-matching",
+        ];
+        if !task.as_str().is_some_and(|t| tasks.contains(&t)) {
+            return jina_invalid("task", "value is not a valid enumeration member", "type_error.enum");
+        }
+    }
+    let dims = scenario::dimensions(req.get("dimensions").and_then(Value::as_u64));
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let v = scenario::embedding(text, dims);
+            let embedding = if base64 { json!(f32_base64(&v)) } else { json!(v) };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let total: u32 = inputs.iter().map(|t| scenario::count_words(t)).sum::<u32>().max(1);
+    wire::json(
+        StatusCode::OK,
+        &[],
+        &json!({"model": req["model"], "object": "list", "usage": {"total_tokens": total, "prompt_tokens": total}, "data": data}),
     )
 }

@@ -23,10 +23,11 @@ pub enum Provider {
     Vertex,
     Cohere,
     Voyage,
+    Jina,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 8] = [
+    pub const ALL: [Provider; 9] = [
         Provider::OpenAi,
         Provider::Azure,
         Provider::Anthropic,
@@ -35,6 +36,7 @@ impl Provider {
         Provider::Vertex,
         Provider::Cohere,
         Provider::Voyage,
+        Provider::Jina,
     ];
 
     /// The name used by `GET /mock/last-request?provider=`.
@@ -48,6 +50,7 @@ impl Provider {
             Provider::Vertex => "vertex",
             Provider::Cohere => "cohere",
             Provider::Voyage => "voyage",
+            Provider::Jina => "jina",
         }
     }
 

@@ -10,6 +10,8 @@ pub mod audio;
 pub mod bedrock;
 pub mod cohere;
 pub mod gemini;
+pub mod images;
+pub mod jina;
 pub mod mock;
 pub mod moderations;
 pub mod openai;
@@ -81,10 +83,18 @@ pub fn serves(kind: ProviderKind, op: Operation) -> bool {
         // OpenAI's /v1/moderations, and Mistral's of the same request shape; Azure OpenAI
         // filters content inside its chat API and has no moderation endpoint.
         Operation::Moderations => matches!(kind, K::Openai | K::Mistral | K::OpenaiCompatible | K::Mock),
-        // Cohere's /v2/rerank, Voyage's /v1/rerank, vLLM's Cohere-compatible /v1/rerank.
-        Operation::Rerank => matches!(kind, K::Cohere | K::Voyage | K::Vllm | K::OpenaiCompatible | K::Mock),
-        // OpenAI's and Azure OpenAI's image generation (DALL-E, GPT Image).
-        Operation::Images => matches!(kind, K::Openai | K::AzureOpenai | K::OpenaiCompatible),
+        // Cohere's /v2/rerank, Voyage's and Jina's /v1/rerank, vLLM's Cohere-compatible
+        // /v1/rerank, Bedrock's Rerank (Agents for Amazon Bedrock Runtime).
+        Operation::Rerank => matches!(
+            kind,
+            K::Cohere | K::Voyage | K::Jina | K::Bedrock | K::Vllm | K::OpenaiCompatible | K::Mock
+        ),
+        // OpenAI's and Azure OpenAI's image generation (DALL-E, GPT Image), Vertex AI's Imagen,
+        // Bedrock's Amazon image models (Nova Canvas, Titan Image Generator).
+        Operation::Images => matches!(
+            kind,
+            K::Openai | K::AzureOpenai | K::OpenaiCompatible | K::Vertex | K::Bedrock
+        ),
         // Whisper and GPT-4o transcription at OpenAI and Azure OpenAI, Whisper at Groq.
         Operation::Transcriptions | Operation::Translations => {
             matches!(kind, K::Openai | K::AzureOpenai | K::Groq | K::OpenaiCompatible)
@@ -291,6 +301,19 @@ pub trait Adapter: Send + Sync {
     /// Translates a successful (2xx) non-streaming response body.
     fn parse(&self, op: Operation, body: &[u8], target: &Target<'_>) -> Result<Translated, ProviderError>;
 
+    /// [`Adapter::parse`] for adapters whose translation needs the client's request too (Bedrock
+    /// rerank: its answer names neither how many documents were billed nor whether the client
+    /// wanted them back). The gateway calls this one.
+    fn parse_for(
+        &self,
+        op: Operation,
+        _request: &Json,
+        body: &[u8],
+        target: &Target<'_>,
+    ) -> Result<Translated, ProviderError> {
+        self.parse(op, body, target)
+    }
+
     /// A translator for a streamed response.
     fn stream(&self, op: Operation, target: &Target<'_>) -> Box<dyn StreamTranslator>;
 
@@ -325,6 +348,7 @@ pub fn adapter(kind: ProviderKind) -> &'static dyn Adapter {
         ProviderKind::Vertex => &gemini::VERTEX,
         ProviderKind::Cohere => &cohere::COHERE,
         ProviderKind::Voyage => &voyage::VOYAGE,
+        ProviderKind::Jina => &jina::JINA,
         // Native adapters of the other providers register here as they are added; until then
         // they speak their OpenAI-compatible endpoints.
         _ => openai::preset(kind),

@@ -12,12 +12,24 @@
 //! backend's `pricing.input` on Cohere is the price of a million searches (the built-in table
 //! lists Cohere's per-search prices that way: $2,000 for rerank-v3.5's $2 per 1,000). A Cohere
 //! answer without search units is counted by its `billed_units.input_tokens`. Voyage bills
-//! tokens (`usage.total_tokens`), which are prompt tokens as for embeddings.
+//! tokens (`usage.total_tokens`), which are prompt tokens as for embeddings, and so does Jina.
+//! Bedrock's Rerank API reports no usage; Bedrock bills a query over up to 100 documents (more
+//! count as one query per 100), so that count is reported as prompt tokens, priced like
+//! Cohere's searches (the built-in table: $1,000 a million for amazon.rerank-v1:0).
 //!
 //! References: Cohere API reference v2 "Rerank" (`POST /v2/rerank`, `V2RerankResponse`); Voyage AI
 //! API reference "Rerankers" (`POST /v1/rerank`: `query`, `documents`, `model`, `top_k`,
 //! `return_documents`, `truncation`; answer `{"object": "list", "data": [{"relevance_score",
-//! "index", "document"?}], "model", "usage": {"total_tokens"}}`).
+//! "index", "document"?}], "model", "usage": {"total_tokens"}}`); Jina AI "Reranker API"
+//! (`POST /v1/rerank`: `model`, `query`, `documents`, `top_n`, `return_documents`; answer
+//! `{"model", "usage": {"total_tokens"}, "results": [{"index", "document": {"text"}?,
+//! "relevance_score"}]}`); Amazon Bedrock API reference "Rerank" (Agents for Amazon Bedrock
+//! Runtime, `POST /rerank`: `queries` (exactly one `{"type": "TEXT", "textQuery": {"text"}}`),
+//! `sources` (1 to 1,000 `{"type": "INLINE", "inlineDocumentSource": {"type": "TEXT"|"JSON",
+//! "textDocument"|"jsonDocument"}}`), `rerankingConfiguration` (`{"type":
+//! "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": {"modelConfiguration":
+//! {"modelArn"}, "numberOfResults"}}`); answer `{"results": [{"index", "relevanceScore",
+//! "document"}], "nextToken"?}`) and the Bedrock pricing page (rerank queries).
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -125,6 +137,178 @@ pub fn voyage_response(body: &[u8], id: &str) -> Result<Translated, ProviderErro
         body: Bytes::from(out.to_string()),
         usage: tokens.map(|n| Usage {
             prompt_tokens: n,
+            ..Usage::default()
+        }),
+    })
+}
+
+/// A rerank answer's id, for providers whose answers carry none.
+pub fn response_id(target: &Target<'_>) -> String {
+    format!(
+        "rerank-{:x}",
+        target
+            .now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )
+}
+
+/// Jina's `/v1/rerank` body: Cohere's names, documents as strings. Jina returns the documents
+/// unless told not to, Cohere v2 never does: `return_documents` is false unless the client asks.
+pub fn jina_request(request: &Json, target: &Target<'_>) -> Result<Value, ProviderError> {
+    let mut body = json!({"model": target.model, "query": query(request)?, "documents": documents(request)?,
+                          "return_documents": false});
+    for field in ["top_n", "return_documents"] {
+        if let Some(v) = request.get(field) {
+            body[field] = v.clone();
+        }
+    }
+    refuse_others(
+        request,
+        &["model", "query", "documents", "top_n", "return_documents"],
+        "jina",
+        target,
+    )?;
+    Ok(body)
+}
+
+/// Jina's answer in Cohere's shape (its results are Cohere's already; the id is ours).
+pub fn jina_response(body: &[u8], id: &str) -> Result<Translated, ProviderError> {
+    let v: Value = serde_json::from_slice(body).map_err(unreadable)?;
+    let Some(results) = v["results"].as_array() else {
+        return Err(unreadable("a rerank response without `results`"));
+    };
+    let results: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let mut out = Map::new();
+            out.insert("index".into(), r["index"].clone());
+            out.insert("relevance_score".into(), r["relevance_score"].clone());
+            if let Some(text) = r["document"]["text"].as_str() {
+                out.insert("document".into(), json!({"text": text}));
+            }
+            Value::Object(out)
+        })
+        .collect();
+    let tokens = v["usage"]["total_tokens"].as_u64();
+    usage_in_tokens(id, results, tokens)
+}
+
+fn usage_in_tokens(id: &str, results: Vec<Value>, tokens: Option<u64>) -> Result<Translated, ProviderError> {
+    let out = json!({
+        "id": id,
+        "results": results,
+        "meta": {"billed_units": {"input_tokens": tokens.unwrap_or(0)}},
+    });
+    Ok(Translated {
+        body: Bytes::from(out.to_string()),
+        usage: tokens.map(|n| Usage {
+            prompt_tokens: n,
+            ..Usage::default()
+        }),
+    })
+}
+
+/// Refuses the client's fields a provider has no equivalent for (Cohere's `max_tokens_per_doc`,
+/// `priority`...), unless the route drops unsupported parameters.
+fn refuse_others(request: &Json, known: &[&str], provider: &str, target: &Target<'_>) -> Result<(), ProviderError> {
+    match request
+        .iter()
+        .find(|(k, v)| !v.is_null() && !known.contains(&k.as_str()))
+    {
+        Some((k, _)) if !target.drop_unsupported_params => Err(ProviderError::unsupported_param(provider, k)),
+        _ => Ok(()),
+    }
+}
+
+/// Documents a Bedrock Rerank query covers: billed per 100.
+const BEDROCK_DOCUMENTS_PER_QUERY: usize = 100;
+
+/// The Agents for Amazon Bedrock Runtime `Rerank` body. The model is named by its foundation
+/// model ARN in the provider's region (an ARN given as the backend's model is kept). Documents
+/// that are JSON objects without a `text` go as JSON documents, which Bedrock takes.
+pub fn bedrock_request(request: &Json, target: &Target<'_>, region: &str) -> Result<Value, ProviderError> {
+    refuse_others(
+        request,
+        &["model", "query", "documents", "top_n", "return_documents"],
+        "bedrock",
+        target,
+    )?;
+    let Some(Value::Array(raw)) = request.get("documents") else {
+        return Err(bad_param("'documents' must be an array of strings", "documents"));
+    };
+    if raw.is_empty() || raw.len() > 1000 {
+        return Err(bad_param("bedrock rerank takes 1 to 1000 documents", "documents"));
+    }
+    let sources: Vec<Value> = raw
+        .iter()
+        .zip(documents(request)?)
+        .map(|(original, text)| {
+            let document = match original {
+                Value::Object(o) if !o.get("text").is_some_and(Value::is_string) => {
+                    json!({"type": "JSON", "jsonDocument": original})
+                }
+                _ => json!({"type": "TEXT", "textDocument": {"text": text}}),
+            };
+            json!({"type": "INLINE", "inlineDocumentSource": document})
+        })
+        .collect();
+    let arn = if target.model.starts_with("arn:") {
+        target.model.to_owned()
+    } else {
+        format!("arn:aws:bedrock:{region}::foundation-model/{}", target.model)
+    };
+    let mut config = json!({"modelConfiguration": {"modelArn": arn}});
+    if let Some(n) = request.get("top_n").filter(|n| !n.is_null()) {
+        match n.as_u64() {
+            Some(n) if n >= 1 => config["numberOfResults"] = n.into(),
+            _ => return Err(bad_param("'top_n' must be a positive integer", "top_n")),
+        }
+    }
+    Ok(json!({
+        "queries": [{"type": "TEXT", "textQuery": {"text": query(request)?}}],
+        "sources": sources,
+        "rerankingConfiguration": {"type": "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": config},
+    }))
+}
+
+/// Bedrock's answer in Cohere's shape, its documents returned only when the client asked.
+/// Usage: one query per 100 documents sent (`documents`), as Bedrock bills.
+pub fn bedrock_response(
+    body: &[u8],
+    id: &str,
+    documents: usize,
+    with_documents: bool,
+) -> Result<Translated, ProviderError> {
+    let v: Value = serde_json::from_slice(body).map_err(unreadable)?;
+    let Some(results) = v["results"].as_array() else {
+        return Err(unreadable("a rerank response without `results`"));
+    };
+    let results: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let mut out = Map::new();
+            out.insert("index".into(), r["index"].clone());
+            out.insert("relevance_score".into(), r["relevanceScore"].clone());
+            if with_documents {
+                let d = &r["document"];
+                let text = d["textDocument"]["text"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| d.get("jsonDocument").map(Value::to_string));
+                if let Some(text) = text {
+                    out.insert("document".into(), json!({"text": text}));
+                }
+            }
+            Value::Object(out)
+        })
+        .collect();
+    let queries = documents.div_ceil(BEDROCK_DOCUMENTS_PER_QUERY).max(1) as u64;
+    let out = json!({"id": id, "results": results, "meta": {"billed_units": {"search_units": queries}}});
+    Ok(Translated {
+        body: Bytes::from(out.to_string()),
+        usage: Some(Usage {
+            prompt_tokens: queries,
             ..Usage::default()
         }),
     })

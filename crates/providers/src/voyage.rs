@@ -99,16 +99,7 @@ impl Adapter for Voyage {
     fn parse(&self, op: Operation, body: &[u8], target: &Target<'_>) -> Result<Translated, ProviderError> {
         match op {
             Operation::Embeddings => embeddings_response(body),
-            Operation::Rerank => {
-                let id = format!(
-                    "rerank-{:x}",
-                    target
-                        .now
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos())
-                );
-                rerank::voyage_response(body, &id)
-            }
+            Operation::Rerank => rerank::voyage_response(body, &rerank::response_id(target)),
             other => Err(bad(format!("voyage backends do not serve {}", other.path()))),
         }
     }

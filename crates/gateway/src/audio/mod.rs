@@ -58,6 +58,7 @@ async fn handle(gw: Arc<Gateway>, op: Operation, headers: HeaderMap, body: Body)
     let headers = pipeline::owned_headers(&headers);
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut labels = Labels::new(pipeline::request_id(&headers));
+    labels.llm_operation = Some(op);
     let result = if op == Operation::Speech {
         speech(&gw, &headers, body, start, &mut labels).await
     } else {

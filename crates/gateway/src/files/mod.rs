@@ -241,6 +241,26 @@ impl Turn {
             })
     }
 
+    /// The tail of every JSON call: the provider's answer (or the failure to reach it) relayed
+    /// within `maxResponseBytes`, its ids rewritten by `rewrite` when it succeeded, and the
+    /// key's admission released at no cost (a batch is billed when its output is read, see
+    /// [`bill`]).
+    async fn forward(
+        &self,
+        sent: Result<reqwest::Response, GatewayError>,
+        admission: Admission,
+        rewrite: impl AsyncFnOnce(&mut Value),
+    ) -> Result<Response, Response> {
+        let r = match sent {
+            Ok(resp) => relay(resp, self.rt.config.settings.max_response_bytes, rewrite)
+                .await
+                .map_err(err),
+            Err(e) => Err(err(e)),
+        };
+        admission.settle(0.0, None);
+        r
+    }
+
     /// Counts and logs the call; the response as the client gets it.
     fn end(self, result: Result<Response, Response>) -> Response {
         let mut response = result.unwrap_or_else(|r| r);
@@ -435,23 +455,13 @@ async fn upload(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
             return Err(err(GatewayError::too_large(limit)));
         }
         let ns = key.config.namespace.clone();
-        let r = match sent {
-            Ok(resp) => relay(
-                resp,
-                turn.rt.config.settings.max_response_bytes,
-                async |v: &mut Value| {
-                    if let Some(up) = v["id"].as_str().map(str::to_owned) {
-                        own(&gw, &ns, &t, &up).await;
-                    }
-                    file_out(v, &t, &ns, Kind::File);
-                },
-            )
-            .await
-            .map_err(err),
-            Err(e) => Err(err(e)),
-        };
-        admission.settle(0.0, None);
-        r
+        turn.forward(sent, admission, async |v: &mut Value| {
+            if let Some(up) = v["id"].as_str().map(str::to_owned) {
+                own(&gw, &ns, &t, &up).await;
+            }
+            file_out(v, &t, &ns, Kind::File);
+        })
+        .await
     }
     .await;
     turn.end(result)
@@ -552,20 +562,11 @@ async fn list(
         let admission = turn.admit(&key, &t).await?;
         let query = list_query(&turn, &q);
         let ns = key.config.namespace.clone();
-        let r = match send(&t, Method::GET, op, &query, HeaderMap::new(), None).await {
-            Ok(resp) => relay(
-                resp,
-                turn.rt.config.settings.max_response_bytes,
-                async |v: &mut Value| {
-                    list_out(&gw, v, &t, &ns, op == BATCHES).await;
-                },
-            )
-            .await
-            .map_err(err),
-            Err(e) => Err(err(e)),
-        };
-        admission.settle(0.0, None);
-        r
+        let sent = send(&t, Method::GET, op, &query, HeaderMap::new(), None).await;
+        turn.forward(sent, admission, async |v: &mut Value| {
+            list_out(&gw, v, &t, &ns, op == BATCHES).await;
+        })
+        .await
     }
     .await;
     turn.end(result)
@@ -610,24 +611,15 @@ async fn on_object(
         let up = path_safe(&h.upstream).map_err(err)?;
         let admission = turn.admit(&key, &t).await?;
         let ns = key.config.namespace.clone();
-        let r = match send(&t, method, &format!("{op}/{up}{tail}"), &[], HeaderMap::new(), None).await {
-            Ok(resp) => relay(
-                resp,
-                turn.rt.config.settings.max_response_bytes,
-                async |v: &mut Value| {
-                    if op == BATCHES {
-                        batch_out(&gw, v, &t, &ns).await;
-                    } else {
-                        file_out(v, &t, &ns, h.kind);
-                    }
-                },
-            )
-            .await
-            .map_err(err),
-            Err(e) => Err(err(e)),
-        };
-        admission.settle(0.0, None);
-        r
+        let sent = send(&t, method, &format!("{op}/{up}{tail}"), &[], HeaderMap::new(), None).await;
+        turn.forward(sent, admission, async |v: &mut Value| {
+            if op == BATCHES {
+                batch_out(&gw, v, &t, &ns).await;
+            } else {
+                file_out(v, &t, &ns, h.kind);
+            }
+        })
+        .await
     }
     .await;
     turn.end(result)
@@ -809,23 +801,14 @@ async fn create_batch(State(gw): Gw, headers: HeaderMap, body: Body) -> Response
         up.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = serde_json::to_vec(&req).unwrap_or_default();
         let ns = key.config.namespace.clone();
-        let r = match send(&t, Method::POST, "batches", &[], up, Some(body.into())).await {
-            Ok(resp) => relay(
-                resp,
-                turn.rt.config.settings.max_response_bytes,
-                async |v: &mut Value| {
-                    if let Some(up) = v["id"].as_str().map(str::to_owned) {
-                        own(&gw, &ns, &t, &up).await;
-                    }
-                    batch_out(&gw, v, &t, &ns).await;
-                },
-            )
-            .await
-            .map_err(err),
-            Err(e) => Err(err(e)),
-        };
-        admission.settle(0.0, None);
-        r
+        let sent = send(&t, Method::POST, "batches", &[], up, Some(body.into())).await;
+        turn.forward(sent, admission, async |v: &mut Value| {
+            if let Some(up) = v["id"].as_str().map(str::to_owned) {
+                own(&gw, &ns, &t, &up).await;
+            }
+            batch_out(&gw, v, &t, &ns).await;
+        })
+        .await
     }
     .await;
     turn.end(result)

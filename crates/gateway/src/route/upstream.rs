@@ -162,7 +162,7 @@ impl HttpDispatch {
         } else {
             let cap = usize::try_from(max_response_bytes).unwrap_or(usize::MAX);
             match read_capped(body, cap, deadline).await? {
-                Read::Whole(body) => Ok(Upstream::Full(adapter.parse(op, &body, &target)?)),
+                Read::Whole(body) => Ok(Upstream::Full(adapter.parse_for(op, request, &body, &target)?)),
                 Read::Cut(_) => Err(too_large(max_response_bytes)),
             }
         }

@@ -9,5 +9,7 @@ mod bedrock;
 mod cohere;
 mod control;
 mod google;
+mod images;
 mod openai;
+mod rerank;
 mod strict;

@@ -1,6 +1,9 @@
 //! Amazon Bedrock Runtime: chat through `Converse` and `ConverseStream`, embeddings through
-//! `InvokeModel` (Amazon Titan Text Embeddings and Cohere Embed), every request signed with
-//! SigV4 (service `bedrock`).
+//! `InvokeModel` (Amazon Titan Text Embeddings and Cohere Embed), image generation through
+//! `InvokeModel` (Amazon Nova Canvas, Titan Image Generator, Stability; see [`crate::images`]), rerank through the Agents for
+//! Amazon Bedrock Runtime's `Rerank` (amazon.rerank-v1:0, cohere.rerank-v3-5:0; host
+//! `bedrock-agent-runtime.{region}`, see [`crate::rerank`]), every request signed with SigV4
+//! (service `bedrock`, the agent runtime's too).
 //!
 //! `build` turns an OpenAI chat request into a Converse body (system blocks, alternating
 //! user/assistant turns, `toolUse`/`toolResult` blocks, `inferenceConfig`, `toolConfig`) and signs
@@ -21,7 +24,7 @@ mod response;
 mod stream;
 
 use crate::{
-    Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Translated, UpstreamRequest,
+    images, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Translated, UpstreamRequest,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -58,16 +61,44 @@ impl Adapter for Bedrock {
         target: &Target<'_>,
         stream: bool,
     ) -> Result<UpstreamRequest, ProviderError> {
+        if op == Operation::Rerank {
+            let region = target.provider.region.as_deref().unwrap_or(DEFAULT_REGION);
+            let body = crate::rerank::bedrock_request(request, target, region)?;
+            let body = crate::wire::encode(&body)?;
+            let url = format!("{}/rerank", agent_runtime_base(&target.provider.base_url));
+            let headers = signed_headers(&url, &body, target)?;
+            return Ok(UpstreamRequest {
+                method: Method::POST,
+                url,
+                headers,
+                body,
+            });
+        }
         let (action, body) = match op {
             Operation::Chat => (
                 if stream { "converse-stream" } else { "converse" },
                 converse_request(request, target)?,
             ),
             Operation::Embeddings => ("invoke", embeddings_request(request, target)?),
+            Operation::Images if images::is_amazon_image_model(target.model) => {
+                ("invoke", images::amazon_image_request(request, target)?)
+            }
+            Operation::Images if images::is_stability_image_model(target.model) => {
+                ("invoke", images::stability_request(request, target)?)
+            }
+            Operation::Images => {
+                return Err(request::bad(
+                    format!(
+                        "bedrock image generation supports amazon.nova-canvas-*, amazon.titan-image-generator-*, stability.sd3-* and stability.stable-image-* models, not `{}`",
+                        target.model
+                    ),
+                    "model",
+                ))
+            }
             _ => {
                 return Err(ProviderError::new(
                     ErrorKind::BadRequest,
-                    "bedrock backends serve /v1/chat/completions and /v1/embeddings only",
+                    "bedrock backends serve /v1/chat/completions, /v1/embeddings, /v1/rerank and /v1/images/generations only",
                 ))
             }
         };
@@ -90,8 +121,35 @@ impl Adapter for Bedrock {
     fn parse(&self, op: Operation, body: &[u8], target: &Target<'_>) -> Result<Translated, ProviderError> {
         match op {
             Operation::Embeddings => embeddings_response(body, target),
+            Operation::Images if images::is_stability_image_model(target.model) => {
+                images::stability_response(body, epoch(target).0)
+            }
+            Operation::Images => images::amazon_image_response(body, epoch(target).0),
+            // Without the request: one query billed, documents as Bedrock returns them.
+            Operation::Rerank => self.parse_for(op, &Json::new(), body, target),
             _ => converse_response(body, target),
         }
+    }
+
+    fn parse_for(
+        &self,
+        op: Operation,
+        request: &Json,
+        body: &[u8],
+        target: &Target<'_>,
+    ) -> Result<Translated, ProviderError> {
+        if op != Operation::Rerank {
+            return self.parse(op, body, target);
+        }
+        let documents = request
+            .get("documents")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        let with_documents = request
+            .get("return_documents")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        crate::rerank::bedrock_response(body, &crate::rerank::response_id(target), documents, with_documents)
     }
 
     fn stream(&self, _op: Operation, target: &Target<'_>) -> Box<dyn StreamTranslator> {
@@ -100,6 +158,18 @@ impl Adapter for Bedrock {
 
     fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         bedrock_error(status, headers, body)
+    }
+}
+
+/// The Agents for Amazon Bedrock Runtime's base URL beside a Bedrock Runtime one
+/// (`https://bedrock-runtime.{region}.amazonaws.com` → `https://bedrock-agent-runtime.{region}...`,
+/// FIPS endpoints alike). Any other base URL (a proxy, a VPC endpoint, the mock provider) is
+/// taken to serve both APIs.
+fn agent_runtime_base(base_url: &str) -> String {
+    let base = base_url.trim_end_matches('/');
+    match base.split_once("://bedrock-runtime") {
+        Some((scheme, rest)) => format!("{scheme}://bedrock-agent-runtime{rest}"),
+        None => base.to_owned(),
     }
 }
 

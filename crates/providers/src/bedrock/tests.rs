@@ -932,3 +932,191 @@ fn sampling_numbers_are_brought_into_converses_range() {
     assert_eq!(body["inferenceConfig"]["temperature"], json!(1.0));
     assert_eq!(body["inferenceConfig"]["topP"], json!(0.5));
 }
+
+// --- Rerank ----------------------------------------------------------------------------------
+
+#[test]
+fn rerank_goes_to_the_agent_runtime_signed() {
+    let p = provider(None);
+    let r = json_fixture("rerank_request.json");
+    let req = BEDROCK
+        .build(Operation::Rerank, &r, &target(&p, "amazon.rerank-v1:0"), false)
+        .unwrap();
+    assert_eq!(req.url, "https://bedrock-agent-runtime.us-east-1.amazonaws.com/rerank");
+    insta::assert_json_snapshot!("rerank_request", snapshot(&req));
+    // Cohere's model by its ARN; a base URL that is not Bedrock Runtime's serves both APIs.
+    let mut proxy = provider(None);
+    proxy.base_url = "http://127.0.0.1:9999/".into();
+    let req = BEDROCK
+        .build(Operation::Rerank, &r, &target(&proxy, "cohere.rerank-v3-5:0"), false)
+        .unwrap();
+    assert_eq!(req.url, "http://127.0.0.1:9999/rerank");
+    assert_eq!(
+        body_of(&req)["rerankingConfiguration"]["bedrockRerankingConfiguration"]["modelConfiguration"]["modelArn"],
+        "arn:aws:bedrock:us-east-1::foundation-model/cohere.rerank-v3-5:0"
+    );
+}
+
+#[test]
+fn rerank_refuses_what_bedrock_has_no_field_for() {
+    let p = provider(None);
+    let mut r = json_fixture("rerank_request.json");
+    r.insert("max_tokens_per_doc".into(), json!(512));
+    let e = BEDROCK
+        .build(Operation::Rerank, &r, &target(&p, "amazon.rerank-v1:0"), false)
+        .unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("max_tokens_per_doc"));
+    let mut dropping = target(&p, "amazon.rerank-v1:0");
+    dropping.drop_unsupported_params = true;
+    assert!(BEDROCK.build(Operation::Rerank, &r, &dropping, false).is_ok());
+    r.insert("documents".into(), json!([]));
+    let e = BEDROCK.build(Operation::Rerank, &r, &dropping, false).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("documents"));
+}
+
+#[test]
+fn rerank_response_is_cohere_shaped_and_billed_per_hundred_documents() {
+    let p = provider(None);
+    let t = target(&p, "amazon.rerank-v1:0");
+    let r = json_fixture("rerank_request.json");
+    let out = BEDROCK
+        .parse_for(Operation::Rerank, &r, &fixture("rerank_response.json"), &t)
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.prompt_tokens), Some(1));
+    insta::assert_json_snapshot!("rerank_response", serde_json::from_slice::<Value>(&out.body).unwrap());
+    // 250 documents are three queries; without return_documents none come back.
+    let mut many = r.clone();
+    many.insert("documents".into(), json!(vec!["d"; 250]));
+    many.remove("return_documents");
+    let out = BEDROCK
+        .parse_for(Operation::Rerank, &many, &fixture("rerank_response.json"), &t)
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.prompt_tokens), Some(3));
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert!(body["results"][0].get("document").is_none());
+    assert_eq!(body["results"][0]["relevance_score"], 0.9893);
+}
+
+// --- Images ----------------------------------------------------------------------------------
+
+fn images_request() -> Json {
+    let mut v: Json = serde_json::from_slice(
+        &std::fs::read(format!("{}/testdata/images/request.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+    )
+    .unwrap();
+    v.remove("_source");
+    v
+}
+
+#[test]
+fn nova_canvas_request_is_a_signed_text_image_invoke() {
+    let p = provider(None);
+    let req = BEDROCK
+        .build(
+            Operation::Images,
+            &images_request(),
+            &target(&p, "amazon.nova-canvas-v1:0"),
+            false,
+        )
+        .unwrap();
+    insta::assert_json_snapshot!("nova_canvas_request", snapshot(&req));
+    let mut r = images_request();
+    r.remove("size");
+    r.insert("quality".into(), json!("hd"));
+    r.insert("seed".into(), json!(7));
+    let req = BEDROCK
+        .build(
+            Operation::Images,
+            &r,
+            &target(&p, "amazon.titan-image-generator-v2:0"),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        body_of(&req)["imageGenerationConfig"],
+        json!({"numberOfImages": 2, "width": 1024, "height": 1024, "quality": "premium", "seed": 7})
+    );
+}
+
+#[test]
+fn bedrock_images_refuse_urls_and_other_models() {
+    let p = provider(None);
+    let mut r = images_request();
+    r.insert("response_format".into(), json!("url"));
+    let e = BEDROCK
+        .build(Operation::Images, &r, &target(&p, "amazon.nova-canvas-v1:0"), false)
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.param.as_deref()),
+        (ErrorKind::BadRequest, Some("response_format"))
+    );
+    let e = BEDROCK
+        .build(
+            Operation::Images,
+            &images_request(),
+            &target(&p, "stability.stable-diffusion-xl-v1"),
+            false,
+        )
+        .unwrap_err();
+    assert!(e.message.contains("amazon.nova-canvas"), "{}", e.message);
+    r.insert("response_format".into(), json!("b64_json"));
+    r.insert("n".into(), json!(6));
+    let e = BEDROCK
+        .build(Operation::Images, &r, &target(&p, "amazon.nova-canvas-v1:0"), false)
+        .unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("n"));
+}
+
+#[test]
+fn nova_canvas_response_is_openai_shaped() {
+    let p = provider(None);
+    let t = target(&p, "amazon.nova-canvas-v1:0");
+    let out = BEDROCK
+        .parse(Operation::Images, &fixture("nova_canvas_response.json"), &t)
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.completion_tokens), Some(1));
+    insta::assert_json_snapshot!(
+        "nova_canvas_response",
+        serde_json::from_slice::<Value>(&out.body).unwrap()
+    );
+    let blocked = br#"{"images":[],"error":"This request has been blocked by our content filters."}"#;
+    let e = BEDROCK.parse(Operation::Images, blocked, &t).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ContentPolicy);
+}
+
+#[test]
+fn stability_makes_one_image_a_request() {
+    let p = provider(None);
+    let t = target(&p, "stability.sd3-5-large-v1:0");
+    let e = BEDROCK
+        .build(Operation::Images, &images_request(), &t, false)
+        .unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("n"));
+    let mut r = images_request();
+    r.insert("n".into(), json!(1));
+    r.insert("negative_prompt".into(), json!("blur"));
+    let req = BEDROCK.build(Operation::Images, &r, &t, false).unwrap();
+    insta::assert_json_snapshot!("stability_request", body_of(&req));
+    // Bedrock user guide, "Stable Image Ultra request and response": the answer and a filtered one.
+    let out = BEDROCK
+        .parse(
+            Operation::Images,
+            br#"{"seeds":[2130420379],"finish_reasons":[null],"images":["iVBORw0KGgo="]}"#,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.completion_tokens), Some(1));
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(body["data"], json!([{"b64_json": "iVBORw0KGgo="}]));
+    let e = BEDROCK
+        .parse(
+            Operation::Images,
+            br#"{"finish_reasons":["Filter reason: prompt"]}"#,
+            &t,
+        )
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        (ErrorKind::ContentPolicy, "Filter reason: prompt")
+    );
+}

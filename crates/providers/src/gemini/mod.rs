@@ -17,7 +17,9 @@
 //!
 //! Reference: Gemini API reference ("Generating content", "Embeddings", "Caching", error
 //! codes), Vertex AI reference (`projects.locations.publishers.models.generateContent`,
-//! `predict` for text embeddings, Claude on Vertex `rawPredict`), Google AIP-193 errors.
+//! `predict` for text embeddings, Claude on Vertex `rawPredict`), Google AIP-193 errors. Imagen
+//! on Vertex (`predict` on `publishers/google/models/imagen-*`) is translated by
+//! [`crate::images`].
 
 pub mod vertex;
 
@@ -168,6 +170,14 @@ impl Google {
         Ok(h)
     }
 
+    /// The endpoints this door serves, for refusals.
+    fn operations(&self) -> &'static str {
+        match self.front {
+            Front::GeminiApi => "/v1/chat/completions and /v1/embeddings",
+            Front::Vertex => "/v1/chat/completions, /v1/embeddings and /v1/images/generations (Imagen)",
+        }
+    }
+
     fn unsupported(&self, target: &Target<'_>, param: &str) -> Result<(), ProviderError> {
         if target.drop_unsupported_params {
             Ok(())
@@ -244,12 +254,20 @@ impl Adapter for Google {
                 let (method, body) = embed_request(self, request, target)?;
                 (self.url(target, "google", method, false)?, encode(&body)?)
             }
-            _ => {
-                return Err(bad(format!(
-                    "{} backends serve /v1/chat/completions and /v1/embeddings only",
-                    self.name
-                )))
+            Operation::Images if self.front == Front::Vertex => {
+                if !target.model.starts_with("imagen") {
+                    return Err(crate::wire::bad_param(
+                        format!(
+                            "vertex image generation supports Imagen models (imagen-*), not `{}`",
+                            target.model
+                        ),
+                        "model",
+                    ));
+                }
+                let body = crate::images::imagen_request(request, target)?;
+                (self.url(target, "google", "predict", false)?, encode(&body)?)
             }
+            _ => return Err(bad(format!("{} backends serve {} only", self.name, self.operations()))),
         };
         Ok(UpstreamRequest {
             method: Method::POST,
@@ -266,10 +284,10 @@ impl Adapter for Google {
             }
             Operation::Chat => chat_response(body, target),
             Operation::Embeddings => embed_response(body, target),
-            _ => Err(bad(format!(
-                "{} backends serve /v1/chat/completions and /v1/embeddings only",
-                self.name
-            ))),
+            Operation::Images if self.front == Front::Vertex => {
+                crate::images::imagen_response(body, unix_seconds(target.now))
+            }
+            _ => Err(bad(format!("{} backends serve {} only", self.name, self.operations()))),
         }
     }
 

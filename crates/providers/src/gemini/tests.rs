@@ -691,3 +691,116 @@ fn thoughts_are_reasoning_tokens() {
         })
     );
 }
+
+// --- Images (Imagen on Vertex AI) ------------------------------------------------------------
+
+#[test]
+fn imagen_request_goes_to_predict_with_the_nearest_aspect_ratio() {
+    let p = vertex_provider();
+    let r = request("images/request.json");
+    let req = VERTEX
+        .build(Operation::Images, &r, &target(&p, "imagen-3.0-generate-002"), false)
+        .unwrap();
+    insta::assert_json_snapshot!("vertex_imagen_request", snapshot(&req));
+    let mut gpt_image = r.clone();
+    gpt_image.insert("size".into(), json!("1536x1024"));
+    gpt_image.insert("output_format".into(), json!("jpeg"));
+    gpt_image.insert("output_compression".into(), json!(80));
+    gpt_image.insert("negativePrompt".into(), json!("people"));
+    let req = VERTEX
+        .build(
+            Operation::Images,
+            &gpt_image,
+            &target(&p, "imagen-4.0-generate-001"),
+            false,
+        )
+        .unwrap();
+    let sent: Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(
+        sent["parameters"],
+        json!({"sampleCount": 2, "aspectRatio": "4:3", "negativePrompt": "people",
+               "outputOptions": {"mimeType": "image/jpeg", "compressionQuality": 80}})
+    );
+}
+
+#[test]
+fn imagen_refuses_urls_styles_and_other_models() {
+    let p = vertex_provider();
+    let t = target(&p, "imagen-3.0-generate-002");
+    let mut r = request("images/request.json");
+    r.insert("response_format".into(), json!("url"));
+    let e = VERTEX.build(Operation::Images, &r, &t, false).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("response_format"));
+    assert!(e.message.contains("b64_json"), "{}", e.message);
+    let mut r = request("images/request.json");
+    r.insert("style".into(), json!("vivid"));
+    assert_eq!(
+        VERTEX
+            .build(Operation::Images, &r, &t, false)
+            .unwrap_err()
+            .param
+            .as_deref(),
+        Some("style")
+    );
+    r.insert("n".into(), json!(5));
+    let mut dropping = t;
+    dropping.drop_unsupported_params = true;
+    assert_eq!(
+        VERTEX
+            .build(Operation::Images, &r, &dropping, false)
+            .unwrap_err()
+            .param
+            .as_deref(),
+        Some("n")
+    );
+    let e = VERTEX
+        .build(
+            Operation::Images,
+            &request("images/request.json"),
+            &target(&p, "gemini-2.5-pro"),
+            false,
+        )
+        .unwrap_err();
+    assert!(e.message.contains("imagen"), "{}", e.message);
+    let gemini = gemini_provider();
+    let e = GEMINI
+        .build(
+            Operation::Images,
+            &request("images/request.json"),
+            &target(&gemini, "imagen-3.0-generate-002"),
+            false,
+        )
+        .unwrap_err();
+    assert!(
+        e.message.contains("/v1/chat/completions and /v1/embeddings only"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn imagen_response_is_openai_shaped_and_counts_images() {
+    let p = vertex_provider();
+    let t = target(&p, "imagen-3.0-generate-002");
+    let out = VERTEX
+        .parse(Operation::Images, &fixture("vertex/imagen_predict_response.json"), &t)
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.completion_tokens), Some(2));
+    insta::assert_json_snapshot!("vertex_imagen_response", body(&out));
+    // Every image blocked: a content-policy refusal.
+    let e = VERTEX
+        .parse(
+            Operation::Images,
+            br#"{"predictions":[{"raiFilteredReason":"blocked: child safety"}]}"#,
+            &t,
+        )
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.message.as_str()),
+        (ErrorKind::ContentPolicy, "blocked: child safety")
+    );
+    assert_eq!(
+        VERTEX.parse(Operation::Images, b"{}", &t).unwrap_err().kind,
+        ErrorKind::ContentPolicy
+    );
+}
