@@ -82,6 +82,8 @@ pub const TABLE: &[Mapping] = &[
     row("deepseek", T::Deepseek, Some("DEEPSEEK_API_KEY"), None, Same),
     row("cohere", T::Cohere, Some("COHERE_API_KEY"), None, Same),
     row("cohere_chat", T::Cohere, Some("COHERE_API_KEY"), None, Same),
+    row("voyage", T::Voyage, Some("VOYAGE_API_KEY"), None, Same),
+    row("jina_ai", T::Jina, Some("JINA_AI_API_KEY"), None, Same),
     row("together_ai", T::Together, Some("TOGETHERAI_API_KEY"), None, Same),
     row("fireworks_ai", T::Fireworks, Some("FIREWORKS_AI_API_KEY"), None, Same),
     row("openrouter", T::Openrouter, Some("OPENROUTER_API_KEY"), None, Same),

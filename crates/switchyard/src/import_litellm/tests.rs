@@ -226,6 +226,12 @@ model_list:
   - model_name: batch
     litellm_params: {model: openai/gpt-4o}
     model_info: {mode: batch}
+  - model_name: voyage-embed
+    litellm_params: {model: voyage/voyage-3.5}
+    model_info: {mode: embedding}
+  - model_name: jina-rerank
+    litellm_params: {model: jina_ai/jina-reranker-v2-base-multilingual}
+    model_info: {mode: rerank}
 "#);
     let b = &i.routes[0].spec.backends[0];
     assert_eq!(b.name, "gpt-4o-primary");
@@ -245,10 +251,17 @@ model_list:
             ("tts", RouteMode::AudioSpeech),
             ("rerank", RouteMode::Rerank),
             ("moderation", RouteMode::Moderation),
+            ("voyage-embed", RouteMode::Embeddings),
+            ("jina-rerank", RouteMode::Rerank),
         ],
         "every mode Switchyard serves is carried; batch is not a route"
     );
     assert_eq!(i.routes[3].spec.backends[0].model, "whisper-large-v3");
+    let types: Vec<_> = i.providers.iter().map(|p| p.spec.provider_type).collect();
+    assert!(
+        types.contains(&ProviderType::Voyage) && types.contains(&ProviderType::Jina),
+        "{types:?}"
+    );
     assert_eq!(
         missing(&i),
         vec![
