@@ -18,7 +18,9 @@ import base64
 import datetime
 import hashlib
 import json
+import math
 import os
+import statistics
 import threading
 import time
 import urllib.parse
@@ -40,6 +42,8 @@ GROUP = "/apis/switchyard.dev/v1alpha1"
 OBJECT_LIMIT = 1536 * 1024
 # Wall-time budget of one run: failing is better than hanging CI.
 BUDGET_S = 900
+# Single-route edits timed after the full apply.
+EDITS = 10
 RESULTS = REPO / "bench" / "results" / "k8s-scale.md"
 
 
@@ -270,6 +274,12 @@ spec:
         cpu = {k: v - cpu_before.get(k, 0) for k, v in cpu.items()}
         fleet_status = api.get(f"{GROUP}/namespaces/{ns}/llmgateways/{FLEET}")["status"]
 
+        edits = edit_routes(api, ns, port)
+        print("single-route edits, apply to served (ms, in order): "
+              + ", ".join(f"{t * 1000:.0f}" for t in edits), flush=True)
+        edits.sort()
+        p50, p99 = statistics.median(edits), percentile(edits, 0.99)
+
         rows = [
             ("objects applied", f"{ROUTES:,} LLMRoutes, {KEYS:,} VirtualKeys ({KEYS // 2:,} generated, "
                                 f"{KEYS // 2:,} from {len(docs) - ROUTES - KEYS} user Secrets)"),
@@ -288,6 +298,8 @@ spec:
              ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))),
             ("time in reconciles (llmgateway / virtualkey)",
              f"{durations.get('llmgateway', 0):.1f} s / {durations.get('virtualkey', 0):.1f} s"),
+            (f"{EDITS} single-route edits after the full apply, apply to served (p50 / p99 / max)",
+             f"{p50 * 1000:.0f} ms / {p99 * 1000:.0f} ms / {edits[-1] * 1000:.0f} ms"),
         ]
         width = max(len(k) for k, _ in rows)
         print("\n--- scale ---")
@@ -303,6 +315,39 @@ spec:
         op.stop()
         timings = [line for line in op.output().splitlines() if "reconciled fleet" in line or "object statuses" in line]
         print("\n".join(timings[-40:]))
+
+
+def percentile(sorted_values, q):
+    """The nearest-rank percentile `q` (0-1) of sorted values."""
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
+
+
+def edit_routes(api, ns, port):
+    """EDITS single-route edits, one after another once the previous is served: each a server-side
+    apply straight to the API server giving a route a new backend model, timed from the write to
+    the gateway's first answer from the new backend (polled every 10 ms). Returns the times (s)."""
+    times = []
+    for i in range(EDITS):
+        n = (i * 97 + 13) % ROUTES  # spread over the fleet, a different route each time
+        path, doc = route(ns, n)
+        model = f"mock-{n:04d}-edit-{i}"
+        doc["spec"]["backends"][0]["model"] = model
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key_value(KEYS - 1), max_retries=0,
+                               timeout=10)
+        start = time.monotonic()
+        api.apply(path, doc)
+        while True:
+            try:
+                served = client.chat.completions.create(model=f"route-{n:04d}",
+                                                        messages=[{"role": "user", "content": "edit"}]).model
+            except openai.APIError:
+                served = None
+            if served == model:
+                break
+            assert time.monotonic() - start < 60, f"edit {i} (route-{n:04d}) not served after 60 s"
+            time.sleep(0.01)
+        times.append(time.monotonic() - start)
+    return times
 
 
 def write_results(rows):
