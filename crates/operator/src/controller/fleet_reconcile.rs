@@ -64,11 +64,16 @@ impl Pacing {
         (!wait.is_zero()).then_some(wait)
     }
 
-    /// Records that the fleet just published `bytes` of configuration in a reconcile that took
-    /// `took`: the next publish waits at least as long again, so a fleet spends at most about
-    /// half its time publishing (each generation also rewrites the routes' `Programmed`).
-    fn published(&self, fleet: &FleetId, bytes: usize, took: Duration) {
-        let pause = publish_pause(bytes).max(took.min(MAX_PUBLISH_PAUSE));
+    /// Records that the fleet just wrote `written` of its `total` bytes of configuration in a
+    /// reconcile that took `took`. A generation that rewrote most of the configuration (a burst
+    /// of changes spread over every part) also waits as long as its reconcile took, so a burst
+    /// spends at most about half its time compiling and publishing; an edit that wrote a part
+    /// and the index waits only for its bytes, never for the fleet's compile time.
+    fn published(&self, fleet: &FleetId, written: usize, total: usize, took: Duration) {
+        let mut pause = publish_pause(written);
+        if written.saturating_mul(2) >= total {
+            pause = pause.max(took.min(MAX_PUBLISH_PAUSE));
+        }
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
         next.insert(fleet.clone(), Instant::now() + pause);
     }
@@ -133,7 +138,7 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
             .filter_map(|s| s.data.as_ref()?.get(CONFIG_KEY))
             .map(|b| b.0.len())
             .sum();
-        ctx.pacing.published(&fleet, bytes, started.elapsed());
+        ctx.pacing.published(&fleet, bytes, split.bytes(), started.elapsed());
         tracing::info!(namespace = %ns, fleet = %name, generation, %hash, "published config");
         ctx.publish(
             &gw.object_ref(&()),

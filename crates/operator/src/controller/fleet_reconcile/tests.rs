@@ -154,3 +154,17 @@ fn large_configurations_are_paced_small_ones_not() {
     assert_eq!(publish_pause(2_500_000), Duration::from_millis(1192));
     assert_eq!(publish_pause(usize::MAX), MAX_PUBLISH_PAUSE);
 }
+
+#[test]
+fn an_edit_that_wrote_a_part_is_not_held_back_by_the_compile_time() {
+    let pacing = Pacing::default();
+    let fleet: FleetId = ("llm".into(), "edge".into());
+    // A burst that rewrote the whole 2.5 MB configuration in a reconcile of 3 s.
+    pacing.published(&fleet, 2_500_000, 2_500_000, Duration::from_secs(3));
+    let wait = pacing.wait(&fleet).unwrap();
+    assert!(wait > Duration::from_millis(2_900), "{wait:?}");
+    // One edit: a part and the index of the same configuration, in a reconcile of 3 s.
+    pacing.published(&fleet, 70_000, 2_500_000, Duration::from_secs(3));
+    let wait = pacing.wait(&fleet).unwrap_or_default();
+    assert!(wait <= Duration::from_millis(34), "{wait:?}");
+}
