@@ -47,7 +47,7 @@ pub const ANNOTATION_CONFIG_PARTS: &str = "switchyard.dev/config-parts";
 /// Annotation of a part: its number (1-based; the shard index).
 pub const ANNOTATION_CONFIG_PART: &str = "switchyard.dev/config-part";
 /// Annotation of a part: SHA-256 (hex) of its bytes, so the writer sees from metadata alone
-/// which parts an edit changes. Readers hash the bytes themselves.
+/// which parts an edit changes. Readers match it to the index, then hash the bytes themselves.
 pub const ANNOTATION_PART_HASH: &str = "switchyard.dev/config-part-hash";
 /// Key of a shard's bytes in the Secret's data.
 pub const CONFIG_KEY: &str = "config.json";
@@ -420,35 +420,37 @@ pub fn assemble_config<'a>(
     secrets: impl IntoIterator<Item = &'a Secret>,
 ) -> Result<Option<AssembledConfig>, ShardError> {
     let mut indexes = Vec::new();
-    // Part number -> (bytes, SHA-256 of the bytes, annotated hash) of every candidate.
-    let mut parts: BTreeMap<usize, Vec<(&[u8], String, &str)>> = BTreeMap::new();
+    // Part number -> (annotated hash, bytes) of every candidate.
+    let mut parts: BTreeMap<usize, Vec<(&str, &[u8])>> = BTreeMap::new();
     for s in secrets {
         if let Some(i) = index(s) {
             indexes.push(i);
         } else if let Some((n, annotated)) = part(s) {
-            let bytes = data(s);
-            parts.entry(n).or_default().push((bytes, sha256_hex(bytes), annotated));
+            parts.entry(n).or_default().push((annotated, data(s)));
         }
     }
     indexes.sort_by_key(|i| std::cmp::Reverse(i.generation));
     'index: for ix in indexes {
         let generation = ix.generation;
+        // By the annotations first, so a generation still being written costs no hashing.
         let mut chosen = Vec::with_capacity(ix.parts.len());
         for (n, want) in ix.parts.iter().enumerate() {
             let candidates = parts.get(&(n + 1)).map(Vec::as_slice).unwrap_or_default();
-            if let Some((bytes, _, _)) = candidates.iter().find(|(_, found, _)| found == want) {
-                chosen.push(*bytes);
-                continue;
+            match candidates.iter().find(|(annotated, _)| annotated == want) {
+                Some((_, bytes)) => chosen.push((*want, *bytes)),
+                None => continue 'index,
             }
-            // The part says it is this generation's but its bytes are not: corrupt, not late.
-            if let Some((_, found, _)) = candidates.iter().find(|(_, _, annotated)| annotated == want) {
+        }
+        // Then the bytes: a part that says it is this generation's but is not is corrupt.
+        for (want, bytes) in &chosen {
+            let found = sha256_hex(bytes);
+            if found != *want {
                 return Err(ShardError::HashMismatch {
                     generation,
                     expected: (*want).to_owned(),
-                    found: found.clone(),
+                    found,
                 });
             }
-            continue 'index;
         }
         let invalid = |source: crate::Error| ShardError::Invalid { generation, source };
         // The version first: another version's head may have fields this one does not know.
@@ -466,7 +468,7 @@ pub fn assemble_config<'a>(
             settings: head.settings,
             ..GatewayConfig::default()
         };
-        for bytes in chosen {
+        for (_, bytes) in chosen {
             let p: Part = serde_json::from_slice(bytes).map_err(|e| invalid(e.into()))?;
             config.providers.extend(p.providers);
             config.routes.extend(p.routes);

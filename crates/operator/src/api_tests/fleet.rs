@@ -132,6 +132,7 @@ fn context(client: Client, gw: &LLMGateway) -> Arc<Context> {
             secrets: SecretCache::new(store(vec![key_secret()]), store(vec![]), None),
             namespaces: store(vec![]),
             pods: store(vec![]),
+            own_shards: Default::default(),
             synced,
         },
         redis: Arc::new(FleetRedis::new(newly_served)),

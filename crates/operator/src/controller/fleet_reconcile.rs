@@ -130,7 +130,7 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
         Vec::new()
     };
 
-    let deployment = apply_fleet(&ctx.client, &gw, &desired, &writes, &shards).await?;
+    let deployment = apply_fleet(&ctx, &gw, &desired, &writes, &shards).await?;
     let applied_ms = started.elapsed().as_millis();
     if write_shards {
         let bytes = writes
@@ -204,12 +204,13 @@ pub(crate) fn shards_to_write<'a>(desired: &'a [Secret], published: &ShardSummar
 /// Applies the fleet's objects, of the config shards only `writes`; returns the Deployment as
 /// the API server has it (with status).
 async fn apply_fleet(
-    c: &kube::Client,
+    ctx: &Context,
     gw: &LLMGateway,
     desired: &Desired,
     writes: &[&Secret],
     shards: &ShardSummary,
 ) -> Result<Deployment, Error> {
+    let c = &ctx.client;
     let ns = fleet::ns(gw);
     // The config shards go first: they are what a change is waiting for (apply-to-served
     // latency); the other objects only change with the LLMGateway itself. Except the Role when
@@ -222,6 +223,9 @@ async fn apply_fleet(
     // The parts at once, then the index: a gateway assembles only when every part it holds
     // matches the index, so the order among the parts does not matter.
     if let Some((index, parts)) = writes.split_last() {
+        for shard in writes {
+            ctx.caches.own_shards.writing(shard);
+        }
         futures::future::try_join_all(parts.iter().map(|p| apply(c, &ns, *p))).await?;
         apply(c, &ns, *index).await?;
     }
