@@ -188,7 +188,8 @@ spec:
         kubeconfig = cp.token_kubeconfig(token, tmp_path / "gw-kubeconfig", user="gateway", namespace=ns)
         port = free_port()
         gw = Process([binary(), "gateway", "--kubernetes", "--fleet", FLEET, "--namespace", ns,
-                      "--listen", f"127.0.0.1:{port}", "--metrics-addr", "127.0.0.1:0"], env={"KUBECONFIG": str(kubeconfig), "SWITCHYARD_LOG": "warn"})
+                      "--listen", f"127.0.0.1:{port}", "--metrics-addr", "127.0.0.1:0"], env={"KUBECONFIG": str(kubeconfig),
+                                                                "SWITCHYARD_LOG": "warn,switchyard_gateway::reload=info"})
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60, proc=gw.proc)
         before = metric_values(metrics_port, "switchyard_operator_reconciles_total")
         cpu_before = cpu_by_process(cp, {"operator": op.proc.pid, "gateway": gw.proc.pid})
@@ -313,6 +314,7 @@ spec:
     finally:
         if gw is not None:
             gw.stop()
+            print("\n".join([line for line in gw.output().splitlines() if "config reloaded" in line][-12:]))
         op.stop()
         timings = [line for line in op.output().splitlines() if "reconciled fleet" in line or "object statuses" in line]
         print("\n".join(timings[-40:]))

@@ -98,14 +98,13 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
     }
     let started = Instant::now();
 
-    let compiled = {
+    let (compiled, manifests_ms) = {
         let m = manifests_with_secrets(&gw, &ctx).await?;
-        compile(
-            &m,
-            &CompileOptions {
-                fleet: Some(fleet.clone()),
-            },
-        )
+        let manifests_ms = started.elapsed().as_millis();
+        let options = CompileOptions {
+            fleet: Some(fleet.clone()),
+        };
+        (compile(&m, &options), manifests_ms)
     };
     ctx.redis.update(&fleet, &compiled.config);
     let compile_ms = started.elapsed().as_millis();
@@ -175,7 +174,7 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
     tracing::debug!(
         namespace = %ns, fleet = %name, generation, write_shards, shards_written = writes.len(),
         parts = split.parts.len(), routes = compiled.config.routes.len(), keys = compiled.config.keys.len(),
-        compile_ms, split_ms, applied_ms, total_ms = started.elapsed().as_millis(),
+        manifests_ms, compile_ms, split_ms, applied_ms, total_ms = started.elapsed().as_millis(),
         "reconciled fleet"
     );
     Ok(Action::await_change())
