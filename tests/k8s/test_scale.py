@@ -321,11 +321,12 @@ spec:
 
 
 def shard_bytes(shards):
-    """The shards' sizes: the index, and the parts' total, smallest and largest."""
+    """The shards' sizes: the index, the parts' total, smallest and largest (bytes of configuration),
+    and the largest Secret as the API server sends it (base64, metadata)."""
     (_, index, _), parts = shards[0], [b for _, b, _ in shards[1:]]
     largest = max(s for _, _, s in shards)
     return (f"index {index / 1024:.1f} KiB; parts {sum(parts) / 1024:.0f} KiB in all, "
-            f"{min(parts) / 1024:.0f}-{max(parts) / 1024:.0f} KiB each; largest object {largest / 1024:.0f} KiB")
+            f"{min(parts) / 1024:.0f}-{max(parts) / 1024:.0f} KiB each; largest Secret {largest / 1024:.0f} KiB")
 
 
 def percentile(sorted_values, q):

@@ -192,9 +192,8 @@ struct Piece {
 }
 
 fn pieces(config: &GatewayConfig) -> Result<Vec<Piece>, serde_json::Error> {
-    let mut out = Vec::with_capacity(
-        config.providers.len() + config.routes.len() + config.keys.len() + config.budgets.len(),
-    );
+    let mut out =
+        Vec::with_capacity(config.providers.len() + config.routes.len() + config.keys.len() + config.budgets.len());
     for p in &config.providers {
         out.push(Piece {
             list: 0,
@@ -409,7 +408,10 @@ fn index(s: &Secret) -> Option<Index<'_>> {
 /// A part's number and what its annotation says it hashes to.
 fn part(s: &Secret) -> Option<(usize, &str)> {
     let a = s.metadata.annotations.as_ref()?;
-    Some((a.get(ANNOTATION_CONFIG_PART)?.parse().ok()?, a.get(ANNOTATION_PART_HASH)?))
+    Some((
+        a.get(ANNOTATION_CONFIG_PART)?.parse().ok()?,
+        a.get(ANNOTATION_PART_HASH)?,
+    ))
 }
 
 /// The newest generation whose index and parts are all present (every part hashing to what the
@@ -477,9 +479,15 @@ pub fn assemble_config<'a>(
         }
         // The order `GatewayConfig` documents, which the compiler gives.
         config.providers.sort_by(|a, b| a.id.cmp(&b.id));
-        config.routes.sort_by(|a, b| (&a.namespace, &a.model).cmp(&(&b.namespace, &b.model)));
-        config.keys.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        config.budgets.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        config
+            .routes
+            .sort_by(|a, b| (&a.namespace, &a.model).cmp(&(&b.namespace, &b.model)));
+        config
+            .keys
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        config
+            .budgets
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         return Ok(Some(AssembledConfig {
             config,
             generation,
@@ -572,7 +580,10 @@ mod tests {
         assert_eq!((a.generation, a.hash.as_str()), (7, big.hash().as_str()));
         assert_eq!(a.config, big, "the same objects in the same order");
         assert!(assemble_config(&written[1..]).unwrap().is_none(), "no index");
-        assert!(assemble_config(&written[..written.len() - 1]).unwrap().is_none(), "a part is missing");
+        assert!(
+            assemble_config(&written[..written.len() - 1]).unwrap().is_none(),
+            "a part is missing"
+        );
         // The same configuration splits into the same bytes.
         assert_eq!(split(&big, Some(s.parts.len())), s);
     }
@@ -592,7 +603,10 @@ mod tests {
         // A new key lands in one part too, and the count holds.
         after.keys.push(key(999_999));
         let added = split(&after, Some(new.parts.len()));
-        assert_eq!((0..new.parts.len()).filter(|&i| added.parts[i] != new.parts[i]).count(), 1);
+        assert_eq!(
+            (0..new.parts.len()).filter(|&i| added.parts[i] != new.parts[i]).count(),
+            1
+        );
     }
 
     #[test]
@@ -675,7 +689,11 @@ mod tests {
         assert_eq!(part_count(0, None), 1);
         assert_eq!(part_count(10 * PART_TARGET_BYTES, None), 10);
         assert_eq!(part_count(10 * PART_TARGET_BYTES + 1, None), 11);
-        assert_eq!(part_count(12 * PART_TARGET_BYTES, Some(10)), 10, "a little growth keeps the parts");
+        assert_eq!(
+            part_count(12 * PART_TARGET_BYTES, Some(10)),
+            10,
+            "a little growth keeps the parts"
+        );
         assert_eq!(part_count(8 * PART_TARGET_BYTES, Some(10)), 10);
         assert_eq!(part_count(30 * PART_TARGET_BYTES, Some(10)), 30, "far off: resized");
         assert_eq!(part_count(PART_TARGET_BYTES, Some(10)), 1);
@@ -689,7 +707,11 @@ mod tests {
         c.keys[5].labels.insert("blob".into(), "x".repeat(700_000));
         let s = split(&c, None);
         let total = s.bytes();
-        assert!(s.parts.len() <= 2 * total.div_ceil(PART_TARGET_BYTES), "{} parts", s.parts.len());
+        assert!(
+            s.parts.len() <= 2 * total.div_ceil(PART_TARGET_BYTES),
+            "{} parts",
+            s.parts.len()
+        );
         let largest = s.parts.iter().map(|p| p.bytes.len()).max().unwrap();
         assert!(largest > 700_000 && largest < 700_000 + PART_TARGET_BYTES, "{largest}");
         let a = assemble_config(&shards(&s, 1)).unwrap().unwrap();

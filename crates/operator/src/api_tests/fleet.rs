@@ -305,7 +305,10 @@ async fn a_changed_config_is_published_before_the_fleet_is_applied_and_status_fo
     let index: Secret = object(index.body.clone());
     let annotations = index.metadata.annotations.expect("annotations");
     assert_eq!(annotations[CONFIG_GENERATION], "8");
-    assert_eq!(annotations[ANNOTATION_CONFIG_PARTS], part_annotations[ANNOTATION_PART_HASH]);
+    assert_eq!(
+        annotations[ANNOTATION_CONFIG_PARTS],
+        part_annotations[ANNOTATION_PART_HASH]
+    );
     assert!(
         !annotations.contains_key("switchyard.dev/config-shards"),
         "an older gateway must not read the index as a byte chunk"

@@ -265,7 +265,11 @@ fn slim<K: Resource>(o: &mut K) {
 /// that changed the annotations does trigger, and the reconcile puts the shard back. (A reconcile
 /// judges the shards by their annotations alone, so a write that kept them would change nothing.)
 #[derive(Clone, Default)]
-pub(crate) struct OwnShards(Arc<Mutex<HashMap<(String, String), BTreeMap<String, String>>>>);
+pub(crate) struct OwnShards(Arc<Mutex<HashMap<ShardId, Annotations>>>);
+
+/// A config shard: (namespace, name).
+type ShardId = (String, String);
+type Annotations = BTreeMap<String, String>;
 
 impl OwnShards {
     /// Records that the operator is about to write `shard`.

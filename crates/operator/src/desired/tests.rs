@@ -103,11 +103,15 @@ fn same_inputs_give_identical_bytes() {
         "nodeSelector": {"pool": "gw"},
         "service": {"type": "LoadBalancer", "port": 9000, "annotations": {"x": "y"}},
     }));
-    let a = desired_objects(&gw, &split(&compiled_with_route("gpt-4o")),
+    let a = desired_objects(
+        &gw,
+        &split(&compiled_with_route("gpt-4o")),
         7,
         "ghcr.io/switchyard/switchyard:1",
     );
-    let b = desired_objects(&gw.clone(), &split(&compiled_with_route("gpt-4o")),
+    let b = desired_objects(
+        &gw.clone(),
+        &split(&compiled_with_route("gpt-4o")),
         7,
         "ghcr.io/switchyard/switchyard:1",
     );
@@ -204,7 +208,10 @@ fn deployment_runs_the_fleet() {
     let rules = d.role.rules.as_ref().unwrap();
     assert_eq!(rules[0].resources.as_deref().unwrap(), ["secrets"]);
     assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
-    assert_eq!(rules[0].resource_names.as_deref().unwrap(), ["edge-config-0", "edge-config-1"]);
+    assert_eq!(
+        rules[0].resource_names.as_deref().unwrap(),
+        ["edge-config-0", "edge-config-1"]
+    );
     assert_eq!(rules[1].verbs, ["get", "patch"]);
     assert_eq!(d.role_binding.subjects.as_ref().unwrap()[0].name, "edge-gateway");
 }
@@ -255,7 +262,10 @@ fn shards_split_and_rejoin() {
     // The Role grants exactly the shard names (the index and the parts), which the pods watch
     // one by one.
     let names: Vec<String> = (0..=parts).map(|i| format!("edge-config-{i}")).collect();
-    assert_eq!(d.role.rules.as_ref().unwrap()[0].resource_names.as_deref().unwrap(), names);
+    assert_eq!(
+        d.role.rules.as_ref().unwrap()[0].resource_names.as_deref().unwrap(),
+        names
+    );
     for (i, s) in d.config_shards.iter().enumerate() {
         assert_eq!(s.metadata.name.as_deref(), Some(names[i].as_str()));
         let a = s.metadata.annotations.as_ref().unwrap();
@@ -286,7 +296,10 @@ fn a_compiled_fleet_round_trips_through_its_shards() {
     let compiled = compiled_with_route("gpt-4o");
     let d = desired_objects(&gw, &split(&compiled), 1, "img");
     assert_eq!(d.config_shards.len(), 2, "a small fleet: the index and one part");
-    assert_eq!(assemble_config(&d.config_shards).unwrap().unwrap().config, compiled.config);
+    assert_eq!(
+        assemble_config(&d.config_shards).unwrap().unwrap().config,
+        compiled.config
+    );
 }
 
 #[test]

@@ -86,10 +86,21 @@ fn secret(meta: ObjectMeta) -> Secret {
 
 #[test]
 fn only_the_parts_that_changed_are_written_then_the_index() {
-    let published = summary(&[index(4, "h4", &["p1", "p2", "p3"]), part(1, 3, "p1"), part(2, 4, "p2"), part(3, 4, "p3")]);
+    let published = summary(&[
+        index(4, "h4", &["p1", "p2", "p3"]),
+        part(1, 3, "p1"),
+        part(2, 4, "p2"),
+        part(3, 4, "p3"),
+    ]);
     // Generation 5 changes part 2; part 4 is new.
-    let desired = [index(5, "h5", &["p1", "p2b", "p3", "p4"]), part(1, 5, "p1"), part(2, 5, "p2b"), part(3, 5, "p3"), part(4, 5, "p4")]
-        .map(secret);
+    let desired = [
+        index(5, "h5", &["p1", "p2b", "p3", "p4"]),
+        part(1, 5, "p1"),
+        part(2, 5, "p2b"),
+        part(3, 5, "p3"),
+        part(4, 5, "p4"),
+    ]
+    .map(secret);
     let names = |w: Vec<&Secret>| w.iter().map(|s| s.metadata.name.clone().unwrap()).collect::<Vec<_>>();
     assert_eq!(
         names(shards_to_write(&desired, &published)),
