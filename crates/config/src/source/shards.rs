@@ -265,10 +265,21 @@ fn part_bytes(pieces: &[Piece], members: &[usize]) -> Vec<u8> {
 /// most [`PART_TARGET_BYTES`] beside it: when one would not, the parts are doubled (up to
 /// [`MAX_PARTS`]).
 pub fn split_config(config: &GatewayConfig, previous: Option<usize>) -> Result<SplitConfig, serde_json::Error> {
+    // Every field, by name: a field added to `GatewayConfig` must be given a place here (the head
+    // or a list of the parts) and in `assemble_config`, or it would not reach the gateways.
+    let GatewayConfig {
+        version,
+        fleet,
+        settings,
+        providers: _,
+        routes: _,
+        keys: _,
+        budgets: _,
+    } = config;
     let head = serde_json::to_vec(&HeadRef {
-        version: config.version,
-        fleet: &config.fleet,
-        settings: &config.settings,
+        version: *version,
+        fleet,
+        settings,
     })?;
     let pieces = pieces(config)?;
     let total: usize = pieces.iter().map(|p| p.bytes.len() + 1).sum();
