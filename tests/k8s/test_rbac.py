@@ -51,8 +51,9 @@ def test_a_fleet_reads_its_shards_and_no_other_secret(control_plane, operator, n
     assert r.returncode != 0 and "Forbidden" in r.stderr, r.stderr
     r = as_fleet("get", "secrets", "-l", "switchyard.dev/fleet=demo")
     assert r.returncode != 0 and "Forbidden" in r.stderr, "a label selector still lists the namespace"
-    # Its own shard: a get, and a list or watch selecting it by name.
-    assert role_names(cp, namespace) == ["demo-config-0"]
+    # Its own shards (the index and the one part of a small fleet): a get, and a list or watch
+    # selecting one by name.
+    assert role_names(cp, namespace) == ["demo-config-0", "demo-config-1"]
     assert as_fleet("get", "secret", "demo-config-0").returncode == 0
     r = as_fleet("get", "secrets", "--field-selector", "metadata.name=demo-config-0", "-o", "name")
     assert r.returncode == 0 and r.stdout.strip() == "secret/demo-config-0", r.stderr
@@ -61,9 +62,9 @@ def test_a_fleet_reads_its_shards_and_no_other_secret(control_plane, operator, n
 
 
 def test_the_gateway_follows_its_config_across_shard_counts(control_plane, operator, namespace, tmp_path):
-    """A key with a label of 700 KB makes the configuration two shards: the operator names the
-    second shard in the Role before writing it, the gateway watches it once shard 0 announces it
-    and serves the new key; deleting the key shrinks the fleet back to one shard."""
+    """A key with a label of 700 KB makes the configuration a dozen parts: the operator names the
+    new shards in the Role before writing them, the gateway watches them once the index (shard 0)
+    announces them and serves the new key; deleting the key shrinks the fleet back to one part."""
     cp = control_plane
     cp.kubectl("apply", "-f", "-", input=quickstart_in(namespace), check=True)
     wait_quickstart_published(cp, namespace)
@@ -95,14 +96,16 @@ def test_the_gateway_follows_its_config_across_shard_counts(control_plane, opera
              "spec": {"secretRef": {"name": "big-key"}, "labels": {"blob": "x" * 700_000}}},
         ]}))
         cp.wait_for("the big key served", big_key_served, 60)
-        assert role_names(cp, namespace) == ["demo-config-0", "demo-config-1"]
-        assert cp.kubectl("get", "secret", "demo-config-1", "-n", namespace).returncode == 0
+        names = role_names(cp, namespace)
+        assert len(names) > 2 and names == [f"demo-config-{i}" for i in range(len(names))], names
+        for name in names:
+            assert cp.kubectl("get", "secret", name, "-n", namespace).returncode == 0, name
         assert "watching config shard" not in gw.output(), "a shard watch was refused or failed"
 
         cp.kubectl("delete", "virtualkey", "big", "-n", namespace, check=True)
         cp.wait_for("the big key refused", lambda: not big_key_served(), 60)
-        cp.wait_for("one shard again", lambda: role_names(cp, namespace) == ["demo-config-0"], 30)
-        assert cp.kubectl("get", "secret", "demo-config-1", "-n", namespace).returncode != 0
+        cp.wait_for("one part again", lambda: role_names(cp, namespace) == ["demo-config-0", "demo-config-1"], 30)
+        assert cp.kubectl("get", "secret", "demo-config-2", "-n", namespace).returncode != 0
         assert demo.chat.completions.create(model="demo-chat", messages=ask).choices
     finally:
         gw.stop()

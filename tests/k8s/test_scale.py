@@ -4,8 +4,10 @@ would run it: the fleet's ServiceAccount token) as local processes.
 
 Measured from the first apply: (a) the fleet's config Secrets hold a complete generation with all
 routes and keys, (b) the gateway answers a chat on the last route with the last key, (c) every
-VirtualKey is Ready. Also: the operator's peak RSS, the gateway's RSS, the config shards, and the
-operator's reconcile counts. The numbers are printed; with SWITCHYARD_WRITE_RESULTS=1 (a
+VirtualKey is Ready. Then (d) ten single-route edits, one after another: each a server-side apply
+straight to the API server, timed to the gateway's first answer from the new backend (every edit
+must be served; the times are printed, not asserted). Also: the operator's peak RSS, the
+gateway's RSS, the config shards, and the operator's reconcile counts. The numbers are printed; with SWITCHYARD_WRITE_RESULTS=1 (a
 benchmark run, not a test run) they are also written to bench/results/k8s-scale.md, which is
 tracked: a test run leaves the tree as it found it.
 
@@ -18,7 +20,9 @@ import base64
 import datetime
 import hashlib
 import json
+import math
 import os
+import statistics
 import threading
 import time
 import urllib.parse
@@ -40,6 +44,8 @@ GROUP = "/apis/switchyard.dev/v1alpha1"
 OBJECT_LIMIT = 1536 * 1024
 # Wall-time budget of one run: failing is better than hanging CI.
 BUDGET_S = 900
+# Single-route edits timed after the full apply.
+EDITS = 10
 RESULTS = REPO / "bench" / "results" / "k8s-scale.md"
 
 
@@ -126,33 +132,33 @@ class ShardWatch:
 
     def poll(self):
         meta = self.api.get(self.base, accept="application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
-        by_gen = {}
-        for item in meta["items"]:
-            a = item["metadata"].get("annotations", {})
-            by_gen.setdefault(int(a["switchyard.dev/config-generation"]), []).append(a)
-        self.generations.update(by_gen)
-        if not by_gen:
+        annotations = {item["metadata"]["name"]: item["metadata"].get("annotations", {}) for item in meta["items"]}
+        self.generations.update(int(a["switchyard.dev/config-generation"]) for a in annotations.values())
+        index = annotations.get(f"{FLEET}-config-0", {})
+        if "switchyard.dev/config-parts" not in index:
             return False
-        gen = max(by_gen)
-        shards = by_gen[gen]
-        count, digest = int(shards[0]["switchyard.dev/config-shards"]), shards[0]["switchyard.dev/config-hash"]
-        if len(shards) != count or digest in self.seen_hashes:
+        digest, parts = index["switchyard.dev/config-hash"], index["switchyard.dev/config-parts"].split(",")
+        published = [annotations.get(f"{FLEET}-config-{n}", {}).get("switchyard.dev/config-part-hash")
+                     for n in range(1, len(parts) + 1)]
+        if published != parts or digest in self.seen_hashes:
             return False
-        full = [s for s in self.api.get(self.base)["items"]
-                if s["metadata"]["annotations"]["switchyard.dev/config-generation"] == str(gen)]
-        if len(full) != count:
+        full = {s["metadata"]["name"]: s for s in self.api.get(self.base)["items"]}
+        shards = [full.get(f"{FLEET}-config-{n}") for n in range(len(parts) + 1)]
+        if any(s is None for s in shards):
             return False
-        full.sort(key=lambda s: int(s["metadata"]["annotations"]["switchyard.dev/config-shard"]))
-        raw = b"".join(base64.b64decode(s["data"]["config.json"]) for s in full)
-        if hashlib.sha256(raw).hexdigest() != digest:
-            return False  # caught between two shard writes of a newer generation
+        raw = [base64.b64decode(s["data"]["config.json"]) for s in shards]
+        if [hashlib.sha256(b).hexdigest() for b in raw[1:]] != parts:
+            return False  # caught between two writes of a newer generation
         self.seen_hashes.add(digest)
-        config = json.loads(raw)
+        config = {"routes": [], "keys": []}
+        for b in raw[1:]:
+            part = json.loads(b)
+            config["routes"] += part["routes"]
+            config["keys"] += part["keys"]
         if len(config["routes"]) == ROUTES and len(config["keys"]) == KEYS:
             self.complete_at = time.monotonic()
             self.config = config
-            self.shards = [(s["metadata"]["name"], len(base64.b64decode(s["data"]["config.json"])),
-                            len(json.dumps(s).encode())) for s in full]
+            self.shards = [(s["metadata"]["name"], len(b), len(json.dumps(s).encode())) for s, b in zip(shards, raw)]
             return True
         return False
 
@@ -182,7 +188,8 @@ spec:
         kubeconfig = cp.token_kubeconfig(token, tmp_path / "gw-kubeconfig", user="gateway", namespace=ns)
         port = free_port()
         gw = Process([binary(), "gateway", "--kubernetes", "--fleet", FLEET, "--namespace", ns,
-                      "--listen", f"127.0.0.1:{port}", "--metrics-addr", "127.0.0.1:0"], env={"KUBECONFIG": str(kubeconfig), "SWITCHYARD_LOG": "warn"})
+                      "--listen", f"127.0.0.1:{port}", "--metrics-addr", "127.0.0.1:0"], env={"KUBECONFIG": str(kubeconfig),
+                                                                "SWITCHYARD_LOG": "warn,switchyard_gateway::reload=info"})
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60, proc=gw.proc)
         before = metric_values(metrics_port, "switchyard_operator_reconciles_total")
         cpu_before = cpu_by_process(cp, {"operator": op.proc.pid, "gateway": gw.proc.pid})
@@ -270,6 +277,12 @@ spec:
         cpu = {k: v - cpu_before.get(k, 0) for k, v in cpu.items()}
         fleet_status = api.get(f"{GROUP}/namespaces/{ns}/llmgateways/{FLEET}")["status"]
 
+        edits = edit_routes(api, ns, port)
+        print("single-route edits, apply to served (ms, in order): "
+              + ", ".join(f"{t * 1000:.0f}" for t in edits), flush=True)
+        edits.sort()
+        p50, p99 = statistics.median(edits), percentile(edits, 0.99)
+
         rows = [
             ("objects applied", f"{ROUTES:,} LLMRoutes, {KEYS:,} VirtualKeys ({KEYS // 2:,} generated, "
                                 f"{KEYS // 2:,} from {len(docs) - ROUTES - KEYS} user Secrets)"),
@@ -278,8 +291,7 @@ spec:
             ("(b) gateway serves the last route with the last key", f"{served_s:.1f} s"),
             ("(c) every VirtualKey Ready", f"{ready_s:.1f} s"),
             ("config generations published", f"{fleet_status.get('configGeneration')}"),
-            ("config shards", f"{len(shard_watch.shards)}: " + ", ".join(
-                f"{b / 1024:.0f} KiB ({s / 1024:.0f} KiB object)" for _, b, s in shard_watch.shards)),
+            ("config shards (the index, then the parts)", f"{len(shard_watch.shards)}: {shard_bytes(shard_watch.shards)}"),
             ("operator RSS peak / now", f"{op_mem['VmHWM']:.0f} MiB / {op_mem['VmRSS']:.0f} MiB"),
             ("gateway RSS peak / now", f"{gw_mem['VmHWM']:.0f} MiB / {gw_mem['VmRSS']:.0f} MiB"),
             ("reconciles (llmgateway / virtualkey)",
@@ -288,6 +300,8 @@ spec:
              ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))),
             ("time in reconciles (llmgateway / virtualkey)",
              f"{durations.get('llmgateway', 0):.1f} s / {durations.get('virtualkey', 0):.1f} s"),
+            (f"{EDITS} single-route edits after the full apply, apply to served (p50 / p99 / max)",
+             f"{p50 * 1000:.0f} ms / {p99 * 1000:.0f} ms / {edits[-1] * 1000:.0f} ms"),
         ]
         width = max(len(k) for k, _ in rows)
         print("\n--- scale ---")
@@ -300,9 +314,52 @@ spec:
     finally:
         if gw is not None:
             gw.stop()
+            print("\n".join([line for line in gw.output().splitlines() if "config reloaded" in line][-12:]))
         op.stop()
         timings = [line for line in op.output().splitlines() if "reconciled fleet" in line or "object statuses" in line]
         print("\n".join(timings[-40:]))
+
+
+def shard_bytes(shards):
+    """The shards' sizes: the index, the parts' total, smallest and largest (bytes of configuration),
+    and the largest Secret as the API server sends it (base64, metadata)."""
+    (_, index, _), parts = shards[0], [b for _, b, _ in shards[1:]]
+    largest = max(s for _, _, s in shards)
+    return (f"index {index / 1024:.1f} KiB; parts {sum(parts) / 1024:.0f} KiB in all, "
+            f"{min(parts) / 1024:.0f}-{max(parts) / 1024:.0f} KiB each; largest Secret {largest / 1024:.0f} KiB")
+
+
+def percentile(sorted_values, q):
+    """The nearest-rank percentile `q` (0-1) of sorted values."""
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
+
+
+def edit_routes(api, ns, port):
+    """EDITS single-route edits, one after another once the previous is served: each a server-side
+    apply straight to the API server giving a route a new backend model, timed from the write to
+    the gateway's first answer from the new backend (polled every 10 ms). Returns the times (s)."""
+    times = []
+    for i in range(EDITS):
+        n = (i * 97 + 13) % ROUTES  # spread over the fleet, a different route each time
+        path, doc = route(ns, n)
+        model = f"mock-{n:04d}-edit-{i}"
+        doc["spec"]["backends"][0]["model"] = model
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key_value(KEYS - 1), max_retries=0,
+                               timeout=10)
+        start = time.monotonic()
+        api.apply(path, doc)
+        while True:
+            try:
+                served = client.chat.completions.create(model=f"route-{n:04d}",
+                                                        messages=[{"role": "user", "content": "edit"}]).model
+            except openai.APIError:
+                served = None
+            if served == model:
+                break
+            assert time.monotonic() - start < 60, f"edit {i} (route-{n:04d}) not served after 60 s"
+            time.sleep(0.01)
+        times.append(time.monotonic() - start)
+    return times
 
 
 def write_results(rows):

@@ -24,10 +24,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
-use sha2::{Digest, Sha256};
 use switchyard_api::{LLMGateway, ServiceType};
-use switchyard_config::source::shard_secrets;
-use switchyard_config::Compiled;
+use switchyard_config::source::{shard_secrets, SplitConfig};
 
 use crate::{GATEWAY_APP, LABEL_FLEET, LABEL_NAME, MANAGER};
 
@@ -41,9 +39,9 @@ pub struct Desired {
     pub role: Role,
     /// Binds [`Desired::role`] to [`Desired::service_account`].
     pub role_binding: RoleBinding,
-    /// The configuration, split into Secrets `<gw>-config-<n>`.
+    /// The configuration as Secrets `<gw>-config-<n>`: the index (0), then the parts.
     pub config_shards: Vec<Secret>,
-    /// SHA-256 (hex) of the configuration's bytes.
+    /// SHA-256 (hex) of the configuration's canonical bytes.
     pub config_hash: String,
     /// The fleet's Service.
     pub service: Service,
@@ -108,13 +106,12 @@ fn meta(gw: &LLMGateway, name: String) -> ObjectMeta {
     }
 }
 
-/// The objects of a fleet, for configuration generation `generation`. `image` is used when the
-/// LLMGateway names none.
-pub fn desired_objects(gw: &LLMGateway, compiled: &Compiled, generation: u64, image: &str) -> Desired {
-    // Serialising a GatewayConfig cannot fail: it has only string map keys and plain values.
-    let bytes = compiled.config.to_bytes().unwrap_or_default();
-    let config_hash = hex::encode(Sha256::digest(&bytes));
-    let config_shards = config_shards(gw, &bytes, &config_hash, generation);
+/// The objects of a fleet, for configuration `config` (split by
+/// `switchyard_config::source::split_config`) as generation `generation`. `image` is used when
+/// the LLMGateway names none.
+pub fn desired_objects(gw: &LLMGateway, config: &SplitConfig, generation: u64, image: &str) -> Desired {
+    let config_shards = shard_secrets(config, generation, |i| meta(gw, shard_name(&gw.name_any(), i)));
+    let config_hash = config.hash.clone();
     Desired {
         service_account: ServiceAccount {
             metadata: meta(gw, identity_name(gw)),
@@ -229,10 +226,6 @@ pub fn rbac_rules() -> Vec<PolicyRule> {
         rule("events.k8s.io", &["events"], &["create", "patch"]),
         rule("coordination.k8s.io", &["leases"], &["get", "create", "update"]),
     ]
-}
-
-fn config_shards(gw: &LLMGateway, bytes: &[u8], hash: &str, generation: u64) -> Vec<Secret> {
-    shard_secrets(bytes, hash, generation, |i| meta(gw, shard_name(&gw.name_any(), i)))
 }
 
 fn service(gw: &LLMGateway) -> Service {

@@ -38,8 +38,8 @@ pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const GATEWAY_APP: &str = "switchyard-gateway";
 /// The config shard format, shared with the gateway pods.
 pub use switchyard_config::source::{
-    ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARD, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, CONFIG_KEY,
-    GATEWAY_MANAGER, LABEL_FLEET,
+    ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_PART, ANNOTATION_CONFIG_PARTS, ANNOTATION_PART_HASH, CONFIG_GENERATION,
+    CONFIG_KEY, GATEWAY_MANAGER, LABEL_FLEET,
 };
 /// Label of a Secret generated for a VirtualKey: the VirtualKey's name.
 pub const LABEL_VIRTUAL_KEY: &str = "switchyard.dev/virtual-key";

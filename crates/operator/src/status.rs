@@ -376,7 +376,9 @@ pub fn gateway_status(
 /// every ready pod runs that configuration. Once `True` for the object's current generation it
 /// stays as it is (`previous`) while the object stays in the configuration: later generations
 /// still serve it unchanged, and rewriting every route's status on every new configuration is
-/// what made status traffic grow with fleet size.
+/// what made status traffic grow with fleet size. For the same reason a `Pending` message names
+/// no configuration generation (the LLMGateway's status has it): while no pod is ready, a new
+/// generation would otherwise rewrite every route's status.
 pub fn programmed_condition(
     in_config: bool,
     pods: &PodsObserved,
@@ -415,7 +417,7 @@ pub fn programmed_condition(
             false,
             "Pending",
             &format!(
-                "{}/{} ready pods run config generation {config_generation}",
+                "{}/{} ready pods run the current configuration (status.configGeneration)",
                 pods.programmed_pods, pods.ready_pods
             ),
             generation,

@@ -5,9 +5,10 @@
 //!
 //! Each shard is watched by name (a `metadata.name` field selector), never by label: the
 //! fleet's Role grants `get`/`list`/`watch` on its own shard names only (`resourceNames`), so a
-//! namespace-wide list would be refused, and the pods cannot read other Secrets. Shard 0 is
-//! always watched; the shard count it announces says which other names (`<fleet>-config-1..`)
-//! to watch. The operator widens the Role before it writes a generation with more shards.
+//! namespace-wide list would be refused, and the pods cannot read other Secrets. Shard 0, the
+//! index, is always watched; the parts it announces say which other names (`<fleet>-config-1..`)
+//! to watch. The operator widens the Role before it writes a generation with more shards. An
+//! edit rewrites one part and the index: two watch events, one reload.
 //!
 //! Plain watches, not a controller: nothing here reconciles anything.
 
@@ -79,7 +80,7 @@ pub struct Secrets {
     fleet: String,
     /// This pod, to annotate with the generation it serves (`None` outside a pod).
     pod: Option<String>,
-    /// One watch per shard index: 0, and `1..count` for the count shard 0 announces.
+    /// One watch per shard index: 0 (the index), and `1..count` for the parts it announces.
     watches: BTreeMap<usize, Watch>,
 }
 
@@ -115,7 +116,7 @@ impl Secrets {
         );
     }
 
-    /// Watches exactly the shard names shard 0 announces; true when a watched shard was dropped.
+    /// Watches exactly the shard names the index announces; true when a watched shard was dropped.
     fn fit_watches(&mut self) -> bool {
         let count = self
             .watches
@@ -154,7 +155,7 @@ impl Secrets {
     fn apply(&mut self, index: usize, event: WatchEvent) -> bool {
         let name = shard_name(&self.fleet, index);
         let changed = self.watches.get_mut(&index).is_some_and(|w| w.apply(event, &name));
-        // A new shard 0 may announce another count: watch the names it needs.
+        // A new index may announce another count: watch the names it needs.
         let dropped = index == 0 && changed && self.fit_watches();
         changed || dropped
     }

@@ -1,54 +1,86 @@
 //! The config shard format: how a `GatewayConfig` travels through the Kubernetes API as Secrets
-//! `<fleet>-config-<n>`. The operator splits ([`shard_secrets`]); gateway pods assemble
-//! ([`assemble_config`]). Both sides read the names below, so the format lives once.
+//! `<fleet>-config-<n>`. The operator splits ([`split_config`], [`shard_secrets`]); gateway pods
+//! assemble ([`assemble_config`]). Both sides read the names below, so the format lives once.
+//!
+//! The configuration is split by object, not by byte offset, so an edit costs what it changes:
+//!
+//! - Shard 0 is the **index**: the generation, the hash of the whole configuration, the head of
+//!   the configuration (schema version, fleet, settings) and the SHA-256 of each part.
+//! - Shards `1..=n` are the **parts**. Every provider, route, key and budget lives in the part
+//!   chosen by a stable hash of its identity (kind, namespace, name), so editing one route
+//!   changes the bytes of one part. The number of parts is sized from the configuration's bytes
+//!   and kept across generations unless it is far off ([`part_count`]).
+//!
+//! A writer rewrites only the parts whose hash changed, then the index. A reader assembles once
+//! every part it holds hashes to what the index announces: a part is the content of the index's
+//! generation or it is not used, so a gateway never serves a mix of two generations.
+//!
+//! Names stay fixed by index (`<fleet>-config-0` the index, `-1..` the parts), so the fleet's
+//! Role can grant exactly those names (`resourceNames`) and the pods watch each by name.
 //!
 //! Pure: no I/O, no clock. The object identity of each Secret (name, namespace, owner, fleet
-//! labels) is the writer's; the format (generation label and annotations, hash, data key) is here.
+//! labels) is the writer's; the format (generation label and annotations, hashes, data key) is
+//! here.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::GatewayConfig;
+use crate::{GatewayConfig, KeyConfig, ProviderConfig, RouteConfig, Settings, TeamBudgetConfig, SCHEMA_VERSION};
 
 /// Label naming the fleet (the LLMGateway's name) an object belongs to.
 pub const LABEL_FLEET: &str = "switchyard.dev/fleet";
-/// Label and annotation with the configuration generation of a config shard; on a gateway
-/// pod, the annotation is the generation the pod runs.
+/// Label and annotation with the configuration generation of a config shard (for a part, the
+/// generation that last wrote it); on a gateway pod, the annotation is the generation the pod
+/// runs.
 pub const CONFIG_GENERATION: &str = "switchyard.dev/config-generation";
-/// Annotation of a config shard: how many shards the generation has.
-pub const ANNOTATION_CONFIG_SHARDS: &str = "switchyard.dev/config-shards";
-/// Annotation of a config shard: its index (0-based).
-pub const ANNOTATION_CONFIG_SHARD: &str = "switchyard.dev/config-shard";
-/// Annotation of a config shard: SHA-256 (hex) of the whole configuration's bytes.
+/// Annotation of the index (shard 0): SHA-256 (hex) of the whole configuration's canonical
+/// bytes ([`GatewayConfig::hash`]).
 pub const ANNOTATION_CONFIG_HASH: &str = "switchyard.dev/config-hash";
-/// Key of a config shard's bytes in the Secret's data.
+/// Annotation of the index (shard 0): the SHA-256 (hex) of each part's bytes, comma-separated,
+/// part 1 first. Its length is the number of parts.
+pub const ANNOTATION_CONFIG_PARTS: &str = "switchyard.dev/config-parts";
+/// Annotation of a part: its number (1-based; the shard index).
+pub const ANNOTATION_CONFIG_PART: &str = "switchyard.dev/config-part";
+/// Annotation of a part: SHA-256 (hex) of its bytes, so the writer sees from metadata alone
+/// which parts an edit changes. Readers match it to the index, then hash the bytes themselves.
+pub const ANNOTATION_PART_HASH: &str = "switchyard.dev/config-part-hash";
+/// Key of a shard's bytes in the Secret's data.
 pub const CONFIG_KEY: &str = "config.json";
 /// The field manager of the gateway pods' own writes (their generation annotation).
 pub const GATEWAY_MANAGER: &str = "switchyard-gateway";
 
-/// Largest number of configuration bytes in one shard Secret. Secrets are limited to 1 MiB;
-/// base64 in the request makes 512 KiB about 683 KiB on the wire.
+/// Bytes of configuration a part aims at. Small enough that an edit rewrites little (a part,
+/// then the index), large enough that a fleet of 10,000 keys is a few dozen Secrets (each one
+/// watch per gateway pod).
+pub const PART_TARGET_BYTES: usize = 64 * 1024;
+/// Largest part of more than one object. Secrets are limited to 1 MiB; base64 in the request
+/// makes 512 KiB about 683 KiB on the wire. One object larger than this gets a part of its own.
 pub const SHARD_BYTES: usize = 512 * 1024;
+/// Most parts a configuration is split into.
+pub const MAX_PARTS: usize = 256;
 
-/// Name of config shard `index` of fleet `fleet`. Names are fixed by index, so the fleet's Role
-/// can grant exactly its shards (`resourceNames`) and the pods can watch each by name.
+/// Name of config shard `index` of fleet `fleet` (0 is the index, `1..` the parts). Names are
+/// fixed by index, so the fleet's Role can grant exactly its shards (`resourceNames`) and the
+/// pods can watch each by name.
 pub fn shard_name(fleet: &str, index: usize) -> String {
     format!("{fleet}-config-{index}")
 }
 
-/// How many shards the generation of shard `s` has (its annotation). The gateway reads it from
-/// shard 0 to know which other shard names to watch.
+/// How many shards (the index and its parts) the index `s` announces. The gateway reads it
+/// from shard 0 to know which other shard names to watch. `None` when `s` is no index of this
+/// format.
 pub fn shard_count(s: &Secret) -> Option<usize> {
-    s.metadata
-        .annotations
-        .as_ref()?
-        .get(ANNOTATION_CONFIG_SHARDS)?
-        .parse()
-        .ok()
+    let parts = s.metadata.annotations.as_ref()?.get(ANNOTATION_CONFIG_PARTS)?;
+    Some(split_hashes(parts).len() + 1)
+}
+
+fn split_hashes(list: &str) -> Vec<&str> {
+    list.split(',').filter(|h| !h.is_empty()).collect()
 }
 
 /// The label selector of fleet `fleet`'s config shards.
@@ -56,43 +88,271 @@ pub fn shard_selector(fleet: &str) -> String {
     format!("{LABEL_FLEET}={fleet},{CONFIG_GENERATION}")
 }
 
-/// Splits configuration bytes into shards of at most [`SHARD_BYTES`], in order. Always at
-/// least one shard, so even an empty configuration is delivered.
-pub fn split_config(bytes: &[u8]) -> Vec<&[u8]> {
-    if bytes.is_empty() {
-        return vec![bytes];
-    }
-    bytes.chunks(SHARD_BYTES).collect()
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
-/// The shard Secrets of configuration `bytes` (SHA-256 `hash`, generation `generation`).
-/// `meta(index)` gives shard `index` its identity; the generation label, the shard annotations
-/// and the data are added here.
-pub fn shard_secrets(bytes: &[u8], hash: &str, generation: u64, meta: impl Fn(usize) -> ObjectMeta) -> Vec<Secret> {
-    let chunks = split_config(bytes);
-    let count = chunks.len();
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut m = meta(i);
-            let labels = m.labels.get_or_insert_with(BTreeMap::new);
-            labels.insert(CONFIG_GENERATION.into(), generation.to_string());
-            m.annotations = Some(BTreeMap::from([
-                (ANNOTATION_CONFIG_HASH.to_owned(), hash.to_owned()),
-                (ANNOTATION_CONFIG_SHARD.to_owned(), i.to_string()),
-                (ANNOTATION_CONFIG_SHARDS.to_owned(), count.to_string()),
-                (CONFIG_GENERATION.to_owned(), generation.to_string()),
-            ]));
-            Secret {
-                metadata: m,
-                type_: Some("Opaque".into()),
-                immutable: None,
-                data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), ByteString(chunk.to_vec()))])),
-                string_data: None,
+/// The head of a configuration: everything but its lists of objects.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadRef<'a> {
+    version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: &'a Option<String>,
+    settings: &'a Settings,
+}
+
+#[derive(Deserialize)]
+struct Version {
+    version: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Head {
+    version: u32,
+    #[serde(default)]
+    fleet: Option<String>,
+    settings: Settings,
+}
+
+/// A part as read: its share of each list, in any order.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Part {
+    #[serde(default)]
+    providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    routes: Vec<RouteConfig>,
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+    #[serde(default)]
+    budgets: Vec<TeamBudgetConfig>,
+}
+
+/// The lists of a part, in the order they are written.
+const LISTS: [&str; 4] = ["providers", "routes", "keys", "budgets"];
+
+/// One part's bytes and their SHA-256 (hex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitPart {
+    /// The part's JSON.
+    pub bytes: Vec<u8>,
+    /// SHA-256 (hex) of `bytes`.
+    pub hash: String,
+}
+
+/// A configuration split for publishing: what [`shard_secrets`] writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitConfig {
+    /// SHA-256 (hex) of the whole configuration's canonical bytes ([`GatewayConfig::hash`]).
+    pub hash: String,
+    /// The head's JSON (schema version, fleet, settings), carried by the index.
+    pub head: Vec<u8>,
+    /// The parts, part 1 first.
+    pub parts: Vec<SplitPart>,
+}
+
+impl SplitConfig {
+    /// Bytes of configuration in the head and all parts.
+    pub fn bytes(&self) -> usize {
+        self.head.len() + self.parts.iter().map(|p| p.bytes.len()).sum::<usize>()
+    }
+}
+
+/// How many parts a configuration of `total` bytes gets: about [`PART_TARGET_BYTES`] each, or
+/// `previous` (the count published now) while that is within a factor of two, so that growing
+/// by a few objects does not move every object to another part.
+pub fn part_count(total: usize, previous: Option<usize>) -> usize {
+    let ideal = total.div_ceil(PART_TARGET_BYTES).clamp(1, MAX_PARTS);
+    match previous {
+        Some(p) if (1..=MAX_PARTS).contains(&p) && ideal <= p.saturating_mul(2) && p <= ideal.saturating_mul(2) => p,
+        _ => ideal,
+    }
+}
+
+/// FNV-1a, 64 bits: the stable hash that places an object in a part. Never change it: every
+/// object would move.
+fn stable_hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// One object of the configuration, serialised, with the list it belongs to and where it goes.
+struct Piece {
+    list: usize,
+    place: u64,
+    bytes: Vec<u8>,
+}
+
+fn pieces(config: &GatewayConfig) -> Result<Vec<Piece>, serde_json::Error> {
+    let mut out =
+        Vec::with_capacity(config.providers.len() + config.routes.len() + config.keys.len() + config.budgets.len());
+    for p in &config.providers {
+        out.push(Piece {
+            list: 0,
+            place: stable_hash(&["provider", &p.id]),
+            bytes: serde_json::to_vec(p)?,
+        });
+    }
+    for r in &config.routes {
+        out.push(Piece {
+            list: 1,
+            place: stable_hash(&["route", &r.namespace, &r.name]),
+            bytes: serde_json::to_vec(r)?,
+        });
+    }
+    for k in &config.keys {
+        out.push(Piece {
+            list: 2,
+            place: stable_hash(&["key", &k.namespace, &k.name]),
+            bytes: serde_json::to_vec(k)?,
+        });
+    }
+    for b in &config.budgets {
+        out.push(Piece {
+            list: 3,
+            place: stable_hash(&["budget", &b.namespace, &b.name]),
+            bytes: serde_json::to_vec(b)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Which pieces go to each of `n` parts (indexes into `pieces`, in config order).
+fn place(pieces: &[Piece], n: usize) -> Vec<Vec<usize>> {
+    let mut parts = vec![Vec::new(); n];
+    let n64 = u64::try_from(n).unwrap_or(1).max(1);
+    for (i, p) in pieces.iter().enumerate() {
+        let at = usize::try_from(p.place % n64).unwrap_or(0);
+        parts[at].push(i);
+    }
+    parts
+}
+
+/// A part's JSON from its pieces: `{"providers":[..],"routes":[..],"keys":[..],"budgets":[..]}`.
+fn part_bytes(pieces: &[Piece], members: &[usize]) -> Vec<u8> {
+    let size: usize = members.iter().map(|&i| pieces[i].bytes.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 64);
+    out.push(b'{');
+    for (list, name) in LISTS.iter().enumerate() {
+        if list > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(format!("\"{name}\":[").as_bytes());
+        let mut first = true;
+        for p in members.iter().map(|&i| &pieces[i]).filter(|p| p.list == list) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&p.bytes);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+    out
+}
+
+/// Splits `config` into a head and parts; `previous` is the number of parts published now, if
+/// any ([`part_count`]). A part stays under [`SHARD_BYTES`], or holds one larger object and at
+/// most [`PART_TARGET_BYTES`] beside it: when one would not, the parts are doubled (up to
+/// [`MAX_PARTS`]).
+pub fn split_config(config: &GatewayConfig, previous: Option<usize>) -> Result<SplitConfig, serde_json::Error> {
+    // Every field, by name: a field added to `GatewayConfig` must be given a place here (the head
+    // or a list of the parts) and in `assemble_config`, or it would not reach the gateways.
+    let GatewayConfig {
+        version,
+        fleet,
+        settings,
+        providers: _,
+        routes: _,
+        keys: _,
+        budgets: _,
+    } = config;
+    let head = serde_json::to_vec(&HeadRef {
+        version: *version,
+        fleet,
+        settings,
+    })?;
+    let pieces = pieces(config)?;
+    let total: usize = pieces.iter().map(|p| p.bytes.len() + 1).sum();
+    let mut n = part_count(total, previous);
+    let members = loop {
+        let members = place(&pieces, n);
+        let too_big = members.iter().any(|m| {
+            let sizes = m.iter().map(|&i| pieces[i].bytes.len() + 1);
+            let (size, largest) = sizes.fold((0, 0), |(s, l), b| (s + b, l.max(b)));
+            size > SHARD_BYTES && size - largest > PART_TARGET_BYTES
+        });
+        if !too_big || n >= MAX_PARTS {
+            break members;
+        }
+        n = (n * 2).min(MAX_PARTS);
+    };
+    let parts = members
+        .iter()
+        .map(|m| {
+            let bytes = part_bytes(&pieces, m);
+            SplitPart {
+                hash: sha256_hex(&bytes),
+                bytes,
             }
         })
-        .collect()
+        .collect();
+    Ok(SplitConfig {
+        hash: config.hash(),
+        head,
+        parts,
+    })
+}
+
+/// The shard Secrets of `split` for generation `generation`: the index first, then the parts.
+/// `meta(index)` gives shard `index` its identity; the generation label, the annotations and the
+/// data are added here. A writer applies the parts whose [`ANNOTATION_PART_HASH`] changed, then
+/// the index.
+pub fn shard_secrets(split: &SplitConfig, generation: u64, meta: impl Fn(usize) -> ObjectMeta) -> Vec<Secret> {
+    let secret = |index: usize, annotations: Vec<(&str, String)>, bytes: &[u8]| {
+        let mut m = meta(index);
+        let labels = m.labels.get_or_insert_with(BTreeMap::new);
+        labels.insert(CONFIG_GENERATION.into(), generation.to_string());
+        let mut a: BTreeMap<String, String> = annotations.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        a.insert(CONFIG_GENERATION.to_owned(), generation.to_string());
+        m.annotations = Some(a);
+        Secret {
+            metadata: m,
+            type_: Some("Opaque".into()),
+            immutable: None,
+            data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), ByteString(bytes.to_vec()))])),
+            string_data: None,
+        }
+    };
+    let hashes: Vec<&str> = split.parts.iter().map(|p| p.hash.as_str()).collect();
+    let mut out = vec![secret(
+        0,
+        vec![
+            (ANNOTATION_CONFIG_HASH, split.hash.clone()),
+            (ANNOTATION_CONFIG_PARTS, hashes.join(",")),
+        ],
+        &split.head,
+    )];
+    out.extend(split.parts.iter().enumerate().map(|(i, p)| {
+        secret(
+            i + 1,
+            vec![
+                (ANNOTATION_CONFIG_PART, (i + 1).to_string()),
+                (ANNOTATION_PART_HASH, p.hash.clone()),
+            ],
+            &p.bytes,
+        )
+    }));
+    out
 }
 
 /// A configuration reassembled from its shards.
@@ -102,24 +362,25 @@ pub struct AssembledConfig {
     pub config: GatewayConfig,
     /// Its generation.
     pub generation: u64,
-    /// SHA-256 (hex) of its bytes, verified.
+    /// SHA-256 (hex) of its canonical bytes, as the index announces it (every part is verified
+    /// against the index).
     pub hash: String,
 }
 
 /// Why the newest complete generation of shards could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
-    /// The joined bytes do not have the announced hash.
+    /// A part's bytes do not have the hash its annotation and the index announce.
     #[error("config generation {generation}: shards hash to {found}, expected {expected}")]
     HashMismatch {
         /// Generation.
         generation: u64,
         /// Announced hash.
         expected: String,
-        /// Hash of the joined bytes.
+        /// Hash of the bytes.
         found: String,
     },
-    /// The joined bytes are not a configuration this gateway reads.
+    /// The shards are not a configuration this gateway reads.
     #[error("config generation {generation}: {source}")]
     Invalid {
         /// Generation.
@@ -129,71 +390,119 @@ pub enum ShardError {
     },
 }
 
-#[derive(Debug)]
-struct ShardInfo<'a> {
+/// What an index announces.
+struct Index<'a> {
     generation: u64,
-    index: usize,
-    count: usize,
     hash: &'a str,
-    bytes: &'a [u8],
+    parts: Vec<&'a str>,
+    head: &'a [u8],
 }
 
-fn shard_info(s: &Secret) -> Option<ShardInfo<'_>> {
-    let a = s.metadata.annotations.as_ref()?;
-    let num = |k: &str| a.get(k).and_then(|v| v.parse::<u64>().ok());
-    let bytes = s
-        .data
-        .as_ref()?
-        .get(CONFIG_KEY)
+fn data(s: &Secret) -> &[u8] {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(CONFIG_KEY))
         .map(|b| b.0.as_slice())
-        .unwrap_or_default();
-    Some(ShardInfo {
-        generation: num(CONFIG_GENERATION)?,
-        index: usize::try_from(num(ANNOTATION_CONFIG_SHARD)?).ok()?,
-        count: usize::try_from(num(ANNOTATION_CONFIG_SHARDS)?).ok()?,
+        .unwrap_or_default()
+}
+
+fn index(s: &Secret) -> Option<Index<'_>> {
+    let a = s.metadata.annotations.as_ref()?;
+    Some(Index {
+        generation: a.get(CONFIG_GENERATION)?.parse().ok()?,
         hash: a.get(ANNOTATION_CONFIG_HASH)?,
-        bytes,
+        parts: split_hashes(a.get(ANNOTATION_CONFIG_PARTS)?),
+        head: data(s),
     })
 }
 
-/// The newest generation for which every shard is present (same generation, same shard count,
-/// same hash, indexes `0..count`), joined, hash-verified and parsed. `Ok(None)` when no
-/// generation is complete yet (for example while the operator is writing a new one).
+/// A part's number and what its annotation says it hashes to.
+fn part(s: &Secret) -> Option<(usize, &str)> {
+    let a = s.metadata.annotations.as_ref()?;
+    Some((
+        a.get(ANNOTATION_CONFIG_PART)?.parse().ok()?,
+        a.get(ANNOTATION_PART_HASH)?,
+    ))
+}
+
+/// The newest generation whose index and parts are all present (every part hashing to what the
+/// index announces), joined and parsed. `Ok(None)` when no generation is complete yet (for
+/// example while the operator is writing a new one, or when only shards of another format are
+/// there).
 pub fn assemble_config<'a>(
     secrets: impl IntoIterator<Item = &'a Secret>,
 ) -> Result<Option<AssembledConfig>, ShardError> {
-    let mut by_generation: BTreeMap<u64, Vec<ShardInfo<'a>>> = BTreeMap::new();
+    let mut indexes = Vec::new();
+    // Part number -> (annotated hash, bytes) of every candidate.
+    let mut parts: BTreeMap<usize, Vec<(&str, &[u8])>> = BTreeMap::new();
     for s in secrets {
-        if let Some(info) = shard_info(s) {
-            by_generation.entry(info.generation).or_default().push(info);
+        if let Some(i) = index(s) {
+            indexes.push(i);
+        } else if let Some((n, annotated)) = part(s) {
+            parts.entry(n).or_default().push((annotated, data(s)));
         }
     }
-    for (generation, mut shards) in by_generation.into_iter().rev() {
-        shards.sort_by_key(|s| s.index);
-        let Some(first) = shards.first() else { continue };
-        let (count, hash) = (first.count, first.hash);
-        let complete = shards.len() == count
-            && shards
-                .iter()
-                .enumerate()
-                .all(|(i, s)| s.index == i && s.count == count && s.hash == hash);
-        if !complete {
-            continue;
+    indexes.sort_by_key(|i| std::cmp::Reverse(i.generation));
+    'index: for ix in indexes {
+        let generation = ix.generation;
+        // By the annotations first, so a generation still being written costs no hashing.
+        let mut chosen = Vec::with_capacity(ix.parts.len());
+        for (n, want) in ix.parts.iter().enumerate() {
+            let candidates = parts.get(&(n + 1)).map(Vec::as_slice).unwrap_or_default();
+            match candidates.iter().find(|(annotated, _)| annotated == want) {
+                Some((_, bytes)) => chosen.push((*want, *bytes)),
+                None => continue 'index,
+            }
         }
-        let bytes: Vec<u8> = shards.iter().flat_map(|s| s.bytes.iter().copied()).collect();
-        let found = hex::encode(Sha256::digest(&bytes));
-        if found != hash {
-            return Err(ShardError::HashMismatch {
-                generation,
-                expected: hash.to_owned(),
-                found,
-            });
+        // Then the bytes: a part that says it is this generation's but is not is corrupt.
+        for (want, bytes) in &chosen {
+            let found = sha256_hex(bytes);
+            if found != *want {
+                return Err(ShardError::HashMismatch {
+                    generation,
+                    expected: (*want).to_owned(),
+                    found,
+                });
+            }
         }
-        let config = GatewayConfig::from_bytes(&bytes).map_err(|source| ShardError::Invalid { generation, source })?;
+        let invalid = |source: crate::Error| ShardError::Invalid { generation, source };
+        // The version first: another version's head may have fields this one does not know.
+        let version: Version = serde_json::from_slice(ix.head).map_err(|e| invalid(e.into()))?;
+        if version.version != SCHEMA_VERSION {
+            return Err(invalid(crate::Error::Version {
+                found: version.version,
+                supported: SCHEMA_VERSION,
+            }));
+        }
+        let head: Head = serde_json::from_slice(ix.head).map_err(|e| invalid(e.into()))?;
+        let mut config = GatewayConfig {
+            version: head.version,
+            fleet: head.fleet,
+            settings: head.settings,
+            ..GatewayConfig::default()
+        };
+        for (_, bytes) in chosen {
+            let p: Part = serde_json::from_slice(bytes).map_err(|e| invalid(e.into()))?;
+            config.providers.extend(p.providers);
+            config.routes.extend(p.routes);
+            config.keys.extend(p.keys);
+            config.budgets.extend(p.budgets);
+        }
+        // The order `GatewayConfig` documents, which the compiler gives.
+        config.providers.sort_by(|a, b| a.id.cmp(&b.id));
+        config
+            .routes
+            .sort_by(|a, b| (&a.namespace, &a.model).cmp(&(&b.namespace, &b.model)));
+        config
+            .keys
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        config
+            .budgets
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         return Ok(Some(AssembledConfig {
             config,
             generation,
-            hash: found,
+            hash: ix.hash.to_owned(),
         }));
     }
     Ok(None)
@@ -202,67 +511,222 @@ pub fn assemble_config<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{KeyConfig, KeyHash, SCHEMA_VERSION};
+    use crate::{compile, CompileOptions, KeyHash, Manifests};
 
-    fn config(keys: usize) -> GatewayConfig {
-        GatewayConfig {
-            version: SCHEMA_VERSION,
-            keys: (0..keys)
-                .map(|i| KeyConfig {
-                    namespace: "llm".into(),
-                    name: format!("key-{i:06}"),
-                    hashes: vec![KeyHash {
-                        sha256: crate::hash_key(&format!("sk-{i}")),
-                        not_after: None,
-                    }],
-                    allowed_routes: Vec::new(),
-                    allowed_passthrough: Vec::new(),
-                    limits: crate::LimitsConfig::default(),
-                    budget: None,
-                    expires_at: None,
-                    blocked: false,
-                    labels: BTreeMap::new(),
-                })
-                .collect(),
-            ..GatewayConfig::default()
+    fn key(i: usize) -> KeyConfig {
+        KeyConfig {
+            namespace: "llm".into(),
+            name: format!("key-{i:06}"),
+            hashes: vec![KeyHash {
+                sha256: crate::hash_key(&format!("sk-{i}")),
+                not_after: None,
+            }],
+            allowed_routes: Vec::new(),
+            allowed_passthrough: Vec::new(),
+            limits: crate::LimitsConfig::default(),
+            budget: None,
+            expires_at: None,
+            blocked: false,
+            labels: BTreeMap::new(),
         }
     }
 
-    fn shards(config: &GatewayConfig, generation: u64) -> Vec<Secret> {
-        let bytes = config.to_bytes().unwrap();
-        shard_secrets(&bytes, &config.hash(), generation, |i| ObjectMeta {
+    /// A compiled fleet of one provider and `routes` routes, with `keys` keys.
+    fn config(routes: usize, keys: usize) -> GatewayConfig {
+        let mut m = Manifests::default();
+        m.providers.push(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "switchyard.dev/v1alpha1", "kind": "Provider",
+                "metadata": {"name": "mock", "namespace": "llm"},
+                "spec": {"type": "mock"},
+            }))
+            .unwrap(),
+        );
+        for i in 0..routes {
+            m.routes.push(
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
+                    "metadata": {"name": format!("route-{i:04}"), "namespace": "llm"},
+                    "spec": {"model": format!("model-{i:04}"),
+                             "backends": [{"providerRef": {"name": "mock"}, "model": format!("mock-{i:04}")}]},
+                }))
+                .unwrap(),
+            );
+        }
+        let mut config = compile(&m, &CompileOptions::default()).config;
+        assert_eq!(config.routes.len(), routes);
+        config.keys = (0..keys).map(key).collect();
+        config
+    }
+
+    fn shards(split: &SplitConfig, generation: u64) -> Vec<Secret> {
+        shard_secrets(split, generation, |i| ObjectMeta {
             name: Some(shard_name("edge", i)),
             labels: Some(BTreeMap::from([(LABEL_FLEET.to_owned(), "edge".to_owned())])),
             ..ObjectMeta::default()
         })
     }
 
+    fn split(config: &GatewayConfig, previous: Option<usize>) -> SplitConfig {
+        split_config(config, previous).unwrap()
+    }
+
     #[test]
     fn what_the_writer_splits_the_reader_assembles() {
-        let big = config(8_000);
-        assert!(big.to_bytes().unwrap().len() > SHARD_BYTES);
-        let written = shards(&big, 7);
-        assert!(written.len() > 1);
-        for s in &written {
-            let labels = s.metadata.labels.as_ref().unwrap();
+        let big = config(300, 8_000);
+        let s = split(&big, None);
+        assert!(s.bytes() > 10 * PART_TARGET_BYTES);
+        assert_eq!(s.parts.len(), s.bytes().div_ceil(PART_TARGET_BYTES));
+        let written = shards(&s, 7);
+        assert_eq!(written.len(), s.parts.len() + 1);
+        for (i, w) in written.iter().enumerate() {
+            assert_eq!(w.metadata.name.as_deref(), Some(shard_name("edge", i).as_str()));
+            let labels = w.metadata.labels.as_ref().unwrap();
             assert_eq!(labels[LABEL_FLEET], "edge", "the writer's labels are kept");
             assert_eq!(labels[CONFIG_GENERATION], "7");
+            assert!(w.data.as_ref().unwrap()[CONFIG_KEY].0.len() < SHARD_BYTES);
         }
-        assert!(written.iter().all(|s| shard_count(s) == Some(written.len())));
+        assert_eq!(shard_count(&written[0]), Some(written.len()));
         let a = assemble_config(written.iter().rev()).unwrap().unwrap();
         assert_eq!((a.generation, a.hash.as_str()), (7, big.hash().as_str()));
-        assert_eq!(a.config, big);
-        assert!(assemble_config(&written[1..]).unwrap().is_none(), "a shard is missing");
+        assert_eq!(a.config, big, "the same objects in the same order");
+        assert!(assemble_config(&written[1..]).unwrap().is_none(), "no index");
+        assert!(
+            assemble_config(&written[..written.len() - 1]).unwrap().is_none(),
+            "a part is missing"
+        );
+        // The same configuration splits into the same bytes.
+        assert_eq!(split(&big, Some(s.parts.len())), s);
+    }
+
+    #[test]
+    fn an_edit_to_one_route_changes_exactly_one_part() {
+        let before = config(1_000, 3_000);
+        let old = split(&before, None);
+        let mut after = before.clone();
+        after.routes[417].backends[0].model = "mock-edited".into();
+        let new = split(&after, Some(old.parts.len()));
+        assert_eq!(new.parts.len(), old.parts.len());
+        assert_eq!(new.head, old.head);
+        let changed: Vec<usize> = (0..old.parts.len()).filter(|&i| old.parts[i] != new.parts[i]).collect();
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert_ne!(new.hash, old.hash);
+        // A new key lands in one part too, and the count holds.
+        after.keys.push(key(999_999));
+        let added = split(&after, Some(new.parts.len()));
+        assert_eq!(
+            (0..new.parts.len()).filter(|&i| added.parts[i] != new.parts[i]).count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_gateway_never_assembles_a_mix_of_generations() {
+        let one = config(200, 2_000);
+        let mut two = one.clone();
+        two.routes[3].backends[0].model = "mock-edited".into();
+        let (s1, s2) = (split(&one, None), split(&two, Some(split(&one, None).parts.len())));
+        let (g1, g2) = (shards(&s1, 1), shards(&s2, 2));
+        let edited = (1..g1.len()).find(|&i| g1[i].data != g2[i].data).unwrap();
+        // The operator wrote the edited part of generation 2, not the index yet: generation 1's
+        // index does not take generation 2's part.
+        let mut held = g1.clone();
+        held[edited] = g2[edited].clone();
+        assert!(assemble_config(&held).unwrap().is_none());
+        // The index of generation 2 arrived before its part: nothing complete either.
+        let mut held = g1.clone();
+        held[0] = g2[0].clone();
+        assert!(assemble_config(&held).unwrap().is_none());
+        // Generation 2's index and edited part; the other parts were written by generation 1
+        // and are byte for byte generation 2's.
+        held[edited] = g2[edited].clone();
+        let a = assemble_config(&held).unwrap().unwrap();
+        assert_eq!((a.generation, a.config), (2, two.clone()));
+        // Two indexes (a test, not a watch): the newest complete one wins.
+        let mut all = g1.clone();
+        all.extend(g2.iter().take(1).cloned());
+        assert_eq!(assemble_config(&all).unwrap().unwrap().generation, 1);
+        all.push(g2[edited].clone());
+        assert_eq!(assemble_config(&all).unwrap().unwrap().generation, 2);
+    }
+
+    #[test]
+    fn a_part_whose_bytes_do_not_match_its_hash_is_refused() {
+        let mut written = shards(&split(&config(3, 10), None), 1);
+        let data = written[1].data.as_mut().unwrap();
+        data.get_mut(CONFIG_KEY).unwrap().0.push(b' ');
+        assert!(matches!(
+            assemble_config(&written),
+            Err(ShardError::HashMismatch { generation: 1, .. })
+        ));
     }
 
     #[test]
     fn a_config_of_another_schema_version_is_refused() {
-        let mut newer = config(1);
+        let mut newer = config(1, 1);
         newer.version = SCHEMA_VERSION + 1;
         assert!(matches!(
-            assemble_config(&shards(&newer, 3)),
+            assemble_config(&shards(&split(&newer, None), 3)),
             Err(ShardError::Invalid { generation: 3, .. })
         ));
+    }
+
+    #[test]
+    fn shards_of_the_byte_chunk_format_are_not_read() {
+        // What an operator before the index wrote: byte chunks, the count on every shard.
+        let old = Secret {
+            metadata: ObjectMeta {
+                name: Some(shard_name("edge", 0)),
+                annotations: Some(BTreeMap::from([
+                    (CONFIG_GENERATION.to_owned(), "4".to_owned()),
+                    ("switchyard.dev/config-shard".to_owned(), "0".to_owned()),
+                    ("switchyard.dev/config-shards".to_owned(), "1".to_owned()),
+                    (ANNOTATION_CONFIG_HASH.to_owned(), config(1, 1).hash()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(
+                CONFIG_KEY.to_owned(),
+                ByteString(config(1, 1).to_bytes().unwrap()),
+            )])),
+            ..Secret::default()
+        };
+        assert_eq!(shard_count(&old), None);
+        assert!(assemble_config([&old]).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_part_count_follows_the_size_and_sticks_near_it() {
+        assert_eq!(part_count(0, None), 1);
+        assert_eq!(part_count(10 * PART_TARGET_BYTES, None), 10);
+        assert_eq!(part_count(10 * PART_TARGET_BYTES + 1, None), 11);
+        assert_eq!(
+            part_count(12 * PART_TARGET_BYTES, Some(10)),
+            10,
+            "a little growth keeps the parts"
+        );
+        assert_eq!(part_count(8 * PART_TARGET_BYTES, Some(10)), 10);
+        assert_eq!(part_count(30 * PART_TARGET_BYTES, Some(10)), 30, "far off: resized");
+        assert_eq!(part_count(PART_TARGET_BYTES, Some(10)), 1);
+        assert_eq!(part_count(usize::MAX, None), MAX_PARTS);
+        assert_eq!(part_count(PART_TARGET_BYTES, Some(MAX_PARTS + 1)), 1);
+    }
+
+    #[test]
+    fn one_large_object_gets_a_part_without_splitting_the_rest_thin() {
+        let mut c = config(10, 3_000);
+        c.keys[5].labels.insert("blob".into(), "x".repeat(700_000));
+        let s = split(&c, None);
+        let total = s.bytes();
+        assert!(
+            s.parts.len() <= 2 * total.div_ceil(PART_TARGET_BYTES),
+            "{} parts",
+            s.parts.len()
+        );
+        let largest = s.parts.iter().map(|p| p.bytes.len()).max().unwrap();
+        assert!(largest > 700_000 && largest < 700_000 + PART_TARGET_BYTES, "{largest}");
+        let a = assemble_config(&shards(&s, 1)).unwrap().unwrap();
+        assert_eq!(a.config, c);
     }
 
     #[test]

@@ -25,7 +25,10 @@ use super::{client, ApiHandle};
 use crate::controller::{reconcile_fleet, Caches, Context, Pacing, SecretCache, StatusWriters};
 use crate::metrics::Metrics;
 use crate::spend::FleetRedis;
-use crate::{ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, LABEL_FLEET, MANAGER};
+use crate::{
+    ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_PART, ANNOTATION_CONFIG_PARTS, ANNOTATION_PART_HASH, CONFIG_GENERATION,
+    LABEL_FLEET, MANAGER,
+};
 
 /// One request the reconcile sent.
 #[derive(Debug)]
@@ -129,6 +132,7 @@ fn context(client: Client, gw: &LLMGateway) -> Arc<Context> {
             secrets: SecretCache::new(store(vec![key_secret()]), store(vec![]), None),
             namespaces: store(vec![]),
             pods: store(vec![]),
+            own_shards: Default::default(),
             synced,
         },
         redis: Arc::new(FleetRedis::new(newly_served)),
@@ -139,14 +143,16 @@ fn context(client: Client, gw: &LLMGateway) -> Arc<Context> {
     })
 }
 
-/// Shard `index` of an earlier, two-shard configuration generation 7.
+/// Shard `index` of an earlier, three-shard configuration generation 7, in the byte-chunk
+/// format of operators before the index (the upgrade case).
 fn old_shard(index: usize) -> Value {
     json!({
         "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
         "metadata": {
             "name": format!("edge-config-{index}"), "namespace": "llm",
             "labels": {LABEL_FLEET: "edge", CONFIG_GENERATION: "7"},
-            "annotations": {CONFIG_GENERATION: "7", ANNOTATION_CONFIG_SHARDS: "2", ANNOTATION_CONFIG_HASH: "old"},
+            "annotations": {CONFIG_GENERATION: "7", "switchyard.dev/config-shards": "3", ANNOTATION_CONFIG_HASH: "old",
+                            "switchyard.dev/config-shard": index.to_string()},
         },
     })
 }
@@ -229,14 +235,14 @@ async fn read(req: Request<Body>) -> Call {
     }
 }
 
-/// What exists before the reconcile: the cached objects, and two shards of generation 7.
+/// What exists before the reconcile: the cached objects, and three shards of generation 7.
 fn existing(gw: &LLMGateway) -> BTreeMap<String, Value> {
     let crd = "/apis/switchyard.dev/v1alpha1/namespaces/llm";
     BTreeMap::from([
         (
             "/api/v1/namespaces/llm/secrets".to_owned(),
             json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {},
-                   "items": [old_shard(0), old_shard(1)]}),
+                   "items": [old_shard(0), old_shard(1), old_shard(2)]}),
         ),
         (format!("{crd}/llmgateways/edge"), json!(gw)),
         (format!("{crd}/llmroutes/chat"), json!(route())),
@@ -262,7 +268,7 @@ async fn a_changed_config_is_published_before_the_fleet_is_applied_and_status_fo
     let existing = existing(&gw);
     let reconcile = tokio::spawn(reconcile_fleet(Arc::new(gw), ctx.clone()));
 
-    let calls = answer(&mut api, 12, &existing).await;
+    let calls = answer(&mut api, 13, &existing).await;
     let action = reconcile.await.expect("join").expect("reconcile");
     assert_eq!(action, Action::await_change());
 
@@ -277,27 +283,44 @@ async fn a_changed_config_is_published_before_the_fleet_is_applied_and_status_fo
         "&labelSelector=switchyard.dev%2Ffleet%3Dedge%2Cswitchyard.dev%2Fconfig-generation"
     );
 
-    // The new configuration first: one shard, one generation above any seen.
-    let shard = &calls[1];
+    // The new configuration first, one generation above any seen: its one part (over the old
+    // format's shard 1), then the index naming the part's hash.
+    let part = &calls[1];
     assert!(
-        shard.is(&Method::PATCH, "/api/v1/namespaces/llm/secrets/edge-config-0"),
-        "{shard:?}"
+        part.is(&Method::PATCH, "/api/v1/namespaces/llm/secrets/edge-config-1"),
+        "{part:?}"
     );
-    let shard: Secret = object(shard.body.clone());
-    let annotations = shard.metadata.annotations.expect("annotations");
-    assert_eq!(annotations[CONFIG_GENERATION], "8");
-    assert_eq!(annotations[ANNOTATION_CONFIG_SHARDS], "1");
-    assert_eq!(shard.metadata.labels.expect("labels")[LABEL_FLEET], "edge");
-    let config: Value = serde_json::from_slice(&shard.data.expect("data")["config.json"].0).expect("config JSON");
-    assert_eq!(config["fleet"], "llm/edge");
-    assert_eq!(config["routes"][0]["name"], "chat");
-    assert_eq!(config["keys"][0]["name"], "team-a");
-
-    // Then the older generation's second shard goes.
+    let part: Secret = object(part.body.clone());
+    let part_annotations = part.metadata.annotations.expect("annotations");
+    assert_eq!(part_annotations[ANNOTATION_CONFIG_PART], "1");
+    assert_eq!(part.metadata.labels.expect("labels")[LABEL_FLEET], "edge");
+    let objects: Value = serde_json::from_slice(&part.data.expect("data")["config.json"].0).expect("part JSON");
+    assert_eq!(objects["routes"][0]["name"], "chat");
+    assert_eq!(objects["keys"][0]["name"], "team-a");
+    let index = &calls[2];
     assert!(
-        calls[2].is(&Method::DELETE, "/api/v1/namespaces/llm/secrets/edge-config-1"),
+        index.is(&Method::PATCH, "/api/v1/namespaces/llm/secrets/edge-config-0"),
+        "{index:?}"
+    );
+    let index: Secret = object(index.body.clone());
+    let annotations = index.metadata.annotations.expect("annotations");
+    assert_eq!(annotations[CONFIG_GENERATION], "8");
+    assert_eq!(
+        annotations[ANNOTATION_CONFIG_PARTS],
+        part_annotations[ANNOTATION_PART_HASH]
+    );
+    assert!(
+        !annotations.contains_key("switchyard.dev/config-shards"),
+        "an older gateway must not read the index as a byte chunk"
+    );
+    let head: Value = serde_json::from_slice(&index.data.expect("data")["config.json"].0).expect("head JSON");
+    assert_eq!(head["fleet"], "llm/edge");
+
+    // Then the older generation's third shard goes.
+    assert!(
+        calls[3].is(&Method::DELETE, "/api/v1/namespaces/llm/secrets/edge-config-2"),
         "{:?}",
-        calls[2]
+        calls[3]
     );
 
     // The fleet's objects, each by server-side apply under the operator's field manager and
@@ -315,19 +338,19 @@ async fn a_changed_config_is_published_before_the_fleet_is_applied_and_status_fo
     for path in objects {
         let i = position(&calls, &Method::PATCH, path);
         let c = &calls[i];
-        assert!(i > 2, "{path} before the config shards");
+        assert!(i > 3, "{path} before the config shards");
         assert_eq!(c.query, APPLY, "{path}");
         assert_eq!(c.content_type, "application/apply-patch+yaml", "{path}");
         assert_eq!(c.body["metadata"]["ownerReferences"][0]["uid"], "gw-uid", "{path}");
         at.push(i);
     }
     assert!(at[1] < at[2], "the RoleBinding before its Role");
-    assert_eq!(at[6], 9, "the Deployment after every other object");
-    assert_eq!(calls[8].path, objects[5], "the autoscaler after the concurrent four");
+    assert_eq!(at[6], 10, "the Deployment after every other object");
+    assert_eq!(calls[9].path, objects[5], "the autoscaler after the concurrent four");
     assert_eq!(calls[1].query, APPLY);
 
     // A Normal event says a configuration was published.
-    let event = &calls[10];
+    let event = &calls[11];
     assert!(
         event.is(&Method::POST, "/apis/events.k8s.io/v1/namespaces/llm/events"),
         "{event:?}"
@@ -337,7 +360,7 @@ async fn a_changed_config_is_published_before_the_fleet_is_applied_and_status_fo
     assert_eq!(event.body["regarding"]["name"], "edge");
 
     // The LLMGateway's status, with the generation published and the pods the Deployment has.
-    let status = &calls[11];
+    let status = &calls[12];
     assert!(
         status.is(
             &Method::PATCH,
@@ -405,7 +428,7 @@ async fn an_autoscaler_the_fleet_no_longer_asks_for_is_deleted() {
     );
     let reconcile = tokio::spawn(reconcile_fleet(Arc::new(gw), ctx));
     // The same requests as with an autoscaler, plus the read of the existing one.
-    let calls = answer(&mut api, 13, &existing).await;
+    let calls = answer(&mut api, 14, &existing).await;
     reconcile.await.expect("join").expect("reconcile");
     let read = position(&calls, &Method::GET, hpa);
     let deleted = position(&calls, &Method::DELETE, hpa);
@@ -422,16 +445,16 @@ async fn a_refused_write_fails_the_reconcile_and_is_counted_by_its_kind() {
     let reconcile = tokio::spawn(reconcile_fleet(gw.clone(), ctx.clone()));
     let existing = existing(&gw);
     answer(&mut api, 1, &existing).await;
-    // The shard write is refused: the operator lacks a permission.
+    // The shard write (the config's one part) is refused: the operator lacks a permission.
     let (req, send) = api.next_request().await.expect("the shard write");
-    assert_eq!(req.uri().path(), "/api/v1/namespaces/llm/secrets/edge-config-0");
+    assert_eq!(req.uri().path(), "/api/v1/namespaces/llm/secrets/edge-config-1");
     send.send_response(
         Response::builder()
             .status(403)
             .header("content-type", "application/json")
             .body(Body::from(
                 serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "reason": "Forbidden", "code": 403, "message": "secrets \"edge-config-0\" is forbidden"}))
+                    "reason": "Forbidden", "code": 403, "message": "secrets \"edge-config-1\" is forbidden"}))
                 .expect("reply"),
             ))
             .expect("response"),

@@ -1,6 +1,7 @@
 //! The reconcile of one LLMGateway: compile what the fleet admits, publish the configuration as
-//! sharded Secrets (paced), apply the fleet's objects, write the LLMGateway's status, and hand
-//! the statuses of the objects it compiled to the fleet's status writer.
+//! sharded Secrets (only the parts that changed, then the index; paced), apply the fleet's
+//! objects, write the LLMGateway's status, and hand the statuses of the objects it compiled to
+//! the fleet's status writer.
 //!
 //! The decisions are pure functions (`fleet::fleet_manifests`, `compile`, `desired_objects`,
 //! [`next_generation`], `status::gateway_status`); this file reads the caches and does the I/O.
@@ -23,23 +24,27 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchyard_api::LLMGateway;
+use switchyard_config::source::split_config;
 use switchyard_config::{compile, CompileOptions, ObjectId};
 
 use super::{apply_status, status_writer, Context};
 use crate::desired::{desired_objects, shard_name, workload_name, Desired};
 use crate::fleet::{self, fleet_id, FleetId};
 use crate::status::{self, ConfigState, PodsObserved, StatusWork};
-use crate::{Error, ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, LABEL_FLEET, MANAGER};
+use crate::{
+    Error, ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_PART, ANNOTATION_CONFIG_PARTS, ANNOTATION_PART_HASH,
+    CONFIG_GENERATION, CONFIG_KEY, LABEL_FLEET, MANAGER,
+};
 
 /// Configuration bytes a fleet publishes per second at most, and the longest pause.
 const PUBLISH_BYTES_PER_SECOND: u64 = 2 * 1024 * 1024;
 pub(crate) const MAX_PUBLISH_PAUSE: Duration = Duration::from_secs(5);
 
-/// The pause after publishing `bytes` of configuration before the fleet publishes again.
-/// During a burst of thousands of changes a large configuration is not rewritten after each
-/// (every rewrite is megabytes through the API server, etcd and every gateway's watch); the
-/// changes that arrive meanwhile go out together. A small configuration is never held back:
-/// 2 KiB waits 1 ms, 2.5 MB 1.2 s.
+/// The pause after writing `bytes` of configuration before the fleet publishes again. Only
+/// the parts that changed are written, so one edit of a large fleet writes about a part and
+/// the index and is barely held back; during a burst of thousands of changes, when most parts
+/// change, the writes are megabytes through the API server, etcd and every gateway's watch, and
+/// the changes that arrive meanwhile go out together: 2 KiB waits 1 ms, 2.5 MB 1.2 s.
 pub(crate) fn publish_pause(bytes: usize) -> Duration {
     let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
     Duration::from_millis(bytes.saturating_mul(1000) / PUBLISH_BYTES_PER_SECOND).min(MAX_PUBLISH_PAUSE)
@@ -59,11 +64,16 @@ impl Pacing {
         (!wait.is_zero()).then_some(wait)
     }
 
-    /// Records that the fleet just published `bytes` of configuration in a reconcile that took
-    /// `took`: the next publish waits at least as long again, so a fleet spends at most about
-    /// half its time publishing (each generation also rewrites the routes' `Programmed`).
-    fn published(&self, fleet: &FleetId, bytes: usize, took: Duration) {
-        let pause = publish_pause(bytes).max(took.min(MAX_PUBLISH_PAUSE));
+    /// Records that the fleet just wrote `written` of its `total` bytes of configuration in a
+    /// reconcile that took `took`. A generation that rewrote most of the configuration (a burst
+    /// of changes spread over every part) also waits as long as its reconcile took, so a burst
+    /// spends at most about half its time compiling and publishing; an edit that wrote a part
+    /// and the index waits only for its bytes, never for the fleet's compile time.
+    fn published(&self, fleet: &FleetId, written: usize, total: usize, took: Duration) {
+        let mut pause = publish_pause(written);
+        if written.saturating_mul(2) >= total {
+            pause = pause.max(took.min(MAX_PUBLISH_PAUSE));
+        }
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
         next.insert(fleet.clone(), Instant::now() + pause);
     }
@@ -88,16 +98,14 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
     }
     let started = Instant::now();
 
-    let compiled = {
+    let (compiled, manifests_ms) = {
         let m = manifests_with_secrets(&gw, &ctx).await?;
-        compile(
-            &m,
-            &CompileOptions {
-                fleet: Some(fleet.clone()),
-            },
-        )
+        let manifests_ms = started.elapsed().as_millis();
+        let options = CompileOptions {
+            fleet: Some(fleet.clone()),
+        };
+        (compile(&m, &options), manifests_ms)
     };
-    let hash = compiled.config.hash();
     ctx.redis.update(&fleet, &compiled.config);
     let compile_ms = started.elapsed().as_millis();
 
@@ -106,23 +114,30 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
         .list_metadata(&ListParams::default().labels(&format!("{LABEL_FLEET}={name},{CONFIG_GENERATION}")))
         .await?;
     let shards = summarize_shards(&shard_list.items.iter().map(|m| &m.metadata).collect::<Vec<_>>());
+    let split = split_config(&compiled.config, shards.part_count)?;
+    let hash = split.hash.clone();
+    let split_ms = started.elapsed().as_millis();
     let status_config = gw
         .status
         .as_ref()
         .and_then(|s| Some((u64::try_from(s.config_generation?).ok()?, s.config_hash.as_deref()?)));
     let (generation, write_shards) = next_generation(status_config, &shards, &hash);
-    let desired = desired_objects(&gw, &compiled, generation, &ctx.image);
+    let desired = desired_objects(&gw, &split, generation, &ctx.image);
+    let writes = if write_shards {
+        shards_to_write(&desired.config_shards, &shards)
+    } else {
+        Vec::new()
+    };
 
-    let deployment = apply_fleet(&ctx.client, &gw, &desired, write_shards, &shards).await?;
+    let deployment = apply_fleet(&ctx, &gw, &desired, &writes, &shards).await?;
     let applied_ms = started.elapsed().as_millis();
     if write_shards {
-        let bytes = desired
-            .config_shards
+        let bytes = writes
             .iter()
-            .flat_map(|s| s.data.iter().flat_map(|d| d.values()))
+            .filter_map(|s| s.data.as_ref()?.get(CONFIG_KEY))
             .map(|b| b.0.len())
             .sum();
-        ctx.pacing.published(&fleet, bytes, started.elapsed());
+        ctx.pacing.published(&fleet, bytes, split.bytes(), started.elapsed());
         tracing::info!(namespace = %ns, fleet = %name, generation, %hash, "published config");
         ctx.publish(
             &gw.object_ref(&()),
@@ -157,35 +172,61 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
     }
     status_writer::queue(&ctx, StatusWork::new(gw.clone(), &compiled, pods, generation));
     tracing::debug!(
-        namespace = %ns, fleet = %name, generation, write_shards,
-        routes = compiled.config.routes.len(), keys = compiled.config.keys.len(),
-        compile_ms, applied_ms, total_ms = started.elapsed().as_millis(),
+        namespace = %ns, fleet = %name, generation, write_shards, shards_written = writes.len(),
+        parts = split.parts.len(), routes = compiled.config.routes.len(), keys = compiled.config.keys.len(),
+        manifests_ms, compile_ms, split_ms, applied_ms, total_ms = started.elapsed().as_millis(),
         "reconciled fleet"
     );
     Ok(Action::await_change())
 }
 
-/// Applies the fleet's objects; returns the Deployment as the API server has it (with status).
+/// The config shards to write for a new generation: the parts whose bytes differ from what is
+/// published (by their hash annotation), then the index. Parts an edit did not touch keep their
+/// bytes and the generation that wrote them; the index names their hashes.
+pub(crate) fn shards_to_write<'a>(desired: &'a [Secret], published: &ShardSummary) -> Vec<&'a Secret> {
+    let Some((index, parts)) = desired.split_first() else {
+        return Vec::new();
+    };
+    let mut out: Vec<&Secret> = parts
+        .iter()
+        .filter(|p| {
+            let a = p.metadata.annotations.as_ref();
+            let number = a.and_then(|a| a.get(ANNOTATION_CONFIG_PART)?.parse::<usize>().ok());
+            let hash = a.and_then(|a| a.get(ANNOTATION_PART_HASH));
+            number.and_then(|n| published.parts.get(&n)) != hash
+        })
+        .collect();
+    out.push(index);
+    out
+}
+
+/// Applies the fleet's objects, of the config shards only `writes`; returns the Deployment as
+/// the API server has it (with status).
 async fn apply_fleet(
-    c: &kube::Client,
+    ctx: &Context,
     gw: &LLMGateway,
     desired: &Desired,
-    write_shards: bool,
+    writes: &[&Secret],
     shards: &ShardSummary,
 ) -> Result<Deployment, Error> {
+    let c = &ctx.client;
     let ns = fleet::ns(gw);
     // The config shards go first: they are what a change is waiting for (apply-to-served
     // latency); the other objects only change with the LLMGateway itself. Except the Role when
     // there will be more shards than now: it names each shard the pods may read, and the pods
-    // start watching a new name as soon as shard 0 announces it.
-    let widen = write_shards && desired.config_shards.len() > shards.names.len();
+    // start watching a new name as soon as the index announces it.
+    let widen = !writes.is_empty() && desired.config_shards.len() > shards.names.len();
     if widen {
         apply(c, &ns, &desired.role).await?;
     }
-    if write_shards {
-        for shard in &desired.config_shards {
-            apply(c, &ns, shard).await?;
+    // The parts at once, then the index: a gateway assembles only when every part it holds
+    // matches the index, so the order among the parts does not matter.
+    if let Some((index, parts)) = writes.split_last() {
+        for shard in writes {
+            ctx.caches.own_shards.writing(shard);
         }
+        futures::future::try_join_all(parts.iter().map(|p| apply(c, &ns, *p))).await?;
+        apply(c, &ns, *index).await?;
     }
     // Shards past the current count belong to an older, larger configuration.
     let count = desired.config_shards.len();
@@ -257,41 +298,52 @@ where
 /// What the existing shards of a fleet say, from their metadata.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ShardSummary {
-    /// `(generation, hash)` when every shard of one generation is present.
+    /// `(generation, hash)` of the index when every part it announces is present with the
+    /// announced hash.
     pub complete: Option<(u64, String)>,
     /// Highest generation on any shard.
     pub highest: u64,
     /// Names of all shards.
     pub names: Vec<String>,
+    /// How many parts the index announces; `None` without an index of this format (a new
+    /// fleet, or shards an older operator wrote).
+    pub part_count: Option<usize>,
+    /// The hash annotation of each part present, by part number.
+    pub parts: BTreeMap<usize, String>,
 }
 
 pub(crate) fn summarize_shards(metas: &[&ObjectMeta]) -> ShardSummary {
-    let mut by_gen: BTreeMap<u64, Vec<(usize, String)>> = BTreeMap::new();
-    let mut names = Vec::new();
+    let mut summary = ShardSummary::default();
+    let mut index: Option<(u64, String, Vec<String>)> = None;
     for m in metas {
-        names.push(m.name.clone().unwrap_or_default());
+        summary.names.push(m.name.clone().unwrap_or_default());
         let Some(a) = m.annotations.as_ref() else { continue };
-        let (Some(g), Some(count), Some(hash)) = (
-            a.get(CONFIG_GENERATION).and_then(|v| v.parse::<u64>().ok()),
-            a.get(ANNOTATION_CONFIG_SHARDS).and_then(|v| v.parse::<usize>().ok()),
-            a.get(ANNOTATION_CONFIG_HASH),
-        ) else {
+        let Some(g) = a.get(CONFIG_GENERATION).and_then(|v| v.parse::<u64>().ok()) else {
             continue;
         };
-        by_gen.entry(g).or_default().push((count, hash.clone()));
+        summary.highest = summary.highest.max(g);
+        if let (Some(hash), Some(parts)) = (a.get(ANNOTATION_CONFIG_HASH), a.get(ANNOTATION_CONFIG_PARTS)) {
+            let parts = parts.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect();
+            if index.as_ref().is_none_or(|(ig, _, _)| g > *ig) {
+                index = Some((g, hash.clone(), parts));
+            }
+        } else if let (Some(n), Some(hash)) = (
+            a.get(ANNOTATION_CONFIG_PART).and_then(|v| v.parse::<usize>().ok()),
+            a.get(ANNOTATION_PART_HASH),
+        ) {
+            summary.parts.insert(n, hash.clone());
+        }
     }
-    let highest = by_gen.keys().next_back().copied().unwrap_or(0);
-    let complete = by_gen.iter().next_back().and_then(|(g, shards)| {
-        let (count, hash) = shards.first()?;
-        let consistent = shards.len() == *count && shards.iter().all(|(c, h)| c == count && h == hash);
-        consistent.then(|| (*g, hash.clone()))
-    });
-    names.sort();
-    ShardSummary {
-        complete,
-        highest,
-        names,
+    if let Some((g, hash, parts)) = index {
+        summary.part_count = Some(parts.len());
+        let present = parts
+            .iter()
+            .enumerate()
+            .all(|(i, h)| summary.parts.get(&(i + 1)) == Some(h));
+        summary.complete = present.then_some((g, hash));
     }
+    summary.names.sort();
+    summary
 }
 
 /// The generation to publish `hash` under, and whether the shards must be written.

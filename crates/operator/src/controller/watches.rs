@@ -5,7 +5,7 @@
 //! Only what a fleet compiles triggers it: status-only updates (the operator's own writes) are
 //! dropped, and the caches keep no field the reconciles never read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,6 +41,9 @@ pub(crate) struct Caches {
     pub(crate) namespaces: Store<Namespace>,
     /// The fleets' pods.
     pub(crate) pods: Store<Pod>,
+    /// The config shards as the operator last wrote them, so its own writes do not trigger
+    /// another reconcile.
+    pub(crate) own_shards: OwnShards,
     /// `true` once every store has listed once.
     pub(crate) synced: watch::Receiver<bool>,
 }
@@ -255,6 +258,40 @@ fn slim<K: Resource>(o: &mut K) {
     }
 }
 
+/// The annotations of each config shard (namespace, name) as the operator last wrote it, recorded
+/// before the write (its watch event may come before the write returns). A shard event with
+/// those annotations is the operator's own write and must not trigger a reconcile: at 10,000
+/// keys that is a full recompile, and the next edit would queue behind it. A deletion or a write
+/// that changed the annotations does trigger, and the reconcile puts the shard back. (A reconcile
+/// judges the shards by their annotations alone, so a write that kept them would change nothing.)
+#[derive(Clone, Default)]
+pub(crate) struct OwnShards(Arc<Mutex<HashMap<ShardId, Annotations>>>);
+
+/// A config shard: (namespace, name).
+type ShardId = (String, String);
+type Annotations = BTreeMap<String, String>;
+
+impl OwnShards {
+    /// Records that the operator is about to write `shard`.
+    pub(crate) fn writing(&self, shard: &Secret) {
+        let m = &shard.metadata;
+        if let (Some(ns), Some(name)) = (&m.namespace, &m.name) {
+            let mut own = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            own.insert((ns.clone(), name.clone()), m.annotations.clone().unwrap_or_default());
+        }
+    }
+
+    /// Whether `meta` is a shard as the operator last wrote it.
+    fn is_own(&self, meta: &kube::api::ObjectMeta) -> bool {
+        let (Some(ns), Some(name)) = (&meta.namespace, &meta.name) else {
+            return false;
+        };
+        let own = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        own.get(&(ns.clone(), name.clone()))
+            .is_some_and(|a| Some(a) == meta.annotations.as_ref())
+    }
+}
+
 /// The LLMGateway controller with every watch that triggers it, and the caches those watches
 /// fill. Announces (and marks the operator ready) once every cache has listed.
 pub(super) fn fleet_controller(
@@ -349,12 +386,21 @@ pub(super) fn fleet_controller(
         })
         .reflect(pods_w)
         .touched_objects();
+    let own_shards = OwnShards::default();
+    let own = own_shards.clone();
     let shard_events = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         cfg().labels(&format!("{LABEL_FLEET},{CONFIG_GENERATION}")),
     )
     .backoff(WatchBackoff::default())
-    .touched_objects();
+    .filter_map(move |event| {
+        std::future::ready(match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) if own.is_own(&s.metadata) => None,
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s)) => Some(Ok(s)),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        })
+    });
 
     let controller = {
         let (g1, g2, g3, g4, g5) = (
@@ -423,6 +469,7 @@ pub(super) fn fleet_controller(
         secrets,
         namespaces,
         pods,
+        own_shards,
         synced,
     };
     tokio::spawn(announce_synced(synced_tx, caches.clone(), metrics.clone()));

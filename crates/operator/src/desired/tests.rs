@@ -1,11 +1,11 @@
 use super::*;
 use serde_json::json;
-use switchyard_config::source::{assemble_config, split_config, ShardError, SHARD_BYTES};
+use switchyard_config::source::{assemble_config, split_config, SplitConfig, PART_TARGET_BYTES, SHARD_BYTES};
 use switchyard_config::{
-    compile, hash_key, CompileOptions, GatewayConfig, KeyConfig, KeyHash, Manifests, SCHEMA_VERSION,
+    compile, hash_key, CompileOptions, Compiled, GatewayConfig, KeyConfig, KeyHash, Manifests, SCHEMA_VERSION,
 };
 
-use crate::{ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_SHARD, ANNOTATION_CONFIG_SHARDS, CONFIG_GENERATION, CONFIG_KEY};
+use crate::{ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_PART, ANNOTATION_CONFIG_PARTS, CONFIG_GENERATION, CONFIG_KEY};
 
 fn gateway(spec: serde_json::Value) -> LLMGateway {
     serde_json::from_value(json!({
@@ -47,7 +47,7 @@ fn compiled_with_route(model: &str) -> Compiled {
     c
 }
 
-/// A configuration of about 1.4 MB: three shards.
+/// A configuration of about 1.4 MB: a few dozen parts.
 fn big_config() -> Compiled {
     let keys = (0..7000)
         .map(|i| KeyConfig {
@@ -77,6 +77,10 @@ fn big_config() -> Compiled {
     }
 }
 
+fn split(c: &Compiled) -> SplitConfig {
+    split_config(&c.config, None).unwrap()
+}
+
 fn serialized(d: &Desired) -> Vec<Vec<u8>> {
     let mut out = vec![
         serde_json::to_vec(&d.service_account).unwrap(),
@@ -101,26 +105,26 @@ fn same_inputs_give_identical_bytes() {
     }));
     let a = desired_objects(
         &gw,
-        &compiled_with_route("gpt-4o"),
+        &split(&compiled_with_route("gpt-4o")),
         7,
         "ghcr.io/switchyard/switchyard:1",
     );
     let b = desired_objects(
         &gw.clone(),
-        &compiled_with_route("gpt-4o"),
+        &split(&compiled_with_route("gpt-4o")),
         7,
         "ghcr.io/switchyard/switchyard:1",
     );
     assert_eq!(serialized(&a), serialized(&b));
-    let big_a = desired_objects(&gw, &big_config(), 1, "img");
-    let big_b = desired_objects(&gw, &big_config(), 1, "img");
+    let big_a = desired_objects(&gw, &split(&big_config()), 1, "img");
+    let big_b = desired_objects(&gw, &split(&big_config()), 1, "img");
     assert_eq!(serialized(&big_a), serialized(&big_b));
 }
 
 #[test]
 fn every_object_is_owned_and_labelled() {
     let gw = gateway(json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}));
-    let d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
+    let d = desired_objects(&gw, &split(&compiled_with_route("gpt-4o")), 1, "img");
     let mut metas = vec![
         &d.service_account.metadata,
         &d.role.metadata,
@@ -131,7 +135,7 @@ fn every_object_is_owned_and_labelled() {
     ];
     metas.extend(d.autoscaler.iter().map(|h| &h.metadata));
     metas.extend(d.config_shards.iter().map(|s| &s.metadata));
-    assert_eq!(metas.len(), 8);
+    assert_eq!(metas.len(), 9, "six objects, the autoscaler, the index and one part");
     for m in metas {
         assert_eq!(m.namespace.as_deref(), Some("llm"));
         let labels = m.labels.as_ref().unwrap();
@@ -154,7 +158,7 @@ fn every_object_is_owned_and_labelled() {
 #[test]
 fn deployment_runs_the_fleet() {
     let gw = gateway(json!({"replicas": 3, "logLevel": "debug"}));
-    let d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img:1");
+    let d = desired_objects(&gw, &split(&compiled_with_route("gpt-4o")), 1, "img:1");
     let spec = d.deployment.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(3));
     let pod = spec.template.spec.as_ref().unwrap();
@@ -200,11 +204,14 @@ fn deployment_runs_the_fleet() {
         d.disruption_budget.spec.as_ref().unwrap().max_unavailable,
         Some(IntOrString::Int(1))
     );
-    // The Role lets pods read their own config shard (by name, no other Secret) and annotate pods.
+    // The Role lets pods read their own config shards (by name, no other Secret) and annotate pods.
     let rules = d.role.rules.as_ref().unwrap();
     assert_eq!(rules[0].resources.as_deref().unwrap(), ["secrets"]);
     assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
-    assert_eq!(rules[0].resource_names.as_deref().unwrap(), ["edge-config-0"]);
+    assert_eq!(
+        rules[0].resource_names.as_deref().unwrap(),
+        ["edge-config-0", "edge-config-1"]
+    );
     assert_eq!(rules[1].verbs, ["get", "patch"]);
     assert_eq!(d.role_binding.subjects.as_ref().unwrap()[0].name, "edge-gateway");
 }
@@ -212,7 +219,7 @@ fn deployment_runs_the_fleet() {
 #[test]
 fn autoscaling_hands_replicas_to_the_hpa() {
     let gw = gateway(json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 9, "targetInFlightRequests": 40}}));
-    let d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
+    let d = desired_objects(&gw, &split(&compiled_with_route("gpt-4o")), 1, "img");
     assert_eq!(d.deployment.spec.as_ref().unwrap().replicas, None);
     let hpa = d.autoscaler.unwrap().spec.unwrap();
     assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 9));
@@ -231,8 +238,8 @@ fn autoscaling_hands_replicas_to_the_hpa() {
 #[test]
 fn a_config_change_never_changes_the_pod_template() {
     let gw = gateway(json!({}));
-    let a = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
-    let b = desired_objects(&gw, &compiled_with_route("claude"), 2, "img");
+    let a = desired_objects(&gw, &split(&compiled_with_route("gpt-4o")), 1, "img");
+    let b = desired_objects(&gw, &split(&compiled_with_route("claude")), 2, "img");
     assert_ne!(a.config_hash, b.config_hash);
     assert_ne!(a.config_shards, b.config_shards);
     assert_eq!(
@@ -246,28 +253,31 @@ fn a_config_change_never_changes_the_pod_template() {
 fn shards_split_and_rejoin() {
     let gw = gateway(json!({}));
     let compiled = big_config();
-    let bytes = compiled.config.to_bytes().unwrap();
-    assert!(
-        bytes.len() > 2 * SHARD_BYTES && bytes.len() <= 3 * SHARD_BYTES,
-        "{}",
-        bytes.len()
-    );
-    let d = desired_objects(&gw, &compiled, 42, "img");
-    assert_eq!(d.config_shards.len(), 3);
-    // The Role grants exactly the three shard names, which the pods watch one by one.
+    let split = split(&compiled);
+    let parts = split.bytes().div_ceil(PART_TARGET_BYTES);
+    assert!(parts > 10, "{parts}");
+    let d = desired_objects(&gw, &split, 42, "img");
+    assert_eq!(d.config_shards.len(), parts + 1);
+    assert_eq!(d.config_hash, compiled.config.hash());
+    // The Role grants exactly the shard names (the index and the parts), which the pods watch
+    // one by one.
+    let names: Vec<String> = (0..=parts).map(|i| format!("edge-config-{i}")).collect();
     assert_eq!(
         d.role.rules.as_ref().unwrap()[0].resource_names.as_deref().unwrap(),
-        ["edge-config-0", "edge-config-1", "edge-config-2"]
+        names
     );
     for (i, s) in d.config_shards.iter().enumerate() {
-        assert_eq!(s.metadata.name.as_deref(), Some(format!("edge-config-{i}").as_str()));
+        assert_eq!(s.metadata.name.as_deref(), Some(names[i].as_str()));
         let a = s.metadata.annotations.as_ref().unwrap();
-        assert_eq!(a[ANNOTATION_CONFIG_SHARDS], "3");
-        assert_eq!(a[ANNOTATION_CONFIG_SHARD], i.to_string());
         assert_eq!(a[CONFIG_GENERATION], "42");
-        assert_eq!(a[ANNOTATION_CONFIG_HASH], compiled.config.hash());
         assert_eq!(s.metadata.labels.as_ref().unwrap()[CONFIG_GENERATION], "42");
         assert!(s.data.as_ref().unwrap()[CONFIG_KEY].0.len() <= SHARD_BYTES);
+        if i == 0 {
+            assert_eq!(a[ANNOTATION_CONFIG_HASH], compiled.config.hash());
+            assert_eq!(a[ANNOTATION_CONFIG_PARTS].split(',').count(), parts);
+        } else {
+            assert_eq!(a[ANNOTATION_CONFIG_PART], i.to_string());
+        }
     }
     // Any order.
     let reversed: Vec<&Secret> = d.config_shards.iter().rev().collect();
@@ -275,46 +285,21 @@ fn shards_split_and_rejoin() {
     assert_eq!(a.generation, 42);
     assert_eq!(a.hash, compiled.config.hash());
     assert_eq!(a.config, compiled.config);
-    // A missing shard: nothing complete.
-    assert!(assemble_config(&d.config_shards[..2]).unwrap().is_none());
+    // A missing part: nothing complete.
+    assert!(assemble_config(&d.config_shards[..parts]).unwrap().is_none());
 }
 
 #[test]
-fn the_newest_complete_generation_wins() {
+fn a_compiled_fleet_round_trips_through_its_shards() {
+    // The compiler's order is the one assembly restores.
     let gw = gateway(json!({}));
-    let old = desired_objects(&gw, &compiled_with_route("gpt-4o"), 4, "img");
-    let new = desired_objects(&gw, &big_config(), 5, "img");
-    // Generation 5 is being written: shard 0 is there, the rest not yet.
-    let mut mixed: Vec<Secret> = old.config_shards.clone();
-    mixed[0] = new.config_shards[0].clone();
-    assert!(assemble_config(&mixed).unwrap().is_none());
-    // Old complete generation beside a partial new one.
-    let mut both = old.config_shards.clone();
-    both.push(new.config_shards[1].clone());
-    assert_eq!(assemble_config(&both).unwrap().unwrap().generation, 4);
-    // All of generation 5, and a stale shard of generation 4.
-    let mut all = new.config_shards.clone();
-    all.extend(old.config_shards.clone());
-    assert_eq!(assemble_config(&all).unwrap().unwrap().generation, 5);
-}
-
-#[test]
-fn corrupt_shards_are_refused() {
-    let gw = gateway(json!({}));
-    let mut d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
-    let data = d.config_shards[0].data.as_mut().unwrap();
-    data.get_mut(CONFIG_KEY).unwrap().0.push(b' ');
-    assert!(matches!(
-        assemble_config(&d.config_shards),
-        Err(ShardError::HashMismatch { generation: 1, .. })
-    ));
-}
-
-#[test]
-fn an_empty_config_is_one_shard() {
-    assert_eq!(split_config(b"").len(), 1);
-    assert_eq!(split_config(&vec![b'x'; SHARD_BYTES]).len(), 1);
-    assert_eq!(split_config(&vec![b'x'; SHARD_BYTES + 1]).len(), 2);
+    let compiled = compiled_with_route("gpt-4o");
+    let d = desired_objects(&gw, &split(&compiled), 1, "img");
+    assert_eq!(d.config_shards.len(), 2, "a small fleet: the index and one part");
+    assert_eq!(
+        assemble_config(&d.config_shards).unwrap().unwrap().config,
+        compiled.config
+    );
 }
 
 #[test]
@@ -381,10 +366,10 @@ fn telemetry_reaches_the_pods_as_otel_environment() {
             .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
             .collect()
     }
-    let off = desired_objects(&gateway(json!({})), &compiled_with_route("m"), 1, "img");
+    let off = desired_objects(&gateway(json!({})), &split(&compiled_with_route("m")), 1, "img");
     assert!(env_of(&off).keys().all(|k| !k.starts_with("OTEL_")));
     let gw = gateway(json!({"telemetry": {"otlpEndpoint": "http://otel.observability:4318", "samplingRatio": 0.25}}));
-    let env = env_of(&desired_objects(&gw, &compiled_with_route("m"), 1, "img"));
+    let env = env_of(&desired_objects(&gw, &split(&compiled_with_route("m")), 1, "img"));
     assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://otel.observability:4318");
     assert_eq!(env["OTEL_SERVICE_NAME"], "switchyard");
     assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
@@ -400,7 +385,7 @@ fn telemetry_reaches_the_pods_as_otel_environment() {
 #[test]
 fn the_metrics_port_is_on_the_pods_and_not_on_the_service() {
     let gw = gateway(json!({"service": {"type": "LoadBalancer", "port": 8443}}));
-    let d = desired_objects(&gw, &compiled_with_route("gpt-4o"), 1, "img");
+    let d = desired_objects(&gw, &split(&compiled_with_route("gpt-4o")), 1, "img");
     let pod = d.deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let ports: Vec<(Option<&str>, i32)> = pod.containers[0]
         .ports

@@ -350,6 +350,9 @@ fn programmed_stays_put_across_later_configurations() {
     // The route is edited (generation 2): it is Pending until the pods run the new config.
     let edited = programmed_condition(true, &pods(2, 1), 6, Some(2), &f, &t(4), Some(&served));
     assert_eq!((edited.status.as_str(), edited.reason.as_str()), ("False", "Pending"));
+    // Still pending when generation 7 comes: the same meaning, so no status write for it.
+    let later = programmed_condition(true, &pods(2, 1), 7, Some(2), &f, &t(5), Some(&edited));
+    assert!(same_meaning(&later, &edited), "{later:?}");
     // Left out of the config: no longer Programmed, whatever it was.
     let dropped = programmed_condition(false, &pods(2, 2), 7, Some(1), &f, &t(5), Some(&served));
     assert_eq!(dropped.reason, "NotAccepted");
