@@ -818,6 +818,46 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_loads_as_its_files_do_one_document_after_another() {
+        // Enough documents that they are parsed on several threads: duplicates (across files and
+        // work units), errors and Secrets come out as adding each file in order gives them.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = |i: usize| {
+            format!("apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k{i}\nspec:\n  secretRef:\n    name: s{i}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s{i}\nstringData:\n  key: ${{KEY_{i}}}\n---\n")
+        };
+        let a: String = (0..150).map(key).collect::<String>()
+            + "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: m\n  backends: [{providerRef: {name: p}, model: x, weigth: 1}]\n";
+        let b: String = (140..300).map(key).collect::<String>()
+            + "kind: [unclosed\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: bad\ndata:\n  key: 12\n";
+        std::fs::write(dir.path().join("a.yaml"), &a).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("b.yaml"), &b).unwrap_or_else(|e| panic!("{e}"));
+        let env = |v: &str| (v != "KEY_7").then(|| format!("sk-{v}"));
+        let (loaded, diags) = Manifests::load_dir(dir.path(), &env);
+        let mut one_by_one = Manifests::default();
+        let a_name = dir.path().join("a.yaml").display().to_string();
+        let b_name = dir.path().join("b.yaml").display().to_string();
+        let mut expected = one_by_one.add_yaml(&a_name, &a, &env);
+        expected.extend(one_by_one.add_yaml(&b_name, &b, &env));
+        assert_eq!(diags, expected);
+        assert_eq!(
+            diags.iter().filter(|d| d.reason == "Duplicate").count(),
+            20,
+            "{diags:?}"
+        );
+        let json = |keys: &[VirtualKey]| serde_json::to_value(keys).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json(&loaded.keys), json(&one_by_one.keys));
+        assert_eq!(loaded.secrets, one_by_one.secrets);
+        assert_eq!(loaded.sources, one_by_one.sources);
+        assert_eq!(loaded.keys.len(), 300);
+        assert_eq!(
+            loaded.secrets[&("default".to_string(), "s7".to_string())]
+                .missing_env
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn secrets_expand_env_and_record_missing() {
         let mut m = Manifests::default();
         let env = |v: &str| (v == "SET").then(|| "value".to_string());
