@@ -296,6 +296,9 @@ fn parse_documents(docs: &[(&str, usize, &str)]) -> Vec<Parsed> {
 
 /// One document, parsed and checked on its own: everything but what depends on the other
 /// documents (duplicates) or on the environment (Secret values).
+// Resources differ in size (an LLMGateway is over 1 KiB, a Secret a fraction): boxing them would
+// cost an allocation per document for a list that lives only through one load.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     Provider(Checked<Provider>),
     LLMRoute(Checked<LLMRoute>),
