@@ -79,17 +79,39 @@ impl Manifests {
     /// Loads every `*.yaml` / `*.yml` file below `dir` (sorted, recursive), expanding `${VAR}`
     /// in Secret values with `env`. Returns the manifests and the load errors; any error means
     /// the input as a whole is invalid.
+    ///
+    /// Documents are parsed and checked on every core ([`parse_documents`]), then added in file
+    /// and document order, so duplicates and diagnostics come out as a one-by-one load gives them.
     pub fn load_dir(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> (Self, Vec<Diagnostic>) {
-        let mut files = Vec::new();
+        let mut paths = Vec::new();
         let mut diags = Vec::new();
-        collect_yaml_files(dir, &mut files, &mut diags);
-        files.sort();
+        collect_yaml_files(dir, &mut paths, &mut diags);
+        paths.sort();
+        let files: Vec<(String, std::io::Result<String>)> = paths
+            .iter()
+            .map(|path| (path.display().to_string(), std::fs::read_to_string(path)))
+            .collect();
+        let mut docs = Vec::new();
+        let mut counts = Vec::new();
+        for (name, text) in &files {
+            let before = docs.len();
+            if let Ok(text) = text {
+                docs.extend(
+                    split_documents(text)
+                        .into_iter()
+                        .map(|(line, doc)| (name.as_str(), line, doc)),
+                );
+            }
+            counts.push(docs.len() - before);
+        }
+        let mut parsed = parse_documents(&docs).into_iter();
         let mut m = Manifests::default();
-        for path in files {
-            let name = path.display().to_string();
-            match std::fs::read_to_string(&path) {
-                Ok(text) => diags.extend(m.add_yaml(&name, &text, env)),
-                Err(e) => diags.push(file_error(&name, 1, format!("cannot read: {e}"))),
+        for ((name, text), count) in files.iter().zip(counts) {
+            if let Err(e) = text {
+                diags.push(file_error(name, 1, format!("cannot read: {e}")));
+            }
+            for doc in parsed.by_ref().take(count) {
+                m.add_parsed(doc, env, &mut diags);
             }
         }
         if m.providers.is_empty() && m.routes.is_empty() && diags.is_empty() {
@@ -106,154 +128,61 @@ impl Manifests {
     pub fn add_yaml(&mut self, file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<Diagnostic> {
         let mut diags = Vec::new();
         for (line, doc) in split_documents(text) {
-            self.add_document(file, line, doc, env, &mut diags);
+            self.add_parsed(parse_document(file, line, doc), env, &mut diags);
         }
         diags
     }
 
-    fn add_document(
-        &mut self,
-        file: &str,
-        start: usize,
-        doc: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-        diags: &mut Vec<Diagnostic>,
-    ) {
-        let value: serde_yaml::Value = match serde_yaml::from_str(doc) {
-            Ok(v) => v,
-            Err(e) => {
-                let line = start + e.location().map_or(0, |l| l.line().saturating_sub(1));
-                diags.push(file_error(file, line, format!("invalid YAML: {e}")));
-                return;
-            }
-        };
-        if value.is_null() {
-            return;
-        }
-        let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("");
-        let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
-        let src = Source {
-            file: file.to_owned(),
-            line: start,
-            text: doc.to_owned(),
-        };
-        match (api_version, kind) {
-            (API_VERSION, "Provider") => {
-                if let Some(p) = self.typed::<Provider>(&src, kind, diags) {
+    /// Adds one parsed document: the checks that need the documents before it (duplicates) and
+    /// the environment (Secret values) happen here.
+    fn add_parsed(&mut self, doc: Parsed, env: &dyn Fn(&str) -> Option<String>, diags: &mut Vec<Diagnostic>) {
+        match doc {
+            Parsed::Other(d) => diags.extend(d),
+            Parsed::Provider(c) => {
+                if let Some(p) = self.admit(c, diags) {
                     self.providers.push(p);
                 }
             }
-            (API_VERSION, "LLMRoute") => {
-                if let Some(r) = self.typed::<LLMRoute>(&src, kind, diags) {
+            Parsed::LLMRoute(c) => {
+                if let Some(r) = self.admit(c, diags) {
                     self.routes.push(r);
                 }
             }
-            (API_VERSION, "VirtualKey") => {
-                if let Some(k) = self.typed::<VirtualKey>(&src, kind, diags) {
+            Parsed::VirtualKey(c) => {
+                if let Some(k) = self.admit(c, diags) {
                     self.keys.push(k);
                 }
             }
-            (API_VERSION, "Budget") => {
-                if let Some(b) = self.typed::<TeamBudget>(&src, kind, diags) {
+            Parsed::Budget(c) => {
+                if let Some(b) = self.admit(c, diags) {
                     self.budgets.push(b);
                 }
             }
-            (API_VERSION, "LLMGateway") => {
-                if let Some(g) = self.typed::<LLMGateway>(&src, kind, diags) {
+            Parsed::LLMGateway(c) => {
+                if let Some(g) = self.admit(c, diags) {
                     self.gateways.push(g);
                 }
             }
-            ("v1", "Secret") => {
-                if let Some(s) = self.typed::<Secret>(&src, kind, diags) {
+            Parsed::Secret(c) => {
+                let src = c.src.clone();
+                if let Some(s) = self.admit(c, diags) {
                     self.add_secret_expanding(&s, &src, env, diags);
                 }
             }
-            ("v1", "Namespace") => {
-                if let Some(ns) = self.typed::<k8s_openapi::api::core::v1::Namespace>(&src, kind, diags) {
+            Parsed::Namespace(c) => {
+                if let Some(ns) = self.admit(c, diags) {
                     self.namespaces.insert(ns.name_any(), ns.labels().clone());
                 }
             }
-            ("", _) | (_, "") => diags.push(file_error(
-                file,
-                start,
-                "document has no apiVersion or kind".into(),
-            )),
-            (a, k) if a.starts_with("switchyard.dev/") => diags.push(file_error(
-                file,
-                start,
-                format!("unknown Switchyard resource {a} {k} (this version knows {API_VERSION} Provider, LLMRoute, VirtualKey, Budget, LLMGateway)"),
-            )),
-            // Other Kubernetes objects may live beside ours (a kustomization's Deployment...).
-            _ => {}
         }
     }
 
-    /// Deserialises a document strictly: unknown fields are errors (as with
-    /// `kubectl apply --validate=strict`), then CEL rules are checked.
-    fn typed<T>(&mut self, src: &Source, kind: &str, diags: &mut Vec<Diagnostic>) -> Option<T>
-    where
-        T: DeserializeOwned + kube::Resource + CelCheck,
-    {
-        let de = serde_yaml::Deserializer::from_str(&src.text);
-        let mut unknown = Vec::new();
-        let result: Result<T, _> = serde_ignored::deserialize(de, |path| {
-            let path = path.to_string();
-            // The generated resource types check apiVersion and kind themselves.
-            if path != "apiVersion" && path != "kind" {
-                unknown.push(path);
-            }
-        });
-        let mut obj = match result {
-            Ok(o) => o,
-            Err(e) => {
-                let line = src.line + e.location().map_or(0, |l| l.line().saturating_sub(1));
-                diags.push(file_error(&src.file, line, format!("{kind}: {e}")));
-                return None;
-            }
-        };
-        if obj.meta().namespace.is_none() {
-            obj.meta_mut().namespace = Some(DEFAULT_NAMESPACE.to_owned());
-        }
-        let id = ObjectId::new(
-            kind,
-            obj.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
-            obj.meta().name.as_deref().unwrap_or(""),
-        );
-        let mut ok = true;
-        if id.name.is_empty() {
-            diags.push(file_error(&src.file, src.line, format!("{kind} has no metadata.name")));
-            ok = false;
-        }
-        for path in unknown {
-            let line = locate_key(&src.text, &path).map_or(src.line, |l| src.line + l);
-            diags.push(Diagnostic {
-                location: Some(Location {
-                    file: src.file.clone(),
-                    line,
-                }),
-                object: Some(id.clone()),
-                severity: Severity::Error,
-                field: path.clone(),
-                reason: "UnknownField".into(),
-                message: "unknown field".into(),
-            });
-            ok = false;
-        }
-        for (field, message) in obj.cel_errors() {
-            let line = locate_field(&src.text, &field, None).map_or(src.line, |l| src.line + l);
-            diags.push(Diagnostic {
-                location: Some(Location {
-                    file: src.file.clone(),
-                    line,
-                }),
-                object: Some(id.clone()),
-                severity: Severity::Error,
-                field,
-                reason: "Invalid".into(),
-                message,
-            });
-            ok = false;
-        }
+    /// Records where a checked resource was written; refuses a second one of the same kind,
+    /// namespace and name. Returns the resource when it passed every check.
+    fn admit<T>(&mut self, checked: Checked<T>, diags: &mut Vec<Diagnostic>) -> Option<T> {
+        diags.extend(checked.diags);
+        let (obj, id, ok) = checked.result?;
+        let src = checked.src;
         if let Some(previous) = self.sources.get(&id) {
             diags.push(Diagnostic {
                 location: Some(Location {
@@ -268,7 +197,7 @@ impl Manifests {
             });
             return None;
         }
-        self.sources.insert(id, src.clone());
+        self.sources.insert(id, src);
         ok.then_some(obj)
     }
 
@@ -316,6 +245,218 @@ impl Manifests {
             line,
         })
     }
+}
+
+/// Documents per unit of work in [`parse_documents`]: small enough to share the work evenly,
+/// large enough that taking one costs nothing beside parsing it.
+const DOCUMENTS_PER_TAKE: usize = 64;
+
+/// [`parse_document`] of each `(file, first line, text)`, in order, on every core: parsing and
+/// checking documents is most of a load (10,000 keys with their Secrets: bench/results), and each
+/// document is parsed on its own.
+fn parse_documents(docs: &[(&str, usize, &str)]) -> Vec<Parsed> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(docs.len().div_ceil(DOCUMENTS_PER_TAKE));
+    if threads <= 1 {
+        return docs
+            .iter()
+            .map(|&(file, line, doc)| parse_document(file, line, doc))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let take = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(chunk) = docs.chunks(DOCUMENTS_PER_TAKE).nth(take) else {
+                return done;
+            };
+            let parsed: Vec<Parsed> = chunk
+                .iter()
+                .map(|&(file, line, doc)| parse_document(file, line, doc))
+                .collect();
+            done.push((take, parsed));
+        }
+    };
+    let mut takes = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut takes = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(t) => takes.extend(t),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        takes
+    });
+    takes.sort_unstable_by_key(|(take, _)| *take);
+    takes.into_iter().flat_map(|(_, parsed)| parsed).collect()
+}
+
+/// One document, parsed and checked on its own: everything but what depends on the other
+/// documents (duplicates) or on the environment (Secret values).
+// Resources differ in size (an LLMGateway is over 1 KiB, a Secret a fraction): boxing them would
+// cost an allocation per document for a list that lives only through one load.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Provider(Checked<Provider>),
+    LLMRoute(Checked<LLMRoute>),
+    VirtualKey(Checked<VirtualKey>),
+    Budget(Checked<TeamBudget>),
+    LLMGateway(Checked<LLMGateway>),
+    Secret(Checked<Secret>),
+    Namespace(Checked<k8s_openapi::api::core::v1::Namespace>),
+    /// Not one of ours (or empty): its errors, if any.
+    Other(Vec<Diagnostic>),
+}
+
+/// A resource deserialised and checked: `result` is `None` when it did not deserialise, else the
+/// resource, its id and whether it passed every check; `diags` says what failed.
+struct Checked<T> {
+    src: Source,
+    result: Option<(T, ObjectId, bool)>,
+    diags: Vec<Diagnostic>,
+}
+
+fn parse_document(file: &str, start: usize, doc: &str) -> Parsed {
+    let value: serde_yaml::Value = match serde_yaml::from_str(doc) {
+        Ok(v) => v,
+        Err(e) => {
+            let line = start + e.location().map_or(0, |l| l.line().saturating_sub(1));
+            return Parsed::Other(vec![file_error(file, line, format!("invalid YAML: {e}"))]);
+        }
+    };
+    if value.is_null() {
+        return Parsed::Other(Vec::new());
+    }
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    let src = || Source {
+        file: file.to_owned(),
+        line: start,
+        text: doc.to_owned(),
+    };
+    match (api_version.as_str(), kind.as_str()) {
+        (API_VERSION, "Provider") => Parsed::Provider(check(src(), "Provider", value)),
+        (API_VERSION, "LLMRoute") => Parsed::LLMRoute(check(src(), "LLMRoute", value)),
+        (API_VERSION, "VirtualKey") => Parsed::VirtualKey(check(src(), "VirtualKey", value)),
+        (API_VERSION, "Budget") => Parsed::Budget(check(src(), "Budget", value)),
+        (API_VERSION, "LLMGateway") => Parsed::LLMGateway(check(src(), "LLMGateway", value)),
+        ("v1", "Secret") => Parsed::Secret(check(src(), "Secret", value)),
+        ("v1", "Namespace") => Parsed::Namespace(check(src(), "Namespace", value)),
+        ("", _) | (_, "") => Parsed::Other(vec![file_error(
+            file,
+            start,
+            "document has no apiVersion or kind".into(),
+        )]),
+        (a, k) if a.starts_with("switchyard.dev/") => Parsed::Other(vec![file_error(
+            file,
+            start,
+            format!("unknown Switchyard resource {a} {k} (this version knows {API_VERSION} Provider, LLMRoute, VirtualKey, Budget, LLMGateway)"),
+        )]),
+        // Other Kubernetes objects may live beside ours (a kustomization's Deployment...).
+        _ => Parsed::Other(Vec::new()),
+    }
+}
+
+/// Deserialises a document strictly: unknown fields are errors (as with
+/// `kubectl apply --validate=strict`), then CEL rules are checked.
+///
+/// The document was parsed once already (`value`, to read its kind): the resource is taken from
+/// that value rather than by parsing the text a second time. Only the text gives lines for
+/// errors, and only the text turns a number or `true` into a string field, so a document that does
+/// not come out of the value cleanly (an error, an unknown field) is deserialised again from its
+/// text: what it loads to, and every error, are the text's.
+fn check<T>(src: Source, kind: &str, value: serde_yaml::Value) -> Checked<T>
+where
+    T: DeserializeOwned + kube::Resource + CelCheck,
+{
+    let mut unknown = Vec::new();
+    let from_value: Result<T, _> = serde_ignored::deserialize(value, |path| {
+        if !is_type_field(&path.to_string()) {
+            unknown.push(path.to_string());
+        }
+    });
+    let result = match from_value {
+        Ok(obj) if unknown.is_empty() => Ok(obj),
+        _ => {
+            unknown.clear();
+            let de = serde_yaml::Deserializer::from_str(&src.text);
+            serde_ignored::deserialize(de, |path| {
+                let path = path.to_string();
+                if !is_type_field(&path) {
+                    unknown.push(path);
+                }
+            })
+        }
+    };
+    let mut diags = Vec::new();
+    let mut obj: T = match result {
+        Ok(o) => o,
+        Err(e) => {
+            let line = src.line + e.location().map_or(0, |l| l.line().saturating_sub(1));
+            diags.push(file_error(&src.file, line, format!("{kind}: {e}")));
+            return Checked {
+                src,
+                result: None,
+                diags,
+            };
+        }
+    };
+    if obj.meta().namespace.is_none() {
+        obj.meta_mut().namespace = Some(DEFAULT_NAMESPACE.to_owned());
+    }
+    let id = ObjectId::new(
+        kind,
+        obj.meta().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+        obj.meta().name.as_deref().unwrap_or(""),
+    );
+    let mut ok = true;
+    if id.name.is_empty() {
+        diags.push(file_error(&src.file, src.line, format!("{kind} has no metadata.name")));
+        ok = false;
+    }
+    for path in unknown {
+        let line = locate_key(&src.text, &path).map_or(src.line, |l| src.line + l);
+        diags.push(Diagnostic {
+            location: Some(Location {
+                file: src.file.clone(),
+                line,
+            }),
+            object: Some(id.clone()),
+            severity: Severity::Error,
+            field: path.clone(),
+            reason: "UnknownField".into(),
+            message: "unknown field".into(),
+        });
+        ok = false;
+    }
+    for (field, message) in obj.cel_errors() {
+        let line = locate_field(&src.text, &field, None).map_or(src.line, |l| src.line + l);
+        diags.push(Diagnostic {
+            location: Some(Location {
+                file: src.file.clone(),
+                line,
+            }),
+            object: Some(id.clone()),
+            severity: Severity::Error,
+            field,
+            reason: "Invalid".into(),
+            message,
+        });
+        ok = false;
+    }
+    Checked {
+        src,
+        result: Some((obj, id, ok)),
+        diags,
+    }
+}
+
+/// The generated resource types check apiVersion and kind themselves.
+fn is_type_field(path: &str) -> bool {
+    path == "apiVersion" || path == "kind"
 }
 
 /// Resources whose CEL rules can be checked client-side.
@@ -677,6 +818,46 @@ mod tests {
         assert_eq!(ours, sorted(cel_messages("", provider.validate_cel())));
         let fields: Vec<&str> = ours.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(fields, ["spec", "spec.circuitBreaker"], "{ours:?}");
+    }
+
+    #[test]
+    fn a_folder_loads_as_its_files_do_one_document_after_another() {
+        // Enough documents that they are parsed on several threads: duplicates (across files and
+        // work units), errors and Secrets come out as adding each file in order gives them.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = |i: usize| {
+            format!("apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k{i}\nspec:\n  secretRef:\n    name: s{i}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s{i}\nstringData:\n  key: ${{KEY_{i}}}\n---\n")
+        };
+        let a: String = (0..150).map(key).collect::<String>()
+            + "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: m\n  backends: [{providerRef: {name: p}, model: x, weigth: 1}]\n";
+        let b: String = (140..300).map(key).collect::<String>()
+            + "kind: [unclosed\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: bad\ndata:\n  key: 12\n";
+        std::fs::write(dir.path().join("a.yaml"), &a).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("b.yaml"), &b).unwrap_or_else(|e| panic!("{e}"));
+        let env = |v: &str| (v != "KEY_7").then(|| format!("sk-{v}"));
+        let (loaded, diags) = Manifests::load_dir(dir.path(), &env);
+        let mut one_by_one = Manifests::default();
+        let a_name = dir.path().join("a.yaml").display().to_string();
+        let b_name = dir.path().join("b.yaml").display().to_string();
+        let mut expected = one_by_one.add_yaml(&a_name, &a, &env);
+        expected.extend(one_by_one.add_yaml(&b_name, &b, &env));
+        assert_eq!(diags, expected);
+        assert_eq!(
+            diags.iter().filter(|d| d.reason == "Duplicate").count(),
+            20,
+            "{diags:?}"
+        );
+        let json = |keys: &[VirtualKey]| serde_json::to_value(keys).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json(&loaded.keys), json(&one_by_one.keys));
+        assert_eq!(loaded.secrets, one_by_one.secrets);
+        assert_eq!(loaded.sources, one_by_one.sources);
+        assert_eq!(loaded.keys.len(), 300);
+        assert_eq!(
+            loaded.secrets[&("default".to_string(), "s7".to_string())]
+                .missing_env
+                .len(),
+            1
+        );
     }
 
     #[test]
