@@ -93,6 +93,21 @@ impl Prompt {
         self.bytes.saturating_add(self.ids).saturating_add(self.overhead())
     }
 
+    /// A count the real one is never below: the tokens every item costs besides its text
+    /// ([`count`] adds them to whatever the text counts).
+    pub fn lower_bound(&self) -> u64 {
+        self.overhead()
+    }
+
+    /// The prompt of a request with `items` prompt items, known before it is parsed (see
+    /// [`crate::request::Outline`]): enough for [`Prompt::lower_bound`].
+    pub fn of_items(items: u64) -> Self {
+        Prompt {
+            items,
+            ..Prompt::default()
+        }
+    }
+
     /// Completion tokens to expect ([`DEFAULT_COMPLETION`] when the request sets no maximum).
     pub fn completion(&self) -> u64 {
         self.completion_or(DEFAULT_COMPLETION)
@@ -260,17 +275,16 @@ pub fn warmed() -> bool {
     WARM.load(std::sync::atomic::Ordering::Acquire)
 }
 
-/// Counts a request's prompt tokens with `o200k_base`. Large prompts are counted on a blocking
-/// thread.
+/// Counts a request's prompt tokens with `o200k_base`. Large prompts are counted with the
+/// worker marked as blocking (its other tasks move to another thread meanwhile), from the
+/// request where it is: a copy of a large request is what a hostile client would want.
 pub async fn count(op: Operation, request: &Json, prompt: &Prompt) -> u64 {
-    if prompt.bytes <= BLOCKING_BYTES {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if prompt.bytes <= BLOCKING_BYTES || !multi_thread {
         return count_now(op, request, prompt);
     }
-    let bound = prompt.upper_bound();
-    let (request, prompt) = (request.clone(), prompt.clone());
-    tokio::task::spawn_blocking(move || count_now(op, &request, &prompt))
-        .await
-        .unwrap_or(bound)
+    tokio::task::block_in_place(|| count_now(op, request, prompt))
 }
 
 fn count_now(op: Operation, request: &Json, prompt: &Prompt) -> u64 {

@@ -86,8 +86,10 @@ async fn serve(
     labels.key = format!("{}/{}", key.config.namespace, key.config.name);
     span.key(&key.team, &labels.request_id);
 
-    // Read and parse, in the client's format (crate::ingress), into the typed request.
-    let req = read(body, op, codec, rt.config.settings.max_request_bytes).await?;
+    // Read and parse, in the client's format (crate::ingress), into the typed request; a large
+    // body whose prompt its route cannot take is refused from its outline, before it is parsed.
+    let screen = |bytes: &[u8]| screen(&rt, &key, codec, bytes);
+    let req = read(body, op, codec, rt.config.settings.max_request_bytes, screen).await?;
     span.request(&req.model, &req.raw, req.stream);
 
     // Route: the key's route for the model, and whether it serves this endpoint.
@@ -187,8 +189,33 @@ fn presented_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
     ))
 }
 
-/// The body, at most `limit` bytes, parsed by the client's codec.
-pub(crate) async fn read(body: Body, op: Operation, codec: &dyn Codec, limit: u64) -> Result<Request, GatewayError> {
+/// Bodies from this size on are screened ([`screen`]) before they are parsed.
+const SCREENED_BYTES: usize = 256 * 1024;
+
+/// Refuses a large body whose prompt no backend of its route could take (`route::refuse_unfit`),
+/// from its outline: the tree a parse would build of many tiny items is ~25 times the body.
+/// Anything the outline cannot settle (no model, an unknown one, not JSON) is the parse's.
+fn screen(rt: &Runtime, key: &Key, codec: &dyn Codec, bytes: &[u8]) -> Result<(), GatewayError> {
+    if bytes.len() < SCREENED_BYTES {
+        return Ok(());
+    }
+    let Some(outline) = codec.outline(bytes) else {
+        return Ok(());
+    };
+    match outline.model.as_deref().map(|m| rt.route_for(key, m)) {
+        Some(Ok(route)) => route::refuse_unfit(&route, &outline.prompt()),
+        _ => Ok(()),
+    }
+}
+
+/// The body, at most `limit` bytes, checked by `screen` and parsed by the client's codec.
+pub(crate) async fn read(
+    body: Body,
+    op: Operation,
+    codec: &dyn Codec,
+    limit: u64,
+    screen: impl FnOnce(&[u8]) -> Result<(), GatewayError>,
+) -> Result<Request, GatewayError> {
     // The bytes are dropped here, parsed: the body shares hyper's 8 KiB read buffer, and a
     // `Bytes` kept until the response ended would hold that buffer for as long as a stream stays
     // open (hyper reads into a new one meanwhile): 8 KiB more per open stream.
@@ -203,6 +230,7 @@ pub(crate) async fn read(body: Body, op: Operation, codec: &dyn Codec, limit: u6
                 GatewayError::bad_request(format!("could not read the request body: {e}"), None)
             }
         })?;
+    screen(&bytes)?;
     codec.parse(op, &bytes)
 }
 
