@@ -28,6 +28,9 @@ use crate::runtime::{Key, Route, Runtime};
 use crate::telemetry::RequestSpan;
 use crate::{cache, limits, route, Gateway};
 
+/// `x-request-id`, named once.
+static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// The route of one LLM endpoint: `op` in the format of `codec`.
 pub(crate) fn endpoint(op: Operation, codec: &'static dyn Codec) -> MethodRouter<Arc<Gateway>> {
     post(move |State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body| handle(gw, op, codec, headers, body))
@@ -60,7 +63,7 @@ async fn handle(
     span.served(&labels.route, &labels.backend, labels.attempts, labels.fallback_depth);
     span.status(status, error.as_ref().map(|e| e.1));
     if let Ok(v) = HeaderValue::from_str(&labels.request_id) {
-        response.headers_mut().insert("x-request-id", v);
+        response.headers_mut().insert(&REQUEST_ID, v);
     }
     account::finish(&gw, &labels, status, start, error.as_ref().map(|e| e.0.as_str()));
     response
