@@ -197,18 +197,28 @@ static RESPONSES_FINDERS: LazyLock<Vec<Finder<'static>>> =
 /// OpenAI's format, before the client's egress): the text of each chunk's completion fields,
 /// found with a byte scan (no JSON parse) and tokenized with `o200k_base`. What a stream is
 /// billed when it ended without the provider's usage.
-#[derive(Debug, Default, Clone, Copy)]
+///
+/// The text is gathered and tokenized [`PENDING_BYTES`] at a time, and the rest only when the
+/// count is asked for: most streams end with the provider's usage, and then their text is never
+/// tokenized (tokenizing each chunk's word or two was a quarter of a stream's instructions).
+#[derive(Debug, Default, Clone)]
 pub struct Delivered {
     tokens: u64,
+    /// Text not tokenized yet (whole UTF-8 pieces, escapes left in).
+    pending: String,
     /// Counts a Responses API stream (`delta` strings) rather than chat or completion chunks.
     responses: bool,
 }
+
+/// The most completion text a stream holds untokenized.
+const PENDING_BYTES: usize = 1024;
 
 impl Delivered {
     /// Counts the chunks of a stream of `op`.
     pub fn new(op: Operation) -> Self {
         Self {
             tokens: 0,
+            pending: String::new(),
             responses: op == Operation::Responses,
         }
     }
@@ -223,15 +233,23 @@ impl Delivered {
         for f in finders {
             for at in f.find_iter(chunk) {
                 if let Some(text) = string_at(chunk, at + f.needle().len()) {
-                    self.tokens = self.tokens.saturating_add(text_tokens(text));
+                    match std::str::from_utf8(text) {
+                        Ok(text) => self.pending.push_str(text),
+                        // Cut inside a character: bytes read as the rough estimate does.
+                        Err(_) => self.tokens = self.tokens.saturating_add((text.len() as u64).div_ceil(3)),
+                    }
                 }
             }
+        }
+        if self.pending.len() >= PENDING_BYTES {
+            self.tokens = self.tokens.saturating_add(text_tokens(&self.pending));
+            self.pending.clear();
         }
     }
 
     /// Completion tokens delivered so far.
     pub fn tokens(&self) -> u64 {
-        self.tokens
+        self.tokens.saturating_add(text_tokens(&self.pending))
     }
 }
 
@@ -253,12 +271,11 @@ fn string_at(b: &[u8], from: usize) -> Option<&[u8]> {
 
 /// Tokens of a piece of completion text (escapes left in: an escaped quote or newline counts as
 /// the two bytes it is on the wire, close enough for an estimate).
-fn text_tokens(text: &[u8]) -> u64 {
-    match std::str::from_utf8(text) {
-        Ok(s) => tiktoken_rs::o200k_base_singleton().count_ordinary(s) as u64,
-        // Cut inside a character: bytes read as the rough estimate does.
-        Err(_) => (text.len() as u64).div_ceil(3),
+fn text_tokens(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
     }
+    tiktoken_rs::o200k_base_singleton().count_ordinary(text) as u64
 }
 
 /// Whether the tokenizer is loaded ([`warm`] returned).
