@@ -643,9 +643,6 @@ def peak_rss(pid):
     raise AssertionError("no VmHWM")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "JSON amplification: a 3.3 MiB request of 100,000 small messages takes about 200 MiB of RSS "
-    "(the parsed body and its copies), and the process keeps it after the 400"))
 def test_a_request_of_100_000_messages_is_refused_in_bounded_memory(own_env):
     many = json.dumps({"model": "chat", "messages": [message("hi")] * 100_000}).encode()
     r = post(own_env.gw, "/v1/chat/completions", many)

@@ -381,9 +381,12 @@ impl StreamAccount {
     /// completion delivered, each never less than what the provider reported. A stream that
     /// delivered nothing and reported nothing costs nothing.
     fn billed(&self) -> (Option<Usage>, bool) {
+        if let Some(u) = self.usage.filter(|_| self.completed) {
+            return (Some(u), false);
+        }
+        // Counted only here: a stream that completed with its usage never tokenizes its text.
         let delivered = self.delivered.tokens();
         match self.usage {
-            Some(u) if self.completed => (Some(u), false),
             None if delivered == 0 => (None, false),
             reported => {
                 let mut u = reported.unwrap_or_default();

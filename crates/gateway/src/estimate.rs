@@ -93,6 +93,21 @@ impl Prompt {
         self.bytes.saturating_add(self.ids).saturating_add(self.overhead())
     }
 
+    /// A count the real one is never below: the tokens every item costs besides its text
+    /// ([`count`] adds them to whatever the text counts).
+    pub fn lower_bound(&self) -> u64 {
+        self.overhead()
+    }
+
+    /// The prompt of a request with `items` prompt items, known before it is parsed (see
+    /// [`crate::request::Outline`]): enough for [`Prompt::lower_bound`].
+    pub fn of_items(items: u64) -> Self {
+        Prompt {
+            items,
+            ..Prompt::default()
+        }
+    }
+
     /// Completion tokens to expect ([`DEFAULT_COMPLETION`] when the request sets no maximum).
     pub fn completion(&self) -> u64 {
         self.completion_or(DEFAULT_COMPLETION)
@@ -182,18 +197,28 @@ static RESPONSES_FINDERS: LazyLock<Vec<Finder<'static>>> =
 /// OpenAI's format, before the client's egress): the text of each chunk's completion fields,
 /// found with a byte scan (no JSON parse) and tokenized with `o200k_base`. What a stream is
 /// billed when it ended without the provider's usage.
-#[derive(Debug, Default, Clone, Copy)]
+///
+/// The text is gathered and tokenized [`PENDING_BYTES`] at a time, and the rest only when the
+/// count is asked for: most streams end with the provider's usage, and then their text is never
+/// tokenized (tokenizing each chunk's word or two was a quarter of a stream's instructions).
+#[derive(Debug, Default, Clone)]
 pub struct Delivered {
     tokens: u64,
+    /// Text not tokenized yet (whole UTF-8 pieces, escapes left in).
+    pending: String,
     /// Counts a Responses API stream (`delta` strings) rather than chat or completion chunks.
     responses: bool,
 }
+
+/// The most completion text a stream holds untokenized.
+const PENDING_BYTES: usize = 1024;
 
 impl Delivered {
     /// Counts the chunks of a stream of `op`.
     pub fn new(op: Operation) -> Self {
         Self {
             tokens: 0,
+            pending: String::new(),
             responses: op == Operation::Responses,
         }
     }
@@ -208,15 +233,23 @@ impl Delivered {
         for f in finders {
             for at in f.find_iter(chunk) {
                 if let Some(text) = string_at(chunk, at + f.needle().len()) {
-                    self.tokens = self.tokens.saturating_add(text_tokens(text));
+                    match std::str::from_utf8(text) {
+                        Ok(text) => self.pending.push_str(text),
+                        // Cut inside a character: bytes read as the rough estimate does.
+                        Err(_) => self.tokens = self.tokens.saturating_add((text.len() as u64).div_ceil(3)),
+                    }
                 }
             }
+        }
+        if self.pending.len() >= PENDING_BYTES {
+            self.tokens = self.tokens.saturating_add(text_tokens(&self.pending));
+            self.pending.clear();
         }
     }
 
     /// Completion tokens delivered so far.
     pub fn tokens(&self) -> u64 {
-        self.tokens
+        self.tokens.saturating_add(text_tokens(&self.pending))
     }
 }
 
@@ -238,12 +271,11 @@ fn string_at(b: &[u8], from: usize) -> Option<&[u8]> {
 
 /// Tokens of a piece of completion text (escapes left in: an escaped quote or newline counts as
 /// the two bytes it is on the wire, close enough for an estimate).
-fn text_tokens(text: &[u8]) -> u64 {
-    match std::str::from_utf8(text) {
-        Ok(s) => tiktoken_rs::o200k_base_singleton().count_ordinary(s) as u64,
-        // Cut inside a character: bytes read as the rough estimate does.
-        Err(_) => (text.len() as u64).div_ceil(3),
+fn text_tokens(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
     }
+    tiktoken_rs::o200k_base_singleton().count_ordinary(text) as u64
 }
 
 /// Whether the tokenizer is loaded ([`warm`] returned).
@@ -260,17 +292,16 @@ pub fn warmed() -> bool {
     WARM.load(std::sync::atomic::Ordering::Acquire)
 }
 
-/// Counts a request's prompt tokens with `o200k_base`. Large prompts are counted on a blocking
-/// thread.
+/// Counts a request's prompt tokens with `o200k_base`. Large prompts are counted with the
+/// worker marked as blocking (its other tasks move to another thread meanwhile), from the
+/// request where it is: a copy of a large request is what a hostile client would want.
 pub async fn count(op: Operation, request: &Json, prompt: &Prompt) -> u64 {
-    if prompt.bytes <= BLOCKING_BYTES {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if prompt.bytes <= BLOCKING_BYTES || !multi_thread {
         return count_now(op, request, prompt);
     }
-    let bound = prompt.upper_bound();
-    let (request, prompt) = (request.clone(), prompt.clone());
-    tokio::task::spawn_blocking(move || count_now(op, &request, &prompt))
-        .await
-        .unwrap_or(bound)
+    tokio::task::block_in_place(|| count_now(op, request, prompt))
 }
 
 fn count_now(op: Operation, request: &Json, prompt: &Prompt) -> u64 {

@@ -28,6 +28,9 @@ use crate::runtime::{Key, Route, Runtime};
 use crate::telemetry::RequestSpan;
 use crate::{cache, limits, route, Gateway};
 
+/// `x-request-id`, named once.
+static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// The route of one LLM endpoint: `op` in the format of `codec`.
 pub(crate) fn endpoint(op: Operation, codec: &'static dyn Codec) -> MethodRouter<Arc<Gateway>> {
     post(move |State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body| handle(gw, op, codec, headers, body))
@@ -61,7 +64,7 @@ async fn handle(
     span.served(&labels.route, &labels.backend, labels.attempts, labels.fallback_depth);
     span.status(status, error.as_ref().map(|e| e.1));
     if let Ok(v) = HeaderValue::from_str(&labels.request_id) {
-        response.headers_mut().insert("x-request-id", v);
+        response.headers_mut().insert(&REQUEST_ID, v);
     }
     account::finish(&gw, &labels, status, start, error.as_ref().map(|e| e.0.as_str()));
     response
@@ -87,8 +90,10 @@ async fn serve(
     labels.key = format!("{}/{}", key.config.namespace, key.config.name);
     span.key(&key.team, &labels.request_id);
 
-    // Read and parse, in the client's format (crate::ingress), into the typed request.
-    let req = read(body, op, codec, rt.config.settings.max_request_bytes).await?;
+    // Read and parse, in the client's format (crate::ingress), into the typed request; a large
+    // body whose prompt its route cannot take is refused from its outline, before it is parsed.
+    let screen = |bytes: &[u8]| screen(&rt, &key, codec, bytes);
+    let req = read(body, op, codec, rt.config.settings.max_request_bytes, screen).await?;
     span.request(&req.model, &req.raw, req.stream);
 
     // Route: the key's route for the model, and whether it serves this endpoint.
@@ -188,8 +193,33 @@ fn presented_key(headers: &HeaderMap) -> Result<&str, GatewayError> {
     ))
 }
 
-/// The body, at most `limit` bytes, parsed by the client's codec.
-pub(crate) async fn read(body: Body, op: Operation, codec: &dyn Codec, limit: u64) -> Result<Request, GatewayError> {
+/// Bodies from this size on are screened ([`screen`]) before they are parsed.
+const SCREENED_BYTES: usize = 256 * 1024;
+
+/// Refuses a large body whose prompt no backend of its route could take (`route::refuse_unfit`),
+/// from its outline: the tree a parse would build of many tiny items is ~25 times the body.
+/// Anything the outline cannot settle (no model, an unknown one, not JSON) is the parse's.
+fn screen(rt: &Runtime, key: &Key, codec: &dyn Codec, bytes: &[u8]) -> Result<(), GatewayError> {
+    if bytes.len() < SCREENED_BYTES {
+        return Ok(());
+    }
+    let Some(outline) = codec.outline(bytes) else {
+        return Ok(());
+    };
+    match outline.model.as_deref().map(|m| rt.route_for(key, m)) {
+        Some(Ok(route)) => route::refuse_unfit(&route, &outline.prompt()),
+        _ => Ok(()),
+    }
+}
+
+/// The body, at most `limit` bytes, checked by `screen` and parsed by the client's codec.
+pub(crate) async fn read(
+    body: Body,
+    op: Operation,
+    codec: &dyn Codec,
+    limit: u64,
+    screen: impl FnOnce(&[u8]) -> Result<(), GatewayError>,
+) -> Result<Request, GatewayError> {
     // The bytes are dropped here, parsed: the body shares hyper's 8 KiB read buffer, and a
     // `Bytes` kept until the response ended would hold that buffer for as long as a stream stays
     // open (hyper reads into a new one meanwhile): 8 KiB more per open stream.
@@ -204,6 +234,7 @@ pub(crate) async fn read(body: Body, op: Operation, codec: &dyn Codec, limit: u6
                 GatewayError::bad_request(format!("could not read the request body: {e}"), None)
             }
         })?;
+    screen(&bytes)?;
     codec.parse(op, &bytes)
 }
 

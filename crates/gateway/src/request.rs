@@ -6,10 +6,16 @@
 //! so nothing a client sends is dropped on its way to the provider. This module does no I/O
 //! and knows nothing of routes or keys.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use switchyard_providers::{Json, Operation};
 
 use crate::error::GatewayError;
+use crate::estimate::Prompt;
 
 /// One client request.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,6 +87,110 @@ impl Request {
             .or_else(|| self.raw.get("prompt"))
             .map(Value::to_string)
             .unwrap_or_default()
+    }
+}
+
+/// An OpenAI-shaped body's outline: its `model` and how many prompt items it holds, read in one
+/// pass that builds nothing. Enough to refuse a prompt no backend could take before the body
+/// becomes a tree: 100,000 tiny messages are 3 MiB of JSON and ~80 MiB of `Value`s. Anything it
+/// cannot read (not JSON, a duplicate field) is left to [`Request::parse`] to name.
+#[derive(Deserialize)]
+pub struct Outline<'a> {
+    /// `model`, as the client sent it.
+    #[serde(borrow)]
+    pub model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    messages: Items,
+    #[serde(default)]
+    input: Items,
+    #[serde(default)]
+    prompt: Items,
+    #[serde(default)]
+    system: Items,
+    #[serde(default)]
+    tools: Items,
+    #[serde(default)]
+    functions: Items,
+    #[serde(default)]
+    instructions: Items,
+}
+
+impl<'a> Outline<'a> {
+    /// The outline of `body`, if it is a JSON object.
+    pub fn read(body: &'a [u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
+
+    /// The prompt as far as the outline knows it: its items, counted as [`Prompt::measure`]
+    /// counts them (so its [`Prompt::lower_bound`] holds for the parsed request).
+    pub fn prompt(&self) -> Prompt {
+        let items = [
+            &self.messages,
+            &self.input,
+            &self.prompt,
+            &self.system,
+            &self.tools,
+            &self.functions,
+            &self.instructions,
+        ];
+        Prompt::of_items(items.iter().fold(0u64, |n, i| n.saturating_add(i.0)))
+    }
+}
+
+/// A prompt field's items: an array's length, 1 for any other value, 0 when absent.
+#[derive(Default)]
+struct Items(u64);
+
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemsVisitor)
+    }
+}
+
+struct ItemsVisitor;
+
+impl<'de> Visitor<'de> for ItemsVisitor {
+    type Value = Items;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
+        let mut n = 0u64;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok(Items(n))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Items, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Items(1))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Items, E> {
+        Ok(Items(1))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Items, E> {
+        Ok(Items(1))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Items, E> {
+        Ok(Items(1))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Items, E> {
+        Ok(Items(1))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Items, E> {
+        Ok(Items(1))
+    }
+
+    fn visit_unit<E>(self) -> Result<Items, E> {
+        Ok(Items(1))
     }
 }
 
@@ -160,6 +270,27 @@ mod tests {
         let e = parse(Operation::Embeddings, r#"{"model":"m","input":"x","stream":true}"#)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!e.stream && !e.include_usage && e.max_tokens.is_none());
+    }
+
+    #[test]
+    fn an_outline_counts_prompt_items_as_the_measure_does() {
+        let bodies = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"user","content":[1,2]}]}"#,
+            r#"{"model":"m\u0021","input":["a","b",[1,2,3]],"instructions":"x","tools":null,"n":{"a":[1]}}"#,
+            r#"{"prompt":{"a":1},"system":3,"functions":[]}"#,
+        ];
+        for body in bodies {
+            let outline = Outline::read(body.as_bytes()).unwrap_or_else(|| panic!("{body}"));
+            let raw: Json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                outline.prompt().lower_bound(),
+                Prompt::measure(&raw).lower_bound(),
+                "{body}"
+            );
+            assert_eq!(outline.model.as_deref(), raw.get("model").and_then(Value::as_str));
+        }
+        assert!(Outline::read(b"[1]").is_none());
+        assert!(Outline::read(br#"{"model":"m","model":"n"}"#).is_none());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use switchyard_providers::{ErrorKind, ProviderError, StreamTranslator};
 
 use crate::account::{Account, Labels, StreamAccount};
@@ -29,6 +29,14 @@ use crate::{cache, Gateway};
 /// `x-request-id` ones): reserved at once, since growing the map mid-way (6 -> 12 -> 24 entries)
 /// moved every entry and showed in callgrind at ~2.5 k instructions per request.
 const RESPONSE_HEADERS: usize = 16;
+
+/// The names of the `x-switchyard-*` headers, built once (a `&str` name is parsed and checked
+/// on every insert).
+static OVERHEAD_US: HeaderName = HeaderName::from_static("x-switchyard-overhead-us");
+static BACKEND: HeaderName = HeaderName::from_static("x-switchyard-backend");
+static ROUTE: HeaderName = HeaderName::from_static("x-switchyard-route");
+static ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+static FALLBACK_DEPTH: HeaderName = HeaderName::from_static("x-switchyard-fallback-depth");
 
 /// How a request was served: what the response's headers tell the client.
 pub(crate) struct Served<'a> {
@@ -94,16 +102,15 @@ pub(crate) fn response(gw: &Gateway, body: Body, s: &Served<'_>) -> Response {
     } else {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    if let Ok(v) = HeaderValue::from_str(&s.overhead.as_micros().to_string()) {
-        h.insert("x-switchyard-overhead-us", v);
-    }
+    let micros = u64::try_from(s.overhead.as_micros()).unwrap_or(u64::MAX);
+    h.insert(&OVERHEAD_US, HeaderValue::from(micros));
     if let Some(o) = s.upstream {
         if let Ok(v) = HeaderValue::from_str(&o.backend) {
-            h.insert("x-switchyard-backend", v);
+            h.insert(&BACKEND, v);
         }
     }
     if let Ok(v) = HeaderValue::from_str(s.route) {
-        h.insert("x-switchyard-route", v);
+        h.insert(&ROUTE, v);
     }
     s.rate.apply(h);
     if let Some((route, hit)) = s.cache {
@@ -111,11 +118,11 @@ pub(crate) fn response(gw: &Gateway, body: Body, s: &Served<'_>) -> Response {
     }
     match s.upstream {
         Some(o) => {
-            h.insert("x-switchyard-attempts", HeaderValue::from(o.attempts));
-            h.insert("x-switchyard-fallback-depth", HeaderValue::from(o.fallback_depth));
+            h.insert(&ATTEMPTS, HeaderValue::from(o.attempts));
+            h.insert(&FALLBACK_DEPTH, HeaderValue::from(o.fallback_depth));
         }
         None => {
-            h.insert("x-switchyard-attempts", HeaderValue::from_static("0"));
+            h.insert(&ATTEMPTS, HeaderValue::from_static("0"));
         }
     }
     r

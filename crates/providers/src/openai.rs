@@ -225,15 +225,80 @@ pub fn azure_takes_developer(api_version: &str) -> bool {
     }
 }
 
-/// Sends `developer` messages as `system` ones, which is what they replace.
-fn developer_as_system(body: &mut Json) {
-    let Some(messages) = body.get_mut("messages").and_then(serde_json::Value::as_array_mut) else {
-        return;
-    };
-    for m in messages {
+/// The messages with `developer` ones sent as `system` ones, which is what they replace (`None`
+/// when there is nothing to change).
+fn developer_as_system(body: &Json) -> Option<serde_json::Value> {
+    let messages = body.get("messages")?.as_array()?;
+    if !messages.iter().any(|m| m.get("role").is_some_and(|r| r == "developer")) {
+        return None;
+    }
+    let mut messages = messages.clone();
+    for m in &mut messages {
         if let Some(role) = m.get_mut("role").filter(|r| *r == "developer") {
             *role = "system".into();
         }
+    }
+    Some(serde_json::Value::Array(messages))
+}
+
+/// A request body with a few top-level fields set or removed, serialised from the client's
+/// without copying it: the body is most of a request's bytes, and a deep copy of a large one
+/// costs as much as its parse. Keys come out sorted, as `Json` (a `BTreeMap`) writes them.
+struct Patched<'a> {
+    base: &'a Json,
+    /// Fields set (`Some`) or removed (`None`), in no order until serialised.
+    changes: Vec<(&'static str, Option<serde_json::Value>)>,
+}
+
+impl<'a> Patched<'a> {
+    fn new(base: &'a Json) -> Self {
+        Self {
+            base,
+            changes: Vec::with_capacity(4),
+        }
+    }
+
+    fn set(&mut self, key: &'static str, value: serde_json::Value) {
+        self.change(key, Some(value));
+    }
+
+    fn remove(&mut self, key: &'static str) {
+        self.change(key, None);
+    }
+
+    fn change(&mut self, key: &'static str, value: Option<serde_json::Value>) {
+        match self.changes.iter_mut().find(|(k, _)| *k == key) {
+            Some(c) => c.1 = value,
+            None => self.changes.push((key, value)),
+        }
+    }
+}
+
+impl serde::Serialize for Patched<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut changes: Vec<_> = self.changes.iter().collect();
+        changes.sort_unstable_by_key(|(k, _)| *k);
+        let mut changes = changes.into_iter().peekable();
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.base {
+            while let Some((ck, cv)) = changes.next_if(|(ck, _)| *ck < k.as_str()) {
+                if let Some(cv) = cv {
+                    map.serialize_entry(ck, cv)?;
+                }
+            }
+            match changes.next_if(|(ck, _)| *ck == k.as_str()) {
+                Some((ck, Some(cv))) => map.serialize_entry(ck, cv)?,
+                Some((_, None)) => {}
+                None => map.serialize_entry(k, v)?,
+            }
+        }
+        for (ck, cv) in changes {
+            if let Some(cv) = cv {
+                map.serialize_entry(ck, cv)?;
+            }
+        }
+        map.end()
     }
 }
 
@@ -268,17 +333,17 @@ impl Adapter for OpenAi {
         target: &Target<'_>,
         stream: bool,
     ) -> Result<UpstreamRequest, ProviderError> {
-        let mut body = request.clone();
+        let mut body = Patched::new(request);
         if op == Operation::Chat && self.refuses_unknown_params() {
             // Claude's own parameters, which an Anthropic-format request carries on for Claude
             // backends: refused here like any parameter a translating adapter cannot send,
             // rather than by the provider.
             for param in CLAUDE_ONLY_PARAMS {
-                if body.contains_key(*param) {
+                if request.contains_key(*param) {
                     if !target.drop_unsupported_params {
                         return Err(ProviderError::unsupported_param(self.name, param));
                     }
-                    body.remove(*param);
+                    body.remove(param);
                 }
             }
         }
@@ -286,19 +351,25 @@ impl Adapter for OpenAi {
             // Azure takes the deployment from the path.
             body.remove("model");
             if op == Operation::Chat && !azure_takes_developer(azure_api_version(target)) {
-                developer_as_system(&mut body);
+                if let Some(messages) = developer_as_system(request) {
+                    body.set("messages", messages);
+                }
             }
         } else {
-            body.insert("model".into(), target.model.into());
+            body.set("model", target.model.into());
         }
         if stream {
-            body.insert("stream".into(), true.into());
+            body.set("stream", true.into());
             if self.stream_usage_option && matches!(op, Operation::Chat | Operation::Completions) {
-                let opts = body
-                    .entry("stream_options")
-                    .or_insert_with(|| serde_json::Value::Object(Json::new()));
-                if let Some(o) = opts.as_object_mut() {
-                    o.insert("include_usage".into(), true.into());
+                match request.get("stream_options") {
+                    None => body.set("stream_options", serde_json::json!({"include_usage": true})),
+                    Some(serde_json::Value::Object(o)) => {
+                        let mut o = o.clone();
+                        o.insert("include_usage".into(), true.into());
+                        body.set("stream_options", serde_json::Value::Object(o));
+                    }
+                    // Not an object: sent as the client wrote it, for the provider to refuse.
+                    Some(_) => {}
                 }
             } else {
                 body.remove("stream_options");

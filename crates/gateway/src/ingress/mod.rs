@@ -17,7 +17,7 @@ pub(crate) use anthropic::ANTHROPIC;
 pub(crate) use openai::OPENAI;
 
 use crate::error::GatewayError;
-use crate::request::Request;
+use crate::request::{Outline, Request};
 
 /// One client API shape.
 pub(crate) trait Codec: Sync {
@@ -26,6 +26,12 @@ pub(crate) trait Codec: Sync {
 
     /// The client's body for `op`, as an OpenAI-shaped request.
     fn parse(&self, op: Operation, body: &[u8]) -> Result<Request, GatewayError>;
+
+    /// The body's outline (model and prompt items) read without parsing it into a tree, when
+    /// the format is OpenAI's own (a converted body's items are not the client's).
+    fn outline<'a>(&self, _body: &'a [u8]) -> Option<Outline<'a>> {
+        None
+    }
 
     /// A failure answered before any byte was sent, in the client's error shape.
     fn error(&self, e: GatewayError) -> Response;

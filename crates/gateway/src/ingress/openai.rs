@@ -8,7 +8,7 @@ use switchyard_providers::{sse, ErrorKind, Operation, ProviderError};
 
 use super::{Codec, Egress};
 use crate::error::GatewayError;
-use crate::request::Request;
+use crate::request::{Outline, Request};
 
 /// The OpenAI codec.
 pub(crate) static OPENAI: OpenAi = OpenAi;
@@ -23,6 +23,10 @@ impl Codec for OpenAi {
 
     fn parse(&self, op: Operation, body: &[u8]) -> Result<Request, GatewayError> {
         Request::parse(op, body)
+    }
+
+    fn outline<'a>(&self, body: &'a [u8]) -> Option<Outline<'a>> {
+        Outline::read(body)
     }
 
     fn error(&self, e: GatewayError) -> Response {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use switchyard_config::BackendConfig;
 use switchyard_providers::{ErrorKind, ProviderError};
 
 use super::context::{label, Ctx};
@@ -12,7 +13,8 @@ use super::failure::Failure;
 use super::quota;
 use super::rules::Plan;
 use super::strategy::{self, BackendMeters, Candidate, Choice};
-use crate::estimate;
+use crate::error::GatewayError;
+use crate::estimate::{self, Prompt};
 use crate::runtime::Route;
 use crate::state::Availability;
 
@@ -24,11 +26,55 @@ pub(super) struct Pool {
     pub(super) soonest: Option<Duration>,
 }
 
+/// The largest context window of `backends`, `None` when one of them has none (it takes any
+/// prompt).
+pub(crate) fn largest_window<'a>(backends: impl IntoIterator<Item = &'a BackendConfig>) -> Option<u64> {
+    backends
+        .into_iter()
+        .map(|b| b.context_window.map(u64::from))
+        .try_fold(0, |max, w| w.map(|w| max.max(w)))
+}
+
+/// The refusal of a prompt of about `tokens` tokens that no backend's window (the largest
+/// `largest`) takes, in OpenAI's words.
+pub(crate) fn context_exceeded(largest: u64, tokens: u64) -> ProviderError {
+    let mut error = ProviderError::new(
+        ErrorKind::ContextWindow,
+        format!(
+            "This model's maximum context length is {largest} tokens. However, your messages resulted in about {tokens} tokens (estimated by the gateway before sending). Please reduce the length of the messages."
+        ),
+    );
+    error.code = Some("context_length_exceeded".into());
+    error.param = Some("messages".into());
+    error
+}
+
+/// Refuses, before its body is parsed, a prompt that no backend of `route` could take whatever
+/// the rest of the body holds: its lower bound is over the largest window. Routes with
+/// fallbacks or rules (which may send it elsewhere) and backends without a window take it on.
+pub fn refuse_unfit(route: &Route, prompt: &Prompt) -> Result<(), GatewayError> {
+    let cfg = &route.config;
+    if !cfg.fallbacks.is_empty() || !cfg.rules.is_empty() {
+        return Ok(());
+    }
+    match largest_window(&cfg.backends) {
+        Some(largest) if prompt.lower_bound() > largest => Err(GatewayError::upstream(
+            &context_exceeded(largest, prompt.lower_bound()),
+            "-",
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Ctx<'_> {
-    /// The prompt's token count, when it may matter for a context window of `smallest` tokens.
-    pub(super) async fn prompt_tokens(&self, smallest: u64) -> u64 {
+    /// The prompt's token count, when it may matter for context windows of `smallest` to
+    /// `largest` tokens: a bound when that settles it (every window fits it, or none does).
+    pub(super) async fn prompt_tokens(&self, smallest: u64, largest: u64) -> u64 {
         if self.prompt.upper_bound() <= smallest {
             return self.prompt.upper_bound();
+        }
+        if self.prompt.lower_bound() > largest {
+            return self.prompt.lower_bound();
         }
         *self
             .exact_tokens
@@ -70,24 +116,12 @@ impl Ctx<'_> {
             .map(u64::from);
         let mut fitting = eligible;
         if let Some(smallest) = smallest {
-            let tokens = self.prompt_tokens(smallest).await;
-            let largest = fitting
-                .iter()
-                .map(|i| cfg.backends[*i].context_window.map_or(u64::MAX, u64::from))
-                .max()
-                .unwrap_or(u64::MAX);
+            let largest = largest_window(fitting.iter().map(|i| &cfg.backends[*i])).unwrap_or(u64::MAX);
+            let tokens = self.prompt_tokens(smallest, largest).await;
             fitting.retain(|i| cfg.backends[*i].context_window.is_none_or(|w| tokens <= u64::from(w)));
             if fitting.is_empty() {
-                let mut error = ProviderError::new(
-                    ErrorKind::ContextWindow,
-                    format!(
-                        "This model's maximum context length is {largest} tokens. However, your messages resulted in about {tokens} tokens (estimated by the gateway before sending). Please reduce the length of the messages."
-                    ),
-                );
-                error.code = Some("context_length_exceeded".into());
-                error.param = Some("messages".into());
                 return Err(Failure::Upstream {
-                    error,
+                    error: context_exceeded(largest, tokens),
                     backend: "-".into(),
                 });
             }

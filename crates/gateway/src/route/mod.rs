@@ -58,6 +58,7 @@ use http::HeaderMap;
 use switchyard_config::{Price, ProviderConfig};
 use switchyard_providers::{Json, Operation};
 
+pub use candidates::refuse_unfit;
 pub use context::Routing;
 pub(crate) use failure::retry_class;
 pub use meters::Meters;

@@ -376,3 +376,38 @@ fn responses_stream_completes_with_response_completed_and_its_usage() {
     let ev = "data: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\"}}}\n\n";
     assert!(failed.feed(Bytes::from(ev), &mut Vec::new()).is_err());
 }
+
+#[test]
+fn the_upstream_body_is_the_clients_with_only_its_fields_changed() {
+    let p = provider(ProviderKind::Openai, "https://api.openai.com/v1");
+    let t = Target {
+        provider: &p,
+        model: "gpt-4o-2024-08-06",
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
+    let sent = |req: &Json, stream: bool| -> String {
+        String::from_utf8(OPENAI.build(Operation::Chat, req, &t, stream).unwrap().body.to_vec()).unwrap()
+    };
+    // Keys before, between and after the changed ones; the client's own stream_options kept.
+    let req: Json = serde_json::from_str(
+        r#"{"a":1,"messages":[{"role":"user","content":"hi"}],"model":"mine","n":2,
+            "stream_options":{"x":true},"zz":null}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        sent(&req, true),
+        r#"{"a":1,"messages":[{"content":"hi","role":"user"}],"model":"gpt-4o-2024-08-06","n":2,"stream":true,"stream_options":{"include_usage":true,"x":true},"zz":null}"#
+    );
+    assert_eq!(
+        sent(&req, false),
+        r#"{"a":1,"messages":[{"content":"hi","role":"user"}],"model":"gpt-4o-2024-08-06","n":2,"stream_options":{"x":true},"zz":null}"#
+    );
+    // Fields added past the last key, and stream_options added when the client sent none.
+    let req: Json = serde_json::from_str(r#"{"messages":[]}"#).unwrap();
+    assert_eq!(
+        sent(&req, true),
+        r#"{"messages":[],"model":"gpt-4o-2024-08-06","stream":true,"stream_options":{"include_usage":true}}"#
+    );
+}
