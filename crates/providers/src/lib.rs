@@ -9,6 +9,7 @@ pub mod anthropic;
 pub mod audio;
 pub mod bedrock;
 pub mod cohere;
+pub mod embed_rerank;
 pub mod gemini;
 pub mod images;
 pub mod jina;

@@ -11,35 +11,20 @@
 //! Reference: Voyage AI API reference "Text embedding models" and "Rerankers"; errors are
 //! `{"detail": "..."}` with the HTTP status.
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method};
-use serde_json::{json, Value};
-use switchyard_config::CredentialsConfig;
+use serde_json::Value;
 
-use crate::wire::{bad, encode, unreadable};
-use crate::{
-    kind_for_status, openai, rerank, retry_after, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator,
-    Target, Translated, UpstreamRequest, Usage,
-};
-
-/// The Voyage adapter.
-#[derive(Clone, Copy, Debug)]
-pub struct Voyage;
+use crate::embed_rerank::EmbedRerank;
+use crate::{rerank, Json, Target};
 
 /// Voyage AI.
-pub static VOYAGE: Voyage = Voyage;
-
-fn headers(target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
-    let mut h = HeaderMap::with_capacity(2);
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(CredentialsConfig::ApiKey { key }) = &target.provider.credentials {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-            .map_err(|_| ProviderError::new(ErrorKind::Auth, "the provider's API key is not a valid header value"))?;
-        value.set_sensitive(true);
-        h.insert(http::header::AUTHORIZATION, value);
-    }
-    Ok(h)
-}
+pub static VOYAGE: EmbedRerank = EmbedRerank {
+    name: "voyage",
+    accept_json: false,
+    embeddings_request,
+    embeddings_tokens,
+    rerank_request: rerank::voyage_request,
+    rerank_response: rerank::voyage_response,
+};
 
 fn embeddings_request(request: &Json, target: &Target<'_>) -> Value {
     let mut body = request.clone();
@@ -54,84 +39,16 @@ fn embeddings_request(request: &Json, target: &Target<'_>) -> Value {
     Value::Object(body)
 }
 
-fn embeddings_response(body: &[u8]) -> Result<Translated, ProviderError> {
-    let mut v: Value = serde_json::from_slice(body).map_err(unreadable)?;
-    if !v["data"].is_array() {
-        return Err(unreadable("an embeddings response without `data`"));
-    }
-    let tokens = v["usage"]["total_tokens"].as_u64();
-    v["usage"] = json!({"prompt_tokens": tokens.unwrap_or(0), "total_tokens": tokens.unwrap_or(0)});
-    Ok(Translated {
-        body: Bytes::from(v.to_string()),
-        usage: tokens.map(|n| Usage {
-            prompt_tokens: n,
-            ..Usage::default()
-        }),
-    })
-}
-
-impl Adapter for Voyage {
-    fn build(
-        &self,
-        op: Operation,
-        request: &Json,
-        target: &Target<'_>,
-        _stream: bool,
-    ) -> Result<UpstreamRequest, ProviderError> {
-        let (tail, body) = match op {
-            Operation::Embeddings => ("embeddings", embeddings_request(request, target)),
-            Operation::Rerank => ("rerank", rerank::voyage_request(request, target)?),
-            other => {
-                return Err(bad(format!(
-                    "voyage backends serve /v1/embeddings and /v1/rerank only, not {}",
-                    other.path()
-                )))
-            }
-        };
-        Ok(UpstreamRequest {
-            method: Method::POST,
-            url: format!("{}/{tail}", target.provider.base_url.trim_end_matches('/')),
-            headers: headers(target)?,
-            body: encode(&body)?,
-        })
-    }
-
-    fn parse(&self, op: Operation, body: &[u8], target: &Target<'_>) -> Result<Translated, ProviderError> {
-        match op {
-            Operation::Embeddings => embeddings_response(body),
-            Operation::Rerank => rerank::voyage_response(body, &rerank::response_id(target)),
-            other => Err(bad(format!("voyage backends do not serve {}", other.path()))),
-        }
-    }
-
-    fn stream(&self, _op: Operation, _target: &Target<'_>) -> Box<dyn StreamTranslator> {
-        // Nothing Voyage serves streams; `build` never asks for a stream.
-        Box::new(openai::Passthrough::default())
-    }
-
-    fn credentials(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
-        headers(target)
-    }
-
-    fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
-        let message = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| v["detail"].as_str().map(str::to_owned))
-            .filter(|m| !m.is_empty());
-        ProviderError {
-            kind: kind_for_status(status),
-            status: Some(status),
-            message: message.unwrap_or_else(|| format!("upstream answered HTTP {status}")),
-            param: None,
-            code: None,
-            retry_after: retry_after(headers),
-        }
-    }
+fn embeddings_tokens(v: &Value) -> Option<u64> {
+    v["usage"]["total_tokens"].as_u64()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Adapter, ErrorKind, Operation};
+    use http::HeaderMap;
+    use serde_json::json;
     use switchyard_config::ProviderConfig;
 
     #[test]
