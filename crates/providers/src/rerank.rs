@@ -115,31 +115,22 @@ pub fn voyage_response(body: &[u8], id: &str) -> Result<Translated, ProviderErro
     let Some(data) = v["data"].as_array() else {
         return Err(unreadable("a rerank response without `data`"));
     };
-    let results: Vec<Value> = data
+    let results = data
         .iter()
-        .map(|r| {
-            let mut out = Map::new();
-            out.insert("index".into(), r["index"].clone());
-            out.insert("relevance_score".into(), r["relevance_score"].clone());
-            if let Some(text) = r.get("document").filter(|d| d.is_string()) {
-                out.insert("document".into(), json!({"text": text}));
-            }
-            Value::Object(out)
-        })
+        .map(|r| cohere_result(&r["index"], &r["relevance_score"], r["document"].as_str()))
         .collect();
-    let tokens = v["usage"]["total_tokens"].as_u64();
-    let out = json!({
-        "id": id,
-        "results": results,
-        "meta": {"billed_units": {"input_tokens": tokens.unwrap_or(0)}},
-    });
-    Ok(Translated {
-        body: Bytes::from(out.to_string()),
-        usage: tokens.map(|n| Usage {
-            prompt_tokens: n,
-            ..Usage::default()
-        }),
-    })
+    usage_in_tokens(id, results, v["usage"]["total_tokens"].as_u64())
+}
+
+/// One result in Cohere's shape: `index`, `relevance_score`, and the document's text if given.
+fn cohere_result(index: &Value, score: &Value, text: Option<&str>) -> Value {
+    let mut out = Map::new();
+    out.insert("index".into(), index.clone());
+    out.insert("relevance_score".into(), score.clone());
+    if let Some(text) = text {
+        out.insert("document".into(), json!({"text": text}));
+    }
+    Value::Object(out)
 }
 
 /// A rerank answer's id, for providers whose answers carry none.
@@ -178,20 +169,11 @@ pub fn jina_response(body: &[u8], id: &str) -> Result<Translated, ProviderError>
     let Some(results) = v["results"].as_array() else {
         return Err(unreadable("a rerank response without `results`"));
     };
-    let results: Vec<Value> = results
+    let results = results
         .iter()
-        .map(|r| {
-            let mut out = Map::new();
-            out.insert("index".into(), r["index"].clone());
-            out.insert("relevance_score".into(), r["relevance_score"].clone());
-            if let Some(text) = r["document"]["text"].as_str() {
-                out.insert("document".into(), json!({"text": text}));
-            }
-            Value::Object(out)
-        })
+        .map(|r| cohere_result(&r["index"], &r["relevance_score"], r["document"]["text"].as_str()))
         .collect();
-    let tokens = v["usage"]["total_tokens"].as_u64();
-    usage_in_tokens(id, results, tokens)
+    usage_in_tokens(id, results, v["usage"]["total_tokens"].as_u64())
 }
 
 fn usage_in_tokens(id: &str, results: Vec<Value>, tokens: Option<u64>) -> Result<Translated, ProviderError> {
@@ -287,20 +269,16 @@ pub fn bedrock_response(
     let results: Vec<Value> = results
         .iter()
         .map(|r| {
-            let mut out = Map::new();
-            out.insert("index".into(), r["index"].clone());
-            out.insert("relevance_score".into(), r["relevanceScore"].clone());
-            if with_documents {
-                let d = &r["document"];
-                let text = d["textDocument"]["text"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .or_else(|| d.get("jsonDocument").map(Value::to_string));
-                if let Some(text) = text {
-                    out.insert("document".into(), json!({"text": text}));
-                }
-            }
-            Value::Object(out)
+            let d = &r["document"];
+            let text = with_documents
+                .then(|| {
+                    d["textDocument"]["text"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| d.get("jsonDocument").map(Value::to_string))
+                })
+                .flatten();
+            cohere_result(&r["index"], &r["relevanceScore"], text.as_deref())
         })
         .collect();
     let queries = documents.div_ceil(BEDROCK_DOCUMENTS_PER_QUERY).max(1) as u64;
