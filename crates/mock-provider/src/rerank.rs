@@ -282,16 +282,7 @@ pub async fn voyage_embeddings(
         }
     };
     let dims = scenario::dimensions(req.get("output_dimension").and_then(Value::as_u64));
-    let data: Vec<Value> = inputs
-        .iter()
-        .enumerate()
-        .map(|(index, text)| {
-            let v = scenario::embedding(text, dims);
-            let embedding = if base64 { json!(f32_base64(&v)) } else { json!(v) };
-            json!({"object": "embedding", "embedding": embedding, "index": index})
-        })
-        .collect();
-    let total: u32 = inputs.iter().map(|t| scenario::count_words(t)).sum::<u32>().max(1);
+    let (data, total) = embedding_list(&inputs, dims, base64);
     wire::json(
         StatusCode::OK,
         &[],
@@ -477,19 +468,30 @@ pub async fn jina_embeddings(
         }
     }
     let dims = scenario::dimensions(req.get("dimensions").and_then(Value::as_u64));
-    let data: Vec<Value> = inputs
-        .iter()
-        .enumerate()
-        .map(|(index, text)| {
-            let v = scenario::embedding(text, dims);
-            let embedding = if base64 { json!(f32_base64(&v)) } else { json!(v) };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
-        })
-        .collect();
-    let total: u32 = inputs.iter().map(|t| scenario::count_words(t)).sum::<u32>().max(1);
+    let (data, total) = embedding_list(&inputs, dims, base64);
     wire::json(
         StatusCode::OK,
         &[],
         &json!({"model": req["model"], "object": "list", "usage": {"total_tokens": total, "prompt_tokens": total}, "data": data}),
     )
+}
+
+/// OpenAI-shaped embedding objects of `inputs` (floats, or base64 little-endian f32), and the
+/// tokens they count (words, at least 1).
+fn embedding_list<S: AsRef<str>>(inputs: &[S], dims: usize, base64: bool) -> (Vec<Value>, u32) {
+    let data = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let v = scenario::embedding(text.as_ref(), dims);
+            let embedding = if base64 { json!(f32_base64(&v)) } else { json!(v) };
+            json!({"object": "embedding", "embedding": embedding, "index": index})
+        })
+        .collect();
+    let total = inputs
+        .iter()
+        .map(|t| scenario::count_words(t.as_ref()))
+        .sum::<u32>()
+        .max(1);
+    (data, total)
 }
