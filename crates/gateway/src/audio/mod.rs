@@ -37,7 +37,7 @@ use crate::error::GatewayError;
 use crate::ingress::{Codec, OPENAI};
 use crate::limits::{self, Admission};
 use crate::respond::{self, Served};
-use crate::route::{retry_class, Outcome};
+use crate::route::{nth_backoff, retry_class, Outcome};
 use crate::runtime::{Key, Route, Runtime};
 use crate::upstream_client::reqwest_error;
 use crate::{pipeline, Gateway};
@@ -319,12 +319,8 @@ async fn speech(
         let index = order[n % order.len()];
         if n >= order.len() {
             // Every backend tried: back off before the next round, as routes do.
-            let round = u32::try_from(n / order.len() - 1).unwrap_or(u32::MAX).min(16);
-            let wait = retries
-                .backoff_ms
-                .saturating_mul(1 << round)
-                .min(retries.max_backoff_ms);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let round = u32::try_from(n / order.len() - 1).unwrap_or(u32::MAX);
+            tokio::time::sleep(nth_backoff(retries, round)).await;
         }
         n += 1;
         a.select(&rt, index)?;

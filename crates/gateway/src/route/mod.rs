@@ -62,6 +62,7 @@ pub use candidates::refuse_unfit;
 pub use context::Routing;
 pub(crate) use failure::retry_class;
 pub use meters::Meters;
+pub(crate) use retry::nth_backoff;
 pub use strategy::Balance;
 pub use switchyard_config::MAX_FALLBACK_DEPTH;
 pub use upstream::{Call, Dispatch, HttpDispatch, Upstream};

@@ -29,6 +29,12 @@ fn backoff(policy: &RetryConfig, n: u32, dice: &Dice) -> Duration {
     nominal.mul_f64(factor).min(max)
 }
 
+/// The `n`th backoff of `policy`, with fresh jitter: for callers outside the route's attempts
+/// (speech retries its own backends).
+pub(crate) fn nth_backoff(policy: &RetryConfig, n: u32) -> Duration {
+    backoff(policy, n, &Dice::random())
+}
+
 impl Ctx<'_> {
     /// The attempts on one route: retries with backoff until one succeeds or the policy gives up.
     pub(super) async fn attempts(
