@@ -11,9 +11,8 @@
 //!
 //! This module decides and shapes refusals; it never reads HTTP bodies or picks backends.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -29,7 +28,9 @@ use crate::estimate::completion_cap;
 use crate::estimate::{Prompt, WORST_COMPLETION};
 use crate::metrics::Metrics;
 use crate::runtime::{Key, Route};
-use crate::state::{Acquire, Backend, Hold, Reason, Release, Renew, Settle, Slot, Snapshot, StateError, Verdict};
+use crate::state::{
+    Acquire, Backend, Hold, Leases, Reason, Release, Renew, Settle, Slot, Snapshot, StateError, Verdict,
+};
 
 /// How long a concurrency slot or reservation outlives a gateway that died holding it. A live
 /// request's are renewed every third of this, so they never lapse while it runs.
@@ -43,100 +44,35 @@ pub(crate) struct Limits {
     alerts: Arc<Alerts>,
     metrics: Metrics,
     settling: Settling,
-    /// Lease of slots and reservations, ms ([`LEASE_TTL_MS`]; shorter in tests).
-    lease_ttl_ms: i64,
-    /// Holds of live requests, renewed by one task while they live.
-    open: Mutex<HashMap<u64, Open>>,
-    next_open: AtomicU64,
-    renewer: std::sync::OnceLock<()>,
-}
-
-/// A live request's holds, for the renewer.
-struct Open {
-    renew: Renew,
-    /// When it was taken or last renewed, ms (the limits clock).
-    since_ms: i64,
+    /// Slots and reservations of live requests, renewed while they live (lease
+    /// [`LEASE_TTL_MS`]; shorter in tests).
+    leases: Arc<Leases>,
 }
 
 impl Limits {
     /// Limits over `state`, timed by `clock`.
     pub(crate) fn new(state: Arc<Slot>, clock: Clock, alerts: Arc<Alerts>, metrics: Metrics) -> Self {
         Self {
-            state,
+            state: state.clone(),
             clock,
             alerts,
             metrics,
             settling: Settling::default(),
-            lease_ttl_ms: LEASE_TTL_MS,
-            open: Mutex::new(HashMap::new()),
-            next_open: AtomicU64::new(1),
-            renewer: std::sync::OnceLock::new(),
+            leases: Arc::new(Leases::new(state, LEASE_TTL_MS, move || clock.now_ms())),
         }
     }
 
     /// The same with a shorter lease (tests).
     #[cfg(test)]
     pub(crate) fn with_lease_ttl(mut self, ms: i64) -> Self {
-        self.lease_ttl_ms = ms;
+        let clock = self.clock;
+        self.leases = Arc::new(Leases::new(self.state.clone(), ms, move || clock.now_ms()));
         self
-    }
-
-    /// Registers a live request's holds for renewal; starts the renewer on first use.
-    fn hold_open(self: &Arc<Self>, renew: Renew) -> u64 {
-        let id = self.next_open.fetch_add(1, Ordering::Relaxed);
-        let since_ms = renew.now_ms;
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Open { renew, since_ms });
-        if self.renewer.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
-            self.renewer.get_or_init(|| {
-                tokio::spawn(renewer(Arc::downgrade(self)));
-            });
-        }
-        id
-    }
-
-    fn close(&self, id: u64) {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
     /// Waits until no settlement runs, at most `limit`.
     pub(crate) async fn settled(&self, limit: Duration) {
         self.settling.wait(limit).await;
-    }
-}
-
-/// Every third of a lease, renews the holds of requests that have lived that long (a request
-/// that ends in seconds is never renewed): one task for the process, not one per request.
-async fn renewer(limits: Weak<Limits>) {
-    loop {
-        let every = match limits.upgrade() {
-            Some(l) => Duration::from_millis(u64::try_from(l.lease_ttl_ms / 3).unwrap_or(1).max(1)),
-            None => return,
-        };
-        tokio::time::sleep(every).await;
-        let Some(limits) = limits.upgrade() else { return };
-        let now_ms = limits.clock.now_ms();
-        let due: Vec<(u64, Renew)> = {
-            let open = limits.open.lock().unwrap_or_else(|p| p.into_inner());
-            open.iter()
-                .filter(|(_, o)| now_ms - o.since_ms >= limits.lease_ttl_ms / 3)
-                .map(|(id, o)| (*id, o.renew.clone()))
-                .collect()
-        };
-        for (id, mut renew) in due {
-            renew.now_ms = now_ms;
-            renew.lease_ttl_ms = limits.lease_ttl_ms;
-            match limits.state.get().renew(&renew).await {
-                Ok(()) => {
-                    if let Some(o) = limits.open.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&id) {
-                        o.since_ms = now_ms;
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, scope = %renew.scope, "renewing a lease failed; retried"),
-            }
-        }
     }
 }
 
@@ -291,7 +227,7 @@ impl Admission {
             return;
         }
         for id in self.open.drain(..) {
-            self.limits.close(id);
+            self.limits.leases.close(id);
         }
         if tokio::runtime::Handle::try_current().is_err() {
             return;
@@ -352,7 +288,7 @@ impl Admission {
             return;
         }
         for id in self.open.drain(..) {
-            self.limits.close(id);
+            self.limits.leases.close(id);
         }
         self.teams.retain(|t| t.member.is_some());
         if self.teams.is_empty() || tokio::runtime::Handle::try_current().is_err() {
@@ -509,7 +445,7 @@ async fn admit_with(
             scope: t.budget.scope.clone(),
             now_ms,
             lease: lease.clone(),
-            lease_ttl_ms: limits.lease_ttl_ms,
+            lease_ttl_ms: limits.leases.ttl_ms(),
             budget: Some(hold.clone()),
             ..Acquire::default()
         };
@@ -572,7 +508,7 @@ async fn admit_with(
         tokens,
         max_parallel: cfg.limits.max_parallel,
         lease: lease.clone(),
-        lease_ttl_ms: limits.lease_ttl_ms,
+        lease_ttl_ms: limits.leases.ttl_ms(),
         budget: hold.clone(),
     };
     let verdict = limits.state.get().acquire(&req).await;
@@ -585,12 +521,12 @@ async fn admit_with(
             admission.tokens = cfg.limits.tpm.map(|_| (snapshot.at_ms.div_euclid(1000), tokens));
             admission.member = hold.map(|h| h.member(&lease));
             if admission.lease.is_some() || admission.member.is_some() {
-                let id = limits.hold_open(Renew {
+                let id = limits.leases.hold(Renew {
                     scope: key.scope.clone(),
                     now_ms,
                     lease: admission.lease.clone(),
                     hold: admission.member.clone().map(|m| (admission.period.id.clone(), m)),
-                    lease_ttl_ms: limits.lease_ttl_ms,
+                    lease_ttl_ms: limits.leases.ttl_ms(),
                     local,
                 });
                 admission.open.push(id);
@@ -634,12 +570,12 @@ impl Admission {
     fn renew_teams(&mut self, now_ms: i64) {
         for t in &self.teams {
             if let Some(m) = &t.member {
-                let id = self.limits.hold_open(Renew {
+                let id = self.limits.leases.hold(Renew {
                     scope: t.budget.scope.clone(),
                     now_ms,
                     lease: None,
                     hold: Some((t.period.id.clone(), m.clone())),
-                    lease_ttl_ms: self.limits.lease_ttl_ms,
+                    lease_ttl_ms: self.limits.leases.ttl_ms(),
                     local: t.local,
                 });
                 self.open.push(id);

@@ -193,7 +193,7 @@ impl Ctx<'_> {
             // The Provider's quota, taken now: at quota, the backend is skipped like a cooling one.
             let backend = &route.config.backends[c.index];
             let hold = match quota::take(
-                self.state,
+                self.quota_leases,
                 &backend.provider,
                 &meters[c.index].quota,
                 self.prompt.rough(),

@@ -13,13 +13,13 @@ use switchyard_providers::{Json, Operation};
 use tokio::time::Instant;
 
 use super::meters::Meters;
-use super::quota::QuotaHold;
+use super::quota::{self, QuotaHold};
 use super::strategy::{Balance, Dice};
 use super::upstream::{Dispatch, Upstream};
 use crate::estimate::Prompt;
 use crate::metrics::Metrics;
 use crate::runtime::{Key, Route, Runtime};
-use crate::state::{CooldownStore, Slot};
+use crate::state::{CooldownStore, Leases, Slot};
 use crate::telemetry::Parent;
 
 /// What routing needs from the gateway process, kept across config reloads: how to call a
@@ -30,8 +30,9 @@ pub struct Routing {
     cooldowns: Arc<dyn CooldownStore>,
     meters: Meters,
     metrics: Metrics,
-    /// Where Provider quotas are taken: the gateway's shared state.
-    state: Arc<Slot>,
+    /// Where Provider quotas are taken (the gateway's shared state), and their slots kept alive
+    /// while the attempt holding them runs.
+    quotas: Arc<Leases>,
     balances: ArcSwap<Balances>,
     /// Held while a config generation's balances are built, so they are built once.
     building: Mutex<()>,
@@ -61,7 +62,7 @@ impl Routing {
             cooldowns,
             meters: Meters::default(),
             metrics,
-            state: Arc::new(Slot::default()),
+            quotas: quota::leases(Arc::new(Slot::default())),
             balances: ArcSwap::from_pointee(Balances {
                 runtime: 0,
                 routes: Vec::new(),
@@ -72,7 +73,14 @@ impl Routing {
 
     /// Takes Provider quotas in `state` (the gateway's shared state; in memory by default).
     pub fn with_state(mut self, state: Arc<Slot>) -> Self {
-        self.state = state;
+        self.quotas = quota::leases(state);
+        self
+    }
+
+    /// The same with a shorter quota lease (tests).
+    #[cfg(test)]
+    pub(crate) fn with_quota_lease_ttl(mut self, ms: i64) -> Self {
+        self.quotas = Arc::new(Leases::new(self.quotas.state().clone(), ms, quota::now_ms));
         self
     }
 
@@ -114,7 +122,7 @@ pub(super) struct Ctx<'a> {
     pub(super) cooldowns: &'a dyn CooldownStore,
     pub(super) meters: &'a Meters,
     pub(super) metrics: &'a Metrics,
-    pub(super) state: &'a Arc<Slot>,
+    pub(super) quota_leases: &'a Arc<Leases>,
     /// Provider quotas taken by `choose` for the attempt about to start on a backend (index).
     pub(super) quotas: Mutex<Vec<(usize, Arc<QuotaHold>)>>,
     pub(super) dice: Dice,
@@ -165,7 +173,7 @@ impl<'a> Ctx<'a> {
             cooldowns: routing.cooldowns.as_ref(),
             meters: &routing.meters,
             metrics: &routing.metrics,
-            state: &routing.state,
+            quota_leases: &routing.quotas,
             quotas: Mutex::new(Vec::new()),
             dice,
             prompt: Prompt::measure(request),

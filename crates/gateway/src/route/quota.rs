@@ -2,7 +2,8 @@
 //! chosen, in one atomic step (the same one a key's limits use, scope `p:<provider>`): exact
 //! across a fleet sharing Redis, and race-free in one process. A backend whose provider is at
 //! its quota is skipped like one cooling down. The hold is released when the attempt ends (a
-//! stream's when the stream ends), its token estimate corrected by the completion tokens.
+//! stream's when the stream ends), its token estimate corrected by the completion tokens; its
+//! `maxConcurrency` slot is renewed while the attempt runs ([`Leases`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,17 +11,22 @@ use std::sync::Arc;
 use futures::FutureExt;
 use switchyard_config::LimitsConfig;
 
-use crate::state::{Acquire, Backend, Release, Slot, StateError, Verdict};
+use crate::state::{Acquire, Backend, Leases, Release, Renew, Slot, StateError, Verdict};
 
-/// How long a quota's slot outlives a gateway that died holding it (as a key's, `limits`). Not
-/// renewed: a stream running longer stops counting against `maxConcurrency`.
+/// How long a quota's slot outlives a gateway that died holding it (as a key's, `limits`). A
+/// live attempt's slot is renewed every third of this.
 const LEASE_TTL_MS: i64 = 15 * 60 * 1000;
 
 /// Milliseconds since the epoch (Redis places windows by its own clock).
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Where quotas are taken (`state`) and their slots renewed.
+pub(crate) fn leases(state: Arc<Slot>) -> Arc<Leases> {
+    Arc::new(Leases::new(state, LEASE_TTL_MS, now_ms))
 }
 
 /// The shared-state scope of a provider's quota.
@@ -30,7 +36,9 @@ pub(crate) fn scope(provider: &str) -> String {
 
 /// A provider quota taken for one attempt; released on drop.
 pub struct QuotaHold {
-    state: Arc<Slot>,
+    leases: Arc<Leases>,
+    /// Its entry among the holds kept alive (a `maxConcurrency` slot).
+    open: Option<u64>,
     scope: String,
     lease: Option<String>,
     /// The token window bucket the estimate went to.
@@ -50,7 +58,7 @@ impl std::fmt::Debug for QuotaHold {
 /// quota. `Err(Some(ms))`: at quota, free again in about `ms`; `Err(None)`: the state failed
 /// (fail closed: the backend is skipped for a second).
 pub(crate) async fn take(
-    state: &Arc<Slot>,
+    leases: &Arc<Leases>,
     provider: &str,
     quota: &LimitsConfig,
     tokens: u64,
@@ -67,13 +75,23 @@ pub(crate) async fn take(
         tokens,
         max_parallel: quota.max_parallel,
         lease: lease.clone(),
-        lease_ttl_ms: LEASE_TTL_MS,
+        lease_ttl_ms: leases.ttl_ms(),
         budget: None,
     };
-    let verdict: Result<Verdict, StateError> = state.get().acquire(&req).await;
+    let verdict: Result<Verdict, StateError> = leases.state().get().acquire(&req).await;
     match verdict {
         Ok(Verdict::Granted { snapshot, local }) => Ok(Some(Arc::new(QuotaHold {
-            state: state.clone(),
+            leases: leases.clone(),
+            open: quota.max_parallel.map(|_| {
+                leases.hold(Renew {
+                    scope: req.scope.clone(),
+                    now_ms: req.now_ms,
+                    lease: Some(lease.clone()),
+                    hold: None,
+                    lease_ttl_ms: leases.ttl_ms(),
+                    local,
+                })
+            }),
             scope: req.scope,
             lease: quota.max_parallel.map(|_| lease),
             bucket: quota.tpm.map(|_| snapshot.at_ms.div_euclid(1000)),
@@ -100,6 +118,9 @@ impl QuotaHold {
 
 impl Drop for QuotaHold {
     fn drop(&mut self) {
+        if let Some(id) = self.open.take() {
+            self.leases.close(id);
+        }
         if self.lease.is_none() && self.bucket.is_none() {
             return;
         }
@@ -112,7 +133,7 @@ impl Drop for QuotaHold {
             settle: None,
             local: self.local,
         };
-        let state = self.state.clone();
+        let state = self.leases.state().clone();
         if state.get().backend() == Backend::Memory {
             let _ = state.get().release(&rel).now_or_never();
             return;
@@ -189,6 +210,51 @@ mod tests {
         assert!(refused.iter().all(|s| *s == 503));
         // Released when the attempts end.
         assert_eq!(served(&h, 2).await.0, 2);
+    }
+
+    /// An attempt that runs longer than a lease keeps its `maxConcurrency` slot (renewed while
+    /// it runs, in memory and in Redis), and frees it when it ends.
+    #[tokio::test]
+    async fn a_long_attempt_keeps_its_provider_slot() {
+        let server = crate::state::tests::RedisServer::start(false).await;
+        let redis = Redis::start(&RedisConfig {
+            url: SecretString::new(server.url()),
+            cluster: false,
+            fail_mode: FailMode::Closed,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let in_redis = Arc::new(Slot::default());
+        in_redis.choose(Arc::new(redis));
+        for (state, what) in [(Arc::new(Slot::default()), "memory"), (in_redis, "redis")] {
+            let cfg = quota_config(LimitsConfig {
+                max_parallel: Some(1),
+                ..LimitsConfig::default()
+            });
+            let mut h = Harness::with_state(cfg, state);
+            h.routing = h.routing.with_quota_lease_ttl(300);
+            let h = Arc::new(h);
+            h.fake.script("m", slow(Duration::from_millis(1600)));
+            let first = tokio::spawn({
+                let h = h.clone();
+                async move { h.call("r", false).await.map(|_| ()).map_err(|e| e.to_string()) }
+            });
+            // Three leases later the first attempt still holds the one slot.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let second = h.call("r", false).await.map(|_| ()).map_err(|e| e.status.as_u16());
+            assert_eq!(second, Err(503), "{what}: the slot lapsed while its attempt ran");
+            assert_eq!(first.await.unwrap_or_else(|e| panic!("{e}")), Ok(()), "{what}");
+            // Released when the attempt ended.
+            h.fake.script("m", slow(Duration::from_millis(1)));
+            let mut freed = false;
+            for _ in 0..50 {
+                if h.call("r", false).await.is_ok() {
+                    freed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(freed, "{what}: the slot was not freed when the attempt ended");
+        }
     }
 
     /// Two gateways on one Redis admit a provider's rpm together, not each.

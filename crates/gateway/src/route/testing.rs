@@ -313,7 +313,7 @@ impl Dispatch for Fake {
 pub(crate) struct Harness {
     pub(crate) rt: Runtime,
     pub(crate) fake: Arc<Fake>,
-    routing: Routing,
+    pub(crate) routing: Routing,
     metrics: Metrics,
     seed: AtomicU32,
 }

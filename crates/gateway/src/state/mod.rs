@@ -12,6 +12,7 @@
 
 mod circuit;
 mod cooldowns;
+mod leases;
 mod memory;
 mod redis;
 
@@ -24,6 +25,7 @@ use switchyard_config::{FailMode, RedisConfig};
 
 pub use circuit::{Availability, BackendState, CooldownStore, MemoryCooldowns, Strike, PROBE_LEASE};
 pub use cooldowns::SharedCooldowns;
+pub use leases::Leases;
 pub use memory::Memory;
 pub use redis::Redis;
 
