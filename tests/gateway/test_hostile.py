@@ -653,6 +653,27 @@ def test_a_request_of_100_000_messages_is_refused_in_bounded_memory(own_env):
     own_env.recovered("100,000 messages")
 
 
+def test_a_body_of_millions_of_tiny_values_is_refused_in_bounded_memory(own_env):
+    # 9.5 MiB of one-key objects: 2.5 million JSON values, ~340 bytes each once parsed (a map
+    # node per object), so ~820 MiB of tree from one request, on a field no context window check
+    # reads. Refused by counting, before a tree is built (maxRequestValues, 500,000 by default),
+    # in OpenAI's shape.
+    body = json.dumps({"model": "chat", "messages": [message("hi")], "metadata_list": [{"a": 1}] * 1_250_000},
+                      separators=(",", ":")).encode()
+    assert 9 * MiB < len(body) < MAX_REQUEST_BYTES
+    r = post(own_env.gw, "/v1/chat/completions", body)
+    e = openai_error(r.status_code, r.text, 413)
+    assert e["code"] == "request_too_large" and "500000 JSON values" in e["message"], r.text
+    peak = peak_rss(own_env.pid)
+    assert peak <= own_env.rss + RSS_PEAK_SLACK, f"peak {peak / MiB:.0f} MiB (baseline {own_env.rss / MiB:.0f})"
+    # A large body under the limit is served: 400,000 values (OpenAI's largest documented
+    # request, 300,000 tokens of embeddings as token arrays, is of this size).
+    body = json.dumps({"model": "chat", "messages": [message("hi")], "metadata_list": [0] * 400_000}).encode()
+    r = post(own_env.gw, "/v1/chat/completions", body)
+    assert r.status_code == 200, r.text
+    own_env.recovered("2.5 million tiny values")
+
+
 def limited_request(gw, max_tokens):
     # A key with tpm and a budget: the client's number meets the gateway's token and cost sums.
     body = json.dumps({"model": "chat", "max_tokens": max_tokens, "messages": [message("x")]}).encode()

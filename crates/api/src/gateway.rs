@@ -71,6 +71,14 @@ pub struct LLMGatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024, max = 1073741824))]
     pub max_request_bytes: Option<u64>,
+    /// Requests whose JSON holds more than this many values (every string, number, array and
+    /// object counts one) are refused with 413 before a tree is built of them. A parsed value
+    /// takes 30-350 bytes, so a 10 MiB body of tiny values would otherwise take ~820 MiB.
+    /// Checked on bodies of 256 KiB or more. Default 500,000 (OpenAI's largest documented
+    /// request, 300,000 tokens of embeddings as token arrays, fits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 100000000))]
+    pub max_request_values: Option<u64>,
     /// The largest whole (not streamed) response body the gateway reads from a provider, in
     /// bytes; a larger one is cut off and answered 502 ("upstream response exceeded N bytes").
     /// Provider `baseUrl`s are chosen by each namespace, so this bounds the memory one upstream

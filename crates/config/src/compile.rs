@@ -320,6 +320,7 @@ impl<'a> Compiler<'a> {
             redis,
             connections,
             max_response_bytes: gw.spec.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            max_request_values: gw.spec.max_request_values.unwrap_or(DEFAULT_MAX_REQUEST_VALUES),
         }
     }
 

@@ -84,6 +84,25 @@ pub struct Settings {
         skip_serializing_if = "is_default_max_response_bytes"
     )]
     pub max_response_bytes: u64,
+    /// Requests (of 256 KiB or more) whose JSON holds more values than this are refused with
+    /// 413 before they are parsed into a tree.
+    #[serde(
+        default = "default_max_request_values",
+        skip_serializing_if = "is_default_max_request_values"
+    )]
+    pub max_request_values: u64,
+}
+
+/// Default limit on the JSON values of one request: 500,000 (a parsed value takes 30-350
+/// bytes; OpenAI's largest documented request, 300,000 tokens as token arrays, fits).
+pub const DEFAULT_MAX_REQUEST_VALUES: u64 = 500_000;
+
+fn default_max_request_values() -> u64 {
+    DEFAULT_MAX_REQUEST_VALUES
+}
+
+fn is_default_max_request_values(v: &u64) -> bool {
+    *v == DEFAULT_MAX_REQUEST_VALUES
 }
 
 /// Default request size limit: 10 MiB.
@@ -108,6 +127,7 @@ impl Default for Settings {
             redis: None,
             connections: ConnectionsConfig::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_request_values: DEFAULT_MAX_REQUEST_VALUES,
         }
     }
 }

@@ -292,6 +292,42 @@ fn the_response_limit_defaults_to_32_mib() {
     assert_eq!(gw.runtime().config.settings.max_response_bytes, 32 * 1024 * 1024);
 }
 
+/// A large body of many tiny values is refused with 413 before it becomes a tree (whose values
+/// take 30-350 bytes each), in the client's API shape; one under the fleet's limit is served,
+/// and the limit is the fleet's `maxRequestValues` (default 500,000).
+#[tokio::test]
+async fn a_body_over_the_value_limit_is_refused_before_it_is_parsed() {
+    let (base, _) = upstream().await;
+    let fleet = "apiVersion: switchyard.dev/v1alpha1
+kind: LLMGateway
+metadata: {name: edge, namespace: default}
+spec:
+  maxRequestValues: 100000";
+    let gw = gateway(&manifests(&base, fleet, ""));
+    assert_eq!(gw.runtime().config.settings.max_request_values, 100_000);
+    let with_values = |n: usize| {
+        let mut body = chat("fine");
+        body["metadata_list"] = Value::Array(vec![json!([]); n]);
+        body
+    };
+    let (status, body) = call(&gw, "/v1/chat/completions", "sk-tenant-a", with_values(150_000)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["error"]["code"], "request_too_large", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("100000 JSON values (maxRequestValues)"), "{message}");
+    let mut messages = with_values(150_000);
+    messages["max_tokens"] = json!(5);
+    let (status, body) = call(&gw, "/v1/messages", "sk-tenant-a", messages).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["type"], "error", "{body}");
+    // Under the limit (and over the 256 KiB from which bodies are counted): served.
+    let (status, body) = call(&gw, "/v1/chat/completions", "sk-tenant-a", with_values(90_000)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let gw = gateway(&manifests(&base, "", ""));
+    assert_eq!(gw.runtime().config.settings.max_request_values, 500_000);
+}
+
 /// An error body is only classified: its first 64 KiB are read, the rest never is, so an
 /// upstream that answers 500 and then streams forever gets its 502 at once, not after the
 /// provider's request timeout.

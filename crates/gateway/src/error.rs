@@ -107,6 +107,18 @@ impl GatewayError {
         )
     }
 
+    /// 413: a body of more JSON values than the gateway parses.
+    pub fn too_many_values(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Some("request_too_large"),
+            format!(
+                "request body holds more than the gateway's limit of {limit} JSON values (maxRequestValues); send fewer, larger items or split the request"
+            ),
+        )
+    }
+
     /// 429.
     pub fn rate_limited(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
         Self {

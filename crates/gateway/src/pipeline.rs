@@ -16,13 +16,13 @@ use axum::response::Response;
 use axum::routing::{post, MethodRouter};
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue};
-use switchyard_config::RouteMode;
+use switchyard_config::{RouteMode, Settings};
 use switchyard_providers::Operation;
 
 use crate::account::{self, Account, InFlight, Labels};
 use crate::error::GatewayError;
 use crate::ingress::{Codec, ANTHROPIC};
-use crate::request::Request;
+use crate::request::{self, Request};
 use crate::respond::{self, Served};
 use crate::runtime::{Key, Route, Runtime};
 use crate::telemetry::RequestSpan;
@@ -93,7 +93,7 @@ async fn serve(
     // Read and parse, in the client's format (crate::ingress), into the typed request; a large
     // body whose prompt its route cannot take is refused from its outline, before it is parsed.
     let screen = |bytes: &[u8]| screen(&rt, &key, codec, bytes);
-    let req = read(body, op, codec, rt.config.settings.max_request_bytes, screen).await?;
+    let req = read(body, op, codec, &rt.config.settings, screen).await?;
     span.request(&req.model, &req.raw, req.stream);
 
     // Route: the key's route for the model, and whether it serves this endpoint.
@@ -212,14 +212,16 @@ fn screen(rt: &Runtime, key: &Key, codec: &dyn Codec, bytes: &[u8]) -> Result<()
     }
 }
 
-/// The body, at most `limit` bytes, checked by `screen` and parsed by the client's codec.
+/// The body, at most `maxRequestBytes` bytes (and, from [`SCREENED_BYTES`] on, at most
+/// `maxRequestValues` JSON values), checked by `screen` and parsed by the client's codec.
 pub(crate) async fn read(
     body: Body,
     op: Operation,
     codec: &dyn Codec,
-    limit: u64,
+    settings: &Settings,
     screen: impl FnOnce(&[u8]) -> Result<(), GatewayError>,
 ) -> Result<Request, GatewayError> {
+    let limit = settings.max_request_bytes;
     // The bytes are dropped here, parsed: the body shares hyper's 8 KiB read buffer, and a
     // `Bytes` kept until the response ended would hold that buffer for as long as a stream stays
     // open (hyper reads into a new one meanwhile): 8 KiB more per open stream.
@@ -234,6 +236,9 @@ pub(crate) async fn read(
                 GatewayError::bad_request(format!("could not read the request body: {e}"), None)
             }
         })?;
+    if bytes.len() >= SCREENED_BYTES && request::values_over(&bytes, settings.max_request_values) {
+        return Err(GatewayError::too_many_values(settings.max_request_values));
+    }
     screen(&bytes)?;
     codec.parse(op, &bytes)
 }

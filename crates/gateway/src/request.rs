@@ -194,6 +194,89 @@ impl<'de> Visitor<'de> for ItemsVisitor {
     }
 }
 
+/// Whether a JSON body holds more than `cap` values (every string, number, boolean, null, array
+/// and object counts one), read in one pass that builds nothing and stops at the first value
+/// over. A parsed value takes 30-350 bytes, so the count bounds what a parse would build. A body
+/// that is not JSON is not over (the parse names what is wrong with it).
+pub fn values_over(body: &[u8], cap: u64) -> bool {
+    let mut left = cap;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let counted = serde::de::DeserializeSeed::deserialize(Values(&mut left), &mut de);
+    matches!(counted, Err(e) if e.to_string().starts_with(OVER))
+}
+
+/// The error that ends a count over its cap.
+const OVER: &str = "more values than the cap";
+
+/// Counts values down from what is left; errs when none is.
+struct Values<'a>(&'a mut u64);
+
+impl Values<'_> {
+    fn take<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        match self.0.checked_sub(1) {
+            Some(left) => {
+                *self.0 = left;
+                Ok(())
+            }
+            None => Err(E::custom(OVER)),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Values<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Values<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        self.take()?;
+        while seq.next_element_seed(Values(self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.take()?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(Values(self.0))?;
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(mut self, _: bool) -> Result<(), E> {
+        self.take()
+    }
+
+    fn visit_i64<E: serde::de::Error>(mut self, _: i64) -> Result<(), E> {
+        self.take()
+    }
+
+    fn visit_u64<E: serde::de::Error>(mut self, _: u64) -> Result<(), E> {
+        self.take()
+    }
+
+    fn visit_f64<E: serde::de::Error>(mut self, _: f64) -> Result<(), E> {
+        self.take()
+    }
+
+    fn visit_str<E: serde::de::Error>(mut self, _: &str) -> Result<(), E> {
+        self.take()
+    }
+
+    fn visit_unit<E: serde::de::Error>(mut self) -> Result<(), E> {
+        self.take()
+    }
+}
+
 /// The fields an endpoint cannot do without, with OpenAI's messages when one is missing.
 fn require(op: Operation, raw: &Json) -> Result<(), GatewayError> {
     let field = match op {
@@ -291,6 +374,24 @@ mod tests {
         }
         assert!(Outline::read(b"[1]").is_none());
         assert!(Outline::read(br#"{"model":"m","model":"n"}"#).is_none());
+    }
+
+    #[test]
+    fn values_are_counted_to_the_cap() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":1,"x":[[],{},null,true,1.5]}"#;
+        // The object, model, messages, one message and its two strings, n, x and its five.
+        assert!(!values_over(body, 13));
+        assert!(values_over(body, 12));
+        assert!(!values_over(b"[1,2", 10), "not JSON: left to the parse");
+        // Deep nesting stops at serde_json's depth limit, not a stack overflow.
+        let deep = "[".repeat(100_000);
+        assert!(!values_over(deep.as_bytes(), u64::MAX));
+        // A count stops at the first value over: what follows is not read (here, not JSON).
+        let mut many = b"[".to_vec();
+        many.extend(b"0,".repeat(1_000_000));
+        many.extend(b"garbage");
+        assert!(values_over(&many, 500_000));
+        assert!(!values_over(&many, 2_000_000));
     }
 
     #[test]

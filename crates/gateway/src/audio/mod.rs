@@ -294,14 +294,7 @@ async fn speech(
 ) -> Result<Response, GatewayError> {
     let rt = gw.runtime();
     let key = authenticate(&rt, headers, labels)?;
-    let req = pipeline::read(
-        body,
-        Operation::Speech,
-        &OPENAI,
-        rt.config.settings.max_request_bytes,
-        |_| Ok(()),
-    )
-    .await?;
+    let req = pipeline::read(body, Operation::Speech, &OPENAI, &rt.config.settings, |_| Ok(())).await?;
     let Some(input) = req.raw.get("input").and_then(Value::as_str) else {
         return Err(GatewayError::bad_request("'input' must be a string", Some("input")));
     };
