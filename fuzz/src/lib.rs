@@ -94,6 +94,7 @@ pub fn provider(kind: ProviderKind) -> ProviderConfig {
         timeouts: ProviderTimeoutsConfig::default(),
         circuit_breaker: CircuitBreakerConfig::default(),
         mock: None,
+        http_version: Default::default(),
     }
 }
 

@@ -140,3 +140,31 @@ def test_an_unreachable_proxy_is_a_connect_error_not_a_direct_call(tmp_path, moc
         assert mock.stats() == before
     finally:
         gw.stop()
+
+
+def test_a_provider_with_http_version_http2_is_called_over_h2c(tmp_path, mock):
+    # `httpVersion: http2` on a plain-http baseUrl: h2c with prior knowledge, whole answers and
+    # streams; the default (auto) speaks HTTP/1.1 to the same server.
+    config = providers_config(tmp_path, mock)
+    providers = config / "providers.yaml"
+    text = providers.read_text()
+    openai_spec = f"  type: openai\n  baseUrl: http://127.0.0.1:{mock.port}/v1\n"
+    assert text.count(openai_spec) == 1
+    providers.write_text(text.replace(openai_spec, openai_spec + "  httpVersion: http2\n"))
+    gw = Gateway(config)
+    try:
+        before = mock.stats()["http2_requests"]
+        r = chat(gw, "openai-chat")
+        assert r.choices[0].message.content == "Hello! You said: via the proxy"
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+        chunks = list(client.chat.completions.create(
+            model="openai-chat", stream=True, messages=[{"role": "user", "content": "streamed"}]))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).endswith("streamed")
+        # Both over HTTP/2 (the stats request itself is HTTP/1.1).
+        assert mock.stats()["http2_requests"] == before + 2
+        before = mock.stats()["http2_requests"]
+        r = chat(gw, "anthropic-chat")
+        assert "via the proxy" in r.choices[0].message.content
+        assert mock.stats()["http2_requests"] == before, "a provider left on auto spoke HTTP/2 over plain http"
+    finally:
+        gw.stop()

@@ -197,6 +197,26 @@ pub struct ProviderSpec {
     /// Behaviour of a `mock` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockSettings>,
+    /// The HTTP version the gateway speaks to the provider. `auto` (default): HTTP/2 where the
+    /// provider offers it over TLS, else HTTP/1.1 (plain `http://` base URLs get HTTP/1.1).
+    /// `http1`: always HTTP/1.1, for a provider whose HTTP/2 misbehaves. `http2`: always HTTP/2;
+    /// over plain `http://` that is h2c with prior knowledge, for a local server that speaks it,
+    /// so that many streams share a few connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<HttpVersion>,
+}
+
+/// The HTTP version spoken to a provider.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpVersion {
+    /// HTTP/2 where offered over TLS (ALPN), else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only (h2c over plain `http://`).
+    Http2,
 }
 
 /// Credentials of a provider, read from a Secret.

@@ -584,6 +584,11 @@ impl<'a> Compiler<'a> {
             timeouts: t,
             circuit_breaker,
             mock,
+            http_version: match s.http_version.unwrap_or_default() {
+                api::HttpVersion::Auto => HttpVersion::Auto,
+                api::HttpVersion::Http1 => HttpVersion::Http1,
+                api::HttpVersion::Http2 => HttpVersion::Http2,
+            },
         })
     }
 

@@ -373,6 +373,29 @@ pub struct ProviderConfig {
     /// Mock behaviour, for `mock` providers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockConfig>,
+    /// The HTTP version spoken to the provider.
+    #[serde(default, skip_serializing_if = "HttpVersion::is_auto")]
+    pub http_version: HttpVersion,
+}
+
+/// The HTTP version spoken to a provider.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpVersion {
+    /// HTTP/2 where the provider offers it over TLS (ALPN), else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only: h2c with prior knowledge over plain `http://`.
+    Http2,
+}
+
+impl HttpVersion {
+    /// Whether it is the default.
+    pub fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
 }
 
 /// Request and token limits; `None` is unlimited.

@@ -139,7 +139,9 @@ async fn serve(
         usize::try_from(limit).unwrap_or(usize::MAX),
     ));
     let wait = Duration::from_millis(provider.timeouts.request_ms);
-    let sent = gw.upstream.send_streamed(method, uri, up_headers, body);
+    let sent = gw
+        .upstream
+        .send_streamed(provider.http_version, method, uri, up_headers, body);
     let resp = match tokio::time::timeout(wait, sent).await {
         Err(_) => {
             let e = ProviderError::new(ErrorKind::Timeout, "the upstream did not answer in time");
@@ -679,6 +681,7 @@ mod tests {
             timeouts: Default::default(),
             circuit_breaker: Default::default(),
             mock: None,
+            http_version: Default::default(),
         };
         let header_of = |kind| credentials(&provider(kind)).map_err(|e| e.message);
         let h = header_of(ProviderKind::Openai).unwrap();

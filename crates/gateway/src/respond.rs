@@ -260,6 +260,7 @@ mod tests {
                 timeouts: ProviderTimeoutsConfig::default(),
                 circuit_breaker: CircuitBreakerConfig::default(),
                 mock: None,
+                http_version: Default::default(),
             }),
             price: None,
             attempts: 2,

@@ -143,6 +143,7 @@ mod tests {
             timeouts: ProviderTimeoutsConfig::default(),
             circuit_breaker: CircuitBreakerConfig::default(),
             mock: None,
+            http_version: Default::default(),
         };
         let got = tokio::time::timeout(
             Duration::from_secs(10),

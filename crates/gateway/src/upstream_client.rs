@@ -11,6 +11,11 @@
 //! of their own, each carrying at most [`LANE_STREAMS`] requests before the next lane (a new
 //! connection to an HTTP/2 host) is used. For HTTP/1.1 hosts a lane is one more pool.
 //!
+//! Which HTTP version is spoken is the Provider's `httpVersion`: `auto` lets TLS (ALPN) choose
+//! and speaks HTTP/1.1 over plain `http://`; `http1` offers only HTTP/1.1; `http2` only HTTP/2,
+//! which over plain `http://` is h2c with prior knowledge (a local server's streams then share
+//! a few connections instead of one each). Each version has lanes of its own.
+//!
 //! Destinations the environment sends through a proxy (`HTTPS_PROXY`, `HTTP_PROXY`,
 //! `ALL_PROXY`, less `NO_PROXY`, read once at start-up as reqwest does) go through reqwest, which
 //! speaks to proxies: CONNECT tunnels for https, absolute-form requests for http, proxy
@@ -32,6 +37,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use switchyard_config::HttpVersion;
 use switchyard_providers::{ErrorKind, ProviderError};
 
 /// How long a connection attempt may take.
@@ -48,10 +54,10 @@ pub const MAX_LANES: usize = 64;
 
 /// Sends requests to providers.
 pub struct UpstreamClient {
-    direct: Lanes<Full<Bytes>>,
+    direct: Versions<Full<Bytes>>,
     /// The same, for bodies forwarded as they arrive (pass-through); lanes of their own, so the
     /// LLM endpoints' client keeps its plain body type.
-    streamed: Lanes<axum::body::Body>,
+    streamed: Versions<axum::body::Body>,
     proxied: reqwest::Client,
     /// The environment's proxy settings; `None` when it names no proxy.
     proxies: Option<Matcher>,
@@ -61,26 +67,54 @@ impl UpstreamClient {
     /// A client with the proxy settings of this process's environment. `proxied` serves the
     /// destinations a proxy applies to (it reads the same variables).
     pub fn new(proxied: reqwest::Client) -> Result<Self, rustls::Error> {
-        let https = connector()?;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_PER_HOST)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        let direct = Lanes::new(builder.clone(), https.clone(), LANE_STREAMS);
-        let streamed = Lanes::new(builder, https, LANE_STREAMS);
         Ok(Self {
-            direct,
-            streamed,
+            direct: Versions::new()?,
+            streamed: Versions::new()?,
             proxied,
             proxies: proxy_env_set().then(Matcher::from_env),
         })
     }
 }
 
-/// TCP (no delay, connect timeout) and TLS (webpki roots; HTTP/2 or HTTP/1.1 by ALPN).
-fn connector() -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
+/// Lanes for each HTTP version a Provider may ask for.
+struct Versions<B> {
+    auto: Lanes<B>,
+    http1: Lanes<B>,
+    http2: Lanes<B>,
+}
+
+impl<B> Versions<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn new() -> Result<Self, rustls::Error> {
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_PER_HOST)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        let mut http2 = builder.clone();
+        http2.http2_only(true);
+        Ok(Self {
+            auto: Lanes::new(builder.clone(), connector(HttpVersion::Auto)?, LANE_STREAMS),
+            http1: Lanes::new(builder, connector(HttpVersion::Http1)?, LANE_STREAMS),
+            http2: Lanes::new(http2, connector(HttpVersion::Http2)?, LANE_STREAMS),
+        })
+    }
+
+    fn get(&self, version: HttpVersion) -> &Lanes<B> {
+        match version {
+            HttpVersion::Auto => &self.auto,
+            HttpVersion::Http1 => &self.http1,
+            HttpVersion::Http2 => &self.http2,
+        }
+    }
+}
+
+/// TCP (no delay, connect timeout) and TLS (webpki roots; the ALPN protocols `version` allows).
+fn connector(version: HttpVersion) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -94,11 +128,12 @@ fn connector() -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
         .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(https)
+        .https_or_http();
+    Ok(match version {
+        HttpVersion::Auto => https.enable_http1().enable_http2().wrap_connector(http),
+        HttpVersion::Http1 => https.enable_http1().wrap_connector(http),
+        HttpVersion::Http2 => https.enable_http2().wrap_connector(http),
+    })
 }
 
 impl UpstreamClient {
@@ -107,9 +142,10 @@ impl UpstreamClient {
         self.proxies.as_ref().is_some_and(|m| m.intercept(uri).is_some())
     }
 
-    /// Sends one request; resolves once the response headers arrived.
+    /// Sends one request in `version`; resolves once the response headers arrived.
     pub async fn send(
         &self,
+        version: HttpVersion,
         method: Method,
         uri: Uri,
         headers: HeaderMap,
@@ -130,7 +166,7 @@ impl UpstreamClient {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        self.direct.request(req).await
+        self.direct.get(version).request(req).await
     }
 }
 
@@ -139,6 +175,7 @@ impl UpstreamClient {
     /// headers arrived.
     pub async fn send_streamed(
         &self,
+        version: HttpVersion,
         method: Method,
         uri: Uri,
         headers: HeaderMap,
@@ -159,7 +196,7 @@ impl UpstreamClient {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        self.streamed.request(req).await
+        self.streamed.get(version).request(req).await
     }
 }
 
@@ -384,9 +421,10 @@ mod tests {
 
     use super::*;
 
-    /// An HTTP/2 (h2c) server taking at most 8 streams per connection, whose requests wait
-    /// until `want` are in flight at once (or 5 s); returns its address and the peak.
-    async fn h2_server(want: usize) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    /// An HTTP/2 (h2c) server taking at most `streams` streams per connection, whose requests
+    /// wait until `want` are in flight at once (or 5 s); returns its address, the peak and the
+    /// connections made.
+    async fn h2_server(want: usize, streams: u32) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let active = Arc::new(AtomicUsize::new(0));
@@ -414,7 +452,7 @@ mod tests {
                         }
                     });
                     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                    b.max_concurrent_streams(8);
+                    b.max_concurrent_streams(streams);
                     let _ = b.serve_connection(TokioIo::new(sock), svc).await;
                 });
             }
@@ -434,10 +472,14 @@ mod tests {
     async fn requests_beyond_a_connections_stream_limit_take_another_connection() {
         // 32 requests at once to an HTTP/2 server that takes 8 streams a connection: one
         // connection would queue 24 of them until others end; lanes of 4 run all 32 together.
-        let (addr, peak, connections) = h2_server(32).await;
+        let (addr, peak, connections) = h2_server(32, 8).await;
         let mut builder = Client::builder(TokioExecutor::new());
         builder.http2_only(true).timer(TokioTimer::new());
-        let lanes = Arc::new(Lanes::<Full<Bytes>>::new(builder, connector().unwrap(), 4));
+        let lanes = Arc::new(Lanes::<Full<Bytes>>::new(
+            builder,
+            connector(HttpVersion::Http2).unwrap(),
+            4,
+        ));
         let tasks: Vec<_> = (0..32)
             .map(|_| {
                 let lanes = lanes.clone();
@@ -453,5 +495,35 @@ mod tests {
         // Every hold released with its response: the next request takes the first lane.
         let (lane, _hold) = lanes.take();
         assert!(Arc::ptr_eq(&lane, &lanes.lanes.read().unwrap()[0]));
+    }
+
+    /// A Provider's `httpVersion`: `http2` speaks h2c (prior knowledge) to a plain-HTTP server
+    /// that only speaks HTTP/2, and many requests share a few connections; `auto` and `http1`
+    /// speak HTTP/1.1 to it, which it cannot answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http2_speaks_h2c_to_a_plain_http_upstream() {
+        let (addr, peak, connections) = h2_server(16, 100).await;
+        let client = Arc::new(UpstreamClient::new(reqwest::Client::new()).unwrap());
+        let send = |client: Arc<UpstreamClient>, version| async move {
+            let uri: Uri = format!("http://{addr}/").parse().unwrap();
+            let resp = client
+                .send(version, Method::GET, uri, HeaderMap::new(), Bytes::new())
+                .await?;
+            let _ = resp.into_body().collect().await;
+            Ok::<_, ProviderError>(())
+        };
+        let tasks: Vec<_> = (0..16)
+            .map(|_| tokio::spawn(send(client.clone(), HttpVersion::Http2)))
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 16, "every request was in flight at once");
+        // One connection carries them all (HTTP/1.1 would have taken 16).
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        for version in [HttpVersion::Auto, HttpVersion::Http1] {
+            let result = tokio::time::timeout(Duration::from_secs(5), send(client.clone(), version)).await;
+            assert!(matches!(result, Ok(Err(_))), "{version:?} spoke HTTP/2: {result:?}");
+        }
     }
 }

@@ -218,7 +218,21 @@ pub fn router(state: MockState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_http2))
         .with_state(state)
+}
+
+/// Counts requests that came over HTTP/2 (`http2_requests` in `/mock/stats`): how a test sees
+/// that a Provider's `httpVersion: http2` was honoured.
+async fn count_http2(
+    State(state): State<MockState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.version() == axum::http::Version::HTTP_2 {
+        state.count_http2();
+    }
+    next.run(req).await
 }
 
 async fn stats(State(state): State<MockState>) -> Response<Body> {

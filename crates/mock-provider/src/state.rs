@@ -84,6 +84,10 @@ pub struct Stats {
     pub streams_cancelled: u64,
     /// Streams the mock broke on purpose (`mock-cut`).
     pub streams_cut: u64,
+    /// Requests that came over HTTP/2 (h2c with prior knowledge; TLS is not served), control
+    /// endpoints included.
+    #[serde(default)]
+    pub http2_requests: u64,
 }
 
 /// How an answer the mock started ended.
@@ -144,6 +148,7 @@ struct Inner {
     streams_completed: AtomicU64,
     streams_cancelled: AtomicU64,
     streams_cut: AtomicU64,
+    http2_requests: AtomicU64,
     flaky: Mutex<HashMap<String, u64>>,
     last: Mutex<[Option<LastRequest>; Provider::ALL.len()]>,
     ids: AtomicU64,
@@ -181,6 +186,11 @@ impl MockState {
     }
 
     /// Counts one request to `path` (without recording it as a provider's last request).
+    /// Counts a request that came over HTTP/2.
+    pub(crate) fn count_http2(&self) {
+        self.inner.http2_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn count(&self, path: &str) {
         self.inner.requests_total.fetch_add(1, Ordering::Relaxed);
         let mut requests = lock(&self.inner.requests);
@@ -255,6 +265,7 @@ impl MockState {
             streams_completed: self.inner.streams_completed.load(Ordering::Relaxed),
             streams_cancelled: self.inner.streams_cancelled.load(Ordering::Relaxed),
             streams_cut: self.inner.streams_cut.load(Ordering::Relaxed),
+            http2_requests: self.inner.http2_requests.load(Ordering::Relaxed),
         }
     }
 
@@ -279,6 +290,7 @@ impl MockState {
             &self.inner.streams_completed,
             &self.inner.streams_cancelled,
             &self.inner.streams_cut,
+            &self.inner.http2_requests,
         ] {
             counter.store(0, Ordering::Relaxed);
         }

@@ -78,6 +78,7 @@ pub(crate) fn provider(id: &str) -> ProviderConfig {
         timeouts: ProviderTimeoutsConfig::default(),
         circuit_breaker: CircuitBreakerConfig::default(),
         mock: None,
+        http_version: Default::default(),
     }
 }
 

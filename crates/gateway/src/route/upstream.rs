@@ -135,7 +135,9 @@ impl HttpDispatch {
         // A whole response must be in by then; a stream only has to start (`prime` then waits for
         // its first token).
         let deadline = Instant::now() + request_timeout;
-        let sent = self.upstream.send(up.method, uri, headers, up.body);
+        let sent = self
+            .upstream
+            .send(provider.http_version, up.method, uri, headers, up.body);
         let resp = match tokio::time::timeout(headers_timeout.min(request_timeout), sent).await {
             Err(_) => {
                 return Err(ProviderError::new(

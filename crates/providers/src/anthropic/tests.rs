@@ -37,6 +37,7 @@ fn provider(base: &str) -> ProviderConfig {
         timeouts: ProviderTimeoutsConfig::default(),
         circuit_breaker: CircuitBreakerConfig::default(),
         mock: None,
+        http_version: Default::default(),
     }
 }
 

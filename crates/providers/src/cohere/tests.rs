@@ -35,6 +35,7 @@ fn provider() -> ProviderConfig {
         timeouts: ProviderTimeoutsConfig::default(),
         circuit_breaker: CircuitBreakerConfig::default(),
         mock: None,
+        http_version: Default::default(),
     }
 }
 

@@ -39,6 +39,7 @@ fn gemini_provider() -> ProviderConfig {
         timeouts: ProviderTimeoutsConfig::default(),
         circuit_breaker: CircuitBreakerConfig::default(),
         mock: None,
+        http_version: Default::default(),
     }
 }
 

@@ -393,6 +393,7 @@ fn account(cx: &mut Context<'_>, p: &mut Fields<'_>, m: &Mapping, path: &str, mo
         timeouts: None,
         circuit_breaker: None,
         mock: None,
+        http_version: Default::default(),
     };
     let base_e = p.take("api_base");
     let base_e2 = p.take("base_url");
