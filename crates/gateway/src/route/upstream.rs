@@ -67,13 +67,13 @@ pub struct HttpDispatch {
     client: reqwest::Client,
     /// Provider calls (shared with pass-through).
     upstream: Arc<UpstreamClient>,
-    /// OAuth tokens of providers that need them.
-    tokens: Tokens,
+    /// OAuth tokens of providers that need them (shared with pass-through).
+    tokens: Arc<Tokens>,
 }
 
 impl HttpDispatch {
     /// Calls through `upstream`; OAuth tokens are fetched with `client`.
-    pub fn new(client: reqwest::Client, upstream: Arc<UpstreamClient>, tokens: Tokens) -> Self {
+    pub fn new(client: reqwest::Client, upstream: Arc<UpstreamClient>, tokens: Arc<Tokens>) -> Self {
         Self {
             client,
             upstream,

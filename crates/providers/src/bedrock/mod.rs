@@ -24,7 +24,8 @@ mod response;
 mod stream;
 
 use crate::{
-    images, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Translated, UpstreamRequest,
+    images, Adapter, ErrorKind, Forwarded, Json, Operation, ProviderError, StreamTranslator, Target, Translated,
+    UpstreamRequest,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -158,6 +159,20 @@ impl Adapter for Bedrock {
 
     fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         bedrock_error(status, headers, body)
+    }
+
+    fn signs_body(&self) -> bool {
+        true
+    }
+
+    fn credentials_for(&self, request: &Forwarded<'_>, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        request::sign_request(
+            request.method.as_str(),
+            request.url,
+            request.content_type,
+            request.body,
+            target,
+        )
     }
 }
 

@@ -150,6 +150,53 @@ fn the_signature_covers_body_and_time() {
 }
 
 #[test]
+fn pass_through_requests_are_signed_by_the_adapters_own_signer() {
+    let p = provider(Some("switchyard-test-session-token"));
+    let t = target(&p, "");
+    assert!(BEDROCK.signs_body());
+    // Bedrock's own requests have no credentials without their body.
+    assert!(BEDROCK.credentials(&t).is_err());
+    // The same request signed as `build` signs it: the same headers, byte for byte.
+    let built = BEDROCK
+        .build(
+            Operation::Chat,
+            &json_fixture("chat_request.json"),
+            &target(&p, CLAUDE),
+            false,
+        )
+        .unwrap();
+    let forwarded = Forwarded {
+        method: &Method::POST,
+        url: &built.url,
+        content_type: Some("application/json"),
+        body: &built.body,
+    };
+    let mut signed = BEDROCK.credentials_for(&forwarded, &t).unwrap();
+    assert_eq!(signed, built.headers);
+    // Any method and content type; a different body is a different signature.
+    let get = Forwarded {
+        method: &Method::GET,
+        url: "https://bedrock-runtime.us-east-1.amazonaws.com/async-invoke?maxResults=1",
+        content_type: None,
+        body: b"",
+    };
+    let h = BEDROCK.credentials_for(&get, &t).unwrap();
+    assert!(!h.contains_key("content-type"));
+    let auth = h["authorization"].to_str().unwrap();
+    assert!(
+        auth.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token"),
+        "{auth}"
+    );
+    let other = Forwarded {
+        body: b"{}",
+        ..forwarded
+    };
+    signed.remove("x-amz-content-sha256");
+    let h = BEDROCK.credentials_for(&other, &t).unwrap();
+    assert_ne!(h["authorization"], signed["authorization"]);
+}
+
+#[test]
 fn unsupported_params_fail_unless_dropped() {
     let p = provider(None);
     let base = chat(json!([{"role": "user", "content": "hi"}]));
