@@ -58,6 +58,11 @@ def extra(mock_port):
         provider("openai-small-quota", "openai", f"{mock}/v1", quota={"rpm": 1}),
         route("text-embedding-3-small", "openai-small-quota", "text-embedding-3-small", mode="embeddings",
               fallbacks=[{"route": "voyage-embed"}]),
+        # SDXL 1.0 on Bedrock, in its older body; priced as Bedrock sells it (up to 50 steps).
+        {**route("sdxl-image", "bedrock", "stability.stable-diffusion-xl-v1", mode="image-generation"),
+         "spec": {"model": "sdxl-image", "retries": {"attempts": 0}, "mode": "image-generation",
+                  "backends": [{"providerRef": {"name": "bedrock"}, "model": "stability.stable-diffusion-xl-v1",
+                                "pricing": {"input": 0, "output": 40000}}]}},
     ]
 
 
@@ -489,6 +494,27 @@ def test_images_on_bedrock_amazon_models(env, oai):
     # A throttled Bedrock falls back to Imagen.
     r = oai.images.with_raw_response.generate(model="flaky-bedrock-image", prompt="z")
     assert r.headers["x-switchyard-route"] == "default/vertex-image"
+
+
+def test_images_on_bedrock_sdxl_in_its_older_body(env, oai):
+    gw, mock = env
+    before = spend(gw, "default/sdxl-image")
+    r = oai.images.generate(model="sdxl-image", prompt="a red fox", size="1792x1024",
+                            extra_body={"negative_prompt": "blur", "cfg_scale": 9, "steps": 30})
+    assert len(r.data) == 1 and r.data[0].b64_json
+    path, sent = last_request(mock, "bedrock")
+    assert path == "/model/stability.stable-diffusion-xl-v1/invoke"
+    # 1792x1024 (7:4) as SDXL's nearest size; the negative prompt as a prompt of weight -1.
+    assert sent == {"text_prompts": [{"text": "a red fox", "weight": 1.0}, {"text": "blur", "weight": -1.0}],
+                    "samples": 1, "width": 1344, "height": 768, "cfg_scale": 9, "steps": 30}
+    assert abs(spend(gw, "default/sdxl-image") - before - 0.04) < 1e-9
+    # Its filter is a content-policy refusal; a second image is refused before anything is sent.
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="sdxl-image", prompt="a blocked fox")
+    assert e.value.code == "content_policy_violation", e.value
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="sdxl-image", prompt="a red fox", n=2)
+    assert e.value.param == "n"
 
 
 def test_image_urls_are_refused_where_the_provider_gives_none(oai):

@@ -465,13 +465,17 @@ pub async fn invoke(
         Err(res) => return res,
     };
     let stability = model_id.contains("stability.sd3") || model_id.contains("stability.stable-image");
-    if stability || model_id.contains("amazon.nova-canvas") || model_id.contains("amazon.titan-image-generator") {
+    let sdxl = model_id.contains("stability.stable-diffusion-xl");
+    if stability || sdxl || model_id.contains("amazon.nova-canvas") || model_id.contains("amazon.titan-image-generator")
+    {
         let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
         if let Act::Fail(fault) = plan.act {
             return fault_response(fault, &state);
         }
         let answer = if stability {
             crate::images::stability(&req)
+        } else if sdxl {
+            crate::images::sdxl(&req)
         } else {
             crate::images::amazon(&model_id, &req)
         };

@@ -1,6 +1,6 @@
 //! Amazon Bedrock Runtime: chat through `Converse` and `ConverseStream`, embeddings through
 //! `InvokeModel` (Amazon Titan Text Embeddings and Cohere Embed), image generation through
-//! `InvokeModel` (Amazon Nova Canvas, Titan Image Generator, Stability; see [`crate::images`]), rerank through the Agents for
+//! `InvokeModel` (Amazon Nova Canvas, Titan Image Generator, Stability, SDXL; see [`crate::images`]), rerank through the Agents for
 //! Amazon Bedrock Runtime's `Rerank` (amazon.rerank-v1:0, cohere.rerank-v3-5:0; host
 //! `bedrock-agent-runtime.{region}`, see [`crate::rerank`]), every request signed with SigV4
 //! (service `bedrock`, the agent runtime's too).
@@ -87,10 +87,13 @@ impl Adapter for Bedrock {
             Operation::Images if images::is_stability_image_model(target.model) => {
                 ("invoke", images::stability_request(request, target)?)
             }
+            Operation::Images if images::is_sdxl_model(target.model) => {
+                ("invoke", images::sdxl_request(request, target)?)
+            }
             Operation::Images => {
                 return Err(request::bad(
                     format!(
-                        "bedrock image generation supports amazon.nova-canvas-*, amazon.titan-image-generator-*, stability.sd3-* and stability.stable-image-* models, not `{}`",
+                        "bedrock image generation supports amazon.nova-canvas-*, amazon.titan-image-generator-*, stability.sd3-*, stability.stable-image-* and stability.stable-diffusion-xl-* models, not `{}`",
                         target.model
                     ),
                     "model",
@@ -125,6 +128,7 @@ impl Adapter for Bedrock {
             Operation::Images if images::is_stability_image_model(target.model) => {
                 images::stability_response(body, epoch(target).0)
             }
+            Operation::Images if images::is_sdxl_model(target.model) => images::sdxl_response(body, epoch(target).0),
             Operation::Images => images::amazon_image_response(body, epoch(target).0),
             // Without the request: one query billed, documents as Bedrock returns them.
             Operation::Rerank => self.parse_for(op, &Json::new(), body, target),

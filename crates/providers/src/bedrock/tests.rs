@@ -1101,7 +1101,7 @@ fn bedrock_images_refuse_urls_and_other_models() {
         .build(
             Operation::Images,
             &images_request(),
-            &target(&p, "stability.stable-diffusion-xl-v1"),
+            &target(&p, "stability.stable-diffusion-v0"),
             false,
         )
         .unwrap_err();
@@ -1166,4 +1166,49 @@ fn stability_makes_one_image_a_request() {
         (e.kind, e.message.as_str()),
         (ErrorKind::ContentPolicy, "Filter reason: prompt")
     );
+}
+
+#[test]
+fn sdxl_takes_its_own_older_body() {
+    let p = provider(None);
+    let t = target(&p, "stability.stable-diffusion-xl-v1");
+    let mut r = images_request();
+    r.insert("n".into(), json!(1));
+    r.insert("size".into(), json!("1792x1024"));
+    r.insert("negative_prompt".into(), json!("blur"));
+    r.insert("cfg_scale".into(), json!(9));
+    r.insert("steps".into(), json!(40));
+    r.remove("output_format");
+    let req = BEDROCK.build(Operation::Images, &r, &t, false).unwrap();
+    assert!(
+        req.url.ends_with("/model/stability.stable-diffusion-xl-v1/invoke"),
+        "{}",
+        req.url
+    );
+    let body = body_of(&req);
+    // 1792x1024 is 7:4; SDXL's nearest size is 1344x768.
+    assert_eq!(
+        body,
+        json!({
+            "text_prompts": [{"text": r["prompt"], "weight": 1.0}, {"text": "blur", "weight": -1.0}],
+            "samples": 1, "width": 1344, "height": 768, "cfg_scale": 9, "steps": 40
+        })
+    );
+    r.insert("output_format".into(), json!("jpeg"));
+    let e = BEDROCK.build(Operation::Images, &r, &t, false).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("output_format"));
+    // Bedrock user guide, "Stability.ai Diffusion 1.0 text to image": the answer and a filtered one.
+    let out = BEDROCK
+        .parse(
+            Operation::Images,
+            br#"{"result":"success","artifacts":[{"seed":123,"base64":"iVBORw0KGgo=","finishReason":"SUCCESS"}]}"#,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.completion_tokens), Some(1));
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(body["data"], json!([{"b64_json": "iVBORw0KGgo="}]));
+    let filtered = br#"{"result":"success","artifacts":[{"seed":1,"base64":"","finishReason":"CONTENT_FILTERED"}]}"#;
+    let e = BEDROCK.parse(Operation::Images, filtered, &t).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ContentPolicy);
 }
