@@ -364,6 +364,22 @@ def test_jina_embeddings_through_the_openai_sdk(env, oai):
                     "embedding_type": "base64"}
 
 
+def test_jina_binary_embeddings_pack_the_signs_of_the_float_ones(oai):
+    texts = ["one two", "three"]
+    floats = [d.embedding for d in oai.embeddings.create(model="jina-embed", input=texts, dimensions=16,
+                                                         encoding_format="float").data]
+    packed = {}
+    for kind in ("ubinary", "binary"):
+        e = oai.embeddings.create(model="jina-embed", input=texts, dimensions=16, encoding_format="float",
+                                  extra_body={"embedding_type": kind})
+        packed[kind] = [[int(x) for x in d.embedding] for d in e.data]
+    # Eight dimensions a byte, the first in the highest bit; `binary` is the same byte less 128.
+    expected = [[sum(0x80 >> i for i, x in enumerate(v[at:at + 8]) if x > 0) for at in range(0, 16, 8)]
+                for v in floats]
+    assert packed["ubinary"] == expected
+    assert packed["binary"] == [[b - 128 for b in v] for v in expected]
+
+
 def test_rerank_is_refused_where_the_provider_has_none(co):
     import cohere
 
