@@ -30,6 +30,9 @@
 //! "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": {"modelConfiguration":
 //! {"modelArn"}, "numberOfResults"}}`); answer `{"results": [{"index", "relevanceScore",
 //! "document"}], "nextToken"?}`) and the Bedrock pricing page (rerank queries).
+//!
+//! Bedrock's `nextToken` is not followed: one attempt is one upstream call, and the first page's
+//! results are the answer (docs/design.md says why).
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
