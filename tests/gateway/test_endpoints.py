@@ -353,6 +353,23 @@ def test_rerank_on_bedrock_goes_to_the_agent_runtime_billed_per_query(env, co):
     assert abs(spend(gw, "default/bedrock-rerank") - before - 0.003) < 1e-9
 
 
+def test_rerank_on_bedrock_follows_next_token_until_every_result_is_in(env, co):
+    gw, mock = env
+    docs = [f"document {i} about the capital" if i % 7 == 0 else f"document {i}" for i in range(250)]
+    before_spend = spend(gw, "default/bedrock-rerank")
+    before = mock.stats()["requests"].get("/rerank", 0)
+    r = co.rerank(model="bedrock-rerank", query="capital", documents=docs)
+    # The mock answers 100 results a page: three pages, joined before translation.
+    assert mock.stats()["requests"].get("/rerank", 0) - before == 3
+    assert sorted(x.index for x in r.results) == list(range(250))
+    scores = [x.relevance_score for x in r.results]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+    _, sent = last_request(mock, "bedrock")
+    assert sent["nextToken"] == "mock-page:200"
+    # Billed per query as Bedrock bills (three per 250 documents), not per page.
+    assert abs(spend(gw, "default/bedrock-rerank") - before_spend - 0.003) < 1e-9
+
+
 def test_jina_embeddings_through_the_openai_sdk(env, oai):
     gw, mock = env
     e = oai.embeddings.create(model="jina-embed", input=["one", "two"], dimensions=16)

@@ -315,6 +315,25 @@ pub trait Adapter: Send + Sync {
         self.parse(op, body, target)
     }
 
+    /// The request for the next page of a whole answer that says more is left (Bedrock Rerank's
+    /// `nextToken`), made from the client's `request` as [`Adapter::build`] makes it; `None`
+    /// when `answer` is the last page (every API but Bedrock Rerank answers in one).
+    fn next_page(
+        &self,
+        _op: Operation,
+        _request: &Json,
+        _answer: &[u8],
+        _target: &Target<'_>,
+    ) -> Result<Option<UpstreamRequest>, ProviderError> {
+        Ok(None)
+    }
+
+    /// Two pages of one answer as one, in the provider's format (the pages so far, the next):
+    /// what [`Adapter::parse_for`] then reads.
+    fn join_pages(&self, _op: Operation, so_far: &[u8], _next: &[u8]) -> Result<Bytes, ProviderError> {
+        Ok(Bytes::copy_from_slice(so_far))
+    }
+
     /// A translator for a streamed response.
     fn stream(&self, op: Operation, target: &Target<'_>) -> Box<dyn StreamTranslator>;
 

@@ -157,6 +157,40 @@ impl Adapter for Bedrock {
         crate::rerank::bedrock_response(body, &crate::rerank::response_id(target), documents, with_documents)
     }
 
+    fn next_page(
+        &self,
+        op: Operation,
+        request: &Json,
+        answer: &[u8],
+        target: &Target<'_>,
+    ) -> Result<Option<UpstreamRequest>, ProviderError> {
+        if op != Operation::Rerank {
+            return Ok(None);
+        }
+        let Some(token) = crate::rerank::bedrock_next_token(answer) else {
+            return Ok(None);
+        };
+        let region = target.provider.region.as_deref().unwrap_or(DEFAULT_REGION);
+        let mut body = crate::rerank::bedrock_request(request, target, region)?;
+        body["nextToken"] = token.into();
+        let body = crate::wire::encode(&body)?;
+        let url = format!("{}/rerank", agent_runtime_base(&target.provider.base_url));
+        let headers = signed_headers(&url, &body, target)?;
+        Ok(Some(UpstreamRequest {
+            method: Method::POST,
+            url,
+            headers,
+            body,
+        }))
+    }
+
+    fn join_pages(&self, op: Operation, so_far: &[u8], next: &[u8]) -> Result<Bytes, ProviderError> {
+        if op != Operation::Rerank {
+            return Ok(Bytes::copy_from_slice(so_far));
+        }
+        crate::rerank::bedrock_join(so_far, next)
+    }
+
     fn stream(&self, _op: Operation, target: &Target<'_>) -> Box<dyn StreamTranslator> {
         Box::new(ConverseStream::new(target))
     }

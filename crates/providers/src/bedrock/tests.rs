@@ -1005,6 +1005,34 @@ fn rerank_goes_to_the_agent_runtime_signed() {
 }
 
 #[test]
+fn rerank_pages_are_asked_for_by_next_token_and_joined() {
+    let p = provider(None);
+    let r = json_fixture("rerank_request.json");
+    let t = target(&p, "amazon.rerank-v1:0");
+    let first = br#"{"results":[{"index":1,"relevanceScore":0.9}],"nextToken":"tok-2"}"#;
+    let last = br#"{"results":[{"index":0,"relevanceScore":0.1}]}"#;
+    // The same request, with the answer's token, signed again.
+    let next = BEDROCK.next_page(Operation::Rerank, &r, first, &t).unwrap().unwrap();
+    let built = BEDROCK.build(Operation::Rerank, &r, &t, false).unwrap();
+    let mut expected = body_of(&built);
+    expected["nextToken"] = json!("tok-2");
+    assert_eq!((next.url.as_str(), body_of(&next)), (built.url.as_str(), expected));
+    assert_ne!(next.headers["authorization"], built.headers["authorization"]);
+    assert!(BEDROCK.next_page(Operation::Rerank, &r, last, &t).unwrap().is_none());
+    assert!(BEDROCK.next_page(Operation::Chat, &r, first, &t).unwrap().is_none());
+    // Joined, the pages read as one answer, without a token left.
+    let joined = BEDROCK.join_pages(Operation::Rerank, first, last).unwrap();
+    let v: Value = serde_json::from_slice(&joined).unwrap();
+    assert_eq!(
+        v,
+        json!({"results": [{"index": 1, "relevanceScore": 0.9}, {"index": 0, "relevanceScore": 0.1}]})
+    );
+    let out = BEDROCK.parse_for(Operation::Rerank, &r, &joined, &t).unwrap();
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
 fn rerank_refuses_what_bedrock_has_no_field_for() {
     let p = provider(None);
     let mut r = json_fixture("rerank_request.json");
