@@ -455,3 +455,17 @@ def test_vertex_requests_carry_the_providers_oauth_token_and_are_charged(env):
     # token, the mock answers 401.
     r = httpx.post(mock.url + path.removeprefix("/passthrough/vertex"), json=body)
     assert r.status_code == 401
+
+
+def test_a_bedrock_body_is_signed_whole_within_max_request_bytes(env):
+    gw, mock, _ = env
+    before = mock.stats()["requests_total"]
+
+    def body():  # chunked, past the default maxRequestBytes (10 MiB), with no length up front
+        for _ in range(11):
+            yield b" " * (1024 * 1024)
+
+    r = call(gw, ALLOWED, "POST", NOVA + "/converse", content=body(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    # Nothing was sent: a signature needs the whole body first.
+    assert mock.stats()["requests_total"] == before
