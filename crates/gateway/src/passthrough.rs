@@ -1,20 +1,23 @@
 //! Pass-through: `/passthrough/{provider}/{path}` forwards a request the gateway does not model
 //! (any method, query string kept) to `{baseUrl}/{path}` of a Provider of the key's namespace,
-//! with the Provider's credentials set as its adapter sets them, and streams the answer back
-//! with its status and headers. docs/passthrough.md.
+//! with the Provider's credentials set as its adapter sets them (Vertex AI's OAuth token from the
+//! gateway's token cache, Bedrock's SigV4 signature by its adapter's signer), and streams the
+//! answer back with its status and headers. docs/passthrough.md.
 //!
 //! In order, in [`serve`]: auth (the virtual key) -> the Provider, which the key must name in
 //! `allowedPassthrough` -> limits (`crate::limits::admit_passthrough`: rpm, parallel, a spent
 //! budget; nothing reserved) -> upstream -> the answer, forwarded frame by frame ([`Forward`])
 //! -> account (`crate::account::passthrough`) when it ends, with the usage of a JSON answer or
-//! an event stream when the adapter reads one.
+//! an event stream when the adapter reads one (or, for Bedrock's InvokeModel, of its headers).
 //!
-//! Bodies are never held whole either way: the request streams to the provider as it arrives,
-//! the response to the client as it comes. Only a JSON answer is also kept, up to the fleet's
-//! `maxResponseBytes`, to read its usage at the end; an event stream (`text/event-stream`) goes
-//! through the Provider's stream translator on its way (its output dropped) for its usage, and
-//! its first 16 KiB are kept for the model it names. The client's credentials and hop-by-hop
-//! headers never reach the provider; hop-by-hop headers of the answer never reach the client.
+//! Bodies are not held whole either way: the request streams to the provider as it arrives,
+//! the response to the client as it comes. The exception is a request the adapter signs over
+//! its body (Bedrock's SigV4), read whole first, at most `maxRequestBytes`. Only a JSON answer
+//! is also kept, up to the fleet's `maxResponseBytes`, to read its usage at the end; an event
+//! stream (`text/event-stream`, or Bedrock's ConverseStream) goes through the Provider's stream
+//! translator on its way (its output dropped) for its usage, and its first 16 KiB are kept for
+//! the model it names. The client's credentials and hop-by-hop headers never reach the
+//! provider; hop-by-hop headers of the answer never reach the client.
 
 use std::pin::Pin;
 use std::sync::Arc;
