@@ -58,6 +58,11 @@ def extra(mock_port):
         provider("openai-small-quota", "openai", f"{mock}/v1", quota={"rpm": 1}),
         route("text-embedding-3-small", "openai-small-quota", "text-embedding-3-small", mode="embeddings",
               fallbacks=[{"route": "voyage-embed"}]),
+        # SDXL 1.0 on Bedrock, in its older body; priced as Bedrock sells it (up to 50 steps).
+        {**route("sdxl-image", "bedrock", "stability.stable-diffusion-xl-v1", mode="image-generation"),
+         "spec": {"model": "sdxl-image", "retries": {"attempts": 0}, "mode": "image-generation",
+                  "backends": [{"providerRef": {"name": "bedrock"}, "model": "stability.stable-diffusion-xl-v1",
+                                "pricing": {"input": 0, "output": 40000}}]}},
     ]
 
 
@@ -348,6 +353,23 @@ def test_rerank_on_bedrock_goes_to_the_agent_runtime_billed_per_query(env, co):
     assert abs(spend(gw, "default/bedrock-rerank") - before - 0.003) < 1e-9
 
 
+def test_rerank_on_bedrock_follows_next_token_until_every_result_is_in(env, co):
+    gw, mock = env
+    docs = [f"document {i} about the capital" if i % 7 == 0 else f"document {i}" for i in range(250)]
+    before_spend = spend(gw, "default/bedrock-rerank")
+    before = mock.stats()["requests"].get("/rerank", 0)
+    r = co.rerank(model="bedrock-rerank", query="capital", documents=docs)
+    # The mock answers 100 results a page: three pages, joined before translation.
+    assert mock.stats()["requests"].get("/rerank", 0) - before == 3
+    assert sorted(x.index for x in r.results) == list(range(250))
+    scores = [x.relevance_score for x in r.results]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+    _, sent = last_request(mock, "bedrock")
+    assert sent["nextToken"] == "mock-page:200"
+    # Billed per query as Bedrock bills (three per 250 documents), not per page.
+    assert abs(spend(gw, "default/bedrock-rerank") - before_spend - 0.003) < 1e-9
+
+
 def test_jina_embeddings_through_the_openai_sdk(env, oai):
     gw, mock = env
     e = oai.embeddings.create(model="jina-embed", input=["one", "two"], dimensions=16)
@@ -357,6 +379,22 @@ def test_jina_embeddings_through_the_openai_sdk(env, oai):
     # The SDK's base64 encoding, in Jina's name.
     assert sent == {"model": "jina-embeddings-v3", "input": ["one", "two"], "dimensions": 16,
                     "embedding_type": "base64"}
+
+
+def test_jina_binary_embeddings_pack_the_signs_of_the_float_ones(oai):
+    texts = ["one two", "three"]
+    floats = [d.embedding for d in oai.embeddings.create(model="jina-embed", input=texts, dimensions=16,
+                                                         encoding_format="float").data]
+    packed = {}
+    for kind in ("ubinary", "binary"):
+        e = oai.embeddings.create(model="jina-embed", input=texts, dimensions=16, encoding_format="float",
+                                  extra_body={"embedding_type": kind})
+        packed[kind] = [[int(x) for x in d.embedding] for d in e.data]
+    # Eight dimensions a byte, the first in the highest bit; `binary` is the same byte less 128.
+    expected = [[sum(0x80 >> i for i, x in enumerate(v[at:at + 8]) if x > 0) for at in range(0, 16, 8)]
+                for v in floats]
+    assert packed["ubinary"] == expected
+    assert packed["binary"] == [[b - 128 for b in v] for v in expected]
 
 
 def test_rerank_is_refused_where_the_provider_has_none(co):
@@ -489,6 +527,27 @@ def test_images_on_bedrock_amazon_models(env, oai):
     # A throttled Bedrock falls back to Imagen.
     r = oai.images.with_raw_response.generate(model="flaky-bedrock-image", prompt="z")
     assert r.headers["x-switchyard-route"] == "default/vertex-image"
+
+
+def test_images_on_bedrock_sdxl_in_its_older_body(env, oai):
+    gw, mock = env
+    before = spend(gw, "default/sdxl-image")
+    r = oai.images.generate(model="sdxl-image", prompt="a red fox", size="1792x1024",
+                            extra_body={"negative_prompt": "blur", "cfg_scale": 9, "steps": 30})
+    assert len(r.data) == 1 and r.data[0].b64_json
+    path, sent = last_request(mock, "bedrock")
+    assert path == "/model/stability.stable-diffusion-xl-v1/invoke"
+    # 1792x1024 (7:4) as SDXL's nearest size; the negative prompt as a prompt of weight -1.
+    assert sent == {"text_prompts": [{"text": "a red fox", "weight": 1.0}, {"text": "blur", "weight": -1.0}],
+                    "samples": 1, "width": 1344, "height": 768, "cfg_scale": 9, "steps": 30}
+    assert abs(spend(gw, "default/sdxl-image") - before - 0.04) < 1e-9
+    # Its filter is a content-policy refusal; a second image is refused before anything is sent.
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="sdxl-image", prompt="a blocked fox")
+    assert e.value.code == "content_policy_violation", e.value
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.images.generate(model="sdxl-image", prompt="a red fox", n=2)
+    assert e.value.param == "n"
 
 
 def test_image_urls_are_refused_where_the_provider_gives_none(oai):

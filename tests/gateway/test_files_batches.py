@@ -145,6 +145,42 @@ def test_an_upload_and_its_batch_stay_on_one_backend_and_are_billed_once(env):
         plain.files.retrieve(uploaded.id)
 
 
+def mock_content(mock, upstream_id):
+    import urllib.request
+
+    req = urllib.request.Request(f"{mock.url}/v1/files/{upstream_id}/content",
+                                 headers={"authorization": "Bearer sk-mock-provider-key"})
+    with urllib.request.urlopen(req) as r:
+        return r.read()
+
+
+def test_batch_input_lines_name_routes_and_reach_the_provider_with_its_model(env):
+    gw, mock_a, _ = env
+    # The route's name, as in every other request; a provider model that is no route stays.
+    lines = [{"custom_id": f"named-{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": model, "messages": [{"role": "user", "content": "batch-a is a route"}]}}
+             for i, model in enumerate(["batch-a", "gpt-4.1-mini", "batch-a"])]
+    data = ("\n".join(json.dumps(l) for l in lines) + "\n").encode()
+    oai = client(gw, route="batch-a")
+    before = set(mock_files(mock_a))
+    uploaded = oai.files.create(file=("named.jsonl", data), purpose="batch")
+    [new] = set(mock_files(mock_a)) - before
+    held = mock_content(mock_a, new)
+    # Only the models changed, byte for byte everything else.
+    assert held == data.replace(b'"model": "batch-a"', b'"model": "gpt-4o-mini"'), held
+    batch = oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    got = client(gw).batches.retrieve(batch.id)
+    output = client(gw).files.content(got.output_file_id).content.decode().splitlines()
+    models = [json.loads(l)["response"]["body"]["model"] for l in output]
+    assert models == ["gpt-4o-mini", "gpt-4.1-mini", "gpt-4o-mini"]
+
+    # A route served on another provider cannot run in a file that lives on this one.
+    elsewhere = data.replace(b'"model": "gpt-4.1-mini"', b'"model": "batch-b"')
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.files.create(file=("elsewhere.jsonl", elsewhere), purpose="batch")
+    assert "line 2" in str(e.value) and "batch-b" in str(e.value) and "openai-a" in str(e.value)
+
+
 def requests_by_operation(gw, route):
     import urllib.request
 

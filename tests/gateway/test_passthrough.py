@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from harness import MockProvider
+from harness import REPO, MockProvider
 
 ALLOWED = "sk-pt-allowed"
 DENIED = "sk-pt-denied"
@@ -128,7 +128,35 @@ def manifests(mock_port, echo_port):
          "spec": {"model": "claude", "backends": [{"providerRef": {"name": "mockclaude"}, "model": "mock-claude",
                                                     "pricing": {"input": 1000, "output": 2000}}]}},
     ]
-    docs += key("allowed", ALLOWED, {"allowedPassthrough": ["mock", "mockclaude", "echo", "claude", "azure", "hidden"]})
+    # Bedrock (SigV4) and Vertex AI (an OAuth token from the mock's /token) on the mock provider,
+    # with the test credentials of examples/providers; `forged` signs with a wrong secret key.
+    secrets = [d for d in yaml.safe_load_all((REPO / "examples/providers/secrets.yaml").read_text())
+               if d["metadata"]["name"] in ("aws-credentials", "vertex-service-account")]
+    for d in secrets:
+        for k, v in d["stringData"].items():
+            d["stringData"][k] = v.replace("127.0.0.1:9999", f"127.0.0.1:{mock_port}")
+    mock_url = f"http://127.0.0.1:{mock_port}"
+    docs += secrets + [
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Provider", "metadata": {"name": "bedrock", "namespace": "default"},
+         "spec": {"type": "bedrock", "baseUrl": mock_url, "region": "us-east-1",
+                  "credentials": {"secretRef": {"name": "aws-credentials"}}}},
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Provider", "metadata": {"name": "forged", "namespace": "default"},
+         "spec": {"type": "bedrock", "baseUrl": mock_url, "region": "us-east-1",
+                  "credentials": {"secretRef": {"name": "forged-aws"}}}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "forged-aws", "namespace": "default"},
+         "stringData": {"accessKeyId": "AKIDSWITCHYARDTEST", "secretAccessKey": "not-the-secret"}},
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "Provider", "metadata": {"name": "vertex", "namespace": "default"},
+         "spec": {"type": "vertex", "baseUrl": mock_url, "region": "europe-west4", "vertex": {"project": "switchyard-test"},
+                  "credentials": {"secretRef": {"name": "vertex-service-account"}}}},
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute", "metadata": {"name": "nova", "namespace": "default"},
+         "spec": {"model": "nova", "backends": [{"providerRef": {"name": "bedrock"}, "model": "amazon.nova-lite-v1:0",
+                                                  "pricing": {"input": 1000, "output": 3000}}]}},
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute", "metadata": {"name": "gemini", "namespace": "default"},
+         "spec": {"model": "gemini", "backends": [{"providerRef": {"name": "vertex"}, "model": "gemini-2.5-flash",
+                                                    "pricing": {"input": 2000, "output": 5000}}]}},
+    ]
+    docs += key("allowed", ALLOWED, {"allowedPassthrough": ["mock", "mockclaude", "echo", "claude", "azure", "hidden",
+                                                             "bedrock", "forged", "vertex"]})
     docs += key("denied", DENIED, {})
     docs += key("limited", LIMITED, {"allowedPassthrough": ["echo"], "limits": {"rpm": 2}})
     docs += key("budgeted", BUDGETED, {"allowedPassthrough": ["mock", "echo"],
@@ -357,3 +385,87 @@ def test_bodies_stream_both_ways(env):
     assert r.status_code == 201, r.text
     assert r.json()["received"] == len(b"part-one;part-two")
     assert upstream.requests[-1]["body"] == b"part-one;part-two"
+
+
+CONVERSE = {"messages": [{"role": "user", "content": [{"text": "hi there from pass-through"}]}],
+            "inferenceConfig": {"maxTokens": 50}}
+NOVA = "/passthrough/bedrock/model/amazon.nova-lite-v1%3A0"
+
+
+def test_bedrock_requests_are_signed_over_their_body_and_charged(env):
+    gw, _, _ = env
+    # Converse: the mock checks the SigV4 signature over this exact body; usage from the JSON.
+    r = call(gw, ALLOWED, "POST", NOVA + "/converse", json=CONVERSE, headers={"x-request-id": "pt-bedrock-1"})
+    assert r.status_code == 200, r.text
+    u = r.json()["usage"]
+    assert r.json()["output"]["message"]["role"] == "assistant"
+    line = access_line(gw, "pt-bedrock-1")
+    assert line["backend"] == "default/bedrock" and line["provider"] == "bedrock", line
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (u["inputTokens"], u["outputTokens"]), line
+    # Priced at the route's backend serving the model the path names.
+    assert abs(line["cost_usd"] - (u["inputTokens"] * 0.001 + u["outputTokens"] * 0.003)) < 1e-9, line
+    # InvokeModel (Titan embeddings): the tokens Bedrock counts in its response headers.
+    r = call(gw, ALLOWED, "POST", "/passthrough/bedrock/model/amazon.titan-embed-text-v2:0/invoke",
+             json={"inputText": "one two three four"}, headers={"x-request-id": "pt-bedrock-2"})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["embedding"]) > 0
+    line = access_line(gw, "pt-bedrock-2")
+    assert line["prompt_tokens"] == int(r.headers["x-amzn-bedrock-input-token-count"]) > 0, line
+    # The same request signed with the wrong secret: the mock's verdict, Bedrock's 403.
+    r = call(gw, ALLOWED, "POST", "/passthrough/forged/model/amazon.nova-lite-v1%3A0/converse", json=CONVERSE)
+    assert r.status_code == 403, r.text
+    assert r.headers["x-amzn-errortype"].startswith("InvalidSignatureException"), r.headers
+    assert "signature" in r.json()["message"], r.text
+
+
+def test_a_bedrock_event_stream_streams_back_untouched_and_is_charged(env):
+    gw, _, _ = env
+    whole = call(gw, ALLOWED, "POST", NOVA + "/converse", json=CONVERSE).json()["usage"]
+    with httpx.stream("POST", gw.url + NOVA + "/converse-stream", json=CONVERSE, timeout=30,
+                      headers={"authorization": f"Bearer {ALLOWED}", "x-request-id": "pt-bedrock-3"}) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"] == "application/vnd.amazon.eventstream"
+        raw = b"".join(r.iter_raw())
+    # AWS's binary frames, as the mock wrote them: a prelude whose total length adds up.
+    at, frames = 0, 0
+    while at < len(raw):
+        at += int.from_bytes(raw[at:at + 4], "big")
+        frames += 1
+    assert at == len(raw) and frames > 3 and b"metadata" in raw
+    line = access_line(gw, "pt-bedrock-3")
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (whole["inputTokens"], whole["outputTokens"]), line
+    assert line["cost_unknown"] is False
+
+
+def test_vertex_requests_carry_the_providers_oauth_token_and_are_charged(env):
+    gw, mock, _ = env
+    path = ("/passthrough/vertex/v1/projects/switchyard-test/locations/europe-west4/publishers/google/models/"
+            "gemini-2.5-flash:generateContent")
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi there from vertex"}]}]}
+    r = call(gw, ALLOWED, "POST", path, json=body, headers={"x-request-id": "pt-vertex-1"})
+    assert r.status_code == 200, r.text
+    u = r.json()["usageMetadata"]
+    # The token came from the service account's token endpoint (the mock's /token).
+    assert mock.stats()["requests"].get("/token", 0) >= 1, mock.stats()
+    line = access_line(gw, "pt-vertex-1")
+    assert line["provider"] == "vertex" and line["prompt_tokens"] == u["promptTokenCount"], line
+    assert line["completion_tokens"] == u["candidatesTokenCount"], line
+    assert abs(line["cost_usd"] - (u["promptTokenCount"] * 0.002 + u["candidatesTokenCount"] * 0.005)) < 1e-9, line
+    # The client's own bearer (its virtual key) never reaches Vertex: without the gateway's
+    # token, the mock answers 401.
+    r = httpx.post(mock.url + path.removeprefix("/passthrough/vertex"), json=body)
+    assert r.status_code == 401
+
+
+def test_a_bedrock_body_is_signed_whole_within_max_request_bytes(env):
+    gw, mock, _ = env
+    before = mock.stats()["requests_total"]
+
+    def body():  # chunked, past the default maxRequestBytes (10 MiB), with no length up front
+        for _ in range(11):
+            yield b" " * (1024 * 1024)
+
+    r = call(gw, ALLOWED, "POST", NOVA + "/converse", content=body(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    # Nothing was sent: a signature needs the whole body first.
+    assert mock.stats()["requests_total"] == before

@@ -57,8 +57,10 @@ pub struct Gateway {
     pub(crate) budgets: Arc<BudgetGauges>,
     /// Traces, when an OTLP endpoint is configured; set once at start-up.
     tracing: std::sync::OnceLock<telemetry::Tracing>,
-    /// Audio calls (`crate::audio`), whose bodies stream both ways.
+    /// Audio calls (`crate::audio`), whose bodies stream both ways; OAuth token requests.
     pub(crate) audio_client: reqwest::Client,
+    /// OAuth access tokens (Vertex AI), one cache for routing and pass-through.
+    pub(crate) tokens: Arc<tokens::Tokens>,
 }
 
 /// The HTTP client for token endpoints, alert webhooks, and provider calls that go through a
@@ -92,7 +94,8 @@ impl Gateway {
         let budgets = Arc::new(BudgetGauges::default());
         let alerts = Arc::new(Alerts::new(client.clone(), clock, budgets.clone(), metrics.clone()));
         let audio_client = client.clone();
-        let dispatch = HttpDispatch::new(client, upstream.clone(), tokens::Tokens::default());
+        let tokens = Arc::new(tokens::Tokens::default());
+        let dispatch = HttpDispatch::new(client, upstream.clone(), tokens.clone());
         Ok(Arc::new(Self {
             runtime: ArcSwap::from_pointee(Runtime::new(config, generation)),
             routing: Routing::new(Arc::new(dispatch), cooldowns.clone(), metrics.clone()).with_state(state.clone()),
@@ -107,6 +110,7 @@ impl Gateway {
             budgets,
             tracing: std::sync::OnceLock::new(),
             audio_client,
+            tokens,
         }))
     }
 

@@ -1,20 +1,23 @@
 //! Pass-through: `/passthrough/{provider}/{path}` forwards a request the gateway does not model
 //! (any method, query string kept) to `{baseUrl}/{path}` of a Provider of the key's namespace,
-//! with the Provider's credentials set as its adapter sets them, and streams the answer back
-//! with its status and headers. docs/passthrough.md.
+//! with the Provider's credentials set as its adapter sets them (Vertex AI's OAuth token from the
+//! gateway's token cache, Bedrock's SigV4 signature by its adapter's signer), and streams the
+//! answer back with its status and headers. docs/passthrough.md.
 //!
 //! In order, in [`serve`]: auth (the virtual key) -> the Provider, which the key must name in
 //! `allowedPassthrough` -> limits (`crate::limits::admit_passthrough`: rpm, parallel, a spent
 //! budget; nothing reserved) -> upstream -> the answer, forwarded frame by frame ([`Forward`])
 //! -> account (`crate::account::passthrough`) when it ends, with the usage of a JSON answer or
-//! an event stream when the adapter reads one.
+//! an event stream when the adapter reads one (or, for Bedrock's InvokeModel, of its headers).
 //!
-//! Bodies are never held whole either way: the request streams to the provider as it arrives,
-//! the response to the client as it comes. Only a JSON answer is also kept, up to the fleet's
-//! `maxResponseBytes`, to read its usage at the end; an event stream (`text/event-stream`) goes
-//! through the Provider's stream translator on its way (its output dropped) for its usage, and
-//! its first 16 KiB are kept for the model it names. The client's credentials and hop-by-hop
-//! headers never reach the provider; hop-by-hop headers of the answer never reach the client.
+//! Bodies are not held whole either way: the request streams to the provider as it arrives,
+//! the response to the client as it comes. The exception is a request the adapter signs over
+//! its body (Bedrock's SigV4), read whole first, at most `maxRequestBytes`. Only a JSON answer
+//! is also kept, up to the fleet's `maxResponseBytes`, to read its usage at the end; an event
+//! stream (`text/event-stream`, or Bedrock's ConverseStream) goes through the Provider's stream
+//! translator on its way (its output dropped) for its usage, and its first 16 KiB are kept for
+//! the model it names. The client's credentials and hop-by-hop headers never reach the
+//! provider; hop-by-hop headers of the answer never reach the client.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -109,13 +112,12 @@ async fn serve(
     labels.team.clone_from(&key.team);
     labels.key = format!("{}/{}", key.config.namespace, key.config.name);
 
-    // The Provider: of the key's namespace, named in its allowedPassthrough, one whose
-    // credentials its adapter can set alone.
+    // The Provider: of the key's namespace, named in its allowedPassthrough, one with an HTTP API.
     let (name, rest) = split(uri.path()).ok_or_else(|| unknown_provider(""))?;
     let provider = provider_for(&rt, &key, name)?;
     labels.backend.clone_from(&provider.id);
     labels.provider = provider.kind.as_str();
-    let credentials = credentials(&provider)?;
+    forwards_to(&provider)?;
     let url = upstream_url(&provider.base_url, rest, uri.query())?;
     let uri = crate::urls::parse(&url).map_err(|e| GatewayError::bad_request(e, None))?;
     let limit = rt.config.settings.max_request_bytes;
@@ -129,15 +131,43 @@ async fn serve(
         Err(refused) => return Ok(respond::refused(&OPENAI, refused)),
     };
 
-    // Upstream: the body streams as it arrives, at most maxRequestBytes of it.
+    // Upstream: the Provider's credentials as its adapter sets them (an OAuth token from the
+    // cache routing uses; a signature over the whole body, read first, at most maxRequestBytes
+    // of it); else the body streams as it arrives, at most maxRequestBytes of it.
+    let adapter = providers::adapter(provider.kind);
+    let bearer = gw
+        .tokens
+        .get(&gw.audio_client, &provider)
+        .await
+        .map_err(|e| GatewayError::upstream(&e, &provider.id))?;
+    let target = Target {
+        bearer: bearer.as_deref(),
+        ..any_model(&provider)
+    };
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let (credentials, body) = if adapter.signs_body() {
+        let whole = read_whole(limited, limit).await?;
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let forwarded = providers::Forwarded {
+            method: &method,
+            url: &url,
+            content_type,
+            body: &whole,
+        };
+        let credentials = adapter
+            .credentials_for(&forwarded, &target)
+            .map_err(|e| GatewayError::upstream(&e, &provider.id))?;
+        (credentials, Body::from(whole))
+    } else {
+        let credentials = adapter
+            .credentials(&target)
+            .map_err(|e| GatewayError::upstream(&e, &provider.id))?;
+        (credentials, Body::new(limited))
+    };
     let mut up_headers = request_headers(&headers, &credentials);
     if let Ok(v) = HeaderValue::from_str(&labels.request_id) {
         up_headers.insert("x-request-id", v);
     }
-    let body = Body::new(http_body_util::Limited::new(
-        body,
-        usize::try_from(limit).unwrap_or(usize::MAX),
-    ));
     let wait = Duration::from_millis(provider.timeouts.request_ms);
     let sent = gw
         .upstream
@@ -161,8 +191,13 @@ async fn serve(
     }
     let status = parts.status.as_u16();
     let ok = (200..300).contains(&status);
-    let keep = ok && is_plain_json(&parts.headers);
-    let events = (ok && is_plain_events(&parts.headers)).then(|| Events::new(&provider, stream_operation(rest)));
+    let model = path_model(provider.kind, rest);
+    let counted = ok.then(|| counted_usage(provider.kind, &parts.headers)).flatten();
+    let keep = ok && counted.is_none() && is_plain_json(&parts.headers);
+    let events = (ok && counted.is_none())
+        .then(|| stream_operation(provider.kind, rest, &parts.headers))
+        .flatten()
+        .map(|op| Events::new(&provider, model.as_deref().unwrap_or(""), op));
     let cap = usize::try_from(rt.config.settings.max_response_bytes).unwrap_or(usize::MAX);
     labels.accounted = true;
     let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
@@ -180,6 +215,8 @@ async fn serve(
             start,
             admission,
             provider,
+            model,
+            counted,
         }),
     };
     Ok(Response::from_parts(parts, Body::new(forward)))
@@ -218,10 +255,8 @@ fn provider_for(rt: &Runtime, key: &Key, name: &str) -> Result<Arc<ProviderConfi
     Ok(provider.clone())
 }
 
-/// The headers the Provider's adapter sets on every request (credentials, the Provider's
-/// extra headers); 400 for a provider type whose requests the adapter must sign or that has
-/// no HTTP API (the in-gateway mock).
-fn credentials(provider: &ProviderConfig) -> Result<HeaderMap, GatewayError> {
+/// 400 for a Provider with no HTTP API to forward to (the in-gateway mock).
+fn forwards_to(provider: &ProviderConfig) -> Result<(), GatewayError> {
     if provider.kind == ProviderKind::Mock || provider.base_url.is_empty() {
         return Err(GatewayError::bad_request(
             format!(
@@ -232,10 +267,20 @@ fn credentials(provider: &ProviderConfig) -> Result<HeaderMap, GatewayError> {
             None,
         ));
     }
-    let target = any_model(provider);
-    providers::adapter(provider.kind)
-        .credentials(&target)
-        .map_err(|e| GatewayError::upstream(&e, &provider.id))
+    Ok(())
+}
+
+/// A request body read whole (for a signature over it): 413 past `limit` bytes.
+async fn read_whole(body: http_body_util::Limited<Body>, limit: u64) -> Result<Bytes, GatewayError> {
+    use http_body_util::BodyExt;
+    match body.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(GatewayError::too_large(limit)),
+        Err(e) => Err(GatewayError::bad_request(
+            format!("the request body could not be read: {e}"),
+            None,
+        )),
+    }
 }
 
 /// The Provider as a target with no model: pass-through names none.
@@ -316,6 +361,18 @@ fn request_headers(client: &HeaderMap, credentials: &HeaderMap) -> HeaderMap {
     }
     out.remove(header::HOST);
     out.remove(header::ACCEPT_ENCODING);
+    if credentials.contains_key("x-amz-date") {
+        // A SigV4 signature: the client's own `x-amz-*` headers (a date, a session token, a
+        // payload hash) would contradict it.
+        let theirs: Vec<HeaderName> = out
+            .keys()
+            .filter(|n| n.as_str().starts_with("x-amz-"))
+            .cloned()
+            .collect();
+        for n in theirs {
+            out.remove(n);
+        }
+    }
     for (name, value) in credentials {
         if name == header::CONTENT_TYPE || (name == "anthropic-version" && out.contains_key(name)) {
             continue;
@@ -346,17 +403,82 @@ fn is_plain_events(h: &HeaderMap) -> bool {
     plain_media_type(h).is_some_and(|t| t == "text/event-stream")
 }
 
-/// The operation whose stream format a pass-through path answers in: OpenAI's Responses and
-/// legacy completions by their path, anything else read as a chat stream (each provider's own).
-fn stream_operation(rest: &str) -> Operation {
+/// The operation whose stream format an answer is read in, if it is a stream the Provider's
+/// translator reads: server-sent events (OpenAI's Responses and legacy completions by their
+/// path, anything else read as a chat stream, each provider's own), and Bedrock's
+/// ConverseStream (AWS's binary event stream; InvokeModelWithResponseStream's chunks are
+/// another format, not read).
+fn stream_operation(kind: ProviderKind, rest: &str, h: &HeaderMap) -> Option<Operation> {
     let path = rest.split('?').next().unwrap_or(rest).trim_end_matches('/');
-    if path.ends_with("/responses") || path == "responses" {
+    if kind == ProviderKind::Bedrock {
+        let converse = plain_media_type(h).is_some_and(|t| t == "application/vnd.amazon.eventstream");
+        return (converse && path.ends_with("/converse-stream")).then_some(Operation::Chat);
+    }
+    if !is_plain_events(h) {
+        return None;
+    }
+    Some(if path.ends_with("/responses") || path == "responses" {
         Operation::Responses
     } else if path.ends_with("/completions") && !path.ends_with("/chat/completions") || path == "completions" {
         Operation::Completions
     } else {
         Operation::Chat
+    })
+}
+
+/// The model a path names, for the providers that name it there rather than in the answer:
+/// Bedrock's `model/{modelId}/...` and Vertex AI's `.../models/{model}:{method}`
+/// (percent-decoded).
+fn path_model(kind: ProviderKind, rest: &str) -> Option<String> {
+    let path = rest.split('?').next().unwrap_or(rest);
+    let raw = match kind {
+        ProviderKind::Bedrock => {
+            let mut segments = path.split('/');
+            segments.find(|s| *s == "model")?;
+            segments.next()?
+        }
+        ProviderKind::Vertex => {
+            let (_, tail) = path.rsplit_once("/models/")?;
+            tail.split(':').next()?
+        }
+        _ => return None,
+    };
+    let decoded = percent_decoded(raw)?;
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+/// `%XX` escapes decoded; `None` when they are malformed or the result is not UTF-8.
+fn percent_decoded(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
     }
+    String::from_utf8(out).ok()
+}
+
+/// Usage an answer's headers count: Bedrock's InvokeModel reports its tokens in
+/// `x-amzn-bedrock-input-token-count` and `x-amzn-bedrock-output-token-count`, whatever the
+/// model's body format.
+fn counted_usage(kind: ProviderKind, h: &HeaderMap) -> Option<Usage> {
+    if kind != ProviderKind::Bedrock {
+        return None;
+    }
+    let count = |name: &str| -> Option<u64> { h.get(name)?.to_str().ok()?.trim().parse().ok() };
+    let prompt = count("x-amzn-bedrock-input-token-count")?;
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: count("x-amzn-bedrock-output-token-count").unwrap_or(0),
+        ..Usage::default()
+    })
 }
 
 /// How much of an event stream's start is kept to find the model it names.
@@ -371,8 +493,12 @@ struct Events {
 }
 
 impl Events {
-    fn new(provider: &ProviderConfig, op: Operation) -> Self {
-        let target = any_model(provider);
+    /// `model`: the one the path names, else empty.
+    fn new(provider: &ProviderConfig, model: &str, op: Operation) -> Self {
+        let target = Target {
+            model,
+            ..any_model(provider)
+        };
         Self {
             translator: providers::adapter(provider.kind).stream(op, &target),
             scratch: Vec::new(),
@@ -412,9 +538,15 @@ impl Events {
 }
 
 /// A JSON answer's usage, as the Provider's adapter reads a chat answer (OpenAI's `usage`, and
-/// each native format's), and its price: the price of a backend on this Provider serving the
-/// answer's `model`, else the built-in table's for the Provider's type.
-fn usage_and_price(rt: &Runtime, provider: &ProviderConfig, body: &[u8]) -> (Option<Usage>, Option<Price>) {
+/// each native format's: Bedrock's Converse, Gemini's, Claude's on Vertex AI by the path's
+/// model), and its price: the price of a backend on this Provider serving the model (the
+/// path's, else the answer's `model`), else the built-in table's for the Provider's type.
+fn usage_and_price(
+    rt: &Runtime,
+    provider: &ProviderConfig,
+    path_model: Option<&str>,
+    body: &[u8],
+) -> (Option<Usage>, Option<Price>) {
     #[derive(serde::Deserialize)]
     struct Model {
         #[serde(default)]
@@ -423,7 +555,10 @@ fn usage_and_price(rt: &Runtime, provider: &ProviderConfig, body: &[u8]) -> (Opt
         #[serde(default, rename = "modelVersion")]
         model_version: Option<String>,
     }
-    let target = any_model(provider);
+    let target = Target {
+        model: path_model.unwrap_or(""),
+        ..any_model(provider)
+    };
     let usage = providers::adapter(provider.kind)
         .parse(Operation::Chat, body, &target)
         .ok()
@@ -431,9 +566,11 @@ fn usage_and_price(rt: &Runtime, provider: &ProviderConfig, body: &[u8]) -> (Opt
     let Some(usage) = usage else {
         return (None, None);
     };
-    let model = serde_json::from_slice::<Model>(body)
-        .ok()
-        .and_then(|m| m.model.or(m.model_version));
+    let model = path_model.map(str::to_owned).or_else(|| {
+        serde_json::from_slice::<Model>(body)
+            .ok()
+            .and_then(|m| m.model.or(m.model_version))
+    });
     (Some(usage), model.and_then(|m| price_of(rt, provider, &m)))
 }
 
@@ -472,6 +609,10 @@ struct End {
     start: Instant,
     admission: Admission,
     provider: Arc<ProviderConfig>,
+    /// The model the path names (Bedrock, Vertex AI).
+    model: Option<String>,
+    /// Usage the answer's headers counted (Bedrock's InvokeModel).
+    counted: Option<Usage>,
 }
 
 impl Forward {
@@ -480,13 +621,23 @@ impl Forward {
         let Some(end) = self.end.take() else { return };
         let seen = self.seen.take().filter(|_| complete);
         let (usage, price) = match (seen, self.events.take()) {
-            (Some(body), _) => usage_and_price(&end.gw.runtime(), &end.provider, &body),
+            // Counted in the headers: true however the body ends.
+            _ if end.counted.is_some() => {
+                let price = end
+                    .model
+                    .as_deref()
+                    .and_then(|m| price_of(&end.gw.runtime(), &end.provider, m));
+                (end.counted, price)
+            }
+            (Some(body), _) => usage_and_price(&end.gw.runtime(), &end.provider, end.model.as_deref(), &body),
             // A stream's usage as far as it went: a stream cut before its usage event costs
             // what its events reported (Anthropic's input tokens come first), else nothing known.
             (None, Some(events)) => match events.translator.usage() {
                 Some(usage) => {
-                    let price = events
-                        .model()
+                    let price = end
+                        .model
+                        .clone()
+                        .or_else(|| events.model())
                         .and_then(|m| price_of(&end.gw.runtime(), &end.provider, &m));
                     (Some(usage), price)
                 }
@@ -683,7 +834,15 @@ mod tests {
             mock: None,
             http_version: Default::default(),
         };
-        let header_of = |kind| credentials(&provider(kind)).map_err(|e| e.message);
+        let header_of = |kind| {
+            let p = provider(kind);
+            forwards_to(&p).map_err(|e| e.message)?;
+            let target = Target {
+                bearer: Some("ya29.token"),
+                ..any_model(&p)
+            };
+            providers::adapter(kind).credentials(&target).map_err(|e| e.message)
+        };
         let h = header_of(ProviderKind::Openai).unwrap();
         assert_eq!(h["authorization"], "Bearer sk-provider");
         let h = header_of(ProviderKind::Groq).unwrap();
@@ -698,11 +857,74 @@ mod tests {
         for kind in [ProviderKind::Cohere, ProviderKind::Voyage] {
             assert_eq!(header_of(kind).unwrap()["authorization"], "Bearer sk-provider");
         }
-        for kind in [ProviderKind::Bedrock, ProviderKind::Vertex, ProviderKind::Mock] {
-            let e = credentials(&provider(kind)).err().unwrap();
-            assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
-            assert!(e.message.contains(kind.as_str()), "{}", e.message);
-        }
+        // Vertex AI: the OAuth token of the gateway's token cache.
+        let h = header_of(ProviderKind::Vertex).unwrap();
+        assert_eq!(h["authorization"], "Bearer ya29.token");
+        // Bedrock signs each request over its body: see `credentials_for`.
+        assert!(providers::adapter(ProviderKind::Bedrock).signs_body());
+        let e = header_of(ProviderKind::Mock).err().unwrap();
+        assert!(e.contains("mock"), "{e}");
+    }
+
+    #[test]
+    fn a_sigv4_signature_is_not_contradicted_by_the_clients_aws_headers() {
+        let client = map(&[
+            ("x-amz-date", "20000101T000000Z"),
+            ("x-amz-security-token", "theirs"),
+            ("x-amzn-bedrock-trace", "ENABLED"),
+            ("content-type", "application/json"),
+        ]);
+        let creds = map(&[
+            ("x-amz-date", "20261203T000000Z"),
+            ("x-amz-content-sha256", "abc"),
+            ("authorization", "AWS4-HMAC-SHA256 ..."),
+        ]);
+        let out = request_headers(&client, &creds);
+        assert_eq!(out["x-amz-date"], "20261203T000000Z");
+        assert!(!out.contains_key("x-amz-security-token"));
+        assert_eq!(out["x-amzn-bedrock-trace"], "ENABLED");
+        // Without a signature, the client's are the client's.
+        let out = request_headers(&client, &map(&[("authorization", "Bearer k")]));
+        assert_eq!(out["x-amz-security-token"], "theirs");
+    }
+
+    #[test]
+    fn bedrock_and_vertex_paths_name_their_model() {
+        assert_eq!(
+            path_model(
+                ProviderKind::Bedrock,
+                "model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke"
+            )
+            .as_deref(),
+            Some("us.anthropic.claude-3-5-haiku-20241022-v1:0")
+        );
+        assert_eq!(
+            path_model(ProviderKind::Bedrock, "model/amazon.nova-lite-v1:0/converse?x=1").as_deref(),
+            Some("amazon.nova-lite-v1:0")
+        );
+        assert_eq!(
+            path_model(
+                ProviderKind::Vertex,
+                "v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"
+            )
+            .as_deref(),
+            Some("gemini-2.5-flash")
+        );
+        assert_eq!(path_model(ProviderKind::Bedrock, "async-invoke"), None);
+        assert_eq!(path_model(ProviderKind::Openai, "model/x/invoke"), None);
+        assert_eq!(path_model(ProviderKind::Bedrock, "model/%zz/invoke"), None);
+    }
+
+    #[test]
+    fn bedrock_counts_invoke_model_tokens_in_its_headers() {
+        let h = map(&[
+            ("x-amzn-bedrock-input-token-count", "12"),
+            ("x-amzn-bedrock-output-token-count", "34"),
+        ]);
+        let u = counted_usage(ProviderKind::Bedrock, &h).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (12, 34));
+        assert_eq!(counted_usage(ProviderKind::Openai, &h), None);
+        assert_eq!(counted_usage(ProviderKind::Bedrock, &map(&[])), None);
     }
 
     #[test]
@@ -729,23 +951,43 @@ mod tests {
 
     #[test]
     fn event_streams_are_read_in_the_format_their_path_names() {
-        assert_eq!(stream_operation("v1/chat/completions"), Operation::Chat);
-        assert_eq!(stream_operation("v1/responses"), Operation::Responses);
-        assert_eq!(stream_operation("responses?x=1"), Operation::Responses);
-        assert_eq!(stream_operation("v1/completions"), Operation::Completions);
-        assert_eq!(stream_operation("v1/messages"), Operation::Chat);
+        let sse = map(&[("content-type", "text/event-stream")]);
+        let op = |kind, rest| stream_operation(kind, rest, &sse);
+        assert_eq!(op(ProviderKind::Openai, "v1/chat/completions"), Some(Operation::Chat));
+        assert_eq!(op(ProviderKind::Openai, "v1/responses"), Some(Operation::Responses));
+        assert_eq!(op(ProviderKind::Openai, "responses?x=1"), Some(Operation::Responses));
+        assert_eq!(op(ProviderKind::Openai, "v1/completions"), Some(Operation::Completions));
+        assert_eq!(op(ProviderKind::Anthropic, "v1/messages"), Some(Operation::Chat));
+        assert_eq!(
+            stream_operation(ProviderKind::Openai, "v1/chat/completions", &map(&[])),
+            None
+        );
+        // Bedrock's ConverseStream, in AWS's binary event stream; no other Bedrock stream.
+        let aws = map(&[("content-type", "application/vnd.amazon.eventstream")]);
+        assert_eq!(
+            stream_operation(ProviderKind::Bedrock, "model/m/converse-stream", &aws),
+            Some(Operation::Chat)
+        );
+        assert_eq!(
+            stream_operation(ProviderKind::Bedrock, "model/m/invoke-with-response-stream", &aws),
+            None
+        );
+        assert_eq!(
+            stream_operation(ProviderKind::Bedrock, "model/m/converse-stream", &sse),
+            None
+        );
     }
 
     #[test]
     fn an_event_stream_names_its_model_in_its_first_events() {
         let provider = crate::route::testing::provider("p");
-        let mut e = Events::new(&provider, Operation::Chat);
+        let mut e = Events::new(&provider, "", Operation::Chat);
         assert!(e.feed(&Bytes::from_static(
             b"event: message_start\ndata: {\"type\":\"message_start\","
         )));
         let _ = e.feed(&Bytes::from_static(b"\"message\":{\"model\":\"claude-x\"}}\n\n"));
         assert_eq!(e.model().as_deref(), Some("claude-x"));
-        let mut e = Events::new(&provider, Operation::Chat);
+        let mut e = Events::new(&provider, "", Operation::Chat);
         let _ = e.feed(&Bytes::from_static(b"data: {\"modelVersion\":\"gemini-2.5-pro\"}\n\n"));
         assert_eq!(e.model().as_deref(), Some("gemini-2.5-pro"));
     }

@@ -465,13 +465,17 @@ pub async fn invoke(
         Err(res) => return res,
     };
     let stability = model_id.contains("stability.sd3") || model_id.contains("stability.stable-image");
-    if stability || model_id.contains("amazon.nova-canvas") || model_id.contains("amazon.titan-image-generator") {
+    let sdxl = model_id.contains("stability.stable-diffusion-xl");
+    if stability || sdxl || model_id.contains("amazon.nova-canvas") || model_id.contains("amazon.titan-image-generator")
+    {
         let plan = Plan::decide(&state, Behaviour::from_model(&model_id), &model_id, &headers).await;
         if let Act::Fail(fault) = plan.act {
             return fault_response(fault, &state);
         }
         let answer = if stability {
             crate::images::stability(&req)
+        } else if sdxl {
+            crate::images::sdxl(&req)
         } else {
             crate::images::amazon(&model_id, &req)
         };
@@ -622,12 +626,17 @@ fn cohere_embed(state: &MockState, req: &Value) -> Response<Body> {
     wire::json(StatusCode::OK, &headers, &out)
 }
 
+/// Results in one page of a Rerank answer.
+pub const RERANK_PAGE: usize = 100;
+
 /// The Agents for Amazon Bedrock Runtime's `Rerank` (`POST /rerank`; API reference "Rerank",
 /// "RerankQuery", "RerankSource", "RerankingConfiguration"): exactly one TEXT query, 1 to 1,000
 /// INLINE sources (TEXT with `textDocument.text` or JSON with `jsonDocument`), a
 /// `BEDROCK_RERANKING_MODEL` configuration naming a foundation model ARN, `numberOfResults` at
-/// least 1. Answer: `{"results": [{"index", "relevanceScore", "document"}]}`, best first. The
-/// model is the ARN's last part (fault names work there too).
+/// least 1. Answer: `{"results": [{"index", "relevanceScore", "document"}], "nextToken"?}`, best
+/// first, at most [`RERANK_PAGE`] results a page: more are behind a `nextToken` (AWS documents no
+/// page size; the mock pages so that paging is tested). The model is the ARN's last part (fault
+/// names work there too).
 pub async fn rerank(
     State(state): State<MockState>,
     method: Method,
@@ -655,15 +664,36 @@ pub async fn rerank(
                 .map_or_else(|| d["jsonDocument"].to_string(), str::to_owned)
         })
         .collect();
-    let results: Vec<Value> = crate::rerank::scored(&query, &texts)
+    // Pages of RERANK_PAGE results, the rest behind a `nextToken` that names where it starts.
+    let from = match req.get("nextToken") {
+        None | Some(Value::Null) => 0,
+        Some(token) => match token
+            .as_str()
+            .and_then(|t| t.strip_prefix("mock-page:"))
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => n,
+            None => return validation("The nextToken provided is not valid.", &state),
+        },
+    };
+    let all: Vec<(usize, f64)> = crate::rerank::scored(&query, &texts)
         .into_iter()
         .take(top.unwrap_or(texts.len()))
-        .map(|(index, score)| json!({"index": index, "relevanceScore": score, "document": documents[index]}))
         .collect();
+    let results: Vec<Value> = all
+        .iter()
+        .skip(from)
+        .take(RERANK_PAGE)
+        .map(|&(index, score)| json!({"index": index, "relevanceScore": score, "document": documents[index]}))
+        .collect();
+    let mut answer = json!({"results": results});
+    if from + RERANK_PAGE < all.len() {
+        answer["nextToken"] = format!("mock-page:{}", from + RERANK_PAGE).into();
+    }
     let res = wire::json(
         StatusCode::OK,
         &[(name("x-amzn-requestid"), hv(request_id(&state)))],
-        &json!({"results": results}),
+        &answer,
     );
     wire::finish(res, plan.first_token_delay, plan.act == Act::Cut).await
 }

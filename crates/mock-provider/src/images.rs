@@ -27,7 +27,8 @@
 //!   Bedrock's `ValidationException`. Answer: `{"images": [base64], "error": null}`; a prompt
 //!   holding `blocked` gets `{"images": [], "error": "This request has been blocked by our content
 //!   filters."}`.
-//! - Bedrock's Stability models (`stability.sd3*`, `stability.stable-image*`): see [`stability`].
+//! - Bedrock's Stability models (`stability.sd3*`, `stability.stable-image*`): see [`stability`];
+//!   SDXL 1.0 (`stability.stable-diffusion-xl*`), in its older body: see [`sdxl`].
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -405,4 +406,95 @@ pub fn stability(req: &Value) -> Result<Value, String> {
         json!({"seeds": [req.get("seed").and_then(Value::as_u64).unwrap_or(2_130_420_379)],
               "finish_reasons": [null], "images": [PNG_1X1]}),
     )
+}
+
+/// Bedrock `InvokeModel` on SDXL 1.0 (user guide "Stability.ai Diffusion 1.0 text to image"):
+/// `text_prompts` (required, each `{text (at most 2,000 characters), weight?}`), `width` and
+/// `height` together one of its nine sizes, `cfg_scale` 0 to 35, `samples` 1 (Bedrock's only),
+/// `seed` 0 to 4,294,967,295, `steps` 10 to 50, `sampler`, `style_preset`, `clip_guidance_preset`,
+/// `extras`. A positive prompt holding `blocked` has its artifact filtered
+/// (`finishReason: CONTENT_FILTERED`).
+pub fn sdxl(req: &Value) -> Result<Value, String> {
+    const SIZES: [(u64, u64); 9] = [
+        (1024, 1024),
+        (1152, 896),
+        (1216, 832),
+        (1344, 768),
+        (1536, 640),
+        (640, 1536),
+        (768, 1344),
+        (832, 1216),
+        (896, 1152),
+    ];
+    let allowed = [
+        "text_prompts",
+        "height",
+        "width",
+        "cfg_scale",
+        "clip_guidance_preset",
+        "sampler",
+        "samples",
+        "seed",
+        "steps",
+        "style_preset",
+        "extras",
+    ];
+    let malformed =
+        |what: String| format!("Malformed input request: {what}, please reformat your input and try again.");
+    if let Some(k) = req
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .find(|k| !allowed.contains(&k.as_str()))
+    {
+        return Err(malformed(format!("extraneous key [{k}] is not permitted")));
+    }
+    let Some(prompts) = req["text_prompts"].as_array().filter(|p| !p.is_empty()) else {
+        return Err(malformed("#: required key [text_prompts] not found".into()));
+    };
+    let mut blocked = false;
+    for (i, p) in prompts.iter().enumerate() {
+        let Some(text) = p["text"].as_str().filter(|t| t.chars().count() <= 2000) else {
+            return Err(malformed(format!("#/text_prompts/{i}: required key [text] not found")));
+        };
+        if p.get("weight").is_some_and(|w| !w.is_number()) {
+            return Err(malformed(format!("#/text_prompts/{i}/weight: expected type: Number")));
+        }
+        let weight = p["weight"].as_f64().unwrap_or(1.0);
+        blocked |= weight > 0.0 && text.contains("blocked");
+    }
+    let (w, h) = (req.get("width"), req.get("height"));
+    if w.is_some() || h.is_some() {
+        let size = (
+            w.and_then(Value::as_u64).unwrap_or(1024),
+            h.and_then(Value::as_u64).unwrap_or(1024),
+        );
+        if !SIZES.contains(&size) {
+            return Err(malformed(format!(
+                "#: height and width must be one of 1024x1024, 1152x896, 1216x832, 1344x768, 1536x640, 640x1536, 768x1344, 832x1216, 896x1152, got {}x{}",
+                size.0, size.1
+            )));
+        }
+    }
+    let ranges: [(&str, f64, f64); 4] = [
+        ("cfg_scale", 0.0, 35.0),
+        ("samples", 1.0, 1.0),
+        ("seed", 0.0, 4_294_967_295.0),
+        ("steps", 10.0, 50.0),
+    ];
+    for (key, min, max) in ranges {
+        if let Some(v) = req.get(key) {
+            if v.as_f64().is_none_or(|n| n < min || n > max) {
+                return Err(malformed(format!("#/{key}: {v} is not a value from {min} to {max}")));
+            }
+        }
+    }
+    let seed = req.get("seed").and_then(Value::as_u64).unwrap_or(1_229_191_277);
+    let artifact = if blocked {
+        json!({"seed": seed, "base64": "", "finishReason": "CONTENT_FILTERED"})
+    } else {
+        json!({"seed": seed, "base64": PNG_1X1, "finishReason": "SUCCESS"})
+    };
+    Ok(json!({"result": "success", "artifacts": [artifact]}))
 }

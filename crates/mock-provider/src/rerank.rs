@@ -31,7 +31,6 @@ use axum::http::{HeaderMap, Response, StatusCode, Uri};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::openai::f32_base64;
 use crate::scenario::{self, Act, Behaviour, Plan};
 use crate::state::{MockState, Provider};
 use crate::wire;
@@ -282,7 +281,7 @@ pub async fn voyage_embeddings(
         }
     };
     let dims = scenario::dimensions(req.get("output_dimension").and_then(Value::as_u64));
-    let (data, total) = embedding_list(&inputs, dims, base64);
+    let (data, total) = embedding_list(&inputs, dims, if base64 { "base64" } else { "float" });
     wire::json(
         StatusCode::OK,
         &[],
@@ -444,16 +443,18 @@ pub async fn jina_embeddings(
             }
         },
     };
-    let base64 = match req.get("embedding_type") {
-        None => false,
-        Some(Value::String(t)) if t == "float" => false,
-        Some(Value::String(t)) if t == "base64" => true,
-        // Jina's `binary` and `ubinary` packings are not played here.
-        _ => return jina_invalid(
-            "embedding_type",
-            "value is not a valid enumeration member; permitted: 'float', 'base64' (the mock plays no binary packing)",
-            "type_error.enum",
-        ),
+    // `binary` and `ubinary` pack each dimension's sign into a bit, eight to a byte, as
+    // Cohere's packings do (`binary` the same bytes less 128, as int8).
+    let kind = match req.get("embedding_type") {
+        None => "float",
+        Some(Value::String(t)) if ["float", "base64", "binary", "ubinary"].contains(&t.as_str()) => t.as_str(),
+        _ => {
+            return jina_invalid(
+                "embedding_type",
+                "value is not a valid enumeration member; permitted: 'float', 'base64', 'binary', 'ubinary'",
+                "type_error.enum",
+            )
+        }
     };
     if let Some(task) = req.get("task") {
         let tasks = [
@@ -468,7 +469,7 @@ pub async fn jina_embeddings(
         }
     }
     let dims = scenario::dimensions(req.get("dimensions").and_then(Value::as_u64));
-    let (data, total) = embedding_list(&inputs, dims, base64);
+    let (data, total) = embedding_list(&inputs, dims, kind);
     wire::json(
         StatusCode::OK,
         &[],
@@ -476,15 +477,19 @@ pub async fn jina_embeddings(
     )
 }
 
-/// OpenAI-shaped embedding objects of `inputs` (floats, or base64 little-endian f32), and the
-/// tokens they count (words, at least 1).
-fn embedding_list<S: AsRef<str>>(inputs: &[S], dims: usize, base64: bool) -> (Vec<Value>, u32) {
+/// OpenAI-shaped embedding objects of `inputs` in one of Cohere's embedding types (floats,
+/// base64 little-endian f32, packed `binary` or `ubinary` bits; see
+/// [`crate::cohere::embeddings_of_type`]), and the tokens they count (words, at least 1).
+fn embedding_list<S: AsRef<str>>(inputs: &[S], dims: usize, kind: &str) -> (Vec<Value>, u32) {
     let data = inputs
         .iter()
         .enumerate()
         .map(|(index, text)| {
             let v = scenario::embedding(text.as_ref(), dims);
-            let embedding = if base64 { json!(f32_base64(&v)) } else { json!(v) };
+            let embedding = match crate::cohere::embeddings_of_type(kind, &[v]) {
+                Value::Array(mut one) if one.len() == 1 => one.remove(0),
+                other => other,
+            };
             json!({"object": "embedding", "embedding": embedding, "index": index})
         })
         .collect();

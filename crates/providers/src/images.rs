@@ -1,6 +1,7 @@
 //! `/v1/images/generations` on providers whose image APIs are not OpenAI's: Vertex AI's Imagen
 //! (`:predict`), Bedrock's Amazon image models (`InvokeModel` with a `TEXT_IMAGE` body) and
-//! Bedrock's Stability models (`InvokeModel`, one image a request). The
+//! Bedrock's Stability models (`InvokeModel`, one image a request; SDXL 1.0 in its own older
+//! body). The
 //! client's request and answer are OpenAI's; this module turns one into each provider's and the
 //! other back. OpenAI and Azure OpenAI pass through (see [`crate::openai`]).
 //!
@@ -31,7 +32,11 @@
 //! Bedrock user guide "Stable Image Ultra request and response", "Stable Image Core ...",
 //! "Stable Diffusion 3.5 Large" (`prompt`, `mode: text-to-image`, `aspect_ratio` `16:9`|`1:1`|
 //! `21:9`|`2:3`|`3:2`|`4:5`|`5:4`|`9:16`|`9:21`, `output_format` jpeg|png, `seed`,
-//! `negative_prompt`; answer `{"seeds", "finish_reasons", "images"}`).
+//! `negative_prompt`; answer `{"seeds", "finish_reasons", "images"}`); Bedrock user guide
+//! "Stability.ai Diffusion 1.0 text to image" (SDXL: `text_prompts[].{text, weight}` (a negative
+//! weight is a negative prompt), `width`/`height` from its nine sizes, `cfg_scale` 0 to 35,
+//! `samples`, `seed`, `steps` 10 to 50, `sampler`, `style_preset`, `clip_guidance_preset`; answer
+//! `{"result", "artifacts": [{"seed", "base64", "finishReason"}]}`).
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -230,7 +235,7 @@ const STABILITY_RATIOS: [(&str, f64); 9] = [
 ];
 
 /// Whether a Bedrock model takes Stability's text-to-image body (not SDXL's older
-/// `text_prompts` one).
+/// `text_prompts` one: [`is_sdxl_model`]).
 pub fn is_stability_image_model(model: &str) -> bool {
     model.contains("stability.sd3") || model.contains("stability.stable-image")
 }
@@ -273,6 +278,112 @@ pub fn stability_response(body: &[u8], created: u64) -> Result<Translated, Provi
         return Err(unreadable("an image response without `images`"));
     };
     let data = images.iter().map(|b64| json!({"b64_json": b64})).collect();
+    Ok(answer(created, data))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bedrock: Stability's SDXL 1.0
+
+/// Whether a Bedrock model is Stability's SDXL 1.0, which takes the older Stability body
+/// (`text_prompts`, `cfg_scale`; answer `artifacts`).
+pub fn is_sdxl_model(model: &str) -> bool {
+    model.contains("stability.stable-diffusion-xl")
+}
+
+/// The sizes SDXL 1.0 generates, as width and height.
+const SDXL_SIZES: [(u32, u32); 9] = [
+    (1024, 1024),
+    (1152, 896),
+    (1216, 832),
+    (1344, 768),
+    (1536, 640),
+    (640, 1536),
+    (768, 1344),
+    (832, 1216),
+    (896, 1152),
+];
+
+/// SDXL's own parameters a client may send beside OpenAI's, passed through as they are.
+const SDXL_PARAMETERS: [&str; 6] = [
+    "cfg_scale",
+    "seed",
+    "steps",
+    "sampler",
+    "style_preset",
+    "clip_guidance_preset",
+];
+
+/// The `InvokeModel` body of SDXL 1.0: the prompt as a `text_prompts` entry of weight 1 (a
+/// `negative_prompt` as one of weight -1), one image a request (`samples: 1`; `n` above 1 is
+/// refused), `size` as the SDXL size of the nearest aspect ratio, PNG only; `cfg_scale`, `seed`,
+/// `steps`, `sampler`, `style_preset` and `clip_guidance_preset` pass through.
+pub fn sdxl_request(request: &Json, target: &Target<'_>) -> Result<Value, ProviderError> {
+    check_common(request, "bedrock", target)?;
+    count(request, "bedrock stability", 1)?;
+    if jpeg(request, "bedrock")? {
+        return Err(bad_param(
+            "stability.stable-diffusion-xl models answer png only",
+            "output_format",
+        ));
+    }
+    let mut prompts = vec![json!({"text": prompt(request)?, "weight": 1.0})];
+    if let Some(negative) = request.get("negative_prompt").and_then(Value::as_str) {
+        prompts.push(json!({"text": negative, "weight": -1.0}));
+    }
+    let mut body = json!({"text_prompts": prompts, "samples": 1});
+    if let Some((w, h)) = size(request)? {
+        let ratio = (f64::from(w) / f64::from(h)).ln();
+        let (width, height) = SDXL_SIZES
+            .iter()
+            .copied()
+            .min_by(|a, b| {
+                let d = |(x, y): (u32, u32)| ((f64::from(x) / f64::from(y)).ln() - ratio).abs();
+                d(*a).total_cmp(&d(*b))
+            })
+            .unwrap_or((1024, 1024));
+        body["width"] = width.into();
+        body["height"] = height.into();
+    }
+    for key in SDXL_PARAMETERS {
+        if let Some(v) = request.get(key).filter(|v| !v.is_null()) {
+            body[key] = v.clone();
+        }
+    }
+    Ok(body)
+}
+
+/// An SDXL answer in OpenAI's shape: an artifact whose `finishReason` is `CONTENT_FILTERED` is a
+/// content-policy refusal, `ERROR` a failure.
+pub fn sdxl_response(body: &[u8], created: u64) -> Result<Translated, ProviderError> {
+    let v: Value = serde_json::from_slice(body).map_err(unreadable)?;
+    let Some(artifacts) = v["artifacts"].as_array() else {
+        return Err(unreadable("an SDXL response without `artifacts`"));
+    };
+    let mut data = Vec::with_capacity(artifacts.len());
+    for a in artifacts {
+        match a["finishReason"].as_str() {
+            Some("CONTENT_FILTERED") => {
+                return Err(ProviderError {
+                    code: Some("content_policy_violation".into()),
+                    ..ProviderError::new(
+                        ErrorKind::ContentPolicy,
+                        "the image was filtered by Stability's content filter",
+                    )
+                })
+            }
+            Some("ERROR") => {
+                return Err(ProviderError::new(
+                    ErrorKind::Server,
+                    "SDXL failed to generate the image",
+                ))
+            }
+            _ => {}
+        }
+        let Some(b64) = a["base64"].as_str() else {
+            return Err(unreadable("an SDXL artifact without `base64`"));
+        };
+        data.push(json!({"b64_json": b64}));
+    }
     Ok(answer(created, data))
 }
 

@@ -315,6 +315,25 @@ pub trait Adapter: Send + Sync {
         self.parse(op, body, target)
     }
 
+    /// The request for the next page of a whole answer that says more is left (Bedrock Rerank's
+    /// `nextToken`), made from the client's `request` as [`Adapter::build`] makes it; `None`
+    /// when `answer` is the last page (every API but Bedrock Rerank answers in one).
+    fn next_page(
+        &self,
+        _op: Operation,
+        _request: &Json,
+        _answer: &[u8],
+        _target: &Target<'_>,
+    ) -> Result<Option<UpstreamRequest>, ProviderError> {
+        Ok(None)
+    }
+
+    /// Two pages of one answer as one, in the provider's format (the pages so far, the next):
+    /// what [`Adapter::parse_for`] then reads.
+    fn join_pages(&self, _op: Operation, so_far: &[u8], _next: &[u8]) -> Result<Bytes, ProviderError> {
+        Ok(Bytes::copy_from_slice(so_far))
+    }
+
     /// A translator for a streamed response.
     fn stream(&self, op: Operation, target: &Target<'_>) -> Box<dyn StreamTranslator>;
 
@@ -329,14 +348,41 @@ pub trait Adapter: Send + Sync {
     /// The headers every request to the provider carries, set as [`Adapter::build`] sets them:
     /// its credentials and the Provider's extra headers (a `content-type` among them is the
     /// caller's to keep or drop). For the gateway's pass-through, which forwards requests it
-    /// does not translate. Providers whose requests are signed over their body, or that need
-    /// a token the adapter cannot get alone (Bedrock's SigV4, Vertex AI's OAuth), refuse.
+    /// does not translate. Vertex AI's bearer token comes in [`Target::bearer`]; providers whose
+    /// requests are signed over their body (Bedrock's SigV4) refuse here and sign in
+    /// [`Adapter::credentials_for`].
     fn credentials(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
         Err(wire::bad(format!(
             "pass-through does not serve providers of type {}: their requests are signed per request",
             target.provider.kind.as_str()
         )))
     }
+
+    /// Whether [`Adapter::credentials_for`] needs the request's whole body (a signature over
+    /// it): pass-through then reads the body before it sends anything.
+    fn signs_body(&self) -> bool {
+        false
+    }
+
+    /// The credential headers of one forwarded request: [`Adapter::credentials`], or, for an
+    /// adapter that [`Adapter::signs_body`], its signature over `request`, made by the same
+    /// signer as [`Adapter::build`]'s requests.
+    fn credentials_for(&self, _request: &Forwarded<'_>, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        self.credentials(target)
+    }
+}
+
+/// A request the gateway forwards untranslated (pass-through), as a signer sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// The full upstream URL, exactly as it is sent.
+    pub url: &'a str,
+    /// The body's `content-type`, as it is sent.
+    pub content_type: Option<&'a str>,
+    /// The whole body (empty for none).
+    pub body: &'a [u8],
 }
 
 /// The adapter for a provider kind.

@@ -30,6 +30,9 @@
 //! "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": {"modelConfiguration":
 //! {"modelArn"}, "numberOfResults"}}`); answer `{"results": [{"index", "relevanceScore",
 //! "document"}], "nextToken"?}`) and the Bedrock pricing page (rerank queries).
+//!
+//! Bedrock's `nextToken` is followed: [`bedrock_next_token`] says there is a next page, the
+//! adapter asks for it, and [`bedrock_join`] joins the pages' results before they are translated.
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -252,6 +255,46 @@ pub fn bedrock_request(request: &Json, target: &Target<'_>, region: &str) -> Res
         "sources": sources,
         "rerankingConfiguration": {"type": "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": config},
     }))
+}
+
+/// The `nextToken` of a Bedrock Rerank answer: more results are left.
+pub fn bedrock_next_token(answer: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        #[serde(default, rename = "nextToken")]
+        next_token: Option<String>,
+    }
+    serde_json::from_slice::<Page>(answer)
+        .ok()?
+        .next_token
+        .filter(|t| !t.is_empty())
+}
+
+/// Two pages of a Bedrock Rerank answer as one: the results of both, in order, and the later
+/// page's `nextToken` (if any).
+pub fn bedrock_join(so_far: &[u8], next: &[u8]) -> Result<Bytes, ProviderError> {
+    let mut joined: Value = serde_json::from_slice(so_far).map_err(unreadable)?;
+    let mut page: Value = serde_json::from_slice(next).map_err(unreadable)?;
+    let Some(more) = page
+        .get_mut("results")
+        .and_then(Value::as_array_mut)
+        .map(std::mem::take)
+    else {
+        return Err(unreadable("a rerank page without `results`"));
+    };
+    let Some(results) = joined.get_mut("results").and_then(Value::as_array_mut) else {
+        return Err(unreadable("a rerank response without `results`"));
+    };
+    results.extend(more);
+    match page.get("nextToken") {
+        Some(token) => joined["nextToken"] = token.clone(),
+        None => {
+            if let Some(o) = joined.as_object_mut() {
+                o.remove("nextToken");
+            }
+        }
+    }
+    Ok(Bytes::from(joined.to_string()))
 }
 
 /// Bedrock's answer in Cohere's shape, its documents returned only when the client asked.

@@ -16,7 +16,7 @@
 //! Billing (see `switchyard_providers::audio`): transcriptions by the provider's token usage or
 //! the audio's seconds (the answer's, else the WAV header's), speech by input characters.
 
-mod multipart;
+pub(crate) mod multipart;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

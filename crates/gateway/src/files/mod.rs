@@ -19,9 +19,11 @@
 //! state; fetching it again costs nothing).
 //!
 //! Uploads are streamed to the provider, never buffered, up to the gateway's `maxRequestBytes`.
-//! The JSONL lines go through untouched: their `model` is the provider's model (OpenAI) or
-//! deployment (Azure), as the provider's Batch API expects.
+//! A batch input file names routes in its lines' `body.model`, as every other request does; each
+//! is rewritten on the way to the upstream model (OpenAI) or deployment (Azure) of that route's
+//! backend on the file's provider, every other byte kept ([`batch_input`]).
 
+mod batch_input;
 mod id;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -448,11 +450,33 @@ async fn upload(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
             }
         }
         let over = Arc::new(AtomicBool::new(false));
-        let body = reqwest::Body::wrap_stream(capped(body, limit, over.clone()));
+        let capped = capped(body, limit, over.clone());
+        let boundary = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::audio::multipart::boundary);
+        let refused = Arc::new(std::sync::Mutex::new(None));
+        let body = match boundary {
+            Some(boundary) => {
+                // Lines change length as their models do.
+                up.remove(http::header::CONTENT_LENGTH);
+                let rewrite = batch_input::Rewrite::new(
+                    boundary,
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                    upstream_models(&turn.rt, &key, &t),
+                );
+                reqwest::Body::wrap_stream(rewritten(capped, rewrite, refused.clone()))
+            }
+            None => reqwest::Body::wrap_stream(capped),
+        };
         let sent = send(&t, Method::POST, "files", &[], up, Some(body)).await;
         if over.load(Ordering::Acquire) {
             admission.settle(0.0, None);
             return Err(err(GatewayError::too_large(limit)));
+        }
+        if let Some(e) = refused.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            admission.settle(0.0, None);
+            return Err(err(e));
         }
         let ns = key.config.namespace.clone();
         turn.forward(sent, admission, async |v: &mut Value| {
@@ -465,6 +489,87 @@ async fn upload(State(gw): Gw, headers: HeaderMap, body: Body) -> Response {
     }
     .await;
     turn.end(result)
+}
+
+/// How a batch input line's model becomes the upstream one: a route the key may use, served on
+/// the target's provider, by that backend's model; a name that is no route, as it is (the
+/// provider's own model). A route served elsewhere, or one the key may not use, fails the upload.
+fn upstream_models(
+    rt: &Arc<Runtime>,
+    key: &Arc<Key>,
+    t: &Target,
+) -> impl FnMut(usize, &str) -> Result<Option<String>, GatewayError> + Send + 'static {
+    /// Distinct models remembered; more are looked up each time.
+    const REMEMBERED: usize = 1024;
+    let (rt, key) = (rt.clone(), key.clone());
+    let provider = t.provider.id.clone();
+    let via = t.route_name();
+    let mut known = std::collections::HashMap::<String, Option<String>>::new();
+    move |line, model| {
+        if let Some(hit) = known.get(model) {
+            return Ok(hit.clone());
+        }
+        let upstream = match rt.route_for(&key, model) {
+            Ok(route) => match route.config.backends.iter().find(|b| b.provider == provider) {
+                Some(b) => Some(b.model.clone()),
+                None => {
+                    return Err(GatewayError::bad_request(
+                        format!(
+                            "line {line} of the batch input file names route `{model}`, which has no backend on provider `{provider}`, where this file is uploaded (through route `{via}`)"
+                        ),
+                        Some("file"),
+                    ))
+                }
+            },
+            Err(e) if e.status == StatusCode::FORBIDDEN => {
+                return Err(GatewayError::forbidden(format!(
+                    "line {line} of the batch input file names route `{model}`, which this API key may not use"
+                )))
+            }
+            Err(_) => None,
+        };
+        if known.len() < REMEMBERED {
+            known.insert(model.to_owned(), upstream.clone());
+        }
+        Ok(upstream)
+    }
+}
+
+/// The upload, its batch input lines rewritten; a line refused ends it, the reason in `refused`.
+fn rewritten<F>(
+    body: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    mut rewrite: batch_input::Rewrite<F>,
+    refused: Arc<std::sync::Mutex<Option<GatewayError>>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static
+where
+    F: FnMut(usize, &str) -> Result<Option<String>, GatewayError> + Send + 'static,
+{
+    async_stream::stream! {
+        let mut body = Box::pin(body);
+        let mut out = Vec::new();
+        let mut ended = false;
+        while !ended {
+            let step = match body.next().await {
+                Some(Ok(chunk)) => rewrite.push(&chunk, &mut out),
+                Some(Err(e)) => {
+                    yield Err(e);
+                    break;
+                }
+                None => {
+                    ended = true;
+                    rewrite.finish(&mut out)
+                }
+            };
+            if let Err(e) = step {
+                *refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                yield Err(std::io::Error::other("a batch input line was refused"));
+                break;
+            }
+            for b in out.drain(..) {
+                yield Ok(b);
+            }
+        }
+    }
 }
 
 /// The client's body, refused past `limit` bytes (`over` says so).

@@ -67,13 +67,13 @@ pub struct HttpDispatch {
     client: reqwest::Client,
     /// Provider calls (shared with pass-through).
     upstream: Arc<UpstreamClient>,
-    /// OAuth tokens of providers that need them.
-    tokens: Tokens,
+    /// OAuth tokens of providers that need them (shared with pass-through).
+    tokens: Arc<Tokens>,
 }
 
 impl HttpDispatch {
     /// Calls through `upstream`; OAuth tokens are fetched with `client`.
-    pub fn new(client: reqwest::Client, upstream: Arc<UpstreamClient>, tokens: Tokens) -> Self {
+    pub fn new(client: reqwest::Client, upstream: Arc<UpstreamClient>, tokens: Arc<Tokens>) -> Self {
         Self {
             client,
             upstream,
@@ -163,13 +163,72 @@ impl HttpDispatch {
             Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
         } else {
             let cap = usize::try_from(max_response_bytes).unwrap_or(usize::MAX);
-            match read_capped(body, cap, deadline).await? {
-                Read::Whole(body) => Ok(Upstream::Full(adapter.parse_for(op, request, &body, &target)?)),
-                Read::Cut(_) => Err(too_large(max_response_bytes)),
+            let mut body = match read_capped(body, cap, deadline).await? {
+                Read::Whole(body) => body,
+                Read::Cut(_) => return Err(too_large(max_response_bytes)),
+            };
+            // An answer in pages (Bedrock Rerank's `nextToken`): the rest, within the same
+            // deadline and response cap, joined before it is translated.
+            let mut pages = 1;
+            while let Some(next) = adapter.next_page(op, request, &body, &target)? {
+                if pages == MAX_PAGES {
+                    return Err(ProviderError::new(
+                        ErrorKind::Protocol,
+                        format!("the upstream answered in more than {MAX_PAGES} pages"),
+                    ));
+                }
+                pages += 1;
+                let page = self
+                    .page(adapter, next, cap - body.len(), max_response_bytes, deadline)
+                    .await?;
+                body = adapter.join_pages(op, &body, &page)?;
+                if body.len() > cap {
+                    return Err(too_large(max_response_bytes));
+                }
             }
+            Ok(Upstream::Full(adapter.parse_for(op, request, &body, &target)?))
+        }
+    }
+
+    /// One more page of a whole answer, by `deadline`, at most `cap` bytes (what is left of the
+    /// fleet's `max_response_bytes`).
+    async fn page(
+        &self,
+        adapter: &dyn providers::Adapter,
+        up: providers::UpstreamRequest,
+        cap: usize,
+        max_response_bytes: u64,
+        deadline: Instant,
+    ) -> Result<Bytes, ProviderError> {
+        let uri = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
+        let sent = self.upstream.send(up.method, uri, up.headers, up.body);
+        let resp = match tokio::time::timeout_at(deadline, sent).await {
+            Err(_) => {
+                return Err(ProviderError::new(
+                    ErrorKind::Timeout,
+                    "the upstream did not answer in time",
+                ))
+            }
+            Ok(r) => r?,
+        };
+        let (parts, body) = resp.into_parts();
+        let status = parts.status.as_u16();
+        if !(200..300).contains(&status) {
+            let body = match read_capped(body, ERROR_BODY_BYTES, deadline).await {
+                Ok(Read::Whole(b) | Read::Cut(b)) => b,
+                Err(_) => Bytes::new(),
+            };
+            return Err(adapter.error(status, &parts.headers, &body));
+        }
+        match read_capped(body, cap, deadline).await? {
+            Read::Whole(b) => Ok(b),
+            Read::Cut(_) => Err(too_large(max_response_bytes)),
         }
     }
 }
+
+/// The most pages of one answer followed: the upstream drives the loop, the gateway bounds it.
+const MAX_PAGES: usize = 20;
 
 /// A body read up to a limit.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! Amazon Bedrock Runtime: chat through `Converse` and `ConverseStream`, embeddings through
 //! `InvokeModel` (Amazon Titan Text Embeddings and Cohere Embed), image generation through
-//! `InvokeModel` (Amazon Nova Canvas, Titan Image Generator, Stability; see [`crate::images`]), rerank through the Agents for
+//! `InvokeModel` (Amazon Nova Canvas, Titan Image Generator, Stability, SDXL; see [`crate::images`]), rerank through the Agents for
 //! Amazon Bedrock Runtime's `Rerank` (amazon.rerank-v1:0, cohere.rerank-v3-5:0; host
 //! `bedrock-agent-runtime.{region}`, see [`crate::rerank`]), every request signed with SigV4
 //! (service `bedrock`, the agent runtime's too).
@@ -24,7 +24,8 @@ mod response;
 mod stream;
 
 use crate::{
-    images, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target, Translated, UpstreamRequest,
+    images, Adapter, ErrorKind, Forwarded, Json, Operation, ProviderError, StreamTranslator, Target, Translated,
+    UpstreamRequest,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -86,10 +87,13 @@ impl Adapter for Bedrock {
             Operation::Images if images::is_stability_image_model(target.model) => {
                 ("invoke", images::stability_request(request, target)?)
             }
+            Operation::Images if images::is_sdxl_model(target.model) => {
+                ("invoke", images::sdxl_request(request, target)?)
+            }
             Operation::Images => {
                 return Err(request::bad(
                     format!(
-                        "bedrock image generation supports amazon.nova-canvas-*, amazon.titan-image-generator-*, stability.sd3-* and stability.stable-image-* models, not `{}`",
+                        "bedrock image generation supports amazon.nova-canvas-*, amazon.titan-image-generator-*, stability.sd3-*, stability.stable-image-* and stability.stable-diffusion-xl-* models, not `{}`",
                         target.model
                     ),
                     "model",
@@ -124,6 +128,7 @@ impl Adapter for Bedrock {
             Operation::Images if images::is_stability_image_model(target.model) => {
                 images::stability_response(body, epoch(target).0)
             }
+            Operation::Images if images::is_sdxl_model(target.model) => images::sdxl_response(body, epoch(target).0),
             Operation::Images => images::amazon_image_response(body, epoch(target).0),
             // Without the request: one query billed, documents as Bedrock returns them.
             Operation::Rerank => self.parse_for(op, &Json::new(), body, target),
@@ -152,12 +157,60 @@ impl Adapter for Bedrock {
         crate::rerank::bedrock_response(body, &crate::rerank::response_id(target), documents, with_documents)
     }
 
+    fn next_page(
+        &self,
+        op: Operation,
+        request: &Json,
+        answer: &[u8],
+        target: &Target<'_>,
+    ) -> Result<Option<UpstreamRequest>, ProviderError> {
+        if op != Operation::Rerank {
+            return Ok(None);
+        }
+        let Some(token) = crate::rerank::bedrock_next_token(answer) else {
+            return Ok(None);
+        };
+        let region = target.provider.region.as_deref().unwrap_or(DEFAULT_REGION);
+        let mut body = crate::rerank::bedrock_request(request, target, region)?;
+        body["nextToken"] = token.into();
+        let body = crate::wire::encode(&body)?;
+        let url = format!("{}/rerank", agent_runtime_base(&target.provider.base_url));
+        let headers = signed_headers(&url, &body, target)?;
+        Ok(Some(UpstreamRequest {
+            method: Method::POST,
+            url,
+            headers,
+            body,
+        }))
+    }
+
+    fn join_pages(&self, op: Operation, so_far: &[u8], next: &[u8]) -> Result<Bytes, ProviderError> {
+        if op != Operation::Rerank {
+            return Ok(Bytes::copy_from_slice(so_far));
+        }
+        crate::rerank::bedrock_join(so_far, next)
+    }
+
     fn stream(&self, _op: Operation, target: &Target<'_>) -> Box<dyn StreamTranslator> {
         Box::new(ConverseStream::new(target))
     }
 
     fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         bedrock_error(status, headers, body)
+    }
+
+    fn signs_body(&self) -> bool {
+        true
+    }
+
+    fn credentials_for(&self, request: &Forwarded<'_>, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+        request::sign_request(
+            request.method.as_str(),
+            request.url,
+            request.content_type,
+            request.body,
+            target,
+        )
     }
 }
 

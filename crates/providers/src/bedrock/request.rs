@@ -30,8 +30,21 @@ fn auth_error(message: impl Into<String>) -> ProviderError {
     ProviderError::new(ErrorKind::Auth, message)
 }
 
-/// `content-type` plus the SigV4 headers for `POST url` with `body`, signed at `target.now`.
+/// `content-type` plus the SigV4 headers for `POST url` with a JSON `body`, signed at `target.now`.
 pub(super) fn signed_headers(url: &str, body: &[u8], target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
+    sign_request("POST", url, Some("application/json"), body, target)
+}
+
+/// The SigV4 headers (and `content-type`, when there is one: it is signed too) for `method url`
+/// with `body`, signed at `target.now`, plus the Provider's extra headers (unsigned). The one
+/// signer of every Bedrock request, the adapter's and pass-through's.
+pub(super) fn sign_request(
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    target: &Target<'_>,
+) -> Result<HeaderMap, ProviderError> {
     let Some(CredentialsConfig::Aws {
         access_key_id,
         secret_access_key,
@@ -74,9 +87,9 @@ pub(super) fn signed_headers(url: &str, body: &[u8], target: &Target<'_>) -> Res
         .map_err(|e| auth_error(format!("cannot sign the bedrock request: {e}")))?
         .into();
     let signable = SignableRequest::new(
-        "POST",
+        method,
         url,
-        [("content-type", "application/json")].into_iter(),
+        content_type.map(|t| ("content-type", t)).into_iter(),
         SignableBody::Bytes(body),
     )
     .map_err(|e| auth_error(format!("cannot sign the bedrock request: {e}")))?;
@@ -85,7 +98,10 @@ pub(super) fn signed_headers(url: &str, body: &[u8], target: &Target<'_>) -> Res
         .into_parts();
 
     let mut headers = HeaderMap::with_capacity(6 + target.provider.headers.len());
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(t) = content_type {
+        let t = HeaderValue::from_str(t).map_err(|_| auth_error("the content type is not a valid header value"))?;
+        headers.insert(http::header::CONTENT_TYPE, t);
+    }
     for header in instructions.into_parts().0 {
         let name = HeaderName::from_bytes(header.name().as_bytes())
             .map_err(|_| auth_error("the SigV4 signer produced an invalid header name"))?;

@@ -151,6 +151,53 @@ fn the_signature_covers_body_and_time() {
 }
 
 #[test]
+fn pass_through_requests_are_signed_by_the_adapters_own_signer() {
+    let p = provider(Some("switchyard-test-session-token"));
+    let t = target(&p, "");
+    assert!(BEDROCK.signs_body());
+    // Bedrock's own requests have no credentials without their body.
+    assert!(BEDROCK.credentials(&t).is_err());
+    // The same request signed as `build` signs it: the same headers, byte for byte.
+    let built = BEDROCK
+        .build(
+            Operation::Chat,
+            &json_fixture("chat_request.json"),
+            &target(&p, CLAUDE),
+            false,
+        )
+        .unwrap();
+    let forwarded = Forwarded {
+        method: &Method::POST,
+        url: &built.url,
+        content_type: Some("application/json"),
+        body: &built.body,
+    };
+    let mut signed = BEDROCK.credentials_for(&forwarded, &t).unwrap();
+    assert_eq!(signed, built.headers);
+    // Any method and content type; a different body is a different signature.
+    let get = Forwarded {
+        method: &Method::GET,
+        url: "https://bedrock-runtime.us-east-1.amazonaws.com/async-invoke?maxResults=1",
+        content_type: None,
+        body: b"",
+    };
+    let h = BEDROCK.credentials_for(&get, &t).unwrap();
+    assert!(!h.contains_key("content-type"));
+    let auth = h["authorization"].to_str().unwrap();
+    assert!(
+        auth.contains("SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token"),
+        "{auth}"
+    );
+    let other = Forwarded {
+        body: b"{}",
+        ..forwarded
+    };
+    signed.remove("x-amz-content-sha256");
+    let h = BEDROCK.credentials_for(&other, &t).unwrap();
+    assert_ne!(h["authorization"], signed["authorization"]);
+}
+
+#[test]
 fn unsupported_params_fail_unless_dropped() {
     let p = provider(None);
     let base = chat(json!([{"role": "user", "content": "hi"}]));
@@ -959,6 +1006,34 @@ fn rerank_goes_to_the_agent_runtime_signed() {
 }
 
 #[test]
+fn rerank_pages_are_asked_for_by_next_token_and_joined() {
+    let p = provider(None);
+    let r = json_fixture("rerank_request.json");
+    let t = target(&p, "amazon.rerank-v1:0");
+    let first = br#"{"results":[{"index":1,"relevanceScore":0.9}],"nextToken":"tok-2"}"#;
+    let last = br#"{"results":[{"index":0,"relevanceScore":0.1}]}"#;
+    // The same request, with the answer's token, signed again.
+    let next = BEDROCK.next_page(Operation::Rerank, &r, first, &t).unwrap().unwrap();
+    let built = BEDROCK.build(Operation::Rerank, &r, &t, false).unwrap();
+    let mut expected = body_of(&built);
+    expected["nextToken"] = json!("tok-2");
+    assert_eq!((next.url.as_str(), body_of(&next)), (built.url.as_str(), expected));
+    assert_ne!(next.headers["authorization"], built.headers["authorization"]);
+    assert!(BEDROCK.next_page(Operation::Rerank, &r, last, &t).unwrap().is_none());
+    assert!(BEDROCK.next_page(Operation::Chat, &r, first, &t).unwrap().is_none());
+    // Joined, the pages read as one answer, without a token left.
+    let joined = BEDROCK.join_pages(Operation::Rerank, first, last).unwrap();
+    let v: Value = serde_json::from_slice(&joined).unwrap();
+    assert_eq!(
+        v,
+        json!({"results": [{"index": 1, "relevanceScore": 0.9}, {"index": 0, "relevanceScore": 0.1}]})
+    );
+    let out = BEDROCK.parse_for(Operation::Rerank, &r, &joined, &t).unwrap();
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(body["results"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
 fn rerank_refuses_what_bedrock_has_no_field_for() {
     let p = provider(None);
     let mut r = json_fixture("rerank_request.json");
@@ -1055,7 +1130,7 @@ fn bedrock_images_refuse_urls_and_other_models() {
         .build(
             Operation::Images,
             &images_request(),
-            &target(&p, "stability.stable-diffusion-xl-v1"),
+            &target(&p, "stability.stable-diffusion-v0"),
             false,
         )
         .unwrap_err();
@@ -1120,4 +1195,49 @@ fn stability_makes_one_image_a_request() {
         (e.kind, e.message.as_str()),
         (ErrorKind::ContentPolicy, "Filter reason: prompt")
     );
+}
+
+#[test]
+fn sdxl_takes_its_own_older_body() {
+    let p = provider(None);
+    let t = target(&p, "stability.stable-diffusion-xl-v1");
+    let mut r = images_request();
+    r.insert("n".into(), json!(1));
+    r.insert("size".into(), json!("1792x1024"));
+    r.insert("negative_prompt".into(), json!("blur"));
+    r.insert("cfg_scale".into(), json!(9));
+    r.insert("steps".into(), json!(40));
+    r.remove("output_format");
+    let req = BEDROCK.build(Operation::Images, &r, &t, false).unwrap();
+    assert!(
+        req.url.ends_with("/model/stability.stable-diffusion-xl-v1/invoke"),
+        "{}",
+        req.url
+    );
+    let body = body_of(&req);
+    // 1792x1024 is 7:4; SDXL's nearest size is 1344x768.
+    assert_eq!(
+        body,
+        json!({
+            "text_prompts": [{"text": r["prompt"], "weight": 1.0}, {"text": "blur", "weight": -1.0}],
+            "samples": 1, "width": 1344, "height": 768, "cfg_scale": 9, "steps": 40
+        })
+    );
+    r.insert("output_format".into(), json!("jpeg"));
+    let e = BEDROCK.build(Operation::Images, &r, &t, false).unwrap_err();
+    assert_eq!(e.param.as_deref(), Some("output_format"));
+    // Bedrock user guide, "Stability.ai Diffusion 1.0 text to image": the answer and a filtered one.
+    let out = BEDROCK
+        .parse(
+            Operation::Images,
+            br#"{"result":"success","artifacts":[{"seed":123,"base64":"iVBORw0KGgo=","finishReason":"SUCCESS"}]}"#,
+            &t,
+        )
+        .unwrap();
+    assert_eq!(out.usage.map(|u| u.completion_tokens), Some(1));
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(body["data"], json!([{"b64_json": "iVBORw0KGgo="}]));
+    let filtered = br#"{"result":"success","artifacts":[{"seed":1,"base64":"","finishReason":"CONTENT_FILTERED"}]}"#;
+    let e = BEDROCK.parse(Operation::Images, filtered, &t).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ContentPolicy);
 }

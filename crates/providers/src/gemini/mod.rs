@@ -299,13 +299,8 @@ impl Adapter for Google {
     }
 
     fn credentials(&self, target: &Target<'_>) -> Result<HeaderMap, ProviderError> {
-        match self.front {
-            Front::GeminiApi => self.headers(target),
-            // Vertex AI wants an OAuth access token, which the gateway's routing fetches.
-            Front::Vertex => Err(crate::wire::bad(
-                "pass-through does not serve providers of type vertex: their requests need an OAuth access token",
-            )),
-        }
+        // Vertex AI's OAuth access token comes in `target.bearer`, from the gateway's token cache.
+        self.headers(target)
     }
 
     fn error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
