@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
-use switchyard_config::{BackendConfig, ProviderConfig, ProviderKind};
+use switchyard_config::{BackendConfig, HttpVersion, ProviderConfig, ProviderKind};
 use switchyard_providers::{self as providers, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target};
 use tokio::time::Instant;
 
@@ -179,7 +179,14 @@ impl HttpDispatch {
                 }
                 pages += 1;
                 let page = self
-                    .page(adapter, next, cap - body.len(), max_response_bytes, deadline)
+                    .page(
+                        adapter,
+                        provider.http_version,
+                        next,
+                        cap - body.len(),
+                        max_response_bytes,
+                        deadline,
+                    )
                     .await?;
                 body = adapter.join_pages(op, &body, &page)?;
                 if body.len() > cap {
@@ -195,13 +202,14 @@ impl HttpDispatch {
     async fn page(
         &self,
         adapter: &dyn providers::Adapter,
+        version: HttpVersion,
         up: providers::UpstreamRequest,
         cap: usize,
         max_response_bytes: u64,
         deadline: Instant,
     ) -> Result<Bytes, ProviderError> {
         let uri = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
-        let sent = self.upstream.send(up.method, uri, up.headers, up.body);
+        let sent = self.upstream.send(version, up.method, uri, up.headers, up.body);
         let resp = match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => {
                 return Err(ProviderError::new(
