@@ -133,12 +133,12 @@ pub(crate) fn file_start(boundary: &str, head: &[u8]) -> Option<usize> {
     scan.file
 }
 
-fn malformed() -> GatewayError {
+pub(crate) fn malformed() -> GatewayError {
     GatewayError::bad_request("the multipart/form-data body is malformed", None)
 }
 
 /// `name` of a part's `Content-Disposition: form-data; name="..."`.
-fn part_name(headers: &[u8]) -> Option<String> {
+pub(crate) fn part_name(headers: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(headers).ok()?;
     let disposition = text
         .split("\r\n")
@@ -155,8 +155,8 @@ fn part_name(headers: &[u8]) -> Option<String> {
     })
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::audio::multipart::{find, malformed, part_name};
 use crate::error::GatewayError;
 
 /// The most a part's headers, or the `purpose` value, may take.
@@ -268,32 +269,6 @@ fn model_of(line: &[u8]) -> Option<(std::ops::Range<usize>, String)> {
     // `raw` borrows from `text`: its place is the distance between their starts.
     let start = (raw.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
     Some((start..start + raw.len(), model))
-}
-
-fn malformed() -> GatewayError {
-    GatewayError::bad_request("the multipart/form-data body is malformed", None)
-}
-
-/// `name` of a part's `Content-Disposition: form-data; name="..."`.
-fn part_name(headers: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(headers).ok()?;
-    let disposition = text
-        .split("\r\n")
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition"))
-        })?
-        .1;
-    disposition.split(';').find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("name")
-            .then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]

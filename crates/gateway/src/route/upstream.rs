@@ -134,30 +134,13 @@ impl HttpDispatch {
         let request_timeout = Duration::from_millis(provider.timeouts.request_ms);
         // A whole response must be in by then; a stream only has to start (`prime` then waits for
         // its first token).
-        let deadline = Instant::now() + request_timeout;
+        let now = Instant::now();
+        let deadline = now + request_timeout;
+        let head_by = now + headers_timeout.min(request_timeout);
         let sent = self
             .upstream
             .send(provider.http_version, up.method, uri, headers, up.body);
-        let resp = match tokio::time::timeout(headers_timeout.min(request_timeout), sent).await {
-            Err(_) => {
-                return Err(ProviderError::new(
-                    ErrorKind::Timeout,
-                    "the upstream did not answer in time",
-                ))
-            }
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(r)) => r,
-        };
-        let (parts, body) = resp.into_parts();
-        let status = parts.status.as_u16();
-        if !(200..300).contains(&status) {
-            // Only the head of an error body: it is classified, never forwarded whole.
-            let body = match read_capped(body, ERROR_BODY_BYTES, deadline).await {
-                Ok(Read::Whole(b) | Read::Cut(b)) => b,
-                Err(_) => Bytes::new(),
-            };
-            return Err(adapter.error(status, &parts.headers, &body));
-        }
+        let body = answered(adapter, sent, head_by, deadline).await?;
         if stream {
             let chunks = http_body_util::BodyDataStream::new(body).boxed();
             Ok(Upstream::Stream(chunks, adapter.stream(op, &target)))
@@ -210,29 +193,42 @@ impl HttpDispatch {
     ) -> Result<Bytes, ProviderError> {
         let uri = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
         let sent = self.upstream.send(version, up.method, uri, up.headers, up.body);
-        let resp = match tokio::time::timeout_at(deadline, sent).await {
-            Err(_) => {
-                return Err(ProviderError::new(
-                    ErrorKind::Timeout,
-                    "the upstream did not answer in time",
-                ))
-            }
-            Ok(r) => r?,
-        };
-        let (parts, body) = resp.into_parts();
-        let status = parts.status.as_u16();
-        if !(200..300).contains(&status) {
-            let body = match read_capped(body, ERROR_BODY_BYTES, deadline).await {
-                Ok(Read::Whole(b) | Read::Cut(b)) => b,
-                Err(_) => Bytes::new(),
-            };
-            return Err(adapter.error(status, &parts.headers, &body));
-        }
+        let body = answered(adapter, sent, deadline, deadline).await?;
         match read_capped(body, cap, deadline).await? {
             Read::Whole(b) => Ok(b),
             Read::Cut(_) => Err(too_large(max_response_bytes)),
         }
     }
+}
+
+/// The body of a 2xx answer to `sent`, whose head must come by `head_by`. Any other status is
+/// the adapter's error, classified from the first [`ERROR_BODY_BYTES`] of its body (read by
+/// `deadline`), never forwarded whole.
+async fn answered(
+    adapter: &dyn providers::Adapter,
+    sent: impl std::future::Future<Output = Result<http::Response<UpstreamBody>, ProviderError>>,
+    head_by: Instant,
+    deadline: Instant,
+) -> Result<UpstreamBody, ProviderError> {
+    let resp = match tokio::time::timeout_at(head_by, sent).await {
+        Err(_) => {
+            return Err(ProviderError::new(
+                ErrorKind::Timeout,
+                "the upstream did not answer in time",
+            ))
+        }
+        Ok(r) => r?,
+    };
+    let (parts, body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    if !(200..300).contains(&status) {
+        let body = match read_capped(body, ERROR_BODY_BYTES, deadline).await {
+            Ok(Read::Whole(b) | Read::Cut(b)) => b,
+            Err(_) => Bytes::new(),
+        };
+        return Err(adapter.error(status, &parts.headers, &body));
+    }
+    Ok(body)
 }
 
 /// The most pages of one answer followed: the upstream drives the loop, the gateway bounds it.
