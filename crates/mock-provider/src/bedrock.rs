@@ -706,17 +706,10 @@ fn check_rerank(req: &Value) -> Result<(String, Vec<Value>, String, Option<usize
             "1 validation error detected: Value null at '{path}' failed to satisfy constraint: Member must not be null"
         )
     };
-    let Some(obj) = req.as_object() else {
+    if !req.is_object() {
         return Err("Malformed input request, please reformat your input and try again.".into());
-    };
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !["queries", "sources", "rerankingConfiguration", "nextToken"].contains(&k.as_str()))
-    {
-        return Err(format!(
-            "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
-        ));
     }
+    no_extraneous_key(req, &["queries", "sources", "rerankingConfiguration", "nextToken"])?;
     let queries = req["queries"].as_array().ok_or_else(|| null("queries"))?;
     let [q] = queries.as_slice() else {
         return Err(format!(
@@ -779,4 +772,18 @@ fn check_rerank(req: &Value) -> Result<(String, Vec<Value>, String, Option<usize
         },
     };
     Ok((query, documents, model, top))
+}
+
+/// Bedrock's `ValidationException` message for a key of `v` (an object) that `allowed` does not
+/// name; `Ok` when there is none (or `v` is no object).
+pub(crate) fn no_extraneous_key(v: &Value, allowed: &[&str]) -> Result<(), String> {
+    match v
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())))
+    {
+        Some(k) => Err(format!(
+            "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
+        )),
+        None => Ok(()),
+    }
 }

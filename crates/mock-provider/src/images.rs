@@ -36,6 +36,7 @@ use axum::http::{HeaderMap, Response, StatusCode, Uri};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::bedrock::no_extraneous_key;
 use crate::openai::{bad_request, fault_response, received_azure, received_openai, success_headers, Flavor};
 use crate::scenario::{self, Act, Behaviour, Plan};
 use crate::state::MockState;
@@ -274,17 +275,7 @@ const TITAN_SIZES: [(u64, u64); 25] = [
 /// Bedrock `InvokeModel` on Nova Canvas or Titan Image Generator (`TEXT_IMAGE`): the answer,
 /// or the message of Bedrock's `ValidationException`.
 pub fn amazon(model_id: &str, req: &Value) -> Result<Value, String> {
-    let malformed = |k: &str| {
-        format!(
-            "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
-        )
-    };
-    let unknown = |v: &Value, allowed: &[&str]| -> Option<String> {
-        v.as_object()?.keys().find(|k| !allowed.contains(&k.as_str())).cloned()
-    };
-    if let Some(k) = unknown(req, &["taskType", "textToImageParams", "imageGenerationConfig"]) {
-        return Err(malformed(&k));
-    }
+    no_extraneous_key(req, &["taskType", "textToImageParams", "imageGenerationConfig"])?;
     if req["taskType"] != "TEXT_IMAGE" {
         return Err(format!(
             "Malformed input request: #/taskType: {} is not a valid enum value (the mock serves TEXT_IMAGE only), please reformat your input and try again.",
@@ -292,9 +283,7 @@ pub fn amazon(model_id: &str, req: &Value) -> Result<Value, String> {
         ));
     }
     let text = &req["textToImageParams"];
-    if let Some(k) = unknown(text, &["text", "negativeText"]) {
-        return Err(malformed(&k));
-    }
+    no_extraneous_key(text, &["text", "negativeText"])?;
     let Some(prompt) = text["text"]
         .as_str()
         .filter(|t| (1..=1024).contains(&t.chars().count()))
@@ -302,12 +291,10 @@ pub fn amazon(model_id: &str, req: &Value) -> Result<Value, String> {
         return Err("Malformed input request: #/textToImageParams/text: expected a string of 1 to 1024 characters, please reformat your input and try again.".into());
     };
     let config = req.get("imageGenerationConfig").cloned().unwrap_or_else(|| json!({}));
-    if let Some(k) = unknown(
+    no_extraneous_key(
         &config,
         &["numberOfImages", "width", "height", "quality", "cfgScale", "seed"],
-    ) {
-        return Err(malformed(&k));
-    }
+    )?;
     let n = config.get("numberOfImages").map_or(Some(1), Value::as_u64);
     let Some(n @ 1..=5) = n else {
         return Err("Malformed input request: #/imageGenerationConfig/numberOfImages: must be 1 to 5, please reformat your input and try again.".into());
@@ -360,17 +347,7 @@ pub fn stability(req: &Value) -> Result<Value, String> {
         "seed",
         "negative_prompt",
     ];
-    if let Some(k) = req
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, _)| k)
-        .find(|k| !allowed.contains(&k.as_str()))
-    {
-        return Err(format!(
-            "Malformed input request: extraneous key [{k}] is not permitted, please reformat your input and try again."
-        ));
-    }
+    no_extraneous_key(req, &allowed)?;
     let Some(prompt) = req["prompt"].as_str().filter(|p| p.chars().count() <= 10_000) else {
         return Err(
             "Malformed input request: #: required key [prompt] not found, please reformat your input and try again."
@@ -441,15 +418,7 @@ pub fn sdxl(req: &Value) -> Result<Value, String> {
     ];
     let malformed =
         |what: String| format!("Malformed input request: {what}, please reformat your input and try again.");
-    if let Some(k) = req
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, _)| k)
-        .find(|k| !allowed.contains(&k.as_str()))
-    {
-        return Err(malformed(format!("extraneous key [{k}] is not permitted")));
-    }
+    no_extraneous_key(req, &allowed)?;
     let Some(prompts) = req["text_prompts"].as_array().filter(|p| !p.is_empty()) else {
         return Err(malformed("#: required key [text_prompts] not found".into()));
     };
