@@ -204,12 +204,21 @@ fn stream_usage_and_done_are_observed() {
 fn only_the_event_that_reports_usage_is_read_for_it() {
     // OpenAI's chunks when usage was asked for: `"usage":null` until the last (API reference,
     // "The chat completion chunk object").
-    assert_eq!(reports_usage(br#"{"choices":[{"delta":{"content":"Hi"}}],"usage":null}"#), Some(false));
-    assert_eq!(reports_usage(br#"{"choices":[],"usage" : { "prompt_tokens":5}}"#), Some(true));
+    assert_eq!(
+        reports_usage(br#"{"choices":[{"delta":{"content":"Hi"}}],"usage":null}"#),
+        Some(false)
+    );
+    assert_eq!(
+        reports_usage(br#"{"choices":[],"usage" : { "prompt_tokens":5}}"#),
+        Some(true)
+    );
     assert_eq!(reports_usage(br#"{"choices":[{"delta":{"content":"Hi"}}]}"#), None);
     // A nested `null` does not hide a top-level usage after it; a value that is not a key is read
     // as before.
-    assert_eq!(reports_usage(br#"{"x":{"usage":null},"usage":{"prompt_tokens":1}}"#), Some(true));
+    assert_eq!(
+        reports_usage(br#"{"x":{"usage":null},"usage":{"prompt_tokens":1}}"#),
+        Some(true)
+    );
     assert_eq!(reports_usage(br#"{"type":"usage"}"#), Some(true));
 
     let mut s = Passthrough::default();
