@@ -18,9 +18,6 @@
 //! at most ([`WORST_COMPLETION`], for a budget reservation). Both go through
 //! [`Prompt::completion_or`].
 
-use std::sync::LazyLock;
-
-use memchr::memmem::Finder;
 use serde_json::Value;
 use switchyard_providers::{Json, Operation};
 
@@ -174,24 +171,23 @@ impl StreamPrompt {
     }
 }
 
-/// The fields of an OpenAI-format stream chunk whose string values are completion text: a chat
-/// delta's `content`, `reasoning_content`, `refusal` and tool-call `arguments`, a completion's
-/// `text`.
-const CHUNK_TEXT: [&str; 5] = [
-    "\"content\":",
-    "\"reasoning_content\":",
-    "\"refusal\":",
-    "\"arguments\":",
-    "\"text\":",
-];
-/// The Responses API's stream: every text and argument delta is a `delta` string (its `done`
-/// and `completed` events repeat the whole text, which must not count twice).
-const RESPONSES_TEXT: [&str; 1] = ["\"delta\":"];
-
-static CHUNK_FINDERS: LazyLock<Vec<Finder<'static>>> =
-    LazyLock::new(|| CHUNK_TEXT.iter().map(|k| Finder::new(k.as_bytes())).collect());
-static RESPONSES_FINDERS: LazyLock<Vec<Finder<'static>>> =
-    LazyLock::new(|| RESPONSES_TEXT.iter().map(|k| Finder::new(k.as_bytes())).collect());
+/// Whether the key that ends just before a `":` is one whose string value is completion text:
+/// in a chat or completion chunk, a delta's `content`, `reasoning_content`, `refusal` and
+/// tool-call `arguments`, a completion's `text`; in a Responses API stream, every text and
+/// argument delta is a `delta` string (its `done` and `completed` events repeat the whole text,
+/// which must not count twice). `key` runs up to the key's closing quote, excluded. Literal
+/// needles, so that each comparison is a few loads rather than a call.
+fn is_text_key(key: &[u8], responses: bool) -> bool {
+    if responses {
+        return key.ends_with(b"\"delta");
+    }
+    match key.last() {
+        Some(b't') => key.ends_with(b"\"content") || key.ends_with(b"\"reasoning_content") || key.ends_with(b"\"text"),
+        Some(b'l') => key.ends_with(b"\"refusal"),
+        Some(b's') => key.ends_with(b"\"arguments"),
+        _ => false,
+    }
+}
 
 /// Completion tokens a stream delivered, counted from the chunks the client was sent (in
 /// OpenAI's format, before the client's egress): the text of each chunk's completion fields,
@@ -223,21 +219,21 @@ impl Delivered {
         }
     }
 
-    /// Adds the completion text of one or more SSE events.
+    /// Adds the completion text of one or more SSE events: one scan for the `":` that ends a
+    /// key, the key before it compared with the text fields.
     pub fn add(&mut self, chunk: &[u8]) {
-        let finders = if self.responses {
-            &*RESPONSES_FINDERS
-        } else {
-            &*CHUNK_FINDERS
-        };
-        for f in finders {
-            for at in f.find_iter(chunk) {
-                if let Some(text) = string_at(chunk, at + f.needle().len()) {
-                    match std::str::from_utf8(text) {
-                        Ok(text) => self.pending.push_str(text),
-                        // Cut inside a character: bytes read as the rough estimate does.
-                        Err(_) => self.tokens = self.tokens.saturating_add((text.len() as u64).div_ceil(3)),
-                    }
+        for colon in memchr::memchr_iter(b':', chunk) {
+            let Some(key) = chunk.get(..colon).and_then(|b| b.strip_suffix(b"\"")) else {
+                continue;
+            };
+            if !is_text_key(key, self.responses) {
+                continue;
+            }
+            if let Some(text) = string_at(chunk, colon + 1) {
+                match std::str::from_utf8(text) {
+                    Ok(text) => self.pending.push_str(text),
+                    // Cut inside a character: bytes read as the rough estimate does.
+                    Err(_) => self.tokens = self.tokens.saturating_add((text.len() as u64).div_ceil(3)),
                 }
             }
         }

@@ -360,7 +360,7 @@ pub(crate) async fn admit(
     route: &Route,
     request: &Json,
 ) -> Result<Admission, Refused> {
-    let label = || format!("{}/{}", route.config.namespace, route.config.model);
+    let label = || route.id.clone();
     let measure = |reserve: bool| {
         let measured = Prompt::measure(request);
         let prompt = measured.rough();
@@ -427,7 +427,7 @@ async fn admit_with(
         return Ok(admission);
     }
     let (tokens, reserve) = measure(enforce || teams_enforce);
-    let lease = format!("{:016x}", rand::random::<u64>());
+    let lease = crate::pipeline::random_hex(rand::random::<[u8; 8]>());
     let route_label = label();
     for i in 0..admission.teams.len() {
         let t = &admission.teams[i];

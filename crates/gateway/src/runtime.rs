@@ -44,6 +44,8 @@ pub fn serves(mode: RouteMode, op: Operation) -> bool {
 pub struct Route {
     /// The route's config.
     pub config: RouteConfig,
+    /// `namespace/model`: the route's name in metrics, logs and headers, written once.
+    pub id: String,
     /// Its position in the config's routes (state kept per route, such as balancing, is kept
     /// by this index).
     pub index: usize,
@@ -169,7 +171,9 @@ pub struct Runtime {
     pub hash: String,
     /// The generation the control plane gave it.
     pub generation: u64,
-    routes: HashMap<(String, String), Arc<Route>>,
+    /// Routes by namespace, then model name or alias: looked up with the request's `&str`s,
+    /// without building a key.
+    routes: HashMap<String, HashMap<String, Arc<Route>>>,
     /// Wildcard routes (`openai/*`), longest prefix first: asked only when no route has the
     /// model's exact name.
     wildcards: Vec<Arc<Route>>,
@@ -181,11 +185,12 @@ impl Runtime {
     /// Indexes a config.
     pub fn new(config: GatewayConfig, generation: u64) -> Self {
         let hash = config.hash();
-        let mut routes = HashMap::new();
+        let mut routes: HashMap<String, HashMap<String, Arc<Route>>> = HashMap::new();
         let mut wildcards = Vec::new();
         let mut reach = reachable(&config.routes).into_iter();
         for (index, r) in config.routes.iter().enumerate() {
             let route = Arc::new(Route {
+                id: format!("{}/{}", r.namespace, r.model),
                 config: r.clone(),
                 index,
                 reachable: reach.next().unwrap_or_default(),
@@ -195,7 +200,10 @@ impl Runtime {
                 continue;
             }
             for name in std::iter::once(&r.model).chain(r.aliases.iter()) {
-                routes.insert((r.namespace.clone(), name.clone()), route.clone());
+                routes
+                    .entry(r.namespace.clone())
+                    .or_default()
+                    .insert(name.clone(), route.clone());
             }
         }
         let mut covering: HashMap<(&str, &str), Vec<Arc<TeamBudget>>> = HashMap::new();
@@ -280,10 +288,10 @@ impl Runtime {
     pub fn route_for(&self, key: &Key, model: &str) -> Result<Arc<Route>, GatewayError> {
         let own = &key.config.namespace;
         let (ns, name, qualified) = match model.split_once('/') {
-            Some((ns, name)) if self.routes.contains_key(&(ns.to_owned(), name.to_owned())) => (ns, name, true),
+            Some((ns, name)) if self.route(ns, name).is_some() => (ns, name, true),
             _ => (own.as_str(), model, false),
         };
-        let Some(route) = self.routes.get(&(ns.to_owned(), name.to_owned())) else {
+        let Some(route) = self.route(ns, name) else {
             return self.wildcard_for(key, model);
         };
         if qualified && ns != own && !route.config.shared_with.iter().any(|s| s == own || s == "*") {
@@ -360,7 +368,7 @@ impl Runtime {
 
     /// A route by namespace and model name (or alias), for fallbacks and rule targets.
     pub fn route(&self, namespace: &str, model: &str) -> Option<&Arc<Route>> {
-        self.routes.get(&(namespace.to_owned(), model.to_owned()))
+        self.routes.get(namespace)?.get(model)
     }
 }
 
@@ -398,6 +406,7 @@ fn concrete(rt: &Runtime, wild: &Route, suffix: &str, budgeted: bool, model: &st
         }
     }
     Ok(Arc::new(Route {
+        id: format!("{}/{}", config.namespace, config.model),
         config,
         index: wild.index,
         reachable,

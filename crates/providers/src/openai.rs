@@ -162,7 +162,12 @@ impl OpenAi {
                 target.model
             )
         } else {
-            format!("{base}/{tail}")
+            // Not `format!`: this runs for every upstream call.
+            let mut url = String::with_capacity(base.len() + 1 + tail.len());
+            url.push_str(base);
+            url.push('/');
+            url.push_str(tail);
+            url
         })
     }
 
@@ -191,11 +196,18 @@ impl OpenAi {
             h.insert(name, value);
         }
         if let Some(CredentialsConfig::ApiKey { key }) = &target.provider.credentials {
+            // Built without `format!` and a second copy: this runs for every upstream call.
+            let key = key.expose().as_bytes();
             let (name, value) = match self.auth {
-                Auth::Bearer => (http::header::AUTHORIZATION, format!("Bearer {}", key.expose())),
-                Auth::ApiKeyHeader => (HeaderName::from_static("api-key"), key.expose().to_owned()),
+                Auth::Bearer => {
+                    let mut v = Vec::with_capacity(7 + key.len());
+                    v.extend_from_slice(b"Bearer ");
+                    v.extend_from_slice(key);
+                    (http::header::AUTHORIZATION, v)
+                }
+                Auth::ApiKeyHeader => (HeaderName::from_static("api-key"), key.to_vec()),
             };
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            let mut value = HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| {
                 ProviderError::new(ErrorKind::Auth, "the provider's API key is not a valid header value")
             })?;
             value.set_sensitive(true);
@@ -584,6 +596,32 @@ fn event_type(data: &str) -> &str {
     rest.find('"').map_or("", |end| &rest[..end])
 }
 
+/// Whether an event names `"usage"` (`None` when it does not) and, if it does, whether it may
+/// carry one: `false` when every `"usage"` in it is a key whose value is `null`. A byte scan, so
+/// that the chunks of a stream are not each parsed to find the one that reports usage.
+fn reports_usage(data: &[u8]) -> Option<bool> {
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    let mut named = false;
+    for at in USAGE.find_iter(data) {
+        named = true;
+        let after = skip_space(&data[at + USAGE.needle().len()..]);
+        let Some(value) = after.strip_prefix(b":") else {
+            // A string value, not the key: parsed, as before this scan.
+            return Some(true);
+        };
+        if !skip_space(value).starts_with(b"null") {
+            return Some(true);
+        }
+    }
+    named.then_some(false)
+}
+
+fn skip_space(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    &b[start..]
+}
+
 impl StreamTranslator for Passthrough {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
         let events = self.parser.feed(&chunk)?;
@@ -608,10 +646,15 @@ impl StreamTranslator for Passthrough {
                 }
             } else if ev.data == "[DONE]" {
                 self.done = true;
-            } else if ev.data.contains("\"usage\"") {
-                if let Ok(u) = serde_json::from_str::<UsageOnly>(&ev.data) {
-                    if let Some(u) = u.usage {
-                        self.usage = Some(u.into());
+            } else if let Some(reported) = reports_usage(ev.data.as_bytes()) {
+                // OpenAI names `"usage":null` in every chunk of a stream that asked for usage:
+                // only the one that carries it is parsed. An event naming usage was never
+                // refused (a parse failure reads as no usage), so it is not validated either.
+                if reported {
+                    if let Ok(u) = serde_json::from_str::<UsageOnly>(&ev.data) {
+                        if let Some(u) = u.usage {
+                            self.usage = Some(u.into());
+                        }
                     }
                 }
             } else if ev.data.starts_with("{\"error\"") {

@@ -71,7 +71,7 @@ use crate::error::GatewayError;
 pub use crate::runtime::serves;
 use crate::runtime::{Key, Route, Runtime};
 use crate::telemetry::Parent;
-use context::{label, Ctx};
+use context::Ctx;
 use strategy::Dice;
 
 /// What served a request.
@@ -118,7 +118,7 @@ impl Ctx<'_> {
             Ok(s) => {
                 let backend = &s.route.config.backends[s.index];
                 let outcome = Outcome {
-                    route: label(&s.route.config),
+                    route: s.route.id.clone(),
                     backend: backend.name.clone(),
                     provider: s.provider,
                     price: backend.price,

@@ -202,6 +202,40 @@ fn stream_usage_and_done_are_observed() {
 }
 
 #[test]
+fn only_the_event_that_reports_usage_is_read_for_it() {
+    // OpenAI's chunks when usage was asked for: `"usage":null` until the last (API reference,
+    // "The chat completion chunk object").
+    assert_eq!(
+        reports_usage(br#"{"choices":[{"delta":{"content":"Hi"}}],"usage":null}"#),
+        Some(false)
+    );
+    assert_eq!(
+        reports_usage(br#"{"choices":[],"usage" : { "prompt_tokens":5}}"#),
+        Some(true)
+    );
+    assert_eq!(reports_usage(br#"{"choices":[{"delta":{"content":"Hi"}}]}"#), None);
+    // A nested `null` does not hide a top-level usage after it; a value that is not a key is read
+    // as before.
+    assert_eq!(
+        reports_usage(br#"{"x":{"usage":null},"usage":{"prompt_tokens":1}}"#),
+        Some(true)
+    );
+    assert_eq!(reports_usage(br#"{"type":"usage"}"#), Some(true));
+
+    let mut s = Passthrough::default();
+    let mut out = Vec::new();
+    let chunks = Bytes::from_static(
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
+          data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n\
+          data: [DONE]\n\n",
+    );
+    s.feed(chunks, &mut out).unwrap();
+    s.finish(&mut out).unwrap();
+    let u = s.usage().unwrap();
+    assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached_tokens), (5, 1, 2));
+}
+
+#[test]
 fn cut_or_malformed_streams_are_errors() {
     let mut s = Passthrough::default();
     let mut out = Vec::new();
