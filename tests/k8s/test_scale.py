@@ -284,6 +284,7 @@ spec:
         p50, p99 = statistics.median(edits), percentile(edits, 0.99)
 
         rows = [
+            ("build", f"`{build_profile()}`"),
             ("objects applied", f"{ROUTES:,} LLMRoutes, {KEYS:,} VirtualKeys ({KEYS // 2:,} generated, "
                                 f"{KEYS // 2:,} from {len(docs) - ROUTES - KEYS} user Secrets)"),
             ("apply (8 concurrent server-side applies)", f"{applied:.1f} s"),
@@ -362,14 +363,20 @@ def edit_routes(api, ns, port):
     return times
 
 
+def build_profile():
+    """The cargo profile of the binary under test, from its path (`target/<profile>/switchyard`)."""
+    return Path(binary()).parent.name
+
+
 def write_results(rows):
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    profile = build_profile()
     lines = [
         "# Kubernetes scale: 1,000 LLMRoutes and 10,000 VirtualKeys",
         "",
         f"Written by `tests/k8s/test_scale.py` on {date}: a real kube-apiserver (v1.36.3, etcd without",
-        "fsync) from `tests/k8s/controlplane.py`, the operator and one gateway as local processes (debug",
-        "build), on 2 shared cores. Times are from the first apply.",
+        "fsync) from `tests/k8s/controlplane.py`, the operator and one gateway as local processes",
+        f"(`{profile}` build), on 2 shared cores. Times are from the first apply.",
         "",
         "| what | value |",
         "| --- | --- |",
@@ -379,8 +386,8 @@ def write_results(rows):
         "",
         "```sh",
         "export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}",
-        "cargo build -p switchyard",
-        "SWITCHYARD_WRITE_RESULTS=1 SWITCHYARD_BIN=$CARGO_TARGET_DIR/debug/switchyard \\",
+        "cargo build -p switchyard" + ("" if profile == "debug" else f" --profile {profile}"),
+        f"SWITCHYARD_WRITE_RESULTS=1 SWITCHYARD_BIN=$CARGO_TARGET_DIR/{profile}/switchyard \\",
         "    python -m pytest -p no:cacheprovider -q -s \\",
         "    tests/k8s/test_scale.py",
         "```",

@@ -4,7 +4,7 @@
 //! down the others. Order of input does not matter: everything is sorted before it is read.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Resource, ResourceExt};
@@ -47,12 +47,19 @@ pub const MAX_FALLBACK_DEPTH: usize = 3;
 
 /// Compiles manifests into a gateway configuration.
 pub fn compile(m: &Manifests, opts: &CompileOptions) -> Compiled {
+    compile_with(m, opts, &mut CompileMemo::default())
+}
+
+/// [`compile`], taking from `memo` what the last compile of the same fleet compiled each
+/// object to when the object and what it reads are at the same versions, and leaving in `memo`
+/// what this compile did. The result is what [`compile`] gives.
+pub fn compile_with(m: &Manifests, opts: &CompileOptions, memo: &mut CompileMemo) -> Compiled {
     let mut c = Compiler {
         m,
         diags: Vec::new(),
         not_permitted: (0, 0),
     };
-    let config = c.run(opts);
+    let config = c.run(opts, memo);
     let mut diagnostics = c.diags;
     for d in &mut diagnostics {
         if d.location.is_none() {
@@ -226,7 +233,7 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
 }
 
 impl<'a> Compiler<'a> {
-    fn run(&mut self, opts: &CompileOptions) -> GatewayConfig {
+    fn run(&mut self, opts: &CompileOptions, memo: &mut CompileMemo) -> GatewayConfig {
         let gateway = self.pick_gateway(opts);
         let fleet = Fleet {
             gateway,
@@ -234,7 +241,7 @@ impl<'a> Compiler<'a> {
         };
         let providers = self.providers();
         let routes = self.routes(&fleet, &providers);
-        let keys = self.keys(&fleet, &routes);
+        let keys = self.keys(&fleet, &routes, memo);
         let budgets = self.budgets(&fleet, &keys);
         if let (Some(gw), (routes_out, keys_out)) = (gateway, self.not_permitted) {
             if routes_out + keys_out > 0 {
@@ -1088,52 +1095,36 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn keys(&mut self, fleet: &Fleet<'_>, routes: &[RouteConfig]) -> Vec<KeyConfig> {
+    fn keys(&mut self, fleet: &Fleet<'_>, routes: &[RouteConfig], memo: &mut CompileMemo) -> Vec<KeyConfig> {
         let m = self.m;
         let admitted = m.keys.iter().filter(|k| fleet.admits(m, |s| &s.keys, &ns_of(*k)));
-        let (mut list, refused): (Vec<&api::VirtualKey>, Vec<&api::VirtualKey>) =
+        let (list, refused): (Vec<&api::VirtualKey>, Vec<&api::VirtualKey>) =
             admitted.partition(|k| fleet.serves_key(k));
         self.not_permitted.1 = refused
             .iter()
             .filter(|k| fleet.lacks_consent(&ns_of(**k), &k.spec.parent_refs))
             .count();
-        list.sort_by_key(|k| (ns_of(*k), k.name_any()));
+        let mut list: Vec<(String, &api::VirtualKey)> = list.into_iter().map(|k| (ns_of(k), k)).collect();
+        list.sort_by(|(a_ns, a), (b_ns, b)| (a_ns, &a.metadata.name).cmp(&(b_ns, &b.metadata.name)));
+        let mut last = std::mem::take(&mut memo.keys);
         let mut out = Vec::new();
         let mut seen_hashes: BTreeMap<String, ObjectId> = BTreeMap::new();
-        for k in list {
-            let id = id_of(k);
-            let ns = ns_of(k);
-            let s = &k.spec;
-            let (secret_name, secret_key) = match &s.secret_ref {
-                Some(sr) => (sr.name.clone(), sr.key.clone().unwrap_or_else(|| "key".to_owned())),
-                None => (format!("{}-key", k.name_any()), "key".to_owned()),
+        for (ns, k) in list {
+            let id = ObjectId::new("VirtualKey", &ns, &k.name_any());
+            // A key compiles from itself and the Secrets it reads, nothing else: at the same
+            // versions of those, the last compile's piece is this one.
+            let stamp = key_stamp(m, k, &ns);
+            let piece = match (stamp, last.remove(&id)) {
+                (Some(stamp), Some(piece)) if piece.stamp.as_ref() == Some(&stamp) => piece,
+                (stamp, _) => self.key(k, &id, &ns, stamp),
             };
-            let field = if s.secret_ref.is_some() {
-                "spec.secretRef"
-            } else {
-                "metadata.name"
-            };
-            let Some(value) = self.secret_key(&id, field, &ns, &secret_name, &secret_key) else {
+            self.diags.extend(piece.read_diags.iter().cloned());
+            let Some(first_hash) = piece.config.as_ref().map(|c| c.hashes[0].sha256.clone()) else {
+                memo.keep(id, piece);
                 continue;
             };
-            let mut hashes = vec![KeyHash {
-                sha256: hash_key(&value),
-                not_after: None,
-            }];
-            // A rotated key stays valid until its grace period ends (written by the operator).
-            if let Some(data) = m.secrets.get(&(ns.clone(), secret_name.clone())) {
-                if let (Some(prev), Some(until)) =
-                    (data.values.get("previousKey"), data.values.get("previousKeyNotAfter"))
-                {
-                    if let Ok(until) = until.parse::<i64>() {
-                        hashes.push(KeyHash {
-                            sha256: hash_key(prev),
-                            not_after: Some(until),
-                        });
-                    }
-                }
-            }
-            if let Some(other) = seen_hashes.get(&hashes[0].sha256) {
+            let field = key_field(k);
+            if let Some(other) = seen_hashes.get(&first_hash) {
                 // The diagnostic goes to this key's status: another namespace's key is not named.
                 let whose = if other.namespace == id.namespace {
                     other.to_string()
@@ -1146,72 +1137,76 @@ impl<'a> Compiler<'a> {
                     "DuplicateKey",
                     format!("uses the same key value as {whose}; the key is left out"),
                 ));
+                memo.keep(id, piece);
                 continue;
             }
-            seen_hashes.insert(hashes[0].sha256.clone(), id.clone());
-            for (i, allowed) in s.allowed_routes.iter().enumerate() {
-                let (rns, model) = allowed.split_once('/').unwrap_or((ns.as_str(), allowed.as_str()));
-                // A route of another namespace that is not shared with this one is reported like
-                // a missing one: the key cannot use it, and its namespace's route names are not
-                // this namespace's to learn. A wildcard route is named as written (`openai/*`),
-                // or by a model it serves.
-                let wildcard = |r: &RouteConfig| {
-                    r.namespace == ns
-                        && (r.model == *allowed
-                            || r.wildcard_prefix()
-                                .is_some_and(|p| allowed.len() > p.len() && allowed.starts_with(p)))
-                };
-                let exists = routes.iter().any(|r| {
-                    (r.namespace == rns
-                        && (r.model == model || r.aliases.iter().any(|a| a == model))
-                        && (rns == ns.as_str() || r.shared_with.iter().any(|s| *s == ns || s == "*")))
-                        || wildcard(r)
-                });
-                if !exists {
-                    self.diags.push(Diagnostic::warning(
-                        &id,
-                        &format!("spec.allowedRoutes[{i}]"),
-                        "RouteNotFound",
-                        format!("no route serves {allowed:?} (yet)"),
-                    ));
+            seen_hashes.insert(first_hash, id.clone());
+            self.key_references(k, &id, &ns, routes);
+            self.diags.extend(piece.budget_diags.iter().cloned());
+            if piece.budget_diags.iter().all(|d| !d.is_error()) {
+                out.extend(piece.config.iter().cloned());
+            }
+            memo.keep(id, piece);
+        }
+        out
+    }
+
+    /// What one key compiles to from itself and the Secrets it reads ([`KeyPiece`]).
+    fn key(&mut self, k: &api::VirtualKey, id: &ObjectId, ns: &str, stamp: Option<KeyStamp>) -> KeyPiece {
+        let m = self.m;
+        let s = &k.spec;
+        let mut piece = KeyPiece {
+            stamp,
+            config: None,
+            read_diags: Vec::new(),
+            budget_diags: Vec::new(),
+        };
+        let (secret_name, secret_key) = match &s.secret_ref {
+            Some(sr) => (sr.name.clone(), sr.key.clone().unwrap_or_else(|| "key".to_owned())),
+            None => (format!("{}-key", k.name_any()), "key".to_owned()),
+        };
+        let before = self.diags.len();
+        let value = self.secret_key(id, key_field(k), ns, &secret_name, &secret_key);
+        piece.read_diags = self.diags.split_off(before);
+        let Some(value) = value else { return piece };
+        let mut hashes = vec![KeyHash {
+            sha256: hash_key(&value),
+            not_after: None,
+        }];
+        // A rotated key stays valid until its grace period ends (written by the operator).
+        if let Some(data) = m.secrets.get(&(ns.to_owned(), secret_name.clone())) {
+            if let (Some(prev), Some(until)) = (data.values.get("previousKey"), data.values.get("previousKeyNotAfter"))
+            {
+                if let Ok(until) = until.parse::<i64>() {
+                    hashes.push(KeyHash {
+                        sha256: hash_key(prev),
+                        not_after: Some(until),
+                    });
                 }
             }
-            for (i, name) in s.allowed_passthrough.iter().enumerate() {
-                // Own namespace only: pass-through never reaches another namespace's Provider.
-                if !m.providers.iter().any(|p| ns_of(p) == ns && p.name_any() == *name) {
-                    self.diags.push(Diagnostic::warning(
-                        &id,
-                        &format!("spec.allowedPassthrough[{i}]"),
-                        "ProviderNotFound",
-                        format!("no Provider {name:?} in namespace {ns:?} (yet); pass-through reaches only Providers of the key's namespace"),
-                    ));
-                }
-            }
-            let budget = match &s.budget {
-                None => None,
-                Some(b) => {
-                    let webhook = match &b.webhook {
-                        None => None,
-                        Some(w) => {
-                            let signing_secret = match &w.signing_secret_ref {
-                                None => None,
-                                Some(sr) => match self.secret_value(
-                                    &id,
-                                    "spec.budget.webhook.signingSecretRef",
-                                    &ns,
-                                    sr,
-                                    "secret",
-                                ) {
-                                    Some(v) => Some(SecretString::new(v)),
-                                    None => continue,
-                                },
-                            };
+        }
+        let before = self.diags.len();
+        let budget = match &s.budget {
+            None => Some(None),
+            Some(b) => {
+                let webhook = match &b.webhook {
+                    None => Some(None),
+                    Some(w) => {
+                        let signing_secret = match &w.signing_secret_ref {
+                            None => Some(None),
+                            Some(sr) => self
+                                .secret_value(id, "spec.budget.webhook.signingSecretRef", ns, sr, "secret")
+                                .map(|v| Some(SecretString::new(v))),
+                        };
+                        signing_secret.map(|signing_secret| {
                             Some(WebhookConfig {
                                 url: w.url.clone(),
                                 signing_secret,
                             })
-                        }
-                    };
+                        })
+                    }
+                };
+                webhook.map(|webhook| {
                     Some(BudgetConfig {
                         max_spend: b.max_spend,
                         period: budgets::period(b.period),
@@ -1219,36 +1214,165 @@ impl<'a> Compiler<'a> {
                         alert_thresholds: budgets::thresholds(&b.alert_thresholds),
                         webhook,
                     })
-                }
+                })
+            }
+        };
+        piece.budget_diags = self.diags.split_off(before);
+        let mut allowed_routes = s.allowed_routes.clone();
+        allowed_routes.sort();
+        allowed_routes.dedup();
+        let mut allowed_passthrough = s.allowed_passthrough.clone();
+        allowed_passthrough.sort();
+        allowed_passthrough.dedup();
+        piece.config = Some(KeyConfig {
+            namespace: ns.to_owned(),
+            name: k.name_any(),
+            hashes,
+            allowed_routes,
+            allowed_passthrough,
+            limits: s
+                .limits
+                .as_ref()
+                .map(|l| LimitsConfig {
+                    rpm: l.rpm,
+                    tpm: l.tpm,
+                    max_parallel: l.max_parallel,
+                })
+                .unwrap_or_default(),
+            // Left out below when the budget's signing Secret could not be read.
+            budget: budget.flatten(),
+            expires_at: s.expires_at.as_ref().map(|t| t.0.as_second()),
+            blocked: s.blocked,
+            labels: s.labels.clone(),
+        });
+        piece
+    }
+
+    /// Warnings about the routes and Providers a served key names that do not exist: these
+    /// depend on the other objects, so they are not part of a key's [`KeyPiece`].
+    fn key_references(&mut self, k: &api::VirtualKey, id: &ObjectId, ns: &str, routes: &[RouteConfig]) {
+        let m = self.m;
+        let s = &k.spec;
+        for (i, allowed) in s.allowed_routes.iter().enumerate() {
+            let (rns, model) = allowed.split_once('/').unwrap_or((ns, allowed.as_str()));
+            // A route of another namespace that is not shared with this one is reported like
+            // a missing one: the key cannot use it, and its namespace's route names are not
+            // this namespace's to learn. A wildcard route is named as written (`openai/*`),
+            // or by a model it serves.
+            let wildcard = |r: &RouteConfig| {
+                r.namespace == ns
+                    && (r.model == *allowed
+                        || r.wildcard_prefix()
+                            .is_some_and(|p| allowed.len() > p.len() && allowed.starts_with(p)))
             };
-            let mut allowed_routes = s.allowed_routes.clone();
-            allowed_routes.sort();
-            allowed_routes.dedup();
-            let mut allowed_passthrough = s.allowed_passthrough.clone();
-            allowed_passthrough.sort();
-            allowed_passthrough.dedup();
-            out.push(KeyConfig {
-                namespace: ns,
-                name: k.name_any(),
-                hashes,
-                allowed_routes,
-                allowed_passthrough,
-                limits: s
-                    .limits
-                    .as_ref()
-                    .map(|l| LimitsConfig {
-                        rpm: l.rpm,
-                        tpm: l.tpm,
-                        max_parallel: l.max_parallel,
-                    })
-                    .unwrap_or_default(),
-                budget,
-                expires_at: s.expires_at.as_ref().map(|t| t.0.as_second()),
-                blocked: s.blocked,
-                labels: s.labels.clone(),
+            let exists = routes.iter().any(|r| {
+                (r.namespace == rns
+                    && (r.model == model || r.aliases.iter().any(|a| a == model))
+                    && (rns == ns || r.shared_with.iter().any(|s| *s == ns || s == "*")))
+                    || wildcard(r)
             });
+            if !exists {
+                self.diags.push(Diagnostic::warning(
+                    id,
+                    &format!("spec.allowedRoutes[{i}]"),
+                    "RouteNotFound",
+                    format!("no route serves {allowed:?} (yet)"),
+                ));
+            }
         }
-        out
+        for (i, name) in s.allowed_passthrough.iter().enumerate() {
+            // Own namespace only: pass-through never reaches another namespace's Provider.
+            if !m.providers.iter().any(|p| ns_of(p) == ns && p.name_any() == *name) {
+                self.diags.push(Diagnostic::warning(
+                    id,
+                    &format!("spec.allowedPassthrough[{i}]"),
+                    "ProviderNotFound",
+                    format!("no Provider {name:?} in namespace {ns:?} (yet); pass-through reaches only Providers of the key's namespace"),
+                ));
+            }
+        }
+    }
+}
+
+/// The field a key's value is read from, for its diagnostics.
+fn key_field(k: &api::VirtualKey) -> &'static str {
+    if k.spec.secret_ref.is_some() {
+        "spec.secretRef"
+    } else {
+        "metadata.name"
+    }
+}
+
+/// What one VirtualKey compiled to on its own, before the checks across keys and routes
+/// (duplicate values, names of routes and Providers).
+#[derive(Debug)]
+struct KeyPiece {
+    /// The versions it was compiled from; `None` when they are not known (objects from files).
+    stamp: Option<KeyStamp>,
+    /// The key, or `None` when its value could not be read.
+    config: Option<KeyConfig>,
+    /// Diagnostics of reading its value.
+    read_diags: Vec<Diagnostic>,
+    /// Diagnostics of its budget; an error leaves the key out.
+    budget_diags: Vec<Diagnostic>,
+}
+
+/// The versions a key's piece depends on: the key's uid and resourceVersion, and the
+/// resourceVersion of each Secret it reads (`None`: the Secret does not exist).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct KeyStamp {
+    uid: String,
+    version: String,
+    secrets: Vec<Option<String>>,
+}
+
+/// The stamp of key `k`, or `None` when a version is not known.
+fn key_stamp(m: &Manifests, k: &api::VirtualKey, ns: &str) -> Option<KeyStamp> {
+    let meta = &k.metadata;
+    let mut secrets = Vec::with_capacity(2);
+    let key_secret = match &k.spec.secret_ref {
+        Some(sr) => sr.name.clone(),
+        None => format!("{}-key", k.name_any()),
+    };
+    let signing = k
+        .spec
+        .budget
+        .as_ref()
+        .and_then(|b| b.webhook.as_ref())
+        .and_then(|w| w.signing_secret_ref.as_ref())
+        .map(|sr| sr.name.clone());
+    for name in std::iter::once(key_secret).chain(signing) {
+        secrets.push(match m.secrets.get(&(ns.to_owned(), name)) {
+            None => None,
+            Some(data) => Some(data.version.clone()?),
+        });
+    }
+    Some(KeyStamp {
+        uid: meta.uid.clone()?,
+        version: meta.resource_version.clone()?,
+        secrets,
+    })
+}
+
+/// What the last compile of a fleet compiled each VirtualKey to, by the versions of the key and
+/// the Secrets it reads ([`compile_with`]). Objects from files carry no versions and are always
+/// compiled.
+#[derive(Debug, Default)]
+pub struct CompileMemo {
+    keys: HashMap<ObjectId, KeyPiece>,
+}
+
+impl CompileMemo {
+    /// Keeps a piece whose versions are known, for the next compile.
+    fn keep(&mut self, id: ObjectId, piece: KeyPiece) {
+        if piece.stamp.is_some() {
+            self.keys.insert(id, piece);
+        }
+    }
+
+    /// How many keys' pieces are kept.
+    pub fn keys(&self) -> usize {
+        self.keys.len()
     }
 }
 

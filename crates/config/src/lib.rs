@@ -20,8 +20,8 @@ pub mod source;
 mod types;
 
 pub use compile::{
-    admits_namespace, compile, key_attaches_to, route_attaches_to, route_names_gateway, selector_matches,
-    CompileOptions, Compiled, MAX_FALLBACK_DEPTH, REF_NOT_PERMITTED,
+    admits_namespace, compile, compile_with, key_attaches_to, route_attaches_to, route_names_gateway, selector_matches,
+    CompileMemo, CompileOptions, Compiled, MAX_FALLBACK_DEPTH, REF_NOT_PERMITTED,
 };
 pub use diagnostics::{Diagnostic, Location, ObjectId, Severity};
 pub use manifests::Manifests;

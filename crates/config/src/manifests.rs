@@ -26,6 +26,9 @@ pub struct SecretData {
     pub values: BTreeMap<String, String>,
     /// Keys whose `${VAR}` reference named an unset environment variable, with the variable.
     pub missing_env: BTreeMap<String, String>,
+    /// The Secret's resourceVersion, when it came from the API server: with the reader's own,
+    /// what [`CompileMemo`](crate::CompileMemo) keys a compiled object on.
+    pub version: Option<String>,
 }
 
 /// Where a resource was written, and its text, to locate fields in it.
@@ -64,7 +67,10 @@ impl Manifests {
     /// Adds a Kubernetes Secret (both `data` and `stringData`).
     pub fn add_secret(&mut self, secret: &Secret) {
         let ns = secret.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        let mut data = SecretData::default();
+        let mut data = SecretData {
+            version: secret.metadata.resource_version.clone(),
+            ..SecretData::default()
+        };
         for (k, v) in secret.data.iter().flatten() {
             if let Ok(s) = String::from_utf8(v.0.clone()) {
                 data.values.insert(k.clone(), s);
@@ -209,7 +215,10 @@ impl Manifests {
         diags: &mut Vec<Diagnostic>,
     ) {
         let ns = secret.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        let mut data = SecretData::default();
+        let mut data = SecretData {
+            version: secret.metadata.resource_version.clone(),
+            ..SecretData::default()
+        };
         for (k, v) in secret.data.iter().flatten() {
             match String::from_utf8(v.0.clone()) {
                 Ok(s) => {

@@ -42,7 +42,7 @@ use crate::{Error, Options, MANAGER};
 
 #[cfg(test)]
 pub(crate) use fleet_reconcile::reconcile_fleet;
-pub(crate) use fleet_reconcile::Pacing;
+pub(crate) use fleet_reconcile::{Memory, Pacing};
 pub(crate) use status_writer::StatusWriters;
 pub(crate) use watches::Caches;
 #[cfg(test)]
@@ -68,6 +68,8 @@ pub(crate) struct Context {
     pub(crate) image: String,
     /// When each fleet may publish its next configuration.
     pub(crate) pacing: Pacing,
+    /// What each fleet's last reconcile compiled and serialised.
+    pub(crate) memory: Memory,
     /// The per-fleet writers of object statuses.
     pub(crate) status_writers: StatusWriters,
     /// How long a deleted key's counters are retried before it is let go without them.
@@ -221,6 +223,7 @@ async fn controllers(
         redis: Arc::new(FleetRedis::new(newly_served_tx)),
         image: opts.image.clone(),
         pacing: Pacing::default(),
+        memory: Memory::default(),
         status_writers: StatusWriters::default(),
         cleanup_deadline: opts.key_cleanup_deadline,
     });

@@ -908,3 +908,170 @@ stringData: {key: sk-batch}
     assert_eq!(ids, ["default/openai"], "no route uses it; the key's pass-through does");
     assert_eq!(c.config.keys[0].allowed_passthrough, ["elsewhere", "openai"]);
 }
+
+/// The cluster as the operator's caches see it for the memo test: objects with uids and
+/// resourceVersions, bumped on every edit as the API server does.
+struct Cluster {
+    version: u64,
+    m: Manifests,
+}
+
+impl Cluster {
+    fn bump(&mut self) -> String {
+        self.version += 1;
+        self.version.to_string()
+    }
+
+    fn key(&mut self, i: usize, spec: serde_json::Value) -> api::VirtualKey {
+        let version = self.bump();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "VirtualKey",
+            "metadata": {"name": format!("key-{i}"), "namespace": "llm", "uid": format!("uid-{i}-{version}"),
+                         "resourceVersion": version},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn secret(&mut self, name: &str, values: &[(&str, String)]) {
+        let version = self.bump();
+        let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "llm", "resourceVersion": version},
+            "stringData": values.iter().cloned().collect::<BTreeMap<&str, String>>(),
+        }))
+        .unwrap();
+        self.m.add_secret(&s);
+    }
+}
+
+/// Whatever the order of edits, compiling with the memo of the compiles before gives what a
+/// compile from scratch gives: the same configuration and the same diagnostics.
+#[test]
+fn a_compile_with_the_memo_of_earlier_compiles_is_a_compile_from_scratch() {
+    let mut c = Cluster {
+        version: 100,
+        m: Manifests::default(),
+    };
+    c.m.add_yaml(
+        "routes.yaml",
+        "apiVersion: switchyard.dev/v1alpha1\nkind: Provider\nmetadata: {name: mock, namespace: llm}\nspec: {type: mock}\n---\n\
+         apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata: {name: a, namespace: llm}\nspec:\n  model: a\n  backends: [{providerRef: {name: mock}, model: m}]\n",
+        &|_| None,
+    );
+    let mut dice = 0x2545_f491_4f6c_dd1d_u64;
+    let mut roll = |n: usize| {
+        dice ^= dice << 13;
+        dice ^= dice >> 7;
+        dice ^= dice << 17;
+        usize::try_from(dice % u64::try_from(n).unwrap()).unwrap()
+    };
+    let spec = |roll: &mut dyn FnMut(usize) -> usize, i: usize| {
+        let mut spec = serde_json::json!({"labels": {"team": format!("t{}", roll(3))}});
+        match roll(6) {
+            0 => spec["secretRef"] = serde_json::json!({"name": "shared", "key": format!("k{}", roll(8))}),
+            1 => spec["allowedRoutes"] = serde_json::json!(["a", format!("r{}", roll(3))]),
+            2 => spec["allowedPassthrough"] = serde_json::json!(["mock", "other"]),
+            3 => {
+                spec["budget"] = serde_json::json!({"maxSpend": 5.0, "period": "daily",
+                    "webhook": {"url": "http://hook", "signingSecretRef": {"name": format!("sign-{}", roll(2))}}})
+            }
+            4 => spec["blocked"] = serde_json::json!(true),
+            _ => {}
+        }
+        let _ = i;
+        spec
+    };
+    for i in 0..30 {
+        let s = spec(&mut roll, i);
+        let k = c.key(i, s);
+        c.m.keys.push(k);
+        let value = format!("sk-{}", roll(40));
+        c.secret(&format!("key-{i}-key"), &[("key", value)]);
+    }
+    let shared: Vec<(String, String)> = (0..8).map(|j| (format!("k{j}"), format!("sk-{}", 100 + j))).collect();
+    let shared_ref: Vec<(&str, String)> = shared.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    c.secret("shared", &shared_ref);
+    c.secret("sign-0", &[("secret", "s3cret".into())]);
+
+    let opts = CompileOptions::default();
+    let mut memo = CompileMemo::default();
+    for step in 0..200 {
+        match roll(9) {
+            // A key's spec changes.
+            0 | 1 => {
+                let n = roll(c.m.keys.len());
+                let i: usize = c.m.keys[n].metadata.name.as_ref().unwrap()[4..].parse().unwrap();
+                let s = spec(&mut roll, i);
+                let mut k = c.key(i, s);
+                k.metadata.uid = c.m.keys[n].metadata.uid.clone();
+                c.m.keys[n] = k;
+            }
+            // A key's own Secret gets a new value (sometimes another key's), or a rotation.
+            2 | 3 => {
+                let i = roll(40);
+                let value = format!("sk-{}", roll(40));
+                match roll(3) {
+                    0 => c.secret(
+                        &format!("key-{i}-key"),
+                        &[
+                            ("key", value),
+                            ("previousKey", "sk-old".into()),
+                            ("previousKeyNotAfter", "99".into()),
+                        ],
+                    ),
+                    _ => c.secret(&format!("key-{i}-key"), &[("key", value)]),
+                }
+            }
+            // A Secret goes, or comes back.
+            4 => {
+                let name = match roll(3) {
+                    0 => "sign-0".to_owned(),
+                    1 => "sign-1".to_owned(),
+                    _ => format!("key-{}-key", roll(40)),
+                };
+                if c.m.secrets.remove(&("llm".to_owned(), name.clone())).is_none() {
+                    c.secret(&name, &[("secret", "s".into()), ("key", format!("sk-{step}"))]);
+                }
+            }
+            // A key is deleted, or created (again, under a new uid).
+            5 => {
+                let n = roll(c.m.keys.len());
+                c.m.keys.remove(n);
+            }
+            6 => {
+                let i = roll(40);
+                c.m.keys
+                    .retain(|k| k.metadata.name.as_deref() != Some(&format!("key-{i}")));
+                let s = spec(&mut roll, i);
+                let k = c.key(i, s);
+                c.m.keys.push(k);
+            }
+            // The shared Secret changes, or a route a key names comes or goes.
+            7 => {
+                let j = roll(8);
+                let mut values = shared_ref.clone();
+                values[j].1 = format!("sk-{}", roll(40));
+                c.secret("shared", &values);
+            }
+            _ => {
+                let r = format!("r{}", roll(3));
+                let before = c.m.routes.len();
+                c.m.routes.retain(|x| x.metadata.name.as_deref() != Some(&r));
+                if c.m.routes.len() == before {
+                    let yaml = format!(
+                        "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata: {{name: {r}, namespace: llm}}\nspec:\n  model: {r}\n  backends: [{{providerRef: {{name: mock}}, model: m}}]\n"
+                    );
+                    let mut extra = Manifests::default();
+                    assert!(extra.add_yaml("r.yaml", &yaml, &|_| None).is_empty());
+                    c.m.routes.extend(extra.routes);
+                }
+            }
+        }
+        let fresh = compile(&c.m, &opts);
+        let memoised = compile_with(&c.m, &opts, &mut memo);
+        assert_eq!(memoised.config, fresh.config, "step {step}");
+        assert_eq!(memoised.diagnostics, fresh.diagnostics, "step {step}");
+        assert_eq!(memo.keys(), c.m.keys.len(), "step {step}: a piece per key");
+    }
+}

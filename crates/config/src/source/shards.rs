@@ -22,7 +22,8 @@
 //! labels) is the writer's; the format (generation label and annotations, hashes, data key) is
 //! here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -132,6 +133,8 @@ struct Part {
 
 /// The lists of a part, in the order they are written.
 const LISTS: [&str; 4] = ["providers", "routes", "keys", "budgets"];
+/// The kind each list's objects are placed by ([`stable_hash`]).
+const LIST_KINDS: [&str; 4] = ["provider", "route", "key", "budget"];
 
 /// One part's bytes and their SHA-256 (hex).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,40 +191,78 @@ fn stable_hash(parts: &[&str]) -> u64 {
 struct Piece {
     list: usize,
     place: u64,
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
 }
 
-fn pieces(config: &GatewayConfig) -> Result<Vec<Piece>, serde_json::Error> {
+/// What the previous split of one fleet's configuration serialised: each object's value and
+/// bytes, and each part's bytes and hash. Given to [`split_config_after`], an object equal to
+/// the one split before keeps its bytes (it is not serialised again) and a part whose bytes did
+/// not change keeps its hash, so one edit serialises the objects it changed and hashes the parts
+/// it changed. The split is byte for byte what [`split_config`] gives.
+#[derive(Debug, Default)]
+pub struct LastSplit {
+    providers: Serialised<ProviderConfig>,
+    routes: Serialised<RouteConfig>,
+    keys: Serialised<KeyConfig>,
+    budgets: Serialised<TeamBudgetConfig>,
+    parts: Vec<SplitPart>,
+}
+
+/// Objects of one list by identity, with the bytes they serialise to.
+type Serialised<T> = HashMap<(String, String), (T, Arc<[u8]>)>;
+
+/// The pieces of `list` (number `list` of [`LISTS`]), reusing the bytes of objects equal to
+/// those in `last`, which is left holding exactly `objects`.
+fn list_pieces<T: Serialize + Clone + PartialEq>(
+    list: usize,
+    objects: &[T],
+    identity: impl Fn(&T) -> (&str, &str),
+    last: &mut Serialised<T>,
+    out: &mut Vec<Piece>,
+) -> Result<(), serde_json::Error> {
+    let mut before = std::mem::take(last);
+    last.reserve(objects.len());
+    for o in objects {
+        let (a, b) = identity(o);
+        // A provider's identity is one string (its id); the others' are namespace and name.
+        let place = match b {
+            "" if list == 0 => stable_hash(&[LIST_KINDS[list], a]),
+            _ => stable_hash(&[LIST_KINDS[list], a, b]),
+        };
+        let id = (a.to_owned(), b.to_owned());
+        let (value, bytes) = match before.remove(&id) {
+            Some((value, bytes)) if value == *o => (value, bytes),
+            _ => (o.clone(), Arc::from(serde_json::to_vec(o)?)),
+        };
+        out.push(Piece {
+            list,
+            place,
+            bytes: bytes.clone(),
+        });
+        last.insert(id, (value, bytes));
+    }
+    Ok(())
+}
+
+fn pieces(config: &GatewayConfig, last: &mut LastSplit) -> Result<Vec<Piece>, serde_json::Error> {
     let mut out =
         Vec::with_capacity(config.providers.len() + config.routes.len() + config.keys.len() + config.budgets.len());
-    for p in &config.providers {
-        out.push(Piece {
-            list: 0,
-            place: stable_hash(&["provider", &p.id]),
-            bytes: serde_json::to_vec(p)?,
-        });
-    }
-    for r in &config.routes {
-        out.push(Piece {
-            list: 1,
-            place: stable_hash(&["route", &r.namespace, &r.name]),
-            bytes: serde_json::to_vec(r)?,
-        });
-    }
-    for k in &config.keys {
-        out.push(Piece {
-            list: 2,
-            place: stable_hash(&["key", &k.namespace, &k.name]),
-            bytes: serde_json::to_vec(k)?,
-        });
-    }
-    for b in &config.budgets {
-        out.push(Piece {
-            list: 3,
-            place: stable_hash(&["budget", &b.namespace, &b.name]),
-            bytes: serde_json::to_vec(b)?,
-        });
-    }
+    list_pieces(0, &config.providers, |p| (&p.id, ""), &mut last.providers, &mut out)?;
+    list_pieces(
+        1,
+        &config.routes,
+        |r| (&r.namespace, &r.name),
+        &mut last.routes,
+        &mut out,
+    )?;
+    list_pieces(2, &config.keys, |k| (&k.namespace, &k.name), &mut last.keys, &mut out)?;
+    list_pieces(
+        3,
+        &config.budgets,
+        |b| (&b.namespace, &b.name),
+        &mut last.budgets,
+        &mut out,
+    )?;
     Ok(out)
 }
 
@@ -260,11 +301,46 @@ fn part_bytes(pieces: &[Piece], members: &[usize]) -> Vec<u8> {
     out
 }
 
+/// [`GatewayConfig::hash`] from the head and the pieces, without serialising the configuration
+/// again: its canonical bytes are the head's fields, then each list of pieces in order (budgets
+/// only when there are any), fed to the hash as they go.
+fn config_hash(head: &[u8], pieces: &[Piece]) -> String {
+    let mut h = Sha256::new();
+    // The head is `{"version":..,"fleet":..,"settings":{..}}`: everything but its closing brace.
+    h.update(&head[..head.len().saturating_sub(1)]);
+    for (list, name) in LISTS.iter().enumerate() {
+        let mut members = pieces.iter().filter(|p| p.list == list).peekable();
+        if list == 3 && members.peek().is_none() {
+            break;
+        }
+        h.update(format!(",\"{name}\":[").as_bytes());
+        for (i, p) in members.enumerate() {
+            if i > 0 {
+                h.update(b",");
+            }
+            h.update(&p.bytes);
+        }
+        h.update(b"]");
+    }
+    h.update(b"}");
+    hex::encode(h.finalize())
+}
+
 /// Splits `config` into a head and parts; `previous` is the number of parts published now, if
 /// any ([`part_count`]). A part stays under [`SHARD_BYTES`], or holds one larger object and at
 /// most [`PART_TARGET_BYTES`] beside it: when one would not, the parts are doubled (up to
 /// [`MAX_PARTS`]).
 pub fn split_config(config: &GatewayConfig, previous: Option<usize>) -> Result<SplitConfig, serde_json::Error> {
+    split_config_after(config, previous, &mut LastSplit::default())
+}
+
+/// [`split_config`], reusing what `last` (the split before, of the same fleet) serialised and
+/// hashed, and leaving in `last` what this split did.
+pub fn split_config_after(
+    config: &GatewayConfig,
+    previous: Option<usize>,
+    last: &mut LastSplit,
+) -> Result<SplitConfig, serde_json::Error> {
     // Every field, by name: a field added to `GatewayConfig` must be given a place here (the head
     // or a list of the parts) and in `assemble_config`, or it would not reach the gateways.
     let GatewayConfig {
@@ -281,7 +357,7 @@ pub fn split_config(config: &GatewayConfig, previous: Option<usize>) -> Result<S
         fleet,
         settings,
     })?;
-    let pieces = pieces(config)?;
+    let pieces = pieces(config, last)?;
     let total: usize = pieces.iter().map(|p| p.bytes.len() + 1).sum();
     let mut n = part_count(total, previous);
     let members = loop {
@@ -296,18 +372,21 @@ pub fn split_config(config: &GatewayConfig, previous: Option<usize>) -> Result<S
         }
         n = (n * 2).min(MAX_PARTS);
     };
-    let parts = members
+    let parts: Vec<SplitPart> = members
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             let bytes = part_bytes(&pieces, m);
-            SplitPart {
-                hash: sha256_hex(&bytes),
-                bytes,
-            }
+            let hash = match last.parts.get(i) {
+                Some(before) if before.bytes == bytes => before.hash.clone(),
+                _ => sha256_hex(&bytes),
+            };
+            SplitPart { hash, bytes }
         })
         .collect();
+    last.parts.clone_from(&parts);
     Ok(SplitConfig {
-        hash: config.hash(),
+        hash: config_hash(&head, &pieces),
         head,
         parts,
     })
@@ -569,6 +648,64 @@ mod tests {
 
     fn split(config: &GatewayConfig, previous: Option<usize>) -> SplitConfig {
         split_config(config, previous).unwrap()
+    }
+
+    /// A small deterministic generator (xorshift), so a failing sequence of edits can be rerun.
+    pub(crate) struct Dice(pub(crate) u64);
+
+    impl Dice {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            usize::try_from(self.0 % u64::try_from(n.max(1)).unwrap()).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_split_reusing_the_last_one_is_a_split_from_scratch() {
+        let mut dice = Dice(0x5eed);
+        let mut config = config(40, 300);
+        let mut last = LastSplit::default();
+        for step in 0..60 {
+            match dice.below(6) {
+                0 => config.routes[dice.below(40)].backends[0].model = format!("edited-{step}"),
+                1 => {
+                    let n = dice.below(config.keys.len());
+                    config.keys[n].blocked = !config.keys[n].blocked;
+                }
+                2 => {
+                    let n = dice.below(config.keys.len());
+                    config.keys.remove(n);
+                }
+                3 => {
+                    let mut k = key(1000 + step);
+                    k.labels.insert("team".into(), format!("t{step}"));
+                    config.keys.push(k);
+                    config
+                        .keys
+                        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+                }
+                4 => {
+                    config.budgets = match config.budgets.is_empty() {
+                        true => vec![TeamBudgetConfig {
+                            namespace: "llm".into(),
+                            name: "team".into(),
+                            budget: serde_json::from_value(serde_json::json!({
+                                "maxSpend": 10.0, "period": "monthly", "action": "block", "alertThresholds": [80]}))
+                            .unwrap(),
+                            keys: vec![config.keys[0].name.clone()],
+                        }],
+                        false => Vec::new(),
+                    }
+                }
+                _ => config.fleet = config.fleet.is_none().then(|| format!("llm/fleet-{step}")),
+            }
+            let previous = (step % 7 == 3).then_some(1 + dice.below(4));
+            let reused = split_config_after(&config, previous, &mut last).unwrap();
+            assert_eq!(reused, split(&config, previous), "step {step}");
+            assert_eq!(reused.hash, config.hash(), "step {step}");
+        }
     }
 
     #[test]

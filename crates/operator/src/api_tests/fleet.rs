@@ -138,6 +138,7 @@ fn context(client: Client, gw: &LLMGateway) -> Arc<Context> {
         redis: Arc::new(FleetRedis::new(newly_served)),
         image: "switchyard:test".into(),
         pacing: Pacing::default(),
+        memory: Default::default(),
         status_writers: StatusWriters::default(),
         cleanup_deadline: std::time::Duration::from_secs(60),
     })

@@ -24,8 +24,8 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchyard_api::LLMGateway;
-use switchyard_config::source::split_config;
-use switchyard_config::{compile, CompileOptions, ObjectId};
+use switchyard_config::source::{split_config_after, LastSplit};
+use switchyard_config::{compile_with, CompileMemo, CompileOptions, ObjectId};
 
 use super::{apply_status, status_writer, Context};
 use crate::desired::{desired_objects, shard_name, workload_name, Desired};
@@ -48,6 +48,39 @@ pub(crate) const MAX_PUBLISH_PAUSE: Duration = Duration::from_secs(5);
 pub(crate) fn publish_pause(bytes: usize) -> Duration {
     let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
     Duration::from_millis(bytes.saturating_mul(1000) / PUBLISH_BYTES_PER_SECOND).min(MAX_PUBLISH_PAUSE)
+}
+
+/// What each fleet's last reconcile compiled and serialised, so that the next compiles and
+/// serialises only the objects that changed since ([`compile_with`], [`split_config_after`]).
+/// A reconcile takes its fleet's memory out and puts it back when it is done; a failed
+/// reconcile drops it, and the next compiles from scratch.
+#[derive(Default)]
+pub(crate) struct Memory {
+    fleets: Mutex<HashMap<FleetId, FleetMemory>>,
+}
+
+#[derive(Default)]
+struct FleetMemory {
+    compiled: CompileMemo,
+    split: LastSplit,
+}
+
+impl Memory {
+    fn take(&self, fleet: &FleetId) -> FleetMemory {
+        let mut fleets = self.fleets.lock().unwrap_or_else(PoisonError::into_inner);
+        fleets.remove(fleet).unwrap_or_default()
+    }
+
+    fn put(&self, fleet: FleetId, memory: FleetMemory) {
+        let mut fleets = self.fleets.lock().unwrap_or_else(PoisonError::into_inner);
+        fleets.insert(fleet, memory);
+    }
+
+    /// Forgets a deleted fleet.
+    fn forget(&self, fleet: &FleetId) {
+        let mut fleets = self.fleets.lock().unwrap_or_else(PoisonError::into_inner);
+        fleets.remove(fleet);
+    }
 }
 
 /// When each fleet may publish its next configuration (see [`publish_pause`]).
@@ -85,6 +118,7 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
     if gw.metadata.deletion_timestamp.is_some() {
         // Everything the fleet owns is garbage-collected through ownerReferences.
         ctx.redis.remove(&fleet_id(&gw));
+        ctx.memory.forget(&fleet_id(&gw));
         return Ok(Action::await_change());
     }
     let fleet = fleet_id(&gw);
@@ -98,13 +132,14 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
     }
     let started = Instant::now();
 
+    let mut memory = ctx.memory.take(&fleet);
     let (compiled, manifests_ms) = {
         let m = manifests_with_secrets(&gw, &ctx).await?;
         let manifests_ms = started.elapsed().as_millis();
         let options = CompileOptions {
             fleet: Some(fleet.clone()),
         };
-        (compile(&m, &options), manifests_ms)
+        (compile_with(&m, &options, &mut memory.compiled), manifests_ms)
     };
     ctx.redis.update(&fleet, &compiled.config);
     let compile_ms = started.elapsed().as_millis();
@@ -114,7 +149,8 @@ pub(crate) async fn reconcile_fleet(gw: Arc<LLMGateway>, ctx: Arc<Context>) -> R
         .list_metadata(&ListParams::default().labels(&format!("{LABEL_FLEET}={name},{CONFIG_GENERATION}")))
         .await?;
     let shards = summarize_shards(&shard_list.items.iter().map(|m| &m.metadata).collect::<Vec<_>>());
-    let split = split_config(&compiled.config, shards.part_count)?;
+    let split = split_config_after(&compiled.config, shards.part_count, &mut memory.split)?;
+    ctx.memory.put(fleet.clone(), memory);
     let hash = split.hash.clone();
     let split_ms = started.elapsed().as_millis();
     let status_config = gw

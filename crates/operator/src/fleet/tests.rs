@@ -327,3 +327,147 @@ fn a_fleet_admitting_every_namespace_reads_no_secret_of_a_namespace_that_did_not
     assert!(d.message.starts_with("1 route(s) and 1 key(s)"), "{}", d.message);
     assert!(!d.message.contains("team-a"));
 }
+
+/// The fleet of `tests/k8s/test_scale.py` as the caches hold it: 1,000 routes on one mock
+/// Provider, 10,000 keys (odd ones read 100-key user Secrets, even ones generated Secrets), each
+/// with the uid, resourceVersion and Ready condition the API server and the operator give it.
+pub(crate) mod scale {
+    use super::*;
+
+    fn meta(ns: &str, name: &str, i: usize) -> serde_json::Value {
+        json!({"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": format!("{}", 1000 + i),
+               "generation": 1, "creationTimestamp": "2026-12-03T18:00:00Z"})
+    }
+
+    /// The objects, as `Arc`s the way reflector stores hand them out.
+    pub(crate) struct Fleet {
+        pub gw: LLMGateway,
+        pub providers: Vec<Arc<Provider>>,
+        pub routes: Vec<Arc<LLMRoute>>,
+        pub keys: Vec<Arc<VirtualKey>>,
+        pub secrets: BTreeMap<(String, String), Arc<Secret>>,
+    }
+
+    pub(crate) fn route(ns: &str, i: usize, backend: &str) -> LLMRoute {
+        let name = format!("route-{i:04}");
+        serde_json::from_value(json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute", "metadata": meta(ns, &name, i),
+            "spec": {"model": name, "backends": [{"providerRef": {"name": "mock"}, "model": backend}]},
+        }))
+        .unwrap()
+    }
+
+    pub(crate) fn fleet(routes: usize, keys: usize) -> Fleet {
+        let ns = "scale";
+        let gw: LLMGateway = serde_json::from_value(json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMGateway", "metadata": meta(ns, "scale", 0),
+            "spec": {"replicas": 1},
+        }))
+        .unwrap();
+        let provider: Provider = serde_json::from_value(json!({
+            "apiVersion": "switchyard.dev/v1alpha1", "kind": "Provider", "metadata": meta(ns, "mock", 0),
+            "spec": {"type": "mock", "mock": {"timeToFirstToken": "1ms", "tokensPerSecond": 100000}},
+        }))
+        .unwrap();
+        let mut secrets = BTreeMap::new();
+        let mut out_keys = Vec::new();
+        for i in 0..keys {
+            let name = format!("key-{i:05}");
+            let mut spec = json!({"labels": {"team": format!("team-{}", i % 50)}, "limits": {"rpm": 1_000_000}});
+            let (sname, skey) = if i % 2 == 1 {
+                let s = format!("user-keys-{:03}", i / 100);
+                spec["secretRef"] = json!({"name": s, "key": name});
+                (s, name.clone())
+            } else {
+                (format!("{name}-key"), "key".to_owned())
+            };
+            let secret = secrets.entry((ns.to_owned(), sname.clone())).or_insert_with(|| Secret {
+                metadata: serde_json::from_value(meta(ns, &sname, i)).unwrap(),
+                data: Some(BTreeMap::new()),
+                ..Secret::default()
+            });
+            secret
+                .data
+                .get_or_insert_with(BTreeMap::new)
+                .insert(skey, k8s_openapi::ByteString(format!("sk-scale-{i:05}").into_bytes()));
+            out_keys.push(Arc::new(
+                serde_json::from_value::<VirtualKey>(json!({
+                    "apiVersion": "switchyard.dev/v1alpha1", "kind": "VirtualKey", "metadata": meta(ns, &name, i),
+                    "spec": spec,
+                    "status": {"secretName": sname, "conditions": [
+                        {"type": "Ready", "status": "True", "reason": "Compiled", "message": "served by scale/scale",
+                         "lastTransitionTime": "2026-12-03T18:00:00Z", "observedGeneration": 1}]},
+                }))
+                .unwrap(),
+            ));
+        }
+        Fleet {
+            gw,
+            providers: vec![Arc::new(provider)],
+            routes: (0..routes)
+                .map(|i| Arc::new(route(ns, i, &format!("mock-{i:04}"))))
+                .collect(),
+            keys: out_keys,
+            secrets: secrets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+        }
+    }
+
+    impl Fleet {
+        pub(crate) fn manifests(&self) -> Manifests {
+            let secret = |ns: &str, name: &str| self.secrets.get(&(ns.to_owned(), name.to_owned())).cloned();
+            let ns: BTreeMap<String, BTreeMap<String, String>> =
+                BTreeMap::from([("scale".to_owned(), BTreeMap::new())]);
+            fleet_manifests(&self.gw, &self.providers, &self.routes, &self.keys, &secret, &ns)
+        }
+    }
+}
+
+/// Where one edit's reconcile spends its time at the scale of `tests/k8s/test_scale.py`
+/// (`cargo test -p switchyard-operator scale_timing -- --ignored --nocapture`, with `--release`
+/// for the shipped code generation).
+#[test]
+#[ignore = "a timing, not a test"]
+fn scale_timing() {
+    use std::time::Instant;
+    let f = scale::fleet(1_000, 10_000);
+    let opts = switchyard_config::CompileOptions {
+        fleet: Some(("scale".into(), "scale".into())),
+    };
+    let mut memo = switchyard_config::CompileMemo::default();
+    let mut last = switchyard_config::source::LastSplit::default();
+    let mut f = f;
+    for round in 0..4 {
+        // Round 0 compiles from scratch; each later one after a single-route edit.
+        if round > 0 {
+            let mut edited = scale::route("scale", round * 97, &format!("edit-{round}"));
+            edited.metadata.resource_version = Some(format!("{}", 100_000 + round));
+            f.routes[round * 97] = Arc::new(edited);
+        }
+        let t = Instant::now();
+        let m = f.manifests();
+        let gather = t.elapsed();
+        let t = Instant::now();
+        let fresh = switchyard_config::compile(&m, &opts);
+        let scratch = t.elapsed();
+        let t = Instant::now();
+        let compiled = switchyard_config::compile_with(&m, &opts, &mut memo);
+        let compile = t.elapsed();
+        let t = Instant::now();
+        let hash = compiled.config.hash();
+        let hash_t = t.elapsed();
+        let t = Instant::now();
+        let whole = switchyard_config::source::split_config(&compiled.config, Some(28)).unwrap();
+        let split_scratch = t.elapsed();
+        let t = Instant::now();
+        let split = switchyard_config::source::split_config_after(&compiled.config, Some(28), &mut last).unwrap();
+        let split_t = t.elapsed();
+        assert_eq!(split, whole);
+        assert_eq!(split.hash, hash);
+        assert_eq!(compiled.config, fresh.config);
+        assert_eq!(compiled.config.keys.len(), 10_000);
+        eprintln!(
+            "round {round}: gather {gather:?}; compile from scratch {scratch:?}, with the memo {compile:?}; \
+             hash {hash_t:?}; split from scratch {split_scratch:?}, after the last {split_t:?}"
+        );
+    }
+}
