@@ -1286,7 +1286,7 @@ mod tests {
             "rules:\n  - name: empty\n    action: {}\nbackends:\n  - {providerRef: {name: p}, model: x}\n",
         ];
         for spec in specs {
-            let indented = spec.lines().map(|l| format!("  {l}\n")).collect::<String>();
+            let indented: String = spec.lines().flat_map(|l| ["  ", l, "\n"]).collect();
             let route: LLMRoute = serde_yaml::from_str(&format!(
                 "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: m\n{indented}"
             ))
