@@ -329,6 +329,11 @@ struct Checked<T> {
 }
 
 fn parse_document(file: &str, start: usize, doc: &str) -> Parsed {
+    parse_plain(file, start, doc).unwrap_or_else(|| parse_general(file, start, doc))
+}
+
+/// Any document: parsed into a `serde_yaml::Value` for its kind, then into its resource.
+fn parse_general(file: &str, start: usize, doc: &str) -> Parsed {
     let value: serde_yaml::Value = match serde_yaml::from_str(doc) {
         Ok(v) => v,
         Err(e) => {
@@ -400,19 +405,26 @@ where
             })
         }
     };
-    let mut diags = Vec::new();
-    let mut obj: T = match result {
-        Ok(o) => o,
+    match result {
+        Ok(obj) => finish(src, kind, obj, unknown),
         Err(e) => {
             let line = src.line + e.location().map_or(0, |l| l.line().saturating_sub(1));
-            diags.push(file_error(&src.file, line, format!("{kind}: {e}")));
-            return Checked {
+            Checked {
+                diags: vec![file_error(&src.file, line, format!("{kind}: {e}"))],
                 src,
                 result: None,
-                diags,
-            };
+            }
         }
-    };
+    }
+}
+
+/// The checks of a deserialised resource: its name, its unknown fields (`unknown`), its CEL
+/// rules; and the default namespace.
+fn finish<T>(src: Source, kind: &str, mut obj: T, unknown: Vec<String>) -> Checked<T>
+where
+    T: kube::Resource + CelCheck,
+{
+    let mut diags = Vec::new();
     if obj.meta().namespace.is_none() {
         obj.meta_mut().namespace = Some(DEFAULT_NAMESPACE.to_owned());
     }
@@ -463,6 +475,207 @@ where
     }
 }
 
+/// The common document, parsed once and straight into its resource: block-style YAML whose
+/// `apiVersion` and `kind` are plain words, that deserialises from its text without an error or
+/// an unknown field, and whose mappings have no key twice. That is what [`parse_document`] makes
+/// of it too, without the `serde_yaml::Value` it builds first (most of a load's time: building
+/// the value's maps; bench/results/profiling.md, sixth pass). `None` for any other document,
+/// which then takes the general path, so every error and its line are the general path's.
+///
+/// Why the result is the same: the typed parse reads the same libyaml events, and the general
+/// path's typed parse from the value, when it succeeds, gives what the parse from the text gives
+/// (it only refuses more: a number for a string field); what the value alone refuses is a key
+/// written twice in one mapping, which [`plain_scan`] rules out conservatively, and anchors,
+/// aliases and tags are left to the general path altogether.
+fn parse_plain(file: &str, start: usize, doc: &str) -> Option<Parsed> {
+    let (api_version, kind) = plain_scan(doc)?;
+    let src = || Source {
+        file: file.to_owned(),
+        line: start,
+        text: doc.to_owned(),
+    };
+    Some(match (api_version, kind) {
+        (API_VERSION, "Provider") => Parsed::Provider(check_plain(src(), "Provider", doc)?),
+        (API_VERSION, "LLMRoute") => Parsed::LLMRoute(check_plain(src(), "LLMRoute", doc)?),
+        (API_VERSION, "VirtualKey") => Parsed::VirtualKey(check_plain(src(), "VirtualKey", doc)?),
+        (API_VERSION, "Budget") => Parsed::Budget(check_plain(src(), "Budget", doc)?),
+        (API_VERSION, "LLMGateway") => Parsed::LLMGateway(check_plain(src(), "LLMGateway", doc)?),
+        ("v1", "Secret") => Parsed::Secret(check_plain(src(), "Secret", doc)?),
+        ("v1", "Namespace") => Parsed::Namespace(check_plain(src(), "Namespace", doc)?),
+        _ => return None,
+    })
+}
+
+/// [`check`] of a document that deserialises from its text cleanly; `None` when it does not.
+fn check_plain<T>(src: Source, kind: &str, doc: &str) -> Option<Checked<T>>
+where
+    T: DeserializeOwned + kube::Resource + CelCheck,
+{
+    let mut clean = true;
+    let obj: T = serde_ignored::deserialize(serde_yaml::Deserializer::from_str(doc), |path| {
+        clean &= is_type_field(&path.to_string());
+    })
+    .ok()?;
+    clean.then(|| finish(src, kind, obj, Vec::new()))
+}
+
+/// `(apiVersion, kind)` of a document that [`parse_plain`] may take: written in block style
+/// (no flow mapping, no anchor, alias, tag, directive or complex key), every mapping key a plain
+/// or simply quoted word that YAML reads as a string, no key twice in one mapping, and
+/// `apiVersion` and `kind` top-level words on one line each. `None` for anything else; being
+/// wrong in that direction costs only time.
+///
+/// Mappings are told apart by indentation, as YAML does: a key belongs to the mapping of the
+/// nearest key above it at the same column, unless a line less indented, or a `- ` item at or
+/// left of that column, came in between.
+fn plain_scan(doc: &str) -> Option<(&str, &str)> {
+    // (column, keys) of the open mappings, innermost last.
+    let mut open: Vec<(usize, Vec<&str>)> = Vec::new();
+    let (mut api_version, mut kind) = (None, None);
+    // The column of the key whose block scalar (`|`, `>`) the lines below belong to.
+    let mut block_scalar: Option<usize> = None;
+    let mut lines = doc.lines().peekable();
+    while let Some(line) = lines.next() {
+        let content = line.trim_start_matches(' ');
+        let mut column = line.len() - content.len();
+        if let Some(parent) = block_scalar {
+            if content.is_empty() || column > parent {
+                continue;
+            }
+            block_scalar = None;
+        }
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let mut rest = content;
+        let mut item = false;
+        while rest == "-" || rest.starts_with("- ") {
+            // A sequence item: whatever mapping starts on this line is a new one.
+            item = true;
+            let after = rest[1..].trim_start_matches(' ');
+            column += rest.len() - after.len();
+            rest = after;
+        }
+        if rest.starts_with(['\t', '%', '?', '&', '*', '!', '{', '[', '|', '>', '@', '`']) || rest == "..." {
+            // A tab, a directive, a complex key, an anchor, alias or tag, a flow collection, a
+            // block scalar where a key or item starts, a document end.
+            return None;
+        }
+        if item {
+            let dash = line.len() - content.len();
+            open.retain(|(c, _)| *c <= dash);
+        } else {
+            open.retain(|(c, _)| *c <= column);
+        }
+        if rest.is_empty() || rest.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = split_key(rest)? else {
+            // A scalar item or the continuation of a scalar: no key on this line.
+            continue;
+        };
+        match open.last_mut() {
+            Some((c, keys)) if *c == column && !item => {
+                if keys.contains(&key) {
+                    return None;
+                }
+                keys.push(key);
+            }
+            _ => open.push((column, vec![key])),
+        }
+        let value = value.split(" #").next().unwrap_or("").trim_end_matches(' ');
+        if value.starts_with(['&', '*', '!', '{', '[', '%', '@', '`']) {
+            // An anchor, alias or tag; a flow collection (it may hold keys of its own).
+            return None;
+        }
+        if value.starts_with(['|', '>']) {
+            block_scalar = Some(column);
+        }
+        if value.starts_with(['"', '\'']) && !closes_on_its_line(value) {
+            // A quoted scalar over several lines: its lines could look like keys of any column.
+            return None;
+        }
+        if column == 0 && !item && (key == "apiVersion" || key == "kind") {
+            // Its value must be a word on this line alone: the next line, if any, starts a key of
+            // its own (a more indented or blank one could continue the word).
+            let word = plain_word(value)?;
+            if lines
+                .peek()
+                .is_some_and(|next| next.is_empty() || next.starts_with([' ', '\t']))
+            {
+                return None;
+            }
+            if key == "kind" {
+                kind = Some(word);
+            } else {
+                api_version = Some(word);
+            }
+        }
+    }
+    Some((api_version?, kind?))
+}
+
+/// `Some(Some((key, value)))` for a line (past its indentation and `- `) that is a mapping key
+/// YAML reads as the string `key`; `Some(None)` for a line that holds no key (`: ` appears
+/// nowhere in it outside a quoted word); `None` when it cannot tell.
+fn split_key(rest: &str) -> Option<Option<(&str, &str)>> {
+    let (key, after) = if let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        let end = rest[1..].find(quote)? + 1;
+        let key = &rest[1..end];
+        if key.contains(['\\', '"', '\'']) {
+            return None;
+        }
+        (key, &rest[end + 1..])
+    } else {
+        match rest.find(':') {
+            Some(i) if rest[i + 1..].is_empty() || rest[i + 1..].starts_with(' ') => (&rest[..i], &rest[i..]),
+            // `:` only inside words (`a:b`, a URL): not a key, unless `: ` comes later.
+            _ if !rest.contains(": ") && !rest.ends_with(':') => return Some(None),
+            _ => return None,
+        }
+    };
+    let Some(value) = after.strip_prefix(':') else {
+        // A quoted scalar, not a key: fine when nothing after it could be one.
+        return (!after.contains(':')).then_some(None);
+    };
+    if !value.is_empty() && !value.starts_with(' ') {
+        return None;
+    }
+    let quoted = rest.starts_with(['"', '\'']);
+    if !quoted && plain_word(key).is_none() {
+        return None;
+    }
+    Some(Some((key, value.trim_start_matches(' '))))
+}
+
+/// Whether a quoted scalar (`value` starts with its quote) ends on this line.
+fn closes_on_its_line(value: &str) -> bool {
+    let quote = if value.starts_with('"') { '"' } else { '\'' };
+    let mut escaped = false;
+    for c in value.chars().skip(1) {
+        match c {
+            '\\' if quote == '"' && !escaped => escaped = true,
+            c if c == quote && !escaped => return true,
+            _ => escaped = false,
+        }
+    }
+    false
+}
+
+/// `word` when YAML reads it, written plain, as the string `word`: a letter or `_` first, then
+/// letters, digits and `_ . / -`, and not a boolean or null.
+fn plain_word(word: &str) -> Option<&str> {
+    let first = word.chars().next()?;
+    let ok = (first.is_ascii_alphabetic() || first == '_')
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'))
+        && !["true", "false", "null", "yes", "no", "on", "off", "y", "n"]
+            .iter()
+            .any(|w| word.eq_ignore_ascii_case(w));
+    ok.then_some(word)
+}
+
 /// The generated resource types check apiVersion and kind themselves.
 fn is_type_field(path: &str) -> bool {
     path == "apiVersion" || path == "kind"
@@ -478,12 +691,11 @@ macro_rules! cel_check {
     ($($t:ty),*) => {$(
         impl CelCheck for $t {
             fn cel_errors(&self) -> Vec<(String, String)> {
-                use kube::core::cel::{compile_schema, CompiledSchema, Validator};
                 thread_local! {
                     // `validate_cel()` generates the whole CRD and compiles its rules on every
                     // call: ~3 ms per document, 36 s to load 10,000 VirtualKeys (bench/results).
-                    // The same schema and rules, built once per type and thread.
-                    static CEL: Option<(Validator, CompiledSchema)> =
+                    // The same schema and rules, compiled once per type and thread.
+                    static CEL: Option<CelRules> =
                         <$t as kube::CustomResourceExt>::crd()
                             .spec
                             .versions
@@ -491,15 +703,11 @@ macro_rules! cel_check {
                             .and_then(|v| v.schema.as_ref())
                             .and_then(|s| s.open_api_v3_schema.as_ref())
                             .and_then(|s| serde_json::to_value(s).ok())
-                            .map(|s| (Validator::new(), compile_schema(&s)));
+                            .map(|s| CelRules::new(&s));
                 }
-                CEL.with(|cel| match (cel, serde_json::to_value(self)) {
-                    (Some((validator, schema)), Ok(object)) => {
-                        let mut errors = Vec::new();
-                        cel_walk(validator, schema, &object, String::new(), &mut errors);
-                        errors
-                    }
-                    _ => cel_messages("", self.validate_cel()),
+                CEL.with(|cel| match cel {
+                    Some(rules) => rules.check(self),
+                    None => cel_messages("", self.validate_cel()),
                 })
             }
         }
@@ -507,32 +715,262 @@ macro_rules! cel_check {
 }
 cel_check!(Provider, LLMRoute, VirtualKey, TeamBudget, LLMGateway);
 
-/// kube-cel's walk, entered only where rules are. `validate_compiled` converts the value of every
-/// schema node it passes (the whole object at the root, each subtree again below) and copies the
-/// object to default it, rules or not: most of a VirtualKey's load time, for rules that sit under
-/// `spec.budget` only. This descends the schema as kube-cel does (properties, with their defaults
-/// standing in for absent ones; array items; map values; allOf/oneOf/anyOf branches) without
-/// converting anything, and hands kube-cel each topmost node that has rules, with its value, so
-/// every rule still runs on the same value with the same defaults; field paths are re-rooted.
+/// A type's compiled CEL rules, with the schema pruned to the nodes that lead to them.
+struct CelRules {
+    validator: kube::core::cel::Validator,
+    /// `None`: the schema has no rules at all.
+    root: Option<RuleNode>,
+    /// An LLMRoute's spec rules, checked natively, with the spec's defaults, its backends'
+    /// defaults and what lies below the spec with rules of its own.
+    spec: Option<(NativeSpec, Defaults, Defaults, Option<RuleNode>)>,
+}
+
+impl CelRules {
+    fn new(schema: &serde_json::Value) -> Self {
+        use kube::core::cel::compile_schema;
+        let full = compile_schema(schema);
+        let spec = NativeSpec::of(&full).and_then(|native| {
+            // The spec's rules are checked natively: what is below them still goes to kube-cel.
+            let mut spec = compile_schema(schema).properties.remove("spec")?;
+            let defaults = spec
+                .properties
+                .iter()
+                .filter_map(|(name, child)| Some((name.clone(), child.default.clone()?)))
+                .collect();
+            let item_defaults = spec
+                .properties
+                .get("backends")
+                .and_then(|b| b.items.as_ref())
+                .map(|items| {
+                    items
+                        .properties
+                        .iter()
+                        .filter_map(|(name, child)| Some((name.clone(), child.default.clone()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            spec.validations.clear();
+            Some((native, defaults, item_defaults, RuleNode::prune(spec)))
+        });
+        let root = RuleNode::prune(full);
+        // Only when the spec is the one place the root leads to rules.
+        let spec = spec.filter(|_| {
+            root.as_ref().is_some_and(|r| {
+                r.rules.is_none()
+                    && r.additional.is_none()
+                    && r.items.is_none()
+                    && r.branches.is_empty()
+                    && r.properties.len() == 1
+                    && r.properties[0].0 == "spec"
+                    && r.properties[0].2.is_none()
+            })
+        });
+        Self {
+            validator: kube::core::cel::Validator::new(),
+            root,
+            spec,
+        }
+    }
+
+    /// `(field, message)` of every failed rule of `object`.
+    fn check<T: serde::Serialize>(&self, object: &T) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let (Some(root), Ok(value)) = (&self.root, serde_json::to_value(object)) else {
+            return errors;
+        };
+        if let (Some((native, defaults, item_defaults, below)), Some(spec)) = (&self.spec, value.get("spec")) {
+            if native.passes(spec, defaults, item_defaults) == Some(true) {
+                if let Some(below) = below {
+                    cel_walk(&self.validator, below, spec, "spec".to_owned(), &mut errors);
+                }
+                return errors;
+            }
+        }
+        cel_walk(&self.validator, root, &value, String::new(), &mut errors);
+        errors
+    }
+}
+
+/// An LLMRoute's four spec rules, checked without CEL: kube-cel converts the spec (and each of
+/// its subtrees again) to CEL values and builds a context per rule, ~330 k instructions per
+/// route, for rules that every sound route passes. [`NativeSpec::passes`] answers only when it
+/// is sure that all four pass, on the same defaulted value kube-cel reads; a failure, or a value
+/// it does not expect, goes to kube-cel, so every message is kube-cel's. It is used only while
+/// the spec's rules are exactly these (a test keeps them in step).
+struct NativeSpec;
+
+/// The rules [`NativeSpec`] checks, as `LLMRouteSpec` declares them.
+const ROUTE_SPEC_RULES: [&str; 4] = [
+    "self.backends.exists(b, b.weight > 0)",
+    "self.backends.all(b, b.name == '' || self.backends.exists_one(c, c.name == b.name))",
+    "!has(self.fallbacks) || self.fallbacks.all(f, f.route != self.model && (!has(self.aliases) || !(f.route in self.aliases)))",
+    "!has(self.aliases) || !(self.model in self.aliases)",
+];
+
+type Defaults = BTreeMap<String, serde_json::Value>;
+
+/// A field of a defaulted object: its value, else its schema default.
+fn field<'a>(
+    obj: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    defaults: &'a Defaults,
+) -> Option<&'a serde_json::Value> {
+    obj.get(name).or_else(|| defaults.get(name))
+}
+
+impl NativeSpec {
+    /// `Some` when the schema's spec has exactly the route's rules, with no message expression.
+    fn of(schema: &kube::core::cel::CompiledSchema) -> Option<Self> {
+        let spec = schema.properties.get("spec")?;
+        let rules: Vec<&str> = spec
+            .validations
+            .iter()
+            .map(|v| match v {
+                Ok(c) if c.message_program.is_none() && !c.is_transition_rule => Some(c.rule.rule.as_str()),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        (rules == ROUTE_SPEC_RULES).then_some(Self)
+    }
+
+    /// `Some(true)` when all four rules pass on `spec` with its defaults; `None` when unsure.
+    fn passes(&self, spec: &serde_json::Value, defaults: &Defaults, item_defaults: &Defaults) -> Option<bool> {
+        let spec = spec.as_object()?;
+        let model = field(spec, "model", defaults)?.as_str()?;
+        let mut names = Vec::new();
+        let mut positive = false;
+        for b in field(spec, "backends", defaults)?.as_array()? {
+            let b = b.as_object()?;
+            positive |= field(b, "weight", item_defaults)?.as_u64()? > 0;
+            let name = field(b, "name", item_defaults)?.as_str()?;
+            if !name.is_empty() && names.contains(&name) {
+                return None;
+            }
+            names.push(name);
+        }
+        if !positive {
+            return None;
+        }
+        let aliases: Option<Vec<&str>> = match field(spec, "aliases", defaults) {
+            None => None,
+            Some(a) => Some(
+                a.as_array()?
+                    .iter()
+                    .map(serde_json::Value::as_str)
+                    .collect::<Option<_>>()?,
+            ),
+        };
+        if aliases.as_ref().is_some_and(|a| a.contains(&model)) {
+            return None;
+        }
+        if let Some(fallbacks) = field(spec, "fallbacks", defaults) {
+            for f in fallbacks.as_array()? {
+                let route = f.as_object()?.get("route")?.as_str()?;
+                if route == model || aliases.as_ref().is_some_and(|a| a.contains(&route)) {
+                    return None;
+                }
+            }
+        }
+        Some(true)
+    }
+}
+
+/// A schema node on the way to CEL rules: kube-cel's walk (`validate_compiled`) converts the
+/// value of every node it passes and copies the object to default it, rules or not, so
+/// [`cel_walk`] enters kube-cel only at the topmost nodes with rules. The subtrees without any
+/// rule are dropped here, once per type, so that a VirtualKey's walk goes `spec` -> `budget` and
+/// no further (its metadata, limits and labels hold no rules).
+struct RuleNode {
+    /// The node itself when it has rules: kube-cel checks it and everything below it.
+    rules: Option<kube::core::cel::CompiledSchema>,
+    /// Properties with rules below, with the default that stands in for an absent one.
+    properties: Vec<(String, RuleNode, Option<serde_json::Value>)>,
+    /// Map values (every key not a declared property, `all_properties`) with rules below.
+    additional: Option<Box<RuleNode>>,
+    /// Every declared property name, to tell map values from properties.
+    all_properties: std::collections::HashSet<String>,
+    /// Array items with rules below.
+    items: Option<Box<RuleNode>>,
+    /// allOf, oneOf and anyOf branches with rules below, in that order.
+    branches: Vec<RuleNode>,
+}
+
+impl RuleNode {
+    /// The node, or `None` when neither it nor anything below it has a rule.
+    fn prune(node: kube::core::cel::CompiledSchema) -> Option<Self> {
+        if !node.validations.is_empty() {
+            return Some(Self {
+                rules: Some(node),
+                properties: Vec::new(),
+                additional: None,
+                all_properties: std::collections::HashSet::new(),
+                items: None,
+                branches: Vec::new(),
+            });
+        }
+        let mut all_properties: std::collections::HashSet<String> = node.properties.keys().cloned().collect();
+        // By name, so that errors of several properties come out in one order (kube-cel's map
+        // iterates in a random one).
+        let mut properties: Vec<_> = node
+            .properties
+            .into_iter()
+            .filter_map(|(name, child)| {
+                let default = child.default.clone();
+                Self::prune(child).map(|c| (name, c, default))
+            })
+            .collect();
+        properties.sort_by(|a, b| a.0.cmp(&b.0));
+        let additional = match (node.preserve_unknown_fields, node.additional_properties) {
+            (false, Some(additional)) => Self::prune(*additional).map(Box::new),
+            _ => None,
+        };
+        if additional.is_none() {
+            all_properties.clear();
+        }
+        let items = node.items.and_then(|i| Self::prune(*i)).map(Box::new);
+        let branches: Vec<_> = node
+            .all_of
+            .into_iter()
+            .chain(node.one_of)
+            .chain(node.any_of)
+            .filter_map(Self::prune)
+            .collect();
+        let leads_to_rules = !properties.is_empty() || additional.is_some() || items.is_some() || !branches.is_empty();
+        leads_to_rules.then_some(Self {
+            rules: None,
+            properties,
+            additional,
+            all_properties,
+            items,
+            branches,
+        })
+    }
+}
+
+/// kube-cel's walk, entered only where rules are. This descends the schema as kube-cel does
+/// (properties, with their defaults standing in for absent ones; array items; map values;
+/// allOf/oneOf/anyOf branches) without converting anything, and hands kube-cel each topmost node
+/// that has rules, with its value, so every rule still runs on the same value with the same
+/// defaults; field paths are re-rooted.
 fn cel_walk(
     validator: &kube::core::cel::Validator,
-    node: &kube::core::cel::CompiledSchema,
+    node: &RuleNode,
     value: &serde_json::Value,
     path: String,
     out: &mut Vec<(String, String)>,
 ) {
-    if !node.validations.is_empty() {
-        out.extend(cel_messages(&path, validator.validate_compiled(node, value, None)));
+    if let Some(rules) = &node.rules {
+        out.extend(cel_messages(&path, validator.validate_compiled(rules, value, None)));
         return;
     }
     if let Some(object) = value.as_object() {
-        for (name, child) in &node.properties {
-            if let Some(v) = object.get(name).or(child.default.as_ref()) {
+        for (name, child, default) in &node.properties {
+            if let Some(v) = object.get(name).or(default.as_ref()) {
                 cel_walk(validator, child, v, join_field(&path, name), out);
             }
         }
-        if let (false, Some(additional)) = (node.preserve_unknown_fields, &node.additional_properties) {
-            for (name, v) in object.iter().filter(|(k, _)| !node.properties.contains_key(*k)) {
+        if let Some(additional) = &node.additional {
+            for (name, v) in object.iter().filter(|(k, _)| !node.all_properties.contains(*k)) {
                 cel_walk(validator, additional, v, join_field(&path, name), out);
             }
         }
@@ -542,7 +980,7 @@ fn cel_walk(
             cel_walk(validator, items, v, format!("{path}[{i}]"), out);
         }
     }
-    for branch in node.all_of.iter().chain(&node.one_of).chain(&node.any_of) {
+    for branch in &node.branches {
         cel_walk(validator, branch, value, path.clone(), out);
     }
 }
@@ -830,6 +1268,47 @@ mod tests {
     }
 
     #[test]
+    fn routes_spec_rules_pass_natively_only_where_cel_passes() {
+        // The native check is on for LLMRoute (its rules are still ROUTE_SPEC_RULES) and says
+        // what kube-cel's whole walk says, passing or failing, fallbacks and aliases included.
+        let on = <LLMRoute as kube::CustomResourceExt>::crd()
+            .spec
+            .versions
+            .first()
+            .and_then(|v| v.schema.as_ref())
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| serde_json::to_value(s).ok())
+            .map(|s| CelRules::new(&s).spec.is_some());
+        assert_eq!(on, Some(true), "LLMRouteSpec's rules changed: update ROUTE_SPEC_RULES");
+        let specs = [
+            "backends:\n  - {providerRef: {name: p}, model: x}\n",
+            "backends:\n  - {providerRef: {name: p}, model: x, weight: 0}\n  - {providerRef: {name: p}, model: y}\n",
+            "backends:\n  - {providerRef: {name: p}, model: x, weight: 0}\n",
+            "backends:\n  - {name: a, providerRef: {name: p}, model: x}\n  - {name: b, providerRef: {name: p}, model: y}\n  - {providerRef: {name: p}, model: z}\n  - {providerRef: {name: p}, model: w}\n",
+            "backends:\n  - {name: a, providerRef: {name: p}, model: x}\n  - {name: a, providerRef: {name: p}, model: y}\n",
+            "aliases: [n, o]\nbackends:\n  - {providerRef: {name: p}, model: x}\n",
+            "aliases: [n, m]\nbackends:\n  - {providerRef: {name: p}, model: x}\n",
+            "aliases: [n]\nfallbacks: [{route: other}]\nbackends:\n  - {providerRef: {name: p}, model: x}\n",
+            "aliases: [n]\nfallbacks: [{route: n}]\nbackends:\n  - {providerRef: {name: p}, model: x}\n",
+            "fallbacks: [{route: m}]\nbackends:\n  - {providerRef: {name: p}, model: x}\n",
+            "hedging: {enabled: true}\nbackends:\n  - {providerRef: {name: p}, model: x}\n",
+            "rules:\n  - name: empty\n    action: {}\nbackends:\n  - {providerRef: {name: p}, model: x}\n",
+        ];
+        for spec in specs {
+            let indented: String = spec.lines().flat_map(|l| ["  ", l, "\n"]).collect();
+            let route: LLMRoute = serde_yaml::from_str(&format!(
+                "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: m\n{indented}"
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+            let mut ours = route.cel_errors();
+            let mut theirs = cel_messages("", route.validate_cel());
+            ours.sort();
+            theirs.sort();
+            assert_eq!(ours, theirs, "{spec}");
+        }
+    }
+
+    #[test]
     fn a_folder_loads_as_its_files_do_one_document_after_another() {
         // Enough documents that they are parsed on several threads: duplicates (across files and
         // work units), errors and Secrets come out as adding each file in order gives them.
@@ -867,6 +1346,93 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// What a parse gave, to compare two: the resource as JSON, its id, whether it passed, its
+    /// source and its diagnostics.
+    fn outcome(parsed: Parsed) -> String {
+        fn of<T: serde::Serialize>(c: Checked<T>) -> String {
+            let result = c
+                .result
+                .map(|(obj, id, ok)| (serde_json::to_string(&obj).unwrap_or_else(|e| panic!("{e}")), id, ok));
+            format!("{result:?} {:?} {:?}", c.src, c.diags)
+        }
+        match parsed {
+            Parsed::Provider(c) => format!("Provider {}", of(c)),
+            Parsed::LLMRoute(c) => format!("LLMRoute {}", of(c)),
+            Parsed::VirtualKey(c) => format!("VirtualKey {}", of(c)),
+            Parsed::Budget(c) => format!("Budget {}", of(c)),
+            Parsed::LLMGateway(c) => format!("LLMGateway {}", of(c)),
+            Parsed::Secret(c) => format!("Secret {}", of(c)),
+            Parsed::Namespace(c) => format!("Namespace {}", of(c)),
+            Parsed::Other(d) => format!("Other {d:?}"),
+        }
+    }
+
+    #[test]
+    fn the_plain_path_gives_what_the_general_path_gives() {
+        // Every document of the repository's manifests (examples, fixtures, charts' test values)
+        // that the plain path takes comes out as the general path makes it.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut paths = Vec::new();
+        let mut diags = Vec::new();
+        for dir in ["examples", "crates", "tests", "bench", "docs"] {
+            collect_yaml_files(&root.join(dir), &mut paths, &mut diags);
+        }
+        let mut taken = 0;
+        for path in &paths {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            let file = path.display().to_string();
+            for (line, doc) in split_documents(&text) {
+                if let Some(plain) = parse_plain(&file, line, doc) {
+                    taken += 1;
+                    assert_eq!(
+                        outcome(plain),
+                        outcome(parse_general(&file, line, doc)),
+                        "{file}:{line}"
+                    );
+                }
+            }
+        }
+        assert!(taken > 50, "only {taken} documents took the plain path");
+    }
+
+    #[test]
+    fn the_plain_path_leaves_what_it_cannot_vouch_for() {
+        let head = "apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k\n";
+        let left = [
+            // A key twice, at the top, in a nested map, in one list item.
+            "spec:\n  blocked: false\nspec:\n  blocked: true\n",
+            "spec:\n  labels:\n    a: x\n    b: y\n    a: z\n",
+            "spec:\n  labels:\n    a: x\n    \"a\": z\n",
+            "spec:\n  secretRef:\n    name: a\n    name: b\n",
+            // Flow collections, anchors, aliases, tags, block scalars as keys' neighbours.
+            "spec:\n  labels: {a: x, a: y}\n",
+            "spec:\n  labels: &l\n    a: x\n",
+            "spec:\n  labels: !!map\n    a: x\n",
+            "spec:\n  labels:\n    a: \"x\n  y\"\n",
+            "spec:\n  labels:\n    ? a\n    : x\n",
+            // Keys YAML does not read as strings.
+            "spec:\n  labels:\n    1: x\n    01: y\n",
+            "spec:\n  labels:\n    true: x\n",
+        ];
+        for tail in left {
+            let doc = format!("{head}{tail}");
+            assert!(plain_scan(&doc).is_none(), "{doc}");
+        }
+        let words = [
+            "apiVersion: v1\nkind: Secret # a comment\n",
+            "\"apiVersion\": v1\nkind: 'Secret'\n",
+        ];
+        assert_eq!(plain_scan(words[0]), Some(("v1", "Secret")));
+        // A quoted kind is left to the general path.
+        assert_eq!(plain_scan(words[1]), None);
+        let kept = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  labels:\n    a: x\nstringData:\n  a: |\n    a: 1\n    a: 2\n  b: x\n";
+        assert_eq!(plain_scan(kept), Some(("v1", "Secret")));
+        let items = "apiVersion: v1\nkind: X\nitems:\n- name: a\n  model: x\n- name: a\n  model: y\n-\n  name: a\n";
+        assert_eq!(plain_scan(items), Some(("v1", "X")));
     }
 
     #[test]

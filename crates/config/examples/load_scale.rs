@@ -1,0 +1,29 @@
+//! Loads and compiles a folder `rounds` times (callgrind / timing of the config load alone).
+//! `cargo run --profile profiling -p switchyard-config --example load_scale -- DIR [ROUNDS]`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Instant;
+
+use switchyard_config::{compile, CompileOptions, Manifests};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().expect("DIR");
+    let rounds: usize = args.next().map_or(1, |r| r.parse().expect("ROUNDS"));
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let (m, diags) = Manifests::load_dir(std::path::Path::new(&dir), &|_| None);
+        let load = t.elapsed();
+        assert!(diags.is_empty(), "{:?}", diags.first());
+        let t = Instant::now();
+        let c = compile(&m, &CompileOptions::default());
+        let compile_ms = t.elapsed();
+        println!(
+            "load {:.1} ms, compile {:.1} ms, {} keys, {} errors",
+            load.as_secs_f64() * 1e3,
+            compile_ms.as_secs_f64() * 1e3,
+            m.keys.len(),
+            c.diagnostics.iter().filter(|d| d.is_error()).count()
+        );
+    }
+}
