@@ -917,15 +917,7 @@ impl<'a> Compiler<'a> {
                 labels,
                 context_window: b.context_window.or(info.map(|i| i.context_window).filter(|c| *c > 0)),
                 max_output_tokens: b.max_output_tokens.or(info.map(|i| i.max_output).filter(|m| *m > 0)),
-                limits: b
-                    .limits
-                    .as_ref()
-                    .map(|l| LimitsConfig {
-                        rpm: l.rpm,
-                        tpm: l.tpm,
-                        max_parallel: l.max_parallel,
-                    })
-                    .unwrap_or_default(),
+                limits: limits_of(b.limits.as_ref()),
                 price,
             });
         }
@@ -1230,15 +1222,7 @@ impl<'a> Compiler<'a> {
             hashes,
             allowed_routes,
             allowed_passthrough,
-            limits: s
-                .limits
-                .as_ref()
-                .map(|l| LimitsConfig {
-                    rpm: l.rpm,
-                    tpm: l.tpm,
-                    max_parallel: l.max_parallel,
-                })
-                .unwrap_or_default(),
+            limits: limits_of(s.limits.as_ref()),
             // Left out below when the budget's signing Secret could not be read.
             budget: budget.flatten(),
             expires_at: s.expires_at.as_ref().map(|t| t.0.as_second()),
@@ -1512,6 +1496,16 @@ fn trigger(t: api::FallbackTrigger) -> FallbackTrigger {
         api::FallbackTrigger::ContextWindow => FallbackTrigger::ContextWindow,
         api::FallbackTrigger::ContentPolicy => FallbackTrigger::ContentPolicy,
     }
+}
+
+/// A key's or a backend's `limits` as the gateway counts them (none: unlimited).
+fn limits_of(l: Option<&api::Limits>) -> LimitsConfig {
+    l.map(|l| LimitsConfig {
+        rpm: l.rpm,
+        tpm: l.tpm,
+        max_parallel: l.max_parallel,
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
