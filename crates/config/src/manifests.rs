@@ -687,6 +687,17 @@ pub trait CelCheck {
     fn cel_errors(&self) -> Vec<(String, String)>;
 }
 
+/// The OpenAPI schema of `T`'s CRD (its first version), as JSON.
+fn crd_schema<T: kube::CustomResourceExt>() -> Option<serde_json::Value> {
+    T::crd()
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+}
+
 macro_rules! cel_check {
     ($($t:ty),*) => {$(
         impl CelCheck for $t {
@@ -695,15 +706,7 @@ macro_rules! cel_check {
                     // `validate_cel()` generates the whole CRD and compiles its rules on every
                     // call: ~3 ms per document, 36 s to load 10,000 VirtualKeys (bench/results).
                     // The same schema and rules, compiled once per type and thread.
-                    static CEL: Option<CelRules> =
-                        <$t as kube::CustomResourceExt>::crd()
-                            .spec
-                            .versions
-                            .first()
-                            .and_then(|v| v.schema.as_ref())
-                            .and_then(|s| s.open_api_v3_schema.as_ref())
-                            .and_then(|s| serde_json::to_value(s).ok())
-                            .map(|s| CelRules::new(&s));
+                    static CEL: Option<CelRules> = crd_schema::<$t>().map(|s| CelRules::new(&s));
                 }
                 CEL.with(|cel| match cel {
                     Some(rules) => rules.check(self),
@@ -1271,14 +1274,7 @@ mod tests {
     fn routes_spec_rules_pass_natively_only_where_cel_passes() {
         // The native check is on for LLMRoute (its rules are still ROUTE_SPEC_RULES) and says
         // what kube-cel's whole walk says, passing or failing, fallbacks and aliases included.
-        let on = <LLMRoute as kube::CustomResourceExt>::crd()
-            .spec
-            .versions
-            .first()
-            .and_then(|v| v.schema.as_ref())
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .and_then(|s| serde_json::to_value(s).ok())
-            .map(|s| CelRules::new(&s).spec.is_some());
+        let on = crd_schema::<LLMRoute>().map(|s| CelRules::new(&s).spec.is_some());
         assert_eq!(on, Some(true), "LLMRouteSpec's rules changed: update ROUTE_SPEC_RULES");
         let specs = [
             "backends:\n  - {providerRef: {name: p}, model: x}\n",
