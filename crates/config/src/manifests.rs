@@ -438,34 +438,29 @@ where
         diags.push(file_error(&src.file, src.line, format!("{kind} has no metadata.name")));
         ok = false;
     }
+    // An error of the object at `line` of the document (0: its first line).
+    let error = |line: Option<usize>, field: String, reason: &str, message: String| Diagnostic {
+        location: Some(Location {
+            file: src.file.clone(),
+            line: line.map_or(src.line, |l| src.line + l),
+        }),
+        object: Some(id.clone()),
+        severity: Severity::Error,
+        field,
+        reason: reason.into(),
+        message,
+    };
     for path in unknown {
-        let line = locate_key(&src.text, &path).map_or(src.line, |l| src.line + l);
-        diags.push(Diagnostic {
-            location: Some(Location {
-                file: src.file.clone(),
-                line,
-            }),
-            object: Some(id.clone()),
-            severity: Severity::Error,
-            field: path.clone(),
-            reason: "UnknownField".into(),
-            message: "unknown field".into(),
-        });
+        diags.push(error(
+            locate_key(&src.text, &path),
+            path,
+            "UnknownField",
+            "unknown field".into(),
+        ));
         ok = false;
     }
     for (field, message) in obj.cel_errors() {
-        let line = locate_field(&src.text, &field, None).map_or(src.line, |l| src.line + l);
-        diags.push(Diagnostic {
-            location: Some(Location {
-                file: src.file.clone(),
-                line,
-            }),
-            object: Some(id.clone()),
-            severity: Severity::Error,
-            field,
-            reason: "Invalid".into(),
-            message,
-        });
+        diags.push(error(locate_field(&src.text, &field, None), field, "Invalid", message));
         ok = false;
     }
     Checked {
