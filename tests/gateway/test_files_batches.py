@@ -274,3 +274,16 @@ def test_uploads_past_max_request_bytes_are_refused_whether_sized_or_streamed(en
                    headers={"authorization": f"Bearer {KEY}", "x-switchyard-route": "batch-b",
                             "content-type": "multipart/form-data; boundary=b"})
     assert r.status_code == 413, r.text
+
+
+def test_a_batch_request_of_too_many_json_values_is_refused_before_it_is_parsed(env):
+    import httpx
+
+    # 600,000 values in `metadata`-like filler: over the default maxRequestValues (500,000).
+    gw, _, _ = env
+    body = json.dumps({"input_file_id": "file-x", "endpoint": "/v1/chat/completions",
+                       "completion_window": "24h", "extra": [0] * 600_000}).encode()
+    r = httpx.post(gw.url + "/v1/batches", content=body, timeout=30,
+                   headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "request_too_large", r.text

@@ -212,6 +212,15 @@ fn screen(rt: &Runtime, key: &Key, codec: &dyn Codec, bytes: &[u8]) -> Result<()
     }
 }
 
+/// Refuses (413) a body of [`SCREENED_BYTES`] or more that holds more JSON values than
+/// `maxRequestValues`, before anything parses it into a tree.
+pub(crate) fn values_within(bytes: &[u8], settings: &Settings) -> Result<(), GatewayError> {
+    if bytes.len() >= SCREENED_BYTES && request::values_over(bytes, settings.max_request_values) {
+        return Err(GatewayError::too_many_values(settings.max_request_values));
+    }
+    Ok(())
+}
+
 /// The body, at most `maxRequestBytes` bytes (and, from [`SCREENED_BYTES`] on, at most
 /// `maxRequestValues` JSON values), checked by `screen` and parsed by the client's codec.
 pub(crate) async fn read(
@@ -236,9 +245,7 @@ pub(crate) async fn read(
                 GatewayError::bad_request(format!("could not read the request body: {e}"), None)
             }
         })?;
-    if bytes.len() >= SCREENED_BYTES && request::values_over(&bytes, settings.max_request_values) {
-        return Err(GatewayError::too_many_values(settings.max_request_values));
-    }
+    values_within(&bytes, settings)?;
     screen(&bytes)?;
     codec.parse(op, &bytes)
 }

@@ -883,6 +883,7 @@ async fn create_batch(State(gw): Gw, headers: HeaderMap, body: Body) -> Response
         let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
             .await
             .map_err(|_| err(GatewayError::too_large(limit)))?;
+        crate::pipeline::values_within(&bytes, &turn.rt.config.settings).map_err(err)?;
         let mut req: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
             err(GatewayError::bad_request(
                 format!("We could not parse the JSON body of your request ({e})."),
