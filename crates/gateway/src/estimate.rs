@@ -21,6 +21,8 @@
 use serde_json::Value;
 use switchyard_providers::{Json, Operation};
 
+use crate::o200k::O200k;
+
 /// Tokens a prompt item (a chat message, an input string) costs besides its text.
 const PER_ITEM: u64 = 4;
 /// Tokens that prime the reply.
@@ -271,7 +273,7 @@ fn text_tokens(text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    tiktoken_rs::o200k_base_singleton().count_ordinary(text) as u64
+    O200k::get().count(text) as u64
 }
 
 /// Whether the tokenizer is loaded ([`warm`] returned).
@@ -279,7 +281,7 @@ static WARM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(
 
 /// Loads the `o200k_base` tokenizer (once per process; later calls return at once).
 pub fn warm() {
-    let _ = tiktoken_rs::o200k_base_singleton();
+    let _ = O200k::get();
     WARM.store(true, std::sync::atomic::Ordering::Release);
 }
 
@@ -301,10 +303,10 @@ pub async fn count(op: Operation, request: &Json, prompt: &Prompt) -> u64 {
 }
 
 fn count_now(op: Operation, request: &Json, prompt: &Prompt) -> u64 {
-    let bpe = tiktoken_rs::o200k_base_singleton();
+    let bpe = O200k::get();
     let mut tokens = 0u64;
     let mut ids = 0u64;
-    let mut add = |s: &str| tokens += bpe.count_ordinary(s) as u64;
+    let mut add = |s: &str| tokens += bpe.count(s) as u64;
     let keys: &[&str] = match op {
         Operation::Chat => &["messages", "tools"],
         Operation::Completions | Operation::Images => &["prompt"],

@@ -40,6 +40,7 @@ pub mod limits;
 pub mod metrics;
 mod mock;
 mod mock_extra;
+mod o200k;
 mod passthrough;
 mod pipeline;
 pub mod reload;
