@@ -36,6 +36,8 @@ const PATTERN: &str = concat!(
 
 /// Slots of the rank index: a power of two, under 40 % full with o200k's 199,998 tokens.
 const SLOTS: usize = 1 << 19;
+/// The bits of a slot that hold rank + 1 (o200k's ranks are below 2^18); the rest is a tag.
+const RANK_BITS: u32 = (1 << 18) - 1;
 /// No merge.
 const NONE: u32 = u32::MAX;
 /// Pieces this long or longer are merged with a heap (tiktoken's threshold): the plain merge is
@@ -46,7 +48,8 @@ const LARGE: usize = 100;
 pub struct O200k {
     /// Where each rank's bytes start in [`TABLE`]; their length is the byte before.
     starts: Box<[u32]>,
-    /// Rank + 1 of the token whose bytes hash to this slot (linear probing), 0 for none.
+    /// Rank + 1 of the token whose bytes hash to this slot (linear probing) with its tag above
+    /// [`RANK_BITS`], 0 for none.
     slots: Box<[u32]>,
     split: Regex,
 }
@@ -77,11 +80,11 @@ impl O200k {
             if bytes.is_empty() {
                 continue;
             }
-            let mut slot = slot_of(bytes);
+            let (mut slot, tag) = slot_of(bytes);
             while table.slots[slot] != 0 {
                 slot = (slot + 1) & (SLOTS - 1);
             }
-            table.slots[slot] = u32::try_from(rank + 1).unwrap_or(0);
+            table.slots[slot] = tag | u32::try_from(rank + 1).unwrap_or(0);
         }
         table
     }
@@ -98,14 +101,17 @@ impl O200k {
 
     /// The rank of the token whose bytes are `piece`, if one is.
     fn rank(&self, piece: &[u8]) -> Option<u32> {
-        let mut slot = slot_of(piece);
+        let (mut slot, tag) = slot_of(piece);
         loop {
             let entry = self.slots[slot];
             if entry == 0 {
                 return None;
             }
-            if self.bytes(entry as usize - 1) == piece {
-                return Some(entry - 1);
+            if entry & !RANK_BITS == tag {
+                let rank = (entry & RANK_BITS) - 1;
+                if self.bytes(rank as usize) == piece {
+                    return Some(rank);
+                }
             }
             slot = (slot + 1) & (SLOTS - 1);
         }
@@ -279,11 +285,14 @@ impl PartialOrd for Merge {
     }
 }
 
-fn slot_of(bytes: &[u8]) -> usize {
+/// A piece's first slot, and the tag its entries carry: hash bits beyond the slot's, so that a
+/// probe compares bytes only when the tags agree.
+fn slot_of(bytes: &[u8]) -> (usize, u32) {
     let mut h = rustc_hash::FxHasher::default();
     h.write(bytes);
     let h = h.finish();
-    (h ^ (h >> 29)) as usize & (SLOTS - 1)
+    let h = h ^ (h >> 29);
+    (h as usize & (SLOTS - 1), (h >> 32) as u32 & !RANK_BITS)
 }
 
 fn compile(pattern: &str) -> Regex {
