@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 use switchyard_api::{LLMGateway, LLMRoute, Provider, TeamBudget, VirtualKey, API_VERSION};
 
+use crate::block;
 use crate::diagnostics::{Diagnostic, Location, ObjectId, Severity};
 
 /// Namespace given to resources written without one (as `kubectl apply` does).
@@ -502,16 +503,31 @@ fn parse_plain(file: &str, start: usize, doc: &str) -> Option<Parsed> {
 }
 
 /// [`check`] of a document that deserialises from its text cleanly; `None` when it does not.
+///
+/// The document is read by [`block::read`] when it is in the plainest form (most are: a third
+/// of the instructions of a load went to libyaml before), else by serde_yaml; either way only
+/// a clean result is kept.
 fn check_plain<T>(src: Source, kind: &str, doc: &str) -> Option<Checked<T>>
 where
     T: DeserializeOwned + kube::Resource + CelCheck,
 {
+    let obj = block::read(doc)
+        .and_then(|node| clean(&node).ok().flatten())
+        .or_else(|| clean(serde_yaml::Deserializer::from_str(doc)).ok().flatten())?;
+    Some(finish(src, kind, obj, Vec::new()))
+}
+
+/// The resource `de` gives, when it has no field the resource does not know (`None` then).
+fn clean<'de, T, D>(de: D) -> Result<Option<T>, D::Error>
+where
+    T: DeserializeOwned,
+    D: serde::Deserializer<'de>,
+{
     let mut clean = true;
-    let obj: T = serde_ignored::deserialize(serde_yaml::Deserializer::from_str(doc), |path| {
+    let obj: T = serde_ignored::deserialize(de, |path| {
         clean &= is_type_field(&path.to_string());
-    })
-    .ok()?;
-    clean.then(|| finish(src, kind, obj, Vec::new()))
+    })?;
+    Ok(clean.then_some(obj))
 }
 
 /// `(apiVersion, kind)` of a document that [`parse_plain`] may take: written in block style
