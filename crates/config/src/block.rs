@@ -758,19 +758,21 @@ mod tests {
 
     #[test]
     fn comments_line_endings_and_items() {
-        let doc = "# head\r\nk: a   # tail\r\n\r\n  # indented comment\r\nl:\r\n- x\r\n-\r\n  y: 1\r\n- 'q # not a comment'\r\nm:\r\n  n: \"#\"\r\n";
+        let doc = "# head\r\nk: a   # tail\r\n\r\n  # indented comment\r\nl:\r\n- x\r\n-\r\n  z: 1\r\n- 'q # not a comment'\r\nm:\r\n  o: \"#\"\r\n";
         let node = read(doc);
         assert!(node.is_some());
         assert!(same::<serde_json::Value>(doc));
         let v: serde_json::Value = serde_yaml::from_str(doc).unwrap_or_default();
         assert_eq!(
             v,
-            serde_json::json!({"k": "a", "l": ["x", {"y": 1}, "q # not a comment"], "m": {"n": "#"}})
+            serde_json::json!({"k": "a", "l": ["x", {"z": 1}, "q # not a comment"], "m": {"o": "#"}})
         );
         // `-` alone, then the next item: a null item.
         assert!(same::<serde_json::Value>("l:\n-\n- a\n"));
         // A key with nothing below, then a sibling.
         assert!(same::<serde_json::Value>("a:\nb: 1\n"));
+        // Keys YAML 1.1 reads as booleans are left, though serde_yaml reads them as strings.
+        assert!(read("m:\n  n: 1\n").is_none());
         // A whole document indented.
         assert!(same::<serde_json::Value>("  a: 1\n  b:\n    c: 2\n"));
     }

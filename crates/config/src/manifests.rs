@@ -1386,7 +1386,7 @@ mod tests {
         for dir in ["examples", "crates", "tests", "bench", "docs"] {
             collect_yaml_files(&root.join(dir), &mut paths, &mut diags);
         }
-        let mut taken = 0;
+        let (mut taken, mut read) = (0, 0);
         for path in &paths {
             let Ok(text) = std::fs::read_to_string(path) else {
                 continue;
@@ -1395,6 +1395,7 @@ mod tests {
             for (line, doc) in split_documents(&text) {
                 if let Some(plain) = parse_plain(&file, line, doc) {
                     taken += 1;
+                    read += usize::from(block::read(doc).is_some());
                     assert_eq!(
                         outcome(plain),
                         outcome(parse_general(&file, line, doc)),
@@ -1404,6 +1405,40 @@ mod tests {
             }
         }
         assert!(taken > 50, "only {taken} documents took the plain path");
+        // Most of them through the block reader rather than serde_yaml.
+        assert!(read > 50, "only {read} of {taken} documents were read by the block reader");
+    }
+
+    #[test]
+    fn the_block_reader_gives_what_the_general_path_gives() {
+        // Resources whose scalars each path could read its own way: numbers, booleans and words
+        // that look like either for string fields, nulls, comments, CRLF, a list at its key's
+        // column. Each must be read by the block reader and come out as the general path makes it.
+        let docs = [
+            "apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k  # the key\n  labels:\n    tier: 1\n    beta: \"true\"\n    zone: 'on'\n    ver: 1.5\nspec:\n  secretRef:\n    name: s\n  labels:\n    team: 007s\n    cost: 30s\n  limits:\n    rpm: 10\n    tpm: 0\n",
+            "apiVersion: v1\r\nkind: Secret\r\nmetadata:\r\n  name: s\r\n  namespace: team-a\r\nstringData:\r\n  key: 12345\r\n  other: sk-1 # not part of it\r\n  empty: ''\r\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: gpt-4o\n  aliases:\n  - '4o'\n  - gpt4\n  backends:\n  - providerRef:\n      name: p\n    model: 4.1\n    weight: 3\n  -   providerRef:\n        name: q\n      model: '0.5'\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Provider\nmetadata:\n  name: p\nspec:\n  type: openai\n  baseUrl: http://10.0.0.1:8080/v1\n  credentials:\n    secretRef:\n      name: s\n      key: apiKey\n",
+        ];
+        for doc in docs {
+            assert!(block::read(doc).is_some(), "{doc}");
+            let plain = parse_plain("f.yaml", 3, doc).unwrap_or_else(|| panic!("not taken: {doc}"));
+            assert_eq!(outcome(plain), outcome(parse_general("f.yaml", 3, doc)), "{doc}");
+        }
+        // What the block reader cannot give as serde_yaml would (a null read as a string, a
+        // type error), it leaves to serde_yaml, and the errors and their lines are the general
+        // path's.
+        for doc in [
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  key:\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k\nspec:\n  secretRef:\n    name: s\n  limits:\n    rpm: many\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k\nspec:\n  secretRef:\n    name: s\n  limitz:\n    rpm: 1\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k\n  name: l\nspec:\n  secretRef:\n    name: s\n",
+        ] {
+            let taken = parse_plain("f.yaml", 3, doc).map(outcome);
+            let general = outcome(parse_general("f.yaml", 3, doc));
+            assert!(taken.is_none() || taken.as_ref() == Some(&general), "{doc}");
+            assert_eq!(outcome(parse_document("f.yaml", 3, doc)), general, "{doc}");
+        }
     }
 
     #[test]
