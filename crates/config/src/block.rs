@@ -28,6 +28,22 @@ pub(crate) enum Node<'a> {
     Null,
 }
 
+impl<'a> Node<'a> {
+    /// The string at `key` of a mapping, as serde_yaml reads it (`None` when it is not a string).
+    pub(crate) fn string_at(&self, key: &str) -> Option<&'a str> {
+        let Node::Map(entries) = self else {
+            return None;
+        };
+        match entries.iter().find(|(k, _)| k.text == key)?.1 {
+            Node::Scalar(Scalar {
+                text,
+                kind: Kind::Word | Kind::Quoted,
+            }) => Some(text),
+            _ => None,
+        }
+    }
+}
+
 /// A scalar as written (`text`, without its quotes) and what serde_yaml resolves it to.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Scalar<'a> {
@@ -249,8 +265,23 @@ fn scalar(text: &str) -> Option<Scalar<'_>> {
             kind: Kind::Quoted,
         });
     }
-    let text = text.split(" #").next().unwrap_or("").trim_end_matches(' ');
-    if text.is_empty() || text.contains(": ") || text.ends_with(':') || text.contains('#') {
+    // One pass: the comment (` #`) ends the scalar; a `: ` or a `:` at its end would make it a
+    // key, a `#` after anything but a space is left to serde_yaml.
+    let bytes = text.as_bytes();
+    let mut end = bytes.len();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'#' if i > 0 && bytes[i - 1] == b' ' => {
+                end = i;
+                break;
+            }
+            b'#' => return None,
+            b':' if bytes.get(i + 1).is_none_or(|&next| next == b' ') => return None,
+            _ => {}
+        }
+    }
+    let text = text[..end].trim_end_matches(' ');
+    if text.is_empty() {
         return None;
     }
     let kind = if let Some(digits) = text.strip_prefix('-') {

@@ -482,38 +482,46 @@ where
 /// path's typed parse from the value, when it succeeds, gives what the parse from the text gives
 /// (it only refuses more: a number for a string field); what the value alone refuses is a key
 /// written twice in one mapping, which [`plain_scan`] rules out conservatively, and anchors,
-/// aliases and tags are left to the general path altogether.
+/// aliases and tags are left to the general path altogether. The [`block`] reader, which takes
+/// most such documents before libyaml sees them, gives what serde_yaml's typed parse gives for
+/// the forms it takes and leaves every other form to serde_yaml (its module says how).
 fn parse_plain(file: &str, start: usize, doc: &str) -> Option<Parsed> {
-    let (api_version, kind) = plain_scan(doc)?;
+    let node = block::read(doc);
+    let (api_version, kind) = match &node {
+        Some(node) => (node.string_at("apiVersion")?, node.string_at("kind")?),
+        None => plain_scan(doc)?,
+    };
+    let node = node.as_ref();
     let src = || Source {
         file: file.to_owned(),
         line: start,
         text: doc.to_owned(),
     };
     Some(match (api_version, kind) {
-        (API_VERSION, "Provider") => Parsed::Provider(check_plain(src(), "Provider", doc)?),
-        (API_VERSION, "LLMRoute") => Parsed::LLMRoute(check_plain(src(), "LLMRoute", doc)?),
-        (API_VERSION, "VirtualKey") => Parsed::VirtualKey(check_plain(src(), "VirtualKey", doc)?),
-        (API_VERSION, "Budget") => Parsed::Budget(check_plain(src(), "Budget", doc)?),
-        (API_VERSION, "LLMGateway") => Parsed::LLMGateway(check_plain(src(), "LLMGateway", doc)?),
-        ("v1", "Secret") => Parsed::Secret(check_plain(src(), "Secret", doc)?),
-        ("v1", "Namespace") => Parsed::Namespace(check_plain(src(), "Namespace", doc)?),
+        (API_VERSION, "Provider") => Parsed::Provider(check_plain(src(), "Provider", doc, node)?),
+        (API_VERSION, "LLMRoute") => Parsed::LLMRoute(check_plain(src(), "LLMRoute", doc, node)?),
+        (API_VERSION, "VirtualKey") => Parsed::VirtualKey(check_plain(src(), "VirtualKey", doc, node)?),
+        (API_VERSION, "Budget") => Parsed::Budget(check_plain(src(), "Budget", doc, node)?),
+        (API_VERSION, "LLMGateway") => Parsed::LLMGateway(check_plain(src(), "LLMGateway", doc, node)?),
+        ("v1", "Secret") => Parsed::Secret(check_plain(src(), "Secret", doc, node)?),
+        ("v1", "Namespace") => Parsed::Namespace(check_plain(src(), "Namespace", doc, node)?),
         _ => return None,
     })
 }
 
 /// [`check`] of a document that deserialises from its text cleanly; `None` when it does not.
 ///
-/// The document is read by [`block::read`] when it is in the plainest form (most are: a third
-/// of the instructions of a load went to libyaml before), else by serde_yaml; either way only
-/// a clean result is kept.
-fn check_plain<T>(src: Source, kind: &str, doc: &str) -> Option<Checked<T>>
+/// The document is read from `node`, what [`block::read`] made of it, when that deserialises
+/// (most do: a third of the instructions of a load went to libyaml before), else by serde_yaml
+/// when [`plain_scan`] admits it; either way only a clean result is kept.
+fn check_plain<T>(src: Source, kind: &str, doc: &str, node: Option<&block::Node<'_>>) -> Option<Checked<T>>
 where
     T: DeserializeOwned + kube::Resource + CelCheck,
 {
-    let obj = block::read(doc)
-        .and_then(|node| clean(&node).ok().flatten())
-        .or_else(|| clean(serde_yaml::Deserializer::from_str(doc)).ok().flatten())?;
+    let obj = node.and_then(|node| clean(node).ok().flatten()).or_else(|| {
+        plain_scan(doc)?;
+        clean(serde_yaml::Deserializer::from_str(doc)).ok().flatten()
+    })?;
     Some(finish(src, kind, obj, Vec::new()))
 }
 
@@ -1463,6 +1471,7 @@ mod tests {
         for tail in left {
             let doc = format!("{head}{tail}");
             assert!(plain_scan(&doc).is_none(), "{doc}");
+            assert!(block::read(&doc).is_none(), "{doc}");
         }
         let words = [
             "apiVersion: v1\nkind: Secret # a comment\n",
