@@ -219,11 +219,19 @@ fn entry(text: &str) -> Option<Option<(Scalar<'_>, &str)>> {
             (scalar(&text[..=end])?, after)
         }
         _ => {
-            let Some(i) = text.find(':').filter(|&i| text[i + 1..].is_empty() || text[i + 1..].starts_with(' ')) else {
+            let Some(i) = text
+                .find(':')
+                .filter(|&i| text[i + 1..].is_empty() || text[i + 1..].starts_with(' '))
+            else {
                 return if text.contains(": ") { None } else { Some(None) };
             };
             let key = scalar(&text[..i])?;
-            if key.kind != Kind::Word || !key.text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./-".contains(&b)) {
+            if key.kind != Kind::Word
+                || !key
+                    .text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_./-".contains(&b))
+            {
                 return None;
             }
             (key, &text[i..])
@@ -294,7 +302,10 @@ fn scalar(text: &str) -> Option<Scalar<'_>> {
             return None;
         }
         Kind::Unsigned(text.parse().ok()?)
-    } else if let Some((int, frac)) = text.split_once('.').filter(|(i, f)| decimal(i) && !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit())) {
+    } else if let Some((int, frac)) = text
+        .split_once('.')
+        .filter(|(i, f)| decimal(i) && !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+    {
         if int.len() + frac.len() > 15 {
             return None;
         }
@@ -369,7 +380,9 @@ impl<'de> de::Deserializer<'de> for &Node<'de> {
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Refused> {
         match self {
-            Node::Scalar(Scalar { kind: Kind::Bool(b), .. }) => visitor.visit_bool(*b),
+            Node::Scalar(Scalar {
+                kind: Kind::Bool(b), ..
+            }) => visitor.visit_bool(*b),
             _ => Err(Refused),
         }
     }
@@ -624,7 +637,11 @@ impl<'de> de::VariantAccess<'de> for UnitVariant<'_, 'de> {
         Err(Refused)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], _visitor: V) -> Result<V::Value, Refused> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Refused> {
         Err(Refused)
     }
 }
@@ -651,21 +668,115 @@ mod tests {
         let theirs: Result<T, _> = serde_yaml::from_str(doc);
         match theirs {
             Ok(theirs) => assert_eq!(ours, theirs, "{doc:?} as {}", std::any::type_name::<T>()),
-            Err(e) => panic!("{doc:?} as {}: serde_yaml refuses it ({e}), the reader gives {ours:?}", std::any::type_name::<T>()),
+            Err(e) => panic!(
+                "{doc:?} as {}: serde_yaml refuses it ({e}), the reader gives {ours:?}",
+                std::any::type_name::<T>()
+            ),
         }
         true
     }
 
     /// Values as written after `key: `, the tricky ones first.
     const VALUES: &[&str] = &[
-        "a", "0", "12", "-3", "0.5", "1.0", "-2.25", "007", "0x1f", "0o17", "0b101", "1e3", "1E3", ".5", "5.", "+1", "-0",
-        "1_000", "true", "false", "True", "TRUE", "yes", "No", "on", "OFF", "y", "n", "~", "null", "Null", "NULL", "",
-        "inf", ".inf", "-.inf", "nan", ".NaN", "Infinity", "\"q\"", "'s'", "\"a # b\"", "'a: b'", "a # c", "a#b",
-        "http://x:1/y", "10.0.0.1", "30s", "2d", "1h30m", "-", "- x", "a: b", "a:", "'it''s'", "\"esc\\n\"", "\"\"", "''",
-        "a b  c", "[a]", "{a: 1}", "&a x", "*a", "!t x", "|", ">", "@x", "`x", "%x", "_", "/p", "a, b", "it's",
-        "12345678901234567890", "1234567890123456789", "-9223372036854775808", "-9223372036854775809", "\"x\" y",
-        "\"x\"#y", "\"x\" #y", "a:b", "sk-bench-scale-000001", "mock-gpt", "team 1", "1.2.3", "0.", "00", "0.0",
-        "3.14159265358979323846", "-1.5e3", "?", "? x", ",", "x,", "<<", "=", "a\"b", "#", "'a' 'b'",
+        "a",
+        "0",
+        "12",
+        "-3",
+        "0.5",
+        "1.0",
+        "-2.25",
+        "007",
+        "0x1f",
+        "0o17",
+        "0b101",
+        "1e3",
+        "1E3",
+        ".5",
+        "5.",
+        "+1",
+        "-0",
+        "1_000",
+        "true",
+        "false",
+        "True",
+        "TRUE",
+        "yes",
+        "No",
+        "on",
+        "OFF",
+        "y",
+        "n",
+        "~",
+        "null",
+        "Null",
+        "NULL",
+        "",
+        "inf",
+        ".inf",
+        "-.inf",
+        "nan",
+        ".NaN",
+        "Infinity",
+        "\"q\"",
+        "'s'",
+        "\"a # b\"",
+        "'a: b'",
+        "a # c",
+        "a#b",
+        "http://x:1/y",
+        "10.0.0.1",
+        "30s",
+        "2d",
+        "1h30m",
+        "-",
+        "- x",
+        "a: b",
+        "a:",
+        "'it''s'",
+        "\"esc\\n\"",
+        "\"\"",
+        "''",
+        "a b  c",
+        "[a]",
+        "{a: 1}",
+        "&a x",
+        "*a",
+        "!t x",
+        "|",
+        ">",
+        "@x",
+        "`x",
+        "%x",
+        "_",
+        "/p",
+        "a, b",
+        "it's",
+        "12345678901234567890",
+        "1234567890123456789",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "\"x\" y",
+        "\"x\"#y",
+        "\"x\" #y",
+        "a:b",
+        "sk-bench-scale-000001",
+        "mock-gpt",
+        "team 1",
+        "1.2.3",
+        "0.",
+        "00",
+        "0.0",
+        "3.14159265358979323846",
+        "-1.5e3",
+        "?",
+        "? x",
+        ",",
+        "x,",
+        "<<",
+        "=",
+        "a\"b",
+        "#",
+        "'a' 'b'",
     ];
 
     #[test]
@@ -715,7 +826,16 @@ mod tests {
         }
         // The common forms are taken (else this test would prove nothing).
         assert!(taken > 200, "only {taken} documents were taken");
-        for doc in ["k: a\n", "k: 12\n", "k: -3\n", "k: 0.5\n", "k: true\n", "k: \"q\"\n", "k: 'a: b'\n", "k: 30s\n"] {
+        for doc in [
+            "k: a\n",
+            "k: 12\n",
+            "k: -3\n",
+            "k: 0.5\n",
+            "k: true\n",
+            "k: \"q\"\n",
+            "k: 'a: b'\n",
+            "k: 30s\n",
+        ] {
             assert!(same::<serde_json::Value>(doc), "{doc:?} was not taken");
             assert!(same::<Field<String>>(doc), "{doc:?} was not taken as a string");
         }

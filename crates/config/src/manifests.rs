@@ -1414,7 +1414,10 @@ mod tests {
         }
         assert!(taken > 50, "only {taken} documents took the plain path");
         // Most of them through the block reader rather than serde_yaml.
-        assert!(read > 50, "only {read} of {taken} documents were read by the block reader");
+        assert!(
+            read > 50,
+            "only {read} of {taken} documents were read by the block reader"
+        );
     }
 
     #[test]
