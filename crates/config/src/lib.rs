@@ -11,6 +11,7 @@
 //! fleet's shard Secrets), behind the `folder` and `kubernetes` features. Nothing outside those
 //! two features performs I/O beyond reading manifest files.
 
+mod block;
 mod compile;
 mod diagnostics;
 pub mod manifests;

@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use serde::de::DeserializeOwned;
 use switchyard_api::{LLMGateway, LLMRoute, Provider, TeamBudget, VirtualKey, API_VERSION};
 
+use crate::block;
 use crate::diagnostics::{Diagnostic, Location, ObjectId, Severity};
 
 /// Namespace given to resources written without one (as `kubectl apply` does).
@@ -481,37 +482,60 @@ where
 /// path's typed parse from the value, when it succeeds, gives what the parse from the text gives
 /// (it only refuses more: a number for a string field); what the value alone refuses is a key
 /// written twice in one mapping, which [`plain_scan`] rules out conservatively, and anchors,
-/// aliases and tags are left to the general path altogether.
+/// aliases and tags are left to the general path altogether. The [`block`] reader, which takes
+/// most such documents before libyaml sees them, gives what serde_yaml's typed parse gives for
+/// the forms it takes and leaves every other form to serde_yaml (its module says how).
 fn parse_plain(file: &str, start: usize, doc: &str) -> Option<Parsed> {
-    let (api_version, kind) = plain_scan(doc)?;
+    let node = block::read(doc);
+    let (api_version, kind) = match &node {
+        Some(node) => (node.string_at("apiVersion")?, node.string_at("kind")?),
+        None => plain_scan(doc)?,
+    };
+    let node = node.as_ref();
     let src = || Source {
         file: file.to_owned(),
         line: start,
         text: doc.to_owned(),
     };
     Some(match (api_version, kind) {
-        (API_VERSION, "Provider") => Parsed::Provider(check_plain(src(), "Provider", doc)?),
-        (API_VERSION, "LLMRoute") => Parsed::LLMRoute(check_plain(src(), "LLMRoute", doc)?),
-        (API_VERSION, "VirtualKey") => Parsed::VirtualKey(check_plain(src(), "VirtualKey", doc)?),
-        (API_VERSION, "Budget") => Parsed::Budget(check_plain(src(), "Budget", doc)?),
-        (API_VERSION, "LLMGateway") => Parsed::LLMGateway(check_plain(src(), "LLMGateway", doc)?),
-        ("v1", "Secret") => Parsed::Secret(check_plain(src(), "Secret", doc)?),
-        ("v1", "Namespace") => Parsed::Namespace(check_plain(src(), "Namespace", doc)?),
+        (API_VERSION, "Provider") => Parsed::Provider(check_plain(src(), "Provider", doc, node)?),
+        (API_VERSION, "LLMRoute") => Parsed::LLMRoute(check_plain(src(), "LLMRoute", doc, node)?),
+        (API_VERSION, "VirtualKey") => Parsed::VirtualKey(check_plain(src(), "VirtualKey", doc, node)?),
+        (API_VERSION, "Budget") => Parsed::Budget(check_plain(src(), "Budget", doc, node)?),
+        (API_VERSION, "LLMGateway") => Parsed::LLMGateway(check_plain(src(), "LLMGateway", doc, node)?),
+        ("v1", "Secret") => Parsed::Secret(check_plain(src(), "Secret", doc, node)?),
+        ("v1", "Namespace") => Parsed::Namespace(check_plain(src(), "Namespace", doc, node)?),
         _ => return None,
     })
 }
 
 /// [`check`] of a document that deserialises from its text cleanly; `None` when it does not.
-fn check_plain<T>(src: Source, kind: &str, doc: &str) -> Option<Checked<T>>
+///
+/// The document is read from `node`, what [`block::read`] made of it, when that deserialises
+/// (most do: a third of the instructions of a load went to libyaml before), else by serde_yaml
+/// when [`plain_scan`] admits it; either way only a clean result is kept.
+fn check_plain<T>(src: Source, kind: &str, doc: &str, node: Option<&block::Node<'_>>) -> Option<Checked<T>>
 where
     T: DeserializeOwned + kube::Resource + CelCheck,
 {
+    let obj = node.and_then(|node| clean(node).ok().flatten()).or_else(|| {
+        plain_scan(doc)?;
+        clean(serde_yaml::Deserializer::from_str(doc)).ok().flatten()
+    })?;
+    Some(finish(src, kind, obj, Vec::new()))
+}
+
+/// The resource `de` gives, when it has no field the resource does not know (`None` then).
+fn clean<'de, T, D>(de: D) -> Result<Option<T>, D::Error>
+where
+    T: DeserializeOwned,
+    D: serde::Deserializer<'de>,
+{
     let mut clean = true;
-    let obj: T = serde_ignored::deserialize(serde_yaml::Deserializer::from_str(doc), |path| {
+    let obj: T = serde_ignored::deserialize(de, |path| {
         clean &= is_type_field(&path.to_string());
-    })
-    .ok()?;
-    clean.then(|| finish(src, kind, obj, Vec::new()))
+    })?;
+    Ok(clean.then_some(obj))
 }
 
 /// `(apiVersion, kind)` of a document that [`parse_plain`] may take: written in block style
@@ -1370,7 +1394,7 @@ mod tests {
         for dir in ["examples", "crates", "tests", "bench", "docs"] {
             collect_yaml_files(&root.join(dir), &mut paths, &mut diags);
         }
-        let mut taken = 0;
+        let (mut taken, mut read) = (0, 0);
         for path in &paths {
             let Ok(text) = std::fs::read_to_string(path) else {
                 continue;
@@ -1379,6 +1403,7 @@ mod tests {
             for (line, doc) in split_documents(&text) {
                 if let Some(plain) = parse_plain(&file, line, doc) {
                     taken += 1;
+                    read += usize::from(block::read(doc).is_some());
                     assert_eq!(
                         outcome(plain),
                         outcome(parse_general(&file, line, doc)),
@@ -1388,6 +1413,43 @@ mod tests {
             }
         }
         assert!(taken > 50, "only {taken} documents took the plain path");
+        // Most of them through the block reader rather than serde_yaml.
+        assert!(
+            read > 50,
+            "only {read} of {taken} documents were read by the block reader"
+        );
+    }
+
+    #[test]
+    fn the_block_reader_gives_what_the_general_path_gives() {
+        // Resources whose scalars each path could read its own way: numbers, booleans and words
+        // that look like either for string fields, nulls, comments, CRLF, a list at its key's
+        // column. Each must be read by the block reader and come out as the general path makes it.
+        let docs = [
+            "apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k  # the key\n  labels:\n    tier: 1\n    beta: \"true\"\n    zone: 'on'\n    ver: 1.5\nspec:\n  secretRef:\n    name: s\n  labels:\n    team: 007s\n    cost: 30s\n  limits:\n    rpm: 10\n    tpm: 0\n",
+            "apiVersion: v1\r\nkind: Secret\r\nmetadata:\r\n  name: s\r\n  namespace: team-a\r\nstringData:\r\n  key: 12345\r\n  other: sk-1 # not part of it\r\n  empty: ''\r\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: gpt-4o\n  aliases:\n  - '4o'\n  - gpt4\n  backends:\n  - providerRef:\n      name: p\n    model: 4.1\n    weight: 3\n  -   providerRef:\n        name: q\n      model: '0.5'\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: Provider\nmetadata:\n  name: p\nspec:\n  type: openai\n  baseUrl: http://10.0.0.1:8080/v1\n  credentials:\n    secretRef:\n      name: s\n      key: apiKey\n",
+        ];
+        for doc in docs {
+            assert!(block::read(doc).is_some(), "{doc}");
+            let plain = parse_plain("f.yaml", 3, doc).unwrap_or_else(|| panic!("not taken: {doc}"));
+            assert_eq!(outcome(plain), outcome(parse_general("f.yaml", 3, doc)), "{doc}");
+        }
+        // What the block reader cannot give as serde_yaml would (a null read as a string, a
+        // type error), it leaves to serde_yaml, and the errors and their lines are the general
+        // path's.
+        for doc in [
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  key:\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k\nspec:\n  secretRef:\n    name: s\n  limits:\n    rpm: many\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k\nspec:\n  secretRef:\n    name: s\n  limitz:\n    rpm: 1\n",
+            "apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k\n  name: l\nspec:\n  secretRef:\n    name: s\n",
+        ] {
+            let taken = parse_plain("f.yaml", 3, doc).map(outcome);
+            let general = outcome(parse_general("f.yaml", 3, doc));
+            assert!(taken.is_none() || taken.as_ref() == Some(&general), "{doc}");
+            assert_eq!(outcome(parse_document("f.yaml", 3, doc)), general, "{doc}");
+        }
     }
 
     #[test]
@@ -1412,6 +1474,7 @@ mod tests {
         for tail in left {
             let doc = format!("{head}{tail}");
             assert!(plain_scan(&doc).is_none(), "{doc}");
+            assert!(block::read(&doc).is_none(), "{doc}");
         }
         let words = [
             "apiVersion: v1\nkind: Secret # a comment\n",
