@@ -360,9 +360,20 @@ pub(crate) async fn admit(
     route: &Route,
     request: &Json,
 ) -> Result<Admission, Refused> {
+    admit_measured(limits, key, route, || Prompt::measure(request)).await
+}
+
+/// [`admit`] for a request whose prompt the caller measures (`measured`, called only when a
+/// limit applies), so that it is measured once for limits and routing.
+pub(crate) async fn admit_measured(
+    limits: &Arc<Limits>,
+    key: &Arc<Key>,
+    route: &Route,
+    measured: impl FnOnce() -> Prompt,
+) -> Result<Admission, Refused> {
     let label = || route.id.clone();
     let measure = |reserve: bool| {
-        let measured = Prompt::measure(request);
+        let measured = measured();
         let prompt = measured.rough();
         let cap = measured.max_completion;
         // Saturating: `max_tokens` is the client's number; a wrapped sum would shrink the estimate.

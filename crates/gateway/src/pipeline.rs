@@ -21,6 +21,7 @@ use switchyard_providers::Operation;
 
 use crate::account::{self, Account, InFlight, Labels};
 use crate::error::GatewayError;
+use crate::estimate::Prompt;
 use crate::ingress::{Codec, ANTHROPIC};
 use crate::request::{self, Request};
 use crate::respond::{self, Served};
@@ -106,7 +107,8 @@ async fn serve(
     // Limits (crate::limits): the key's rpm, tpm, slots in flight and budget reservation, taken
     // in one atomic step once the route (and so the prices) is known. Refusals are 429s with
     // OpenAI's x-ratelimit-* headers.
-    let admission = match limits::admit(&gw.limits, &key, &route, &req.raw).await {
+    let prompt = Prompt::measure(&req.raw);
+    let admission = match limits::admit_measured(&gw.limits, &key, &route, || prompt.clone()).await {
         Ok(a) => a,
         Err(refused) => return Ok(respond::refused(codec, refused)),
     };
@@ -135,6 +137,7 @@ async fn serve(
         &route,
         &key,
         &req.raw,
+        prompt,
         headers,
         req.op,
         req.stream,

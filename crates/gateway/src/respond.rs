@@ -185,10 +185,12 @@ fn forward(
     async_stream::stream! {
         let mut out: Vec<Bytes> = Vec::with_capacity(4);
         let mut sent: Vec<Bytes> = Vec::with_capacity(4);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
         loop {
-            let next = match tokio::time::timeout(idle, chunks.next()).await {
-                Err(_) => Some(Err(ProviderError::new(ErrorKind::Timeout, "the upstream stream went silent"))),
-                Ok(n) => n,
+            let next = match next_within(&mut chunks, timer.as_mut(), idle).await {
+                None => Some(Err(ProviderError::new(ErrorKind::Timeout, "the upstream stream went silent"))),
+                Some(n) => n,
             };
             let result = match next {
                 Some(Ok(chunk)) => translator.feed(chunk, &mut out),
@@ -228,6 +230,31 @@ fn forward(
             }
         }
         account.end();
+    }
+}
+
+/// The next chunk, or `None` when none came within `idle` of asking. One timer serves the
+/// whole stream: it is only pushed back when it fires before the wait it is for has lasted
+/// `idle` (its deadline is never later than the wait's, since waits start later and later).
+/// A `tokio::time::timeout` per chunk put a timer in tokio's wheel and took it out for every
+/// chunk.
+async fn next_within<S: futures::Stream + Unpin>(
+    chunks: &mut S,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    idle: Duration,
+) -> Option<Option<S::Item>> {
+    let deadline = tokio::time::Instant::now() + idle;
+    loop {
+        tokio::select! {
+            biased;
+            next = chunks.next() => return Some(next),
+            () = timer.as_mut() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
     }
 }
 
@@ -325,6 +352,39 @@ mod tests {
         let mut request = Request::parse(Operation::Chat, PROMPT).unwrap_or_else(|e| panic!("{e}"));
         let prompt = StreamPrompt::take(Operation::Chat, &mut request.raw).tokens();
         price().cost(prompt, delivered.tokens(), 0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timeout_counts_each_wait_not_the_stream() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded::<u32>();
+        let idle = Duration::from_secs(5);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        // Chunks 4 s apart: every wait is under `idle`, the stream far over it.
+        for i in 0..5 {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                tx.unbounded_send(i).unwrap();
+            });
+            assert_eq!(next_within(&mut rx, timer.as_mut(), idle).await, Some(Some(i)));
+        }
+        // A wait that began late (the client was slow to take the last chunk) gets all of `idle`.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let tx2 = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(4900)).await;
+            tx2.unbounded_send(5).unwrap();
+        });
+        assert_eq!(next_within(&mut rx, timer.as_mut(), idle).await, Some(Some(5)));
+        // Then silence: the wait ends `idle` after it began.
+        let began = tokio::time::Instant::now();
+        assert_eq!(next_within(&mut rx, timer.as_mut(), idle).await, None);
+        let waited = began.elapsed();
+        assert!(waited >= idle && waited < idle + Duration::from_millis(5), "{waited:?}");
+        // The end of the upstream is an answer, not silence.
+        drop(tx);
+        assert_eq!(next_within(&mut rx, timer.as_mut(), idle).await, Some(None));
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use switchyard_config::{CredentialsConfig, ProviderKind};
 
-use crate::sse::{Event, Parser, DEFAULT_MAX_EVENT};
+use crate::sse::{EventRef, Parser, DEFAULT_MAX_EVENT};
 use crate::{
     kind_for_status, retry_after, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target,
     Translated, UpstreamRequest, Usage,
@@ -553,32 +553,88 @@ impl Passthrough {
             ..Self::default()
         }
     }
+}
 
-    fn responses_event(&mut self, ev: &Event) -> Result<(), ProviderError> {
+/// What a chunk's events told so far: committed to the [`Passthrough`] only when the whole chunk
+/// was framed without error, as when its events were read after framing it.
+struct Reading {
+    responses: bool,
+    usage: Option<Usage>,
+    done: bool,
+    /// The first event that failed the stream, and whether the chunk is released before the
+    /// error (an upstream error event reaches the client; a malformed chunk does not).
+    failed: Option<(ProviderError, bool)>,
+}
+
+impl Reading {
+    fn event(&mut self, ev: &EventRef<'_>) {
+        if self.failed.is_some() {
+            return;
+        }
+        let read = if self.responses {
+            self.responses_event(ev)
+        } else {
+            self.chat_event(ev)
+        };
+        if let Err(failed) = read {
+            self.failed = Some(failed);
+        }
+    }
+
+    fn chat_event(&mut self, ev: &EventRef<'_>) -> Result<(), (ProviderError, bool)> {
+        if ev.data == "[DONE]" {
+            self.done = true;
+        } else if let Some(reported) = reports_usage(ev.data.as_bytes()) {
+            // OpenAI names `"usage":null` in every chunk of a stream that asked for usage:
+            // only the one that carries it is parsed. An event naming usage was never
+            // refused (a parse failure reads as no usage), so it is not validated either.
+            if reported {
+                if let Ok(u) = serde_json::from_str::<UsageOnly>(&ev.data) {
+                    if let Some(u) = u.usage {
+                        self.usage = Some(u.into());
+                    }
+                }
+            }
+        } else if ev.data.starts_with("{\"error\"") {
+            return Err((openai_error(500, &HeaderMap::new(), ev.data.as_bytes()), true));
+        } else if serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_err() {
+            return Err((
+                ProviderError::new(ErrorKind::Protocol, "upstream sent a malformed stream chunk"),
+                false,
+            ));
+        }
+        Ok(())
+    }
+
+    fn responses_event(&mut self, ev: &EventRef<'_>) -> Result<(), (ProviderError, bool)> {
         let kind = if ev.event.is_empty() {
             event_type(&ev.data)
         } else {
-            ev.event.as_str()
+            ev.event
         };
         match kind {
             "response.completed" | "response.incomplete" => {
                 self.done = true;
-                let parsed: ResponseEvent = serde_json::from_str(&ev.data)
-                    .map_err(|_| ProviderError::new(ErrorKind::Protocol, "upstream sent a malformed stream event"))?;
+                let parsed: ResponseEvent = serde_json::from_str(&ev.data).map_err(|_| {
+                    (
+                        ProviderError::new(ErrorKind::Protocol, "upstream sent a malformed stream event"),
+                        true,
+                    )
+                })?;
                 if let Some(u) = parsed.response.and_then(|r| r.usage) {
                     self.usage = Some(u.into());
                 }
                 Ok(())
             }
-            "response.failed" | "error" => Err(ProviderError::new(
-                ErrorKind::Server,
-                format!("upstream stream failed: {}", ev.data),
+            "response.failed" | "error" => Err((
+                ProviderError::new(ErrorKind::Server, format!("upstream stream failed: {}", ev.data)),
+                true,
             )),
             _ => {
                 if serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_err() {
-                    return Err(ProviderError::new(
-                        ErrorKind::Protocol,
-                        "upstream sent a malformed stream chunk",
+                    return Err((
+                        ProviderError::new(ErrorKind::Protocol, "upstream sent a malformed stream chunk"),
+                        true,
                     ));
                 }
                 Ok(())
@@ -624,8 +680,18 @@ fn skip_space(b: &[u8]) -> &[u8] {
 
 impl StreamTranslator for Passthrough {
     fn feed(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), ProviderError> {
-        let events = self.parser.feed(&chunk)?;
-        if !self.started && events.is_empty() {
+        let mut events = 0;
+        let mut reading = Reading {
+            responses: self.responses,
+            usage: self.usage,
+            done: self.done,
+            failed: None,
+        };
+        self.parser.feed_each(&chunk, |ev| {
+            events += 1;
+            reading.event(&ev);
+        })?;
+        if !self.started && events == 0 {
             self.held.push(chunk);
             if self.held.iter().map(Bytes::len).sum::<usize>() > DEFAULT_MAX_EVENT {
                 return Err(ProviderError::new(
@@ -636,40 +702,22 @@ impl StreamTranslator for Passthrough {
             return Ok(());
         }
         self.started = true;
+        self.usage = reading.usage;
+        self.done = reading.done;
         let mut release = std::mem::take(&mut self.held);
         release.push(chunk);
-        for ev in events {
-            if self.responses {
-                if let Err(e) = self.responses_event(&ev) {
-                    out.append(&mut release);
-                    return Err(e);
-                }
-            } else if ev.data == "[DONE]" {
-                self.done = true;
-            } else if let Some(reported) = reports_usage(ev.data.as_bytes()) {
-                // OpenAI names `"usage":null` in every chunk of a stream that asked for usage:
-                // only the one that carries it is parsed. An event naming usage was never
-                // refused (a parse failure reads as no usage), so it is not validated either.
-                if reported {
-                    if let Ok(u) = serde_json::from_str::<UsageOnly>(&ev.data) {
-                        if let Some(u) = u.usage {
-                            self.usage = Some(u.into());
-                        }
-                    }
-                }
-            } else if ev.data.starts_with("{\"error\"") {
-                let err = openai_error(500, &HeaderMap::new(), ev.data.as_bytes());
+        match reading.failed {
+            None => {
                 out.append(&mut release);
-                return Err(err);
-            } else if serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_err() {
-                return Err(ProviderError::new(
-                    ErrorKind::Protocol,
-                    "upstream sent a malformed stream chunk",
-                ));
+                Ok(())
+            }
+            Some((e, released)) => {
+                if released {
+                    out.append(&mut release);
+                }
+                Err(e)
             }
         }
-        out.append(&mut release);
-        Ok(())
     }
 
     fn finish(&mut self, _out: &mut Vec<Bytes>) -> Result<(), ProviderError> {

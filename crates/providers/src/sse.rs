@@ -3,6 +3,8 @@
 //! Translators are pure and fed byte chunks by the gateway, so they need a push parser over
 //! `&[u8]` rather than a parser wrapping an HTTP body; this one keeps at most one partial event, of bounded size.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::{ErrorKind, ProviderError};
@@ -14,6 +16,26 @@ pub struct Event {
     pub event: String,
     /// The `data:` field(s).
     pub data: String,
+}
+
+/// One event read in place: its fields borrow the bytes fed, except `data` when it has several
+/// `data:` lines (they are joined by `\n`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The `event:` field (empty when absent).
+    pub event: &'a str,
+    /// The `data:` field(s).
+    pub data: Cow<'a, str>,
+}
+
+impl EventRef<'_> {
+    /// The event as an owned [`Event`].
+    pub fn into_owned(self) -> Event {
+        Event {
+            event: self.event.to_owned(),
+            data: self.data.into_owned(),
+        }
+    }
 }
 
 /// The largest event [`Parser`] accepts by default (1 MiB): no provider sends events near it,
@@ -57,20 +79,28 @@ impl Parser {
     /// event (finished or not) longer than the limit is a [`ErrorKind::Protocol`] error.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, ProviderError> {
         let mut events = Vec::new();
+        self.feed_each(chunk, |ev| events.push(ev.into_owned()))?;
+        Ok(events)
+    }
+
+    /// Feeds bytes and hands each event completed by them to `each`, in order, read in place:
+    /// no copy of an event whose `data` is one line. On an error (an event over the limit)
+    /// the events already handed over are to be disregarded, as [`Parser::feed`] drops them.
+    pub fn feed_each(&mut self, chunk: &[u8], mut each: impl FnMut(EventRef<'_>)) -> Result<(), ProviderError> {
         if self.buf.is_empty() {
-            let consumed = self.parse_events(chunk, 0, &mut events)?;
+            let consumed = self.parse_events(chunk, 0, &mut each)?;
             self.buf.extend_from_slice(&chunk[consumed..]);
         } else {
             self.buf.extend_from_slice(chunk);
             let buf = std::mem::take(&mut self.buf);
-            let consumed = self.parse_events(&buf, self.resume, &mut events);
+            let consumed = self.parse_events(&buf, self.resume, &mut each);
             self.buf = buf;
             self.buf.advance(consumed?);
         }
         // A blank line is found from its first `\n` with up to two bytes after it: the last
         // three bytes are looked at again when more arrive.
         self.resume = self.buf.len().saturating_sub(3);
-        Ok(events)
+        Ok(())
     }
 
     /// Bytes of an unfinished event still buffered.
@@ -85,14 +115,19 @@ impl Parser {
 
     /// Parses the events completed in `bytes`, searching for blank lines from `from`; returns
     /// how many bytes they took.
-    fn parse_events(&mut self, bytes: &[u8], from: usize, events: &mut Vec<Event>) -> Result<usize, ProviderError> {
+    fn parse_events(
+        &mut self,
+        bytes: &[u8],
+        from: usize,
+        each: &mut impl FnMut(EventRef<'_>),
+    ) -> Result<usize, ProviderError> {
         let mut start = 0;
         let mut from = from;
         while let Some((end, sep)) = find_boundary(bytes, from) {
             self.scanned += (end + sep - from) as u64;
             self.check(end - start)?;
             if let Some(ev) = parse_event(&bytes[start..end]) {
-                events.push(ev);
+                each(ev);
             }
             start = end + sep;
             from = start;
@@ -128,10 +163,20 @@ fn find_boundary(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     None
 }
 
-fn parse_event(raw: &[u8]) -> Option<Event> {
+fn parse_event(raw: &[u8]) -> Option<EventRef<'_>> {
     let text = std::str::from_utf8(raw).ok()?;
-    let mut ev = Event::default();
-    let mut has_data = false;
+    // The usual event, one `data:` line, read without the line and field search below (which
+    // reads it the same way).
+    if let Some(value) = text.strip_prefix("data:") {
+        if memchr::memchr2(b'\n', b'\r', value.as_bytes()).is_none() {
+            return Some(EventRef {
+                event: "",
+                data: Cow::Borrowed(value.strip_prefix(' ').unwrap_or(value)),
+            });
+        }
+    }
+    let mut event = "";
+    let mut data: Option<Cow<'_, str>> = None;
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
         if line.starts_with(':') {
@@ -142,18 +187,22 @@ fn parse_event(raw: &[u8]) -> Option<Event> {
             None => (line, ""),
         };
         match field {
-            "event" => ev.event = value.to_owned(),
-            "data" => {
-                if has_data {
-                    ev.data.push('\n');
+            "event" => event = value,
+            "data" => match &mut data {
+                None => data = Some(Cow::Borrowed(value)),
+                Some(d) => {
+                    let d = d.to_mut();
+                    d.push('\n');
+                    d.push_str(value);
                 }
-                ev.data.push_str(value);
-                has_data = true;
-            }
+            },
             _ => {}
         }
     }
-    (has_data || !ev.event.is_empty()).then_some(ev)
+    (data.is_some() || !event.is_empty()).then(|| EventRef {
+        event,
+        data: data.unwrap_or_default(),
+    })
 }
 
 /// The raw events of `bytes`, each with its blank line (a trailing unfinished one last), for
@@ -203,6 +252,69 @@ mod tests {
             ]
         );
         assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
+    fn events_are_read_in_place_unless_their_data_has_several_lines() {
+        let mut p = Parser::default();
+        let mut seen = Vec::new();
+        p.feed_each(
+            b"event: a\r\ndata: {\"x\":1}\r\n\r\ndata: 1\ndata: 2\n\n: c\n\ndata",
+            |ev| {
+                seen.push((
+                    ev.event.to_owned(),
+                    matches!(ev.data, Cow::Borrowed(_)),
+                    ev.into_owned().data,
+                ));
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_owned(), true, "{\"x\":1}".to_owned()),
+                (String::new(), false, "1\n2".to_owned()),
+            ]
+        );
+        assert_eq!(p.pending(), 4);
+        let mut rest = Vec::new();
+        p.feed_each(b": 3\n\n", |ev| rest.push(ev.into_owned())).unwrap();
+        assert_eq!(
+            rest,
+            [Event {
+                event: String::new(),
+                data: "3".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_one_line_data_event_reads_as_any_other() {
+        let raws = [
+            "data: {\"x\":1}",
+            "data:{}",
+            "data:",
+            "data:  two spaces",
+            "data: a\rb",
+            "data: x\r",
+            "data: a\ndata: b",
+            "data",
+        ];
+        for raw in raws {
+            let mut p = Parser::default();
+            let evs = p.feed(format!("{raw}\n\n").as_bytes()).unwrap();
+            let data: Vec<&str> = evs.iter().map(|e| e.data.as_str()).collect();
+            let expected: &[&str] = match raw {
+                "data: {\"x\":1}" => &["{\"x\":1}"],
+                "data:{}" => &["{}"],
+                "data:" | "data" => &[""],
+                "data:  two spaces" => &[" two spaces"],
+                "data: a\rb" => &["a\rb"],
+                "data: x\r" => &["x"],
+                _ => &["a\nb"],
+            };
+            assert_eq!(data, expected, "{raw:?}");
+        }
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub use switchyard_config::MAX_FALLBACK_DEPTH;
 pub use upstream::{Call, Dispatch, HttpDispatch, Upstream};
 
 use crate::error::GatewayError;
+use crate::estimate::Prompt;
 pub use crate::runtime::serves;
 use crate::runtime::{Key, Route, Runtime};
 use crate::telemetry::Parent;
@@ -102,12 +103,24 @@ pub async fn execute(
     route: &Arc<Route>,
     key: &Key,
     request: &Json,
+    prompt: Prompt,
     headers: &HeaderMap,
     op: Operation,
     stream: bool,
     trace: Option<&Parent>,
 ) -> Result<(Upstream, Outcome), GatewayError> {
-    let ctx = Ctx::new(routing, rt, key, headers, request, op, stream, Dice::random(), trace);
+    let ctx = Ctx::new(
+        routing,
+        rt,
+        key,
+        headers,
+        request,
+        prompt,
+        op,
+        stream,
+        Dice::random(),
+        trace,
+    );
     ctx.run(route).await
 }
 
