@@ -46,8 +46,10 @@ impl Ctx<'_> {
             tried[first.index] = true;
             return primary.await;
         };
-        let hedge = self.one(route, meters, second, deadline);
-        tokio::pin!(hedge);
+        // Boxed: inline, the second attempt's future would double the size of every request's
+        // routing future, hedged or not, and that future lives until a stream's first token
+        // (memory per open stream, bench/results/profiling.md).
+        let mut hedge = Box::pin(self.one(route, meters, second, deadline));
         let won = |winner: &str| self.count_hedge(&route.config, winner);
         tried[first.index] = true;
         tried[second.index] = true;
