@@ -26,13 +26,15 @@ impl Ctx<'_> {
         tried: &mut [bool],
         deadline: Option<Instant>,
     ) -> Result<Served, Failure> {
-        let primary = self.one(route, meters, first, deadline);
+        // Boxed, as the hedge below: rustc keeps a future awaited by value in two slots (the
+        // binding and the await's), and every request's routing future carries this one until a
+        // stream's first token (memory per open stream, bench/results/profiling.md).
+        let mut primary = Box::pin(self.one(route, meters, first, deadline));
         let Some(after) = route.config.hedge_after_ms.map(Duration::from_millis) else {
             let r = primary.await;
             tried[first.index] = true;
             return r;
         };
-        tokio::pin!(primary);
         tokio::select! {
             r = &mut primary => {
                 tried[first.index] = true;
