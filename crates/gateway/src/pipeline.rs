@@ -34,10 +34,16 @@ static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-i
 
 /// The route of one LLM endpoint: `op` in the format of `codec`.
 pub(crate) fn endpoint(op: Operation, codec: &'static dyn Codec) -> MethodRouter<Arc<Gateway>> {
-    post(move |State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body| handle(gw, op, codec, headers, body))
+    // The headers are copied before the handler's future is made: hyper's map would otherwise
+    // live in that future (its arguments are dropped only when it ends) until a stream's first
+    // token, keeping the connection's read buffer with it (`owned_headers`).
+    post(move |State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body| {
+        handle(gw, op, codec, owned_headers(&headers), body)
+    })
 }
 
 /// One request, from its head to its response (a stream's body runs on after it returns).
+/// `headers` are the request's, in memory of their own (`owned_headers`).
 async fn handle(
     gw: Arc<Gateway>,
     op: Operation,
@@ -46,7 +52,6 @@ async fn handle(
     body: Body,
 ) -> Response {
     let start = Instant::now();
-    let headers = owned_headers(&headers);
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut labels = Labels::new(request_id(&headers));
     labels.llm_operation = Some(op);

@@ -176,7 +176,10 @@ pub async fn run(
             app: app.clone(),
             conn: conn.clone(),
         };
-        let connection = builder.serve_connection(io, service).into_owned();
+        // Boxed once: moved by value into the task and then into `watch`, each async frame would
+        // keep a slot of its own for it (hyper-util's connection is ~1.5 KiB, sized for HTTP/2
+        // even when it serves HTTP/1), and a task lives as long as its connection.
+        let connection = Box::pin(builder.serve_connection(io, service).into_owned());
         let (stopping, alive) = (stopping.clone(), alive.clone());
         tokio::spawn(async move {
             watch(connection, &conn, &stopping).await;
@@ -337,8 +340,7 @@ type Connection = auto::Connection<'static, TokioIo<Watched>, Serve, TokioExecut
 
 /// Drives one connection to its end, closing it at its deadlines and shutting it down
 /// gracefully once `stopping` is cancelled.
-async fn watch(connection: Connection, conn: &Conn, stopping: &CancellationToken) {
-    let mut connection = std::pin::pin!(connection);
+async fn watch(mut connection: Pin<Box<Connection>>, conn: &Conn, stopping: &CancellationToken) {
     let mut stopped = std::pin::pin!(stopping.cancelled());
     let mut sleep = std::pin::pin!(tokio::time::sleep_until(conn.deadline().0));
     let mut registered = false;

@@ -50,12 +50,15 @@ const ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// The route of an audio endpoint.
 pub(crate) fn endpoint(op: Operation) -> MethodRouter<Arc<Gateway>> {
-    post(move |State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body| handle(gw, op, headers, body))
+    // Copied before the handler's future is made, as in `pipeline::endpoint`.
+    post(move |State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body| {
+        handle(gw, op, pipeline::owned_headers(&headers), body)
+    })
 }
 
+/// `headers` in memory of their own (`pipeline::owned_headers`).
 async fn handle(gw: Arc<Gateway>, op: Operation, headers: HeaderMap, body: Body) -> Response {
     let start = Instant::now();
-    let headers = pipeline::owned_headers(&headers);
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut labels = Labels::new(pipeline::request_id(&headers));
     labels.llm_operation = Some(op);

@@ -70,16 +70,20 @@ impl Ctx<'_> {
             trace: span.headers(),
             max_response_bytes: self.rt.config.settings.max_response_bytes,
         };
-        let work = async {
-            match self.dispatch.send(call).await? {
-                Upstream::Full(full) => Ok(Upstream::Full(full)),
-                Upstream::Stream(chunks, translator) => {
-                    let (rest, primed) = upstream::prime(chunks, translator, deadlines.first_token).await?;
-                    Ok(Upstream::Stream(rest, Box::new(primed.hold(in_flight))))
+        // The work is written in the call: bound to a local first, its future would take a slot
+        // of its own in this one beside the copy inside `bound`'s (rustc keeps both), and this
+        // future lives until a stream's first token.
+        let result = deadlines
+            .bound(async {
+                match self.dispatch.send(call).await? {
+                    Upstream::Full(full) => Ok(Upstream::Full(full)),
+                    Upstream::Stream(chunks, translator) => {
+                        let (rest, primed) = upstream::prime(chunks, translator, deadlines.first_token).await?;
+                        Ok(Upstream::Stream(rest, Box::new(primed.hold(in_flight))))
+                    }
                 }
-            }
-        };
-        let result = deadlines.bound(work).await;
+            })
+            .await;
         let elapsed = start.elapsed();
         match result {
             Ok(upstream) => {

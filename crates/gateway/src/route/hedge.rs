@@ -26,13 +26,15 @@ impl Ctx<'_> {
         tried: &mut [bool],
         deadline: Option<Instant>,
     ) -> Result<Served, Failure> {
-        let primary = self.one(route, meters, first, deadline);
+        // Boxed, as the hedge below: rustc keeps a future awaited by value in two slots (the
+        // binding and the await's), and every request's routing future carries this one until a
+        // stream's first token (memory per open stream, bench/results/profiling.md).
+        let mut primary = Box::pin(self.one(route, meters, first, deadline));
         let Some(after) = route.config.hedge_after_ms.map(Duration::from_millis) else {
             let r = primary.await;
             tried[first.index] = true;
             return r;
         };
-        tokio::pin!(primary);
         tokio::select! {
             r = &mut primary => {
                 tried[first.index] = true;
@@ -46,8 +48,10 @@ impl Ctx<'_> {
             tried[first.index] = true;
             return primary.await;
         };
-        let hedge = self.one(route, meters, second, deadline);
-        tokio::pin!(hedge);
+        // Boxed: inline, the second attempt's future would double the size of every request's
+        // routing future, hedged or not, and that future lives until a stream's first token
+        // (memory per open stream, bench/results/profiling.md).
+        let mut hedge = Box::pin(self.one(route, meters, second, deadline));
         let won = |winner: &str| self.count_hedge(&route.config, winner);
         tried[first.index] = true;
         tried[second.index] = true;
