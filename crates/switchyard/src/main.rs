@@ -148,11 +148,6 @@ enum Command {
     },
 }
 
-/// mimalloc 2: about a seventh fewer instructions per request than glibc's malloc, and less memory
-/// with many streams open (bench/results/profiling.md, "Allocator").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
