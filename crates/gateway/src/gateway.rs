@@ -96,9 +96,12 @@ impl Gateway {
         let audio_client = client.clone();
         let tokens = Arc::new(tokens::Tokens::default());
         let dispatch = HttpDispatch::new(client, upstream.clone(), tokens.clone());
+        let runtime = Runtime::new(config, generation);
+        let routing = Routing::new(Arc::new(dispatch), cooldowns.clone(), metrics.clone()).with_state(state.clone());
+        let _none = routing.prepare(&runtime);
         Ok(Arc::new(Self {
-            runtime: ArcSwap::from_pointee(Runtime::new(config, generation)),
-            routing: Routing::new(Arc::new(dispatch), cooldowns.clone(), metrics.clone()).with_state(state.clone()),
+            runtime: ArcSwap::from_pointee(runtime),
+            routing,
             limits: Arc::new(Limits::new(state.clone(), clock, alerts, metrics.clone())),
             upstream,
             metrics,
@@ -149,10 +152,12 @@ impl Gateway {
         } else if config.settings.redis.as_ref() != self.runtime().config.settings.redis.as_ref() {
             tracing::warn!("the fleet's Redis settings changed; they apply when the gateway restarts");
         }
-        let old = self.runtime.swap(Arc::new(Runtime::new(config, generation)));
+        let new = Arc::new(Runtime::new(config, generation));
+        let old = self.runtime.swap(new.clone());
+        let balances = self.routing.prepare(&new);
         self.metrics.config_generation.set(generation as i64);
         self.loaded.store(true, Ordering::Release);
-        background::Retired(old)
+        background::Retired(old, balances)
     }
 
     /// Sends traces of every request from now on (once; later calls are ignored).
@@ -212,6 +217,42 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         addr
+    }
+
+    /// A swap builds the new config's balancing state on the swapping thread (the config
+    /// thread), so no request worker builds it; requests still on the replaced config keep its
+    /// state, and the state before that is handed back to be freed there.
+    #[tokio::test]
+    async fn a_swap_builds_the_balancing_state_off_the_request_path() {
+        let config = |n: u32| GatewayConfig {
+            version: switchyard_config::SCHEMA_VERSION,
+            settings: switchyard_config::Settings {
+                max_request_bytes: 1_000_000 + u64::from(n),
+                ..Default::default()
+            },
+            ..GatewayConfig::default()
+        };
+        let gw = Gateway::new(config(1), 1).unwrap();
+        let first = gw.runtime().id;
+        assert_eq!(gw.routing.built_for(), (first, 0), "built with the first config");
+        let retired = gw.swap(config(2), 2);
+        let second = gw.runtime().id;
+        assert_eq!(
+            gw.routing.built_for(),
+            (second, first),
+            "built at the swap, the first kept"
+        );
+        assert!(
+            retired.1.as_ref().is_some_and(|b| b.runtime() == 0),
+            "the empty start state handed back"
+        );
+        assert!(retired.wait(std::time::Duration::from_secs(1)));
+        let retired = gw.swap(config(3), 3);
+        assert!(
+            retired.1.as_ref().is_some_and(|b| b.runtime() == first),
+            "the first config's state handed back"
+        );
+        assert!(retired.wait(std::time::Duration::from_secs(1)));
     }
 
     /// A provider's key must never follow a redirect to another host.

@@ -59,6 +59,7 @@ use switchyard_config::{Price, ProviderConfig};
 use switchyard_providers::{Json, Operation};
 
 pub use candidates::refuse_unfit;
+pub(crate) use context::Balances;
 pub use context::Routing;
 pub(crate) use failure::retry_class;
 pub use meters::Meters;
