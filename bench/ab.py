@@ -3,7 +3,7 @@
 mock upstream, driven in interleaved rounds by `switchyard bench load`, with the gateway's CPU
 time per request from /proc. Used for the profiling fixes reported in bench/results.
 
-    bench/ab.py --a OLD_BIN --b NEW_BIN [--b-env MALLOC_CONF=dirty_decay_ms:0]
+    bench/ab.py --a OLD_BIN --b NEW_BIN [--b-env _RJEM_MALLOC_CONF=dirty_decay_ms:0]
                 [--rounds 3] [--duration 4] [--bench BIN] [--streams 1000] [--no-load]
 
 --streams N first holds N open streams (`mock-slow-5s`) on each gateway while it is still fresh
