@@ -46,6 +46,13 @@ def test_budget_status_shows_spend_and_the_budget_holds(control_plane, fast_oper
 
         # The Budget reaches the gateway with the fleet's config; until then requests are free.
         cp.wait_for("the Budget in the fleet's status", lambda: status().get("keys") == 2, 60)
+        # The operator counts the keys before the gateway is served them (a loaded API server
+        # took 8 s to apply a shard once): wait for both keys on a call that spends nothing.
+        def served(key):
+            return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0).models.list()
+
+        cp.wait_for("both keys served by the gateway",
+                    lambda: all(_ok(lambda: served(k)) for k in ("sk-spender", "sk-idle")), 60)
         spent = 0
         for key in ("sk-spender", "sk-idle", "sk-spender"):
             call(key)
@@ -75,3 +82,11 @@ def test_budget_status_shows_spend_and_the_budget_holds(control_plane, fast_oper
             gw.stop()
             print(gw.output()[-5000:])
         redis.stop()
+
+
+def _ok(call):
+    try:
+        call()
+        return True
+    except openai.AuthenticationError:
+        return False
