@@ -136,17 +136,11 @@ impl Routing {
             }
             return Arc::new(Balances::new(rt));
         }
-        let _building = self.building.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.balances.load_full();
-        if current.runtime == rt.id {
-            return current;
-        }
-        let fresh = Arc::new(Balances::new(rt));
-        if current.runtime < rt.id {
-            self.balances.store(fresh.clone());
-            self.previous.store(current);
-        }
-        fresh
+        // A request on a config newer than the state (the swap's `prepare` has not run yet):
+        // build it as the swap would, then take it (or, if a newer config won meanwhile, the
+        // previous slot or state of its own, as above).
+        drop(self.prepare(rt));
+        self.balances(rt)
     }
 }
 
