@@ -89,6 +89,9 @@ pub struct Offline {
     pub config_bytes: usize,
     /// Reading and parsing the folder (`Manifests::load_dir`).
     pub load_ms: Stat,
+    /// Reading and parsing the folder again after one small file changed, as a running gateway
+    /// does (`Manifests::load_dir_cached`: only the changed documents are parsed).
+    pub reload_load_ms: Stat,
     /// `compile()`.
     pub compile_ms: Stat,
     /// `Gateway::swap()`: indexing the new config (hash included) and dropping the old one.
@@ -148,6 +151,35 @@ pub fn offline(dir: &Path, shape: &Shape, rounds: usize) -> anyhow::Result<Offli
             }
         }
     }
+    // A reload as a running gateway does it: the folder read through the cache its previous read
+    // filled, after one small file changed. On a copy, so that a gateway watching `dir` does not
+    // reload.
+    let copy = std::env::temp_dir().join(format!("switchyard-config-scale-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&copy)?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name()))?;
+        }
+    }
+    let mut cache = switchyard_config::manifests::ParseCache::default();
+    let _ = Manifests::load_dir_cached(&copy, &env, &mut cache);
+    let mut reload_load_ms = Vec::new();
+    for round in 0..rounds.max(1) {
+        bump(&copy, round as u64 + 2)?;
+        let t = Instant::now();
+        let (_, load_errors) = Manifests::load_dir_cached(&copy, &env, &mut cache);
+        reload_load_ms.push(ms(t.elapsed()));
+        if let Some(e) = load_errors.first() {
+            anyhow::bail!("the changed folder does not load: {e}");
+        }
+        let used = cache.last();
+        anyhow::ensure!(
+            used.parsed <= 2,
+            "a one-file change parsed {} documents again",
+            used.parsed
+        );
+    }
+    let _ = std::fs::remove_dir_all(&copy);
     let yaml_bytes = std::fs::read_dir(dir)?
         .flatten()
         .filter_map(|e| e.metadata().ok())
@@ -160,6 +192,7 @@ pub fn offline(dir: &Path, shape: &Shape, rounds: usize) -> anyhow::Result<Offli
         yaml_bytes,
         config_bytes,
         load_ms: Stat::of(load_ms),
+        reload_load_ms: Stat::of(reload_load_ms),
         compile_ms: Stat::of(compile_ms),
         swap_ms: Stat::of(swap_ms),
         errors,

@@ -1,18 +1,26 @@
 //! Loads and compiles a folder `rounds` times (callgrind / timing of the config load alone).
-//! `cargo run --profile profiling -p switchyard-config --example load_scale -- DIR [ROUNDS]`
+//! `cargo run --profile profiling -p switchyard-config --example load_scale -- DIR [ROUNDS] [cached]`
+//! With `cached`, every load after the first goes through the parse cache a running gateway
+//! keeps (what a reload costs when nothing, or one file, changed).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
 
+use switchyard_config::manifests::ParseCache;
 use switchyard_config::{compile, CompileOptions, Manifests};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().expect("DIR");
     let rounds: usize = args.next().map_or(1, |r| r.parse().expect("ROUNDS"));
+    let mut cache = args.next().map(|_| ParseCache::default());
     for _ in 0..rounds {
         let t = Instant::now();
-        let (m, diags) = Manifests::load_dir(std::path::Path::new(&dir), &|_| None);
+        let dir = std::path::Path::new(&dir);
+        let (m, diags) = match cache.as_mut() {
+            Some(cache) => Manifests::load_dir_cached(dir, &|_| None, cache),
+            None => Manifests::load_dir(dir, &|_| None),
+        };
         let load = t.elapsed();
         assert!(diags.is_empty(), "{:?}", diags.first());
         let t = Instant::now();

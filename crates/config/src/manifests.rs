@@ -6,7 +6,7 @@
 //! what the API server would refuse (YAML errors, unknown fields, wrong types, CEL rules); those
 //! load errors are fatal for the whole input. Everything else is left to `compile`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -90,6 +90,26 @@ impl Manifests {
     /// Documents are parsed and checked on every core ([`parse_documents`]), then added in file
     /// and document order, so duplicates and diagnostics come out as a one-by-one load gives them.
     pub fn load_dir(dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> (Self, Vec<Diagnostic>) {
+        Self::load(dir, env, None)
+    }
+
+    /// [`Manifests::load_dir`] for a folder read again and again (standalone mode's reloads):
+    /// documents whose file, first line and text are those of the previous load through `cache`
+    /// are taken from it instead of being parsed and checked again, so a reload costs what the
+    /// edit changed, not the whole folder. What it returns is what `load_dir` returns.
+    pub fn load_dir_cached(
+        dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        cache: &mut ParseCache,
+    ) -> (Self, Vec<Diagnostic>) {
+        Self::load(dir, env, Some(cache))
+    }
+
+    fn load(
+        dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        cache: Option<&mut ParseCache>,
+    ) -> (Self, Vec<Diagnostic>) {
         let mut paths = Vec::new();
         let mut diags = Vec::new();
         collect_yaml_files(dir, &mut paths, &mut diags);
@@ -111,7 +131,11 @@ impl Manifests {
             }
             counts.push(docs.len() - before);
         }
-        let mut parsed = parse_documents(&docs).into_iter();
+        let parsed = match cache {
+            None => parse_documents(&docs),
+            Some(cache) => cache.parse(&docs),
+        };
+        let mut parsed = parsed.into_iter();
         let mut m = Manifests::default();
         for ((name, text), count) in files.iter().zip(counts) {
             if let Err(e) = text {
@@ -257,6 +281,92 @@ impl Manifests {
     }
 }
 
+/// The documents of the last load through it, by file and first line, each with its text and
+/// what parsing and checking it gave ([`Manifests::load_dir_cached`]). A document is taken from
+/// here only when its file, first line and text are all the same: a document that moved is
+/// parsed again, so every line in a diagnostic is where the document is now. What it holds is
+/// what parsing is: nothing that depends on the other documents or on the environment.
+#[derive(Default)]
+pub struct ParseCache {
+    /// Per file, its documents in order of their first line. Boxed: a `Parsed` is large, and
+    /// these are moved from one load's map to the next.
+    files: HashMap<String, Vec<CachedLine>>,
+    last: CacheUse,
+}
+
+/// A document's first line, and its text and what parsing and checking it gave (`None` only
+/// while it is being parsed).
+type CachedLine = (usize, Option<Box<(String, Parsed)>>);
+
+/// How the last load through a [`ParseCache`] went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheUse {
+    /// Documents taken from the cache.
+    pub reused: usize,
+    /// Documents parsed and checked.
+    pub parsed: usize,
+}
+
+impl ParseCache {
+    /// How the last load through this cache went.
+    pub fn last(&self) -> CacheUse {
+        self.last
+    }
+
+    /// [`parse_documents`] of `docs` (grouped by file, each file's in order of line, as
+    /// [`Manifests::load_dir`] lists them), parsing only what the previous load did not have;
+    /// keeps exactly `docs` for the next load.
+    fn parse(&mut self, docs: &[(&str, usize, &str)]) -> Vec<Parsed> {
+        let mut old = std::mem::take(&mut self.files);
+        let mut out = Vec::with_capacity(docs.len());
+        let mut missing = Vec::new();
+        // The file being gone through, and what is kept of it.
+        let (mut file, mut kept) = ("", Vec::new());
+        for &(name, line, text) in docs {
+            if name != file {
+                let done = std::mem::take(&mut kept);
+                if !done.is_empty() {
+                    self.files.insert(file.to_owned(), done);
+                }
+                file = name;
+            }
+            let was = old.get_mut(name).and_then(|was| {
+                let i = was.binary_search_by_key(&line, |(l, _)| *l).ok()?;
+                was[i].1.take()
+            });
+            match was.filter(|was| was.0 == text) {
+                Some(cached) => {
+                    out.push(cached.1.clone());
+                    kept.push((line, Some(cached)));
+                }
+                None => {
+                    // A placeholder, replaced once the missing documents are parsed.
+                    missing.push((out.len(), kept.len()));
+                    out.push(Parsed::Other(Vec::new()));
+                    kept.push((line, None));
+                }
+            }
+        }
+        if !kept.is_empty() {
+            self.files.insert(file.to_owned(), kept);
+        }
+        drop(old);
+        self.last = CacheUse {
+            reused: docs.len() - missing.len(),
+            parsed: missing.len(),
+        };
+        let to_parse: Vec<_> = missing.iter().map(|&(at, _)| docs[at]).collect();
+        for (parsed, (at, slot)) in parse_documents(&to_parse).into_iter().zip(missing) {
+            let (name, _, text) = docs[at];
+            if let Some(kept) = self.files.get_mut(name) {
+                kept[slot].1 = Some(Box::new((text.to_owned(), parsed.clone())));
+            }
+            out[at] = parsed;
+        }
+        out
+    }
+}
+
 /// Documents per unit of work in [`parse_documents`]: small enough to share the work evenly,
 /// large enough that taking one costs nothing beside parsing it.
 const DOCUMENTS_PER_TAKE: usize = 64;
@@ -309,6 +419,7 @@ fn parse_documents(docs: &[(&str, usize, &str)]) -> Vec<Parsed> {
 // Resources differ in size (an LLMGateway is over 1 KiB, a Secret a fraction): boxing them would
 // cost an allocation per document for a list that lives only through one load.
 #[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
 enum Parsed {
     Provider(Checked<Provider>),
     LLMRoute(Checked<LLMRoute>),
@@ -323,6 +434,7 @@ enum Parsed {
 
 /// A resource deserialised and checked: `result` is `None` when it did not deserialise, else the
 /// resource, its id and whether it passed every check; `diags` says what failed.
+#[derive(Clone)]
 struct Checked<T> {
     src: Source,
     result: Option<(T, ObjectId, bool)>,
@@ -1361,6 +1473,76 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_cached_reload_parses_only_what_changed_and_loads_what_a_fresh_load_does() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = |i: usize, rpm: usize| {
+            format!("apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k{i}\nspec:\n  secretRef:\n    name: s{i}\n  limits:\n    rpm: {rpm}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s{i}\nstringData:\n  key: ${{KEY_{i}}}\n---\n")
+        };
+        let route = "apiVersion: switchyard.dev/v1alpha1\nkind: Provider\nmetadata:\n  name: p\nspec:\n  type: openai\n  baseUrl: http://127.0.0.1:9/v1\n---\napiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: m\n  backends: [{providerRef: {name: p}, model: x}]\n";
+        let keys = |rpm_of_7: usize| {
+            (0..200)
+                .map(|i| key(i, if i == 7 { rpm_of_7 } else { 10 }))
+                .collect::<String>()
+        };
+        let write =
+            |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{e}"));
+        write("a.yaml", &keys(10));
+        write("b.yaml", route);
+        let env = |v: &str| (v != "KEY_3").then(|| format!("sk-{v}"));
+        let mut cache = ParseCache::default();
+        // Each step: the cached load gives exactly what a fresh load of the folder gives.
+        let mut step = |want: CacheUse| {
+            let (cached, cached_diags) = Manifests::load_dir_cached(dir.path(), &env, &mut cache);
+            let (fresh, fresh_diags) = Manifests::load_dir(dir.path(), &env);
+            assert_eq!(cache.last(), want);
+            assert_eq!(cached_diags, fresh_diags);
+            let json = |m: &Manifests| {
+                serde_json::to_string(&(&m.providers, &m.routes, &m.keys)).unwrap_or_else(|e| panic!("{e}"))
+            };
+            assert_eq!(json(&cached), json(&fresh));
+            assert_eq!(cached.secrets, fresh.secrets);
+            assert_eq!(cached.sources, fresh.sources);
+            (cached, cached_diags)
+        };
+        let (first, diags) = step(CacheUse { reused: 0, parsed: 402 });
+        assert_eq!(first.keys.len(), 200);
+        // The Provider has no credentials: a diagnostic on its `spec` line.
+        let lines: Vec<_> = diags
+            .iter()
+            .filter_map(|d| d.location.as_ref().map(|l| l.line))
+            .collect();
+        assert_eq!(lines, vec![5], "{diags:?}");
+        // Nothing changed (an editor's save): nothing parsed.
+        step(CacheUse { reused: 402, parsed: 0 });
+        // One value changed in place: that document alone.
+        write("a.yaml", &keys(99));
+        let (edited, _) = step(CacheUse { reused: 401, parsed: 1 });
+        let rpm = |m: &Manifests| {
+            serde_json::to_value(&m.keys[7]).unwrap_or_else(|e| panic!("{e}"))["spec"]["limits"]["rpm"].clone()
+        };
+        assert_eq!(rpm(&edited), 99);
+        // A broken document in front of the route moves it down: the moved documents are parsed
+        // again, so the errors and sources name the lines they are on now.
+        write("b.yaml", &format!("kind: [unclosed\n---\n{route}"));
+        let (_, diags) = step(CacheUse { reused: 400, parsed: 3 });
+        let lines: Vec<_> = diags
+            .iter()
+            .filter_map(|d| d.location.as_ref().map(|l| l.line))
+            .collect();
+        assert_eq!(lines, vec![2, 7], "{diags:?}");
+        // The same text as an earlier load, after a different one: parsed again, not confused.
+        write("a.yaml", &keys(10));
+        let (back, _) = step(CacheUse { reused: 402, parsed: 1 });
+        assert_eq!(rpm(&back), 10);
+        // A file removed: its resources are gone, and it is not kept.
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let (gone, _) = step(CacheUse { reused: 400, parsed: 0 });
+        assert!(gone.routes.is_empty() && gone.providers.is_empty());
+        write("b.yaml", route);
+        step(CacheUse { reused: 400, parsed: 2 });
     }
 
     /// What a parse gave, to compare two: the resource as JSON, its id, whether it passed, its

@@ -5,13 +5,14 @@
 //! folder; resources with reference errors are left out and logged, as the operator does.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::{ConfigSource, Refused, Update};
+use crate::manifests::ParseCache;
 use crate::{compile, CompileOptions, FailMode, GatewayConfig, Manifests, RedisConfig, SecretString};
 
 /// Editors write a file in several steps: after the first event, wait this long for the burst
@@ -44,11 +45,12 @@ impl RedisOverride {
     }
 }
 
-/// What to read: the folder and the command-line overrides.
-#[derive(Debug)]
+/// What to read: the folder and the command-line overrides, and the documents of the last read
+/// (a reload parses only what changed since).
 pub struct Spec {
     dir: PathBuf,
     redis: RedisOverride,
+    parsed: Mutex<ParseCache>,
 }
 
 /// A folder of manifests. [`Folder::read`] reads it once; after [`Folder::watch`], every change
@@ -62,7 +64,11 @@ impl Folder {
     /// The folder `dir`, with `redis` applied over what its LLMGateway names.
     pub fn new(dir: PathBuf, redis: RedisOverride) -> Self {
         Folder {
-            spec: Arc::new(Spec { dir, redis }),
+            spec: Arc::new(Spec {
+                dir,
+                redis,
+                parsed: Mutex::new(ParseCache::default()),
+            }),
             events: None,
         }
     }
@@ -110,7 +116,12 @@ impl ConfigSource for Folder {
 }
 
 fn read(spec: &Spec) -> Result<Update, Refused> {
-    let (manifests, errors) = Manifests::load_dir(&spec.dir, &|v| std::env::var(v).ok());
+    let (manifests, errors) = {
+        // One reload at a time holds it; a panic in a parse left it half-updated, never wrong:
+        // a document is kept in it only with the text it was parsed from.
+        let mut parsed = spec.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Manifests::load_dir_cached(&spec.dir, &|v| std::env::var(v).ok(), &mut parsed)
+    };
     if !errors.is_empty() {
         return Err(Refused::Invalid(errors));
     }
