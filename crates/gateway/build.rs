@@ -5,11 +5,15 @@
 
 use std::io::Write;
 
+#[path = "src/o200k_index.rs"]
+mod o200k_index;
+
 /// Ranks past the last ordinary token (o200k's are below 200,000; its special tokens above).
 const RANKS: u32 = 200_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed=src/o200k_index.rs");
     let bpe = tiktoken_rs::o200k_base()?;
     let specials = [tiktoken_rs::ENDOFTEXT.as_bytes(), tiktoken_rs::ENDOFPROMPT.as_bytes()];
     let mut out = Vec::with_capacity(2 << 20);
@@ -28,7 +32,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if tokens < 199_000 {
         return Err(format!("o200k_base has {tokens} ordinary tokens below rank {RANKS}").into());
     }
-    let path = std::path::Path::new(&std::env::var("OUT_DIR")?).join("o200k_base.bin");
-    std::fs::File::create(path)?.write_all(&out)?;
+    let dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::File::create(dir.join("o200k_base.bin"))?.write_all(&out)?;
+    // The rank index too, so that a gateway builds nothing at start and holds no copy of it: its
+    // pages are the binary's, read in as lookups touch them.
+    let (starts, slots) = o200k_index::build(&out);
+    for (name, words) in [("o200k_starts.bin", starts), ("o200k_slots.bin", slots)] {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        std::fs::File::create(dir.join(name))?.write_all(&bytes)?;
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -39,8 +40,8 @@ pub struct Source {
     pub file: String,
     /// First line of the resource's YAML document (1-based).
     pub line: usize,
-    /// The document's text.
-    pub text: String,
+    /// The document's text (shared: a reload that finds the document unchanged reuses it).
+    pub text: Arc<str>,
 }
 
 /// Everything `compile` reads.
@@ -462,7 +463,7 @@ fn parse_general(file: &str, start: usize, doc: &str) -> Parsed {
     let src = || Source {
         file: file.to_owned(),
         line: start,
-        text: doc.to_owned(),
+        text: Arc::from(doc),
     };
     match (api_version.as_str(), kind.as_str()) {
         (API_VERSION, "Provider") => Parsed::Provider(check(src(), "Provider", value)),
@@ -607,7 +608,7 @@ fn parse_plain(file: &str, start: usize, doc: &str) -> Option<Parsed> {
     let src = || Source {
         file: file.to_owned(),
         line: start,
-        text: doc.to_owned(),
+        text: Arc::from(doc),
     };
     Some(match (api_version, kind) {
         (API_VERSION, "Provider") => Parsed::Provider(check_plain(src(), "Provider", doc, node)?),

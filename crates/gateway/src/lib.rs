@@ -41,6 +41,7 @@ pub mod metrics;
 mod mock;
 mod mock_extra;
 mod o200k;
+mod o200k_index;
 mod passthrough;
 mod pipeline;
 pub mod reload;

@@ -3,19 +3,29 @@
 //! tiktoken-rs holds the 200,000 tokens three times over (an encoder map, a decoder map and a
 //! sorted copy, each token its own allocation): 41 MiB resident in every gateway, for a table
 //! the gateway only ever asks "is this piece a token, and of what rank". Here the tokens are one
-//! byte string compiled into the binary (written by `build.rs` from tiktoken-rs's own table), an
-//! offset per rank and an open-addressed index of ranks: 1.7 MiB read-only, 2.8 MiB built at
-//! load. The split pattern and the byte-pair merge are tiktoken's (`vendor_tiktoken.rs`), ported
-//! to count rather than encode; `tests::counts_match_tiktoken` holds the two to the same answer.
+//! byte string compiled into the binary (written by `build.rs` from tiktoken-rs's own table), with
+//! an offset per rank and an open-addressed index of ranks built at compile time too
+//! (`o200k_index.rs`): 4.5 MiB, all of it the binary's read-only pages, which the kernel reads in
+//! as lookups touch them and may drop again; nothing is built or allocated for it at start but the
+//! split pattern. The split pattern and the byte-pair merge are tiktoken's (`vendor_tiktoken.rs`),
+//! ported to count rather than encode; `tests::counts_match_tiktoken` holds the two to the same
+//! answer.
 
 use std::collections::BinaryHeap;
-use std::hash::Hasher;
 use std::sync::OnceLock;
 
 use fancy_regex::Regex;
 
+use crate::o200k_index::{slot_of, RANK_BITS, SLOTS};
+
 /// Every ordinary token in rank order: a length byte, then the token's bytes.
 static TABLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/o200k_base.bin"));
+/// Where each rank's bytes start in [`TABLE`] (little-endian `u32`s); their length is the byte
+/// before.
+static STARTS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/o200k_starts.bin"));
+/// [`SLOTS`] little-endian `u32`s: rank + 1 of the token whose bytes hash to this slot (linear
+/// probing) with its tag above [`RANK_BITS`], 0 for none.
+static INDEX: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/o200k_slots.bin"));
 
 /// tiktoken's split pattern for `o200k_base` (`O200K_BASE_PAT_STR`).
 const PATTERN: &str = concat!(
@@ -34,67 +44,48 @@ const PATTERN: &str = concat!(
     r#"\s+"#
 );
 
-/// Slots of the rank index: a power of two, under 40 % full with o200k's 199,998 tokens.
-const SLOTS: usize = 1 << 19;
-/// The bits of a slot that hold rank + 1 (o200k's ranks are below 2^18); the rest is a tag.
-const RANK_BITS: u32 = (1 << 18) - 1;
 /// No merge.
 const NONE: u32 = u32::MAX;
 /// Pieces this long or longer are merged with a heap (tiktoken's threshold): the plain merge is
 /// quadratic in the piece's length, and one word of a hostile prompt can be megabytes.
 const LARGE: usize = 100;
 
-/// The loaded table. [`O200k::get`] loads it once per process (a few milliseconds).
+/// The table. [`O200k::get`] compiles the split pattern once per process (a few milliseconds);
+/// the rest is in the binary.
 pub struct O200k {
-    /// Where each rank's bytes start in [`TABLE`]; their length is the byte before.
-    starts: Box<[u32]>,
-    /// Rank + 1 of the token whose bytes hash to this slot (linear probing) with its tag above
-    /// [`RANK_BITS`], 0 for none.
-    slots: Box<[u32]>,
     split: Regex,
 }
 
 static LOADED: OnceLock<O200k> = OnceLock::new();
 
+/// The `i`th little-endian `u32` of `words` (0 past the end).
+fn word(words: &[u8], i: usize) -> u32 {
+    words
+        .get(i * 4..i * 4 + 4)
+        .and_then(|w| w.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
 impl O200k {
     /// The process's table, loaded on first use.
     pub fn get() -> &'static O200k {
-        LOADED.get_or_init(O200k::load)
+        LOADED.get_or_init(|| O200k {
+            split: compile(PATTERN),
+        })
     }
 
-    fn load() -> O200k {
-        let mut starts = Vec::with_capacity(200_000);
-        let mut at = 0usize;
-        while let Some(&len) = TABLE.get(at) {
-            // The table is well under 4 GiB (about 1.7 MB).
-            starts.push(u32::try_from(at + 1).unwrap_or(u32::MAX));
-            at += 1 + usize::from(len);
-        }
-        let mut table = O200k {
-            starts: starts.into_boxed_slice(),
-            slots: vec![0u32; SLOTS].into_boxed_slice(),
-            split: compile(PATTERN),
-        };
-        for rank in 0..table.starts.len() {
-            let bytes = table.bytes(rank);
-            if bytes.is_empty() {
-                continue;
-            }
-            let (mut slot, tag) = slot_of(bytes);
-            while table.slots[slot] != 0 {
-                slot = (slot + 1) & (SLOTS - 1);
-            }
-            table.slots[slot] = tag | u32::try_from(rank + 1).unwrap_or(0);
-        }
-        table
+    /// Ranks in the table, tokens or not.
+    #[cfg(test)]
+    fn ranks(&self) -> usize {
+        STARTS.len() / 4
     }
 
     /// The bytes of a rank's token (empty if the rank has none).
     fn bytes(&self, rank: usize) -> &'static [u8] {
-        let Some(&start) = self.starts.get(rank) else {
+        let start = word(STARTS, rank) as usize;
+        if start == 0 {
             return &[];
-        };
-        let start = start as usize;
+        }
         let len = TABLE.get(start - 1).map_or(0, |&l| usize::from(l));
         TABLE.get(start..start + len).unwrap_or(&[])
     }
@@ -103,7 +94,7 @@ impl O200k {
     fn rank(&self, piece: &[u8]) -> Option<u32> {
         let (mut slot, tag) = slot_of(piece);
         loop {
-            let entry = self.slots[slot];
+            let entry = word(INDEX, slot);
             if entry == 0 {
                 return None;
             }
@@ -287,14 +278,6 @@ impl PartialOrd for Merge {
 
 /// A piece's first slot, and the tag its entries carry: hash bits beyond the slot's, so that a
 /// probe compares bytes only when the tags agree.
-fn slot_of(bytes: &[u8]) -> (usize, u32) {
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(bytes);
-    let h = h.finish();
-    let h = h ^ (h >> 29);
-    (h as usize & (SLOTS - 1), (h >> 32) as u32 & !RANK_BITS)
-}
-
 fn compile(pattern: &str) -> Regex {
     match Regex::new(pattern) {
         Ok(r) => r,
@@ -312,12 +295,20 @@ mod tests {
     }
 
     #[test]
+    fn the_index_in_the_binary_is_the_one_its_table_gives() {
+        let (starts, slots) = crate::o200k_index::build(TABLE);
+        assert_eq!(starts.len(), STARTS.len() / 4);
+        assert_eq!(slots.len(), SLOTS);
+        assert!(starts.iter().enumerate().all(|(i, &w)| word(STARTS, i) == w));
+        assert!(slots.iter().enumerate().all(|(i, &w)| word(INDEX, i) == w));
+    }
+    #[test]
     fn the_pattern_and_every_token_are_tiktokens() {
         assert_eq!(PATTERN, tiktoken_rs::O200K_BASE_PAT_STR);
         let ours = O200k::get();
         let theirs = tiktoken_rs::o200k_base_singleton();
         let mut tokens = 0;
-        for rank in 0..ours.starts.len() {
+        for rank in 0..ours.ranks() {
             let bytes = ours.bytes(rank);
             if bytes.is_empty() {
                 continue;
