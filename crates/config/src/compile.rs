@@ -5,6 +5,7 @@
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Resource, ResourceExt};
@@ -1105,7 +1106,7 @@ impl<'a> Compiler<'a> {
             let id = ObjectId::new("VirtualKey", &ns, &k.name_any());
             // A key compiles from itself and the Secrets it reads, nothing else: at the same
             // versions of those, the last compile's piece is this one.
-            let stamp = key_stamp(m, k, &ns);
+            let stamp = key_stamp(m, k, &id);
             let piece = match (stamp, last.remove(&id)) {
                 (Some(stamp), Some(piece)) if piece.stamp.as_ref() == Some(&stamp) => piece,
                 (stamp, _) => self.key(k, &id, &ns, stamp),
@@ -1301,19 +1302,29 @@ struct KeyPiece {
     budget_diags: Vec<Diagnostic>,
 }
 
-/// The versions a key's piece depends on: the key's uid and resourceVersion, and the
-/// resourceVersion of each Secret it reads (`None`: the Secret does not exist).
+/// The versions a key's piece depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct KeyStamp {
-    uid: String,
-    version: String,
-    secrets: Vec<Option<String>>,
+enum KeyStamp {
+    /// From the API server: the key's uid and resourceVersion, and the resourceVersion of each
+    /// Secret it reads (`None`: the Secret does not exist).
+    Api {
+        uid: String,
+        version: String,
+        secrets: Vec<Option<String>>,
+    },
+    /// From files (standalone mode's folder): the text of the key's document and of each Secret's
+    /// it reads (`None`: the Secret does not exist). A `resourceVersion` written in a file says
+    /// nothing about the rest of the file, so only the text counts; Secret values read from the
+    /// environment are the process's, the same for every compile of one memo.
+    Files {
+        text: Arc<str>,
+        secrets: Vec<Option<Arc<str>>>,
+    },
 }
 
-/// The stamp of key `k`, or `None` when a version is not known.
-fn key_stamp(m: &Manifests, k: &api::VirtualKey, ns: &str) -> Option<KeyStamp> {
-    let meta = &k.metadata;
-    let mut secrets = Vec::with_capacity(2);
+/// The stamp of key `k` (whose id is `id`), or `None` when a version is not known.
+fn key_stamp(m: &Manifests, k: &api::VirtualKey, id: &ObjectId) -> Option<KeyStamp> {
+    let ns = id.namespace.as_str();
     let key_secret = match &k.spec.secret_ref {
         Some(sr) => sr.name.clone(),
         None => format!("{}-key", k.name_any()),
@@ -1325,13 +1336,31 @@ fn key_stamp(m: &Manifests, k: &api::VirtualKey, ns: &str) -> Option<KeyStamp> {
         .and_then(|b| b.webhook.as_ref())
         .and_then(|w| w.signing_secret_ref.as_ref())
         .map(|sr| sr.name.clone());
-    for name in std::iter::once(key_secret).chain(signing) {
+    let names = std::iter::once(key_secret).chain(signing);
+    if let Some(src) = m.sources.get(id) {
+        let mut secrets = Vec::with_capacity(2);
+        for name in names {
+            let secret = ObjectId::new("Secret", ns, &name);
+            secrets.push(match m.secrets.get(&(ns.to_owned(), name)) {
+                None => None,
+                // A Secret that did not come from a file has no text to go by.
+                Some(_) => Some(m.sources.get(&secret)?.text.clone()),
+            });
+        }
+        return Some(KeyStamp::Files {
+            text: src.text.clone(),
+            secrets,
+        });
+    }
+    let meta = &k.metadata;
+    let mut secrets = Vec::with_capacity(2);
+    for name in names {
         secrets.push(match m.secrets.get(&(ns.to_owned(), name)) {
             None => None,
             Some(data) => Some(data.version.clone()?),
         });
     }
-    Some(KeyStamp {
+    Some(KeyStamp::Api {
         uid: meta.uid.clone()?,
         version: meta.resource_version.clone()?,
         secrets,
@@ -1339,8 +1368,8 @@ fn key_stamp(m: &Manifests, k: &api::VirtualKey, ns: &str) -> Option<KeyStamp> {
 }
 
 /// What the last compile of a fleet compiled each VirtualKey to, by the versions of the key and
-/// the Secrets it reads ([`compile_with`]). Objects from files carry no versions and are always
-/// compiled.
+/// the Secrets it reads ([`compile_with`]): their resourceVersions from the API server, their
+/// documents' text from files.
 #[derive(Debug, Default)]
 pub struct CompileMemo {
     keys: HashMap<ObjectId, KeyPiece>,

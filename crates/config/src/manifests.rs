@@ -136,8 +136,13 @@ impl Manifests {
             None => parse_documents(&docs),
             Some(cache) => cache.parse(&docs),
         };
-        let mut parsed = parsed.into_iter();
         let mut m = Manifests::default();
+        // Sized once: a VirtualKey is large, and 10,000 of them pushed one by one are copied
+        // again at every doubling.
+        let count = |kind: fn(&Parsed) -> bool| parsed.iter().filter(|p| kind(p)).count();
+        m.keys.reserve_exact(count(|p| matches!(p, Parsed::VirtualKey(_))));
+        m.routes.reserve_exact(count(|p| matches!(p, Parsed::LLMRoute(_))));
+        let mut parsed = parsed.into_iter();
         for ((name, text), count) in files.iter().zip(counts) {
             if let Err(e) = text {
                 diags.push(file_error(name, 1, format!("cannot read: {e}")));

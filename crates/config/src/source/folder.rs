@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::{ConfigSource, Refused, Update};
 use crate::manifests::ParseCache;
-use crate::{compile, CompileOptions, FailMode, GatewayConfig, Manifests, RedisConfig, SecretString};
+use crate::{compile_with, CompileMemo, CompileOptions, FailMode, GatewayConfig, Manifests, RedisConfig, SecretString};
 
 /// Editors write a file in several steps: after the first event, wait this long for the burst
 /// to settle and read the folder once.
@@ -45,12 +45,12 @@ impl RedisOverride {
     }
 }
 
-/// What to read: the folder and the command-line overrides, and the documents of the last read
-/// (a reload parses only what changed since).
+/// What to read: the folder and the command-line overrides, and what the last read parsed and
+/// compiled (a reload parses, and compiles keys from, only the documents that changed since).
 pub struct Spec {
     dir: PathBuf,
     redis: RedisOverride,
-    parsed: Mutex<ParseCache>,
+    last: Mutex<(ParseCache, CompileMemo)>,
 }
 
 /// A folder of manifests. [`Folder::read`] reads it once; after [`Folder::watch`], every change
@@ -67,7 +67,7 @@ impl Folder {
             spec: Arc::new(Spec {
                 dir,
                 redis,
-                parsed: Mutex::new(ParseCache::default()),
+                last: Mutex::new((ParseCache::default(), CompileMemo::default())),
             }),
             events: None,
         }
@@ -116,16 +116,17 @@ impl ConfigSource for Folder {
 }
 
 fn read(spec: &Spec) -> Result<Update, Refused> {
-    let (manifests, errors) = {
-        // One reload at a time holds it; a panic in a parse left it half-updated, never wrong:
-        // a document is kept in it only with the text it was parsed from.
-        let mut parsed = spec.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Manifests::load_dir_cached(&spec.dir, &|v| std::env::var(v).ok(), &mut parsed)
-    };
+    // One reload at a time holds it; a panic in a parse or a compile left it half-updated, never
+    // wrong: a document is kept only with the text it was parsed from, a key's piece only with the
+    // texts it was compiled from.
+    let mut last = spec.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (parsed, memo) = &mut *last;
+    let (manifests, errors) = Manifests::load_dir_cached(&spec.dir, &|v| std::env::var(v).ok(), parsed);
     if !errors.is_empty() {
         return Err(Refused::Invalid(errors));
     }
-    let compiled = compile(&manifests, &CompileOptions::default());
+    let compiled = compile_with(&manifests, &CompileOptions::default(), memo);
+    drop(last);
     for d in &compiled.diagnostics {
         tracing::warn!(diagnostic = %d, "config problem");
     }
@@ -194,6 +195,83 @@ mod tests {
         let refused = Folder::load(spec).unwrap_err();
         assert!(matches!(refused, Refused::Invalid(_)));
         assert!(!refused.problems().is_empty());
+    }
+
+    #[test]
+    fn a_reload_compiles_what_a_fresh_read_of_the_folder_compiles() {
+        // Keys whose documents carry a uid and resourceVersion (as `kubectl get -o yaml` writes
+        // them) that an edit leaves as they were: only the text says what changed.
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        let providers = "apiVersion: switchyard.dev/v1alpha1\nkind: Provider\nmetadata:\n  name: p\nspec:\n  type: openai\n  baseUrl: http://127.0.0.1:9/v1\n  credentials:\n    secretRef: {name: p-key, key: apiKey}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: p-key\nstringData:\n  apiKey: sk-up\n---\napiVersion: switchyard.dev/v1alpha1\nkind: LLMRoute\nmetadata:\n  name: r\nspec:\n  model: m\n  backends: [{providerRef: {name: p}, model: x}]\n";
+        write("providers.yaml", providers);
+        let key = |i: usize, rpm: usize| {
+            format!("apiVersion: switchyard.dev/v1alpha1\nkind: VirtualKey\nmetadata:\n  name: k{i}\n  uid: u{i}\n  resourceVersion: \"7\"\nspec:\n  limits: {{rpm: {rpm}}}\n---\n")
+        };
+        let secret = |i: usize, value: &str| {
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: k{i}-key\n  resourceVersion: \"7\"\nstringData:\n  key: {value}\n---\n")
+        };
+        let keys = |rpm_of_1: usize| {
+            (0..3)
+                .map(|i| key(i, if i == 1 { rpm_of_1 } else { 10 }))
+                .collect::<String>()
+        };
+        let secrets = |value_of_2: &str| {
+            (0..3)
+                .map(|i| {
+                    secret(
+                        i,
+                        &if i == 2 {
+                            value_of_2.to_owned()
+                        } else {
+                            format!("sk-{i}")
+                        },
+                    )
+                })
+                .collect::<String>()
+        };
+        write("keys.yaml", &keys(10));
+        write("secrets.yaml", &secrets("sk-2"));
+        let folder = Folder::new(dir.path().to_owned(), RedisOverride::default());
+        let fresh = || {
+            let (m, errors) = Manifests::load_dir(dir.path(), &|v| std::env::var(v).ok());
+            assert!(errors.is_empty(), "{errors:?}");
+            crate::compile(&m, &CompileOptions::default()).config
+        };
+        let check = || {
+            let reloaded = folder.read().unwrap().config;
+            assert_eq!(reloaded.hash(), fresh().hash());
+            reloaded
+        };
+        let first = check();
+        assert_eq!(first.keys.len(), 3);
+        assert_eq!(
+            folder.spec.last.lock().unwrap().1.keys(),
+            3,
+            "every key's piece is kept"
+        );
+        let rpm = |c: &GatewayConfig| c.keys.iter().map(|k| k.limits.rpm).collect::<Vec<_>>();
+        let hashes = |c: &GatewayConfig| c.keys.iter().map(|k| k.hashes[0].sha256.clone()).collect::<Vec<_>>();
+        check();
+        // The key's limit changes; its resourceVersion does not.
+        write("keys.yaml", &keys(99));
+        assert_eq!(rpm(&check()), vec![Some(10), Some(99), Some(10)]);
+        // Its Secret's value changes, resourceVersion and all else the same.
+        write("secrets.yaml", &secrets("sk-two"));
+        let rotated = check();
+        assert_ne!(hashes(&rotated)[2], hashes(&first)[2]);
+        assert_eq!(hashes(&rotated)[..2], hashes(&first)[..2]);
+        // The Secret goes: the key is left out; it comes back: the key is in again.
+        write(
+            "secrets.yaml",
+            &(0..2).map(|i| secret(i, &format!("sk-{i}"))).collect::<String>(),
+        );
+        assert_eq!(check().keys.len(), 2);
+        write("secrets.yaml", &secrets("sk-2"));
+        assert_eq!(hashes(&check()), hashes(&first));
+        // Two keys with one value: the duplicate is refused as on a fresh read.
+        write("secrets.yaml", &secrets("sk-0"));
+        assert_eq!(check().keys.len(), 2);
     }
 
     #[tokio::test]
