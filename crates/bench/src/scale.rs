@@ -92,6 +92,9 @@ pub struct Offline {
     /// Reading and parsing the folder again after one small file changed, as a running gateway
     /// does (`Manifests::load_dir_cached`: only the changed documents are parsed).
     pub reload_load_ms: Stat,
+    /// Compiling it then, as a running gateway does (`compile_with` the last compile's memo:
+    /// keys whose documents did not change are not compiled again).
+    pub reload_compile_ms: Stat,
     /// `compile()`.
     pub compile_ms: Stat,
     /// `Gateway::swap()`: indexing the new config (hash included) and dropping the old one.
@@ -162,12 +165,18 @@ pub fn offline(dir: &Path, shape: &Shape, rounds: usize) -> anyhow::Result<Offli
         }
     }
     let mut cache = switchyard_config::manifests::ParseCache::default();
-    let _ = Manifests::load_dir_cached(&copy, &env, &mut cache);
+    let mut memo = switchyard_config::CompileMemo::default();
+    let (manifests, _) = Manifests::load_dir_cached(&copy, &env, &mut cache);
+    let keys = switchyard_config::compile_with(&manifests, &CompileOptions::default(), &mut memo)
+        .config
+        .keys
+        .len();
     let mut reload_load_ms = Vec::new();
+    let mut reload_compile_ms = Vec::new();
     for round in 0..rounds.max(1) {
         bump(&copy, round as u64 + 2)?;
         let t = Instant::now();
-        let (_, load_errors) = Manifests::load_dir_cached(&copy, &env, &mut cache);
+        let (manifests, load_errors) = Manifests::load_dir_cached(&copy, &env, &mut cache);
         reload_load_ms.push(ms(t.elapsed()));
         if let Some(e) = load_errors.first() {
             anyhow::bail!("the changed folder does not load: {e}");
@@ -177,6 +186,14 @@ pub fn offline(dir: &Path, shape: &Shape, rounds: usize) -> anyhow::Result<Offli
             used.parsed <= 2,
             "a one-file change parsed {} documents again",
             used.parsed
+        );
+        let t = Instant::now();
+        let compiled = switchyard_config::compile_with(&manifests, &CompileOptions::default(), &mut memo);
+        reload_compile_ms.push(ms(t.elapsed()));
+        anyhow::ensure!(
+            compiled.config.keys.len() == keys,
+            "the reload compiled {} keys, not {keys}",
+            compiled.config.keys.len()
         );
     }
     let _ = std::fs::remove_dir_all(&copy);
@@ -193,6 +210,7 @@ pub fn offline(dir: &Path, shape: &Shape, rounds: usize) -> anyhow::Result<Offli
         config_bytes,
         load_ms: Stat::of(load_ms),
         reload_load_ms: Stat::of(reload_load_ms),
+        reload_compile_ms: Stat::of(reload_compile_ms),
         compile_ms: Stat::of(compile_ms),
         swap_ms: Stat::of(swap_ms),
         errors,
