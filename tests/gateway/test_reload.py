@@ -211,3 +211,55 @@ def test_reload_under_load_swaps_mid_flight_and_drops_nothing(tmp_path, gateway_
     after = [m for start, _, m in ordinary if start > swapped]
     assert before and set(before) == {"mock-model"}, before
     assert after and set(after) == {"mock-model-v2"}, after
+
+
+def wait_until(check, what, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def status_of(client):
+    try:
+        chat(client)
+        return 200
+    except openai.APIStatusError as e:
+        return e.status_code
+
+
+def test_in_place_edits_of_keys_and_their_secrets_take_effect(tmp_path, gateway_on):
+    # A reload parses and compiles only the documents that changed, so each edit here changes
+    # one document in place (same lines), in files that also carry a resourceVersion, as
+    # `kubectl get -o yaml` writes: the edit must count, not the version left in the file.
+    config = copy_example("quickstart", tmp_path)
+    keys = config / "keys.yaml"
+    text = keys.read_text()
+    for name in ("demo", "demo-key"):
+        text = text.replace(f"metadata:\n  name: {name}\n", f'metadata:\n  name: {name}\n  resourceVersion: "7"\n')
+    assert text.count("resourceVersion") == 2
+    keys.write_text(text)
+    gw = gateway_on(config)
+    old = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+    new = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-switchyard-rotated", max_retries=0)
+    assert status_of(old) == 200
+    assert status_of(new) == 401
+
+    # The Secret's value changes: the old key stops working, the new one works.
+    keys.write_text(text.replace("key: sk-switchyard-demo", "key: sk-switchyard-rotated"))
+    wait_until(lambda: status_of(new) == 200, "the rotated key was not picked up")
+    assert status_of(old) == 401
+
+    # The key's own document gains a limit of one request a minute: the second request is refused.
+    keys.write_text(
+        keys.read_text().replace("  labels:\n    team: demo\n", "  limits: {rpm: 1}\n  labels:\n    team: demo\n", 1)
+    )
+    wait_until(lambda: metric(gw.metrics_url, "switchyard_config_generation") == 3, "the limit was not picked up")
+    codes = [status_of(new) for _ in range(3)]
+    assert codes.count(200) <= 1 and 429 in codes, codes
+
+    # Back to the first text: the first key again, with no limit.
+    keys.write_text(text)
+    wait_until(lambda: status_of(old) == 200, "the first key did not come back")
+    assert status_of(new) == 401
+    assert [status_of(old) for _ in range(3)] == [200, 200, 200]
