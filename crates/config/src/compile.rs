@@ -1336,35 +1336,40 @@ fn key_stamp(m: &Manifests, k: &api::VirtualKey, id: &ObjectId) -> Option<KeySta
         .and_then(|b| b.webhook.as_ref())
         .and_then(|w| w.signing_secret_ref.as_ref())
         .map(|sr| sr.name.clone());
-    let names = std::iter::once(key_secret).chain(signing);
+    let names: Vec<String> = std::iter::once(key_secret).chain(signing).collect();
     if let Some(src) = m.sources.get(id) {
-        let mut secrets = Vec::with_capacity(2);
-        for name in names {
-            let secret = ObjectId::new("Secret", ns, &name);
-            secrets.push(match m.secrets.get(&(ns.to_owned(), name)) {
-                None => None,
-                // A Secret that did not come from a file has no text to go by.
-                Some(_) => Some(m.sources.get(&secret)?.text.clone()),
-            });
-        }
+        // A Secret that did not come from a file has no text to go by.
+        let secrets = secret_versions(m, ns, &names, |name, _| {
+            Some(m.sources.get(&ObjectId::new("Secret", ns, name))?.text.clone())
+        })?;
         return Some(KeyStamp::Files {
             text: src.text.clone(),
             secrets,
         });
     }
     let meta = &k.metadata;
-    let mut secrets = Vec::with_capacity(2);
-    for name in names {
-        secrets.push(match m.secrets.get(&(ns.to_owned(), name)) {
-            None => None,
-            Some(data) => Some(data.version.clone()?),
-        });
-    }
     Some(KeyStamp::Api {
         uid: meta.uid.clone()?,
         version: meta.resource_version.clone()?,
-        secrets,
+        secrets: secret_versions(m, ns, &names, |_, data| data.version.clone())?,
     })
+}
+
+/// `version` of each named Secret of namespace `ns` (`None` in the list: the Secret does not
+/// exist), or `None` when a Secret that exists has no version.
+fn secret_versions<T>(
+    m: &Manifests,
+    ns: &str,
+    names: &[String],
+    version: impl Fn(&str, &crate::manifests::SecretData) -> Option<T>,
+) -> Option<Vec<Option<T>>> {
+    names
+        .iter()
+        .map(|name| match m.secrets.get(&(ns.to_owned(), name.clone())) {
+            None => Some(None),
+            Some(data) => version(name, data).map(Some),
+        })
+        .collect()
 }
 
 /// What the last compile of a fleet compiled each VirtualKey to, by the versions of the key and
