@@ -286,7 +286,7 @@ fn retry_after<K: Resource>(ctx: &Context, controller: &'static str, obj: &K, er
             controller,
             ?namespace,
             ?name,
-            "namespace is being deleted; not retrying"
+            "namespace is being deleted or gone; not retrying"
         );
         return Action::await_change();
     }

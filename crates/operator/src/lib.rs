@@ -134,15 +134,18 @@ impl Error {
         }
     }
 
-    /// The API server refused a write because the namespace is being deleted. Nothing to
-    /// retry: everything in the namespace is going away, and retrying every object of a large
-    /// namespace would flood the API server while it deletes them.
+    /// The API server refused a write because the namespace is being deleted, or is gone (a
+    /// 404 for the namespace itself: its objects linger in the operator's caches until their
+    /// deletions arrive). Nothing to retry: everything in the namespace is going away, and
+    /// retrying every object of a large namespace would flood the API server while it deletes
+    /// them, and hold back every other namespace's reconciles behind them.
     pub fn namespace_terminating(&self) -> bool {
-        matches!(self, Error::Kube(kube::Error::Api(s))
-            if s.code == 403
-                && s.details
-                    .as_ref()
-                    .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
+        let Error::Kube(kube::Error::Api(s)) = self else {
+            return false;
+        };
+        let details = s.details.as_ref();
+        (s.code == 403 && details.is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating")))
+            || (s.code == 404 && details.is_some_and(|d| d.kind == "namespaces"))
     }
 }
 
@@ -182,5 +185,25 @@ mod error_tests {
         }));
         assert!(!rbac.namespace_terminating());
         assert!(!Error::Incomplete("x".into(), "namespace").namespace_terminating());
+    }
+
+    #[test]
+    fn a_write_into_a_namespace_that_is_gone_is_recognised_and_a_missing_object_is_not() {
+        // The body kube-apiserver returns for a write into a namespace deleted meanwhile: 10,000
+        // keys of a deleted namespace, still in the caches, each retried every 15 s, held a
+        // deletion in another namespace back for over a minute (tests/k8s/test_spend.py).
+        let gone = api_error(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "namespaces \"t-0d2582a93c\" not found", "reason": "NotFound",
+            "details": {"name": "t-0d2582a93c", "kind": "namespaces"}, "code": 404
+        }));
+        assert!(gone.namespace_terminating());
+        // Any other object not found is an error of its own (a Secret a key names, say).
+        let secret = api_error(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "secrets \"k-key\" not found", "reason": "NotFound",
+            "details": {"name": "k-key", "kind": "secrets"}, "code": 404
+        }));
+        assert!(!secret.namespace_terminating());
     }
 }
