@@ -333,11 +333,14 @@ pub(super) fn fleet_controller(
             .modify(slim)
             .reflect(routes_w),
     );
+    let key_secrets = KeySecretsCache::default();
+    let keep = key_secrets.clone();
     let key_events = spec_changes(
         watcher(Api::<VirtualKey>::all(client.clone()), cfg())
             .backoff(WatchBackoff::default())
             .modify(slim)
-            .reflect(keys_w),
+            .reflect(keys_w)
+            .inspect_ok(move |event| keep.apply(event)),
     );
     let budget_events = spec_changes(
         watcher(Api::<TeamBudget>::all(client.clone()), cfg())
@@ -416,8 +419,8 @@ pub(super) fn fleet_controller(
             namespaces.clone(),
             namespaces.clone(),
         );
-        let (p_for_secrets, k_for_secrets) = (providers.clone(), keys.clone());
-        let (p_for_others, k_for_others) = (providers.clone(), keys.clone());
+        let (p_for_secrets, k_for_secrets) = (providers.clone(), key_secrets.clone());
+        let (p_for_others, k_for_others) = (providers.clone(), key_secrets);
         let (g6, n6) = (gateways.clone(), namespaces.clone());
         let g7 = gateways.clone();
         controller
@@ -476,30 +479,58 @@ pub(super) fn fleet_controller(
     (controller, caches)
 }
 
-/// The fleets that read Secret `s`: only the readers of this Secret are looked at. With 10,000
-/// keys, cloning and scanning every key for each of their 10,000 Secrets was the operator's
-/// largest CPU cost. Compared in place: this runs for every key of a namespace when it is deleted.
+/// The fleets that read Secret `s`: its key readers are looked up ([`fleet::KeySecrets`]), and
+/// only the Providers of its namespace looked at. This runs for every Secret of a namespace
+/// when it is deleted, and for every Secret when the operator starts.
 fn fleets_for_secret<S: Resource>(
     s: &S,
     gateways: &Store<LLMGateway>,
     providers: &Store<Provider>,
-    keys: &Store<VirtualKey>,
+    keys: &KeySecretsCache,
     namespaces: &Store<Namespace>,
 ) -> Vec<ObjectRef<LLMGateway>> {
-    let (sns, sname) = (
-        s.meta().namespace.as_deref(),
-        s.meta().name.as_deref().unwrap_or_default(),
-    );
+    let sns = s.meta().namespace.as_deref();
     let gws = gateways.state();
     let ps = providers.state_filter(|p| p.metadata.namespace.as_deref() == sns);
-    let ks = keys.state_filter(|k| k.metadata.namespace.as_deref() == sns && fleet::key_reads_secret(k, sname));
+    let keys = keys.0.lock().unwrap_or_else(PoisonError::into_inner);
     fleet::fleets_for_secret(
         s,
         &gws.iter().map(|g| &**g).collect::<Vec<_>>(),
         &ps.iter().map(|p| &**p).collect::<Vec<_>>(),
-        &ks.iter().map(|k| &**k).collect::<Vec<_>>(),
+        &keys.live,
         namespaces,
     )
+}
+
+/// [`fleet::KeySecrets`] kept by the key watch, beside its store and as current as it: a relist
+/// is gathered on the side and replaces the index when it is complete, as the store does.
+#[derive(Clone, Default)]
+struct KeySecretsCache(Arc<Mutex<KeySecretsState>>);
+
+#[derive(Default)]
+struct KeySecretsState {
+    live: fleet::KeySecrets,
+    relisting: Option<fleet::KeySecrets>,
+}
+
+impl KeySecretsCache {
+    fn apply(&self, event: &watcher::Event<VirtualKey>) {
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            watcher::Event::Init => state.relisting = Some(fleet::KeySecrets::default()),
+            watcher::Event::InitApply(k) => match state.relisting.as_mut() {
+                Some(relisting) => relisting.insert(k),
+                None => state.live.insert(k),
+            },
+            watcher::Event::InitDone => {
+                if let Some(listed) = state.relisting.take() {
+                    state.live = listed;
+                }
+            }
+            watcher::Event::Apply(k) => state.live.insert(k),
+            watcher::Event::Delete(k) => state.live.remove(k),
+        }
+    }
 }
 
 /// The VirtualKey controller (generated keys), triggered by spec changes, by its Secrets, and
@@ -552,4 +583,45 @@ impl Iterator for NoPause {
 
 impl kube::runtime::utils::Backoff for NoPause {
     fn reset(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, secret: &str) -> VirtualKey {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "switchyard.dev/v1alpha1",
+            "kind": "VirtualKey",
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"secretRef": {"name": secret}},
+        }))
+        .unwrap()
+    }
+
+    fn reads(cache: &KeySecretsCache, secret: &str) -> bool {
+        cache.0.lock().unwrap().live.read("team", secret)
+    }
+
+    #[test]
+    fn the_key_secret_index_follows_the_watch_and_a_relist_replaces_it_when_complete() {
+        let cache = KeySecretsCache::default();
+        cache.apply(&watcher::Event::Init);
+        cache.apply(&watcher::Event::InitApply(key("a", "sa")));
+        cache.apply(&watcher::Event::InitApply(key("b", "sb")));
+        assert!(!reads(&cache, "sa"), "a first list is used once complete, as the store is");
+        cache.apply(&watcher::Event::InitDone);
+        assert!(reads(&cache, "sa") && reads(&cache, "sb"));
+        cache.apply(&watcher::Event::Apply(key("a", "sa2")));
+        assert!(!reads(&cache, "sa") && reads(&cache, "sa2"));
+        // A relist after a watch gap: `b` went meanwhile (no Delete event), `c` came.
+        cache.apply(&watcher::Event::Init);
+        cache.apply(&watcher::Event::InitApply(key("a", "sa2")));
+        assert!(reads(&cache, "sb"), "the old index serves until the relist is complete");
+        cache.apply(&watcher::Event::InitApply(key("c", "sc")));
+        cache.apply(&watcher::Event::InitDone);
+        assert!(!reads(&cache, "sb") && reads(&cache, "sc") && reads(&cache, "sa2"));
+        cache.apply(&watcher::Event::Delete(key("a", "sa2")));
+        assert!(!reads(&cache, "sa2"));
+    }
 }

@@ -150,28 +150,43 @@ fn secrets_map_through_their_readers_only() {
         json!({"redis": {"urlSecretRef": {"name": "redis-url"}}}),
     );
     let gws_redis: Vec<&LLMGateway> = vec![&redis, &f[1], &f[2]];
-    let map = |s: Secret, gws: &[&LLMGateway]| names(fleets_for_secret(&s, gws, &[&p], &[&generated, &own], &ns));
-    assert_eq!(map(secret("team-a", "openai-creds"), &gws), ["all", "sel"]);
+    let mut keys = KeySecrets::default();
+    keys.insert(&generated);
+    keys.insert(&own);
+    let map = |s: Secret, gws: &[&LLMGateway], keys: &KeySecrets| names(fleets_for_secret(&s, gws, &[&p], keys, &ns));
+    assert_eq!(map(secret("team-a", "openai-creds"), &gws, &keys), ["all", "sel"]);
     assert_eq!(
-        map(secret("team-b", "openai-creds"), &gws),
+        map(secret("team-b", "openai-creds"), &gws, &keys),
         Vec::<String>::new(),
         "other namespace"
     );
-    assert_eq!(map(secret("infra", "ci-key"), &gws), ["all", "same"]);
-    assert_eq!(map(secret("team-b", "bob-secret"), &gws), ["all"]);
-    assert_eq!(map(secret("team-b", "hook"), &gws), ["all"]);
-    assert_eq!(map(secret("infra", "unrelated"), &gws), Vec::<String>::new());
-    assert_eq!(map(secret("infra", "redis-url"), &gws_redis), ["same"]);
-    // The allocation-free check agrees with the names a key reads.
-    for k in [&generated, &own] {
-        for name in ["ci-key", "ci", "bob-secret", "bob-key", "hook", "unrelated"] {
-            assert_eq!(
-                key_reads_secret(k, name),
-                key_secret_names(k).iter().any(|n| n == name),
-                "{name}"
-            );
-        }
-    }
+    assert_eq!(map(secret("infra", "ci-key"), &gws, &keys), ["all", "same"]);
+    assert_eq!(map(secret("team-b", "bob-secret"), &gws, &keys), ["all"]);
+    assert_eq!(map(secret("team-b", "hook"), &gws, &keys), ["all"]);
+    assert_eq!(map(secret("infra", "unrelated"), &gws, &keys), Vec::<String>::new());
+    assert_eq!(map(secret("infra", "redis-url"), &gws_redis, &keys), ["same"]);
+    assert_eq!(map(secret("team-b", "ci-key"), &gws, &keys), Vec::<String>::new(), "a key reads its own namespace's Secrets");
+
+    // A key that changes its Secret, or goes, no longer maps the old one; a Secret two keys
+    // read maps until both are gone.
+    let mut moved = own.clone();
+    moved.spec.secret_ref.as_mut().unwrap().name = "bob-new".into();
+    keys.insert(&moved);
+    assert_eq!(map(secret("team-b", "bob-secret"), &gws, &keys), Vec::<String>::new());
+    assert_eq!(map(secret("team-b", "bob-new"), &gws, &keys), ["all"]);
+    assert_eq!(map(secret("team-b", "hook"), &gws, &keys), ["all"]);
+    let mut twin = moved.clone();
+    twin.metadata.name = Some("twin".into());
+    keys.insert(&twin);
+    keys.remove(&moved);
+    assert_eq!(map(secret("team-b", "bob-new"), &gws, &keys), ["all"], "the twin still reads it");
+    keys.remove(&twin);
+    keys.remove(&twin);
+    assert_eq!(map(secret("team-b", "bob-new"), &gws, &keys), Vec::<String>::new());
+    assert_eq!(map(secret("team-b", "hook"), &gws, &keys), Vec::<String>::new());
+    keys.remove(&generated);
+    assert_eq!(map(secret("infra", "ci-key"), &gws, &keys), Vec::<String>::new());
+    assert_eq!(keys, KeySecrets::default(), "nothing is left behind");
 }
 
 #[test]
