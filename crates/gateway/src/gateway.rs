@@ -146,13 +146,20 @@ impl Gateway {
     /// Swaps in a new config. Requests in flight finish on the config they started with; the
     /// replaced one is returned, to be dropped off the request path ([`background::Retired`]).
     pub fn swap(&self, config: GatewayConfig, generation: u64) -> background::Retired {
+        let hash = config.hash();
+        self.swap_hashed(config, hash, generation)
+    }
+
+    /// [`Gateway::swap`] of a config whose [`GatewayConfig::hash`] is known (a config source's
+    /// update carries it): hashing 10,000 keys again is a second serialisation of the config.
+    pub fn swap_hashed(&self, config: GatewayConfig, hash: String, generation: u64) -> background::Retired {
         // Shared state is chosen once: by the first config, or kept with a warning.
         if !self.state.is_chosen() {
             choose_state(&self.state, &self.cooldowns, &config);
         } else if config.settings.redis.as_ref() != self.runtime().config.settings.redis.as_ref() {
             tracing::warn!("the fleet's Redis settings changed; they apply when the gateway restarts");
         }
-        let new = Arc::new(Runtime::new(config, generation));
+        let new = Arc::new(Runtime::with_hash(config, hash, generation));
         let old = self.runtime.swap(new.clone());
         let balances = self.routing.prepare(&new);
         self.metrics.config_generation.set(generation as i64);

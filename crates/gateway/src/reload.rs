@@ -82,7 +82,7 @@ fn reload<S: ConfigSource>(gw: &Gateway, snapshot: S::Snapshot, serving: &Servin
         keys = update.config.keys.len(),
         "config reloaded"
     );
-    let retired = gw.swap(update.config, generation);
+    let retired = gw.swap_hashed(update.config, update.hash.clone(), generation);
     if !retired.wait(background::RETIRE_WAIT) {
         tracing::debug!("a long request still holds the previous config; it is freed when that ends");
     }
@@ -202,6 +202,8 @@ mod tests {
         tx.send(Step::Config(config("b"), None)).unwrap();
         settle(&gw, generation, 2).await;
         assert_eq!(gw.runtime().config.fleet.as_deref(), Some("b"));
+        // The hash the source computed is the one served (`/readyz`), not hashed again.
+        assert_eq!(gw.runtime().hash, config("b").hash());
         // An invalid folder is counted and the last good config keeps serving.
         tx.send(Step::Corrupt).unwrap();
         settle(&gw, failures, 1).await;

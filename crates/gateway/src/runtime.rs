@@ -185,6 +185,11 @@ impl Runtime {
     /// Indexes a config.
     pub fn new(config: GatewayConfig, generation: u64) -> Self {
         let hash = config.hash();
+        Self::with_hash(config, hash, generation)
+    }
+
+    /// Indexes a config whose [`GatewayConfig::hash`] is `hash`.
+    pub fn with_hash(config: GatewayConfig, hash: String, generation: u64) -> Self {
         let mut routes: HashMap<String, HashMap<String, Arc<Route>>> = HashMap::new();
         let mut wildcards = Vec::new();
         let mut reach = reachable(&config.routes).into_iter();

@@ -609,7 +609,10 @@ mod tests {
         cache.apply(&watcher::Event::Init);
         cache.apply(&watcher::Event::InitApply(key("a", "sa")));
         cache.apply(&watcher::Event::InitApply(key("b", "sb")));
-        assert!(!reads(&cache, "sa"), "a first list is used once complete, as the store is");
+        assert!(
+            !reads(&cache, "sa"),
+            "a first list is used once complete, as the store is"
+        );
         cache.apply(&watcher::Event::InitDone);
         assert!(reads(&cache, "sa") && reads(&cache, "sb"));
         cache.apply(&watcher::Event::Apply(key("a", "sa2")));

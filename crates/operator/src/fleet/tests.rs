@@ -165,7 +165,11 @@ fn secrets_map_through_their_readers_only() {
     assert_eq!(map(secret("team-b", "hook"), &gws, &keys), ["all"]);
     assert_eq!(map(secret("infra", "unrelated"), &gws, &keys), Vec::<String>::new());
     assert_eq!(map(secret("infra", "redis-url"), &gws_redis, &keys), ["same"]);
-    assert_eq!(map(secret("team-b", "ci-key"), &gws, &keys), Vec::<String>::new(), "a key reads its own namespace's Secrets");
+    assert_eq!(
+        map(secret("team-b", "ci-key"), &gws, &keys),
+        Vec::<String>::new(),
+        "a key reads its own namespace's Secrets"
+    );
 
     // A key that changes its Secret, or goes, no longer maps the old one; a Secret two keys
     // read maps until both are gone.
@@ -179,7 +183,11 @@ fn secrets_map_through_their_readers_only() {
     twin.metadata.name = Some("twin".into());
     keys.insert(&twin);
     keys.remove(&moved);
-    assert_eq!(map(secret("team-b", "bob-new"), &gws, &keys), ["all"], "the twin still reads it");
+    assert_eq!(
+        map(secret("team-b", "bob-new"), &gws, &keys),
+        ["all"],
+        "the twin still reads it"
+    );
     keys.remove(&twin);
     keys.remove(&twin);
     assert_eq!(map(secret("team-b", "bob-new"), &gws, &keys), Vec::<String>::new());
