@@ -42,6 +42,7 @@ for version in http2 auto; do
     --stream --count 100 --limit 60 --pid "$gpid" > /dev/null
   curl -s "127.0.0.1:$MET/metrics" > /dev/null
   sed -i 's/limits: {rpm: 100000000}/limits: {rpm: 100000001}/' "$cfg/bench.yaml"
+  grep -q 'rpm: 100000001' "$cfg/bench.yaml" || { echo "the reload edit did not apply to $cfg/bench.yaml" >&2; exit 1; }
   sleep 3
   load --model bench -c 4 --duration 2 --warmup 0
   kill -TERM "$gpid"

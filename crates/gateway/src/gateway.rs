@@ -81,6 +81,13 @@ pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 impl Gateway {
     /// A gateway serving `config`.
     pub fn new(config: GatewayConfig, generation: u64) -> Result<Arc<Self>, Error> {
+        let hash = config.hash();
+        Self::with_hash(config, hash, generation)
+    }
+
+    /// [`Gateway::new`] serving a config whose [`GatewayConfig::hash`] is known (the config
+    /// source's first update carries it).
+    pub fn with_hash(config: GatewayConfig, hash: String, generation: u64) -> Result<Arc<Self>, Error> {
         let client = http_client()?;
         let upstream = Arc::new(upstream_client::UpstreamClient::new(client.clone())?);
         let metrics = Metrics::new()?;
@@ -96,7 +103,7 @@ impl Gateway {
         let audio_client = client.clone();
         let tokens = Arc::new(tokens::Tokens::default());
         let dispatch = HttpDispatch::new(client, upstream.clone(), tokens.clone());
-        let runtime = Runtime::new(config, generation);
+        let runtime = Runtime::with_hash(config, hash, generation);
         let routing = Routing::new(Arc::new(dispatch), cooldowns.clone(), metrics.clone()).with_state(state.clone());
         let _none = routing.prepare(&runtime);
         Ok(Arc::new(Self {

@@ -29,7 +29,7 @@ pub fn start(dir: PathBuf, redis: RedisOverride) -> anyhow::Result<(Arc<Gateway>
         hash = %&first.hash[..12],
         "config loaded"
     );
-    let gw = Gateway::new(first.config, 1).context("starting the gateway")?;
+    let gw = Gateway::with_hash(first.config, first.hash, 1).context("starting the gateway")?;
     folder.watch().context("watching the config folder")?;
     Ok((gw, folder))
 }
