@@ -167,8 +167,12 @@ impl Gateway {
             tracing::warn!("the fleet's Redis settings changed; they apply when the gateway restarts");
         }
         let new = Arc::new(Runtime::with_hash(config, hash, generation));
-        let old = self.runtime.swap(new.clone());
+        // The new config's balancing state is built before any request can see that config:
+        // built after, a request on it would build it itself or wait, on a request worker, for
+        // this (lower priority) thread to finish it, a step in latency at every reload. Until
+        // the swap, requests keep finding the old config's state as the previous one.
         let balances = self.routing.prepare(&new);
+        let old = self.runtime.swap(new);
         self.metrics.config_generation.set(generation as i64);
         self.loaded.store(true, Ordering::Release);
         background::Retired(old, balances)
@@ -267,6 +271,50 @@ mod tests {
             "the first config's state handed back"
         );
         assert!(retired.wait(std::time::Duration::from_secs(1)));
+    }
+
+    /// No request sees a config before its balancing state is built: built after the swap, a
+    /// request arriving meanwhile built it on a request worker or waited for the config thread,
+    /// a latency step at every reload. A reader races the swaps of a 1,000-route config.
+    #[test]
+    fn a_config_is_visible_only_once_its_balancing_state_is_built() {
+        use crate::route::testing::{backend, config, route_config};
+        let big = |n: u32| {
+            let mut c = config(
+                (0..1_000)
+                    .map(|i| route_config(&format!("m{i}"), vec![backend("a", "x", 1, 0), backend("b", "x", 1, 0)]))
+                    .collect(),
+            );
+            c.settings.max_request_bytes = 1_000_000 + u64::from(n);
+            c
+        };
+        let gw = Arc::new(Gateway::new(big(0), 1).unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (gw, stop) = (gw.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut seen, mut early) = (0u32, 0u32);
+                while !stop.load(Ordering::Relaxed) {
+                    let rt = gw.runtime();
+                    seen += 1;
+                    if gw.routing.built_for().0 < rt.id {
+                        early += 1;
+                    }
+                }
+                (seen, early)
+            })
+        };
+        for n in 1..=20 {
+            let retired = gw.swap(big(n), u64::from(n) + 1);
+            assert!(retired.wait(std::time::Duration::from_secs(5)));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (seen, early) = reader.join().unwrap();
+        assert!(seen > 0);
+        assert_eq!(
+            early, 0,
+            "requests saw a config whose balancing state was not built yet"
+        );
     }
 
     /// A provider's key must never follow a redirect to another host.

@@ -97,8 +97,8 @@ impl Routing {
         self
     }
 
-    /// Builds the balancing state of a config just swapped in, and each route's meters, so that
-    /// its first requests find them (on the config thread: for 1,000 routes this is thousands of
+    /// Builds the balancing state of a config about to be swapped in, and each route's meters, so
+    /// that its first requests find them (on the config thread: for 1,000 routes this is thousands of
     /// allocations a request worker would otherwise make while others wait for it). Returns the
     /// state it retires, to be freed there too.
     pub(crate) fn prepare(&self, rt: &Runtime) -> Option<Arc<Balances>> {
@@ -245,4 +245,41 @@ impl<'a> Ctx<'a> {
 /// A route's name in metrics and messages: `namespace/model`.
 pub(super) fn label(route: &RouteConfig) -> String {
     format!("{}/{}", route.namespace, route.model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::testing::{backend, config, route_config, Harness};
+
+    /// A swap prepares the next config's state before that config is visible: from then on a
+    /// request on the serving config still finds the state it had (kept as the previous one,
+    /// nothing rebuilt on a request worker), and the first request on the new config finds its
+    /// state built.
+    #[test]
+    fn state_prepared_for_the_next_config_leaves_the_serving_one_its_own() {
+        let routes = || {
+            vec![route_config(
+                "m",
+                vec![backend("a", "m", 1, 0), backend("b", "m", 1, 0)],
+            )]
+        };
+        let h = Harness::new(routes());
+        let serving = &h.rt;
+        drop(h.routing.prepare(serving));
+        let before = h.routing.balances(serving);
+        let next = Runtime::new(config(routes()), 2);
+        assert!(h.routing.prepare(&next).is_some());
+        assert!(
+            Arc::ptr_eq(&h.routing.balances(serving), &before),
+            "the serving config keeps its state"
+        );
+        let built = h.routing.balances(&next);
+        assert_eq!(built.runtime, next.id);
+        assert!(
+            Arc::ptr_eq(&h.routing.balances(&next), &built),
+            "built once, not per request"
+        );
+        assert!(h.routing.prepare(&next).is_none(), "a second prepare builds nothing");
+    }
 }
