@@ -1088,7 +1088,7 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn keys(&mut self, fleet: &Fleet<'_>, routes: &[RouteConfig], memo: &mut CompileMemo) -> Vec<KeyConfig> {
+    fn keys(&mut self, fleet: &Fleet<'_>, routes: &[RouteConfig], memo: &mut CompileMemo) -> Vec<Arc<KeyConfig>> {
         let m = self.m;
         let admitted = m.keys.iter().filter(|k| fleet.admits(m, |s| &s.keys, &ns_of(*k)));
         let (list, refused): (Vec<&api::VirtualKey>, Vec<&api::VirtualKey>) =
@@ -1101,7 +1101,7 @@ impl<'a> Compiler<'a> {
         list.sort_by(|(a_ns, a), (b_ns, b)| (a_ns, &a.metadata.name).cmp(&(b_ns, &b.metadata.name)));
         let mut last = std::mem::take(&mut memo.keys);
         let mut out = Vec::new();
-        let mut seen_hashes: BTreeMap<String, ObjectId> = BTreeMap::new();
+        let mut seen_hashes: HashMap<String, ObjectId> = HashMap::with_capacity(list.len());
         for (ns, k) in list {
             let id = ObjectId::new("VirtualKey", &ns, &k.name_any());
             // A key compiles from itself and the Secrets it reads, nothing else: at the same
@@ -1217,7 +1217,7 @@ impl<'a> Compiler<'a> {
         let mut allowed_passthrough = s.allowed_passthrough.clone();
         allowed_passthrough.sort();
         allowed_passthrough.dedup();
-        piece.config = Some(KeyConfig {
+        piece.config = Some(Arc::new(KeyConfig {
             namespace: ns.to_owned(),
             name: k.name_any(),
             hashes,
@@ -1229,7 +1229,7 @@ impl<'a> Compiler<'a> {
             expires_at: s.expires_at.as_ref().map(|t| t.0.as_second()),
             blocked: s.blocked,
             labels: s.labels.clone(),
-        });
+        }));
         piece
     }
 
@@ -1294,8 +1294,9 @@ fn key_field(k: &api::VirtualKey) -> &'static str {
 struct KeyPiece {
     /// The versions it was compiled from; `None` when they are not known (objects from files).
     stamp: Option<KeyStamp>,
-    /// The key, or `None` when its value could not be read.
-    config: Option<KeyConfig>,
+    /// The key, or `None` when its value could not be read: shared with the configs compiled
+    /// from it.
+    config: Option<Arc<KeyConfig>>,
     /// Diagnostics of reading its value.
     read_diags: Vec<Diagnostic>,
     /// Diagnostics of its budget; an error leaves the key out.

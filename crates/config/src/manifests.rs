@@ -62,7 +62,7 @@ pub struct Manifests {
     /// Namespace labels, for gateways that admit namespaces by selector.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Where each resource was written (files only).
-    pub sources: BTreeMap<ObjectId, Source>,
+    pub sources: HashMap<ObjectId, Source>,
 }
 
 impl Manifests {
@@ -142,6 +142,7 @@ impl Manifests {
         let count = |kind: fn(&Parsed) -> bool| parsed.iter().filter(|p| kind(p)).count();
         m.keys.reserve_exact(count(|p| matches!(p, Parsed::VirtualKey(_))));
         m.routes.reserve_exact(count(|p| matches!(p, Parsed::LLMRoute(_))));
+        m.sources.reserve(parsed.len());
         let mut parsed = parsed.into_iter();
         for ((name, text), count) in files.iter().zip(counts) {
             if let Err(e) = text {

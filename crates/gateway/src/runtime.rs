@@ -58,8 +58,8 @@ pub struct Route {
 /// A key and the hashes that authenticate it.
 #[derive(Debug)]
 pub struct Key {
-    /// The key's config.
-    pub config: KeyConfig,
+    /// The key's config, shared with the `GatewayConfig` it came from.
+    pub config: Arc<KeyConfig>,
     /// Team label, for metrics.
     pub team: String,
     /// `namespace/name`, for messages and alerts.
@@ -74,7 +74,8 @@ pub struct Key {
 
 impl Key {
     /// A key from its config.
-    pub fn new(config: KeyConfig) -> Self {
+    pub fn new(config: impl Into<Arc<KeyConfig>>) -> Self {
+        let config = config.into();
         let id = format!("{}/{}", config.namespace, config.name);
         Self {
             team: config.labels.get("team").cloned().unwrap_or_default(),
@@ -457,7 +458,7 @@ mod tests {
             version: SCHEMA_VERSION,
             ..Default::default()
         };
-        cfg.keys.push(KeyConfig {
+        cfg.keys.push(Arc::new(KeyConfig {
             namespace: "default".into(),
             name: "k".into(),
             hashes: vec![KeyHash {
@@ -471,7 +472,7 @@ mod tests {
             expires_at: Some(1_000),
             blocked: false,
             labels: Default::default(),
-        });
+        }));
         let rt = Runtime::new(cfg, 1);
         assert!(rt.authenticate("sk-good", 999).is_ok());
         assert_eq!(rt.authenticate("sk-good", 1_000).unwrap_err().status, 401);
@@ -517,9 +518,9 @@ mod tests {
                 tenant_route("team-c", "public", &["*"]),
             ],
             keys: vec![
-                tenant_key("team-a", "alice", &[]),
-                tenant_key("team-a", "narrow", &["gpt-4o"]),
-                tenant_key("team-b", "bob", &[]),
+                tenant_key("team-a", "alice", &[]).into(),
+                tenant_key("team-a", "narrow", &["gpt-4o"]).into(),
+                tenant_key("team-b", "bob", &[]).into(),
             ],
             ..Default::default()
         };
@@ -589,11 +590,11 @@ mod tests {
                 shared,
             ],
             keys: vec![
-                tenant_key("default", "all", &[]),
-                tenant_key("default", "pattern", &["openai/*"]),
-                tenant_key("default", "one", &["openai/gpt-4o"]),
-                tenant_key("default", "other", &["chat"]),
-                budgeted,
+                tenant_key("default", "all", &[]).into(),
+                tenant_key("default", "pattern", &["openai/*"]).into(),
+                tenant_key("default", "one", &["openai/gpt-4o"]).into(),
+                tenant_key("default", "other", &["chat"]).into(),
+                budgeted.into(),
             ],
             ..Default::default()
         };
@@ -655,7 +656,7 @@ mod tests {
         let rt = Runtime::new(
             GatewayConfig {
                 version: SCHEMA_VERSION,
-                keys: vec![blocked, rotated],
+                keys: vec![blocked.into(), rotated.into()],
                 ..Default::default()
             },
             1,

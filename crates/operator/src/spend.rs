@@ -683,7 +683,7 @@ mod tests {
             .expect("key")
         };
         let mut cfg = GatewayConfig {
-            keys: vec![key("a")],
+            keys: vec![key("a").into()],
             ..GatewayConfig::default()
         };
         f.update(&fleet, &cfg);
@@ -700,7 +700,7 @@ mod tests {
         assert_eq!(rx.try_recv().ok(), Some(ObjectRef::new("a").within("apps")));
         f.update(&fleet, &cfg);
         assert!(rx.try_recv().is_err(), "no change, no trigger");
-        cfg.keys.push(key("b"));
+        cfg.keys.push(key("b").into());
         f.update(&fleet, &cfg);
         assert_eq!(rx.try_recv().ok(), Some(ObjectRef::new("b").within("apps")));
         assert!(rx.try_recv().is_err());

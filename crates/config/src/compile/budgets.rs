@@ -2,6 +2,7 @@
 //! namespace only, so a Budget can neither cap nor read the spend of another tenant's keys.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use switchyard_api as api;
@@ -15,7 +16,7 @@ const OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
 
 impl Compiler<'_> {
     /// The Budgets that cover at least one of `keys`, each with the names of the keys it covers.
-    pub(super) fn budgets(&mut self, fleet: &Fleet<'_>, keys: &[KeyConfig]) -> Vec<TeamBudgetConfig> {
+    pub(super) fn budgets(&mut self, fleet: &Fleet<'_>, keys: &[Arc<KeyConfig>]) -> Vec<TeamBudgetConfig> {
         let m = self.m;
         // A key's labels as a selector sees them: `metadata.labels`, then `spec.labels` over them.
         let labels: BTreeMap<(String, String), BTreeMap<String, String>> = m

@@ -126,7 +126,7 @@ struct Part {
     #[serde(default)]
     routes: Vec<RouteConfig>,
     #[serde(default)]
-    keys: Vec<KeyConfig>,
+    keys: Vec<Arc<KeyConfig>>,
     #[serde(default)]
     budgets: Vec<TeamBudgetConfig>,
 }
@@ -203,7 +203,7 @@ struct Piece {
 pub struct LastSplit {
     providers: Serialised<ProviderConfig>,
     routes: Serialised<RouteConfig>,
-    keys: Serialised<KeyConfig>,
+    keys: Serialised<Arc<KeyConfig>>,
     budgets: Serialised<TeamBudgetConfig>,
     parts: Vec<SplitPart>,
 }
@@ -634,7 +634,7 @@ mod tests {
         }
         let mut config = compile(&m, &CompileOptions::default()).config;
         assert_eq!(config.routes.len(), routes);
-        config.keys = (0..keys).map(key).collect();
+        config.keys = (0..keys).map(|i| Arc::new(key(i))).collect();
         config
     }
 
@@ -672,7 +672,8 @@ mod tests {
                 0 => config.routes[dice.below(40)].backends[0].model = format!("edited-{step}"),
                 1 => {
                     let n = dice.below(config.keys.len());
-                    config.keys[n].blocked = !config.keys[n].blocked;
+                    let k = Arc::make_mut(&mut config.keys[n]);
+                    k.blocked = !k.blocked;
                 }
                 2 => {
                     let n = dice.below(config.keys.len());
@@ -681,7 +682,7 @@ mod tests {
                 3 => {
                     let mut k = key(1000 + step);
                     k.labels.insert("team".into(), format!("t{step}"));
-                    config.keys.push(k);
+                    config.keys.push(Arc::new(k));
                     config
                         .keys
                         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -749,7 +750,7 @@ mod tests {
         assert_eq!(changed.len(), 1, "{changed:?}");
         assert_ne!(new.hash, old.hash);
         // A new key lands in one part too, and the count holds.
-        after.keys.push(key(999_999));
+        after.keys.push(Arc::new(key(999_999)));
         let added = split(&after, Some(new.parts.len()));
         assert_eq!(
             (0..new.parts.len()).filter(|&i| added.parts[i] != new.parts[i]).count(),
@@ -852,7 +853,9 @@ mod tests {
     #[test]
     fn one_large_object_gets_a_part_without_splitting_the_rest_thin() {
         let mut c = config(10, 3_000);
-        c.keys[5].labels.insert("blob".into(), "x".repeat(700_000));
+        Arc::make_mut(&mut c.keys[5])
+            .labels
+            .insert("blob".into(), "x".repeat(700_000));
         let s = split(&c, None);
         let total = s.bytes();
         assert!(

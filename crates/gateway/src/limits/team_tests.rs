@@ -60,6 +60,7 @@ fn runtime(team_max: f64, own: &[(&str, Option<f64>, LimitsConfig)]) -> Runtime 
             blocked: false,
             labels: Default::default(),
         })
+        .map(std::sync::Arc::new)
         .collect();
     cfg.budgets = vec![TeamBudgetConfig {
         namespace: "apps".into(),

@@ -187,7 +187,7 @@ mod tests {
         ]);
         h.fake.script("down", fails(ErrorKind::Server));
         let mut k = key(&[]);
-        k.config.allowed_routes = vec!["r".into(), "allowed".into()];
+        Arc::make_mut(&mut k.config).allowed_routes = vec!["r".into(), "allowed".into()];
         let (_, o) = h
             .call_as(&k, &HeaderMap::new(), &chat("r", "hi"), false)
             .await
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(h.fake.calls(), vec!["down", "allowed-model"]);
         // Only the forbidden fallback: the client sees the route's own failure.
         h.fake.clear();
-        k.config.allowed_routes = vec!["r".into()];
+        Arc::make_mut(&mut k.config).allowed_routes = vec!["r".into()];
         let e = h
             .call_as(&k, &HeaderMap::new(), &chat("r", "hi"), false)
             .await

@@ -356,7 +356,7 @@ mod scenarios {
             .await
             .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(o.route, "default/premium");
-        k.config.allowed_routes = vec!["chat".into()];
+        Arc::make_mut(&mut k.config).allowed_routes = vec!["chat".into()];
         let (_, o) = h
             .call_as(&k, &HeaderMap::new(), &req, false)
             .await

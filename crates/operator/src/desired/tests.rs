@@ -65,6 +65,7 @@ fn big_config() -> Compiled {
             blocked: false,
             labels: BTreeMap::from([("team".to_owned(), format!("team-{}", i % 17))]),
         })
+        .map(std::sync::Arc::new)
         .collect();
     Compiled {
         config: GatewayConfig {
