@@ -8,6 +8,8 @@
 //!
 //! Redis keys carry a `{...}` hash tag so one scope's keys share a Redis Cluster slot.
 
+use std::cell::RefCell;
+
 use crate::BudgetPeriod;
 
 const DAY_MS: i64 = 86_400_000;
@@ -73,9 +75,40 @@ pub struct Period {
     pub end_ms: Option<i64>,
 }
 
+thread_local! {
+    /// The last period of each kind this thread worked out: every request asks for the one it
+    /// falls in (its id is a `format!`), which stays the same until the period ends.
+    static LAST: RefCell<[Option<Period>; 4]> = const { RefCell::new([None, None, None, None]) };
+}
+
 impl Period {
     /// The period of `kind` that contains `now_ms`.
     pub fn of(kind: BudgetPeriod, now_ms: i64) -> Self {
+        let slot = match kind {
+            BudgetPeriod::Daily => 0,
+            BudgetPeriod::Weekly => 1,
+            BudgetPeriod::Monthly => 2,
+            BudgetPeriod::Total => 3,
+        };
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &last[slot] {
+                Some(p) if p.contains(now_ms) => p.clone(),
+                _ => {
+                    let p = Self::work_out(kind, now_ms);
+                    last[slot] = Some(p.clone());
+                    p
+                }
+            }
+        })
+    }
+
+    /// Whether `now_ms` falls in this period.
+    fn contains(&self, now_ms: i64) -> bool {
+        now_ms >= self.start_ms && self.end_ms.is_none_or(|end| now_ms < end)
+    }
+
+    fn work_out(kind: BudgetPeriod, now_ms: i64) -> Self {
         let day = now_ms.div_euclid(DAY_MS);
         match kind {
             BudgetPeriod::Daily => {
@@ -210,6 +243,31 @@ mod tests {
         let monday = days_from_civil(2026, 11, 30) * DAY_MS;
         assert_eq!(Period::of(BudgetPeriod::Weekly, monday).id, "w2026-11-30");
         assert_eq!(Period::of(BudgetPeriod::Weekly, monday - 1).id, "w2026-11-23");
+    }
+
+    /// The period a thread worked out last is reused only for a time inside it: a clock that
+    /// jumps forward or back (skew between replicas, a corrected clock) gets the period of the
+    /// time it asks for, never the cached one.
+    #[test]
+    fn a_remembered_period_is_given_only_for_times_inside_it() {
+        let kinds = [
+            BudgetPeriod::Daily,
+            BudgetPeriod::Weekly,
+            BudgetPeriod::Monthly,
+            BudgetPeriod::Total,
+        ];
+        // Around month, week and day ends, forward and back, over four years.
+        let mut times = Vec::new();
+        let mut t = NOW;
+        for step in 0..2_000i64 {
+            t += (step % 7 - 2) * 13 * 3_600_000 + step * 60_001;
+            times.extend([t, t - 1, t + 1, -t / 3]);
+        }
+        for now in times {
+            for kind in kinds {
+                assert_eq!(Period::of(kind, now), Period::work_out(kind, now), "{kind:?} at {now}");
+            }
+        }
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Key {
     /// The Budgets over groups of keys that cover this key: a request is admitted only when
     /// each of them has room too (`limits::admit`).
     pub budgets: Vec<Arc<TeamBudget>>,
+    /// Its hashes' SHA-256 digests, decoded once here rather than on every request.
+    digests: Vec<[u8; 32]>,
 }
 
 impl Key {
@@ -77,12 +79,14 @@ impl Key {
     pub fn new(config: impl Into<Arc<KeyConfig>>) -> Self {
         let config = config.into();
         let id = format!("{}/{}", config.namespace, config.name);
+        let digests = config.hashes.iter().filter_map(|h| digest(&h.sha256)).collect();
         Self {
             team: config.labels.get("team").cloned().unwrap_or_default(),
             scope: switchyard_config::shared_state::key_scope(&config.namespace, &config.name),
             id,
             config,
             budgets: Vec::new(),
+            digests,
         }
     }
 
@@ -101,6 +105,12 @@ impl Key {
                         || names_wildcard(a, own, route)
                 }))
     }
+}
+
+/// A stored key hash (hex SHA-256) as bytes; `None` when it is not one.
+fn digest(sha256_hex: &str) -> Option<[u8; 32]> {
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(sha256_hex, &mut raw).ok().map(|_| raw)
 }
 
 /// Whether an allowed-routes entry names the wildcard route `route` of the key's namespace as
@@ -231,8 +241,7 @@ impl Runtime {
                 ..Key::new(k.clone())
             });
             for h in &k.hashes {
-                let mut raw = [0u8; 32];
-                if hex::decode_to_slice(&h.sha256, &mut raw).is_ok() {
+                if let Some(raw) = digest(&h.sha256) {
                     keys.insert(raw, (key.clone(), h.not_after));
                 }
             }
@@ -257,21 +266,16 @@ impl Runtime {
 
     /// Authenticates a presented key value.
     pub fn authenticate(&self, presented: &str, now_unix: i64) -> Result<Arc<Key>, GatewayError> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let Some((key, not_after)) = self.keys.get(&digest) else {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let Some((key, not_after)) = self.keys.get(&presented) else {
             return Err(GatewayError::unauthorized("Incorrect API key provided."));
         };
         // The map lookup found the candidate by hash; compare the full digest in constant time
         // so timing reveals nothing about how much of a hash matched.
         let stored = key
-            .config
-            .hashes
+            .digests
             .iter()
-            .filter_map(|h| {
-                let mut raw = [0u8; 32];
-                hex::decode_to_slice(&h.sha256, &mut raw).ok().map(|_| raw)
-            })
-            .fold(0u8, |acc, raw| acc | raw.ct_eq(&digest).unwrap_u8());
+            .fold(0u8, |acc, raw| acc | raw.ct_eq(&presented).unwrap_u8());
         if stored != 1 {
             return Err(GatewayError::unauthorized("Incorrect API key provided."));
         }
