@@ -29,10 +29,10 @@ pub use folder::{Folder, RedisOverride};
 #[cfg(feature = "kubernetes")]
 pub use secrets::Secrets;
 pub use shards::{
-    assemble_config, part_count, shard_count, shard_name, shard_secrets, split_config, split_config_after,
-    AssembledConfig, LastSplit, ShardError, SplitConfig, SplitPart, ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_PART,
-    ANNOTATION_CONFIG_PARTS, ANNOTATION_PART_HASH, CONFIG_GENERATION, CONFIG_KEY, GATEWAY_MANAGER, LABEL_FLEET,
-    MAX_PARTS, PART_TARGET_BYTES, SHARD_BYTES,
+    assemble_config, assemble_config_cached, part_count, shard_count, shard_name, shard_secrets, split_config,
+    split_config_after, AssembledConfig, LastSplit, PartCache, ShardError, SplitConfig, SplitPart,
+    ANNOTATION_CONFIG_HASH, ANNOTATION_CONFIG_PART, ANNOTATION_CONFIG_PARTS, ANNOTATION_PART_HASH, CONFIG_GENERATION,
+    CONFIG_KEY, GATEWAY_MANAGER, LABEL_FLEET, MAX_PARTS, PART_TARGET_BYTES, SHARD_BYTES,
 };
 #[cfg(feature = "kubernetes")]
 pub use watch_backoff::WatchBackoff;

@@ -13,7 +13,7 @@
 //! Plain watches, not a controller: nothing here reconciles anything.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::stream::BoxStream;
@@ -23,7 +23,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 
-use super::shards::{assemble_config, shard_count, shard_name, CONFIG_GENERATION, GATEWAY_MANAGER};
+use super::shards::{assemble_config_cached, shard_count, shard_name, PartCache, CONFIG_GENERATION, GATEWAY_MANAGER};
 use super::{ConfigSource, Refused, Update, WatchBackoff};
 
 /// One event of a shard watch.
@@ -82,6 +82,8 @@ pub struct Secrets {
     pod: Option<String>,
     /// One watch per shard index: 0 (the index), and `1..count` for the parts it announces.
     watches: BTreeMap<usize, Watch>,
+    /// The parts of the last generation read, parsed: the next reads only the parts that changed.
+    parts: Arc<Mutex<PartCache>>,
 }
 
 impl Secrets {
@@ -94,6 +96,7 @@ impl Secrets {
             fleet,
             pod,
             watches: BTreeMap::new(),
+            parts: Arc::default(),
         };
         secrets.watch(0);
         secrets
@@ -177,9 +180,9 @@ impl Secrets {
 }
 
 impl ConfigSource for Secrets {
-    type Snapshot = Vec<Arc<Secret>>;
+    type Snapshot = (Vec<Arc<Secret>>, Arc<Mutex<PartCache>>);
 
-    async fn changed(&mut self) -> Option<Vec<Arc<Secret>>> {
+    async fn changed(&mut self) -> Option<Self::Snapshot> {
         loop {
             let (index, event) = futures::future::poll_fn(|cx| self.poll_next(cx)).await?;
             if self.apply(index, event) {
@@ -192,11 +195,12 @@ impl ConfigSource for Secrets {
         }
         let shards: Vec<Arc<Secret>> = self.watches.values().filter_map(|w| w.shard.clone()).collect();
         tracing::debug!(shards = shards.len(), "config shards changed");
-        Some(shards)
+        Some((shards, self.parts.clone()))
     }
 
-    fn load(shards: Vec<Arc<Secret>>) -> Result<Option<Update>, Refused> {
-        let assembled = assemble_config(shards.iter().map(|s| &**s))?;
+    fn load((shards, parts): Self::Snapshot) -> Result<Option<Update>, Refused> {
+        let mut parts = parts.lock().unwrap_or_else(|p| p.into_inner());
+        let assembled = assemble_config_cached(shards.iter().map(|s| &**s), &mut parts)?;
         Ok(assembled.map(|a| Update {
             config: a.config,
             hash: a.hash,

@@ -446,6 +446,23 @@ pub struct AssembledConfig {
     pub hash: String,
 }
 
+/// The parts of the last assembled generation, parsed, by the hash the index announced for
+/// them: an edit rewrites the parts that hold what changed, and the next generation reuses the
+/// others (their bytes compared with the bytes that were verified, not parsed or hashed again).
+#[derive(Default)]
+pub struct PartCache {
+    parts: HashMap<String, (Vec<u8>, Arc<Part>)>,
+    /// Parts parsed (not found in the cache) since it was made.
+    parsed: usize,
+}
+
+impl PartCache {
+    /// How many parts were parsed rather than reused.
+    pub fn parsed(&self) -> usize {
+        self.parsed
+    }
+}
+
 /// Why the newest complete generation of shards could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -511,6 +528,16 @@ fn part(s: &Secret) -> Option<(usize, &str)> {
 pub fn assemble_config<'a>(
     secrets: impl IntoIterator<Item = &'a Secret>,
 ) -> Result<Option<AssembledConfig>, ShardError> {
+    assemble_config_cached(secrets, &mut PartCache::default())
+}
+
+/// [`assemble_config`], reusing the parts of the last generation `cache` holds whose bytes have
+/// not changed; `cache` is left holding the parts of the generation assembled (unchanged when
+/// none is).
+pub fn assemble_config_cached<'a>(
+    secrets: impl IntoIterator<Item = &'a Secret>,
+    cache: &mut PartCache,
+) -> Result<Option<AssembledConfig>, ShardError> {
     let mut indexes = Vec::new();
     // Part number -> (annotated hash, bytes) of every candidate.
     let mut parts: BTreeMap<usize, Vec<(&str, &[u8])>> = BTreeMap::new();
@@ -533,8 +560,15 @@ pub fn assemble_config<'a>(
                 None => continue 'index,
             }
         }
-        // Then the bytes: a part that says it is this generation's but is not is corrupt.
+        let invalid = |source: crate::Error| ShardError::Invalid { generation, source };
+        // Then the bytes: a part that says it is this generation's but is not is corrupt. A part
+        // whose bytes are those verified and parsed for the last generation is taken as it was.
+        let mut read = Vec::with_capacity(chosen.len());
         for (want, bytes) in &chosen {
+            if let Some((_, part)) = cache.parts.get(*want).filter(|(seen, _)| seen.as_slice() == *bytes) {
+                read.push(((*want).to_owned(), bytes.to_vec(), part.clone()));
+                continue;
+            }
             let found = sha256_hex(bytes);
             if found != *want {
                 return Err(ShardError::HashMismatch {
@@ -543,8 +577,10 @@ pub fn assemble_config<'a>(
                     found,
                 });
             }
+            let part: Part = serde_json::from_slice(bytes).map_err(|e| invalid(e.into()))?;
+            cache.parsed += 1;
+            read.push((found, bytes.to_vec(), Arc::new(part)));
         }
-        let invalid = |source: crate::Error| ShardError::Invalid { generation, source };
         // The version first: another version's head may have fields this one does not know.
         let version: Version = serde_json::from_slice(ix.head).map_err(|e| invalid(e.into()))?;
         if version.version != SCHEMA_VERSION {
@@ -560,13 +596,16 @@ pub fn assemble_config<'a>(
             settings: head.settings,
             ..GatewayConfig::default()
         };
-        for (_, bytes) in chosen {
-            let p: Part = serde_json::from_slice(bytes).map_err(|e| invalid(e.into()))?;
-            config.providers.extend(p.providers);
-            config.routes.extend(p.routes);
-            config.keys.extend(p.keys);
-            config.budgets.extend(p.budgets);
+        for (_, _, p) in &read {
+            config.providers.extend(p.providers.iter().cloned());
+            config.routes.extend(p.routes.iter().cloned());
+            config.keys.extend(p.keys.iter().cloned());
+            config.budgets.extend(p.budgets.iter().cloned());
         }
+        cache.parts = read
+            .into_iter()
+            .map(|(hash, bytes, part)| (hash, (bytes, part)))
+            .collect();
         // The order `GatewayConfig` documents, which the compiler gives.
         config.providers.sort_by(|a, b| a.id.cmp(&b.id));
         config
@@ -797,6 +836,67 @@ mod tests {
             assemble_config(&written),
             Err(ShardError::HashMismatch { generation: 1, .. })
         ));
+    }
+
+    /// A gateway keeps the parts of the generation it serves, parsed: the next generation reads
+    /// only the parts an edit rewrote, and assembles exactly what a fresh read would.
+    #[test]
+    fn the_next_generation_parses_only_the_parts_an_edit_rewrote() {
+        let mut cache = PartCache::default();
+        let mut config = config(300, 3_000);
+        let mut s = split(&config, None);
+        let parts = s.parts.len();
+        let a = assemble_config_cached(&shards(&s, 1), &mut cache).unwrap().unwrap();
+        assert_eq!((a.config, cache.parsed()), (config.clone(), parts));
+        for generation in 2..8u64 {
+            let n = generation as usize * 37;
+            match generation % 3 {
+                0 => config.routes[n].backends[0].model = format!("edited-{generation}"),
+                1 => Arc::make_mut(&mut config.keys[n]).blocked = true,
+                _ => {
+                    config.keys.remove(n);
+                }
+            }
+            let before = cache.parsed();
+            s = split(&config, Some(s.parts.len()));
+            let written = shards(&s, generation);
+            let a = assemble_config_cached(&written, &mut cache).unwrap().unwrap();
+            assert_eq!(
+                a,
+                assemble_config(&written).unwrap().unwrap(),
+                "generation {generation}"
+            );
+            assert_eq!(a.config, config, "generation {generation}");
+            assert_eq!(
+                cache.parsed() - before,
+                1,
+                "generation {generation}: one part rewritten"
+            );
+        }
+    }
+
+    /// A part is reused only when its bytes are those verified before: a part that keeps the
+    /// announced hash but whose bytes changed (a hand edit, a corrupt write) is refused as it
+    /// would be without the cache, and nothing of the refused generation is kept.
+    #[test]
+    fn a_cached_part_whose_bytes_changed_is_verified_again() {
+        let mut cache = PartCache::default();
+        let s = split(&config(30, 300), None);
+        let good = shards(&s, 1);
+        assemble_config_cached(&good, &mut cache).unwrap().unwrap();
+        let mut bad = shards(&s, 2);
+        let data = bad[1].data.as_mut().unwrap();
+        let bytes = &mut data.get_mut(CONFIG_KEY).unwrap().0;
+        let at = bytes.iter().position(|b| *b == b'x').unwrap();
+        bytes[at] = b'y';
+        assert!(matches!(
+            assemble_config_cached(&bad, &mut cache),
+            Err(ShardError::HashMismatch { generation: 2, .. })
+        ));
+        // The good generation still reads from the cache as it was.
+        let parsed = cache.parsed();
+        assemble_config_cached(&good, &mut cache).unwrap().unwrap();
+        assert_eq!(cache.parsed(), parsed);
     }
 
     #[test]
