@@ -560,27 +560,24 @@ pub fn assemble_config_cached<'a>(
                 None => continue 'index,
             }
         }
-        let invalid = |source: crate::Error| ShardError::Invalid { generation, source };
         // Then the bytes: a part that says it is this generation's but is not is corrupt. A part
         // whose bytes are those verified and parsed for the last generation is taken as it was.
-        let mut read = Vec::with_capacity(chosen.len());
+        let mut known = Vec::with_capacity(chosen.len());
         for (want, bytes) in &chosen {
-            if let Some((_, part)) = cache.parts.get(*want).filter(|(seen, _)| seen.as_slice() == *bytes) {
-                read.push(((*want).to_owned(), bytes.to_vec(), part.clone()));
-                continue;
+            let cached = cache.parts.get(*want).filter(|(seen, _)| seen.as_slice() == *bytes);
+            if cached.is_none() {
+                let found = sha256_hex(bytes);
+                if found != *want {
+                    return Err(ShardError::HashMismatch {
+                        generation,
+                        expected: (*want).to_owned(),
+                        found,
+                    });
+                }
             }
-            let found = sha256_hex(bytes);
-            if found != *want {
-                return Err(ShardError::HashMismatch {
-                    generation,
-                    expected: (*want).to_owned(),
-                    found,
-                });
-            }
-            let part: Part = serde_json::from_slice(bytes).map_err(|e| invalid(e.into()))?;
-            cache.parsed += 1;
-            read.push((found, bytes.to_vec(), Arc::new(part)));
+            known.push(cached.map(|(_, part)| part.clone()));
         }
+        let invalid = |source: crate::Error| ShardError::Invalid { generation, source };
         // The version first: another version's head may have fields this one does not know.
         let version: Version = serde_json::from_slice(ix.head).map_err(|e| invalid(e.into()))?;
         if version.version != SCHEMA_VERSION {
@@ -596,6 +593,18 @@ pub fn assemble_config_cached<'a>(
             settings: head.settings,
             ..GatewayConfig::default()
         };
+        let mut read = Vec::with_capacity(chosen.len());
+        for ((want, bytes), known) in chosen.iter().zip(known) {
+            let part = match known {
+                Some(part) => part,
+                None => {
+                    let part: Part = serde_json::from_slice(bytes).map_err(|e| invalid(e.into()))?;
+                    cache.parsed += 1;
+                    Arc::new(part)
+                }
+            };
+            read.push(((*want).to_owned(), bytes.to_vec(), part));
+        }
         for (_, _, p) in &read {
             config.providers.extend(p.providers.iter().cloned());
             config.routes.extend(p.routes.iter().cloned());
@@ -905,7 +914,10 @@ mod tests {
         newer.version = SCHEMA_VERSION + 1;
         assert!(matches!(
             assemble_config(&shards(&split(&newer, None), 3)),
-            Err(ShardError::Invalid { generation: 3, .. })
+            Err(ShardError::Invalid {
+                generation: 3,
+                source: crate::Error::Version { .. }
+            })
         ));
     }
 
