@@ -58,7 +58,8 @@ pub struct Route {
 /// A key and the hashes that authenticate it.
 #[derive(Debug)]
 pub struct Key {
-    /// The key's config, shared with the `GatewayConfig` it came from.
+    /// The key's config, shared with the `GatewayConfig` it came from (its hashes are read
+    /// when the key is made: see `digests`).
     pub config: Arc<KeyConfig>,
     /// Team label, for metrics.
     pub team: String,
