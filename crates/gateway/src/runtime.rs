@@ -71,8 +71,9 @@ pub struct Key {
     /// The Budgets over groups of keys that cover this key: a request is admitted only when
     /// each of them has room too (`limits::admit`).
     pub budgets: Vec<Arc<TeamBudget>>,
-    /// Its hashes' SHA-256 digests, decoded once here rather than on every request.
-    digests: Vec<[u8; 32]>,
+    /// Its hashes' SHA-256 digests with the time each is valid until, decoded once here (for
+    /// the index and every request's constant-time compare) rather than on every request.
+    digests: Vec<([u8; 32], Option<i64>)>,
 }
 
 impl Key {
@@ -80,7 +81,11 @@ impl Key {
     pub fn new(config: impl Into<Arc<KeyConfig>>) -> Self {
         let config = config.into();
         let id = format!("{}/{}", config.namespace, config.name);
-        let digests = config.hashes.iter().filter_map(|h| digest(&h.sha256)).collect();
+        let digests = config
+            .hashes
+            .iter()
+            .filter_map(|h| Some((digest(&h.sha256)?, h.not_after)))
+            .collect();
         Self {
             team: config.labels.get("team").cloned().unwrap_or_default(),
             scope: switchyard_config::shared_state::key_scope(&config.namespace, &config.name),
@@ -241,10 +246,8 @@ impl Runtime {
                     .unwrap_or_default(),
                 ..Key::new(k.clone())
             });
-            for h in &k.hashes {
-                if let Some(raw) = digest(&h.sha256) {
-                    keys.insert(raw, (key.clone(), h.not_after));
-                }
+            for &(raw, not_after) in &key.digests {
+                keys.insert(raw, (key.clone(), not_after));
             }
         }
         wildcards.sort_by_key(|w: &Arc<Route>| std::cmp::Reverse(w.config.model.len()));
@@ -276,7 +279,7 @@ impl Runtime {
         let stored = key
             .digests
             .iter()
-            .fold(0u8, |acc, raw| acc | raw.ct_eq(&presented).unwrap_u8());
+            .fold(0u8, |acc, (raw, _)| acc | raw.ct_eq(&presented).unwrap_u8());
         if stored != 1 {
             return Err(GatewayError::unauthorized("Incorrect API key provided."));
         }
