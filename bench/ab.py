@@ -5,6 +5,7 @@ time per request from /proc. Used for the profiling fixes reported in bench/resu
 
     bench/ab.py --a OLD_BIN --b NEW_BIN [--b-env _RJEM_MALLOC_CONF=dirty_decay_ms:0]
                 [--rounds 3] [--duration 4] [--bench BIN] [--streams 1000] [--no-load]
+                [--http-version http2]
 
 --streams N first holds N open streams (`mock-slow-5s`) on each gateway while it is still fresh
 and reports its peak RSS (the issue-18 memory target, for allocators or builds side by side);
@@ -34,6 +35,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=4.0)
     ap.add_argument("--streams", type=int, default=0, help="open streams held on each fresh gateway (RSS)")
     ap.add_argument("--no-load", action="store_true", help="only the --streams measurement")
+    ap.add_argument("--http-version", default="auto",
+                    help="the providers' httpVersion (`http2`: h2c to the mock, as bench/run.sh's h2c case)")
     a = ap.parse_args()
     tool = a.bench or a.b
     bench = run.Bench(tool)
@@ -45,7 +48,7 @@ def main() -> int:
         procs.append(mock)
         run.wait_http(f"http://127.0.0.1:{p_up}/healthz", mock.proc, 15)
         cfg = tmp / "cfg"
-        run.switchyard_config(cfg, p_up)
+        run.switchyard_config(cfg, p_up, a.http_version)
         gws = {}
         for name, bin, envs in (("before", a.a, a.a_env), ("after", a.b, a.b_env)):
             port = run.free_port()

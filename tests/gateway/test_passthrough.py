@@ -123,6 +123,13 @@ def manifests(mock_port, echo_port):
          "metadata": {"name": "chat", "namespace": "default"},
          "spec": {"model": "chat", "backends": [{"providerRef": {"name": "mock"}, "model": "mock-gpt",
                                                   "pricing": {"input": 1000, "output": 1000}}]}},
+        # Chat on the recording upstream: what an OpenAI-type and an Azure backend are sent.
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
+         "metadata": {"name": "echo-chat", "namespace": "default"},
+         "spec": {"model": "echo-chat", "backends": [{"providerRef": {"name": "echo"}, "model": "up/model-\u00e9"}]}},
+        {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
+         "metadata": {"name": "echo-azure", "namespace": "default"},
+         "spec": {"model": "echo-azure", "backends": [{"providerRef": {"name": "azure"}, "model": "my-deployment"}]}},
         {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMRoute",
          "metadata": {"name": "claude", "namespace": "default"},
          "spec": {"model": "claude", "backends": [{"providerRef": {"name": "mockclaude"}, "model": "mock-claude",
@@ -206,6 +213,31 @@ def test_an_allowed_key_reaches_a_path_the_gateway_does_not_model(env):
     assert r.status_code == 200, r.text
     assert r.json()["id"] == "mock-gpt"
     assert r.headers["x-request-id"]
+
+
+def test_a_chat_body_reaches_an_openai_upstream_as_the_client_wrote_it(env):
+    """The client's bytes go upstream with only the model replaced: its field order, spacing,
+    escapes and number spellings reach the provider; an Azure backend (the model is in its
+    path) gets the body without the model."""
+    gw, _, upstream = env
+    body = (b'{ "messages": [{"role": "user", "content": "caf\\u00e9 \\"model\\": 1", "model": "x"}],\n'
+            b'  "model" :  "echo-chat" , "temperature": 0.50, "zz": null}')
+    headers = {"content-type": "application/json"}
+    r = call(gw, ALLOWED, "POST", "/v1/chat/completions", content=body, headers=headers)
+    assert r.status_code < 300, r.text
+    sent = upstream.requests[-1]
+    assert sent["path"] == "/base/chat/completions"
+    assert sent["body"] == body.replace(b'"echo-chat"', '"up/model-\u00e9"'.encode()), sent["body"]
+    assert json.loads(sent["body"])["model"] == "up/model-\u00e9"
+
+    r = call(gw, ALLOWED, "POST", "/v1/chat/completions", content=body.replace(b"echo-chat", b"echo-azure"),
+             headers=headers)
+    assert r.status_code < 300, r.text
+    sent = upstream.requests[-1]
+    assert sent["path"] == "/base/openai/deployments/my-deployment/chat/completions"
+    expected = json.loads(body)
+    del expected["model"]
+    assert json.loads(sent["body"]) == expected
 
 
 def test_usage_of_a_json_answer_is_charged(env):

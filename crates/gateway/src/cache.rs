@@ -373,6 +373,7 @@ mod tests {
             include_usage: false,
             max_tokens: None,
             raw: raw.clone(),
+            original: None,
         }
     }
 

@@ -99,7 +99,7 @@ async fn serve(
     // Read and parse, in the client's format (crate::ingress), into the typed request; a large
     // body whose prompt its route cannot take is refused from its outline, before it is parsed.
     let screen = |bytes: &[u8]| screen(&rt, &key, codec, bytes);
-    let req = read(body, op, codec, &rt.config.settings, screen).await?;
+    let mut req = read(body, op, codec, &rt.config.settings, screen).await?;
     span.request(&req.model, &req.raw, req.stream);
 
     // Route: the key's route for the model, and whether it serves this endpoint.
@@ -142,6 +142,7 @@ async fn serve(
         &route,
         &key,
         &req.raw,
+        req.original.as_ref(),
         prompt,
         headers,
         req.op,
@@ -149,6 +150,8 @@ async fn serve(
         span.parent(),
     )
     .await?;
+    // The client's bytes served their purpose (every attempt is made): not held for a stream.
+    req.original = None;
     let requested = std::mem::take(&mut labels.route);
     labels.served(&outcome);
     if route.config.log_prompts {

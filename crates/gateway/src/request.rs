@@ -8,11 +8,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
+use bytes::Bytes;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
-use switchyard_providers::{Json, Operation};
+use switchyard_providers::{Json, Operation, Original};
 
 use crate::error::GatewayError;
 use crate::estimate::Prompt;
@@ -33,18 +36,28 @@ pub struct Request {
     pub max_tokens: Option<u64>,
     /// The whole body (OpenAI-shaped), `model` and `stream` included.
     pub raw: Json,
+    /// The client's bytes of `raw`, when it came in OpenAI's format with one `model` and no
+    /// field twice: an OpenAI-format upstream gets them with the model replaced
+    /// (`Adapter::build_from`). Dropped once the upstream answered.
+    pub original: Option<Original>,
 }
 
 impl Request {
     /// An OpenAI-format body for `op`.
     pub fn parse(op: Operation, bytes: &[u8]) -> Result<Self, GatewayError> {
-        let raw: Json = serde_json::from_slice(bytes).map_err(|e| {
-            GatewayError::bad_request(
-                format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object."),
-                None,
-            )
-        })?;
-        Self::from_json(op, raw)
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let (raw, model) = (&mut de)
+            .deserialize_map(Top { base: bytes })
+            .and_then(|top| de.end().map(|()| top))
+            .map_err(|e| {
+                GatewayError::bad_request(
+                    format!("We could not parse the JSON body of your request ({e}). The body must be a JSON object."),
+                    None,
+                )
+            })?;
+        let mut request = Self::from_json(op, raw)?;
+        request.original = model.and_then(|m| Original::new(Bytes::copy_from_slice(bytes), m));
+        Ok(request)
     }
 
     /// The typed view of an OpenAI-shaped body, once it has what `op` requires.
@@ -76,6 +89,7 @@ impl Request {
             include_usage,
             max_tokens,
             raw,
+            original: None,
         })
     }
 
@@ -87,6 +101,42 @@ impl Request {
             .or_else(|| self.raw.get("prompt"))
             .map(Value::to_string)
             .unwrap_or_default()
+    }
+}
+
+/// A JSON object read into a [`Json`] map, with where its `model` value sits in `base` (the
+/// bytes read): `None` when it has no `model`, or a field twice (the map keeps the last value of
+/// a repeated field, which the bytes would not say).
+struct Top<'a> {
+    base: &'a [u8],
+}
+
+impl<'de> Visitor<'de> for Top<'de> {
+    type Value = (Json, Option<Range<usize>>);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = Json::new();
+        let mut model = None;
+        let mut fields = 0usize;
+        while let Some(key) = map.next_key::<String>()? {
+            fields += 1;
+            if key == "model" {
+                let text = map.next_value::<&RawValue>()?.get();
+                let start = (text.as_ptr() as usize).wrapping_sub(self.base.as_ptr() as usize);
+                model = Some(start..start + text.len());
+                let value: Value = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
+                raw.insert(key, value);
+            } else {
+                let value: Value = map.next_value()?;
+                raw.insert(key, value);
+            }
+        }
+        let model = model.filter(|_| fields == raw.len());
+        Ok((raw, model))
     }
 }
 
@@ -420,5 +470,46 @@ mod tests {
             .map(|e| e.message)
             .unwrap_or_default();
         assert!(not_json.ends_with("The body must be a JSON object."), "{not_json}");
+    }
+
+    #[test]
+    fn the_clients_bytes_are_kept_with_where_its_model_is() {
+        let spliced = |body: &str| -> Option<Value> {
+            let r = parse(Operation::Chat, body).unwrap_or_else(|e| panic!("{e:?}"));
+            let bytes = r.original?.with_model("up\"stream");
+            Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}")))
+        };
+        let expect = |body: &str| -> Value {
+            let mut v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}"));
+            v["model"] = "up\"stream".into();
+            v
+        };
+        // Spaces around the value, "model" in a string and a message before it, escapes in it.
+        for body in [
+            r#"{"model":"m","messages":[{}]}"#,
+            "{ \"messages\":[{\"role\":\"user\",\"content\":\"\\\"model\\\":1\",\"model\":\"x\"}],\n  \"model\"\t:  \"m\\u00e9\"  ,\"n\":1}",
+            r#"{"messages":[{}],"model":"a/b"}"#,
+        ] {
+            assert_eq!(spliced(body), Some(expect(body)), "{body}");
+        }
+        // A field twice: the map keeps the last one, which the bytes do not say; nothing kept.
+        assert_eq!(spliced(r#"{"model":"m","messages":[{}],"model":"n"}"#), None);
+        assert_eq!(spliced(r#"{"model":"m","messages":[{}],"messages":[{}]}"#), None);
+        // What the map holds is what the bytes hold.
+        let r =
+            parse(Operation::Chat, r#"{"model":"m","messages":[{}],"model":"n"}"#).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(r.model, "n");
+        // Not an object, trailing bytes, a model that is not a string: refused as before.
+        for body in ["[1]", r#"{"model":"m","messages":[{}]} x"#, r#"{"model":"m""#] {
+            let e = parse(Operation::Chat, body)
+                .err()
+                .map(|e| e.message)
+                .unwrap_or_default();
+            assert!(e.starts_with("We could not parse the JSON body"), "{body}: {e}");
+        }
+        let e = parse(Operation::Chat, r#"{"model":7,"messages":[{}]}"#)
+            .err()
+            .and_then(|e| e.param);
+        assert_eq!(e.as_deref(), Some("model"));
     }
 }

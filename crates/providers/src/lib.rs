@@ -276,6 +276,34 @@ impl ProviderError {
     }
 }
 
+/// The client's own bytes of an OpenAI-format request body, and where its `model` value sits in
+/// them. An adapter that passes OpenAI's format through sends these bytes with only the model
+/// name replaced, when that is all it would change ([`Adapter::build_from`]), instead of writing
+/// the parsed body out again: the write was most of building such a request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Original {
+    bytes: Bytes,
+    model: std::ops::Range<usize>,
+}
+
+impl Original {
+    /// `bytes` (the body the request was parsed from) with its `model` value (the JSON value,
+    /// quotes included) at `model`; `None` if the range is not inside the bytes.
+    pub fn new(bytes: Bytes, model: std::ops::Range<usize>) -> Option<Self> {
+        (model.start <= model.end && model.end <= bytes.len()).then_some(Self { bytes, model })
+    }
+
+    /// The body with `model` (written as a JSON string) in place of the client's model value.
+    pub fn with_model(&self, model: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len() + model.len() + 2);
+        out.extend_from_slice(&self.bytes[..self.model.start]);
+        // A `&str` always serialises.
+        let _ = serde_json::to_writer(&mut out, model);
+        out.extend_from_slice(&self.bytes[self.model.end..]);
+        out
+    }
+}
+
 /// Translates one upstream stream into OpenAI `chat.completion.chunk` SSE events.
 pub trait StreamTranslator: Send {
     /// Feeds bytes as they arrive; appends the bytes to send to the client to `out`.
@@ -298,6 +326,21 @@ pub trait Adapter: Send + Sync {
         target: &Target<'_>,
         stream: bool,
     ) -> Result<UpstreamRequest, ProviderError>;
+
+    /// [`Adapter::build`], given also the client's own bytes when the request came in OpenAI's
+    /// format (`original`, of this same `request`): an adapter that passes OpenAI's format
+    /// through may send them with only the model replaced. The gateway calls this one.
+    fn build_from(
+        &self,
+        op: Operation,
+        request: &Json,
+        original: Option<&Original>,
+        target: &Target<'_>,
+        stream: bool,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        let _ = original;
+        self.build(op, request, target, stream)
+    }
 
     /// Translates a successful (2xx) non-streaming response body.
     fn parse(&self, op: Operation, body: &[u8], target: &Target<'_>) -> Result<Translated, ProviderError>;

@@ -15,8 +15,8 @@ use switchyard_config::{CredentialsConfig, ProviderKind};
 
 use crate::sse::{EventRef, Parser, DEFAULT_MAX_EVENT};
 use crate::{
-    kind_for_status, retry_after, Adapter, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target,
-    Translated, UpstreamRequest, Usage,
+    kind_for_status, retry_after, Adapter, ErrorKind, Json, Operation, Original, ProviderError, StreamTranslator,
+    Target, Translated, UpstreamRequest, Usage,
 };
 
 /// How a preset authenticates.
@@ -286,6 +286,22 @@ impl<'a> Patched<'a> {
     }
 }
 
+impl Patched<'_> {
+    /// The client's bytes with the new model spliced in, when setting the model is the only
+    /// change (fields set to the value they have are none); `None` for anything else.
+    fn spliced(&self, original: &Original) -> Option<Vec<u8>> {
+        let mut model = None;
+        for (k, v) in &self.changes {
+            match (*k, v) {
+                ("model", Some(serde_json::Value::String(m))) => model = Some(m.as_str()),
+                (k, Some(v)) if self.base.get(k) == Some(v) => {}
+                _ => return None,
+            }
+        }
+        model.map(|m| original.with_model(m))
+    }
+}
+
 impl serde::Serialize for Patched<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -345,6 +361,17 @@ impl Adapter for OpenAi {
         target: &Target<'_>,
         stream: bool,
     ) -> Result<UpstreamRequest, ProviderError> {
+        self.build_from(op, request, None, target, stream)
+    }
+
+    fn build_from(
+        &self,
+        op: Operation,
+        request: &Json,
+        original: Option<&Original>,
+        target: &Target<'_>,
+        stream: bool,
+    ) -> Result<UpstreamRequest, ProviderError> {
         let mut body = Patched::new(request);
         if op == Operation::Chat && self.refuses_unknown_params() {
             // Claude's own parameters, which an Anthropic-format request carries on for Claude
@@ -387,8 +414,11 @@ impl Adapter for OpenAi {
                 body.remove("stream_options");
             }
         }
-        let bytes = serde_json::to_vec(&body)
-            .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode request: {e}")))?;
+        let bytes = match original.and_then(|o| body.spliced(o)) {
+            Some(bytes) => bytes,
+            None => serde_json::to_vec(&body)
+                .map_err(|e| ProviderError::new(ErrorKind::BadRequest, format!("cannot encode request: {e}")))?,
+        };
         Ok(UpstreamRequest {
             method: Method::POST,
             url: self.url(op, target)?,

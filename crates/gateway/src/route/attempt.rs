@@ -62,6 +62,7 @@ impl Ctx<'_> {
         let call = Call {
             op: self.op,
             request: self.request,
+            original: self.original,
             provider,
             backend,
             drop_unsupported_params: cfg.drop_unsupported_params,

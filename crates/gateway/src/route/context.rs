@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 use switchyard_config::{ProviderConfig, RouteConfig};
-use switchyard_providers::{Json, Operation};
+use switchyard_providers::{Json, Operation, Original};
 use tokio::time::Instant;
 
 use super::meters::Meters;
@@ -153,6 +153,8 @@ pub(super) struct Ctx<'a> {
     pub(super) key_labels: &'a BTreeMap<String, String>,
     pub(super) headers: &'a HeaderMap,
     pub(super) request: &'a Json,
+    /// The client's bytes of `request`, when it came in OpenAI's format.
+    pub(super) original: Option<&'a Original>,
     pub(super) op: Operation,
     pub(super) stream: bool,
     pub(super) dispatch: &'a dyn Dispatch,
@@ -192,6 +194,7 @@ impl<'a> Ctx<'a> {
         key: &'a Key,
         headers: &'a HeaderMap,
         request: &'a Json,
+        original: Option<&'a Original>,
         prompt: Prompt,
         op: Operation,
         stream: bool,
@@ -205,6 +208,7 @@ impl<'a> Ctx<'a> {
             key_labels: &key.config.labels,
             headers,
             request,
+            original,
             op,
             stream,
             dispatch: routing.dispatch.as_ref(),

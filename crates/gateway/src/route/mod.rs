@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use switchyard_config::{Price, ProviderConfig};
-use switchyard_providers::{Json, Operation};
+use switchyard_providers::{Json, Operation, Original};
 
 pub use candidates::refuse_unfit;
 pub(crate) use context::Balances;
@@ -104,6 +104,7 @@ pub async fn execute(
     route: &Arc<Route>,
     key: &Key,
     request: &Json,
+    original: Option<&Original>,
     prompt: Prompt,
     headers: &HeaderMap,
     op: Operation,
@@ -116,6 +117,7 @@ pub async fn execute(
         key,
         headers,
         request,
+        original,
         prompt,
         op,
         stream,

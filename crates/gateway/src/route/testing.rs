@@ -367,6 +367,7 @@ impl Harness {
             key,
             headers,
             request,
+            None,
             crate::estimate::Prompt::measure(request),
             Operation::Chat,
             stream,

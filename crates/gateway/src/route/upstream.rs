@@ -9,7 +9,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 use switchyard_config::{BackendConfig, HttpVersion, ProviderConfig, ProviderKind};
-use switchyard_providers::{self as providers, ErrorKind, Json, Operation, ProviderError, StreamTranslator, Target};
+use switchyard_providers::{
+    self as providers, ErrorKind, Json, Operation, Original, ProviderError, StreamTranslator, Target,
+};
 use tokio::time::Instant;
 
 use super::meters::InFlight;
@@ -35,6 +37,8 @@ pub struct Call<'a> {
     pub op: Operation,
     /// The client's request (OpenAI shape).
     pub request: &'a Json,
+    /// The client's bytes of it, when it came in OpenAI's format (see `Request::original`).
+    pub original: Option<&'a Original>,
     /// Provider of the backend.
     pub provider: &'a Arc<ProviderConfig>,
     /// The backend.
@@ -94,6 +98,7 @@ impl HttpDispatch {
         let Call {
             op,
             request,
+            original,
             provider,
             backend,
             drop_unsupported_params,
@@ -123,7 +128,7 @@ impl HttpDispatch {
             now: SystemTime::now(),
             bearer: bearer.as_deref(),
         };
-        let up = adapter.build(op, request, &target, stream)?;
+        let up = adapter.build_from(op, request, original, &target, stream)?;
         let uri = crate::urls::parse(&up.url).map_err(|e| ProviderError::new(ErrorKind::Server, e))?;
         let mut headers = up.headers;
         for (name, value) in trace {

@@ -446,3 +446,81 @@ fn the_upstream_body_is_the_clients_with_only_its_fields_changed() {
         r#"{"messages":[],"model":"gpt-4o-2024-08-06","stream":true,"stream_options":{"include_usage":true}}"#
     );
 }
+
+#[test]
+fn the_clients_bytes_go_upstream_with_only_the_model_replaced() {
+    let p = provider(ProviderKind::Openai, "https://api.openai.com/v1");
+    let azure = provider(ProviderKind::AzureOpenai, "https://contoso.openai.azure.com");
+    let target = |p, model| Target {
+        provider: p,
+        model,
+        drop_unsupported_params: false,
+        now: std::time::UNIX_EPOCH,
+        bearer: None,
+    };
+    // The client's body as it wrote it: its order, spacing, escapes, a number's spelling, and
+    // "model" inside a string and inside a message.
+    let stream = br#"{ "stream":true, "model" :  "mine" ,"messages":[{"role":"user","content":"caf\u00e9 \"model\":\"x\"","model":"m"}],"temperature":0.50,"stream_options":{"include_usage":true}}"#;
+    let start = stream.windows(6).position(|w| w == br#""mine""#).unwrap();
+    let original = |bytes: &[u8]| Original::new(Bytes::copy_from_slice(bytes), start..start + 6).unwrap();
+    let json = |bytes: &[u8]| -> serde_json::Value { serde_json::from_slice(bytes).unwrap() };
+    let build = |adapter: &OpenAi, p, bytes: &[u8], stream: bool, spliced: bool| {
+        let req: Json = serde_json::from_slice(bytes).unwrap();
+        let o = original(bytes);
+        let t = target(p, "gpt-4o-2024-08-06");
+        adapter
+            .build_from(Operation::Chat, &req, spliced.then_some(&o), &t, stream)
+            .unwrap()
+            .body
+    };
+    let replaced = |bytes: &[u8], with: &str| {
+        let mut out = bytes[..start].to_vec();
+        out.extend_from_slice(with.as_bytes());
+        out.extend_from_slice(&bytes[start + 6..]);
+        out
+    };
+
+    // Setting the model (and stream options to what they are) is the only change: the bytes go.
+    let sent = build(&OPENAI, &p, stream, true, true);
+    assert_eq!(sent.as_ref(), replaced(stream, r#""gpt-4o-2024-08-06""#));
+    assert_eq!(json(&sent), json(&build(&OPENAI, &p, stream, true, false)));
+
+    // A model name that needs escaping is written as JSON.
+    let req: Json = serde_json::from_slice(stream).unwrap();
+    let odd = target(&p, "a\"b\\c\u{1}");
+    let sent = OPENAI
+        .build_from(Operation::Chat, &req, Some(&original(stream)), &odd, true)
+        .unwrap();
+    assert_eq!(json(&sent.body)["model"], "a\"b\\c\u{1}");
+    assert_eq!(json(&sent.body)["messages"], json(stream)["messages"]);
+
+    // Anything else changed: written out from the parsed body, as without the bytes.
+    let no_usage = br#"{ "stream":true, "model" :  "mine" ,"messages":[{"role":"user","content":"hi"}]}"#;
+    let sent = build(&OPENAI, &p, no_usage, true, true);
+    assert_ne!(sent.as_ref(), replaced(no_usage, r#""gpt-4o-2024-08-06""#));
+    assert_eq!(
+        json(&sent)["stream_options"],
+        serde_json::json!({"include_usage": true})
+    );
+    assert_eq!(sent, build(&OPENAI, &p, no_usage, true, false));
+    // A stream the client did not ask for (`stream` set to true).
+    let whole = br#"{ "stream":false,"model" :  "mine" ,"messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(
+        build(&OPENAI, &p, whole, true, true),
+        build(&OPENAI, &p, whole, true, false)
+    );
+    assert_eq!(json(&build(&OPENAI, &p, whole, true, true))["stream"], true);
+    // Azure takes the model from the path: the body has none.
+    let sent = build(&AZURE, &azure, stream, false, true);
+    assert_eq!(sent, build(&AZURE, &azure, stream, false, false));
+    assert!(json(&sent).get("model").is_none());
+}
+
+#[test]
+fn an_original_is_refused_a_range_outside_its_bytes() {
+    assert!(Original::new(Bytes::from_static(b"{}"), 1..3).is_none());
+    let (start, end) = (2, 1);
+    assert!(Original::new(Bytes::from_static(b"{}"), start..end).is_none());
+    let o = Original::new(Bytes::from_static(br#"{"model":1}"#), 9..10).unwrap();
+    assert_eq!(o.with_model("m"), br#"{"model":"m"}"#);
+}
