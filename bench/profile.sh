@@ -9,6 +9,8 @@
 #                                     immune to the noise of a shared machine, for before/after
 #   LOAD_ARGS="--stream" bench/profile.sh ...
 #                                     extra `switchyard bench load` arguments (streams here)
+#   HTTP_VERSION=http2 bench/profile.sh ...
+#                                     the providers' `httpVersion` (`http2`: h2c to the mock)
 #
 # BIN defaults to what ships (`cargo build --profile dist -p switchyard`: fat LTO). For
 # before/after, build both sides with `cargo build --profile profiling -p switchyard` (no fat LTO:
@@ -24,7 +26,7 @@ PY="${PYTHON:-python3}"
 UP=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 GW=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 MET=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-$PY -c "import sys; sys.path.insert(0, 'bench'); import run; from pathlib import Path; run.switchyard_config(Path('$OUT/cfg'), $UP)"
+$PY -c "import sys; sys.path.insert(0, 'bench'); import run; from pathlib import Path; run.switchyard_config(Path('$OUT/cfg'), $UP, '${HTTP_VERSION:-auto}')"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }

@@ -14,7 +14,7 @@
 //! client was sent ([`Delivered`]); never less than any usage the provider did report. Its
 //! access log line says `usage_estimated=true`. docs/limits.md, "What is charged when".
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -47,14 +47,16 @@ impl Drop for InFlight<'_> {
 /// Labels of a request, once known: its metrics and its access log line.
 #[derive(Clone)]
 pub(crate) struct Labels {
-    pub(crate) route: String,
-    pub(crate) backend: String,
+    // Shared strings: a request's labels are copied for its accounting and taken from the key,
+    // route and backend that name them, each a reference count rather than an allocation.
+    pub(crate) route: Arc<str>,
+    pub(crate) backend: Arc<str>,
     pub(crate) provider: &'static str,
-    pub(crate) team: String,
+    pub(crate) team: Arc<str>,
     /// `x-request-id`: the client's (sanitised) or a new one; in the access log and the response.
-    pub(crate) request_id: String,
+    pub(crate) request_id: Arc<str>,
     /// The VirtualKey (`namespace/name`), never its value.
-    pub(crate) key: String,
+    pub(crate) key: Arc<str>,
     /// Upstream attempts made.
     pub(crate) attempts: u32,
     /// Fallback levels gone through.
@@ -74,12 +76,12 @@ impl Labels {
     /// A request nothing is known of yet but its id.
     pub(crate) fn new(request_id: String) -> Self {
         Self {
-            route: "-".into(),
-            backend: "-".into(),
+            route: unknown(),
+            backend: unknown(),
             provider: "-",
-            team: String::new(),
-            request_id,
-            key: String::new(),
+            team: empty(),
+            request_id: request_id.into(),
+            key: empty(),
             attempts: 0,
             trace_id: None,
             fallback_depth: 0,
@@ -102,13 +104,25 @@ impl Labels {
 
     /// An upstream answered: who served, after how many attempts.
     pub(crate) fn served(&mut self, outcome: &Outcome) {
-        self.route.clone_from(&outcome.route);
-        self.backend.clone_from(&outcome.backend);
+        self.route = outcome.route.clone();
+        self.backend = outcome.backend.clone();
         self.provider = outcome.provider.kind.as_str();
         self.attempts = outcome.attempts;
         self.fallback_depth = outcome.fallback_depth;
         self.accounted = true;
     }
+}
+
+/// `-`, the label of what is not known (yet), shared rather than made per request.
+pub(crate) fn unknown() -> Arc<str> {
+    static UNKNOWN: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("-"));
+    UNKNOWN.clone()
+}
+
+/// The empty label, shared.
+fn empty() -> Arc<str> {
+    static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
 }
 
 /// The end of `handle`: the request counter, and the access log line of a request that never
@@ -121,8 +135,8 @@ pub(crate) fn finish(gw: &Gateway, labels: &Labels, status: u16, start: Instant,
     gw.metrics
         .requests
         .with_label_values(&[
-            labels.route.as_str(),
-            labels.backend.as_str(),
+            &*labels.route,
+            &*labels.backend,
             labels.provider,
             status_class(status),
             labels.operation_label(),
@@ -135,7 +149,7 @@ pub(crate) fn cache_hit(gw: &Gateway, labels: &Labels, admission: limits::Admiss
     admission.settle(0.0, Some(0));
     gw.metrics
         .latency
-        .with_label_values(&[labels.route.as_str()])
+        .with_label_values(&[&*labels.route])
         .observe(start.elapsed().as_secs_f64());
 }
 
@@ -143,7 +157,7 @@ pub(crate) fn cache_hit(gw: &Gateway, labels: &Labels, admission: limits::Admiss
 pub(crate) fn overhead(gw: &Gateway, labels: &Labels, overhead: Duration) {
     gw.metrics
         .overhead
-        .with_label_values(&[labels.route.as_str()])
+        .with_label_values(&[&*labels.route])
         .observe(overhead.as_secs_f64());
 }
 
@@ -271,7 +285,7 @@ fn count(
     let elapsed = start.elapsed();
     access_log(labels, status, elapsed, usage, cost, estimated, None);
     let m = &gw.metrics;
-    let route = labels.route.as_str();
+    let route = &*labels.route;
     m.latency.with_label_values(&[route]).observe(elapsed.as_secs_f64());
     if let Some(u) = usage {
         m.tokens.with_label_values(&[route, "input"]).inc_by(u.prompt_tokens);
@@ -283,7 +297,7 @@ fn count(
         }
     }
     if let Some(cost) = cost {
-        m.spend.with_label_values(&[route, labels.team.as_str()]).inc_by(cost);
+        m.spend.with_label_values(&[route, &*labels.team]).inc_by(cost);
     }
     cost
 }
@@ -343,7 +357,7 @@ impl StreamAccount {
             a.span.first_token(elapsed, b);
             a.gw.metrics
                 .ttft
-                .with_label_values(&[a.labels.route.as_str()])
+                .with_label_values(&[&*a.labels.route])
                 .observe(elapsed.as_secs_f64());
         }
         self.account.observe(b);
@@ -365,7 +379,7 @@ impl StreamAccount {
         let a = &self.account;
         a.gw.metrics
             .stream_errors
-            .with_label_values(&[a.labels.route.as_str(), a.labels.backend.as_str()])
+            .with_label_values(&[&*a.labels.route, &*a.labels.backend])
             .inc();
         a.span.failed(e.kind);
         GatewayError::upstream(e, &a.labels.backend)

@@ -371,7 +371,7 @@ pub(crate) async fn admit_measured(
     route: &Route,
     measured: impl FnOnce() -> Prompt,
 ) -> Result<Admission, Refused> {
-    let label = || route.id.clone();
+    let label = || route.id.to_string();
     let measure = |reserve: bool| {
         let measured = measured();
         let prompt = measured.rough();

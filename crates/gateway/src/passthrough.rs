@@ -110,12 +110,12 @@ async fn serve(
     let rt = gw.runtime();
     let key = authenticate(&rt, &headers)?;
     labels.team.clone_from(&key.team);
-    labels.key = format!("{}/{}", key.config.namespace, key.config.name);
+    labels.key = key.id.clone();
 
     // The Provider: of the key's namespace, named in its allowedPassthrough, one with an HTTP API.
     let (name, rest) = split(uri.path()).ok_or_else(|| unknown_provider(""))?;
     let provider = provider_for(&rt, &key, name)?;
-    labels.backend.clone_from(&provider.id);
+    labels.backend = provider.id.as_str().into();
     labels.provider = provider.kind.as_str();
     forwards_to(&provider)?;
     let url = upstream_url(&provider.base_url, rest, uri.query())?;

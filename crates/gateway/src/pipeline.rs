@@ -165,7 +165,7 @@ async fn serve(
     let (body, stream) = respond::answer(codec, req, upstream, account, &outcome, labels, span)?;
     let overhead = start.elapsed().saturating_sub(outcome.upstream_elapsed);
     account::overhead(gw, labels, overhead);
-    let looked_up = cache.is_some().then_some(requested.as_str());
+    let looked_up = cache.is_some().then_some(&*requested);
     let served = Served::upstream(stream, &labels.route, overhead, &rate, looked_up, &outcome);
     Ok(respond::response(gw, body, &served))
 }

@@ -45,7 +45,7 @@ pub struct Route {
     /// The route's config.
     pub config: RouteConfig,
     /// `namespace/model`: the route's name in metrics, logs and headers, written once.
-    pub id: String,
+    pub id: Arc<str>,
     /// Its position in the config's routes (state kept per route, such as balancing, is kept
     /// by this index).
     pub index: usize,
@@ -62,9 +62,9 @@ pub struct Key {
     /// when the key is made: see `digests`).
     pub config: Arc<KeyConfig>,
     /// Team label, for metrics.
-    pub team: String,
+    pub team: Arc<str>,
     /// `namespace/name`, for messages and alerts.
-    pub id: String,
+    pub id: Arc<str>,
     /// Its scope in the shared state (`k:namespace/name`): limits and spend follow the
     /// VirtualKey across key rotations and config reloads.
     pub scope: String,
@@ -87,9 +87,9 @@ impl Key {
             .filter_map(|h| Some((digest(&h.sha256)?, h.not_after)))
             .collect();
         Self {
-            team: config.labels.get("team").cloned().unwrap_or_default(),
+            team: config.labels.get("team").map_or("", String::as_str).into(),
             scope: switchyard_config::shared_state::key_scope(&config.namespace, &config.name),
-            id,
+            id: id.into(),
             config,
             budgets: Vec::new(),
             digests,
@@ -212,7 +212,7 @@ impl Runtime {
         let mut reach = reachable(&config.routes).into_iter();
         for (index, r) in config.routes.iter().enumerate() {
             let route = Arc::new(Route {
-                id: format!("{}/{}", r.namespace, r.model),
+                id: format!("{}/{}", r.namespace, r.model).into(),
                 config: r.clone(),
                 index,
                 reachable: reach.next().unwrap_or_default(),
@@ -420,7 +420,7 @@ fn concrete(rt: &Runtime, wild: &Route, suffix: &str, budgeted: bool, model: &st
         }
     }
     Ok(Arc::new(Route {
-        id: format!("{}/{}", config.namespace, config.model),
+        id: format!("{}/{}", config.namespace, config.model).into(),
         config,
         index: wild.index,
         reachable,
@@ -556,10 +556,7 @@ mod tests {
         assert_eq!(ns(rt.route_for(&narrow, "gpt-4o")), Ok("team-a".into()));
         assert_eq!(ns(rt.route_for(&narrow, "team-b/shared")), Err(403));
         assert_eq!(rt.models_for(&narrow), vec!["gpt-4o"]);
-        assert_eq!(
-            (alice.id.as_str(), alice.scope.as_str()),
-            ("team-a/alice", "k:team-a/alice")
-        );
+        assert_eq!((&*alice.id, alice.scope.as_str()), ("team-a/alice", "k:team-a/alice"));
     }
 
     /// `openai/*` serves any `openai/<model>` the exact routes do not; the suffix reaches the

@@ -348,7 +348,7 @@ fn backend_order(route: &Route) -> Vec<usize> {
 fn authenticate(rt: &Runtime, headers: &HeaderMap, labels: &mut Labels) -> Result<Arc<Key>, GatewayError> {
     let key = pipeline::authenticate(rt, headers)?;
     labels.team.clone_from(&key.team);
-    labels.key = format!("{}/{}", key.config.namespace, key.config.name);
+    labels.key = key.id.clone();
     Ok(key)
 }
 
@@ -416,7 +416,7 @@ async fn admit(
     labels: &mut Labels,
 ) -> Result<Result<Admitted, Response>, GatewayError> {
     let route = rt.route_for(key, model)?;
-    labels.route = format!("{}/{}", route.config.namespace, route.config.model);
+    labels.route = route.id.clone();
     pipeline::check_mode(op, &route, model)?;
     pipeline::check_backends(rt, op, &route)?;
     let index = backend_order(&route).first().copied();
@@ -430,7 +430,7 @@ async fn admit(
     };
     let outcome = Outcome {
         route: labels.route.clone(),
-        backend: backend.name.clone(),
+        backend: backend.name.as_str().into(),
         provider,
         price: backend.price,
         attempts: 1,
@@ -459,7 +459,7 @@ impl Admitted {
             .provider(&b.provider)
             .ok_or_else(|| GatewayError::unavailable(format!("backend `{}` has no provider", b.name)))?;
         self.backend = index;
-        self.outcome.backend.clone_from(&b.name);
+        self.outcome.backend = b.name.as_str().into();
         self.outcome.provider = provider.clone();
         self.outcome.price = b.price;
         Ok(())

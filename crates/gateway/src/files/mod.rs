@@ -153,7 +153,7 @@ impl Turn {
     fn key(&mut self, headers: &HeaderMap) -> Result<Arc<Key>, GatewayError> {
         let key = authenticate(&self.rt, headers)?;
         self.labels.team.clone_from(&key.team);
-        self.labels.key = format!("{}/{}", key.config.namespace, key.config.name);
+        self.labels.key = key.id.clone();
         Ok(key)
     }
 
@@ -226,8 +226,8 @@ impl Turn {
     }
 
     fn served(&mut self, t: &Target) {
-        self.labels.route = t.route_name();
-        self.labels.backend.clone_from(&t.backend.name);
+        self.labels.route = t.route_name().into();
+        self.labels.backend = t.backend.name.as_str().into();
         self.labels.provider = t.provider.kind.as_str();
         self.labels.attempts = 1;
     }
@@ -779,8 +779,8 @@ async fn file_content(State(gw): Gw, headers: HeaderMap, Path(presented): Path<S
         // Billed when the stream ends: its access log line is written then.
         turn.labels.accounted = true;
         let outcome = Outcome {
-            route: t.route_name(),
-            backend: t.backend.name.clone(),
+            route: t.route_name().into(),
+            backend: t.backend.name.as_str().into(),
             provider: t.provider.clone(),
             price: t.backend.price,
             attempts: 1,

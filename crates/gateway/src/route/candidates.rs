@@ -250,7 +250,7 @@ mod tests {
         );
         assert_eq!(outcome.fallback_depth, 1);
         // A short prompt stays on the small model.
-        assert_eq!(h.ok("r", false).await.0.backend, "small");
+        assert_eq!(&*h.ok("r", false).await.0.backend, "small");
 
         // Without a fallback: the client's 400, and still nothing sent.
         r.fallbacks.clear();

@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(h.fake.calls(), vec!["r0", "r1", "r1a", "r1b", "r3"]);
         assert!(body.contains("answer from r3"));
         assert_eq!(
-            (outcome.route.as_str(), outcome.fallback_depth, outcome.attempts),
+            (&*outcome.route, outcome.fallback_depth, outcome.attempts),
             ("default/r3", 1, 5)
         );
         assert_eq!(
@@ -130,7 +130,7 @@ mod tests {
         // Served at depth 3.
         h.fake.script("r1b", Script::default());
         let (outcome, _) = h.ok("r0", false).await;
-        assert_eq!((outcome.route.as_str(), outcome.fallback_depth), ("default/r1b", 3));
+        assert_eq!((&*outcome.route, outcome.fallback_depth), ("default/r1b", 3));
     }
 
     #[tokio::test(start_paused = true)]
@@ -152,7 +152,7 @@ mod tests {
         );
         let start = Instant::now();
         let (outcome, _) = h.ok("primary", false).await;
-        assert_eq!((outcome.route.as_str(), outcome.fallback_depth), ("default/backup", 1));
+        assert_eq!((&*outcome.route, outcome.fallback_depth), ("default/backup", 1));
         // One retry after the retry-after, then the fallback.
         assert_eq!(h.fake.calls(), vec!["mock-429", "mock-429", "ok"]);
         assert!(start.elapsed() >= Duration::from_secs(1));
@@ -166,7 +166,7 @@ mod tests {
         let h = Harness::new(vec![r, route_config("backup", vec![backend("b", "ok", 1, 0)])]);
         h.fake.script("down", fails(ErrorKind::Server));
         let (outcome, body) = h.ok("r", true).await;
-        assert_eq!((outcome.route.as_str(), outcome.fallback_depth), ("default/backup", 1));
+        assert_eq!((&*outcome.route, outcome.fallback_depth), ("default/backup", 1));
         assert!(body.contains("answer from ok"));
     }
 
@@ -192,7 +192,7 @@ mod tests {
             .call_as(&k, &HeaderMap::new(), &chat("r", "hi"), false)
             .await
             .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(o.route, "default/allowed");
+        assert_eq!(&*o.route, "default/allowed");
         assert_eq!(h.fake.calls(), vec!["down", "allowed-model"]);
         // Only the forbidden fallback: the client sees the route's own failure.
         h.fake.clear();
@@ -207,6 +207,6 @@ mod tests {
         // A key without allowedRoutes reaches the first fallback.
         h.fake.clear();
         let (o, _) = h.ok("r", false).await;
-        assert_eq!(o.route, "default/forbidden");
+        assert_eq!(&*o.route, "default/forbidden");
     }
 }

@@ -110,7 +110,7 @@ mod tests {
             let start = Instant::now();
             let (outcome, body) = h.ok("r", stream).await;
             assert!(body.contains("answer from fast"), "{body}");
-            assert_eq!((outcome.backend.as_str(), outcome.attempts), ("fast", 2));
+            assert_eq!((&*outcome.backend, outcome.attempts), ("fast", 2));
             let took = start.elapsed();
             // The hedge starts at 200 ms; the fast backend answers 50 ms later (first token 50 ms
             // after that when streaming). The slow one would have taken 5 s.
@@ -120,7 +120,7 @@ mod tests {
             // Round robin now starts with the fast one, which answers in time: no hedge.
             h.fake.clear();
             let (outcome, _) = h.ok("r", stream).await;
-            assert_eq!((outcome.backend.as_str(), outcome.attempts), ("fast", 1));
+            assert_eq!((&*outcome.backend, outcome.attempts), ("fast", 1));
             assert_eq!(h.fake.calls(), vec!["fast"]);
         }
         assert_eq!(h.metric("switchyard_hedges_total", &[("winner", "hedge")]), 2.0);

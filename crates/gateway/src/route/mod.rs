@@ -81,9 +81,9 @@ use strategy::Dice;
 pub struct Outcome {
     /// The route that served it (`namespace/model`): the requested one, a rule's target or a
     /// fallback.
-    pub route: String,
+    pub route: Arc<str>,
     /// The backend's name within that route.
-    pub backend: String,
+    pub backend: Arc<str>,
     /// Its provider.
     pub provider: Arc<ProviderConfig>,
     /// The backend's prices.
@@ -135,7 +135,7 @@ impl Ctx<'_> {
                 let backend = &s.route.config.backends[s.index];
                 let outcome = Outcome {
                     route: s.route.id.clone(),
-                    backend: backend.name.clone(),
+                    backend: backend.name.as_str().into(),
                     provider: s.provider,
                     price: backend.price,
                     attempts: self.attempts.load(Ordering::Relaxed),

@@ -151,7 +151,7 @@ mod tests {
         let (outcome, body) = h.ok("r", false).await;
         assert!(body.contains("answer from flaky"));
         assert_eq!(outcome.attempts, 4);
-        assert_eq!(outcome.backend, "only");
+        assert_eq!(&*outcome.backend, "only");
         let g = gaps(&h.fake.times());
         // Nominal 1 s, 2 s, 4 s, each within ±20%.
         for (gap, nominal) in g.iter().zip([1_000u64, 2_000, 4_000]) {
@@ -256,7 +256,7 @@ mod tests {
         let g = gaps(&h.fake.times());
         assert_eq!(g[0], 0);
         assert!((800..=1_200).contains(&g[1]), "{g:?}");
-        assert_eq!((outcome.backend.as_str(), outcome.attempts), ("b", 3));
+        assert_eq!((&*outcome.backend, outcome.attempts), ("b", 3));
     }
 
     #[tokio::test(start_paused = true)]
@@ -287,7 +287,7 @@ mod tests {
         let (outcome, _) = h.ok("r", false).await;
         assert_eq!(h.fake.calls(), vec!["down", "up"]);
         assert_eq!(gaps(&h.fake.times()), vec![0]);
-        assert_eq!((outcome.backend.as_str(), outcome.attempts), ("b", 2));
+        assert_eq!((&*outcome.backend, outcome.attempts), ("b", 2));
     }
 
     #[tokio::test(start_paused = true)]
@@ -299,7 +299,7 @@ mod tests {
         h.fake.script("stuck", slow(Duration::from_secs(30)));
         let start = Instant::now();
         let (outcome, _) = h.ok("r", false).await;
-        assert_eq!(outcome.backend, "b");
+        assert_eq!(&*outcome.backend, "b");
         assert_eq!(start.elapsed(), Duration::from_secs(1));
         assert_eq!(h.fake.cancelled.load(Ordering::Relaxed), 1);
 

@@ -281,12 +281,12 @@ mod scenarios {
                 .call_as(&key(&[("tier", "premium")]), &none, &req, false)
                 .await
                 .unwrap_or_else(|e| unreachable!("{e}"));
-            assert_eq!(o.backend, "azure");
+            assert_eq!(&*o.backend, "azure");
             let (_, o) = h
                 .call_as(&key(&[("tier", "standard")]), &none, &req, false)
                 .await
                 .unwrap_or_else(|e| unreachable!("{e}"));
-            assert_eq!(o.backend, "bedrock");
+            assert_eq!(&*o.backend, "bedrock");
         }
         // Azure down: premium keys still get an answer, from Bedrock.
         h.fake.script("gpt-4o-azure", fails(ErrorKind::Server));
@@ -294,7 +294,7 @@ mod scenarios {
             .call_as(&key(&[("tier", "premium")]), &none, &req, false)
             .await
             .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!((o.backend.as_str(), o.attempts), ("bedrock", 2));
+        assert_eq!((&*o.backend, o.attempts), ("bedrock", 2));
     }
 
     #[tokio::test(start_paused = true)]
@@ -319,15 +319,12 @@ mod scenarios {
             .call_as(&key(&[]), &headers, &req, false)
             .await
             .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(
-            (o.route.as_str(), o.backend.as_str(), o.fallback_depth),
-            ("default/cheap", "c", 0)
-        );
+        assert_eq!((&*o.route, &*o.backend, o.fallback_depth), ("default/cheap", "c", 0));
         let (_, o) = h
             .call_as(&key(&[]), &HeaderMap::new(), &req, false)
             .await
             .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(o.route, "default/chat");
+        assert_eq!(&*o.route, "default/chat");
     }
 
     /// A rule that sends the request to a route the key may not use is ignored: the requested
@@ -355,13 +352,13 @@ mod scenarios {
             .call_as(&k, &HeaderMap::new(), &req, false)
             .await
             .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!(o.route, "default/premium");
+        assert_eq!(&*o.route, "default/premium");
         Arc::make_mut(&mut k.config).allowed_routes = vec!["chat".into()];
         let (_, o) = h
             .call_as(&k, &HeaderMap::new(), &req, false)
             .await
             .unwrap_or_else(|e| unreachable!("{e}"));
-        assert_eq!((o.route.as_str(), o.backend.as_str()), ("default/chat", "a"));
+        assert_eq!((&*o.route, &*o.backend), ("default/chat", "a"));
         assert_eq!(h.fake.calls(), vec!["premium-model", "default-model"]);
     }
 
