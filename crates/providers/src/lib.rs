@@ -276,30 +276,48 @@ impl ProviderError {
     }
 }
 
-/// The client's own bytes of an OpenAI-format request body, and where its `model` value sits in
-/// them. An adapter that passes OpenAI's format through sends these bytes with only the model
-/// name replaced, when that is all it would change ([`Adapter::build_from`]), instead of writing
-/// the parsed body out again: the write was most of building such a request.
+/// The client's own bytes of an OpenAI-format request body (a JSON object), where its `model`
+/// value sits in them and where the object closes. An adapter that passes OpenAI's format
+/// through sends these bytes with the model name replaced and any fields it adds appended, when
+/// that is all it would change ([`Adapter::build_from`]), instead of writing the parsed body out
+/// again: the write was most of building such a request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Original {
     bytes: Bytes,
     model: std::ops::Range<usize>,
+    /// The object's closing `}`: the last byte but whitespace.
+    close: usize,
 }
 
 impl Original {
-    /// `bytes` (the body the request was parsed from) with its `model` value (the JSON value,
-    /// quotes included) at `model`; `None` if the range is not inside the bytes.
+    /// `bytes` (a JSON object: the body the request was parsed from) with its `model` value (the
+    /// JSON value, quotes included) at `model`; `None` if the range is not inside the object.
     pub fn new(bytes: Bytes, model: std::ops::Range<usize>) -> Option<Self> {
-        (model.start <= model.end && model.end <= bytes.len()).then_some(Self { bytes, model })
+        let close = bytes.iter().rposition(|b| !b.is_ascii_whitespace())?;
+        (bytes[close] == b'}' && model.start <= model.end && model.end <= close).then_some(Self { bytes, model, close })
     }
 
     /// The body with `model` (written as a JSON string) in place of the client's model value.
     pub fn with_model(&self, model: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes.len() + model.len() + 2);
+        self.with(model, &[])
+    }
+
+    /// The body with `model` in place of the client's model value and `added` (fields the
+    /// client's body does not have) appended to the object.
+    pub fn with(&self, model: &str, added: &[(&str, &serde_json::Value)]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len() + model.len() + 2 + 48 * added.len());
         out.extend_from_slice(&self.bytes[..self.model.start]);
-        // A `&str` always serialises.
+        // Strings and values always serialise.
         let _ = serde_json::to_writer(&mut out, model);
-        out.extend_from_slice(&self.bytes[self.model.end..]);
+        out.extend_from_slice(&self.bytes[self.model.end..self.close]);
+        for (key, value) in added {
+            // The object has a field (the model), so each addition follows a comma.
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut out, key);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, value);
+        }
+        out.extend_from_slice(&self.bytes[self.close..]);
         out
     }
 }

@@ -287,18 +287,25 @@ impl<'a> Patched<'a> {
 }
 
 impl Patched<'_> {
-    /// The client's bytes with the new model spliced in, when setting the model is the only
-    /// change (fields set to the value they have are none); `None` for anything else.
+    /// The client's bytes with the new model spliced in and fields the body lacks appended, when
+    /// that is all that changes (fields set to the value they have change nothing); `None` when
+    /// a field is removed or another changed.
     fn spliced(&self, original: &Original) -> Option<Vec<u8>> {
         let mut model = None;
+        let mut added: [(&str, &serde_json::Value); 4] = [("", &serde_json::Value::Null); 4];
+        let mut n = 0;
         for (k, v) in &self.changes {
-            match (*k, v) {
-                ("model", Some(serde_json::Value::String(m))) => model = Some(m.as_str()),
-                (k, Some(v)) if self.base.get(k) == Some(v) => {}
+            match (*k, v, self.base.get(*k)) {
+                ("model", Some(serde_json::Value::String(m)), _) => model = Some(m.as_str()),
+                (_, Some(v), Some(was)) if was == v => {}
+                (k, Some(v), None) if n < added.len() => {
+                    added[n] = (k, v);
+                    n += 1;
+                }
                 _ => return None,
             }
         }
-        model.map(|m| original.with_model(m))
+        model.map(|m| original.with(m, &added[..n]))
     }
 }
 

@@ -494,15 +494,27 @@ fn the_clients_bytes_go_upstream_with_only_the_model_replaced() {
     assert_eq!(json(&sent.body)["model"], "a\"b\\c\u{1}");
     assert_eq!(json(&sent.body)["messages"], json(stream)["messages"]);
 
-    // Anything else changed: written out from the parsed body, as without the bytes.
-    let no_usage = br#"{ "stream":true, "model" :  "mine" ,"messages":[{"role":"user","content":"hi"}]}"#;
+    // A field the body lacks (stream usage, asked for on every stream) is appended.
+    let no_usage =
+        b"{ \"stream\":true, \"model\" :  \"mine\" ,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}] }\n";
     let sent = build(&OPENAI, &p, no_usage, true, true);
-    assert_ne!(sent.as_ref(), replaced(no_usage, r#""gpt-4o-2024-08-06""#));
+    let mut expected = replaced(no_usage, r#""gpt-4o-2024-08-06""#);
+    let close = expected.iter().rposition(|b| *b == b'}').unwrap();
+    expected.splice(
+        close..close,
+        br#","stream_options":{"include_usage":true}"#.iter().copied(),
+    );
+    assert_eq!(String::from_utf8_lossy(&sent), String::from_utf8_lossy(&expected));
+    assert_eq!(json(&sent), json(&build(&OPENAI, &p, no_usage, true, false)));
+
+    // A field changed or removed: written out from the parsed body, as without the bytes.
+    let other_options = br#"{ "stream":true, "model" :  "mine" ,"messages":[],"stream_options":{"x":1}}"#;
+    let sent = build(&OPENAI, &p, other_options, true, true);
     assert_eq!(
         json(&sent)["stream_options"],
-        serde_json::json!({"include_usage": true})
+        serde_json::json!({"include_usage": true, "x": 1})
     );
-    assert_eq!(sent, build(&OPENAI, &p, no_usage, true, false));
+    assert_eq!(sent, build(&OPENAI, &p, other_options, true, false));
     // A stream the client did not ask for (`stream` set to true).
     let whole = br#"{ "stream":false,"model" :  "mine" ,"messages":[{"role":"user","content":"hi"}]}"#;
     assert_eq!(
@@ -523,4 +535,13 @@ fn an_original_is_refused_a_range_outside_its_bytes() {
     assert!(Original::new(Bytes::from_static(b"{}"), start..end).is_none());
     let o = Original::new(Bytes::from_static(br#"{"model":1}"#), 9..10).unwrap();
     assert_eq!(o.with_model("m"), br#"{"model":"m"}"#);
+    // The range must end inside the object; the object must close.
+    assert!(Original::new(Bytes::from_static(br#"{"model":1}"#), 9..11).is_none());
+    assert!(Original::new(Bytes::from_static(br#"{"model":1"#), 9..10).is_none());
+    let o = Original::new(Bytes::from_static(b"{\"model\":1}\r\n "), 9..10).unwrap();
+    let added = serde_json::json!({"a": [1]});
+    assert_eq!(
+        o.with("m", &[("k\"", &added)]),
+        b"{\"model\":\"m\",\"k\\\"\":{\"a\":[1]}}\r\n "
+    );
 }
