@@ -216,9 +216,9 @@ def test_an_allowed_key_reaches_a_path_the_gateway_does_not_model(env):
 
 
 def test_a_chat_body_reaches_an_openai_upstream_as_the_client_wrote_it(env):
-    """The client's bytes go upstream with only the model replaced: its field order, spacing,
-    escapes and number spellings reach the provider; an Azure backend (the model is in its
-    path) gets the body without the model."""
+    """The client's bytes go upstream with the model replaced (and stream usage appended): its
+    field order, spacing, escapes and number spellings reach the provider; an Azure backend (the
+    model is in its path) gets the body without the model."""
     gw, _, upstream = env
     body = (b'{ "messages": [{"role": "user", "content": "caf\\u00e9 \\"model\\": 1", "model": "x"}],\n'
             b'  "model" :  "echo-chat" , "temperature": 0.50, "zz": null}')
@@ -229,6 +229,15 @@ def test_a_chat_body_reaches_an_openai_upstream_as_the_client_wrote_it(env):
     assert sent["path"] == "/base/chat/completions"
     assert sent["body"] == body.replace(b'"echo-chat"', '"up/model-\u00e9"'.encode()), sent["body"]
     assert json.loads(sent["body"])["model"] == "up/model-\u00e9"
+
+    # A stream: the usage the gateway asks every upstream for is appended to the same bytes.
+    # (This upstream answers JSON, not events, so the client is answered 502; what was sent is
+    # the point.)
+    stream = body.replace(b'"zz": null}', b'"zz": null, "stream": true}')
+    call(gw, ALLOWED, "POST", "/v1/chat/completions", content=stream, headers=headers)
+    sent = upstream.requests[-1]
+    assert sent["body"] == stream.replace(b'"echo-chat"', '"up/model-\u00e9"'.encode()).replace(
+        b"true}", b'true,"stream_options":{"include_usage":true}}'), sent["body"]
 
     r = call(gw, ALLOWED, "POST", "/v1/chat/completions", content=body.replace(b"echo-chat", b"echo-azure"),
              headers=headers)

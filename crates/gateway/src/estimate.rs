@@ -18,9 +18,6 @@
 //! at most ([`WORST_COMPLETION`], for a budget reservation). Both go through
 //! [`Prompt::completion_or`].
 
-use std::sync::LazyLock;
-
-use memchr::memmem::Finder;
 use serde_json::Value;
 use switchyard_providers::{Json, Operation};
 
@@ -224,25 +221,14 @@ impl Delivered {
         }
     }
 
-    /// Adds the completion text of one or more SSE events: a search for each text field's name
-    /// and `":` (a chunk names a dozen keys; stopping at every colon cost a call each), the whole
-    /// key then compared with the text fields, in the order the fields come.
+    /// Adds the completion text of one or more SSE events: one scan for the `":` that ends a
+    /// key, the key before it compared with the text fields.
     pub fn add(&mut self, chunk: &[u8]) {
-        let names: &[Finder<'static>] = if self.responses { &*RESPONSES_TEXT } else { &*CHAT_TEXT };
-        let mut next = [None; 4];
-        for (at, name) in next.iter_mut().zip(names) {
-            *at = name.find(chunk);
-        }
-        while let Some((i, at)) = next
-            .iter()
-            .enumerate()
-            .filter_map(|(i, at)| Some((i, (*at)?)))
-            .min_by_key(|&(_, at)| at)
-        {
-            let colon = at + names[i].needle().len() - 1;
-            next[i] = names[i].find(&chunk[at + 1..]).map(|n| at + 1 + n);
-            // The key runs up to its closing quote, just before the colon.
-            if !is_text_key(&chunk[..colon - 1], self.responses) {
+        for colon in memchr::memchr_iter(b':', chunk) {
+            let Some(key) = chunk.get(..colon).and_then(|b| b.strip_suffix(b"\"")) else {
+                continue;
+            };
+            if !is_text_key(key, self.responses) {
                 continue;
             }
             if let Some(text) = string_at(chunk, colon + 1) {
@@ -264,18 +250,6 @@ impl Delivered {
         self.tokens.saturating_add(text_tokens(&self.pending))
     }
 }
-
-/// The ends of the keys [`is_text_key`] takes, with the `":` after them (`content` also ends
-/// `reasoning_content`), searched for as they are: built once (a searcher is set up per `Finder`).
-static CHAT_TEXT: LazyLock<[Finder<'static>; 4]> = LazyLock::new(|| {
-    [
-        Finder::new(b"content\":"),
-        Finder::new(b"text\":"),
-        Finder::new(b"refusal\":"),
-        Finder::new(b"arguments\":"),
-    ]
-});
-static RESPONSES_TEXT: LazyLock<[Finder<'static>; 1]> = LazyLock::new(|| [Finder::new(b"delta\":")]);
 
 /// The JSON string (still escaped) that starts at `from` after optional whitespace, if a string
 /// starts there.
@@ -458,68 +432,6 @@ mod tests {
         r.add(b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hello world\"}\n\n");
         r.add(b"event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"Hello world\"}\n\n");
         assert_eq!(r.tokens(), 2);
-    }
-
-    /// The text gathered is the text a stop at every colon finds (the scan this one replaced),
-    /// in the same order, whatever surrounds the fields.
-    #[test]
-    fn delivered_finds_what_a_stop_at_every_colon_finds() {
-        fn every_colon(chunk: &[u8], responses: bool) -> (String, u64) {
-            let (mut text, mut cut) = (String::new(), 0);
-            for colon in memchr::memchr_iter(b':', chunk) {
-                let Some(key) = chunk.get(..colon).and_then(|b| b.strip_suffix(b"\"")) else {
-                    continue;
-                };
-                if is_text_key(key, responses) {
-                    match string_at(chunk, colon + 1).map(std::str::from_utf8) {
-                        Some(Ok(t)) => text.push_str(t),
-                        Some(Err(_)) => cut += 1,
-                        None => {}
-                    }
-                }
-            }
-            (text, cut)
-        }
-        let chunks: [&[u8]; 9] = [
-            b"data: {\"choices\":[{\"delta\":{\"refusal\":\"no\",\"content\":\"a\",\"reasoning_content\":\"b\"}}]}\n\n",
-            b"data: {\"choices\":[{\"delta\":{\"content\":\"say \\\"content\\\":\\\"x\\\" and text\\\":\\\"y\\\"\"}}]}\n\n",
-            b"data: {\"subtext\":\"no\",\"context\":\"no\",\"content\" :\"spaced key\",\"text\":  \"completion\"}\n\n",
-            b"data: {\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}},{\"function\":{\"arguments\":\"}\"}}]}\n\n",
-            "data: {\"content\":\"caf\u{e9} \u{1f600}\",\"text\":\"\u{4e2d}\u{6587}\"}\n\n".as_bytes(),
-            &[b'{', b'"', b't', b'e', b'x', b't', b'"', b':', b'"', 0xe4, b'"', b'}'],
-            b"data: {\"content\":\"cut mid-str",
-            b"\"content\":\"at the start\",\"content\":\"\",\"content\":null,\"text\":",
-            b"event: response.output_text.delta\ndata: {\"delta\":\"d\",\"text\":\"t\",\"x_delta\":\"no\"}\n\n",
-        ];
-        for responses in [false, true] {
-            let op = if responses {
-                Operation::Responses
-            } else {
-                Operation::Chat
-            };
-            for chunk in chunks {
-                let mut d = Delivered::new(op);
-                d.add(chunk);
-                let (text, cut) = every_colon(chunk, responses);
-                assert_eq!(d.pending, text, "{}", String::from_utf8_lossy(chunk));
-                assert_eq!(d.tokens > 0, cut > 0, "{}", String::from_utf8_lossy(chunk));
-            }
-        }
-        // Not vacuous: the corpus has text of every kind.
-        let mut d = Delivered::new(Operation::Chat);
-        chunks.iter().for_each(|c| d.add(c));
-        assert!([
-            "no",
-            "a",
-            "b",
-            "spaced",
-            "completion",
-            "{\\\"a\\\":1}",
-            "caf",
-            "at the start"
-        ]
-        .iter()
-        .all(|t| d.pending.contains(t) != (*t == "spaced")));
     }
 
     #[tokio::test]

@@ -37,8 +37,8 @@ pub struct Request {
     /// The whole body (OpenAI-shaped), `model` and `stream` included.
     pub raw: Json,
     /// The client's bytes of `raw`, when it came in OpenAI's format with one `model` and no
-    /// field twice: an OpenAI-format upstream gets them with the model replaced
-    /// (`Adapter::build_from`). Dropped once the upstream answered.
+    /// field twice: an OpenAI-format upstream gets them with the model replaced and fields it
+    /// needs appended (`Adapter::build_from`). Dropped once the upstream answered.
     pub original: Option<Original>,
 }
 
