@@ -347,7 +347,8 @@ pub trait Adapter: Send + Sync {
 
     /// [`Adapter::build`], given also the client's own bytes when the request came in OpenAI's
     /// format (`original`, of this same `request`): an adapter that passes OpenAI's format
-    /// through may send them with only the model replaced. The gateway calls this one.
+    /// through may send them with the model replaced and fields it adds appended. The gateway
+    /// calls this one.
     fn build_from(
         &self,
         op: Operation,
