@@ -137,6 +137,21 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def hot_order(bin: str) -> dict | None:
+    """How many of the functions crates/switchyard/hot-symbols.txt names the binary has.
+
+    The file names symbols with their hashes, which change with any dependency or feature change;
+    a binary that lacks most of them is linked in the default order and keeps 6-7 MiB more of
+    itself resident (bench/results/profiling.md, "Hot code together"). None when nm is missing."""
+    listed = (REPO / "crates" / "switchyard" / "hot-symbols.txt").read_text().split()
+    try:
+        out = subprocess.run(["nm", "--defined-only", bin], capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    defined = {parts[2] for parts in (l.split() for l in out.splitlines()) if len(parts) == 3}
+    return {"listed": len(listed), "found": sum(1 for name in listed if name in defined)}
+
+
 def machine_load() -> dict:
     load1, load5, load15 = os.getloadavg()
     busy = []
@@ -547,6 +562,11 @@ def main() -> int:
     litellm_bin = os.environ.get("LITELLM_BIN", str(CACHE / "litellm-venv" / "bin" / "litellm"))
     use_litellm = not a.no_litellm and Path(litellm_bin).exists()
     bench = Bench(bin)
+    order = hot_order(bin)
+    if order and order["found"] < 0.9 * order["listed"]:
+        print(f"warning: {bin} has only {order['found']} of the {order['listed']} functions hot-symbols.txt orders "
+              "(stale after a dependency change): its RSS reads high; rerun bench/hot-symbols.sh on a dist build",
+              file=sys.stderr, flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     procs: list[Proc] = []
@@ -741,6 +761,7 @@ def main() -> int:
         "load_before": load_before, "load_after": load_after,
         "litellm": litellm_version, "wall_seconds": time.monotonic() - started,
         "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip(),
+        "hot_order": order,
     })
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
     (out / "tmp").mkdir(exist_ok=True)
@@ -815,6 +836,17 @@ def group(results, section, label=None):
     return g
 
 
+def hot_order_line(order: dict | None) -> str:
+    if not order:
+        return "Hot-code order of the binary: not checked (no `nm`)."
+    line = (f"Hot-code order: the binary has {order['found']:,} of the {order['listed']:,} functions "
+            "`crates/switchyard/hot-symbols.txt` links together")
+    if order["found"] < 0.9 * order["listed"]:
+        return line + (" — **stale** (a dependency or feature change renamed them): the RSS figures below read "
+                       "6-7 MiB high; rerun `bench/hot-symbols.sh` on a `dist` build.")
+    return line + "."
+
+
 def render(res: dict) -> str:
     m = res["meta"]
     T = res.get("targets", {})
@@ -826,6 +858,8 @@ def render(res: dict) -> str:
         f"target; {m['rounds']} interleaved round(s) of {m['duration']:.0f} s (+{m['warmup']:.1f} s warm-up) per point, "
         f"median of rounds shown. Machine load average before {lb['load1']:.2f} / {lb['load5']:.2f} / {lb['load15']:.2f}, "
         f"after {la['load1']:.2f} / {la['load5']:.2f} / {la['load15']:.2f} (1/5/15 min). Wall time {m['wall_seconds']:.0f} s.",
+        "",
+        hot_order_line(m.get("hot_order")),
         "",
         "Upstream: `switchyard mock-provider` (fixed reply, no artificial delay). **direct** = the mock itself; "
         "**switchyard** = `switchyard gateway` on a virtual key "

@@ -109,18 +109,49 @@ impl RateHeaders {
 }
 
 fn reset_value(ms: i64) -> HeaderValue {
+    // Written on the stack: the value is copied once, into the header (a `String` first took
+    // two more allocations on every response).
+    let mut out = Stack::default();
+    write_reset(&mut out, ms);
     // Digits, `m`, `s` and `.`: always a valid value.
-    HeaderValue::try_from(fmt_reset(ms)).unwrap_or(HeaderValue::from_static("0ms"))
+    HeaderValue::from_bytes(out.bytes()).unwrap_or(HeaderValue::from_static("0ms"))
+}
+
+/// A few bytes formatted on the stack; what does not fit is cut (a reset fits: at most 23 bytes).
+#[derive(Default)]
+struct Stack {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl Stack {
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for Stack {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// A duration as OpenAI writes resets: `20ms`, `1s`, `6.5s`, `6m0s`.
 pub(crate) fn fmt_reset(ms: i64) -> String {
-    use std::fmt::Write;
-    let ms = ms.max(0);
     let mut out = String::with_capacity(12);
+    write_reset(&mut out, ms);
+    out
+}
+
+fn write_reset(out: &mut impl std::fmt::Write, ms: i64) {
+    let ms = ms.max(0);
     if ms < 1000 {
         let _ = write!(out, "{ms}ms");
-        return out;
+        return;
     }
     let (m, rest) = (ms / 60_000, ms % 60_000);
     if m > 0 {
@@ -138,7 +169,6 @@ pub(crate) fn fmt_reset(ms: i64) -> String {
         }
         let _ = write!(out, "{secs}.{frac:0width$}s");
     }
-    out
 }
 
 /// A refused request: the error and the headers that go with it.
@@ -765,6 +795,11 @@ mod tests {
         assert_eq!(fmt_reset(61_250), "1m1.25s");
         assert_eq!(fmt_reset(-5), "0ms");
         assert_eq!(fmt_reset(2005), "2.005s");
+        // The header is written on the stack: the same text, the largest included.
+        for ms in [0, 17, 1000, 6500, 61_250, 2005, i64::MAX] {
+            assert_eq!(reset_value(ms).to_str().unwrap(), fmt_reset(ms), "{ms}");
+        }
+        assert_eq!(fmt_reset(i64::MAX), "153722867280912m55.807s");
         assert_eq!(fmt_reset(59_990), "59.99s");
         assert_eq!(fmt_reset(120_050), "2m0.05s");
     }

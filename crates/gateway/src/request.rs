@@ -476,7 +476,7 @@ mod tests {
     fn the_clients_bytes_are_kept_with_where_its_model_is() {
         let spliced = |body: &str| -> Option<Value> {
             let r = parse(Operation::Chat, body).unwrap_or_else(|e| panic!("{e:?}"));
-            let bytes = r.original?.with_model("up\"stream");
+            let bytes = r.original?.with("up\"stream", &[]);
             Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}")))
         };
         let expect = |body: &str| -> Value {

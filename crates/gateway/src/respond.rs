@@ -88,6 +88,16 @@ impl<'a> Served<'a> {
     }
 }
 
+/// A count as a header value: the usual ones (attempts, fallback depth) without the allocation
+/// that formatting takes.
+fn small(n: u32) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(n as usize) {
+        Some(d) => HeaderValue::from_static(d),
+        None => HeaderValue::from(n),
+    }
+}
+
 /// The response for `body`, with every header that says how it was served.
 pub(crate) fn response(gw: &Gateway, body: Body, s: &Served<'_>) -> Response {
     let mut r = Response::new(body);
@@ -118,8 +128,8 @@ pub(crate) fn response(gw: &Gateway, body: Body, s: &Served<'_>) -> Response {
     }
     match s.upstream {
         Some(o) => {
-            h.insert(&ATTEMPTS, HeaderValue::from(o.attempts));
-            h.insert(&FALLBACK_DEPTH, HeaderValue::from(o.fallback_depth));
+            h.insert(&ATTEMPTS, small(o.attempts));
+            h.insert(&FALLBACK_DEPTH, small(o.fallback_depth));
         }
         None => {
             h.insert(&ATTEMPTS, HeaderValue::from_static("0"));

@@ -7,6 +7,8 @@
 //! part of the gateway but its error type.
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -190,12 +192,12 @@ pub struct Runtime {
     pub generation: u64,
     /// Routes by namespace, then model name or alias: looked up with the request's `&str`s,
     /// without building a key.
-    routes: HashMap<String, HashMap<String, Arc<Route>>>,
+    routes: FxHashMap<String, FxHashMap<String, Arc<Route>>>,
     /// Wildcard routes (`openai/*`), longest prefix first: asked only when no route has the
     /// model's exact name.
     wildcards: Vec<Arc<Route>>,
-    keys: HashMap<[u8; 32], (Arc<Key>, Option<i64>)>,
-    providers: HashMap<String, Arc<ProviderConfig>>,
+    keys: FxHashMap<[u8; 32], (Arc<Key>, Option<i64>)>,
+    providers: FxHashMap<String, Arc<ProviderConfig>>,
 }
 
 impl Runtime {
@@ -207,7 +209,7 @@ impl Runtime {
 
     /// Indexes a config whose [`GatewayConfig::hash`] is `hash`.
     pub fn with_hash(config: GatewayConfig, hash: String, generation: u64) -> Self {
-        let mut routes: HashMap<String, HashMap<String, Arc<Route>>> = HashMap::new();
+        let mut routes: FxHashMap<String, FxHashMap<String, Arc<Route>>> = FxHashMap::default();
         let mut wildcards = Vec::new();
         let mut reach = reachable(&config.routes).into_iter();
         for (index, r) in config.routes.iter().enumerate() {
@@ -238,7 +240,7 @@ impl Runtime {
                     .push(budget.clone());
             }
         }
-        let mut keys = HashMap::new();
+        let mut keys = FxHashMap::default();
         for k in &config.keys {
             let key = Arc::new(Key {
                 budgets: covering

@@ -1,7 +1,7 @@
 //! OAuth2 access tokens for providers that need one (Vertex AI service accounts): fetched with
 //! a signed JWT assertion, cached per provider, refreshed five minutes before they expire.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 

@@ -297,13 +297,8 @@ impl Original {
         (bytes[close] == b'}' && model.start <= model.end && model.end <= close).then_some(Self { bytes, model, close })
     }
 
-    /// The body with `model` (written as a JSON string) in place of the client's model value.
-    pub fn with_model(&self, model: &str) -> Vec<u8> {
-        self.with(model, &[])
-    }
-
-    /// The body with `model` in place of the client's model value and `added` (fields the
-    /// client's body does not have) appended to the object.
+    /// The body with `model` (written as a JSON string) in place of the client's model value,
+    /// and `added` (fields the client's body does not have) appended to the object.
     pub fn with(&self, model: &str, added: &[(&str, &serde_json::Value)]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.bytes.len() + model.len() + 2 + 48 * added.len());
         out.extend_from_slice(&self.bytes[..self.model.start]);

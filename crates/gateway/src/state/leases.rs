@@ -3,7 +3,7 @@
 //! [`Leases`] renews every hold older than a third of its lease. A request that ends in seconds
 //! is never renewed; a gateway that dies stops renewing, and its holds lapse one lease later.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -44,7 +44,7 @@ impl Leases {
             state,
             now: Box::new(now),
             ttl_ms,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::default()),
             next: AtomicU64::new(1),
             renewer: OnceLock::new(),
         }

@@ -1,12 +1,13 @@
 //! In-process state: exact for one gateway, lost when it stops. Also the local fallback of
 //! [`super::Redis`] while Redis is unreachable (fail open).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::{
     check_window, Acquire, Backend, Reason, Release, Renew, SharedState, Snapshot, StateError, Verdict, WINDOW_MS,
@@ -25,6 +26,15 @@ struct Scope {
     spend: HashMap<String, f64>,
     /// Reservations by period: member -> (USD, expiry ms).
     holds: HashMap<String, HashMap<String, (f64, i64)>>,
+}
+
+/// `f` of `map`'s entry for `name`, made when missing: the name is copied only then (once per
+/// scope or period, not on every request as `entry(name.to_owned())` would).
+fn with_entry<V: Default, T>(map: &mut HashMap<String, V>, name: &str, f: impl FnOnce(&mut V) -> T) -> T {
+    match map.get_mut(name) {
+        Some(v) => f(v),
+        None => f(map.entry(name.to_owned()).or_default()),
+    }
 }
 
 #[derive(Clone)]
@@ -58,8 +68,8 @@ impl Memory {
     /// Empty state.
     pub fn new() -> Self {
         Self {
-            scopes: Mutex::new(HashMap::new()),
-            marks: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(HashMap::default()),
+            marks: Mutex::new(HashMap::default()),
             cache: moka::future::Cache::builder()
                 .max_capacity(CACHE_BYTES)
                 .weigher(|_, v: &Cached| u32::try_from(v.body.len()).unwrap_or(u32::MAX))
@@ -83,42 +93,12 @@ impl Memory {
 
     pub(crate) fn acquire_now(&self, req: &Acquire) -> Verdict {
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        let scope = scopes.entry(req.scope.clone()).or_default();
-        decide(scope, req)
+        with_entry(&mut scopes, &req.scope, |scope| decide(scope, req))
     }
 
     pub(crate) fn release_now(&self, rel: &Release) -> Option<f64> {
         let mut scopes = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        let scope = scopes.entry(rel.scope.clone()).or_default();
-        if let Some(lease) = &rel.lease {
-            scope.leases.remove(lease);
-        }
-        if let Some((bucket, delta)) = rel.tokens {
-            let sec = rel.now_ms.div_euclid(1000);
-            // Saturating: `delta` follows the upstream's reported usage, any number it likes.
-            let at = if bucket > sec - WINDOW_MS / 1000 {
-                Some(bucket)
-            } else {
-                (delta > 0).then_some(sec)
-            };
-            if let Some(at) = at {
-                let n = scope.tpm.entry(at).or_default();
-                *n = n.saturating_add(delta);
-            }
-        }
-        let settle = rel.settle.as_ref()?;
-        if let Some(member) = &settle.member {
-            if let Some(h) = scope.holds.get_mut(&settle.period) {
-                h.remove(member);
-            }
-        }
-        if !scope.spend.contains_key(&settle.period) {
-            scope.spend.clear();
-            scope.holds.retain(|p, _| p == &settle.period);
-        }
-        let spend = scope.spend.entry(settle.period.clone()).or_default();
-        *spend += settle.cost.max(0.0);
-        Some(*spend)
+        with_entry(&mut scopes, &rel.scope, |scope| release(scope, rel))
     }
 
     pub(crate) fn renew_now(&self, r: &Renew) {
@@ -149,6 +129,41 @@ impl Memory {
             }
         }
     }
+}
+
+/// What a release does to its scope: frees the slot, corrects the token window, drops the
+/// reservation and adds the spend (the period's total after it, when it settles one).
+fn release(scope: &mut Scope, rel: &Release) -> Option<f64> {
+    if let Some(lease) = &rel.lease {
+        scope.leases.remove(lease);
+    }
+    if let Some((bucket, delta)) = rel.tokens {
+        let sec = rel.now_ms.div_euclid(1000);
+        // Saturating: `delta` follows the upstream's reported usage, any number it likes.
+        let at = if bucket > sec - WINDOW_MS / 1000 {
+            Some(bucket)
+        } else {
+            (delta > 0).then_some(sec)
+        };
+        if let Some(at) = at {
+            let n = scope.tpm.entry(at).or_default();
+            *n = n.saturating_add(delta);
+        }
+    }
+    let settle = rel.settle.as_ref()?;
+    if let Some(member) = &settle.member {
+        if let Some(h) = scope.holds.get_mut(&settle.period) {
+            h.remove(member);
+        }
+    }
+    if !scope.spend.contains_key(&settle.period) {
+        scope.spend.clear();
+        scope.holds.retain(|p, _| p == &settle.period);
+    }
+    Some(with_entry(&mut scope.spend, &settle.period, |spend| {
+        *spend += settle.cost.max(0.0);
+        *spend
+    }))
 }
 
 /// The whole decision for one scope; Redis runs the same steps in `ACQUIRE` (Lua).
@@ -203,12 +218,13 @@ fn decide(scope: &mut Scope, req: &Acquire) -> Verdict {
         }
     }
     if let Some(b) = req.budget.as_ref().filter(|b| b.enforce) {
-        let holds = scope.holds.entry(b.period.clone()).or_default();
-        holds.retain(|_, (_, exp)| *exp > now);
-        let reserved: f64 = holds.values().map(|(v, _)| *v).sum();
+        let (reserved, held) = with_entry(&mut scope.holds, &b.period, |holds| {
+            holds.retain(|_, (_, exp)| *exp > now);
+            (holds.values().map(|(v, _)| *v).sum::<f64>(), !holds.is_empty())
+        });
         // Past this point only one request at a time may use what is left: it can overshoot the
         // budget by at most its own cost.
-        if spend + reserved + b.reserve > b.max_spend && !holds.is_empty() {
+        if spend + reserved + b.reserve > b.max_spend && held {
             return refuse(Reason::BudgetHeld, Some(1000), snapshot);
         }
     }
@@ -225,11 +241,10 @@ fn decide(scope: &mut Scope, req: &Acquire) -> Verdict {
         scope.leases.insert(req.lease.clone(), now + req.lease_ttl_ms);
     }
     if let Some(b) = req.budget.as_ref().filter(|b| b.enforce) {
-        scope
-            .holds
-            .entry(b.period.clone())
-            .or_default()
-            .insert(b.member(&req.lease), (b.reserve, now + req.lease_ttl_ms));
+        let held = (b.reserve, now + req.lease_ttl_ms);
+        with_entry(&mut scope.holds, &b.period, |holds| {
+            holds.insert(b.member(&req.lease), held)
+        });
     }
     Verdict::Granted { snapshot, local: true }
 }

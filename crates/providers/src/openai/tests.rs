@@ -534,7 +534,7 @@ fn an_original_is_refused_a_range_outside_its_bytes() {
     let (start, end) = (2, 1);
     assert!(Original::new(Bytes::from_static(b"{}"), start..end).is_none());
     let o = Original::new(Bytes::from_static(br#"{"model":1}"#), 9..10).unwrap();
-    assert_eq!(o.with_model("m"), br#"{"model":"m"}"#);
+    assert_eq!(o.with("m", &[]), br#"{"model":"m"}"#);
     // The range must end inside the object; the object must close.
     assert!(Original::new(Bytes::from_static(br#"{"model":1}"#), 9..11).is_none());
     assert!(Original::new(Bytes::from_static(br#"{"model":1"#), 9..10).is_none());
