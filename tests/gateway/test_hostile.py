@@ -125,6 +125,8 @@ class Upstream:
             self.send(conn, model, sse_head() + b"data: {not json at all\n\n" + b"data: [DONE]\n\n")
         elif model == "strict":
             self.send(conn, model, strict_answer(body))
+        elif model == "decoy-usage":
+            self.send(conn, model, decoy_answer(json.loads(body).get("stream", False)))
         elif model == "hang-up":
             pass  # closes without a response
         elif model == "forever-line":
@@ -211,6 +213,30 @@ def strict_answer(body):
     return response(200, json.dumps(answer).encode(), "application/json")
 
 
+# What a hostile upstream could write to have its own usage counted: "usage" inside the text, as a
+# nested key with large numbers before and after the real one, brackets and quotes in strings.
+DECOYS = {"content": 'the "usage": {"prompt_tokens": 1000000} }]} is text',
+          "logprobs": {"usage": {"prompt_tokens": 500000, "completion_tokens": 500000}}}
+REAL_USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+
+
+def decoy_answer(stream):
+    choice = {"index": 0, "finish_reason": "stop", "logprobs": DECOYS["logprobs"],
+              "message": {"role": "assistant", "content": DECOYS["content"]}}
+    if not stream:
+        # The real usage between two decoys, with the spacing of a pretty-printing server.
+        answer = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "decoy-usage",
+                  "choices": [choice], "usage": REAL_USAGE, "tail": {"usage": {"prompt_tokens": 999999}}}
+        return response(200, json.dumps(answer, indent=2).encode(), "application/json")
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "decoy-usage",
+             "choices": [{"index": 0, "delta": {"content": DECOYS["content"]}, "logprobs": DECOYS["logprobs"],
+                          "finish_reason": None}], "usage": None}
+    last = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "decoy-usage", "choices": [],
+            "x": {"usage": {"prompt_tokens": 999999}}, "usage": REAL_USAGE}
+    return (sse_head() + f"data: {json.dumps(chunk)}\n\n".encode() + f"data: {json.dumps(last)}\n\n".encode()
+            + b"data: [DONE]\n\n")
+
+
 def response(status, body, content_type):
     return (f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
             "connection: close\r\n\r\n").encode() + body
@@ -228,7 +254,7 @@ def chunk_events(n):
 
 # --- The gateway under test -------------------------------------------------------------------
 
-BEHAVIOURS = ["strict", "garbage-json", "garbage-shape", "garbage-http", "garbage-sse", "hang-up", "forever-line",
+BEHAVIOURS = ["strict", "decoy-usage", "garbage-json", "garbage-shape", "garbage-http", "garbage-sse", "hang-up", "forever-line",
               "endless", "huge", "huge-unsized", "huge-error"]
 
 
@@ -1083,6 +1109,38 @@ def garbage_is_a_502(env, model, stream):
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_upstream_that_answers_garbage_is_a_502(env, model, stream):
     garbage_is_a_502(env, model, stream)
+
+
+def tokens_counted(gw, route):
+    """`switchyard_tokens_total` of `route`: (input, output)."""
+    with urllib.request.urlopen(gw.metrics_url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = {}
+    for line in text.splitlines():
+        for kind in ("input", "output"):
+            if line.startswith(f'switchyard_tokens_total{{route="default/{route}",type="{kind}"}}'):
+                found[kind] = float(line.split()[1])
+    return found.get("input", 0.0), found.get("output", 0.0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_answer_is_counted_by_its_own_usage_not_by_decoys(env, stream):
+    # The gateway reads only the answer's top-level usage (a scan of the object's structure, then
+    # that one field parsed): "usage" in the text, nested keys before and after it, brackets and
+    # quotes inside strings must not be taken for it.
+    before = tokens_counted(env.gw, "decoy-usage")
+    r = post(env.gw, "/v1/chat/completions", chat_body("decoy-usage", stream=stream))
+    assert r.status_code == 200, r.text
+    if stream:
+        first = json.loads(r.text.split("\n\n")[0].removeprefix("data: "))
+        assert first["choices"][0]["delta"]["content"] == DECOYS["content"], r.text
+    else:
+        assert r.json()["choices"][0]["message"]["content"] == DECOYS["content"], r.text
+    deadline = time.monotonic() + 5
+    while tokens_counted(env.gw, "decoy-usage") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = tokens_counted(env.gw, "decoy-usage")
+    assert (after[0] - before[0], after[1] - before[1]) == (7, 5), (before, after)
 
 
 def test_a_stream_that_never_ends_its_event_is_a_502(env):

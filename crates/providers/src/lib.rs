@@ -17,6 +17,7 @@ pub mod mock;
 pub mod moderations;
 pub mod openai;
 pub mod rerank;
+pub mod scan;
 pub mod sse;
 pub mod voyage;
 

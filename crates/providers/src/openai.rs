@@ -543,7 +543,13 @@ fn images_response(body: &[u8]) -> Result<Translated, ProviderError> {
     })
 }
 
+/// The usage an answer reports. Its `usage` field is found by [`crate::scan::field`] and only that
+/// field parsed; a body the scan cannot vouch for, or whose field does not parse, is parsed whole,
+/// which refuses it with serde_json's error (a `502`), or reads it as before.
 fn parse_usage(op: Operation, body: &[u8]) -> Result<Option<Usage>, ProviderError> {
+    if let Some(usage) = scanned_usage(body) {
+        return Ok(usage);
+    }
     let parsed: UsageOnly = serde_json::from_slice(body).map_err(|e| {
         ProviderError::new(
             ErrorKind::Protocol,
@@ -552,6 +558,13 @@ fn parse_usage(op: Operation, body: &[u8]) -> Result<Option<Usage>, ProviderErro
     })?;
     let _ = op;
     Ok(parsed.usage.map(Usage::from))
+}
+
+/// The usage of a body the scan vouches for, its field parsed; `None` when it does not, or the
+/// field does not parse.
+fn scanned_usage(body: &[u8]) -> Option<Option<Usage>> {
+    let usage = crate::scan::field(body, b"usage", crate::scan::json::<Option<WireUsage>>).ok()?;
+    Some(usage.flatten().map(Usage::from))
 }
 
 /// Forwards OpenAI SSE bytes unchanged, reading usage and the terminator on the way.
@@ -626,10 +639,13 @@ impl Reading {
             // only the one that carries it is parsed. An event naming usage was never
             // refused (a parse failure reads as no usage), so it is not validated either.
             if reported {
-                if let Ok(u) = serde_json::from_str::<UsageOnly>(&ev.data) {
-                    if let Some(u) = u.usage {
-                        self.usage = Some(u.into());
-                    }
+                let data = ev.data.as_bytes();
+                let usage = scanned_usage(data).or_else(|| {
+                    let parsed = serde_json::from_slice::<UsageOnly>(data).ok()?;
+                    Some(parsed.usage.map(Usage::from))
+                });
+                if let Some(u) = usage.flatten() {
+                    self.usage = Some(u);
                 }
             }
         } else if ev.data.starts_with("{\"error\"") {
