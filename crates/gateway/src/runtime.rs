@@ -191,7 +191,10 @@ pub struct Runtime {
     /// The generation the control plane gave it.
     pub generation: u64,
     /// Routes by namespace, then model name or alias: looked up with the request's `&str`s,
-    /// without building a key.
+    /// without building a key. These maps hash with FxHash (not keyed, but a third of SipHash's
+    /// cost): what they hold comes from the config alone, so a client cannot fill them with keys
+    /// that collide. Maps a client's text can add to (wildcard models in cooldowns, meters and
+    /// URLs) keep the standard keyed hasher.
     routes: FxHashMap<String, FxHashMap<String, Arc<Route>>>,
     /// Wildcard routes (`openai/*`), longest prefix first: asked only when no route has the
     /// model's exact name.

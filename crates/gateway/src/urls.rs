@@ -6,14 +6,14 @@
 //! first (what an adapter builds may need percent-encoding), then kept as the `http::Uri` the
 //! client sends.
 
-use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Largest number of URLs one thread keeps before it starts over.
 const BOUND: usize = 1024;
 
 thread_local! {
-    static URLS: RefCell<HashMap<String, http::Uri>> = RefCell::new(HashMap::default());
+    static URLS: RefCell<HashMap<String, http::Uri>> = RefCell::new(HashMap::new());
 }
 
 /// `url` parsed, from this thread's cache when it was seen before.

@@ -7,7 +7,7 @@
 //! account-wide usage. They are per process: Provider quotas are taken in the shared state
 //! (`route::quota`), not here.
 
-use rustc_hash::FxHashMap as HashMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! by every route that uses it, so a failing deployment is skipped by all of them. The store only
 //! keeps time and counts; what counts as a failure is decided by the caller (`route::attempt`).
 
-use rustc_hash::FxHashMap as HashMap;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 

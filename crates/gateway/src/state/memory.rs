@@ -54,7 +54,8 @@ impl moka::Expiry<[u8; 32], Cached> for PerEntryTtl {
 /// The in-memory state.
 pub struct Memory {
     scopes: Mutex<HashMap<String, Scope>>,
-    marks: Mutex<HashMap<String, Instant>>,
+    /// Names from outside the config (files' upstream ids, alerts): the standard keyed hasher.
+    marks: Mutex<std::collections::HashMap<String, Instant>>,
     cache: moka::future::Cache<[u8; 32], Cached>,
 }
 
@@ -69,7 +70,7 @@ impl Memory {
     pub fn new() -> Self {
         Self {
             scopes: Mutex::new(HashMap::default()),
-            marks: Mutex::new(HashMap::default()),
+            marks: Mutex::new(std::collections::HashMap::new()),
             cache: moka::future::Cache::builder()
                 .max_capacity(CACHE_BYTES)
                 .weigher(|_, v: &Cached| u32::try_from(v.body.len()).unwrap_or(u32::MAX))
