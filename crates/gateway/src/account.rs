@@ -22,9 +22,10 @@ use switchyard_providers::{Operation, ProviderError, Usage};
 
 use crate::error::GatewayError;
 use crate::estimate::{Delivered, StreamPrompt};
-use crate::metrics::status_class;
+use crate::metrics::{status_class, RouteMetrics, TokenKind};
 use crate::request::Request;
 use crate::route::Outcome;
+use crate::runtime::Route;
 use crate::telemetry::RequestSpan;
 use crate::{cache, limits, Gateway};
 
@@ -49,7 +50,11 @@ impl Drop for InFlight<'_> {
 pub(crate) struct Labels {
     // Shared strings: a request's labels are copied for its accounting and taken from the key,
     // route and backend that name them, each a reference count rather than an allocation.
+    // `route` is set with `set_route` or `name_route`, which keep `route_metrics` its handles.
     pub(crate) route: Arc<str>,
+    /// The metric handles of `route`, when it is a route of the config (else the metrics are
+    /// found by its name).
+    pub(crate) route_metrics: Option<Arc<RouteMetrics>>,
     pub(crate) backend: Arc<str>,
     pub(crate) provider: &'static str,
     pub(crate) team: Arc<str>,
@@ -77,6 +82,7 @@ impl Labels {
     pub(crate) fn new(request_id: String) -> Self {
         Self {
             route: unknown(),
+            route_metrics: None,
             backend: unknown(),
             provider: "-",
             team: empty(),
@@ -102,9 +108,31 @@ impl Labels {
         }
     }
 
+    /// The request is on `route` of the config.
+    pub(crate) fn set_route(&mut self, route: &Route) {
+        self.route.clone_from(&route.id);
+        self.route_metrics = Some(route.metrics.clone());
+    }
+
+    /// The request's route label is `name`, not a route of the config (a pass-through or batch
+    /// call's).
+    pub(crate) fn name_route(&mut self, name: Arc<str>) {
+        self.route = name;
+        self.route_metrics = None;
+    }
+
+    /// The metric handles of the request's route: its route's, or made for this call.
+    fn with_route_metrics<T>(&self, f: impl FnOnce(&RouteMetrics) -> T) -> T {
+        match &self.route_metrics {
+            Some(m) => f(m),
+            None => f(&RouteMetrics::once(self.route.clone())),
+        }
+    }
+
     /// An upstream answered: who served, after how many attempts.
     pub(crate) fn served(&mut self, outcome: &Outcome) {
         self.route = outcome.route.clone();
+        self.route_metrics.clone_from(&outcome.metrics);
         self.backend = outcome.backend.clone();
         self.provider = outcome.provider.kind.as_str();
         self.attempts = outcome.attempts;
@@ -132,33 +160,27 @@ pub(crate) fn finish(gw: &Gateway, labels: &Labels, status: u16, start: Instant,
     if !labels.accounted {
         access_log(labels, status, start.elapsed(), None, None, false, error);
     }
-    gw.metrics
-        .requests
-        .with_label_values(&[
-            &*labels.route,
-            &*labels.backend,
+    labels.with_route_metrics(|r| {
+        r.count_request(
+            &gw.metrics,
+            &labels.backend,
             labels.provider,
             status_class(status),
             labels.operation_label(),
-        ])
-        .inc();
+        );
+    });
 }
 
 /// A cache hit: costs nothing (the reservation is released at zero), counted in latency.
 pub(crate) fn cache_hit(gw: &Gateway, labels: &Labels, admission: limits::Admission, start: Instant) {
     admission.settle(0.0, Some(0));
-    gw.metrics
-        .latency
-        .with_label_values(&[&*labels.route])
-        .observe(start.elapsed().as_secs_f64());
+    let elapsed = start.elapsed().as_secs_f64();
+    labels.with_route_metrics(|r| r.latency(&gw.metrics).observe(elapsed));
 }
 
 /// The gateway's own time on a request that reached an upstream.
 pub(crate) fn overhead(gw: &Gateway, labels: &Labels, overhead: Duration) {
-    gw.metrics
-        .overhead
-        .with_label_values(&[&*labels.route])
-        .observe(overhead.as_secs_f64());
+    labels.with_route_metrics(|r| r.overhead(&gw.metrics).observe(overhead.as_secs_f64()));
 }
 
 /// Only routes that opt in (spec.logPrompts) log prompts: they often hold personal data.
@@ -285,20 +307,19 @@ fn count(
     let elapsed = start.elapsed();
     access_log(labels, status, elapsed, usage, cost, estimated, None);
     let m = &gw.metrics;
-    let route = &*labels.route;
-    m.latency.with_label_values(&[route]).observe(elapsed.as_secs_f64());
-    if let Some(u) = usage {
-        m.tokens.with_label_values(&[route, "input"]).inc_by(u.prompt_tokens);
-        m.tokens
-            .with_label_values(&[route, "output"])
-            .inc_by(u.completion_tokens);
-        if u.cached_tokens > 0 {
-            m.tokens.with_label_values(&[route, "cached"]).inc_by(u.cached_tokens);
+    labels.with_route_metrics(|r| {
+        r.latency(m).observe(elapsed.as_secs_f64());
+        if let Some(u) = usage {
+            r.tokens(m, TokenKind::Input).inc_by(u.prompt_tokens);
+            r.tokens(m, TokenKind::Output).inc_by(u.completion_tokens);
+            if u.cached_tokens > 0 {
+                r.tokens(m, TokenKind::Cached).inc_by(u.cached_tokens);
+            }
         }
-    }
-    if let Some(cost) = cost {
-        m.spend.with_label_values(&[route, &*labels.team]).inc_by(cost);
-    }
+        if let Some(cost) = cost {
+            r.spend(m, &labels.team, cost);
+        }
+    });
     cost
 }
 
@@ -355,10 +376,8 @@ impl StreamAccount {
             let a = &self.account;
             let elapsed = a.start.elapsed();
             a.span.first_token(elapsed, b);
-            a.gw.metrics
-                .ttft
-                .with_label_values(&[&*a.labels.route])
-                .observe(elapsed.as_secs_f64());
+            a.labels
+                .with_route_metrics(|r| r.ttft(&a.gw.metrics).observe(elapsed.as_secs_f64()));
         }
         self.account.observe(b);
     }

@@ -213,6 +213,9 @@ mod tests {
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (client_addr, admin_addr) = (client.local_addr().unwrap(), admin.local_addr().unwrap());
         let gw = Gateway::new(GatewayConfig::default(), 1).unwrap();
+        // Ready once the tokenizer is loaded, as the binary does before it serves (other tests
+        // in this process may or may not have loaded it already).
+        crate::estimate::warm();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = Shutdown {
             drain_delay: Duration::ZERO,

@@ -79,7 +79,7 @@ async fn handle(gw: Arc<Gateway>, method: Method, uri: http::Uri, headers: Heade
     let start = Instant::now();
     let _in_flight = InFlight::new(&gw.metrics.in_flight);
     let mut labels = Labels::new(request_id(&headers));
-    labels.route = OPERATION.into();
+    labels.name_route(OPERATION.into());
     labels.operation = Some(OPERATION);
     let result = serve(&gw, method, &uri, headers, body, start, &mut labels).await;
     let (mut response, error) = match result {

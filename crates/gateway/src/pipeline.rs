@@ -105,7 +105,7 @@ async fn serve(
     // Route: the key's route for the model, and whether it serves this endpoint.
     let route = rt.route_for(&key, &req.model)?;
     span.routed(req.op, &req.model);
-    labels.route.clone_from(&route.id);
+    labels.set_route(&route);
     check_mode(req.op, &route, &req.model)?;
     check_backends(&rt, req.op, &route)?;
 

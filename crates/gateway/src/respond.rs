@@ -283,6 +283,7 @@ mod tests {
     fn outcome() -> Outcome {
         Outcome {
             route: "ns/m".into(),
+            metrics: None,
             backend: "b".into(),
             provider: Arc::new(ProviderConfig {
                 id: "ns/p".into(),
@@ -330,7 +331,7 @@ mod tests {
         let gw = Gateway::new(GatewayConfig::default(), 1).unwrap_or_else(|e| panic!("{e}"));
         let mut request = Request::parse(Operation::Chat, PROMPT).unwrap_or_else(|e| panic!("{e}"));
         let mut labels = Labels::new("r".into());
-        labels.route = "ns/m".into();
+        labels.name_route("ns/m".into());
         labels.team = "t".into();
         let account = Account::unadmitted(gw.clone(), labels, Some(price()));
         let codec: &'static dyn Codec = &crate::ingress::OPENAI;

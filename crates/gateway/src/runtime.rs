@@ -19,6 +19,7 @@ use switchyard_providers::Operation;
 
 use crate::budget::TeamBudget;
 use crate::error::GatewayError;
+use crate::metrics::RouteMetrics;
 
 /// Whether a route in `mode` serves `op`: chat routes serve chat, responses and completions;
 /// completion routes completions; embedding routes embeddings; moderation routes moderations;
@@ -55,6 +56,25 @@ pub struct Route {
     /// routes' and its fallbacks' (transitively, at most `MAX_FALLBACK_DEPTH` fallback levels),
     /// as (price, output limit), deduplicated. A budget reserves the dearest of them.
     pub reachable: Vec<(Price, Option<u32>)>,
+    /// Its metric handles, made on first use.
+    pub metrics: Arc<RouteMetrics>,
+    /// Its backends' names, in the config's order: a request's labels share them.
+    pub backend_names: Vec<Arc<str>>,
+}
+
+impl Route {
+    /// A route of the config, at `index` in its routes.
+    pub fn new(config: RouteConfig, index: usize, reachable: Vec<(Price, Option<u32>)>) -> Self {
+        let id: Arc<str> = format!("{}/{}", config.namespace, config.model).into();
+        Self {
+            metrics: Arc::new(RouteMetrics::new(id.clone(), config.backends.len())),
+            backend_names: config.backends.iter().map(|b| Arc::from(b.name.as_str())).collect(),
+            id,
+            config,
+            index,
+            reachable,
+        }
+    }
 }
 
 /// A key and the hashes that authenticate it.
@@ -216,12 +236,7 @@ impl Runtime {
         let mut wildcards = Vec::new();
         let mut reach = reachable(&config.routes).into_iter();
         for (index, r) in config.routes.iter().enumerate() {
-            let route = Arc::new(Route {
-                id: format!("{}/{}", r.namespace, r.model).into(),
-                config: r.clone(),
-                index,
-                reachable: reach.next().unwrap_or_default(),
-            });
+            let route = Arc::new(Route::new(r.clone(), index, reach.next().unwrap_or_default()));
             if r.wildcard_prefix().is_some() {
                 wildcards.push(route);
                 continue;
@@ -424,12 +439,7 @@ fn concrete(rt: &Runtime, wild: &Route, suffix: &str, budgeted: bool, model: &st
             None => {}
         }
     }
-    Ok(Arc::new(Route {
-        id: format!("{}/{}", config.namespace, config.model).into(),
-        config,
-        index: wild.index,
-        reachable,
-    }))
+    Ok(Arc::new(Route::new(config, wild.index, reachable)))
 }
 
 #[cfg(test)]

@@ -416,7 +416,7 @@ async fn admit(
     labels: &mut Labels,
 ) -> Result<Result<Admitted, Response>, GatewayError> {
     let route = rt.route_for(key, model)?;
-    labels.route = route.id.clone();
+    labels.set_route(&route);
     pipeline::check_mode(op, &route, model)?;
     pipeline::check_backends(rt, op, &route)?;
     let index = backend_order(&route).first().copied();
@@ -430,6 +430,7 @@ async fn admit(
     };
     let outcome = Outcome {
         route: labels.route.clone(),
+        metrics: labels.route_metrics.clone(),
         backend: backend.name.as_str().into(),
         provider,
         price: backend.price,

@@ -226,7 +226,7 @@ impl Turn {
     }
 
     fn served(&mut self, t: &Target) {
-        self.labels.route = t.route_name().into();
+        self.labels.name_route(t.route_name().into());
         self.labels.backend = t.backend.name.as_str().into();
         self.labels.provider = t.provider.kind.as_str();
         self.labels.attempts = 1;
@@ -780,6 +780,7 @@ async fn file_content(State(gw): Gw, headers: HeaderMap, Path(presented): Path<S
         turn.labels.accounted = true;
         let outcome = Outcome {
             route: t.route_name().into(),
+            metrics: None,
             backend: t.backend.name.as_str().into(),
             provider: t.provider.clone(),
             price: t.backend.price,

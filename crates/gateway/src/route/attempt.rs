@@ -89,7 +89,7 @@ impl Ctx<'_> {
         match result {
             Ok(upstream) => {
                 let state = self.cooldowns.success(key).await;
-                self.backend_state(backend, state);
+                self.backend_state(route, c.index, state);
                 m.deployment.observe(self.stream, elapsed);
                 if let Upstream::Full(full) = &upstream {
                     if let Some(u) = full.usage {
@@ -137,7 +137,7 @@ impl Ctx<'_> {
                 if !overall {
                     if let Some(s) = strike(&error, provider, &cfg.retries) {
                         let state = self.cooldowns.failure(key, s).await;
-                        self.backend_state(backend, state);
+                        self.backend_state(route, c.index, state);
                     }
                 }
                 if matches!(error.kind, ErrorKind::Timeout | ErrorKind::Server | ErrorKind::Connect) {

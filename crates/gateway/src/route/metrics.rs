@@ -1,10 +1,11 @@
 //! What the routing layers count: retries (by reason), fallbacks (by trigger), hedges (by
 //! winner), and the one-hot state of every backend with its changes.
 
-use switchyard_config::{BackendConfig, FallbackTrigger, RouteConfig};
+use switchyard_config::{FallbackTrigger, RouteConfig};
 
 use super::context::{label, Ctx};
 use super::failure::trigger_label;
+use crate::runtime::Route;
 use crate::state::BackendState;
 
 impl Ctx<'_> {
@@ -32,14 +33,22 @@ impl Ctx<'_> {
             .inc();
     }
 
-    /// Keeps the one-hot state gauge of a backend current; counts changes (the first healthy
-    /// report of a backend is not a change).
-    pub(super) fn backend_state(&self, backend: &BackendConfig, state: BackendState) {
-        let g = &self.metrics.backend_state;
-        let (p, m) = (backend.provider.as_str(), backend.model.as_str());
-        if g.with_label_values(&[p, m, state.as_str()]).get() == 1 {
+    /// Keeps the one-hot state gauge of the route's backend at `index` current; counts changes
+    /// (the first healthy report of a backend is not a change).
+    pub(super) fn backend_state(&self, route: &Route, index: usize, state: BackendState) {
+        let Some(backend) = route.config.backends.get(index) else {
+            return;
+        };
+        // Unchanged, nearly always: read through the route's handle.
+        if route
+            .metrics
+            .backend_state(self.metrics, index, backend, state)
+            .is_some_and(|g| g.get() == 1)
+        {
             return;
         }
+        let g = &self.metrics.backend_state;
+        let (p, m) = (backend.provider.as_str(), backend.model.as_str());
         let was_unhealthy = BackendState::ALL
             .iter()
             .any(|s| *s != BackendState::Healthy && g.with_label_values(&[p, m, s.as_str()]).get() == 1);

@@ -70,6 +70,7 @@ pub use upstream::{Call, Dispatch, HttpDispatch, Upstream};
 
 use crate::error::GatewayError;
 use crate::estimate::Prompt;
+use crate::metrics::RouteMetrics;
 pub use crate::runtime::serves;
 use crate::runtime::{Key, Route, Runtime};
 use crate::telemetry::Parent;
@@ -82,6 +83,8 @@ pub struct Outcome {
     /// The route that served it (`namespace/model`): the requested one, a rule's target or a
     /// fallback.
     pub route: Arc<str>,
+    /// The route's metric handles (none for a route made for one call, such as a batch's).
+    pub metrics: Option<Arc<RouteMetrics>>,
     /// The backend's name within that route.
     pub backend: Arc<str>,
     /// Its provider.
@@ -135,7 +138,8 @@ impl Ctx<'_> {
                 let backend = &s.route.config.backends[s.index];
                 let outcome = Outcome {
                     route: s.route.id.clone(),
-                    backend: backend.name.as_str().into(),
+                    metrics: Some(s.route.metrics.clone()),
+                    backend: s.route.backend_names[s.index].clone(),
                     provider: s.provider,
                     price: backend.price,
                     attempts: self.attempts.load(Ordering::Relaxed),
