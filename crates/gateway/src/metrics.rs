@@ -3,12 +3,11 @@
 
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use switchyard_config::BackendConfig;
-
 use prometheus::{
     exponential_buckets, Counter, CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use switchyard_config::BackendConfig;
 
 use crate::state::BackendState;
 
@@ -359,7 +358,7 @@ impl TokenKind {
 impl RouteMetrics {
     /// The handles of the route named `route` (`namespace/model`, or `-`) with `backends`
     /// backends, none made yet.
-    pub fn new(route: Arc<str>, backends: usize) -> Self {
+    pub(crate) fn new(route: Arc<str>, backends: usize) -> Self {
         Self {
             backend_states: (0..backends).map(|_| Default::default()).collect(),
             route,
@@ -374,7 +373,7 @@ impl RouteMetrics {
 
     /// Handles for one call on the route named `route` (a pass-through, a batch, a request
     /// refused before it had a route): each is made when used, and none is kept for another.
-    pub fn once(route: Arc<str>) -> Self {
+    pub(crate) fn once(route: Arc<str>) -> Self {
         Self {
             requests: Kept::new(false),
             spend: Kept::new(false),

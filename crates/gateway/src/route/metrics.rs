@@ -39,22 +39,20 @@ impl Ctx<'_> {
         let Some(backend) = route.config.backends.get(index) else {
             return;
         };
-        // Unchanged, nearly always: read through the route's handle.
-        if route
-            .metrics
-            .backend_state(self.metrics, index, backend, state)
-            .is_some_and(|g| g.get() == 1)
-        {
+        // Through the route's handles: one per state, made on first use.
+        let gauge = |s| route.metrics.backend_state(self.metrics, index, backend, s);
+        let on = |s| gauge(s).is_some_and(|g| g.get() == 1);
+        // Unchanged, nearly always.
+        if on(state) {
             return;
         }
-        let g = &self.metrics.backend_state;
-        let (p, m) = (backend.provider.as_str(), backend.model.as_str());
-        let was_unhealthy = BackendState::ALL
-            .iter()
-            .any(|s| *s != BackendState::Healthy && g.with_label_values(&[p, m, s.as_str()]).get() == 1);
+        let was_unhealthy = BackendState::ALL.iter().any(|s| *s != BackendState::Healthy && on(*s));
         for s in BackendState::ALL {
-            g.with_label_values(&[p, m, s.as_str()]).set(i64::from(s == state));
+            if let Some(g) = gauge(s) {
+                g.set(i64::from(s == state));
+            }
         }
+        let (p, m) = (backend.provider.as_str(), backend.model.as_str());
         if state != BackendState::Healthy || was_unhealthy {
             self.metrics
                 .backend_state_changes
