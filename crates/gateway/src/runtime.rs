@@ -196,6 +196,27 @@ fn reachable(routes: &[RouteConfig]) -> Vec<Vec<(Price, Option<u32>)>> {
         .collect()
 }
 
+/// How many models' concrete routes a wildcard route keeps (the least used are dropped first).
+const MADE_PER_WILDCARD: u64 = 1_000;
+
+/// A wildcard route, and the concrete routes made of it for the models clients asked for.
+struct Wildcard {
+    route: Arc<Route>,
+    /// By the model's suffix (after the wildcard's prefix): a model's route (its config copy,
+    /// prices and metric handles) is made on its first request, not on every one. The names come
+    /// from clients, so the cache is bounded and hashes with moka's keyed hasher; it lives and
+    /// is dropped with this runtime, so a reload remakes each from the new config.
+    made: moka::sync::Cache<String, Made>,
+}
+
+/// A wildcard route made concrete for one model.
+#[derive(Clone)]
+struct Made {
+    route: Arc<Route>,
+    /// The first backend that serves the model with no known price, if any: see [`concrete`].
+    unpriced: Option<Arc<str>>,
+}
+
 /// Numbers runtimes in the order they are built.
 static BUILT: AtomicU64 = AtomicU64::new(1);
 
@@ -218,7 +239,7 @@ pub struct Runtime {
     routes: FxHashMap<String, FxHashMap<String, Arc<Route>>>,
     /// Wildcard routes (`openai/*`), longest prefix first: asked only when no route has the
     /// model's exact name.
-    wildcards: Vec<Arc<Route>>,
+    wildcards: Vec<Wildcard>,
     keys: FxHashMap<[u8; 32], (Arc<Key>, Option<i64>)>,
     providers: FxHashMap<String, Arc<ProviderConfig>>,
 }
@@ -238,7 +259,10 @@ impl Runtime {
         for (index, r) in config.routes.iter().enumerate() {
             let route = Arc::new(Route::new(r.clone(), index, reach.next().unwrap_or_default()));
             if r.wildcard_prefix().is_some() {
-                wildcards.push(route);
+                wildcards.push(Wildcard {
+                    route,
+                    made: moka::sync::Cache::new(MADE_PER_WILDCARD),
+                });
                 continue;
             }
             for name in std::iter::once(&r.model).chain(r.aliases.iter()) {
@@ -270,7 +294,7 @@ impl Runtime {
                 keys.insert(raw, (key.clone(), not_after));
             }
         }
-        wildcards.sort_by_key(|w: &Arc<Route>| std::cmp::Reverse(w.config.model.len()));
+        wildcards.sort_by_key(|w: &Wildcard| std::cmp::Reverse(w.route.config.model.len()));
         let providers = config
             .providers
             .iter()
@@ -349,11 +373,13 @@ impl Runtime {
         }
         for (ns, name, qualified) in asked {
             let found = self.wildcards.iter().find_map(|w| {
-                let prefix = w.config.wildcard_prefix()?;
+                let prefix = w.route.config.wildcard_prefix()?;
                 let suffix = name.strip_prefix(prefix)?;
-                (w.config.namespace == ns && !suffix.is_empty() && !suffix.contains('*')).then_some((w, suffix))
+                (w.route.config.namespace == ns && !suffix.is_empty() && !suffix.contains('*')).then_some((w, suffix))
             });
-            let Some((wild, suffix)) = found else { continue };
+            let Some((Wildcard { route: wild, made }, suffix)) = found else {
+                continue;
+            };
             if qualified && !wild.config.shared_with.iter().any(|s| s == own || s == "*") {
                 continue;
             }
@@ -363,7 +389,22 @@ impl Runtime {
                     "This API key is not allowed to use model `{model}`."
                 )));
             }
-            return concrete(self, wild, suffix, key.config.budget.is_some(), model);
+            let made = made.get(suffix).unwrap_or_else(|| {
+                let fresh = concrete(self, wild, suffix);
+                made.insert(suffix.to_owned(), fresh.clone());
+                fresh
+            });
+            if let (Some(backend), Some(_)) = (&made.unpriced, &key.config.budget) {
+                return Err(GatewayError::bad_request(
+                    format!(
+                        "model `{model}` has no known price, and this API key has a budget: the wildcard route `{}` \
+                         serves it on backend `{backend}` only with a `pricing` for it",
+                        wild.config.model
+                    ),
+                    Some("model"),
+                ));
+            }
+            return Ok(made.route);
         }
         Err(GatewayError::model_not_found(model))
     }
@@ -410,11 +451,13 @@ impl Runtime {
 /// client's `suffix` in its place, and the price, context window and output limit of that model
 /// (the backend's own `pricing` first, else the built-in table by the provider's type), which
 /// the budget reservation then counts among the route's reachable prices. Balancing, cooldowns
-/// and quotas stay the wildcard route's (same index, same backend names). With a budget to
-/// keep, a model no price is known for is refused: it could not be reserved nor charged.
-fn concrete(rt: &Runtime, wild: &Route, suffix: &str, budgeted: bool, model: &str) -> Result<Arc<Route>, GatewayError> {
+/// and quotas stay the wildcard route's (same index, same backend names). A model no price is
+/// known for is refused to keys with a budget to keep (it could not be reserved nor charged):
+/// the first backend serving it unpriced is noted for that.
+fn concrete(rt: &Runtime, wild: &Route, suffix: &str) -> Made {
     let mut config = wild.config.clone();
     let mut reachable = wild.reachable.clone();
+    let mut unpriced = None;
     for b in config.backends.iter_mut().filter(|b| b.model.ends_with('*')) {
         b.model = switchyard_config::fill_wildcard(&b.model, suffix);
         let info = rt
@@ -426,20 +469,15 @@ fn concrete(rt: &Runtime, wild: &Route, suffix: &str, budgeted: bool, model: &st
         match b.price {
             Some(p) if !reachable.contains(&(p, b.max_output_tokens)) => reachable.push((p, b.max_output_tokens)),
             Some(_) => {}
-            None if budgeted => {
-                return Err(GatewayError::bad_request(
-                    format!(
-                        "model `{model}` has no known price, and this API key has a budget: the wildcard route `{}` \
-                         serves it on backend `{}` only with a `pricing` for it",
-                        wild.config.model, b.name
-                    ),
-                    Some("model"),
-                ))
+            None => {
+                unpriced.get_or_insert_with(|| Arc::from(b.name.as_str()));
             }
-            None => {}
         }
     }
-    Ok(Arc::new(Route::new(config, wild.index, reachable)))
+    Made {
+        route: Arc::new(Route::new(config, wild.index, reachable)),
+        unpriced,
+    }
 }
 
 #[cfg(test)]
@@ -657,11 +695,41 @@ mod tests {
             .unwrap_or_else(|| panic!("gpt-4o is priced"));
         assert_eq!((price.input, price.output), (2.5, 10.0));
         assert!(route.reachable.iter().any(|(p, _)| *p == price));
-        assert_eq!(route.index, rt.wildcards[1].index, "state stays the wildcard route's");
+        assert_eq!(
+            route.index, rt.wildcards[1].route.index,
+            "state stays the wildcard route's"
+        );
         // A key with a budget cannot use a model nobody priced.
         assert!(served(all, "openai/no-such-model-xyz").is_ok());
         assert_eq!(served("budgeted", "openai/no-such-model-xyz"), Err(400));
         assert!(served("budgeted", "openai/gpt-4o").is_ok());
+
+        // A model's route is made once and then served from the wildcard's cache, whoever asks
+        // (the budget check is the asking key's); a client naming ever new models (random
+        // names, say) fills the cache no further than its bound, and each is still served.
+        let made = |k: &str, model: &str| rt.route_for(&key(k), model).unwrap_or_else(|e| panic!("{e}"));
+        let first = made(all, "openai/gpt-4o");
+        assert!(Arc::ptr_eq(&first, &made("pattern", "openai/gpt-4o")));
+        assert!(!Arc::ptr_eq(&first, &made(all, "openai/gpt-4.1")));
+        for i in 0..3 * MADE_PER_WILDCARD {
+            let model = format!("openai/random-{i}");
+            assert_eq!(served(all, &model).map(|r| r.1), Ok(format!("random-{i}")));
+        }
+        let cache = &rt.wildcards[1].made;
+        cache.run_pending_tasks();
+        assert!(cache.entry_count() <= MADE_PER_WILDCARD, "{} kept", cache.entry_count());
+        assert_eq!(served("budgeted", "openai/random-7"), Err(400));
+        // A new runtime (a reload) makes its own.
+        let reloaded = Runtime::new(rt.config.clone(), 2);
+        let again = reloaded
+            .route_for(
+                &reloaded
+                    .authenticate("sk-default-all", 0)
+                    .unwrap_or_else(|e| panic!("{e}")),
+                "openai/gpt-4o",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!Arc::ptr_eq(&first, &again));
     }
 
     #[test]
