@@ -137,19 +137,27 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def profile_guided(bin: str) -> bool:
+    """Whether `bin` was built by bench/pgo.sh, which leaves the profile it used beside it."""
+    return Path(bin + ".profdata").is_file()
+
+
 def hot_order(bin: str) -> dict | None:
     """How many of the functions crates/switchyard/hot-symbols.txt names the binary has.
 
     The file names symbols with their hashes, which change with any dependency or feature change;
     a binary that lacks most of them is linked in the default order and keeps 6-7 MiB more of
-    itself resident (bench/results/profiling.md, "Hot code together"). None when nm is missing."""
+    itself resident (bench/results/profiling.md, "Hot code together"). A profile-guided build
+    (bench/pgo.sh: `--target`, so other hashes) is laid out by its profile instead, with the same
+    RSS (profiling.md, "Profile-guided optimisation"). None when nm is missing."""
     listed = (REPO / "crates" / "switchyard" / "hot-symbols.txt").read_text().split()
     try:
         out = subprocess.run(["nm", "--defined-only", bin], capture_output=True, text=True, timeout=120).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     defined = {parts[2] for parts in (l.split() for l in out.splitlines()) if len(parts) == 3}
-    return {"listed": len(listed), "found": sum(1 for name in listed if name in defined)}
+    return {"listed": len(listed), "found": sum(1 for name in listed if name in defined),
+            "profile_guided": profile_guided(bin)}
 
 
 def machine_load() -> dict:
@@ -463,7 +471,16 @@ def run_anchors(bin: str, bare_bin: str | None, tmp: Path, procs: list, rounds: 
                       flush=True)
     for p in (sy, ng, up):
         p.stop()
-    return {"runs": runs, "rounds": rounds, "duration": duration, "warmup": warmup, "notes": notes,
+    guided = {name: profile_guided(b) for name, b in (("switchyard", bin), ("bare", bare_bin or ""))}
+    if guided["switchyard"] and guided["bare"]:
+        build = "built as Switchyard is: the `dist` profile, profile-guided by `bench/pgo.sh bare-proxy`"
+    elif guided["switchyard"] or guided["bare"]:
+        built = "Switchyard" if guided["switchyard"] else "the bare proxy"
+        build = (f"**not built alike**: only {built} is profile-guided (`bench/pgo.sh`), "
+                 "so the ratios below compare builds, not code")
+    else:
+        build = "built with the same cargo profile as Switchyard"
+    return {"runs": runs, "rounds": rounds, "duration": duration, "warmup": warmup, "notes": notes, "build": build,
             "nginx": subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()}
 
 
@@ -502,7 +519,7 @@ def anchors_section(an: dict) -> list[str]:
              f"Upstream: nginx answering every request with a fixed OpenAI chat completion. **nginx proxy_pass** = "
              f"{an['nginx'].replace('nginx version: ', '')}, `worker_processes auto`, upstream keep-alive; **bare proxy** = "
              "`bench/bare-proxy` (axum + reqwest: parse the JSON, forward, read the reply; no auth, limits, metrics "
-             "or routing; built with the same cargo profile as Switchyard); **Switchyard** = the realistic path above (virtual key with an rpm limit, metrics, "
+             f"or routing; {an.get('build', 'built with the same cargo profile as Switchyard')}); **Switchyard** = the realistic path above (virtual key with an rpm limit, metrics, "
              f"a route over two backends) on the same upstream. `wrk`, one thread, keep-alive; {an['rounds']} "
              f"interleaved round(s) of {an['duration']:.0f} s (+{an['warmup']:.0f} s warm-up) per point, the order "
              "rotating each round; median of rounds, and in brackets the range of the per-round ratio.", "",
@@ -563,7 +580,7 @@ def main() -> int:
     use_litellm = not a.no_litellm and Path(litellm_bin).exists()
     bench = Bench(bin)
     order = hot_order(bin)
-    if order and order["found"] < 0.9 * order["listed"]:
+    if order and order["found"] < 0.9 * order["listed"] and not order["profile_guided"]:
         print(f"warning: {bin} has only {order['found']} of the {order['listed']} functions hot-symbols.txt orders "
               "(stale after a dependency change): its RSS reads high; rerun bench/hot-symbols.sh on a dist build",
               file=sys.stderr, flush=True)
@@ -839,6 +856,10 @@ def group(results, section, label=None):
 def hot_order_line(order: dict | None) -> str:
     if not order:
         return "Hot-code order of the binary: not checked (no `nm`)."
+    if order.get("profile_guided"):
+        return ("Code layout: profile-guided (built by `bench/pgo.sh`, its profile beside the binary); "
+                f"it has {order['found']:,} of the {order['listed']:,} functions `crates/switchyard/hot-symbols.txt` "
+                "names (the file names the plain `dist` build's).")
     line = (f"Hot-code order: the binary has {order['found']:,} of the {order['listed']:,} functions "
             "`crates/switchyard/hot-symbols.txt` links together")
     if order["found"] < 0.9 * order["listed"]:

@@ -7,11 +7,13 @@
 #   bench/run.sh --quick    smoke run (about 2 minutes)
 #   bench/run.sh --no-litellm | --only anchors,load,stream | --rounds N | --duration S
 #
-# Needs wrk and nginx (Debian: `apt-get install wrk nginx`). Installs what else it needs under
+# Needs wrk and nginx (Debian: `apt-get install wrk nginx`) and llvm-profdata of rustc's LLVM
+# (bench/pgo.sh says where it looks). Installs what else it needs under
 # ${SWITCHYARD_CACHE:-~/.cache/switchyard}: a venv with matplotlib for the plot, and LiteLLM
-# (pinned) in a venv of its own. Builds what ships (the `dist` profile: fat LTO, about a quarter
-# hour on 2 cores) unless SWITCHYARD_BIN names a binary, and the bare proxy (its own workspace,
-# same code generation) unless BARE_PROXY_BIN does.
+# (pinned) in a venv of its own. Builds what ships (bench/pgo.sh: the `dist` profile, fat LTO,
+# profile-guided; about half an hour on 2 cores) unless SWITCHYARD_BIN names a binary, and the
+# bare proxy (its own workspace) the same way unless BARE_PROXY_BIN does, so the anchors compare
+# code built alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}"
@@ -21,12 +23,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 LITELLM_VERSION="${LITELLM_VERSION:-1.106.12}"
 
 if [[ -z "${SWITCHYARD_BIN:-}" ]]; then
-  cargo build --profile dist -p switchyard
-  export SWITCHYARD_BIN="$CARGO_TARGET_DIR/dist/switchyard"
+  SWITCHYARD_BIN="$(bench/pgo.sh switchyard)"
+  export SWITCHYARD_BIN
 fi
 if [[ -z "${BARE_PROXY_BIN:-}" ]]; then
-  cargo build --profile dist --locked --manifest-path bench/bare-proxy/Cargo.toml
-  export BARE_PROXY_BIN="$CARGO_TARGET_DIR/dist/bare-proxy"
+  BARE_PROXY_BIN="$(bench/pgo.sh bare-proxy)"
+  export BARE_PROXY_BIN
 fi
 
 if [[ ! -x "$CACHE/bench-venv/bin/python" ]]; then

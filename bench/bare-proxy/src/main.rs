@@ -79,6 +79,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-    axum::serve(listener, app).await?;
+    // Stops on SIGTERM by returning from main, so that an instrumented build (bench/results/
+    // profiling.md, "Profile-guided optimisation") writes its profile at exit.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            term.recv().await;
+        })
+        .await?;
     Ok(())
 }
