@@ -11,6 +11,9 @@
 #                                     extra `switchyard bench load` arguments (streams here)
 #   HTTP_VERSION=http2 bench/profile.sh ...
 #                                     the providers' `httpVersion` (`http2`: h2c to the mock)
+#   MODEL=bench-wild/mock-gpt bench/profile.sh ...
+#                                     the model asked for (default `bench`; `bench-wild/...` is a
+#                                     wildcard route over the same two backends)
 #
 # BIN defaults to what ships (`cargo build --profile dist -p switchyard`: fat LTO). For
 # before/after, build both sides with `cargo build --profile profiling -p switchyard` (no fat LTO:
@@ -45,7 +48,7 @@ pids+=($GPID)
 for _ in $(seq 1 300); do curl -sf "127.0.0.1:$GW/readyz" > /dev/null && break; sleep 0.2; done
 
 # shellcheck disable=SC2086 # LOAD_ARGS is a list of arguments
-load() { "$BIN" bench load --url "http://127.0.0.1:$GW/v1/chat/completions" --key sk-bench-key --model bench ${LOAD_ARGS:-} "$@"; }
+load() { "$BIN" bench load --url "http://127.0.0.1:$GW/v1/chat/completions" --key sk-bench-key --model "${MODEL:-bench}" ${LOAD_ARGS:-} "$@"; }
 served() { curl -s "127.0.0.1:$MET/metrics" | awk '/^switchyard_requests_total/ {s+=$2} END {print s+0}'; }
 
 if [[ $MODE == callgrind ]]; then

@@ -223,6 +223,17 @@ def switchyard_config(dir: Path, upstream: int, http_version: str = "auto") -> N
           - {{providerRef: {{name: up-a}}, model: mock-gpt, weight: 1}}
           - {{providerRef: {{name: up-b}}, model: mock-gpt, weight: 1}}
         ---
+        # A wildcard route: any `bench-wild/<model>` reaches both backends as `<model>`
+        # (`MODEL=bench-wild/mock-gpt bench/profile.sh` profiles it).
+        apiVersion: switchyard.dev/v1alpha1
+        kind: LLMRoute
+        metadata: {{name: bench-wild, namespace: default}}
+        spec:
+          model: "bench-wild/*"
+          backends:
+          - {{providerRef: {{name: up-a}}, model: "*", weight: 1}}
+          - {{providerRef: {{name: up-b}}, model: "*", weight: 1}}
+        ---
         apiVersion: switchyard.dev/v1alpha1
         kind: LLMRoute
         metadata: {{name: bench-anthropic, namespace: default}}
