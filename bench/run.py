@@ -1024,7 +1024,8 @@ def render(res: dict) -> str:
     lines += targets_section(res)
     if res["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
-    lines += ["Rerun: `bench/run.sh` (full, < 10 min) or `bench/run.sh --quick`. Plot: `latency.png`.", ""]
+    lines += ["Rerun: `bench/run.sh` (full: about 11 min, after `bench/pgo.sh` builds both binaries unless "
+              "SWITCHYARD_BIN and BARE_PROXY_BIN name them) or `bench/run.sh --quick`. Plot: `latency.png`.", ""]
     return "\n".join(lines)
 
 
