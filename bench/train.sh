@@ -4,7 +4,7 @@
 #
 #   bench/train.sh OUT BIN [WRAPPER...]
 #
-# Starts BIN's mock provider, then BIN's gateway twice (OpenAI providers over HTTP/1.1, then h2c),
+# Starts BIN's mock provider, then BIN's gateway twice (OpenAI providers over h2c, then HTTP/1.1),
 # each as `WRAPPER... BIN gateway ...`, through start, whole and streamed requests on the realistic
 # path (bench/run.py's config: a virtual key with a rate limit, a two-backend route), the Anthropic
 # translation, 100 held streams, a metrics scrape and a reload; then stops it with SIGTERM and
