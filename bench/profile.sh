@@ -15,7 +15,8 @@
 #                                     the model asked for (default `bench`; `bench-wild/...` is a
 #                                     wildcard route over the same two backends)
 #
-# BIN defaults to what ships (`cargo build --profile dist -p switchyard`: fat LTO). For
+# BIN defaults to the plain `dist` build (`cargo build --profile dist -p switchyard`: fat LTO);
+# what ships is that profile built profile-guided by bench/pgo.sh, which prints its path. For
 # before/after, build both sides with `cargo build --profile profiling -p switchyard` (no fat LTO:
 # minutes instead of a quarter hour) and pass each binary as BIN.
 # Needs perf (`apt-get install linux-perf`) or valgrind. Everything listens on 127.0.0.1.

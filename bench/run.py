@@ -581,7 +581,8 @@ def main() -> int:
     target_dir = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
     bin = os.environ.get("SWITCHYARD_BIN", str(Path(target_dir) / "dist" / "switchyard"))
     if not Path(bin).exists():
-        print(f"no switchyard binary at {bin}: build with `cargo build --profile dist -p switchyard`", file=sys.stderr)
+        print(f"no switchyard binary at {bin}: build what ships with `bench/pgo.sh` (or the plain "
+              "`cargo build --profile dist -p switchyard`) and name it in SWITCHYARD_BIN", file=sys.stderr)
         return 2
     bare_bin = os.environ.get("BARE_PROXY_BIN", str(Path(target_dir) / "dist" / "bare-proxy"))
     if "anchors" in sections and not shutil.which("wrk"):
