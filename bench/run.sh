@@ -5,6 +5,8 @@
 #
 #   bench/run.sh            full run (about 13 minutes)
 #   bench/run.sh --quick    smoke run (about 2 minutes)
+#   (each after bench/pgo.sh's builds, about half an hour, unless SWITCHYARD_BIN and BARE_PROXY_BIN
+#   name binaries)
 #   bench/run.sh --no-litellm | --only anchors,load,stream | --rounds N | --duration S
 #
 # Needs wrk and nginx (Debian: `apt-get install wrk nginx`) and llvm-profdata of rustc's LLVM
