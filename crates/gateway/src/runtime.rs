@@ -389,11 +389,8 @@ impl Runtime {
                     "This API key is not allowed to use model `{model}`."
                 )));
             }
-            let made = made.get(suffix).unwrap_or_else(|| {
-                let fresh = concrete(self, wild, suffix);
-                made.insert(suffix.to_owned(), fresh.clone());
-                fresh
-            });
+            // One lookup; concurrent first requests for a model make its route once.
+            let made = made.get_with_by_ref(suffix, || concrete(self, wild, suffix));
             if let (Some(backend), Some(_)) = (&made.unpriced, &key.config.budget) {
                 return Err(GatewayError::bad_request(
                     format!(
