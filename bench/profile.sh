@@ -11,6 +11,11 @@
 #                                     extra `switchyard bench load` arguments (streams here)
 #   HTTP_VERSION=http2 bench/profile.sh ...
 #                                     the providers' `httpVersion` (`http2`: h2c to the mock)
+#   HELPERS=PATH bench/profile.sh ...
+#                                     the binary that runs the mock upstream and the load generator
+#                                     (default BIN): a `release` build's are unoptimised (Cargo.toml),
+#                                     and a slower load changes the gateway's count per request, so
+#                                     compare gateway builds with the same helpers
 #   MODEL=bench-wild/mock-gpt bench/profile.sh ...
 #                                     the model asked for (default `bench`; `bench-wild/...` is a
 #                                     wildcard route over the same two backends)
@@ -25,6 +30,7 @@ cd "$(dirname "$0")/.."
 MODE=perf
 if [[ "${1:-}" == "--callgrind" ]]; then MODE=callgrind; shift; fi
 BIN="${1:-${SWITCHYARD_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}/dist/switchyard}}"
+HELPERS="${HELPERS:-$BIN}"
 OUT="${OUT:-$(mktemp -d /tmp/switchyard-profile-XXXX)}"
 PY="${PYTHON:-python3}"
 UP=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -36,7 +42,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-SWITCHYARD_LOG=warn "$BIN" mock-provider --listen 127.0.0.1:$UP > "$OUT/mock.log" 2>&1 &
+SWITCHYARD_LOG=warn "$HELPERS" mock-provider --listen 127.0.0.1:$UP > "$OUT/mock.log" 2>&1 &
 pids+=($!)
 if [[ $MODE == callgrind ]]; then
   SWITCHYARD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
@@ -49,7 +55,7 @@ pids+=($GPID)
 for _ in $(seq 1 300); do curl -sf "127.0.0.1:$GW/readyz" > /dev/null && break; sleep 0.2; done
 
 # shellcheck disable=SC2086 # LOAD_ARGS is a list of arguments
-load() { "$BIN" bench load --url "http://127.0.0.1:$GW/v1/chat/completions" --key sk-bench-key --model "${MODEL:-bench}" ${LOAD_ARGS:-} "$@"; }
+load() { "$HELPERS" bench load --url "http://127.0.0.1:$GW/v1/chat/completions" --key sk-bench-key --model "${MODEL:-bench}" ${LOAD_ARGS:-} "$@"; }
 served() { curl -s "127.0.0.1:$MET/metrics" | awk '/^switchyard_requests_total/ {s+=$2} END {print s+0}'; }
 
 if [[ $MODE == callgrind ]]; then

@@ -82,7 +82,9 @@ thread_local! {
 }
 
 impl Period {
-    /// The period of `kind` that contains `now_ms`.
+    /// The period of `kind` that contains `now_ms`. It and the accessors below are `#[inline]`:
+    /// a request calls them, and `release` builds this crate unoptimised (types.rs).
+    #[inline]
     pub fn of(kind: BudgetPeriod, now_ms: i64) -> Self {
         let slot = match kind {
             BudgetPeriod::Daily => 0,
@@ -104,6 +106,7 @@ impl Period {
     }
 
     /// Whether `now_ms` falls in this period.
+    #[inline]
     fn contains(&self, now_ms: i64) -> bool {
         now_ms >= self.start_ms && self.end_ms.is_none_or(|end| now_ms < end)
     }
@@ -147,11 +150,13 @@ impl Period {
     }
 
     /// Until the period ends, ms.
+    #[inline]
     pub fn resets_in_ms(&self, now_ms: i64) -> Option<i64> {
         self.end_ms.map(|e| (e - now_ms).max(1))
     }
 
     /// How long a spend counter written now is kept: until a while after the period ends.
+    #[inline]
     pub fn keep_ms(&self, now_ms: i64) -> Option<i64> {
         self.end_ms.map(|e| (e - now_ms).max(0) + KEEP_AFTER_END_MS)
     }

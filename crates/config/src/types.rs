@@ -1,4 +1,7 @@
 //! The `GatewayConfig` types.
+//!
+//! The few methods a request calls are `#[inline]`, so that they are compiled into the gateway's
+//! code: the `release` profile builds this crate unoptimised (see the workspace's Cargo.toml).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -208,6 +211,7 @@ impl SecretString {
         Self(value.into())
     }
     /// The secret value. Call only where it is sent upstream.
+    #[inline]
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -267,6 +271,7 @@ pub enum ProviderKind {
 
 impl ProviderKind {
     /// The name used in manifests and metrics.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Openai => "openai",
@@ -293,6 +298,7 @@ impl ProviderKind {
     }
 
     /// The provider's public API base URL, used when a Provider sets none.
+    #[inline]
     pub fn default_base_url(self) -> Option<&'static str> {
         Some(match self {
             Self::Openai => "https://api.openai.com/v1",
@@ -396,6 +402,7 @@ pub enum HttpVersion {
 
 impl HttpVersion {
     /// Whether it is the default.
+    #[inline]
     pub fn is_auto(&self) -> bool {
         *self == Self::Auto
     }
@@ -418,6 +425,7 @@ pub struct LimitsConfig {
 
 impl LimitsConfig {
     /// Whether no limit is set.
+    #[inline]
     pub fn is_unlimited(&self) -> bool {
         self.rpm.is_none() && self.tpm.is_none() && self.max_parallel.is_none()
     }
@@ -575,6 +583,7 @@ pub struct RouteConfig {
 
 impl RouteConfig {
     /// The prefix a wildcard route serves (`openai/` for `openai/*`); `None` for an exact route.
+    #[inline]
     pub fn wildcard_prefix(&self) -> Option<&str> {
         wildcard_prefix(&self.model)
     }
@@ -582,6 +591,7 @@ impl RouteConfig {
 
 /// The prefix of a wildcard model name: the part before a `*` that ends it and is its only `*`
 /// (`openai/*` -> `openai/`, `*` -> ``); `None` for any other name.
+#[inline]
 pub fn wildcard_prefix(model: &str) -> Option<&str> {
     model.strip_suffix('*').filter(|p| !p.contains('*'))
 }
@@ -710,6 +720,7 @@ struct Rates {
 impl Price {
     /// Cost in USD of a request's usage: `prompt` includes `cached`. Same as [`Price::cost_of`]
     /// without cache writes or reasoning tokens.
+    #[inline]
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64, cached_tokens: u64) -> f64 {
         self.cost_of(&Tokens {
             prompt: prompt_tokens,
@@ -721,6 +732,7 @@ impl Price {
 
     /// Cost in USD of a request's usage, each kind of token at its own price. Always finite and
     /// non-negative: a price that is not (which validation refuses) counts as zero.
+    #[inline]
     pub fn cost_of(&self, t: &Tokens) -> f64 {
         let r = self.rates(t.prompt);
         let cached = t.cached.min(t.prompt);

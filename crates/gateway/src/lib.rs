@@ -135,6 +135,9 @@ fn litellm_health() -> Router<Arc<Gateway>> {
         .route("/health/readiness", get(endpoints::readyz))
 }
 
+/// What tells [`serve`] to stop: SIGTERM in the binary, a channel in tests.
+pub type Signal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// How the server stops.
 #[derive(Clone, Copy, Debug)]
 pub struct Shutdown {
@@ -152,22 +155,42 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     admin: tokio::net::TcpListener,
     gw: Arc<Gateway>,
-    signal: impl std::future::Future<Output = ()> + Send + 'static,
+    signal: Signal,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let admin = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
-        admin,
-        admin_router(gw.clone()),
-    )));
-    let served = serve_clients(listener, gw, signal, shutdown).await;
-    admin.abort();
-    served
+    spawn_server(listener, admin, gw, signal, shutdown)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// The server runs in a task spawned here, not in the caller's future: a future is compiled
+/// where it is polled, so the server (the accept loop, hyper's connections, everything a request
+/// runs) is compiled in this crate, with its optimisation, rather than in the binary's crate,
+/// which the `release` profile optimises less (Cargo.toml). Not inlined into the caller for the
+/// same reason.
+#[inline(never)]
+fn spawn_server(
+    listener: tokio::net::TcpListener,
+    admin: tokio::net::TcpListener,
+    gw: Arc<Gateway>,
+    signal: Signal,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        let admin = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+            admin,
+            admin_router(gw.clone()),
+        )));
+        let served = serve_clients(listener, gw, signal, shutdown).await;
+        admin.abort();
+        served
+    })
 }
 
 async fn serve_clients(
     listener: tokio::net::TcpListener,
     gw: Arc<Gateway>,
-    signal: impl std::future::Future<Output = ()> + Send + 'static,
+    signal: Signal,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let grace = shutdown.grace;
@@ -225,9 +248,9 @@ mod tests {
             client,
             admin,
             gw,
-            async move {
+            Box::pin(async move {
                 let _ = stopped.await;
-            },
+            }),
             shutdown,
         ));
         let http = reqwest::Client::new();

@@ -295,7 +295,7 @@ async fn serve_gateway(
         .with_context(|| format!("listening on {listen}"))?;
     let admin = bind_metrics(metrics_addr).await?;
     tracing::info!(%listen, "serving");
-    switchyard_gateway::serve(listener, admin, gw.clone(), shutdown_signal(), shutdown).await?;
+    switchyard_gateway::serve(listener, admin, gw.clone(), Box::pin(shutdown_signal()), shutdown).await?;
     // Spend still being settled, and spend queued while Redis was unreachable, is written now.
     gw.flush(Duration::from_secs(5)).await;
     tracing::info!("stopped");
