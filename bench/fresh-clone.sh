@@ -4,8 +4,9 @@
 # everything compiled), and polls the quickstart with a chat completion until it answers 200.
 #
 #   bench/fresh-clone.sh [REPO]       REPO defaults to this checkout (its committed HEAD)
-#   TIMINGS=1 bench/fresh-clone.sh    also writes cargo's --timings report (a separate
-#                                     `cargo build` before the run, so the time is the build's)
+#
+# Where the time goes: the same clone and empty directories, then `cargo build --release -p
+# switchyard --timings` (the report lands in the target directory's cargo-timings/).
 #
 # Prints the seconds from `git clone` to the answer. Uses /tmp/switchyard-fresh*; the gateway
 # listens on 127.0.0.1:8080, so nothing else may. Run it on a quiet machine: the number is the
@@ -22,11 +23,6 @@ export CARGO_HOME="$W-cargo" CARGO_TARGET_DIR="$W-target"
 # The README's first command, as written there.
 cmd=$(grep -m1 '^cargo run --release' README.md)
 echo "$cmd" >&2
-if [[ -n "${TIMINGS:-}" ]]; then
-  build=${cmd%% -- *}
-  ${build/cargo run/cargo build} --timings > "$log" 2>&1
-  echo "timings: $(ls "$W-target"/cargo-timings/cargo-timing.html)" >&2
-fi
 setsid bash -c "$cmd" > "$log" 2>&1 &
 pid=$!
 trap 'kill -- -$pid 2>/dev/null || true' EXIT
