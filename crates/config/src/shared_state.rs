@@ -27,17 +27,20 @@ pub fn budget_scope(namespace: &str, name: &str) -> String {
     format!("t:{namespace}/{name}")
 }
 
-/// Redis key names.
+/// Redis key names. Those a request builds are `#[inline]` (see [`Period::of`]).
 pub mod redis_keys {
     /// A window, slot set, spend counter or reservation set of a scope.
+    #[inline]
     pub fn scoped(scope: &str, what: &str) -> String {
         format!("swy:{{{scope}}}:{what}")
     }
     /// The spend counter (USD, a decimal string) of a scope in a period.
+    #[inline]
     pub fn spend(scope: &str, period: &str) -> String {
         scoped(scope, &format!("spend:{period}"))
     }
     /// The reservation set of a scope in a period.
+    #[inline]
     pub fn holds(scope: &str, period: &str) -> String {
         scoped(scope, &format!("hold:{period}"))
     }

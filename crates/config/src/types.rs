@@ -756,6 +756,7 @@ impl Price {
     }
 
     /// The prices for a request with `prompt` tokens: the long-context tier's above its threshold.
+    #[inline]
     fn rates(&self, prompt: u64) -> Rates {
         let write = self.cache_write.unwrap_or(self.input);
         let base = Rates {
