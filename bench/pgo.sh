@@ -54,7 +54,7 @@ else
   # just made by `bench/pgo.sh`, or SWITCHYARD_BIN); only the bare proxy's profile is kept.
   helper="${SWITCHYARD_BIN:-$CARGO_TARGET_DIR/$HOST/dist/switchyard}"
   [[ -x "$helper" ]] || { echo "bench/pgo.sh bare-proxy: needs a switchyard binary (run bench/pgo.sh first, or set SWITCHYARD_BIN)" >&2; exit 1; }
-  port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+  source bench/lib.sh
   UP=$(port); BP=$(port)
   "$helper" mock-provider --listen "127.0.0.1:$UP" > "$WORK/train/mock.log" 2>&1 &
   mock=$!

@@ -33,9 +33,8 @@ BIN="${1:-${SWITCHYARD_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}/
 HELPERS="${HELPERS:-$BIN}"
 OUT="${OUT:-$(mktemp -d /tmp/switchyard-profile-XXXX)}"
 PY="${PYTHON:-python3}"
-UP=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-GW=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-MET=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source bench/lib.sh
+UP=$(port); GW=$(port); MET=$(port)
 $PY -c "import sys; sys.path.insert(0, 'bench'); import run; from pathlib import Path; run.switchyard_config(Path('$OUT/cfg'), $UP, '${HTTP_VERSION:-auto}')"
 
 pids=()

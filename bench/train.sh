@@ -20,7 +20,7 @@ SECS="${SECONDS_EACH:-3}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT/profile" "$OUT/discard"
 export LLVM_PROFILE_FILE="$OUT/discard/%p.profraw"
-port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
