@@ -34,15 +34,16 @@ pub mod redis_keys {
     pub fn scoped(scope: &str, what: &str) -> String {
         format!("swy:{{{scope}}}:{what}")
     }
-    /// The spend counter (USD, a decimal string) of a scope in a period.
+    /// The spend counter (USD, a decimal string) of a scope in a period: [`scoped`]'s name,
+    /// written in one `format!` (a request builds it).
     #[inline]
     pub fn spend(scope: &str, period: &str) -> String {
-        scoped(scope, &format!("spend:{period}"))
+        format!("swy:{{{scope}}}:spend:{period}")
     }
-    /// The reservation set of a scope in a period.
+    /// The reservation set of a scope in a period: [`scoped`]'s name, in one `format!`.
     #[inline]
     pub fn holds(scope: &str, period: &str) -> String {
-        scoped(scope, &format!("hold:{period}"))
+        format!("swy:{{{scope}}}:hold:{period}")
     }
     /// When a scope last finished a request (ms since the epoch, a decimal string).
     pub fn last_used(scope: &str) -> String {
@@ -211,6 +212,19 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spend_and_hold_keys_are_scoped_names() {
+        let scope = budget_scope("apps", "team-a");
+        assert_eq!(
+            redis_keys::spend(&scope, "m2026-11"),
+            redis_keys::scoped(&scope, "spend:m2026-11")
+        );
+        assert_eq!(
+            redis_keys::holds(&scope, "total"),
+            redis_keys::scoped(&scope, "hold:total")
+        );
+    }
 
     // 2026-11-25T13:45:10Z, a Wednesday.
     const NOW: i64 = 1_795_614_310_000;
