@@ -231,15 +231,17 @@ mod tests {
                 ..LimitsConfig::default()
             });
             let mut h = Harness::with_state(cfg, state);
-            h.routing = h.routing.with_quota_lease_ttl(300);
+            // A 600 ms lease is renewed every 200 ms: a renewal may come up to 400 ms late (a
+            // loaded CI machine) before the slot lapses.
+            h.routing = h.routing.with_quota_lease_ttl(600);
             let h = Arc::new(h);
-            h.fake.script("m", slow(Duration::from_millis(1600)));
+            h.fake.script("m", slow(Duration::from_millis(3200)));
             let first = tokio::spawn({
                 let h = h.clone();
                 async move { h.call("r", false).await.map(|_| ()).map_err(|e| e.to_string()) }
             });
             // Three leases later the first attempt still holds the one slot.
-            tokio::time::sleep(Duration::from_millis(1000)).await;
+            tokio::time::sleep(Duration::from_millis(2000)).await;
             let second = h.call("r", false).await.map(|_| ()).map_err(|e| e.status.as_u16());
             assert_eq!(second, Err(503), "{what}: the slot lapsed while its attempt ran");
             assert_eq!(first.await.unwrap_or_else(|e| panic!("{e}")), Ok(()), "{what}");
